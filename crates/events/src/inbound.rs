@@ -1,0 +1,377 @@
+//! Parsing an inbound NATS message into a [`Command`], in either content mode
+//! of the CloudEvents NATS binding: structured (the whole event as JSON) or
+//! binary (`ce-*` headers, JSON body as `data`).
+
+use cloudevents::event::{AttributesReader, Data};
+use cloudevents::{Event, EventBuilder, EventBuilderV10};
+use serde_json::Value;
+
+use crate::codes::{ErrorCode, EventError};
+use crate::ids::check_id;
+use crate::model::{Command, INBOUND_TYPES};
+use crate::schema::validate_data;
+use crate::subjects::type_from_ingest_subject;
+
+/// The parts of a NATS message that parsing needs.
+pub struct InboundMessage<'a> {
+    pub subject: &'a str,
+    /// Header names and values; names are matched case-insensitively.
+    pub headers: &'a [(String, String)],
+    pub payload: &'a [u8],
+}
+
+impl InboundMessage<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// A parsed inbound event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub source: String,
+    pub id: String,
+    pub time: Option<String>,
+    pub command: Command,
+}
+
+pub struct Limits {
+    /// Largest serialized message `body` (and edit body), in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Whole events larger than this are refused before parsing.
+fn max_event_bytes(limits: &Limits) -> usize {
+    limits.max_body_bytes * 2 + 64 * 1024
+}
+
+pub fn parse_inbound(message: &InboundMessage<'_>, limits: &Limits) -> Result<Inbound, EventError> {
+    if message.payload.len() > max_event_bytes(limits) {
+        return Err(EventError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "event of {} bytes exceeds the {} byte limit",
+                message.payload.len(),
+                max_event_bytes(limits)
+            ),
+        ));
+    }
+    let event = match message.header("ce-specversion") {
+        Some(version) => parse_binary(message, version)?,
+        None => parse_structured(message.payload)?,
+    };
+    let event_type = event.ty().to_string();
+    if !INBOUND_TYPES.contains(&event_type.as_str()) {
+        return Err(EventError::new(
+            ErrorCode::UnknownType,
+            format!(
+                "unknown event type {event_type:?}; expected one of {}",
+                INBOUND_TYPES.join(", ")
+            ),
+        ));
+    }
+    if let Some(subject_type) = type_from_ingest_subject(message.subject) {
+        if subject_type != event_type {
+            return Err(EventError::new(
+                ErrorCode::SchemaViolation,
+                format!(
+                    "event type {event_type} was published on {}, which is for {subject_type}",
+                    message.subject
+                ),
+            ));
+        }
+    }
+    let data = match event.data() {
+        Some(Data::Json(value)) => value.clone(),
+        Some(Data::String(text)) => serde_json::from_str(text).map_err(|error| {
+            EventError::new(
+                ErrorCode::SchemaViolation,
+                format!("data is not JSON: {error}"),
+            )
+        })?,
+        Some(Data::Binary(bytes)) => serde_json::from_slice(bytes).map_err(|error| {
+            EventError::new(
+                ErrorCode::SchemaViolation,
+                format!("data is not JSON: {error}"),
+            )
+        })?,
+        None => {
+            return Err(EventError::new(
+                ErrorCode::SchemaViolation,
+                format!("{event_type} has no data"),
+            ))
+        }
+    };
+    validate_data(&event_type, &data)?;
+    let command: Command = serde_json::from_value(
+        serde_json::json!({"type": event_type, "data": data}),
+    )
+    .map_err(|error| {
+        EventError::new(
+            ErrorCode::SchemaViolation,
+            format!("data of {event_type}: {error}"),
+        )
+    })?;
+    check_body_size(&command, limits)?;
+    let source = event.source().to_string();
+    let id = event.id().to_string();
+    if source.len() > 512 || id.len() > 512 {
+        return Err(EventError::new(
+            ErrorCode::InvalidId,
+            "event source and id must be at most 512 bytes",
+        ));
+    }
+    check_ids(&command)?;
+    Ok(Inbound {
+        source,
+        id,
+        time: event
+            .time()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        command,
+    })
+}
+
+fn parse_structured(payload: &[u8]) -> Result<Event, EventError> {
+    let value: Value = serde_json::from_slice(payload).map_err(|error| {
+        EventError::new(ErrorCode::NotJson, format!("payload is not JSON: {error}"))
+    })?;
+    let Some(object) = value.as_object() else {
+        return Err(EventError::new(
+            ErrorCode::NotCloudevent,
+            "payload is JSON but not an object, so not a CloudEvent",
+        ));
+    };
+    let Some(version) = object.get("specversion") else {
+        return Err(EventError::new(
+            ErrorCode::NotCloudevent,
+            "payload is JSON but has no specversion, so not a CloudEvent",
+        ));
+    };
+    if version != "1.0" {
+        return Err(EventError::new(
+            ErrorCode::BadSpecversion,
+            format!("specversion {version} is not supported; use \"1.0\""),
+        ));
+    }
+    for required in ["id", "source", "type"] {
+        if !object
+            .get(required)
+            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        {
+            return Err(EventError::new(
+                ErrorCode::NotCloudevent,
+                format!("CloudEvent attribute {required} is missing or empty"),
+            ));
+        }
+    }
+    serde_json::from_value(value).map_err(|error| {
+        EventError::new(
+            ErrorCode::NotCloudevent,
+            format!("not a valid CloudEvent: {error}"),
+        )
+    })
+}
+
+fn parse_binary(message: &InboundMessage<'_>, version: &str) -> Result<Event, EventError> {
+    if version != "1.0" {
+        return Err(EventError::new(
+            ErrorCode::BadSpecversion,
+            format!("ce-specversion {version} is not supported; use 1.0"),
+        ));
+    }
+    let attribute = |name: &str| {
+        message
+            .header(name)
+            .filter(|value| !value.is_empty())
+            .ok_or_else(|| {
+                EventError::new(
+                    ErrorCode::NotCloudevent,
+                    format!("binary-mode CloudEvent lacks header {name}"),
+                )
+            })
+    };
+    let data: Value = serde_json::from_slice(message.payload).map_err(|error| {
+        EventError::new(
+            ErrorCode::NotJson,
+            format!("binary-mode body is not JSON: {error}"),
+        )
+    })?;
+    let mut builder = EventBuilderV10::new()
+        .id(attribute("ce-id")?)
+        .source(attribute("ce-source")?)
+        .ty(attribute("ce-type")?)
+        .data("application/json", data);
+    if let Some(time) = message.header("ce-time") {
+        builder = builder.time(time.to_string());
+    }
+    builder.build().map_err(|error| {
+        EventError::new(
+            ErrorCode::NotCloudevent,
+            format!("not a valid CloudEvent: {error}"),
+        )
+    })
+}
+
+fn check_body_size(command: &Command, limits: &Limits) -> Result<(), EventError> {
+    let body = match command {
+        Command::Send(send) => &send.body,
+        Command::Edit(edit) => &edit.body,
+        _ => return Ok(()),
+    };
+    let size = serde_json::to_vec(body)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
+    if size > limits.max_body_bytes {
+        return Err(EventError::new(
+            ErrorCode::TooLarge,
+            format!(
+                "message body of {size} bytes exceeds the {} byte limit",
+                limits.max_body_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The schema already enforces the id pattern; this repeats it in code so a
+/// schema edit cannot silently let bad ids through.
+fn check_ids(command: &Command) -> Result<(), EventError> {
+    check_id("conversation_id", command.conversation_id())?;
+    if let Some(actor) = command.actor() {
+        check_id("user id", actor)?;
+    }
+    let members = match command {
+        Command::Create(create) => &create.members,
+        Command::AddMembers(change) | Command::RemoveMembers(change) => &change.members,
+        _ => return Ok(()),
+    };
+    members
+        .iter()
+        .try_for_each(|member| check_id("member", member))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn structured(value: Value) -> Result<Inbound, EventError> {
+        let payload = serde_json::to_vec(&value).unwrap();
+        parse_inbound(
+            &InboundMessage {
+                subject: "im.ingest.message.send",
+                headers: &[],
+                payload: &payload,
+            },
+            &Limits::default(),
+        )
+    }
+
+    fn send_event() -> Value {
+        json!({"specversion": "1.0", "id": "e1", "source": "urn:test", "type": "im.message.send",
+               "data": {"conversation_id": "dm:a:b", "sender_id": "a", "kind": "text", "body": {"text": "hi"}}})
+    }
+
+    #[test]
+    fn structured_mode_parses() {
+        let inbound = structured(send_event()).unwrap();
+        assert_eq!(inbound.id, "e1");
+        assert_eq!(inbound.source, "urn:test");
+        assert!(matches!(inbound.command, Command::Send(_)));
+    }
+
+    #[test]
+    fn binary_mode_parses() {
+        let headers = vec![
+            ("ce-specversion".to_string(), "1.0".to_string()),
+            ("ce-id".to_string(), "b1".to_string()),
+            ("ce-source".to_string(), "urn:test".to_string()),
+            ("ce-type".to_string(), "im.message.read".to_string()),
+            ("content-type".to_string(), "application/json".to_string()),
+        ];
+        let payload = br#"{"conversation_id":"dm:a:b","user_id":"a","seq":1}"#;
+        let inbound = parse_inbound(
+            &InboundMessage {
+                subject: "im.ingest.message.read",
+                headers: &headers,
+                payload,
+            },
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(inbound.id, "b1");
+        assert!(matches!(inbound.command, Command::Read(_)));
+    }
+
+    #[test]
+    fn each_bad_input_has_its_code() {
+        let payload = b"not json";
+        let error = parse_inbound(
+            &InboundMessage {
+                subject: "im.ingest.message.send",
+                headers: &[],
+                payload,
+            },
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::NotJson);
+        assert_eq!(
+            structured(json!({"hello": 1})).unwrap_err().code,
+            ErrorCode::NotCloudevent
+        );
+        let mut wrong_version = send_event();
+        wrong_version["specversion"] = json!("0.3");
+        assert_eq!(
+            structured(wrong_version).unwrap_err().code,
+            ErrorCode::BadSpecversion
+        );
+        let mut unknown = send_event();
+        unknown["type"] = json!("im.message.explode");
+        assert_eq!(
+            structured(unknown).unwrap_err().code,
+            ErrorCode::UnknownType
+        );
+        let mut violation = send_event();
+        violation["data"]["kind"] = json!("video");
+        let error = structured(violation).unwrap_err();
+        assert_eq!(error.code, ErrorCode::SchemaViolation);
+        assert!(error.reason.contains("/kind"), "{}", error.reason);
+        let mut large = send_event();
+        large["data"]["body"]["text"] = json!("x".repeat(70 * 1024));
+        assert_eq!(structured(large).unwrap_err().code, ErrorCode::TooLarge);
+        let mut bad_id = send_event();
+        bad_id["data"]["sender_id"] = json!("has space");
+        assert_eq!(
+            structured(bad_id).unwrap_err().code,
+            ErrorCode::SchemaViolation
+        );
+    }
+
+    #[test]
+    fn subject_must_match_type() {
+        let payload = serde_json::to_vec(&send_event()).unwrap();
+        let error = parse_inbound(
+            &InboundMessage {
+                subject: "im.ingest.message.read",
+                headers: &[],
+                payload: &payload,
+            },
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::SchemaViolation);
+    }
+}

@@ -1,0 +1,20 @@
+//! Events of the IM pipeline: the public CloudEvents contract and the internal
+//! envelopes that travel between functions.
+//!
+//! Every event on every stream is a CloudEvents 1.0 structured JSON document.
+//! Inbound events are parsed from either NATS content mode ([`inbound`]),
+//! validated against the JSON Schemas in `schemas/events/` ([`schema`]) and
+//! turned into a typed [`Command`]. The crate is pure: no IO, no clock; time
+//! is passed in by callers.
+
+pub mod codes;
+pub mod ids;
+pub mod inbound;
+pub mod model;
+pub mod partition;
+pub mod schema;
+pub mod subjects;
+
+pub use codes::{ErrorCode, EventError};
+pub use inbound::{parse_inbound, InboundMessage};
+pub use model::*;

@@ -1,0 +1,489 @@
+//! The typed events of the pipeline.
+//!
+//! [`Command`] is an inbound event's type and data; [`TimelineEvent`] is what
+//! `dedupe` commits for a conversation; [`Delivery`] is what `fanout` hands to
+//! the user-partitioned functions. All three travel inside a structured
+//! CloudEvent ([`Envelope`]), so every stream holds CloudEvents.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const SPEC_VERSION: &str = "1.0";
+pub const JSON: &str = "application/json";
+/// CloudEvents `source` of events the pipeline itself produces.
+pub const PIPELINE_SOURCE: &str = "urn:im:pipeline";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageKind {
+    Text,
+    Image,
+    File,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+impl ConversationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationKind::Direct => "direct",
+            ConversationKind::Group => "group",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "direct" => Some(ConversationKind::Direct),
+            "group" => Some(ConversationKind::Group),
+            _ => None,
+        }
+    }
+}
+
+/// How a conversation's messages reach members: per-member copies, or members
+/// pull the conversation timeline (large groups).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Diffusion {
+    #[default]
+    Write,
+    Read,
+}
+
+impl Diffusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Diffusion::Write => "write",
+            Diffusion::Read => "read",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "write" => Some(Diffusion::Write),
+            "read" => Some(Diffusion::Read),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendData {
+    pub conversation_id: String,
+    pub sender_id: String,
+    pub kind: MessageKind,
+    pub body: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadData {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateData {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub members: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Group admins (may recall any message at any time). An extension of the
+    /// contract's data; absent means no admins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admins: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MembersData {
+    pub conversation_id: String,
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MuteData {
+    pub user_id: String,
+    pub conversation_id: String,
+    /// RFC 3339, or null to unmute.
+    pub until: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EditData {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub editor_id: String,
+    pub body: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecallData {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub actor_id: String,
+}
+
+/// An inbound event's type and data. The serde tags are the contract's type
+/// names, so `{"type": …, "data": …}` maps onto this directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum Command {
+    #[serde(rename = "im.message.send")]
+    Send(SendData),
+    #[serde(rename = "im.message.read")]
+    Read(ReadData),
+    #[serde(rename = "im.conversation.create")]
+    Create(CreateData),
+    #[serde(rename = "im.conversation.members.add")]
+    AddMembers(MembersData),
+    #[serde(rename = "im.conversation.members.remove")]
+    RemoveMembers(MembersData),
+    #[serde(rename = "im.user.mute")]
+    Mute(MuteData),
+    #[serde(rename = "im.message.edit")]
+    Edit(EditData),
+    #[serde(rename = "im.message.recall")]
+    Recall(RecallData),
+}
+
+/// Every inbound type of the contract.
+pub const INBOUND_TYPES: [&str; 8] = [
+    "im.message.send",
+    "im.message.read",
+    "im.conversation.create",
+    "im.conversation.members.add",
+    "im.conversation.members.remove",
+    "im.user.mute",
+    "im.message.edit",
+    "im.message.recall",
+];
+
+impl Command {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Command::Send(_) => "im.message.send",
+            Command::Read(_) => "im.message.read",
+            Command::Create(_) => "im.conversation.create",
+            Command::AddMembers(_) => "im.conversation.members.add",
+            Command::RemoveMembers(_) => "im.conversation.members.remove",
+            Command::Mute(_) => "im.user.mute",
+            Command::Edit(_) => "im.message.edit",
+            Command::Recall(_) => "im.message.recall",
+        }
+    }
+
+    /// The conversation the event is about: the key that orders it.
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            Command::Send(d) => &d.conversation_id,
+            Command::Read(d) => &d.conversation_id,
+            Command::Create(d) => &d.conversation_id,
+            Command::AddMembers(d) | Command::RemoveMembers(d) => &d.conversation_id,
+            Command::Mute(d) => &d.conversation_id,
+            Command::Edit(d) => &d.conversation_id,
+            Command::Recall(d) => &d.conversation_id,
+        }
+    }
+
+    /// The user on whose behalf the event acts, where it names one.
+    pub fn actor(&self) -> Option<&str> {
+        match self {
+            Command::Send(d) => Some(&d.sender_id),
+            Command::Read(d) => Some(&d.user_id),
+            Command::Mute(d) => Some(&d.user_id),
+            Command::Edit(d) => Some(&d.editor_id),
+            Command::Recall(d) => Some(&d.actor_id),
+            Command::Create(_) | Command::AddMembers(_) | Command::RemoveMembers(_) => None,
+        }
+    }
+}
+
+/// A structured CloudEvent carrying `T` (whose serde form supplies `type`
+/// and `data`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub specversion: String,
+    pub id: String,
+    pub source: String,
+    pub time: String,
+    pub datacontenttype: String,
+    /// Extension: when the pipeline first stored the event (RFC 3339), taken
+    /// from JetStream so that replay reproduces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imreceived: Option<String>,
+    #[serde(flatten)]
+    pub payload: T,
+}
+
+impl<T> Envelope<T> {
+    pub fn new(
+        source: impl Into<String>,
+        id: impl Into<String>,
+        time: impl Into<String>,
+        payload: T,
+    ) -> Self {
+        Envelope {
+            specversion: SPEC_VERSION.to_string(),
+            id: id.into(),
+            source: source.into(),
+            time: time.into(),
+            datacontenttype: JSON.to_string(),
+            imreceived: None,
+            payload,
+        }
+    }
+}
+
+/// A validated, normalized inbound event on `im.accepted.<p>.<type>`; `id`
+/// and `source` are the publisher's.
+pub type Accepted = Envelope<Command>;
+
+/// The committed message: the contract's `im.message.committed` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommittedMessage {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub sender_id: String,
+    pub source: String,
+    pub event_id: String,
+    pub sent_at: String,
+    pub kind: MessageKind,
+    pub body: Value,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
+    /// How fanout delivers it; decided by dedupe from the member count.
+    #[serde(default)]
+    pub diffusion: Diffusion,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageEdited {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub editor_id: String,
+    pub body: Value,
+    pub edited_at: String,
+    pub source: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecalled {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub actor_id: String,
+    pub recalled_at: String,
+    pub source: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadMarked {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub seq: u64,
+    pub source: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationChanged {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Users who joined; they see messages after `at_seq`.
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    /// The conversation's last seq when the change took effect.
+    pub at_seq: u64,
+    pub diffusion: Diffusion,
+    pub source: String,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserMuted {
+    pub user_id: String,
+    pub conversation_id: String,
+    /// Unix milliseconds; none unmutes.
+    pub until_ms: Option<i64>,
+    pub source: String,
+    pub event_id: String,
+}
+
+/// What dedupe commits for a conversation, on `im.timeline.<p>.<a>.<b>` and
+/// republished on `im.events.<a>.<b>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum TimelineEvent {
+    #[serde(rename = "im.message.committed")]
+    Committed(CommittedMessage),
+    #[serde(rename = "im.message.edited")]
+    Edited(MessageEdited),
+    #[serde(rename = "im.message.recalled")]
+    Recalled(MessageRecalled),
+    #[serde(rename = "im.message.read")]
+    Read(ReadMarked),
+    #[serde(rename = "im.conversation.changed")]
+    Changed(ConversationChanged),
+    #[serde(rename = "im.user.muted")]
+    Muted(UserMuted),
+}
+
+impl TimelineEvent {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TimelineEvent::Committed(_) => "im.message.committed",
+            TimelineEvent::Edited(_) => "im.message.edited",
+            TimelineEvent::Recalled(_) => "im.message.recalled",
+            TimelineEvent::Read(_) => "im.message.read",
+            TimelineEvent::Changed(_) => "im.conversation.changed",
+            TimelineEvent::Muted(_) => "im.user.muted",
+        }
+    }
+
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            TimelineEvent::Committed(m) => &m.conversation_id,
+            TimelineEvent::Edited(e) => &e.conversation_id,
+            TimelineEvent::Recalled(r) => &r.conversation_id,
+            TimelineEvent::Read(r) => &r.conversation_id,
+            TimelineEvent::Changed(c) => &c.conversation_id,
+            TimelineEvent::Muted(m) => &m.conversation_id,
+        }
+    }
+
+    /// A key unique to this effect, stable under redelivery and replay.
+    pub fn effect_key(&self) -> String {
+        match self {
+            TimelineEvent::Committed(m) => format!("m:{}:{}", m.conversation_id, m.seq),
+            TimelineEvent::Edited(e) => format!("e:{}:{}", e.source, e.event_id),
+            TimelineEvent::Recalled(r) => format!("x:{}:{}", r.source, r.event_id),
+            TimelineEvent::Read(r) => format!("r:{}:{}", r.source, r.event_id),
+            TimelineEvent::Changed(c) => format!("c:{}:{}", c.source, c.event_id),
+            TimelineEvent::Muted(m) => format!("u:{}:{}", m.source, m.event_id),
+        }
+    }
+}
+
+pub type Timeline = Envelope<TimelineEvent>;
+
+/// One timeline event for the listed recipients, all in one user partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryData {
+    pub users: Vec<String>,
+    pub event: TimelineEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum DeliveryPayload {
+    #[serde(rename = "im.delivery")]
+    Delivery(DeliveryData),
+}
+
+pub type Delivery = Envelope<DeliveryPayload>;
+
+/// The contract's `im.message.rejected` data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub source: String,
+    pub event_id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    pub code: String,
+    pub reason: String,
+    pub function: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum RejectedPayload {
+    #[serde(rename = "im.message.rejected")]
+    Rejected(Rejected),
+}
+
+/// Deterministic message id from the event identity `(source, id)`, so that
+/// replay reproduces the same ids (UUID v5 in a namespace of our own).
+pub fn message_id_for(source: &str, event_id: &str) -> String {
+    const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5d8c_6a41_2f0e_4c1b_9a67_0d1e_22f4_8b31);
+    let mut name = Vec::with_capacity(source.len() + event_id.len() + 1);
+    name.extend_from_slice(source.as_bytes());
+    name.push(0);
+    name.extend_from_slice(event_id.as_bytes());
+    uuid::Uuid::new_v5(&NAMESPACE, &name).to_string()
+}
+
+/// Unix milliseconds as RFC 3339 with millisecond precision, UTC.
+pub fn rfc3339_ms(unix_ms: i64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(unix_ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn parse_rfc3339_ms(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelope_is_a_structured_cloudevent() {
+        let command = Command::Read(ReadData {
+            conversation_id: "c".into(),
+            user_id: "u".into(),
+            seq: 3,
+        });
+        let envelope = Envelope::new("urn:x", "1", rfc3339_ms(0), command.clone());
+        let value = serde_json::to_value(&envelope).unwrap();
+        assert_eq!(value["type"], "im.message.read");
+        assert_eq!(value["specversion"], "1.0");
+        assert_eq!(value["data"]["seq"], 3);
+        let back: Accepted = serde_json::from_value(value).unwrap();
+        assert_eq!(back.payload, command);
+    }
+
+    #[test]
+    fn message_ids_are_deterministic_and_distinct() {
+        assert_eq!(message_id_for("s", "1"), message_id_for("s", "1"));
+        assert_ne!(message_id_for("s", "1"), message_id_for("s1", ""));
+        assert_ne!(message_id_for("s", "1"), message_id_for("s", "2"));
+    }
+
+    #[test]
+    fn time_formats_round_trip() {
+        let text = rfc3339_ms(1_700_000_000_123);
+        assert_eq!(text, "2023-11-14T22:13:20.123Z");
+        assert_eq!(parse_rfc3339_ms(&text), Some(1_700_000_000_123));
+        assert_eq!(parse_rfc3339_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn unknown_data_fields_are_refused() {
+        let value = json!({"type": "im.message.read", "data": {"conversation_id": "c", "user_id": "u", "seq": 1, "x": 1}});
+        assert!(serde_json::from_value::<Command>(value).is_err());
+    }
+}
