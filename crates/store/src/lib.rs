@@ -1,1 +1,126 @@
-//! placeholder
+//! Storage of the pipeline behind backend-neutral traits.
+//!
+//! [`ConversationStore`] is owned by `dedupe` (conversations, members,
+//! messages, idempotency keys); [`UserStore`] is owned by `unread` (each
+//! user's conversation list and sync log). Writers apply a batch of effects
+//! atomically under a [`Fence`]: a partition owner's epoch, so that a stale
+//! owner that lost its partition can never write again. Readers (fanout, the
+//! gateway, imctl) use the same traits.
+//!
+//! [`sqlite`] is the embedded backend; [`conformance`] is the test suite every
+//! backend must pass.
+
+pub mod conformance;
+pub mod sqlite;
+pub mod types;
+
+pub use types::*;
+
+/// What can go wrong in a store. The runtime maps `Fenced` to "stop owning
+/// this partition", the others to a retry.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "fenced: partition {partition} of {scope} is owned by epoch {current}, not {attempted}"
+    )]
+    Fenced {
+        scope: String,
+        partition: u32,
+        current: u64,
+        attempted: u64,
+    },
+    #[error(
+        "seq conflict: conversation {conversation_id} already has seq {seq} with another message"
+    )]
+    SeqConflict { conversation_id: String, seq: u64 },
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The owner's claim on a partition: writes with an epoch lower than the
+/// highest one the store has seen for the partition are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    pub scope: String,
+    pub partition: u32,
+    pub epoch: u64,
+}
+
+pub trait ConversationStore: Send + Sync {
+    fn conversation(&self, conversation_id: &str) -> StoreResult<Option<ConversationRecord>>;
+    /// Current membership of the given users (missing = not a member).
+    fn memberships(&self, conversation_id: &str, users: &[String]) -> StoreResult<Vec<Membership>>;
+    /// Users who receive the message with this seq: joined before it, not
+    /// removed before it.
+    fn members_at(&self, conversation_id: &str, seq: u64) -> StoreResult<Vec<String>>;
+    fn current_members(&self, conversation_id: &str) -> StoreResult<Vec<String>>;
+    fn idempotency(&self, source: &str, event_id: &str) -> StoreResult<Option<IdempotencyRecord>>;
+    fn message(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredMessage>>;
+    /// Up to `limit` messages with seq < `before_seq` (or the newest), in
+    /// ascending seq order.
+    fn history(
+        &self,
+        conversation_id: &str,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>>;
+    /// Apply effects atomically, or none of them.
+    fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()>;
+    /// Canonical lines describing every table, for replay comparison.
+    fn dump(&self) -> StoreResult<Vec<String>>;
+}
+
+pub trait UserStore: Send + Sync {
+    fn user_conversation(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<Option<UserConversation>>;
+    fn user_conversations(&self, user_id: &str) -> StoreResult<Vec<UserConversation>>;
+    fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64>;
+    fn effect_applied(&self, user_id: &str, key: &str) -> StoreResult<bool>;
+    /// Sync items with sync_seq > `after`, ascending, at most `limit`.
+    fn sync_items(&self, user_id: &str, after: u64, limit: usize) -> StoreResult<Vec<SyncRecord>>;
+    fn apply(&self, fence: &Fence, effects: &[UserEffect]) -> StoreResult<()>;
+    /// Canonical lines describing every table. The sync log appears as
+    /// (user, effect key, item) sorted, plus each user's last sync_seq: the
+    /// interleaving of independent conversations in a user's log depends on
+    /// timing, everything else must be identical after replay.
+    fn dump(&self) -> StoreResult<Vec<String>>;
+}
+
+/// A user's conversation list with unread counts, consistent in itself:
+/// `total_unread` is the sum of the items' `unread`, computed from one read.
+/// Read-diffusion conversations take `last_seq` from the conversation.
+pub fn unread_summary(
+    users: &dyn UserStore,
+    conversations: &dyn ConversationStore,
+    user_id: &str,
+) -> StoreResult<UnreadSummary> {
+    let mut items = Vec::new();
+    for mut row in users.user_conversations(user_id)? {
+        if row.diffusion == im_events::Diffusion::Read {
+            if let Some(conversation) = conversations.conversation(&row.conversation_id)? {
+                row.last_seq = row.last_seq.max(conversation.last_seq);
+            }
+        }
+        items.push(row);
+    }
+    let total_unread = items.iter().map(UserConversation::unread).sum();
+    Ok(UnreadSummary {
+        items,
+        total_unread,
+    })
+}
+
+/// A stable 64-bit digest of dump lines (FNV-1a; for comparison, not security).
+pub fn digest(lines: &[String]) -> String {
+    let mut joined = Vec::new();
+    for line in lines {
+        joined.extend_from_slice(line.as_bytes());
+        joined.push(b'\n');
+    }
+    format!("{:016x}", im_events::partition::fnv1a64(&joined))
+}

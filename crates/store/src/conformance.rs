@@ -1,0 +1,501 @@
+//! The store conformance suite: every backend runs these same checks.
+//! Each function takes fresh, empty stores and panics on a violation.
+
+use im_events::{ConversationKind, Diffusion, MessageKind};
+use serde_json::json;
+
+use crate::{
+    unread_summary, ConversationEffect, ConversationRecord, ConversationStore, Fence,
+    IdempotencyRecord, Role, StoreError, StoredMessage, SyncRecord, UserConversation, UserEffect,
+    UserStore,
+};
+
+pub fn fence(epoch: u64) -> Fence {
+    Fence {
+        scope: "conformance".into(),
+        partition: 0,
+        epoch,
+    }
+}
+
+fn record(conversation_id: &str, last_seq: u64, diffusion: Diffusion) -> ConversationRecord {
+    ConversationRecord {
+        conversation_id: conversation_id.into(),
+        kind: ConversationKind::Group,
+        title: Some("Conformance".into()),
+        last_seq,
+        diffusion,
+        member_count: 2,
+        created_at: "2026-01-01T00:00:00.000Z".into(),
+    }
+}
+
+pub fn message(conversation_id: &str, seq: u64, id: &str) -> StoredMessage {
+    StoredMessage {
+        conversation_id: conversation_id.into(),
+        seq,
+        message_id: id.into(),
+        sender_id: "alice".into(),
+        source: "urn:conformance".into(),
+        event_id: format!("event-{id}"),
+        sent_at: "2026-01-01T00:00:00.000Z".into(),
+        kind: MessageKind::Text,
+        body: json!({"text": format!("message {seq}")}),
+        mentions: vec!["bob".into()],
+        edited_at: None,
+        recalled_at: None,
+        recalled_by: None,
+    }
+}
+
+pub fn conversation_round_trip(conversations: &dyn ConversationStore, _users: &dyn UserStore) {
+    assert_eq!(conversations.conversation("g:conformance").unwrap(), None);
+    let created = record("g:conformance", 0, Diffusion::Write);
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::PutConversation(created.clone())],
+        )
+        .unwrap();
+    assert_eq!(
+        conversations.conversation("g:conformance").unwrap(),
+        Some(created.clone())
+    );
+    let advanced = record("g:conformance", 7, Diffusion::Read);
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::PutConversation(advanced.clone())],
+        )
+        .unwrap();
+    // last_seq never moves backwards, even if a stale record is written.
+    conversations
+        .apply(&fence(1), &[ConversationEffect::PutConversation(created)])
+        .unwrap();
+    assert_eq!(
+        conversations
+            .conversation("g:conformance")
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        7
+    );
+}
+
+pub fn membership_intervals(conversations: &dyn ConversationStore, _users: &dyn UserStore) {
+    let add = |user: &str, after_seq: u64, role: Role| ConversationEffect::AddMember {
+        conversation_id: "g:m".into(),
+        user_id: user.into(),
+        role,
+        after_seq,
+    };
+    let remove = |user: &str, after_seq: u64| ConversationEffect::RemoveMember {
+        conversation_id: "g:m".into(),
+        user_id: user.into(),
+        after_seq,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                add("alice", 0, Role::Admin),
+                add("bob", 0, Role::Member),
+                add("carol", 2, Role::Member),
+            ],
+        )
+        .unwrap();
+    conversations.apply(&fence(1), &[remove("bob", 3)]).unwrap();
+    conversations
+        .apply(&fence(1), &[add("bob", 5, Role::Member)])
+        .unwrap();
+    assert_eq!(
+        conversations.members_at("g:m", 1).unwrap(),
+        vec!["alice", "bob"]
+    );
+    assert_eq!(
+        conversations.members_at("g:m", 3).unwrap(),
+        vec!["alice", "bob", "carol"]
+    );
+    assert_eq!(
+        conversations.members_at("g:m", 4).unwrap(),
+        vec!["alice", "carol"]
+    );
+    assert_eq!(
+        conversations.members_at("g:m", 6).unwrap(),
+        vec!["alice", "bob", "carol"]
+    );
+    assert_eq!(
+        conversations.current_members("g:m").unwrap(),
+        vec!["alice", "bob", "carol"]
+    );
+    let found = conversations
+        .memberships("g:m", &["alice".into(), "mallory".into()])
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].role, Role::Admin);
+    // Removed and re-added with no message in between: one open interval.
+    conversations.apply(&fence(1), &[remove("bob", 5)]).unwrap();
+    conversations
+        .apply(&fence(1), &[add("bob", 5, Role::Member)])
+        .unwrap();
+    assert_eq!(
+        conversations.current_members("g:m").unwrap(),
+        vec!["alice", "bob", "carol"]
+    );
+}
+
+pub fn messages_and_history(conversations: &dyn ConversationStore, _users: &dyn UserStore) {
+    let effects: Vec<ConversationEffect> = (1..=25)
+        .map(|seq| ConversationEffect::InsertMessage(message("c:h", seq, &format!("m{seq}"))))
+        .collect();
+    conversations.apply(&fence(1), &effects).unwrap();
+    assert_eq!(
+        conversations.message("c:h", 3).unwrap(),
+        Some(message("c:h", 3, "m3"))
+    );
+    let newest = conversations.history("c:h", None, 10).unwrap();
+    assert_eq!(
+        newest.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (16..=25).collect::<Vec<_>>()
+    );
+    let older = conversations.history("c:h", Some(16), 10).unwrap();
+    assert_eq!(
+        older.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (6..=15).collect::<Vec<_>>()
+    );
+    let oldest = conversations.history("c:h", Some(6), 10).unwrap();
+    assert_eq!(
+        oldest.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=5).collect::<Vec<_>>()
+    );
+    assert!(conversations
+        .history("c:h", Some(1), 10)
+        .unwrap()
+        .is_empty());
+    assert!(conversations
+        .history("c:other", None, 10)
+        .unwrap()
+        .is_empty());
+}
+
+pub fn seq_fence_refuses_a_second_message(
+    conversations: &dyn ConversationStore,
+    _users: &dyn UserStore,
+) {
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::InsertMessage(message(
+                "c:f", 1, "first",
+            ))],
+        )
+        .unwrap();
+    // The same message again is harmless.
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::InsertMessage(message(
+                "c:f", 1, "first",
+            ))],
+        )
+        .unwrap();
+    let error = conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::InsertMessage(message(
+                "c:f", 1, "second",
+            ))],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::SeqConflict { seq: 1, .. }),
+        "{error}"
+    );
+    assert_eq!(
+        conversations.message("c:f", 1).unwrap().unwrap().message_id,
+        "first"
+    );
+}
+
+pub fn epoch_fence_refuses_stale_owner(
+    conversations: &dyn ConversationStore,
+    users: &dyn UserStore,
+) {
+    conversations
+        .apply(
+            &fence(5),
+            &[ConversationEffect::InsertMessage(message("c:e", 1, "e1"))],
+        )
+        .unwrap();
+    let error = conversations
+        .apply(
+            &fence(4),
+            &[ConversationEffect::InsertMessage(message("c:e", 2, "e2"))],
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            StoreError::Fenced {
+                current: 5,
+                attempted: 4,
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(conversations.message("c:e", 2).unwrap(), None);
+    // Another partition is not affected.
+    let other = Fence {
+        partition: 1,
+        ..fence(1)
+    };
+    conversations.apply(&other, &[]).unwrap();
+    users.apply(&fence(9), &[]).unwrap();
+    assert!(matches!(
+        users.apply(&fence(8), &[]),
+        Err(StoreError::Fenced { .. })
+    ));
+}
+
+pub fn idempotency_records(conversations: &dyn ConversationStore, _users: &dyn UserStore) {
+    let record = IdempotencyRecord {
+        source: "urn:s".into(),
+        event_id: "e1".into(),
+        conversation_id: "c:i".into(),
+        seq: Some(4),
+        message_id: Some("m4".into()),
+        outputs: json!([]),
+        recorded_at_ms: 1000,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::RecordEvent(record.clone())],
+        )
+        .unwrap();
+    let mut different = record.clone();
+    different.seq = Some(5);
+    conversations
+        .apply(&fence(1), &[ConversationEffect::RecordEvent(different)])
+        .unwrap();
+    assert_eq!(
+        conversations.idempotency("urn:s", "e1").unwrap(),
+        Some(record)
+    );
+    assert_eq!(conversations.idempotency("urn:s", "e2").unwrap(), None);
+    assert_eq!(conversations.idempotency("urn:s2", "e1").unwrap(), None);
+}
+
+pub fn edits_and_recalls(conversations: &dyn ConversationStore, _users: &dyn UserStore) {
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                ConversationEffect::InsertMessage(message("c:x", 1, "x1")),
+                ConversationEffect::InsertMessage(message("c:x", 2, "x2")),
+            ],
+        )
+        .unwrap();
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                ConversationEffect::EditMessage {
+                    conversation_id: "c:x".into(),
+                    seq: 1,
+                    body: json!({"text": "edited"}),
+                    edited_at: "2026-01-01T00:01:00.000Z".into(),
+                },
+                ConversationEffect::RecallMessage {
+                    conversation_id: "c:x".into(),
+                    seq: 2,
+                    recalled_at: "2026-01-01T00:02:00.000Z".into(),
+                    recalled_by: "alice".into(),
+                },
+            ],
+        )
+        .unwrap();
+    let edited = conversations.message("c:x", 1).unwrap().unwrap();
+    assert_eq!(edited.body, json!({"text": "edited"}));
+    assert!(edited.edited_at.is_some());
+    let recalled = conversations.message("c:x", 2).unwrap().unwrap();
+    assert_eq!(recalled.recalled_by.as_deref(), Some("alice"));
+    assert_eq!(recalled.body, json!({}), "a recalled body is erased");
+}
+
+fn user_row(
+    user: &str,
+    conversation: &str,
+    last_seq: u64,
+    read_seq: u64,
+    diffusion: Diffusion,
+) -> UserConversation {
+    UserConversation {
+        user_id: user.into(),
+        conversation_id: conversation.into(),
+        last_seq,
+        read_seq,
+        joined_seq: 0,
+        diffusion,
+        muted_until_ms: None,
+        last_message: Some(json!({"text": "hi"})),
+    }
+}
+
+pub fn user_conversations_and_unread(conversations: &dyn ConversationStore, users: &dyn UserStore) {
+    users
+        .apply(
+            &fence(1),
+            &[
+                UserEffect::PutUserConversation(user_row("bob", "c:1", 5, 2, Diffusion::Write)),
+                UserEffect::PutUserConversation(user_row("bob", "c:2", 4, 4, Diffusion::Write)),
+                UserEffect::PutUserConversation(user_row("bob", "g:big", 0, 10, Diffusion::Read)),
+                UserEffect::PutUserConversation(user_row("carol", "c:1", 5, 0, Diffusion::Write)),
+            ],
+        )
+        .unwrap();
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::PutConversation(record(
+                "g:big",
+                30,
+                Diffusion::Read,
+            ))],
+        )
+        .unwrap();
+    let summary = unread_summary(users, conversations, "bob").unwrap();
+    let unread: Vec<(String, u64)> = summary
+        .items
+        .iter()
+        .map(|row| (row.conversation_id.clone(), row.unread()))
+        .collect();
+    assert_eq!(
+        unread,
+        vec![("c:1".into(), 3), ("c:2".into(), 0), ("g:big".into(), 20)]
+    );
+    assert_eq!(summary.total_unread, 23);
+    users
+        .apply(
+            &fence(1),
+            &[UserEffect::DeleteUserConversation {
+                user_id: "bob".into(),
+                conversation_id: "c:1".into(),
+            }],
+        )
+        .unwrap();
+    assert_eq!(
+        unread_summary(users, conversations, "bob")
+            .unwrap()
+            .total_unread,
+        20
+    );
+    assert_eq!(
+        users
+            .user_conversation("carol", "c:1")
+            .unwrap()
+            .unwrap()
+            .unread(),
+        5
+    );
+    assert_eq!(users.user_conversation("carol", "c:2").unwrap(), None);
+}
+
+pub fn sync_log_pages_in_order(_conversations: &dyn ConversationStore, users: &dyn UserStore) {
+    assert_eq!(users.last_sync_seq("bob").unwrap(), 0);
+    let effects: Vec<UserEffect> = (1..=30)
+        .flat_map(|n| {
+            [
+                UserEffect::AppendSync(SyncRecord {
+                    user_id: "bob".into(),
+                    sync_seq: n,
+                    event_key: format!("m:c:{n}"),
+                    item: json!({"type": "message", "seq": n}),
+                }),
+                UserEffect::MarkApplied {
+                    user_id: "bob".into(),
+                    key: format!("m:c:{n}"),
+                },
+            ]
+        })
+        .collect();
+    users.apply(&fence(1), &effects).unwrap();
+    assert_eq!(users.last_sync_seq("bob").unwrap(), 30);
+    assert!(users.effect_applied("bob", "m:c:7").unwrap());
+    assert!(!users.effect_applied("bob", "m:c:31").unwrap());
+    assert!(!users.effect_applied("carol", "m:c:7").unwrap());
+    let mut after = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = users.sync_items("bob", after, 7).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().unwrap().sync_seq;
+        seen.extend(page.into_iter().map(|r| r.sync_seq));
+    }
+    assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+    // A sync_seq cannot be taken twice.
+    let again = users.apply(
+        &fence(1),
+        &[UserEffect::AppendSync(SyncRecord {
+            user_id: "bob".into(),
+            sync_seq: 30,
+            event_key: "other".into(),
+            item: json!({}),
+        })],
+    );
+    assert!(again.is_err());
+}
+
+pub fn apply_is_atomic(conversations: &dyn ConversationStore, users: &dyn UserStore) {
+    conversations
+        .apply(
+            &fence(1),
+            &[ConversationEffect::InsertMessage(message("c:a", 1, "a1"))],
+        )
+        .unwrap();
+    let result = conversations.apply(
+        &fence(1),
+        &[
+            ConversationEffect::InsertMessage(message("c:a", 2, "a2")),
+            ConversationEffect::InsertMessage(message("c:a", 1, "conflicting")),
+        ],
+    );
+    assert!(result.is_err());
+    assert_eq!(
+        conversations.message("c:a", 2).unwrap(),
+        None,
+        "the whole batch rolled back"
+    );
+    users
+        .apply(
+            &fence(1),
+            &[UserEffect::AppendSync(SyncRecord {
+                user_id: "u".into(),
+                sync_seq: 1,
+                event_key: "k1".into(),
+                item: json!({}),
+            })],
+        )
+        .unwrap();
+    let result = users.apply(
+        &fence(1),
+        &[
+            UserEffect::PutUserConversation(user_row("u", "c:a", 1, 0, Diffusion::Write)),
+            UserEffect::AppendSync(SyncRecord {
+                user_id: "u".into(),
+                sync_seq: 1,
+                event_key: "k2".into(),
+                item: json!({}),
+            }),
+        ],
+    );
+    assert!(result.is_err());
+    assert_eq!(
+        users.user_conversation("u", "c:a").unwrap(),
+        None,
+        "the whole batch rolled back"
+    );
+}

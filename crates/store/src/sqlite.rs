@@ -1,0 +1,829 @@
+//! The embedded backend: SQLite in WAL mode, one file per owning function.
+//!
+//! Several processes share a file: the owner writes, others read. WAL lets
+//! readers proceed while the writer commits. `synchronous` is a deliberate
+//! choice passed in by the caller: `FULL` (default) makes every acked effect
+//! survive power loss; `NORMAL` survives any process crash (SIGKILL) but may
+//! lose the last transactions on power loss, which replay from JetStream
+//! then restores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use im_events::{ConversationKind, Diffusion, MessageKind};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use serde_json::Value;
+
+use crate::{
+    ConversationEffect, ConversationRecord, ConversationStore, Fence, IdempotencyRecord,
+    Membership, Role, StoreError, StoreResult, StoredMessage, SyncRecord, UserConversation,
+    UserEffect, UserStore,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// fsync the WAL on every commit.
+    #[default]
+    Full,
+    /// fsync only at checkpoints.
+    Normal,
+}
+
+impl Durability {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.to_ascii_lowercase().as_str() {
+            "full" => Some(Durability::Full),
+            "normal" => Some(Durability::Normal),
+            _ => None,
+        }
+    }
+}
+
+fn backend(error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(error.to_string())
+}
+
+fn json_error(error: serde_json::Error) -> StoreError {
+    StoreError::Backend(format!("stored json: {error}"))
+}
+
+/// One file: a writer connection (if this process owns it) and a reader.
+struct Db {
+    path: PathBuf,
+    writer: Option<Mutex<Connection>>,
+    reader: Mutex<Connection>,
+}
+
+impl Db {
+    fn open(path: &Path, schema: &str, writable: bool, durability: Durability) -> StoreResult<Db> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
+        }
+        // Every opener makes sure the schema exists (idempotent), so a reader
+        // that starts before the owner does not fail.
+        let init = Connection::open(path).map_err(backend)?;
+        init.busy_timeout(Duration::from_secs(10))
+            .map_err(backend)?;
+        init.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        init.execute_batch(schema).map_err(backend)?;
+        let writer = if writable {
+            let sync = match durability {
+                Durability::Full => "FULL",
+                Durability::Normal => "NORMAL",
+            };
+            init.pragma_update(None, "synchronous", sync)
+                .map_err(backend)?;
+            Some(Mutex::new(init))
+        } else {
+            drop(init);
+            None
+        };
+        let reader = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(backend)?;
+        reader
+            .busy_timeout(Duration::from_secs(10))
+            .map_err(backend)?;
+        Ok(Db {
+            path: path.to_path_buf(),
+            writer,
+            reader: Mutex::new(reader),
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let connection = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        f(&connection).map_err(backend)
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
+        let Some(writer) = &self.writer else {
+            return Err(StoreError::Backend(format!(
+                "{} is opened read-only in this process",
+                self.path.display()
+            )));
+        };
+        let mut connection = writer.lock().unwrap_or_else(|poison| poison.into_inner());
+        let transaction = connection
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let result = f(&transaction)?;
+        transaction.commit().map_err(backend)?;
+        Ok(result)
+    }
+}
+
+const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fences(scope TEXT NOT NULL, partition INTEGER NOT NULL, epoch INTEGER NOT NULL, PRIMARY KEY(scope, partition));";
+
+/// Refuse a write from an epoch older than the newest seen, and remember the
+/// newest. Runs inside the write transaction, so it cannot be raced.
+fn check_fence(transaction: &Transaction<'_>, fence: &Fence) -> StoreResult<()> {
+    let current: Option<i64> = transaction
+        .query_row(
+            "SELECT epoch FROM fences WHERE scope = ?1 AND partition = ?2",
+            params![fence.scope, fence.partition],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    let current = current.unwrap_or(0) as u64;
+    if current > fence.epoch {
+        return Err(StoreError::Fenced {
+            scope: fence.scope.clone(),
+            partition: fence.partition,
+            current,
+            attempted: fence.epoch,
+        });
+    }
+    if current < fence.epoch {
+        transaction
+            .execute(
+                "INSERT INTO fences(scope, partition, epoch) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(scope, partition) DO UPDATE SET epoch = excluded.epoch",
+                params![fence.scope, fence.partition, fence.epoch as i64],
+            )
+            .map_err(backend)?;
+    }
+    Ok(())
+}
+
+const CONVERSATION_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS conversations(
+  conversation_id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT, last_seq INTEGER NOT NULL,
+  diffusion TEXT NOT NULL, member_count INTEGER NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members(
+  conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
+  added_after_seq INTEGER NOT NULL, removed_after_seq INTEGER,
+  PRIMARY KEY(conversation_id, user_id, added_after_seq)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS members_current ON members(conversation_id, user_id) WHERE removed_after_seq IS NULL;
+CREATE TABLE IF NOT EXISTS messages(
+  conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE,
+  sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
+  kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
+  edited_at TEXT, recalled_at TEXT, recalled_by TEXT,
+  PRIMARY KEY(conversation_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency(
+  source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
+  message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+  PRIMARY KEY(source, event_id)) WITHOUT ROWID;
+";
+
+pub struct SqliteConversationStore {
+    db: Db,
+}
+
+impl SqliteConversationStore {
+    /// Open for writing (the owning function).
+    pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
+        let schema = format!("{CONVERSATION_SCHEMA}{FENCE_TABLE}");
+        Ok(SqliteConversationStore {
+            db: Db::open(path, &schema, true, durability)?,
+        })
+    }
+
+    pub fn open_reader(path: &Path) -> StoreResult<Self> {
+        let schema = format!("{CONVERSATION_SCHEMA}{FENCE_TABLE}");
+        Ok(SqliteConversationStore {
+            db: Db::open(path, &schema, false, Durability::Full)?,
+        })
+    }
+}
+
+fn parse_kind<T>(text: String, parse: impl Fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    parse(&text)
+        .ok_or_else(|| rusqlite::Error::InvalidColumnType(0, text, rusqlite::types::Type::Text))
+}
+
+fn message_kind(text: &str) -> Option<MessageKind> {
+    serde_json::from_value(Value::String(text.to_string())).ok()
+}
+
+fn message_kind_str(kind: MessageKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+const MESSAGE_COLUMNS: &str = "conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by";
+
+fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    let body: String = row.get(8)?;
+    let mentions: String = row.get(9)?;
+    Ok(StoredMessage {
+        conversation_id: row.get(0)?,
+        seq: row.get::<_, i64>(1)? as u64,
+        message_id: row.get(2)?,
+        sender_id: row.get(3)?,
+        source: row.get(4)?,
+        event_id: row.get(5)?,
+        sent_at: row.get(6)?,
+        kind: parse_kind(row.get(7)?, message_kind)?,
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        mentions: serde_json::from_str(&mentions).unwrap_or_default(),
+        edited_at: row.get(10)?,
+        recalled_at: row.get(11)?,
+        recalled_by: row.get(12)?,
+    })
+}
+
+impl ConversationStore for SqliteConversationStore {
+    fn conversation(&self, conversation_id: &str) -> StoreResult<Option<ConversationRecord>> {
+        self.db.read(|c| {
+            c.query_row(
+                "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at
+                 FROM conversations WHERE conversation_id = ?1",
+                params![conversation_id],
+                |row| {
+                    Ok(ConversationRecord {
+                        conversation_id: row.get(0)?,
+                        kind: parse_kind(row.get(1)?, ConversationKind::parse)?,
+                        title: row.get(2)?,
+                        last_seq: row.get::<_, i64>(3)? as u64,
+                        diffusion: parse_kind(row.get(4)?, Diffusion::parse)?,
+                        member_count: row.get::<_, i64>(5)? as u64,
+                        created_at: row.get(6)?,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
+    fn memberships(&self, conversation_id: &str, users: &[String]) -> StoreResult<Vec<Membership>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT role FROM members WHERE conversation_id = ?1 AND user_id = ?2 AND removed_after_seq IS NULL",
+            )?;
+            let mut found = Vec::new();
+            for user in users {
+                let role: Option<String> = statement
+                    .query_row(params![conversation_id, user], |row| row.get(0))
+                    .optional()?;
+                if let Some(role) = role {
+                    found.push(Membership {
+                        user_id: user.clone(),
+                        role: Role::parse(&role),
+                    });
+                }
+            }
+            Ok(found)
+        })
+    }
+
+    fn members_at(&self, conversation_id: &str, seq: u64) -> StoreResult<Vec<String>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT DISTINCT user_id FROM members WHERE conversation_id = ?1 AND added_after_seq < ?2
+                 AND (removed_after_seq IS NULL OR removed_after_seq >= ?2) ORDER BY user_id",
+            )?;
+            let rows = statement.query_map(params![conversation_id, seq as i64], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn current_members(&self, conversation_id: &str) -> StoreResult<Vec<String>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT user_id FROM members WHERE conversation_id = ?1 AND removed_after_seq IS NULL ORDER BY user_id",
+            )?;
+            let rows = statement.query_map(params![conversation_id], |row| row.get(0))?;
+            rows.collect()
+        })
+    }
+
+    fn idempotency(&self, source: &str, event_id: &str) -> StoreResult<Option<IdempotencyRecord>> {
+        let row = self.db.read(|c| {
+            c.query_row(
+                "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms FROM idempotency
+                 WHERE source = ?1 AND event_id = ?2",
+                params![source, event_id],
+                |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, Option<i64>>(1)?,
+                        row.get::<_, Option<String>>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, i64>(4)?,
+                    ))
+                },
+            )
+            .optional()
+        })?;
+        row.map(
+            |(conversation_id, seq, message_id, outputs, recorded_at_ms)| {
+                Ok(IdempotencyRecord {
+                    source: source.to_string(),
+                    event_id: event_id.to_string(),
+                    conversation_id,
+                    seq: seq.map(|s| s as u64),
+                    message_id,
+                    outputs: serde_json::from_str(&outputs).map_err(json_error)?,
+                    recorded_at_ms,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    fn message(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredMessage>> {
+        self.db.read(|c| {
+            c.query_row(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"),
+                params![conversation_id, seq as i64],
+                message_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn history(
+        &self,
+        conversation_id: &str,
+        before_seq: Option<u64>,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredMessage>> {
+        let before = before_seq.map(|s| s as i64).unwrap_or(i64::MAX);
+        let mut messages = self.db.read(|c| {
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let rows = statement.query_map(params![conversation_id, before, limit as i64], message_from_row)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        messages.reverse();
+        Ok(messages)
+    }
+
+    fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()> {
+        self.db.write(|t| {
+            check_fence(t, fence)?;
+            for effect in effects {
+                apply_conversation_effect(t, effect)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn dump(&self) -> StoreResult<Vec<String>> {
+        self.db.read(|c| {
+            let mut lines = Vec::new();
+            let queries = [
+                "SELECT 'conversation', conversation_id, kind, IFNULL(title,''), last_seq, diffusion, member_count, created_at FROM conversations ORDER BY conversation_id",
+                "SELECT 'member', conversation_id, user_id, role, added_after_seq, IFNULL(removed_after_seq,-1) FROM members ORDER BY conversation_id, user_id, added_after_seq",
+                "SELECT 'message', conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, IFNULL(edited_at,''), IFNULL(recalled_at,''), IFNULL(recalled_by,'') FROM messages ORDER BY conversation_id, seq",
+                "SELECT 'idempotency', source, event_id, conversation_id, IFNULL(seq,-1), IFNULL(message_id,''), outputs FROM idempotency ORDER BY source, event_id",
+            ];
+            for query in queries {
+                dump_query(c, query, &mut lines)?;
+            }
+            Ok(lines)
+        })
+    }
+}
+
+fn dump_query(
+    connection: &Connection,
+    query: &str,
+    lines: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let mut statement = connection.prepare(query)?;
+    let columns = statement.column_count();
+    let mut rows = statement.query([])?;
+    while let Some(row) = rows.next()? {
+        let mut fields = Vec::with_capacity(columns);
+        for index in 0..columns {
+            let value: rusqlite::types::Value = row.get(index)?;
+            fields.push(match value {
+                rusqlite::types::Value::Null => String::new(),
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Real(r) => r.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                rusqlite::types::Value::Blob(b) => format!("{b:?}"),
+            });
+        }
+        lines.push(fields.join("\t"));
+    }
+    Ok(())
+}
+
+fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -> StoreResult<()> {
+    match effect {
+        ConversationEffect::PutConversation(record) => {
+            t.execute(
+                "INSERT INTO conversations(conversation_id, kind, title, last_seq, diffusion, member_count, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(conversation_id) DO UPDATE SET kind = excluded.kind, title = excluded.title,
+                   last_seq = MAX(last_seq, excluded.last_seq), diffusion = excluded.diffusion,
+                   member_count = excluded.member_count",
+                params![
+                    record.conversation_id,
+                    record.kind.as_str(),
+                    record.title,
+                    record.last_seq as i64,
+                    record.diffusion.as_str(),
+                    record.member_count as i64,
+                    record.created_at
+                ],
+            )
+            .map_err(backend)?;
+        }
+        ConversationEffect::AddMember {
+            conversation_id,
+            user_id,
+            role,
+            after_seq,
+        } => {
+            t.execute(
+                "INSERT INTO members(conversation_id, user_id, role, added_after_seq, removed_after_seq)
+                 VALUES (?1, ?2, ?3, ?4, NULL)
+                 ON CONFLICT(conversation_id, user_id, added_after_seq) DO UPDATE SET removed_after_seq = NULL, role = excluded.role",
+                params![conversation_id, user_id, role.as_str(), *after_seq as i64],
+            )
+            .map_err(backend)?;
+        }
+        ConversationEffect::RemoveMember {
+            conversation_id,
+            user_id,
+            after_seq,
+        } => {
+            t.execute(
+                "UPDATE members SET removed_after_seq = ?3
+                 WHERE conversation_id = ?1 AND user_id = ?2 AND removed_after_seq IS NULL",
+                params![conversation_id, user_id, *after_seq as i64],
+            )
+            .map_err(backend)?;
+        }
+        ConversationEffect::InsertMessage(message) => {
+            // The (conversation_id, seq) primary key is the fence against a
+            // second message taking the same seq; inserting the very same
+            // message again is a no-op.
+            let existing: Option<String> = t
+                .query_row(
+                    "SELECT message_id FROM messages WHERE conversation_id = ?1 AND seq = ?2",
+                    params![message.conversation_id, message.seq as i64],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            match existing {
+                Some(id) if id == message.message_id => {}
+                Some(_) => {
+                    return Err(StoreError::SeqConflict {
+                        conversation_id: message.conversation_id.clone(),
+                        seq: message.seq,
+                    })
+                }
+                None => {
+                    t.execute(
+                        &format!("INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                        params![
+                            message.conversation_id,
+                            message.seq as i64,
+                            message.message_id,
+                            message.sender_id,
+                            message.source,
+                            message.event_id,
+                            message.sent_at,
+                            message_kind_str(message.kind),
+                            message.body.to_string(),
+                            serde_json::to_string(&message.mentions).map_err(json_error)?,
+                            message.edited_at,
+                            message.recalled_at,
+                            message.recalled_by
+                        ],
+                    )
+                    .map_err(backend)?;
+                }
+            }
+        }
+        ConversationEffect::EditMessage {
+            conversation_id,
+            seq,
+            body,
+            edited_at,
+        } => {
+            t.execute(
+                "UPDATE messages SET body = ?3, edited_at = ?4 WHERE conversation_id = ?1 AND seq = ?2",
+                params![conversation_id, *seq as i64, body.to_string(), edited_at],
+            )
+            .map_err(backend)?;
+        }
+        ConversationEffect::RecallMessage {
+            conversation_id,
+            seq,
+            recalled_at,
+            recalled_by,
+        } => {
+            t.execute(
+                "UPDATE messages SET recalled_at = ?3, recalled_by = ?4, body = '{}' WHERE conversation_id = ?1 AND seq = ?2",
+                params![conversation_id, *seq as i64, recalled_at, recalled_by],
+            )
+            .map_err(backend)?;
+        }
+        ConversationEffect::RecordEvent(record) => {
+            t.execute(
+                "INSERT INTO idempotency(source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, event_id) DO NOTHING",
+                params![
+                    record.source,
+                    record.event_id,
+                    record.conversation_id,
+                    record.seq.map(|s| s as i64),
+                    record.message_id,
+                    record.outputs.to_string(),
+                    record.recorded_at_ms
+                ],
+            )
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+const USER_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS user_conversations(
+  user_id TEXT NOT NULL, conversation_id TEXT NOT NULL, last_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+  joined_seq INTEGER NOT NULL, diffusion TEXT NOT NULL, muted_until_ms INTEGER, last_message TEXT,
+  PRIMARY KEY(user_id, conversation_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_sync(
+  user_id TEXT NOT NULL, sync_seq INTEGER NOT NULL, event_key TEXT NOT NULL, item TEXT NOT NULL,
+  PRIMARY KEY(user_id, sync_seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_effects(
+  user_id TEXT NOT NULL, event_key TEXT NOT NULL, PRIMARY KEY(user_id, event_key)) WITHOUT ROWID;
+";
+
+pub struct SqliteUserStore {
+    db: Db,
+}
+
+impl SqliteUserStore {
+    pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
+        let schema = format!("{USER_SCHEMA}{FENCE_TABLE}");
+        Ok(SqliteUserStore {
+            db: Db::open(path, &schema, true, durability)?,
+        })
+    }
+
+    pub fn open_reader(path: &Path) -> StoreResult<Self> {
+        let schema = format!("{USER_SCHEMA}{FENCE_TABLE}");
+        Ok(SqliteUserStore {
+            db: Db::open(path, &schema, false, Durability::Full)?,
+        })
+    }
+}
+
+const USER_CONVERSATION_COLUMNS: &str =
+    "user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message";
+
+fn user_conversation_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserConversation> {
+    let last_message: Option<String> = row.get(7)?;
+    Ok(UserConversation {
+        user_id: row.get(0)?,
+        conversation_id: row.get(1)?,
+        last_seq: row.get::<_, i64>(2)? as u64,
+        read_seq: row.get::<_, i64>(3)? as u64,
+        joined_seq: row.get::<_, i64>(4)? as u64,
+        diffusion: parse_kind(row.get(5)?, Diffusion::parse)?,
+        muted_until_ms: row.get(6)?,
+        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+    })
+}
+
+impl UserStore for SqliteUserStore {
+    fn user_conversation(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<Option<UserConversation>> {
+        self.db.read(|c| {
+            c.query_row(
+                &format!("SELECT {USER_CONVERSATION_COLUMNS} FROM user_conversations WHERE user_id = ?1 AND conversation_id = ?2"),
+                params![user_id, conversation_id],
+                user_conversation_from_row,
+            )
+            .optional()
+        })
+    }
+
+    fn user_conversations(&self, user_id: &str) -> StoreResult<Vec<UserConversation>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(&format!(
+                "SELECT {USER_CONVERSATION_COLUMNS} FROM user_conversations WHERE user_id = ?1 ORDER BY conversation_id"
+            ))?;
+            let rows = statement.query_map(params![user_id], user_conversation_from_row)?;
+            rows.collect()
+        })
+    }
+
+    fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64> {
+        self.db.read(|c| {
+            c.query_row(
+                "SELECT IFNULL(MAX(sync_seq), 0) FROM user_sync WHERE user_id = ?1",
+                params![user_id],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
+        })
+    }
+
+    fn effect_applied(&self, user_id: &str, key: &str) -> StoreResult<bool> {
+        self.db.read(|c| {
+            c.query_row(
+                "SELECT 1 FROM user_effects WHERE user_id = ?1 AND event_key = ?2",
+                params![user_id, key],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+        })
+    }
+
+    fn sync_items(&self, user_id: &str, after: u64, limit: usize) -> StoreResult<Vec<SyncRecord>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT user_id, sync_seq, event_key, item FROM user_sync WHERE user_id = ?1 AND sync_seq > ?2
+                 ORDER BY sync_seq LIMIT ?3",
+            )?;
+            let rows = statement.query_map(params![user_id, after as i64, limit as i64], |row| {
+                let item: String = row.get(3)?;
+                Ok(SyncRecord {
+                    user_id: row.get(0)?,
+                    sync_seq: row.get::<_, i64>(1)? as u64,
+                    event_key: row.get(2)?,
+                    item: serde_json::from_str(&item).unwrap_or(Value::Null),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn apply(&self, fence: &Fence, effects: &[UserEffect]) -> StoreResult<()> {
+        self.db.write(|t| {
+            check_fence(t, fence)?;
+            for effect in effects {
+                apply_user_effect(t, effect)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn dump(&self) -> StoreResult<Vec<String>> {
+        self.db.read(|c| {
+            let mut lines = Vec::new();
+            let queries = [
+                "SELECT 'user_conversation', user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, IFNULL(muted_until_ms,-1), IFNULL(last_message,'') FROM user_conversations ORDER BY user_id, conversation_id",
+                "SELECT 'sync_item', user_id, event_key, item FROM user_sync ORDER BY user_id, event_key",
+                "SELECT 'sync_head', user_id, MAX(sync_seq), COUNT(*) FROM user_sync GROUP BY user_id ORDER BY user_id",
+                "SELECT 'effect', user_id, event_key FROM user_effects ORDER BY user_id, event_key",
+            ];
+            for query in queries {
+                dump_query(c, query, &mut lines)?;
+            }
+            Ok(lines)
+        })
+    }
+}
+
+fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> StoreResult<()> {
+    match effect {
+        UserEffect::PutUserConversation(row) => {
+            t.execute(
+                &format!(
+                    "INSERT INTO user_conversations({USER_CONVERSATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT(user_id, conversation_id) DO UPDATE SET last_seq = excluded.last_seq,
+                       read_seq = excluded.read_seq, joined_seq = excluded.joined_seq, diffusion = excluded.diffusion,
+                       muted_until_ms = excluded.muted_until_ms, last_message = excluded.last_message"
+                ),
+                params![
+                    row.user_id,
+                    row.conversation_id,
+                    row.last_seq as i64,
+                    row.read_seq as i64,
+                    row.joined_seq as i64,
+                    row.diffusion.as_str(),
+                    row.muted_until_ms,
+                    row.last_message.as_ref().map(Value::to_string)
+                ],
+            )
+            .map_err(backend)?;
+        }
+        UserEffect::DeleteUserConversation {
+            user_id,
+            conversation_id,
+        } => {
+            t.execute(
+                "DELETE FROM user_conversations WHERE user_id = ?1 AND conversation_id = ?2",
+                params![user_id, conversation_id],
+            )
+            .map_err(backend)?;
+        }
+        UserEffect::AppendSync(record) => {
+            t.execute(
+                "INSERT INTO user_sync(user_id, sync_seq, event_key, item) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    record.user_id,
+                    record.sync_seq as i64,
+                    record.event_key,
+                    record.item.to_string()
+                ],
+            )
+            .map_err(|error| match error {
+                rusqlite::Error::SqliteFailure(ref code, _)
+                    if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+                {
+                    StoreError::SeqConflict {
+                        conversation_id: format!("user:{}", record.user_id),
+                        seq: record.sync_seq,
+                    }
+                }
+                other => backend(other),
+            })?;
+        }
+        UserEffect::MarkApplied { user_id, key } => {
+            t.execute(
+                "INSERT INTO user_effects(user_id, event_key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![user_id, key],
+            )
+            .map_err(backend)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    struct Backend {
+        _dir: tempfile::TempDir,
+        conversations: SqliteConversationStore,
+        users: SqliteUserStore,
+        conversations_path: PathBuf,
+    }
+
+    fn backend() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let conversations_path = dir.path().join("dedupe.db");
+        Backend {
+            conversations: SqliteConversationStore::open_writer(
+                &conversations_path,
+                Durability::Normal,
+            )
+            .unwrap(),
+            users: SqliteUserStore::open_writer(&dir.path().join("unread.db"), Durability::Normal)
+                .unwrap(),
+            conversations_path,
+            _dir: dir,
+        }
+    }
+
+    macro_rules! conformance_tests {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    let backend = backend();
+                    conformance::$name(&backend.conversations, &backend.users);
+                }
+            )*
+        };
+    }
+
+    conformance_tests!(
+        conversation_round_trip,
+        membership_intervals,
+        messages_and_history,
+        seq_fence_refuses_a_second_message,
+        epoch_fence_refuses_stale_owner,
+        idempotency_records,
+        edits_and_recalls,
+        user_conversations_and_unread,
+        sync_log_pages_in_order,
+        apply_is_atomic,
+    );
+
+    #[test]
+    fn a_second_process_reads_what_the_writer_committed() {
+        let backend = backend();
+        conformance::conversation_round_trip(&backend.conversations, &backend.users);
+        let reader = SqliteConversationStore::open_reader(&backend.conversations_path).unwrap();
+        assert!(reader.conversation("g:conformance").unwrap().is_some());
+        let fence = conformance::fence(1);
+        assert!(matches!(
+            reader.apply(&fence, &[]),
+            Err(StoreError::Backend(_))
+        ));
+    }
+}

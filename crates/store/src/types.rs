@@ -1,0 +1,157 @@
+//! Rows and effects, shared by every backend.
+
+use im_events::{ConversationKind, Diffusion, MessageKind};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub conversation_id: String,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub last_seq: u64,
+    pub diffusion: Diffusion,
+    pub member_count: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Member,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Admin => "admin",
+        }
+    }
+    pub fn parse(text: &str) -> Role {
+        if text == "admin" {
+            Role::Admin
+        } else {
+            Role::Member
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    pub user_id: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub sender_id: String,
+    pub source: String,
+    pub event_id: String,
+    pub sent_at: String,
+    pub kind: MessageKind,
+    pub body: Value,
+    pub mentions: Vec<String>,
+    pub edited_at: Option<String>,
+    pub recalled_at: Option<String>,
+    pub recalled_by: Option<String>,
+}
+
+/// What dedupe remembers of an event it applied, to answer its duplicates
+/// the same way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub source: String,
+    pub event_id: String,
+    pub conversation_id: String,
+    /// For sends: the committed message.
+    pub seq: Option<u64>,
+    pub message_id: Option<String>,
+    /// For other events: the timeline events they produced (JSON array), so a
+    /// duplicate republishes exactly them.
+    pub outputs: Value,
+    pub recorded_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConversationEffect {
+    PutConversation(ConversationRecord),
+    AddMember {
+        conversation_id: String,
+        user_id: String,
+        role: Role,
+        after_seq: u64,
+    },
+    RemoveMember {
+        conversation_id: String,
+        user_id: String,
+        after_seq: u64,
+    },
+    InsertMessage(StoredMessage),
+    EditMessage {
+        conversation_id: String,
+        seq: u64,
+        body: Value,
+        edited_at: String,
+    },
+    RecallMessage {
+        conversation_id: String,
+        seq: u64,
+        recalled_at: String,
+        recalled_by: String,
+    },
+    RecordEvent(IdempotencyRecord),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserConversation {
+    pub user_id: String,
+    pub conversation_id: String,
+    pub last_seq: u64,
+    pub read_seq: u64,
+    /// The conversation's last seq when the user joined.
+    pub joined_seq: u64,
+    pub diffusion: Diffusion,
+    pub muted_until_ms: Option<i64>,
+    /// The newest message's preview (sender, kind, body), if any.
+    pub last_message: Option<Value>,
+}
+
+impl UserConversation {
+    pub fn unread(&self) -> u64 {
+        self.last_seq.saturating_sub(self.read_seq)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncRecord {
+    pub user_id: String,
+    pub sync_seq: u64,
+    pub event_key: String,
+    /// The sync item as the gateway sends it (without `sync_seq`).
+    pub item: Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserEffect {
+    PutUserConversation(UserConversation),
+    DeleteUserConversation {
+        user_id: String,
+        conversation_id: String,
+    },
+    AppendSync(SyncRecord),
+    MarkApplied {
+        user_id: String,
+        key: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnreadSummary {
+    pub items: Vec<UserConversation>,
+    pub total_unread: u64,
+}
