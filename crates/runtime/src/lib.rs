@@ -1,1 +1,24 @@
-//! placeholder
+//! The consumer runtime every function runs on.
+//!
+//! A function supplies a [`BatchHandler`]: given a batch of messages from one
+//! partition, it makes their effects durable and says per message whether it
+//! is done, should be retried, or is rejected. The runtime does the rest:
+//! creates streams and consumers from `schemas/streams.json` ([`topology`]),
+//! claims partitions with a lease so each has one active owner ([`lease`]),
+//! fetches in batches, acks only after the handler returned, naks with
+//! backoff, dead-letters rejects and exhausted retries ([`dlq`]), drains on
+//! SIGTERM ([`shutdown`]) and exports Prometheus metrics ([`telemetry`]).
+
+pub mod config;
+pub mod consumer;
+pub mod dlq;
+pub mod lease;
+pub mod publish;
+pub mod shutdown;
+pub mod telemetry;
+pub mod topology;
+
+pub use config::CommonArgs;
+pub use consumer::{run_function, BatchHandler, HandlerError, Incoming, Outcome};
+pub use lease::Claim;
+pub use shutdown::Shutdown;

@@ -1,0 +1,75 @@
+//! Flags every function binary shares.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// NATS server URL.
+    #[arg(long, env = "IM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    pub nats_url: String,
+    /// Directory of the embedded store's files.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address of the Prometheus metrics endpoint (`/metrics`); empty disables it.
+    #[arg(long, env = "IM_METRICS_ADDR", default_value = "")]
+    pub metrics_addr: String,
+    /// Name of this replica, unique among the function's replicas (default: host and pid).
+    #[arg(long, env = "IM_INSTANCE")]
+    pub instance: Option<String>,
+    /// How long a partition lease lives without renewal; failover takes about this long.
+    #[arg(long, env = "IM_LEASE_TTL_MS", default_value_t = 6000)]
+    pub lease_ttl_ms: u64,
+    /// SQLite durability: `full` (fsync every commit, survives power loss) or `normal` (survives process crashes).
+    #[arg(long, env = "IM_SQLITE_SYNC", default_value = "full")]
+    pub sqlite_sync: String,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "IM_LOG_JSON", default_value_t = false)]
+    pub log_json: bool,
+}
+
+impl CommonArgs {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_millis(self.lease_ttl_ms.max(300))
+    }
+
+    pub fn instance_name(&self, function: &str) -> String {
+        self.instance
+            .clone()
+            .unwrap_or_else(|| format!("{function}-{}", std::process::id()))
+    }
+
+    pub fn durability(&self) -> anyhow::Result<im_store::sqlite::Durability> {
+        im_store::sqlite::Durability::parse(&self.sqlite_sync).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--sqlite-sync must be full or normal, not {:?}",
+                self.sqlite_sync
+            )
+        })
+    }
+}
+
+/// Connect to NATS, retrying while the server starts; says what to do if it
+/// never answers.
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = async_nats::ConnectOptions::new()
+            .name(name)
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(2))
+            .connect(url);
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(error)) if std::time::Instant::now() < deadline => {
+                tracing::warn!(%error, url, "nats not reachable yet, retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(_) if std::time::Instant::now() < deadline => {}
+            Ok(Err(error)) => anyhow::bail!("cannot connect to NATS at {url}: {error}; is nats-server running (imctl up starts one)?"),
+            Err(_) => anyhow::bail!("cannot connect to NATS at {url}: timed out; is nats-server running (imctl up starts one)?"),
+        }
+    }
+}

@@ -1,0 +1,343 @@
+//! The fetch → handle → ack loop of one partition, and [`run_function`],
+//! which runs it for every partition this replica owns.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, AckKind};
+use bytes::Bytes;
+use futures::StreamExt;
+use im_events::ErrorCode;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::dlq::{publish_dead_letter, DeadLetter};
+use crate::lease::{lease_bucket, manage_leases, release, Claim};
+use crate::telemetry::{BATCH_SECONDS, DEAD_LETTERED, FAILED, LAG, PROCESSED};
+use crate::topology::{ensure_consumer, ensure_streams, topology, ConsumerDef};
+use crate::Shutdown;
+
+/// One message as the handler sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+    pub stream_seq: u64,
+    pub delivered: i64,
+    /// When JetStream stored the message (unix ms): stable under replay.
+    pub published_ms: i64,
+}
+
+/// A message's identity, for the rejection event, where readable.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    pub source: Option<String>,
+    pub event_id: Option<String>,
+    pub event_type: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Effects are durable: ack.
+    Done,
+    /// Transient failure: nak with backoff; dead-letter after max_deliver.
+    Retry(String),
+    /// Bad input: dead-letter with the reason and terminate.
+    Reject {
+        error: im_events::EventError,
+        identity: Identity,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The store refused our epoch: another replica owns the partition now.
+    #[error("fenced: {0}")]
+    Fenced(String),
+    /// Nothing of the batch is known to be durable: retry all of it.
+    #[error("transient: {0}")]
+    Transient(String),
+}
+
+impl From<im_store::StoreError> for HandlerError {
+    fn from(error: im_store::StoreError) -> Self {
+        match error {
+            im_store::StoreError::Fenced { .. } => HandlerError::Fenced(error.to_string()),
+            other => HandlerError::Transient(other.to_string()),
+        }
+    }
+}
+
+pub trait BatchHandler: Send + Sync + 'static {
+    /// Make the batch's effects durable (store commit, downstream publishes
+    /// acknowledged) and return one outcome per message, in order.
+    fn handle(
+        &self,
+        claim: &Claim,
+        batch: Vec<Incoming>,
+    ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
+}
+
+fn backoff(delivered: i64) -> Duration {
+    let exponent = delivered.clamp(1, 8) as u32 - 1;
+    Duration::from_millis(250 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn headers_of(message: &async_nats::Message) -> Vec<(String, String)> {
+    let Some(headers) = &message.headers else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.to_string(), value.as_str().to_string()))
+        })
+        .collect()
+}
+
+/// Run `handler` over one partition's consumer until shutdown or the claim is
+/// revoked.
+async fn run_partition<H: BatchHandler>(
+    js: jetstream::Context,
+    def: ConsumerDef,
+    claim: Claim,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) {
+    let function = def.function.clone();
+    let defaults = &topology().consumer_defaults;
+    let consumer = loop {
+        match ensure_consumer(&js, &def, claim.partition).await {
+            Ok(consumer) => break consumer,
+            Err(error) => {
+                tracing::warn!(%error, "consumer not ready, retrying");
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    };
+    while claim.is_valid() && !shutdown.is_triggered() {
+        let fetched = consumer
+            .fetch()
+            .max_messages(defaults.fetch_batch)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
+        let mut stream = match fetched {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "fetch failed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut messages = Vec::new();
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(message) => messages.push(message),
+                Err(error) => {
+                    tracing::debug!(%error, "fetch ended");
+                    break;
+                }
+            }
+        }
+        if messages.is_empty() {
+            continue;
+        }
+        let started = Instant::now();
+        let incoming: Vec<Incoming> = messages
+            .iter()
+            .map(|message| {
+                let info = message.info().ok();
+                Incoming {
+                    subject: message.subject.to_string(),
+                    headers: headers_of(message),
+                    payload: message.payload.clone(),
+                    stream_seq: info.as_ref().map(|i| i.stream_sequence).unwrap_or(0),
+                    delivered: info.as_ref().map(|i| i.delivered).unwrap_or(1),
+                    published_ms: info
+                        .as_ref()
+                        .map(|i| i.published.timestamp_millis())
+                        .unwrap_or(0),
+                }
+            })
+            .collect();
+        if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+            metrics::gauge!(LAG, "function" => function.clone()).set(info.pending as f64);
+        }
+        let result = handler.handle(&claim, incoming.clone()).await;
+        metrics::histogram!(BATCH_SECONDS, "function" => function.clone())
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                for ((message, incoming), outcome) in messages.iter().zip(&incoming).zip(outcomes) {
+                    settle(&js, &def, message, incoming, outcome).await;
+                }
+            }
+            Err(HandlerError::Fenced(reason)) => {
+                tracing::warn!(partition = claim.partition, %reason, "partition fenced, giving it up");
+                claim.revoke();
+                for message in &messages {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                }
+            }
+            Err(HandlerError::Transient(reason)) => {
+                tracing::warn!(partition = claim.partition, %reason, "batch failed, will retry");
+                for (message, incoming) in messages.iter().zip(&incoming) {
+                    settle(&js, &def, message, incoming, Outcome::Retry(reason.clone())).await;
+                }
+            }
+        }
+    }
+}
+
+async fn settle(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+    message: &jetstream::Message,
+    incoming: &Incoming,
+    outcome: Outcome,
+) {
+    let function = def.function.clone();
+    let max_deliver = topology().consumer_defaults.max_deliver;
+    let letter = |code: ErrorCode, reason: String, identity: Identity| DeadLetter {
+        function: function.clone(),
+        code,
+        reason,
+        original_subject: incoming.subject.clone(),
+        original_headers: incoming.headers.clone(),
+        payload: incoming.payload.clone(),
+        stream: def.stream.clone(),
+        stream_seq: incoming.stream_seq,
+        delivered: incoming.delivered,
+        source: identity.source,
+        event_id: identity.event_id,
+        event_type: identity.event_type,
+    };
+    let dead = match outcome {
+        Outcome::Done => {
+            metrics::counter!(PROCESSED, "function" => function.clone()).increment(1);
+            let _ = message.ack().await;
+            return;
+        }
+        Outcome::Retry(reason) if incoming.delivered < max_deliver => {
+            metrics::counter!(FAILED, "function" => function.clone()).increment(1);
+            let _ = message
+                .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
+                .await;
+            tracing::debug!(%reason, delivered = incoming.delivered, "nak");
+            return;
+        }
+        Outcome::Retry(reason) => letter(
+            ErrorCode::MaxDeliveries,
+            format!(
+                "gave up after {} deliveries; last error: {reason}",
+                incoming.delivered
+            ),
+            Identity::default(),
+        ),
+        Outcome::Reject { error, identity } => letter(error.code, error.reason, identity),
+    };
+    match publish_dead_letter(js, &dead, now_ms()).await {
+        Ok(()) => {
+            metrics::counter!(DEAD_LETTERED, "function" => function.clone()).increment(1);
+            tracing::info!(code = %dead.code, reason = %dead.reason, subject = %dead.original_subject, "dead-lettered");
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(error) => {
+            // The dead letter is not durable: keep the message to try again.
+            tracing::warn!(%error, "dead letter not published, will retry");
+            let _ = message
+                .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
+                .await;
+        }
+    }
+}
+
+/// Run a function: ensure the topology, then process every partition this
+/// replica can own until `shutdown`; drains in-flight batches before it
+/// returns.
+pub async fn run_function<H: BatchHandler>(
+    client: async_nats::Client,
+    function: &str,
+    instance: String,
+    lease_ttl: Duration,
+    handler: Arc<H>,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let js = jetstream::new(client);
+    ensure_streams(&js).await?;
+    let def = topology().consumer(function).cloned().ok_or_else(|| {
+        anyhow::anyhow!("no consumer is defined for function {function} in schemas/streams.json")
+    })?;
+    let partitions = topology().partition_count(&def);
+    let mut workers = JoinSet::new();
+    if def.partitioned_by.is_none() {
+        let claim = Claim::unleased(function, 0, 0);
+        let span = tracing::info_span!("partition", function, partition = 0);
+        workers.spawn(
+            run_partition(
+                js.clone(),
+                def.clone(),
+                claim,
+                handler.clone(),
+                shutdown.clone(),
+            )
+            .instrument(span),
+        );
+        shutdown.wait().await;
+        while workers.join_next().await.is_some() {}
+        return Ok(());
+    }
+    let bucket = lease_bucket(&js, lease_ttl).await?;
+    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
+    let manager = tokio::spawn(manage_leases(
+        bucket.clone(),
+        function.to_string(),
+        instance,
+        (0..partitions).collect(),
+        lease_ttl,
+        shutdown.clone(),
+        move |claim| {
+            let _ = claims_tx.send(claim);
+        },
+    ));
+    loop {
+        tokio::select! {
+            claim = claims_rx.recv() => {
+                let Some(claim) = claim else { break };
+                let span = tracing::info_span!("partition", function, partition = claim.partition, epoch = claim.epoch);
+                workers.spawn(run_partition(js.clone(), def.clone(), claim, handler.clone(), shutdown.clone()).instrument(span));
+            }
+            Some(_) = workers.join_next(), if !workers.is_empty() => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    let held = manager.await.unwrap_or_default();
+    release(&bucket, held).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(250));
+        assert_eq!(backoff(2), Duration::from_millis(500));
+        assert!(backoff(8) <= Duration::from_secs(30));
+        assert_eq!(backoff(100), backoff(8));
+    }
+}

@@ -1,0 +1,159 @@
+//! Partition ownership: one active owner per partition, with failover.
+//!
+//! A replica owns partition p while it holds key `<function>.<p>` in the KV
+//! bucket `IM_LEASES`, whose entries expire after the lease TTL unless
+//! renewed. The claim's epoch is the KV revision at which it was taken:
+//! revisions only grow, so a later owner always has a higher epoch, and the
+//! store fence refuses writes from a lower one. A paused owner that wakes up
+//! after its lease moved is therefore harmless even before it notices.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+
+use im_events::subjects::LEASE_BUCKET;
+
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub function: String,
+    pub partition: u32,
+    pub epoch: u64,
+    valid: Arc<AtomicBool>,
+}
+
+impl Claim {
+    /// A claim that needs no lease (unpartitioned functions, tests).
+    pub fn unleased(function: &str, partition: u32, epoch: u64) -> Self {
+        Claim {
+            function: function.to_string(),
+            partition,
+            epoch,
+            valid: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.valid.load(Ordering::Acquire)
+    }
+
+    pub fn revoke(&self) {
+        self.valid.store(false, Ordering::Release);
+    }
+
+    pub fn fence(&self) -> im_store::Fence {
+        im_store::Fence {
+            scope: self.function.clone(),
+            partition: self.partition,
+            epoch: self.epoch,
+        }
+    }
+}
+
+pub async fn lease_bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: LEASE_BUCKET.to_string(),
+        description: "partition leases of the pipeline's functions".to_string(),
+        history: 1,
+        max_age: ttl,
+        num_replicas: crate::topology::stream_replicas(),
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(error) => js
+            .get_key_value(LEASE_BUCKET)
+            .await
+            .map_err(|_| anyhow::anyhow!("create lease bucket: {error}")),
+    }
+}
+
+struct Held {
+    claim: Claim,
+    revision: u64,
+}
+
+/// Keeps trying to own every partition in `partitions`; calls `on_claim` for
+/// each one won, renews them, revokes lost ones. Returns at shutdown after
+/// releasing what it holds, so another replica takes over at once.
+pub async fn manage_leases<F>(
+    bucket: kv::Store,
+    function: String,
+    owner: String,
+    partitions: Vec<u32>,
+    ttl: Duration,
+    shutdown: crate::Shutdown,
+    mut on_claim: F,
+) -> Vec<(String, u64)>
+where
+    F: FnMut(Claim) + Send,
+{
+    let function_label = function.clone();
+    let mut held: HashMap<u32, Held> = HashMap::new();
+    let renew_every = ttl / 3;
+    loop {
+        for partition in &partitions {
+            let key = format!("{function}.{partition}");
+            if let Some(current) = held.get_mut(partition) {
+                if !current.claim.is_valid() {
+                    held.remove(partition);
+                    continue;
+                }
+                match bucket
+                    .update(&key, owner.clone().into(), current.revision)
+                    .await
+                {
+                    Ok(revision) => current.revision = revision,
+                    Err(error) => {
+                        tracing::warn!(partition, %error, "lost partition lease");
+                        current.claim.revoke();
+                        held.remove(partition);
+                        metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
+                    }
+                }
+            } else if let Ok(revision) = bucket.create(&key, owner.clone().into()).await {
+                let claim = Claim {
+                    function: function.clone(),
+                    partition: *partition,
+                    epoch: revision,
+                    valid: Arc::new(AtomicBool::new(true)),
+                };
+                tracing::info!(partition, epoch = revision, "took partition lease");
+                metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone())
+                    .increment(1.0);
+                held.insert(
+                    *partition,
+                    Held {
+                        claim: claim.clone(),
+                        revision,
+                    },
+                );
+                on_claim(claim);
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(renew_every) => {}
+        }
+    }
+    let _ = function_label;
+    held.into_iter()
+        .map(|(partition, current)| {
+            current.claim.revoke();
+            (format!("{function}.{partition}"), current.revision)
+        })
+        .collect()
+}
+
+/// Give up leases so that another replica takes over without waiting for
+/// them to expire.
+pub async fn release(bucket: &kv::Store, held: Vec<(String, u64)>) {
+    for (key, revision) in held {
+        let _ = bucket.delete_expect_revision(&key, Some(revision)).await;
+    }
+}

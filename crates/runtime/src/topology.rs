@@ -1,0 +1,207 @@
+//! Streams and consumers, read from `schemas/streams.json` (embedded at build
+//! time) and created or updated idempotently at start-up.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, stream};
+use serde::Deserialize;
+
+const STREAMS_JSON: &str = include_str!("../../../schemas/streams.json");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Topology {
+    pub partitions: Partitions,
+    pub streams: Vec<StreamDef>,
+    pub consumers: Vec<ConsumerDef>,
+    pub consumer_defaults: ConsumerDefaults,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Partitions {
+    pub conversation: u32,
+    pub user: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Republish {
+    pub src: String,
+    pub dest: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamDef {
+    pub name: String,
+    pub subjects: Vec<String>,
+    pub max_age_secs: u64,
+    pub duplicate_window_secs: u64,
+    #[serde(default)]
+    pub republish: Option<Republish>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerDef {
+    pub function: String,
+    pub stream: String,
+    pub durable: String,
+    pub filter: String,
+    pub partitioned_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ConsumerDefaults {
+    pub ack_wait_secs: u64,
+    pub max_deliver: i64,
+    pub max_ack_pending: i64,
+    pub fetch_batch: usize,
+}
+
+pub fn topology() -> &'static Topology {
+    static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
+    TOPOLOGY
+        .get_or_init(|| serde_json::from_str(STREAMS_JSON).expect("schemas/streams.json is valid"))
+}
+
+impl Topology {
+    pub fn consumer(&self, function: &str) -> Option<&ConsumerDef> {
+        self.consumers.iter().find(|c| c.function == function)
+    }
+
+    /// How many partitions a consumer has (1 if it is not partitioned).
+    pub fn partition_count(&self, def: &ConsumerDef) -> u32 {
+        match def.partitioned_by.as_deref() {
+            Some("conversation") => self.partitions.conversation,
+            Some("user") => self.partitions.user,
+            _ => 1,
+        }
+    }
+}
+
+/// Replicas for every stream: 1 on a single server, 3 in a cluster (set
+/// `IM_STREAM_REPLICAS`).
+pub fn stream_replicas() -> usize {
+    std::env::var("IM_STREAM_REPLICAS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+pub fn stream_config(def: &StreamDef) -> stream::Config {
+    stream::Config {
+        name: def.name.clone(),
+        description: Some(def.description.clone()),
+        subjects: def.subjects.clone(),
+        max_age: Duration::from_secs(def.max_age_secs),
+        duplicate_window: Duration::from_secs(def.duplicate_window_secs),
+        storage: stream::StorageType::File,
+        num_replicas: stream_replicas(),
+        republish: def.republish.as_ref().map(|r| stream::Republish {
+            source: r.src.clone(),
+            destination: r.dest.clone(),
+            headers_only: false,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Create every stream, or bring an existing one's config up to date.
+pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
+    for def in &topology().streams {
+        let config = stream_config(def);
+        match js.get_stream(&def.name).await {
+            Ok(_) => {
+                js.update_stream(&config)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("update stream {}: {error}", def.name))?;
+            }
+            Err(_) => {
+                if let Err(error) = js.create_stream(config.clone()).await {
+                    // Another process may have created it meanwhile.
+                    js.get_stream(&def.name)
+                        .await
+                        .map_err(|_| anyhow::anyhow!("create stream {}: {error}", def.name))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub fn durable_name(def: &ConsumerDef, partition: u32) -> String {
+    def.durable.replace("{p}", &partition.to_string())
+}
+
+pub fn filter_subject(def: &ConsumerDef, partition: u32) -> String {
+    def.filter.replace("{p}", &partition.to_string())
+}
+
+pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Config {
+    let defaults = &topology().consumer_defaults;
+    consumer::pull::Config {
+        durable_name: Some(durable_name(def, partition)),
+        filter_subject: filter_subject(def, partition),
+        ack_policy: consumer::AckPolicy::Explicit,
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_wait: Duration::from_secs(defaults.ack_wait_secs),
+        // One more than the runtime's own limit, so the runtime sees the
+        // last attempt and dead-letters it instead of JetStream dropping it.
+        max_deliver: defaults.max_deliver + 1,
+        max_ack_pending: defaults.max_ack_pending,
+        ..Default::default()
+    }
+}
+
+pub async fn ensure_consumer(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+    partition: u32,
+) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    let stream = js
+        .get_stream(&def.stream)
+        .await
+        .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
+    let config = consumer_config(def, partition);
+    let name = durable_name(def, partition);
+    stream
+        .create_consumer(config)
+        .await
+        .map_err(|error| anyhow::anyhow!("create or update consumer {name}: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topology_is_consistent_with_the_subject_constants() {
+        let topology = topology();
+        for function in ["ingest", "dedupe", "fanout", "unread"] {
+            let def = topology.consumer(function).expect(function);
+            assert!(
+                topology.streams.iter().any(|s| s.name == def.stream),
+                "{function}"
+            );
+        }
+        let names: Vec<&str> = topology.streams.iter().map(|s| s.name.as_str()).collect();
+        use im_events::subjects::*;
+        for name in [
+            STREAM_INGEST,
+            STREAM_ACCEPTED,
+            STREAM_TIMELINE,
+            STREAM_DELIVERY,
+            STREAM_EVENTS,
+            STREAM_DLQ,
+        ] {
+            assert!(names.contains(&name), "{name}");
+        }
+        let dedupe = topology.consumer("dedupe").unwrap();
+        assert_eq!(filter_subject(dedupe, 3), "im.accepted.3.>");
+        assert!(im_events::subjects::accepted_subject(3, "im.message.send")
+            .starts_with("im.accepted.3."));
+        let unread = topology.consumer("unread").unwrap();
+        assert_eq!(filter_subject(unread, 5), "im.delivery.5.>");
+        assert!(im_events::subjects::delivery_subject(5, "message").starts_with("im.delivery.5."));
+        assert_eq!(topology.partition_count(unread), topology.partitions.user);
+    }
+}
