@@ -315,6 +315,10 @@ pub struct ConversationChanged {
     /// The conversation's last seq when the change took effect.
     pub at_seq: u64,
     pub diffusion: Diffusion,
+    /// The change switched the conversation between write and read
+    /// diffusion, so every member's view of it changes.
+    #[serde(default)]
+    pub mode_changed: bool,
     pub source: String,
     pub event_id: String,
 }

@@ -1,1 +1,44 @@
-fn main() {}
+use std::sync::Arc;
+
+use clap::Parser;
+use im_runtime::{telemetry, CommonArgs, Shutdown};
+use im_store::sqlite::SqliteConversationStore;
+
+/// dedupe: idempotency, conversation seq, the message timeline.
+#[derive(Parser, Debug)]
+#[command(name = "im-dedupe", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Groups with more members than this switch to read diffusion.
+    #[arg(long, env = "IM_LARGE_GROUP_THRESHOLD", default_value_t = 500)]
+    large_group_threshold: u64,
+    /// How long a sender may recall a message, in seconds.
+    #[arg(long, env = "IM_RECALL_WINDOW_SECS", default_value_t = 120)]
+    recall_window_secs: i64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing(args.common.log_json);
+    telemetry::init_metrics(&args.common.metrics_addr)?;
+    let path = args.common.data_dir.join("dedupe.db");
+    let store = SqliteConversationStore::open_writer(&path, args.common.durability()?)
+        .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
+    let client = im_runtime::config::connect(&args.common.nats_url, "im-dedupe").await?;
+    let config = im_dedupe::decide::Config {
+        large_group_threshold: args.large_group_threshold,
+        recall_window_ms: args.recall_window_secs * 1000,
+    };
+    tracing::info!(store = %path.display(), "dedupe running");
+    im_dedupe::run(
+        client,
+        Arc::new(store),
+        config,
+        args.common.instance_name("dedupe"),
+        args.common.lease_ttl(),
+        Shutdown::on_signals(),
+    )
+    .await
+}

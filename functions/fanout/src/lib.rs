@@ -1,1 +1,329 @@
-//! placeholder
+//! `fanout`: turns each committed conversation event into per-recipient
+//! deliveries on `im.delivery.<user partition>.<kind>`.
+//!
+//! Recipients are grouped by user partition, so one delivery carries every
+//! recipient of that partition: a 1:1 message costs at most two stream
+//! writes, a 50-member group at most one per user partition. Groups in read
+//! diffusion (above the large-group threshold) get no per-member copies: only
+//! the sender's own (so their read mark moves), and members pull the
+//! conversation timeline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use im_events::partition::partition_of;
+use im_events::subjects::delivery_subject;
+use im_events::{
+    Delivery, DeliveryData, DeliveryPayload, Diffusion, Envelope, ErrorCode, EventError, Timeline,
+    TimelineEvent, PIPELINE_SOURCE,
+};
+use im_runtime::consumer::Identity;
+use im_runtime::publish::{publish_all, Outgoing};
+use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
+use im_store::ConversationStore;
+
+pub const FUNCTION: &str = "fanout";
+
+/// Membership the decision needs, loaded by the shell.
+pub trait Members {
+    /// Who receives the message with this seq.
+    fn members_at(
+        &self,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<Vec<String>, im_store::StoreError>;
+    fn current_members(&self, conversation_id: &str) -> Result<Vec<String>, im_store::StoreError>;
+}
+
+/// The conversation store as the source of membership.
+pub struct StoreMembers<'a>(pub &'a dyn ConversationStore);
+
+impl Members for StoreMembers<'_> {
+    fn members_at(
+        &self,
+        conversation_id: &str,
+        seq: u64,
+    ) -> Result<Vec<String>, im_store::StoreError> {
+        self.0.members_at(conversation_id, seq)
+    }
+    fn current_members(&self, conversation_id: &str) -> Result<Vec<String>, im_store::StoreError> {
+        self.0.current_members(conversation_id)
+    }
+}
+
+/// Who gets a timeline event.
+pub fn recipients(
+    event: &TimelineEvent,
+    members: &dyn Members,
+) -> Result<Vec<String>, im_store::StoreError> {
+    let mut users = match event {
+        TimelineEvent::Committed(message) => match message.diffusion {
+            Diffusion::Write => members.members_at(&message.conversation_id, message.seq)?,
+            Diffusion::Read => vec![message.sender_id.clone()],
+        },
+        TimelineEvent::Edited(edit) => members.current_members(&edit.conversation_id)?,
+        TimelineEvent::Recalled(recall) => members.current_members(&recall.conversation_id)?,
+        TimelineEvent::Read(read) => vec![read.user_id.clone()],
+        TimelineEvent::Muted(mute) => vec![mute.user_id.clone()],
+        TimelineEvent::Changed(change) => {
+            if change.mode_changed {
+                let mut everyone = members.current_members(&change.conversation_id)?;
+                everyone.extend(change.removed.iter().cloned());
+                everyone
+            } else {
+                change
+                    .added
+                    .iter()
+                    .chain(&change.removed)
+                    .cloned()
+                    .collect()
+            }
+        }
+    };
+    users.sort();
+    users.dedup();
+    Ok(users)
+}
+
+fn delivery_kind(event: &TimelineEvent) -> &'static str {
+    match event {
+        TimelineEvent::Committed(_) => "message",
+        TimelineEvent::Edited(_) => "edit",
+        TimelineEvent::Recalled(_) => "recall",
+        TimelineEvent::Read(_) => "read",
+        TimelineEvent::Muted(_) => "mute",
+        TimelineEvent::Changed(_) => "membership",
+    }
+}
+
+/// Pure: one delivery per user partition that has recipients.
+pub fn deliveries(
+    event: &TimelineEvent,
+    recipients: Vec<String>,
+    user_partitions: u32,
+    time: &str,
+) -> Vec<(String, String, Delivery)> {
+    let mut by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for user in recipients {
+        by_partition
+            .entry(partition_of(&user, user_partitions))
+            .or_default()
+            .push(user);
+    }
+    let key = event.effect_key();
+    by_partition
+        .into_iter()
+        .map(|(partition, users)| {
+            let id = format!("dl:{key}:{partition}");
+            let envelope = Envelope::new(
+                PIPELINE_SOURCE,
+                id.clone(),
+                time.to_string(),
+                DeliveryPayload::Delivery(DeliveryData {
+                    users,
+                    event: event.clone(),
+                }),
+            );
+            (
+                delivery_subject(partition, delivery_kind(event)),
+                id,
+                envelope,
+            )
+        })
+        .collect()
+}
+
+pub struct Fanout {
+    pub js: async_nats::jetstream::Context,
+    pub store: Arc<dyn ConversationStore>,
+    pub user_partitions: u32,
+}
+
+impl BatchHandler for Fanout {
+    async fn handle(
+        &self,
+        _claim: &Claim,
+        batch: Vec<Incoming>,
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let store = self.store.clone();
+        let partitions = self.user_partitions;
+        let (outgoing, outcomes) = tokio::task::spawn_blocking(move || {
+            let mut outgoing = Vec::new();
+            let mut outcomes = Vec::with_capacity(batch.len());
+            for message in &batch {
+                let timeline: Timeline = match serde_json::from_slice(&message.payload) {
+                    Ok(timeline) => timeline,
+                    Err(error) => {
+                        outcomes.push(Outcome::Reject {
+                            error: EventError::new(
+                                ErrorCode::NotCloudevent,
+                                format!("timeline event does not parse: {error}"),
+                            ),
+                            identity: Identity::default(),
+                        });
+                        continue;
+                    }
+                };
+                let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
+                for (subject, id, delivery) in
+                    deliveries(&timeline.payload, users, partitions, &timeline.time)
+                {
+                    let payload = serde_json::to_vec(&delivery)
+                        .map_err(|e| im_store::StoreError::Backend(e.to_string()))?;
+                    outgoing.push(Outgoing {
+                        subject,
+                        message_id: Some(id),
+                        headers: None,
+                        payload: payload.into(),
+                    });
+                }
+                outcomes.push(Outcome::Done);
+            }
+            Ok::<_, im_store::StoreError>((outgoing, outcomes))
+        })
+        .await
+        .map_err(|error| HandlerError::Transient(error.to_string()))??;
+        publish_all(&self.js, outgoing)
+            .await
+            .map_err(HandlerError::Transient)?;
+        Ok(outcomes)
+    }
+}
+
+pub async fn run(
+    client: async_nats::Client,
+    store: Arc<dyn ConversationStore>,
+    instance: String,
+    lease_ttl: std::time::Duration,
+    shutdown: im_runtime::Shutdown,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(Fanout {
+        js: async_nats::jetstream::new(client.clone()),
+        store,
+        user_partitions: im_runtime::topology::topology().partitions.user,
+    });
+    im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use im_events::{
+        CommittedMessage, ConversationChanged, ConversationKind, MessageKind, ReadMarked,
+    };
+    use std::collections::HashMap;
+
+    struct Fixed(HashMap<String, Vec<String>>);
+    impl Members for Fixed {
+        fn members_at(
+            &self,
+            conversation_id: &str,
+            _seq: u64,
+        ) -> Result<Vec<String>, im_store::StoreError> {
+            Ok(self.0.get(conversation_id).cloned().unwrap_or_default())
+        }
+        fn current_members(
+            &self,
+            conversation_id: &str,
+        ) -> Result<Vec<String>, im_store::StoreError> {
+            Ok(self.0.get(conversation_id).cloned().unwrap_or_default())
+        }
+    }
+
+    fn committed(diffusion: Diffusion) -> TimelineEvent {
+        TimelineEvent::Committed(CommittedMessage {
+            message_id: "m".into(),
+            conversation_id: "g".into(),
+            seq: 1,
+            sender_id: "u0".into(),
+            source: "s".into(),
+            event_id: "e".into(),
+            sent_at: "t".into(),
+            kind: MessageKind::Text,
+            body: serde_json::json!({}),
+            mentions: vec![],
+            diffusion,
+        })
+    }
+
+    fn group(n: usize) -> Fixed {
+        Fixed(HashMap::from([(
+            "g".to_string(),
+            (0..n).map(|i| format!("u{i}")).collect(),
+        )]))
+    }
+
+    #[test]
+    fn write_diffusion_reaches_every_member_once_grouped_by_partition() {
+        let event = committed(Diffusion::Write);
+        let users = recipients(&event, &group(50)).unwrap();
+        assert_eq!(users.len(), 50);
+        let out = deliveries(&event, users, 16, "t");
+        assert!(out.len() <= 16);
+        let mut all: Vec<String> = out
+            .iter()
+            .flat_map(|(_, _, d)| match &d.payload {
+                DeliveryPayload::Delivery(data) => data.users.clone(),
+            })
+            .collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 50, "each member exactly once");
+        for (subject, _, d) in &out {
+            let DeliveryPayload::Delivery(data) = &d.payload;
+            for user in &data.users {
+                assert_eq!(
+                    subject,
+                    &delivery_subject(partition_of(user, 16), "message")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn read_diffusion_makes_no_member_copies() {
+        let event = committed(Diffusion::Read);
+        assert_eq!(recipients(&event, &group(1000)).unwrap(), vec!["u0"]);
+    }
+
+    #[test]
+    fn user_events_go_to_that_user_and_membership_to_the_affected() {
+        let read = TimelineEvent::Read(ReadMarked {
+            conversation_id: "g".into(),
+            user_id: "u3".into(),
+            seq: 1,
+            source: "s".into(),
+            event_id: "e".into(),
+        });
+        assert_eq!(recipients(&read, &group(5)).unwrap(), vec!["u3"]);
+        let change = |mode_changed| {
+            TimelineEvent::Changed(ConversationChanged {
+                conversation_id: "g".into(),
+                kind: ConversationKind::Group,
+                title: None,
+                added: vec!["new".into()],
+                removed: vec!["gone".into()],
+                at_seq: 3,
+                diffusion: Diffusion::Write,
+                mode_changed,
+                source: "s".into(),
+                event_id: "e".into(),
+            })
+        };
+        assert_eq!(
+            recipients(&change(false), &group(5)).unwrap(),
+            vec!["gone", "new"]
+        );
+        assert_eq!(recipients(&change(true), &group(5)).unwrap().len(), 6);
+    }
+
+    #[test]
+    fn deliveries_are_deterministic() {
+        let event = committed(Diffusion::Write);
+        let users = recipients(&event, &group(20)).unwrap();
+        assert_eq!(
+            deliveries(&event, users.clone(), 16, "t"),
+            deliveries(&event, users, 16, "t")
+        );
+    }
+}

@@ -1,1 +1,365 @@
-//! placeholder
+//! `ingest`: the front door. Parses every inbound CloudEvent (structured or
+//! binary mode), validates it against its schema, normalizes it, applies the
+//! checks that need no state, and forwards it to `im.accepted.<p>.<type>`,
+//! partitioned by conversation so that one conversation's events stay in
+//! order. Membership is checked by `dedupe`, the only place that sees a
+//! conversation's events in order (a send right after its create must pass).
+//! Everything refused ends in `IM_DLQ` with a reason.
+
+use std::sync::Arc;
+
+use im_events::ids::{direct_conversation_id, direct_members};
+use im_events::inbound::{Inbound, Limits};
+use im_events::partition::partition_of;
+use im_events::subjects::accepted_subject;
+use im_events::{
+    message_id_for, parse_inbound, rfc3339_ms, Accepted, Command, ConversationKind, Envelope,
+    ErrorCode, EventError, InboundMessage,
+};
+use im_runtime::consumer::Identity;
+use im_runtime::publish::{publish_all, Outgoing};
+use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
+
+pub const FUNCTION: &str = "ingest";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub max_body_bytes: usize,
+    pub conversation_partitions: u32,
+}
+
+/// Pure: an inbound message and the time JetStream stored it → the accepted
+/// event and its subject, or the reason it is refused.
+pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted), EventError> {
+    let inbound = parse_inbound(
+        &InboundMessage {
+            subject: &message.subject,
+            headers: &message.headers,
+            payload: &message.payload,
+        },
+        &Limits {
+            max_body_bytes: config.max_body_bytes,
+        },
+    )?;
+    let Inbound {
+        source,
+        id,
+        time,
+        command,
+    } = inbound;
+    let command = normalize(command)?;
+    let received = rfc3339_ms(message.published_ms);
+    let subject = accepted_subject(
+        partition_of(command.conversation_id(), config.conversation_partitions),
+        command.type_name(),
+    );
+    let mut accepted = Envelope::new(
+        source,
+        id,
+        time.unwrap_or_else(|| received.clone()),
+        command,
+    );
+    accepted.imreceived = Some(received);
+    Ok((subject, accepted))
+}
+
+fn sorted_unique(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Canonical form, plus the checks that need no stored state.
+pub fn normalize(command: Command) -> Result<Command, EventError> {
+    let normalize_dm = |conversation_id: &str| match direct_members(conversation_id) {
+        Some((a, b)) if a == b => Err(EventError::new(
+            ErrorCode::InvalidId,
+            format!("{conversation_id} names the same user twice"),
+        )),
+        Some((a, b)) => Ok(direct_conversation_id(a, b)),
+        None => Ok(conversation_id.to_string()),
+    };
+    Ok(match command {
+        Command::Send(mut send) => {
+            send.conversation_id = normalize_dm(&send.conversation_id)?;
+            if let Some((a, b)) = direct_members(&send.conversation_id) {
+                if send.sender_id != a && send.sender_id != b {
+                    return Err(EventError::new(
+                        ErrorCode::NotMember,
+                        format!(
+                            "sender {} is not a member of {}",
+                            send.sender_id, send.conversation_id
+                        ),
+                    ));
+                }
+            }
+            send.mentions = sorted_unique(send.mentions);
+            Command::Send(send)
+        }
+        Command::Create(mut create) => {
+            create.conversation_id = normalize_dm(&create.conversation_id)?;
+            create.members = sorted_unique(create.members);
+            create.admins = sorted_unique(create.admins);
+            if create.kind == ConversationKind::Direct && create.members.len() != 2 {
+                return Err(EventError::new(
+                    ErrorCode::SchemaViolation,
+                    "a direct conversation has exactly two members",
+                ));
+            }
+            if let Some((a, b)) = direct_members(&create.conversation_id) {
+                if create.kind != ConversationKind::Direct
+                    || create.members != [a.to_string(), b.to_string()]
+                {
+                    return Err(EventError::new(
+                        ErrorCode::SchemaViolation,
+                        format!(
+                            "{} must be a direct conversation of {a} and {b}",
+                            create.conversation_id
+                        ),
+                    ));
+                }
+            }
+            if let Some(admin) = create
+                .admins
+                .iter()
+                .find(|admin| !create.members.contains(admin))
+            {
+                return Err(EventError::new(
+                    ErrorCode::SchemaViolation,
+                    format!("admin {admin} is not among the members"),
+                ));
+            }
+            Command::Create(create)
+        }
+        Command::AddMembers(mut change) => {
+            change.conversation_id = normalize_dm(&change.conversation_id)?;
+            change.members = sorted_unique(change.members);
+            Command::AddMembers(change)
+        }
+        Command::RemoveMembers(mut change) => {
+            change.conversation_id = normalize_dm(&change.conversation_id)?;
+            change.members = sorted_unique(change.members);
+            Command::RemoveMembers(change)
+        }
+        Command::Mute(mut mute) => {
+            mute.conversation_id = normalize_dm(&mute.conversation_id)?;
+            if let Some(until) = &mute.until {
+                if im_events::parse_rfc3339_ms(until).is_none() {
+                    return Err(EventError::new(
+                        ErrorCode::SchemaViolation,
+                        format!("until {until:?} is not an RFC 3339 time"),
+                    ));
+                }
+            }
+            Command::Mute(mute)
+        }
+        Command::Read(mut read) => {
+            read.conversation_id = normalize_dm(&read.conversation_id)?;
+            Command::Read(read)
+        }
+        Command::Edit(mut edit) => {
+            edit.conversation_id = normalize_dm(&edit.conversation_id)?;
+            Command::Edit(edit)
+        }
+        Command::Recall(mut recall) => {
+            recall.conversation_id = normalize_dm(&recall.conversation_id)?;
+            Command::Recall(recall)
+        }
+    })
+}
+
+/// Best effort: the identity of an event that could not be parsed fully.
+pub fn identity_of(message: &Incoming) -> Identity {
+    let header = |name: &str| {
+        message
+            .headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+    };
+    if header("ce-specversion").is_some() {
+        return Identity {
+            source: header("ce-source"),
+            event_id: header("ce-id"),
+            event_type: header("ce-type"),
+        };
+    }
+    let value: serde_json::Value = serde_json::from_slice(&message.payload).unwrap_or_default();
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_string);
+    Identity {
+        source: field("source"),
+        event_id: field("id"),
+        event_type: field("type")
+            .or_else(|| im_events::subjects::type_from_ingest_subject(&message.subject)),
+    }
+}
+
+pub struct Ingest {
+    pub js: async_nats::jetstream::Context,
+    pub config: Config,
+}
+
+impl BatchHandler for Ingest {
+    async fn handle(
+        &self,
+        _claim: &Claim,
+        batch: Vec<Incoming>,
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut outgoing = Vec::new();
+        for message in &batch {
+            match decide(message, &self.config) {
+                Ok((subject, accepted)) => {
+                    let payload = serde_json::to_vec(&accepted)
+                        .map_err(|e| HandlerError::Transient(e.to_string()))?;
+                    outgoing.push(Outgoing {
+                        subject,
+                        message_id: Some(message_id_for(&accepted.source, &accepted.id)),
+                        headers: None,
+                        payload: payload.into(),
+                    });
+                    outcomes.push(Outcome::Done);
+                }
+                Err(error) => outcomes.push(Outcome::Reject {
+                    error,
+                    identity: identity_of(message),
+                }),
+            }
+        }
+        // One connection publishes in order, so a conversation's events keep
+        // the order they had in IM_INGEST.
+        publish_all(&self.js, outgoing)
+            .await
+            .map_err(HandlerError::Transient)?;
+        Ok(outcomes)
+    }
+}
+
+pub async fn run(
+    client: async_nats::Client,
+    config: Config,
+    lease_ttl: std::time::Duration,
+    shutdown: im_runtime::Shutdown,
+) -> anyhow::Result<()> {
+    let handler = Arc::new(Ingest {
+        js: async_nats::jetstream::new(client.clone()),
+        config,
+    });
+    im_runtime::run_function(
+        client,
+        FUNCTION,
+        FUNCTION.to_string(),
+        lease_ttl,
+        handler,
+        shutdown,
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Config {
+        Config {
+            max_body_bytes: 64 * 1024,
+            conversation_partitions: 16,
+        }
+    }
+
+    fn incoming(subject: &str, event: serde_json::Value) -> Incoming {
+        Incoming {
+            subject: subject.into(),
+            headers: vec![],
+            payload: serde_json::to_vec(&event).unwrap().into(),
+            stream_seq: 1,
+            delivered: 1,
+            published_ms: 1_700_000_000_000,
+        }
+    }
+
+    fn send(conversation: &str, sender: &str) -> serde_json::Value {
+        json!({"specversion": "1.0", "id": "e1", "source": "urn:t", "type": "im.message.send",
+               "data": {"conversation_id": conversation, "sender_id": sender, "kind": "text", "body": {"text": "hi"}, "mentions": ["b", "b", "a"]}})
+    }
+
+    #[test]
+    fn accepted_events_are_partitioned_and_stamped() {
+        let (subject, accepted) = decide(
+            &incoming("im.ingest.message.send", send("dm:b:a", "a")),
+            &config(),
+        )
+        .unwrap();
+        assert_eq!(
+            accepted.payload.conversation_id(),
+            "dm:a:b",
+            "dm ids are put in order"
+        );
+        assert_eq!(
+            subject,
+            accepted_subject(partition_of("dm:a:b", 16), "im.message.send")
+        );
+        assert_eq!(
+            accepted.imreceived.as_deref(),
+            Some("2023-11-14T22:13:20.000Z")
+        );
+        let Command::Send(data) = &accepted.payload else {
+            panic!()
+        };
+        assert_eq!(data.mentions, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn stateless_checks_refuse() {
+        let error = decide(
+            &incoming("im.ingest.message.send", send("dm:a:b", "mallory")),
+            &config(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::NotMember);
+        let error = decide(
+            &incoming("im.ingest.message.send", send("dm:a:a", "a")),
+            &config(),
+        )
+        .unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidId);
+        let create = json!({"specversion": "1.0", "id": "c", "source": "urn:t", "type": "im.conversation.create",
+            "data": {"conversation_id": "g:1", "kind": "direct", "members": ["a", "b", "c"]}});
+        assert_eq!(
+            decide(
+                &incoming("im.ingest.conversation.create", create),
+                &config()
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::SchemaViolation
+        );
+        let mute = json!({"specversion": "1.0", "id": "m", "source": "urn:t", "type": "im.user.mute",
+            "data": {"conversation_id": "g:1", "user_id": "a", "until": "tomorrow"}});
+        assert_eq!(
+            decide(&incoming("im.ingest.user.mute", mute), &config())
+                .unwrap_err()
+                .code,
+            ErrorCode::SchemaViolation
+        );
+    }
+
+    #[test]
+    fn identity_is_recovered_for_rejections() {
+        let mut event = send("dm:a:b", "a");
+        event["specversion"] = json!("0.3");
+        let identity = identity_of(&incoming("im.ingest.message.send", event));
+        assert_eq!(identity.event_id.as_deref(), Some("e1"));
+        assert_eq!(identity.source.as_deref(), Some("urn:t"));
+    }
+
+    #[test]
+    fn deciding_twice_gives_the_same_result() {
+        let message = incoming("im.ingest.message.send", send("dm:a:b", "a"));
+        assert_eq!(
+            decide(&message, &config()).unwrap(),
+            decide(&message, &config()).unwrap()
+        );
+    }
+}

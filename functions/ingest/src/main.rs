@@ -1,1 +1,33 @@
-fn main() {}
+use clap::Parser;
+use im_runtime::{telemetry, CommonArgs, Shutdown};
+
+/// ingest: validates and normalizes inbound CloudEvents.
+#[derive(Parser, Debug)]
+#[command(name = "im-ingest", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Largest message body in bytes.
+    #[arg(long, env = "IM_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    telemetry::init_tracing(args.common.log_json);
+    telemetry::init_metrics(&args.common.metrics_addr)?;
+    let client = im_runtime::config::connect(&args.common.nats_url, "im-ingest").await?;
+    let config = im_ingest::Config {
+        max_body_bytes: args.max_body_bytes,
+        conversation_partitions: im_runtime::topology::topology().partitions.conversation,
+    };
+    tracing::info!("ingest running");
+    im_ingest::run(
+        client,
+        config,
+        args.common.lease_ttl(),
+        Shutdown::on_signals(),
+    )
+    .await
+}
