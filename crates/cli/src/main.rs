@@ -1,1 +1,44 @@
-fn main() {}
+//! `imctl`: run the pipeline locally, publish events, follow them, inspect
+//! dead letters.
+
+mod dlq;
+mod send;
+mod tail;
+mod up;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "imctl", version, about = "Operate the IM pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run nats-server and every function locally; prints `ready`; Ctrl-C stops all.
+    Up(up::UpArgs),
+    /// Publish one CloudEvent to im.ingest.<type>.
+    Send(send::SendArgs),
+    /// Follow committed messages and rejections (or one user's deliveries).
+    Tail(tail::TailArgs),
+    /// Inspect dead letters.
+    Dlq(dlq::DlqArgs),
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    im_runtime::telemetry::init_tracing(false);
+    let result = match cli.command {
+        Command::Up(args) => up::run(args).await,
+        Command::Send(args) => send::run(args).await,
+        Command::Tail(args) => tail::run(args).await,
+        Command::Dlq(args) => dlq::run(args).await,
+    };
+    if let Err(error) = result {
+        eprintln!("imctl: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,265 @@
+//! `imctl up`: nats-server (unless --nats-url points at one) and every
+//! function as its own process. Prints `ready` once all are up; on Ctrl-C or
+//! SIGTERM stops them all; if any exits on its own, says so and stops the
+//! rest rather than restarting it silently.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use clap::Args;
+use tokio::process::{Child, Command};
+
+/// The function binaries `up` starts, in start order.
+pub const FUNCTIONS: [&str; 4] = ["ingest", "dedupe", "fanout", "unread"];
+
+const NATS_CONF: &str = include_str!("../../../nats.conf");
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Where the store files, nats-server's store and logs go.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Port of the nats-server `up` starts.
+    #[arg(long, default_value_t = 4222)]
+    pub nats_port: u16,
+    /// Use this running NATS server instead of starting one.
+    #[arg(long, env = "IM_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Gateway address (the gateway arrives with the access-gateway work).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub http: String,
+    /// Secret for the gateway's JWTs.
+    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
+    pub jwt_secret: String,
+    /// First port of the functions' /metrics endpoints (one each, in order).
+    #[arg(long, default_value_t = 9190)]
+    pub metrics_port: u16,
+    /// SQLite durability for the stores: full or normal.
+    #[arg(long, env = "IM_SQLITE_SYNC", default_value = "full")]
+    pub sqlite_sync: String,
+}
+
+/// nats-server: $IM_NATS_SERVER, ./.tools (infra/install-nats.sh), PATH, or
+/// install it with the script when it is at hand.
+fn find_nats_server() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("IM_NATS_SERVER") {
+        return Ok(PathBuf::from(path));
+    }
+    let local = PathBuf::from(".tools/nats/bin/nats-server");
+    if local.exists() {
+        return Ok(local);
+    }
+    if let Ok(output) = std::process::Command::new("which")
+        .arg("nats-server")
+        .output()
+    {
+        if output.status.success() {
+            return Ok(PathBuf::from(
+                String::from_utf8_lossy(&output.stdout).trim(),
+            ));
+        }
+    }
+    let script = Path::new("infra/install-nats.sh");
+    if script.exists() {
+        let output = std::process::Command::new("bash")
+            .arg(script)
+            .stderr(Stdio::inherit())
+            .output()?;
+        if output.status.success() {
+            return Ok(PathBuf::from(
+                String::from_utf8_lossy(&output.stdout).trim(),
+            ));
+        }
+    }
+    anyhow::bail!("nats-server not found: run infra/install-nats.sh from the repository, set IM_NATS_SERVER, or pass --nats-url")
+}
+
+fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .map(|dir| dir.join(name))
+        .unwrap_or_else(|| PathBuf::from(name));
+    if path.exists() {
+        Ok(path)
+    } else {
+        anyhow::bail!(
+            "{} is missing: build every binary with `cargo build --release --bins`",
+            path.display()
+        )
+    }
+}
+
+async fn wait_for_port(port: u16, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+struct Supervised {
+    name: String,
+    child: Child,
+}
+
+fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    Ok(std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("{name}.log")))?)
+}
+
+async fn stop_all(children: &mut [Supervised]) {
+    // Functions first (they drain), nats-server last.
+    for supervised in children.iter().rev() {
+        if let Some(pid) = supervised.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+    for supervised in children.iter_mut().rev() {
+        if tokio::time::timeout(Duration::from_secs(10), supervised.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!(
+                "imctl: {} did not stop in 10 s, killing it",
+                supervised.name
+            );
+            let _ = supervised.child.kill().await;
+        }
+    }
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let _ = (&args.http, &args.jwt_secret);
+    std::fs::create_dir_all(&args.data_dir)?;
+    let data_dir = args.data_dir.canonicalize()?;
+    let logs = data_dir.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut children: Vec<Supervised> = Vec::new();
+
+    let nats_url = match &args.nats_url {
+        Some(url) => url.clone(),
+        None => {
+            let binary = find_nats_server()?;
+            let conf = data_dir.join("nats.conf");
+            std::fs::write(&conf, NATS_CONF)?;
+            let child = Command::new(&binary)
+                .arg("-c")
+                .arg(&conf)
+                .env("IM_NATS_PORT", args.nats_port.to_string())
+                .env(
+                    "IM_NATS_MONITOR_PORT",
+                    (args.nats_port as u32 + 4000).min(65535).to_string(),
+                )
+                .env("IM_NATS_STORE", data_dir.join("nats"))
+                .stdout(Stdio::null())
+                .stderr(log_file(&logs, "nats-server")?)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+            children.push(Supervised {
+                name: "nats-server".into(),
+                child,
+            });
+            if !wait_for_port(args.nats_port, Duration::from_secs(20)).await {
+                stop_all(&mut children).await;
+                anyhow::bail!(
+                    "nats-server did not listen on 127.0.0.1:{} (see {}); is the port taken? try --nats-port",
+                    args.nats_port,
+                    logs.join("nats-server.log").display()
+                );
+            }
+            format!("nats://127.0.0.1:{}", args.nats_port)
+        }
+    };
+
+    // Streams exist before `ready`, so a publish right after it is stored.
+    let setup = async {
+        let client = im_runtime::config::connect(&nats_url, "imctl-up").await?;
+        im_runtime::topology::ensure_streams(&async_nats::jetstream::new(client)).await
+    };
+    if let Err(error) = setup.await {
+        stop_all(&mut children).await;
+        return Err(error);
+    }
+
+    for (index, function) in FUNCTIONS.iter().enumerate() {
+        let binary = match sibling_binary(&format!("im-{function}")) {
+            Ok(binary) => binary,
+            Err(error) => {
+                stop_all(&mut children).await;
+                return Err(error);
+            }
+        };
+        let child = Command::new(&binary)
+            .env("IM_NATS_URL", &nats_url)
+            .env("IM_DATA_DIR", &data_dir)
+            .env("IM_SQLITE_SYNC", &args.sqlite_sync)
+            .env(
+                "IM_METRICS_ADDR",
+                format!("127.0.0.1:{}", args.metrics_port + index as u16),
+            )
+            .env("IM_INSTANCE", format!("{function}-1"))
+            .stdout(Stdio::null())
+            .stderr(log_file(&logs, function)?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+        children.push(Supervised {
+            name: function.to_string(),
+            child,
+        });
+    }
+    // Each function is up when its metrics endpoint answers.
+    for (index, function) in FUNCTIONS.iter().enumerate() {
+        if !wait_for_port(args.metrics_port + index as u16, Duration::from_secs(30)).await {
+            stop_all(&mut children).await;
+            anyhow::bail!(
+                "{function} did not come up; see {}",
+                logs.join(format!("{function}.log")).display()
+            );
+        }
+    }
+    println!(
+        "ready: nats {nats_url}, functions {}, data {}, logs {}",
+        FUNCTIONS.join(" "),
+        data_dir.display(),
+        logs.display()
+    );
+
+    let outcome = loop {
+        let mut exited = None;
+        for supervised in children.iter_mut() {
+            if let Ok(Some(status)) = supervised.child.try_wait() {
+                exited = Some(format!(
+                    "{} exited ({status}); see {}",
+                    supervised.name,
+                    logs.join(format!("{}.log", supervised.name)).display()
+                ));
+                break;
+            }
+        }
+        if let Some(message) = exited {
+            break Err(anyhow::anyhow!(message));
+        }
+        tokio::select! {
+            _ = im_runtime::shutdown::wait_for_signal() => break Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    };
+    eprintln!("imctl: stopping");
+    stop_all(&mut children).await;
+    outcome
+}
