@@ -1,1 +1,241 @@
+//! Shared pieces of the pipeline tests: a running pipeline (real nats-server,
+//! every function as its own process, real SQLite stores in a temp dir),
+//! publishing helpers, and waits.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+use im_test_support::{workspace_binary, NatsServer, Process};
+use serde_json::{json, Value};
+
+pub const FUNCTIONS: [&str; 4] = ["ingest", "dedupe", "fanout", "unread"];
+
+pub struct Pipeline {
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    pub processes: HashMap<String, Process>,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub extra_env: Vec<(String, String)>,
+}
+
+impl Pipeline {
+    pub async fn start() -> Pipeline {
+        Self::start_with(vec![]).await
+    }
+
+    /// Start with extra environment for every function (e.g. a short recall window).
+    pub async fn start_with(extra_env: Vec<(String, String)>) -> Pipeline {
+        let nats = NatsServer::start().expect("nats-server starts");
+        let data = tempfile::Builder::new().prefix("im-data-").tempdir().unwrap();
+        let client = async_nats::connect(nats.url()).await.expect("connect");
+        let js = jetstream::new(client.clone());
+        im_runtime::topology::ensure_streams(&js).await.expect("streams");
+        let mut pipeline = Pipeline { nats, data, processes: HashMap::new(), client, js, extra_env };
+        for function in FUNCTIONS {
+            pipeline.spawn(function, function);
+        }
+        pipeline.wait_for_consumers(Duration::from_secs(30)).await;
+        pipeline
+    }
+
+    pub fn env(&self, instance: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("IM_NATS_URL".to_string(), self.nats.url()),
+            ("IM_DATA_DIR".to_string(), self.data.path().display().to_string()),
+            // Process crashes are what these tests inflict; NORMAL survives them.
+            ("IM_SQLITE_SYNC".to_string(), "normal".to_string()),
+            ("IM_LEASE_TTL_MS".to_string(), "1500".to_string()),
+            ("IM_INSTANCE".to_string(), instance.to_string()),
+            ("IM_LOG".to_string(), "info,async_nats=warn".to_string()),
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
+    }
+
+    /// Start a replica of `function` under the name `instance`.
+    pub fn spawn(&mut self, function: &str, instance: &str) {
+        let binary = workspace_binary(&format!("im-{function}")).expect("function binary");
+        let log = self.data.path().join(format!("{instance}.log"));
+        let process = Process::start(instance, binary, vec![], self.env(instance), log).expect("function starts");
+        self.processes.insert(instance.to_string(), process);
+    }
+
+    pub fn process(&mut self, instance: &str) -> &mut Process {
+        self.processes.get_mut(instance).expect("known process")
+    }
+
+    pub fn conversations(&self) -> SqliteConversationStore {
+        SqliteConversationStore::open_reader(&self.data.path().join("dedupe.db")).unwrap()
+    }
+
+    pub fn users(&self) -> SqliteUserStore {
+        SqliteUserStore::open_reader(&self.data.path().join("unread.db")).unwrap()
+    }
+
+    pub fn data_path(&self, file: &str) -> PathBuf {
+        self.data.path().join(file)
+    }
+
+    /// Publish a structured-mode CloudEvent to im.ingest.<type>.
+    pub async fn publish(&self, event_type: &str, source: &str, id: &str, data: Value, with_msg_id: bool) {
+        let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type,
+                           "datacontenttype": "application/json", "data": data});
+        let mut headers = HeaderMap::new();
+        if with_msg_id {
+            headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
+        }
+        self.publish_raw(&im_events::subjects::ingest_subject(event_type), headers, serde_json::to_vec(&event).unwrap())
+            .await;
+    }
+
+    pub async fn publish_raw(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) {
+        self.js
+            .publish_with_headers(subject.to_string(), headers, payload.into())
+            .await
+            .expect("publish")
+            .await
+            .expect("publish ack");
+    }
+
+    pub async fn create_group(&self, id: &str, members: &[String]) {
+        self.publish(
+            "im.conversation.create",
+            "urn:test",
+            &format!("create-{id}"),
+            json!({"conversation_id": id, "kind": "group", "members": members, "admins": [members[0]]}),
+            true,
+        )
+        .await;
+    }
+
+    pub async fn send_text(&self, conversation: &str, sender: &str, id: &str, text: &str) {
+        self.publish(
+            "im.message.send",
+            "urn:test",
+            id,
+            json!({"conversation_id": conversation, "sender_id": sender, "kind": "text", "body": {"text": text}}),
+            true,
+        )
+        .await;
+    }
+
+    async fn wait_for_consumers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut count = 0;
+            for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+                let stream = self.js.get_stream(stream).await.unwrap();
+                count += stream.consumer_names().count().await;
+            }
+            if count == 1 + 3 * 16 {
+                return;
+            }
+            assert!(Instant::now() < deadline, "only {count} consumers exist after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// If every consumer has nothing pending and nothing unacked: the sum of
+    /// the streams' last sequences, which tells whether anything moved
+    /// between two looks.
+    pub async fn idle(&self) -> Option<u64> {
+        let mut position = 0;
+        for stream_name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY", "IM_DLQ"] {
+            let stream = self.js.get_stream(stream_name).await.unwrap();
+            position += stream.get_info().await.ok()?.state.last_sequence;
+            if stream_name == "IM_DLQ" {
+                continue;
+            }
+            let mut consumers = stream.consumers();
+            while let Some(info) = consumers.next().await {
+                let info = info.ok()?;
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    return None;
+                }
+            }
+        }
+        Some(position)
+    }
+
+    /// Wait until the pipeline has processed everything published so far.
+    pub async fn settle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        // Idle, with no stream moving, for several looks in a row: a message
+        // between two stages shows up as a moved position.
+        let mut idle_rounds = 0;
+        let mut last_position = None;
+        while idle_rounds < 4 {
+            assert!(Instant::now() < deadline, "pipeline did not settle within {timeout:?}");
+            let position = self.idle().await;
+            if position.is_some() && position == last_position {
+                idle_rounds += 1;
+            } else {
+                idle_rounds = 0;
+            }
+            last_position = position;
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
+    /// Dead letters, oldest first: (headers, payload).
+    pub async fn dead_letters(&self) -> Vec<(HashMap<String, String>, Vec<u8>)> {
+        let stream = self.js.get_stream("IM_DLQ").await.unwrap();
+        let info = stream.get_info().await.unwrap();
+        let mut letters = Vec::new();
+        if info.state.messages == 0 {
+            return letters;
+        }
+        for sequence in info.state.first_sequence..=info.state.last_sequence {
+            if let Ok(message) = stream.get_raw_message(sequence).await {
+                let headers = message
+                    .headers
+                    .iter()
+                    .map(|(name, values)| (name.to_string(), values.first().map(|v| v.as_str().to_string()).unwrap_or_default()))
+                    .collect();
+                letters.push((headers, message.payload.to_vec()));
+            }
+        }
+        letters
+    }
+
+    /// Wait for the dead letter whose original subject and payload match.
+    pub async fn wait_dead_letter(&self, payload: &[u8], timeout: Duration) -> HashMap<String, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((headers, _)) = self.dead_letters().await.into_iter().find(|(_, body)| body == payload) {
+                return headers;
+            }
+            assert!(Instant::now() < deadline, "no dead letter for {:?}", String::from_utf8_lossy(payload));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stop every function gracefully.
+    pub fn stop_functions(&mut self) {
+        for process in self.processes.values_mut() {
+            process.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Poll `check` until it returns Some or the timeout passes.
+pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn users(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}{i:03}")).collect()
+}

@@ -1,1 +1,9 @@
+//! Pipeline tests against a real nats-server and the real function
+//! processes. Run `cargo build --workspace --bins` first (infra/test.sh does).
 
+mod bad_input;
+mod crash;
+mod delivery;
+mod idempotency;
+mod replay;
+mod timeline_changes;
