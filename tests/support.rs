@@ -32,11 +32,23 @@ impl Pipeline {
     /// Start with extra environment for every function (e.g. a short recall window).
     pub async fn start_with(extra_env: Vec<(String, String)>) -> Pipeline {
         let nats = NatsServer::start().expect("nats-server starts");
-        let data = tempfile::Builder::new().prefix("im-data-").tempdir().unwrap();
+        let data = tempfile::Builder::new()
+            .prefix("im-data-")
+            .tempdir()
+            .unwrap();
         let client = async_nats::connect(nats.url()).await.expect("connect");
         let js = jetstream::new(client.clone());
-        im_runtime::topology::ensure_streams(&js).await.expect("streams");
-        let mut pipeline = Pipeline { nats, data, processes: HashMap::new(), client, js, extra_env };
+        im_runtime::topology::ensure_streams(&js)
+            .await
+            .expect("streams");
+        let mut pipeline = Pipeline {
+            nats,
+            data,
+            processes: HashMap::new(),
+            client,
+            js,
+            extra_env,
+        };
         for function in FUNCTIONS {
             pipeline.spawn(function, function);
         }
@@ -47,7 +59,10 @@ impl Pipeline {
     pub fn env(&self, instance: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("IM_NATS_URL".to_string(), self.nats.url()),
-            ("IM_DATA_DIR".to_string(), self.data.path().display().to_string()),
+            (
+                "IM_DATA_DIR".to_string(),
+                self.data.path().display().to_string(),
+            ),
             // Process crashes are what these tests inflict; NORMAL survives them.
             ("IM_SQLITE_SYNC".to_string(), "normal".to_string()),
             ("IM_LEASE_TTL_MS".to_string(), "1500".to_string()),
@@ -62,7 +77,8 @@ impl Pipeline {
     pub fn spawn(&mut self, function: &str, instance: &str) {
         let binary = workspace_binary(&format!("im-{function}")).expect("function binary");
         let log = self.data.path().join(format!("{instance}.log"));
-        let process = Process::start(instance, binary, vec![], self.env(instance), log).expect("function starts");
+        let process = Process::start(instance, binary, vec![], self.env(instance), log)
+            .expect("function starts");
         self.processes.insert(instance.to_string(), process);
     }
 
@@ -83,15 +99,26 @@ impl Pipeline {
     }
 
     /// Publish a structured-mode CloudEvent to im.ingest.<type>.
-    pub async fn publish(&self, event_type: &str, source: &str, id: &str, data: Value, with_msg_id: bool) {
+    pub async fn publish(
+        &self,
+        event_type: &str,
+        source: &str,
+        id: &str,
+        data: Value,
+        with_msg_id: bool,
+    ) {
         let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type,
                            "datacontenttype": "application/json", "data": data});
         let mut headers = HeaderMap::new();
         if with_msg_id {
             headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
         }
-        self.publish_raw(&im_events::subjects::ingest_subject(event_type), headers, serde_json::to_vec(&event).unwrap())
-            .await;
+        self.publish_raw(
+            &im_events::subjects::ingest_subject(event_type),
+            headers,
+            serde_json::to_vec(&event).unwrap(),
+        )
+        .await;
     }
 
     pub async fn publish_raw(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) {
@@ -136,7 +163,10 @@ impl Pipeline {
             if count == 1 + 3 * 16 {
                 return;
             }
-            assert!(Instant::now() < deadline, "only {count} consumers exist after {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "only {count} consumers exist after {timeout:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -146,7 +176,13 @@ impl Pipeline {
     /// between two looks.
     pub async fn idle(&self) -> Option<u64> {
         let mut position = 0;
-        for stream_name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY", "IM_DLQ"] {
+        for stream_name in [
+            "IM_INGEST",
+            "IM_ACCEPTED",
+            "IM_TIMELINE",
+            "IM_DELIVERY",
+            "IM_DLQ",
+        ] {
             let stream = self.js.get_stream(stream_name).await.unwrap();
             position += stream.get_info().await.ok()?.state.last_sequence;
             if stream_name == "IM_DLQ" {
@@ -171,7 +207,10 @@ impl Pipeline {
         let mut idle_rounds = 0;
         let mut last_position = None;
         while idle_rounds < 4 {
-            assert!(Instant::now() < deadline, "pipeline did not settle within {timeout:?}");
+            assert!(
+                Instant::now() < deadline,
+                "pipeline did not settle within {timeout:?}"
+            );
             let position = self.idle().await;
             if position.is_some() && position == last_position {
                 idle_rounds += 1;
@@ -196,7 +235,15 @@ impl Pipeline {
                 let headers = message
                     .headers
                     .iter()
-                    .map(|(name, values)| (name.to_string(), values.first().map(|v| v.as_str().to_string()).unwrap_or_default()))
+                    .map(|(name, values)| {
+                        (
+                            name.to_string(),
+                            values
+                                .first()
+                                .map(|v| v.as_str().to_string())
+                                .unwrap_or_default(),
+                        )
+                    })
                     .collect();
                 letters.push((headers, message.payload.to_vec()));
             }
@@ -205,13 +252,26 @@ impl Pipeline {
     }
 
     /// Wait for the dead letter whose original subject and payload match.
-    pub async fn wait_dead_letter(&self, payload: &[u8], timeout: Duration) -> HashMap<String, String> {
+    pub async fn wait_dead_letter(
+        &self,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> HashMap<String, String> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((headers, _)) = self.dead_letters().await.into_iter().find(|(_, body)| body == payload) {
+            if let Some((headers, _)) = self
+                .dead_letters()
+                .await
+                .into_iter()
+                .find(|(_, body)| body == payload)
+            {
                 return headers;
             }
-            assert!(Instant::now() < deadline, "no dead letter for {:?}", String::from_utf8_lossy(payload));
+            assert!(
+                Instant::now() < deadline,
+                "no dead letter for {:?}",
+                String::from_utf8_lossy(payload)
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -231,7 +291,10 @@ pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "condition not met within {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -19,33 +19,73 @@ fn send_data(conversation: &str, sender: &str) -> Value {
 /// Publish `payload` on `subject`, expect a dead letter from `function` whose
 /// code is `code` and whose reason mentions `mention`; then check that every
 /// process is alive and a good message still gets through.
-async fn expect_dead_letter(pipeline: &mut Pipeline, subject: &str, payload: Vec<u8>, function: &str, code: &str, mention: &str) {
-    pipeline.publish_raw(subject, HeaderMap::new(), payload.clone()).await;
-    let headers = pipeline.wait_dead_letter(&payload, Duration::from_secs(30)).await;
+async fn expect_dead_letter(
+    pipeline: &mut Pipeline,
+    subject: &str,
+    payload: Vec<u8>,
+    function: &str,
+    code: &str,
+    mention: &str,
+) {
+    pipeline
+        .publish_raw(subject, HeaderMap::new(), payload.clone())
+        .await;
+    let headers = pipeline
+        .wait_dead_letter(&payload, Duration::from_secs(30))
+        .await;
     assert_eq!(headers["Im-Dlq-Function"], function, "{headers:?}");
     assert_eq!(headers["Im-Dlq-Code"], code, "{headers:?}");
     let reason = &headers["Im-Dlq-Reason"];
-    assert!(reason.contains(mention), "reason {reason:?} should mention {mention:?}");
+    assert!(
+        reason.contains(mention),
+        "reason {reason:?} should mention {mention:?}"
+    );
     assert_eq!(headers["Im-Dlq-Subject"].split('.').next(), Some("im"));
     for process in pipeline.processes.values_mut() {
-        assert!(process.is_running(), "{} crashed:\n{}", process.name, process.log_text());
+        assert!(
+            process.is_running(),
+            "{} crashed:\n{}",
+            process.name,
+            process.log_text()
+        );
     }
-    pipeline.send_text("dm:good:later", "good", "good-after-bad", "still flowing").await;
+    pipeline
+        .send_text("dm:good:later", "good", "good-after-bad", "still flowing")
+        .await;
     let conversations = pipeline.conversations();
-    eventually(Duration::from_secs(30), || conversations.message("dm:good:later", 1).ok().flatten()).await;
+    eventually(Duration::from_secs(30), || {
+        conversations.message("dm:good:later", 1).ok().flatten()
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_json() {
     let mut pipeline = Pipeline::start().await;
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", b"{not json".to_vec(), "ingest", "not_json", "not JSON").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        b"{not json".to_vec(),
+        "ingest",
+        "not_json",
+        "not JSON",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_but_not_a_cloudevent() {
     let mut pipeline = Pipeline::start().await;
     let payload = serde_json::to_vec(&json!({"hello": "world"})).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", payload, "ingest", "not_cloudevent", "specversion").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        payload,
+        "ingest",
+        "not_cloudevent",
+        "specversion",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,14 +94,30 @@ async fn wrong_specversion() {
     let mut bad = event("im.message.send", "v", send_data("dm:a:b", "a"));
     bad["specversion"] = json!("0.3");
     let payload = serde_json::to_vec(&bad).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", payload, "ingest", "bad_specversion", "0.3").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        payload,
+        "ingest",
+        "bad_specversion",
+        "0.3",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_type() {
     let mut pipeline = Pipeline::start().await;
     let payload = serde_json::to_vec(&event("im.message.teleport", "t", json!({}))).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.teleport", payload, "ingest", "unknown_type", "im.message.teleport").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.teleport",
+        payload,
+        "ingest",
+        "unknown_type",
+        "im.message.teleport",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,7 +126,15 @@ async fn schema_violation() {
     let mut data = send_data("dm:a:b", "a");
     data["kind"] = json!("hologram");
     let payload = serde_json::to_vec(&event("im.message.send", "s", data)).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", payload, "ingest", "schema_violation", "/kind").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        payload,
+        "ingest",
+        "schema_violation",
+        "/kind",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,63 +143,128 @@ async fn body_over_the_limit() {
     let mut data = send_data("dm:a:b", "a");
     data["body"] = json!({"text": "x".repeat(70 * 1024)});
     let payload = serde_json::to_vec(&event("im.message.send", "big", data)).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", payload, "ingest", "too_large", "65536").await;
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        payload,
+        "ingest",
+        "too_large",
+        "65536",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sender_not_a_member() {
     let mut pipeline = Pipeline::start().await;
-    pipeline.create_group("g:club", &["ann".to_string(), "ben".to_string()]).await;
-    let payload = serde_json::to_vec(&event("im.message.send", "intruder", send_data("g:club", "mallory"))).unwrap();
+    pipeline
+        .create_group("g:club", &["ann".to_string(), "ben".to_string()])
+        .await;
+    let payload = serde_json::to_vec(&event(
+        "im.message.send",
+        "intruder",
+        send_data("g:club", "mallory"),
+    ))
+    .unwrap();
     // Dead letters keep the original payload; for dedupe that is the accepted event.
-    pipeline.publish_raw("im.ingest.message.send", HeaderMap::new(), payload).await;
+    pipeline
+        .publish_raw("im.ingest.message.send", HeaderMap::new(), payload)
+        .await;
     let letter = eventually_letter(&pipeline, "dedupe").await;
     assert_eq!(letter["Im-Dlq-Code"], "not_member");
     assert!(letter["Im-Dlq-Reason"].contains("mallory"), "{letter:?}");
     // A direct conversation refuses a third party already at ingest.
-    let payload = serde_json::to_vec(&event("im.message.send", "dm-intruder", send_data("dm:ann:ben", "mallory"))).unwrap();
-    expect_dead_letter(&mut pipeline, "im.ingest.message.send", payload, "ingest", "not_member", "mallory").await;
+    let payload = serde_json::to_vec(&event(
+        "im.message.send",
+        "dm-intruder",
+        send_data("dm:ann:ben", "mallory"),
+    ))
+    .unwrap();
+    expect_dead_letter(
+        &mut pipeline,
+        "im.ingest.message.send",
+        payload,
+        "ingest",
+        "not_member",
+        "mallory",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_mark_beyond_last_seq() {
     let mut pipeline = Pipeline::start().await;
     pipeline.send_text("dm:ann:ben", "ann", "m1", "one").await;
-    let read = event("im.message.read", "too-far", json!({"conversation_id": "dm:ann:ben", "user_id": "ben", "seq": 5}));
-    pipeline.publish_raw("im.ingest.message.read", HeaderMap::new(), serde_json::to_vec(&read).unwrap()).await;
+    let read = event(
+        "im.message.read",
+        "too-far",
+        json!({"conversation_id": "dm:ann:ben", "user_id": "ben", "seq": 5}),
+    );
+    pipeline
+        .publish_raw(
+            "im.ingest.message.read",
+            HeaderMap::new(),
+            serde_json::to_vec(&read).unwrap(),
+        )
+        .await;
     let letter = eventually_letter(&pipeline, "dedupe").await;
     assert_eq!(letter["Im-Dlq-Code"], "read_beyond_last_seq");
-    assert!(letter["Im-Dlq-Reason"].contains("beyond the last seq 1"), "{letter:?}");
+    assert!(
+        letter["Im-Dlq-Reason"].contains("beyond the last seq 1"),
+        "{letter:?}"
+    );
     // The rejection is also announced as an im.message.rejected event.
     let events = pipeline.js.get_stream("IM_EVENTS").await.unwrap();
-    let last = events.get_last_raw_message_by_subject("im.events.message.rejected").await.unwrap();
+    let last = events
+        .get_last_raw_message_by_subject("im.events.message.rejected")
+        .await
+        .unwrap();
     let rejected: Value = serde_json::from_slice(&last.payload).unwrap();
     assert_eq!(rejected["type"], "im.message.rejected");
     assert_eq!(rejected["data"]["event_id"], "too-far");
     assert_eq!(rejected["data"]["code"], "read_beyond_last_seq");
     im_events::schema::validate_data("im.message.rejected", &rejected["data"]).unwrap();
     // Still serving.
-    let ok = serde_json::to_vec(&event("im.message.send", "after", send_data("dm:ann:ben", "ben"))).unwrap();
-    pipeline.publish_raw("im.ingest.message.send", HeaderMap::new(), ok).await;
+    let ok = serde_json::to_vec(&event(
+        "im.message.send",
+        "after",
+        send_data("dm:ann:ben", "ben"),
+    ))
+    .unwrap();
+    pipeline
+        .publish_raw("im.ingest.message.send", HeaderMap::new(), ok)
+        .await;
     let conversations = pipeline.conversations();
-    eventually(Duration::from_secs(30), || conversations.message("dm:ann:ben", 2).ok().flatten()).await;
+    eventually(Duration::from_secs(30), || {
+        conversations.message("dm:ann:ben", 2).ok().flatten()
+    })
+    .await;
     for process in pipeline.processes.values_mut() {
         assert!(process.is_running(), "{} crashed", process.name);
     }
 }
 
-async fn eventually_letter(pipeline: &Pipeline, function: &str) -> std::collections::HashMap<String, String> {
+async fn eventually_letter(
+    pipeline: &Pipeline,
+    function: &str,
+) -> std::collections::HashMap<String, String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        if let Some((headers, _)) = pipeline
-            .dead_letters()
-            .await
-            .into_iter()
-            .find(|(headers, _)| headers.get("Im-Dlq-Function").map(String::as_str) == Some(function))
+        if let Some((headers, _)) =
+            pipeline
+                .dead_letters()
+                .await
+                .into_iter()
+                .find(|(headers, _)| {
+                    headers.get("Im-Dlq-Function").map(String::as_str) == Some(function)
+                })
         {
             return headers;
         }
-        assert!(std::time::Instant::now() < deadline, "no dead letter from {function}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter from {function}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -17,7 +17,10 @@ const MESSAGES: usize = 10_000;
 async fn kill_nine_during_load_loses_and_duplicates_nothing() {
     let mut pipeline = Pipeline::start().await;
     let people = users("p", 40);
-    let seed: u64 = std::env::var("IM_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
+    let seed: u64 = std::env::var("IM_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
     println!("crash test seed {seed} (set IM_TEST_SEED to repeat)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
 
@@ -30,7 +33,9 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
             let id = im_events::ids::direct_conversation_id(a, b);
             if conversations.iter().any(|(c, _)| *c == id) {
                 conversations.push((format!("g:extra{index}"), vec![a.clone(), b.clone()]));
-                pipeline.create_group(&format!("g:extra{index}"), &[a.clone(), b.clone()]).await;
+                pipeline
+                    .create_group(&format!("g:extra{index}"), &[a.clone(), b.clone()])
+                    .await;
             } else {
                 conversations.push((id, vec![a.clone(), b.clone()]));
             }
@@ -55,7 +60,10 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
         .map(|_| {
             let conversation = rng.random_range(0..CONVERSATIONS);
             let members = &conversations[conversation].1;
-            (conversation, members[rng.random_range(0..members.len())].clone())
+            (
+                conversation,
+                members[rng.random_range(0..members.len())].clone(),
+            )
         })
         .collect();
     let publisher = {
@@ -71,7 +79,11 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("urn:loadload-{n}").as_str());
                 let ack = js
-                    .publish_with_headers("im.ingest.message.send", headers, serde_json::to_vec(&event).unwrap().into())
+                    .publish_with_headers(
+                        "im.ingest.message.send",
+                        headers,
+                        serde_json::to_vec(&event).unwrap().into(),
+                    )
                     .await
                     .expect("publish");
                 pending.push(ack);
@@ -90,14 +102,17 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
 
     let mut kills: HashMap<&str, usize> = HashMap::new();
     let started = Instant::now();
-    while !publisher.is_finished() || kills.values().sum::<usize>() < 6 {
+    while !publisher.is_finished() || kills.values().sum::<usize>() < 9 {
         tokio::time::sleep(Duration::from_millis(rng.random_range(200..900))).await;
         let victim = ["dedupe", "fanout", "unread"][rng.random_range(0..3)];
         pipeline.process(victim).kill9();
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
         pipeline.process(victim).restart().expect("restart");
         *kills.entry(victim).or_default() += 1;
-        assert!(started.elapsed() < Duration::from_secs(240), "load did not finish in 4 minutes");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "load did not finish in 4 minutes"
+        );
     }
     publisher.await.unwrap();
     println!("kills: {kills:?}");
@@ -115,15 +130,33 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
         let expected = expected_count.get(&index).copied().unwrap_or(0);
         let history = store.history(id, None, 100_000).unwrap();
         let seqs: Vec<u64> = history.iter().map(|m| m.seq).collect();
-        assert_eq!(seqs, (1..=expected).collect::<Vec<_>>(), "{id}: seq must be 1..={expected} with no gap or repeat");
+        assert_eq!(
+            seqs,
+            (1..=expected).collect::<Vec<_>>(),
+            "{id}: seq must be 1..={expected} with no gap or repeat"
+        );
         let mut ids: Vec<&str> = history.iter().map(|m| m.event_id.as_str()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len() as u64, expected, "{id}: each event once");
+        // Seq order is publish order: the load numbers grow with seq.
+        let order: Vec<usize> = history
+            .iter()
+            .map(|m| m.event_id.trim_start_matches("load-").parse().unwrap())
+            .collect();
+        assert!(
+            order.windows(2).all(|w| w[0] < w[1]),
+            "{id}: seq order differs from publish order: {order:?}"
+        );
         total += history.len();
         // Unread: last_seq is the conversation's; read_seq the member's last own message.
         for member in members {
-            let last_own = history.iter().filter(|m| &m.sender_id == member).map(|m| m.seq).max().unwrap_or(0);
+            let last_own = history
+                .iter()
+                .filter(|m| &m.sender_id == member)
+                .map(|m| m.seq)
+                .max()
+                .unwrap_or(0);
             let row = user_store.user_conversation(member, id).unwrap();
             if expected == 0 && id.starts_with("dm:") {
                 assert!(row.is_none());
@@ -134,12 +167,19 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
             assert_eq!(row.read_seq, last_own, "{member} in {id}");
         }
     }
-    assert_eq!(total, MESSAGES, "every published message committed exactly once");
+    assert_eq!(
+        total, MESSAGES,
+        "every published message committed exactly once"
+    );
     // Every user's sync log is continuous and holds each of their messages once.
     for person in &people {
         let items = user_store.sync_items(person, 0, 1_000_000).unwrap();
         let seqs: Vec<u64> = items.iter().map(|r| r.sync_seq).collect();
-        assert_eq!(seqs, (1..=items.len() as u64).collect::<Vec<_>>(), "{person}: sync_seq continuous");
+        assert_eq!(
+            seqs,
+            (1..=items.len() as u64).collect::<Vec<_>>(),
+            "{person}: sync_seq continuous"
+        );
         let mut keys: Vec<&str> = items.iter().map(|r| r.event_key.as_str()).collect();
         let before = keys.len();
         keys.sort();
@@ -151,7 +191,14 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
             .filter(|(_, (_, members))| members.contains(person))
             .map(|(index, _)| expected_count.get(&index).copied().unwrap_or(0) as usize)
             .sum();
-        assert_eq!(items.len(), expected, "{person}: one item per message of their conversations");
+        assert_eq!(
+            items.len(),
+            expected,
+            "{person}: one item per message of their conversations"
+        );
     }
-    assert!(pipeline.dead_letters().await.is_empty(), "no dead letters under crashes");
+    assert!(
+        pipeline.dead_letters().await.is_empty(),
+        "no dead letters under crashes"
+    );
 }

@@ -15,12 +15,20 @@ async fn one_event_published_five_times_is_one_message() {
     let pipeline = Pipeline::start().await;
     let data = json!({"conversation_id": "dm:ann:ben", "sender_id": "ann", "kind": "text", "body": {"text": "once"}});
     // 1, 2: quick retries with Nats-Msg-Id: JetStream drops the second.
-    pipeline.publish("im.message.send", "urn:phone", "evt-1", data.clone(), true).await;
-    pipeline.publish("im.message.send", "urn:phone", "evt-1", data.clone(), true).await;
+    pipeline
+        .publish("im.message.send", "urn:phone", "evt-1", data.clone(), true)
+        .await;
+    pipeline
+        .publish("im.message.send", "urn:phone", "evt-1", data.clone(), true)
+        .await;
     // 3, 4: without Nats-Msg-Id, as after the duplicate window: both reach ingest.
-    pipeline.publish("im.message.send", "urn:phone", "evt-1", data.clone(), false).await;
+    pipeline
+        .publish("im.message.send", "urn:phone", "evt-1", data.clone(), false)
+        .await;
     pipeline.settle(Duration::from_secs(30)).await;
-    pipeline.publish("im.message.send", "urn:phone", "evt-1", data.clone(), false).await;
+    pipeline
+        .publish("im.message.send", "urn:phone", "evt-1", data.clone(), false)
+        .await;
     // 5: straight onto the accepted stream with no msg id, so that JetStream
     // cannot drop it anywhere: only dedupe's own idempotency stands between
     // it and a second message.
@@ -28,9 +36,17 @@ async fn one_event_published_five_times_is_one_message() {
         "time": "2026-01-01T00:00:00.000Z", "datacontenttype": "application/json",
         "imreceived": "2026-01-01T00:00:00.000Z", "data": data});
     let subject = accepted_subject(partition_of("dm:ann:ben", 16), "im.message.send");
-    pipeline.publish_raw(&subject, HeaderMap::new(), serde_json::to_vec(&accepted).unwrap()).await;
+    pipeline
+        .publish_raw(
+            &subject,
+            HeaderMap::new(),
+            serde_json::to_vec(&accepted).unwrap(),
+        )
+        .await;
     // A different event from another source with the same id is a different message.
-    pipeline.publish("im.message.send", "urn:laptop", "evt-1", data.clone(), true).await;
+    pipeline
+        .publish("im.message.send", "urn:laptop", "evt-1", data.clone(), true)
+        .await;
     pipeline.settle(Duration::from_secs(30)).await;
 
     let conversations = pipeline.conversations();
@@ -38,10 +54,23 @@ async fn one_event_published_five_times_is_one_message() {
     assert_eq!(history.len(), 2, "{history:#?}");
     assert_eq!(history[0].source, "urn:phone");
     assert_eq!(history[1].source, "urn:laptop");
-    assert_eq!(conversations.conversation("dm:ann:ben").unwrap().unwrap().last_seq, 2);
+    assert_eq!(
+        conversations
+            .conversation("dm:ann:ben")
+            .unwrap()
+            .unwrap()
+            .last_seq,
+        2
+    );
     let users = pipeline.users();
-    let ben = users.user_conversation("ben", "dm:ann:ben").unwrap().unwrap();
+    let ben = users
+        .user_conversation("ben", "dm:ann:ben")
+        .unwrap()
+        .unwrap();
     assert_eq!(ben.unread(), 2, "unread counted once per distinct event");
     assert_eq!(users.sync_items("ben", 0, 100).unwrap().len(), 2);
-    assert!(pipeline.dead_letters().await.is_empty(), "duplicates are not errors");
+    assert!(
+        pipeline.dead_letters().await.is_empty(),
+        "duplicates are not errors"
+    );
 }

@@ -14,15 +14,63 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
     pipeline.create_group("g:replay", &members).await;
     for n in 0..60 {
         let sender = &members[n % members.len()];
-        pipeline.send_text("g:replay", sender, &format!("rg-{n}"), &format!("group {n}")).await;
-        pipeline.send_text(&im_events::ids::direct_conversation_id(sender, "zed"), "zed", &format!("rd-{n}"), "dm").await;
+        pipeline
+            .send_text(
+                "g:replay",
+                sender,
+                &format!("rg-{n}"),
+                &format!("group {n}"),
+            )
+            .await;
+        pipeline
+            .send_text(
+                &im_events::ids::direct_conversation_id(sender, "zed"),
+                "zed",
+                &format!("rd-{n}"),
+                "dm",
+            )
+            .await;
     }
-    pipeline.publish("im.message.read", "urn:test", "rr-1", json!({"conversation_id": "g:replay", "user_id": "r003", "seq": 40}), true).await;
-    pipeline.publish("im.message.edit", "urn:test", "re-1", json!({}), true).await; // malformed: a dead letter
+    pipeline
+        .publish(
+            "im.message.read",
+            "urn:test",
+            "rr-1",
+            json!({"conversation_id": "g:replay", "user_id": "r003", "seq": 40}),
+            true,
+        )
+        .await;
+    pipeline
+        .publish("im.message.edit", "urn:test", "re-1", json!({}), true)
+        .await; // malformed: a dead letter
     pipeline.publish("im.message.edit", "urn:test", "re-2", json!({"conversation_id": "g:replay", "seq": 2, "editor_id": "r001", "body": {"text": "edited"}}), true).await;
-    pipeline.publish("im.message.recall", "urn:test", "rc-1", json!({"conversation_id": "g:replay", "seq": 3, "actor_id": "r000"}), true).await;
-    pipeline.publish("im.conversation.members.remove", "urn:test", "rm-1", json!({"conversation_id": "g:replay", "members": ["r011"]}), true).await;
-    pipeline.publish("im.user.mute", "urn:test", "mu-1", json!({"conversation_id": "g:replay", "user_id": "r002", "until": null}), true).await;
+    pipeline
+        .publish(
+            "im.message.recall",
+            "urn:test",
+            "rc-1",
+            json!({"conversation_id": "g:replay", "seq": 3, "actor_id": "r000"}),
+            true,
+        )
+        .await;
+    pipeline
+        .publish(
+            "im.conversation.members.remove",
+            "urn:test",
+            "rm-1",
+            json!({"conversation_id": "g:replay", "members": ["r011"]}),
+            true,
+        )
+        .await;
+    pipeline
+        .publish(
+            "im.user.mute",
+            "urn:test",
+            "mu-1",
+            json!({"conversation_id": "g:replay", "user_id": "r002", "until": null}),
+            true,
+        )
+        .await;
     pipeline.settle(Duration::from_secs(60)).await;
 
     let original_conversations = pipeline.conversations().dump().unwrap();
@@ -32,14 +80,30 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
     // Wipe: stop everything, delete the store files, the derived streams and
     // the ingest consumer; IM_INGEST is the source of truth and stays.
     pipeline.stop_functions();
-    for file in ["dedupe.db", "dedupe.db-wal", "dedupe.db-shm", "unread.db", "unread.db-wal", "unread.db-shm"] {
+    for file in [
+        "dedupe.db",
+        "dedupe.db-wal",
+        "dedupe.db-shm",
+        "unread.db",
+        "unread.db-wal",
+        "unread.db-shm",
+    ] {
         let _ = std::fs::remove_file(pipeline.data_path(file));
     }
     for stream in ["IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
         pipeline.js.delete_stream(stream).await.unwrap();
     }
-    pipeline.js.get_stream("IM_INGEST").await.unwrap().delete_consumer("ingest").await.unwrap();
-    im_runtime::topology::ensure_streams(&pipeline.js).await.unwrap();
+    pipeline
+        .js
+        .get_stream("IM_INGEST")
+        .await
+        .unwrap()
+        .delete_consumer("ingest")
+        .await
+        .unwrap();
+    im_runtime::topology::ensure_streams(&pipeline.js)
+        .await
+        .unwrap();
     for function in FUNCTIONS {
         pipeline.process(function).restart().unwrap();
     }
@@ -49,6 +113,9 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
     let rebuilt_users = pipeline.users().dump().unwrap();
     assert_eq!(rebuilt_conversations, original_conversations);
     assert_eq!(rebuilt_users, original_users);
-    assert_eq!(digest(&rebuilt_conversations), digest(&original_conversations));
+    assert_eq!(
+        digest(&rebuilt_conversations),
+        digest(&original_conversations)
+    );
     assert_eq!(digest(&rebuilt_users), digest(&original_users));
 }

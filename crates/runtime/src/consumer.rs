@@ -15,7 +15,7 @@ use tracing::Instrument;
 use crate::dlq::{publish_dead_letter, DeadLetter};
 use crate::lease::{lease_bucket, manage_leases, release, Claim};
 use crate::telemetry::{BATCH_SECONDS, DEAD_LETTERED, FAILED, LAG, PROCESSED};
-use crate::topology::{ensure_consumer, ensure_streams, topology, ConsumerDef};
+use crate::topology::{ensure_streams, take_over_consumer, topology, ConsumerDef};
 use crate::Shutdown;
 
 /// One message as the handler sees it.
@@ -42,7 +42,9 @@ pub struct Identity {
 pub enum Outcome {
     /// Effects are durable: ack.
     Done,
-    /// Transient failure: nak with backoff; dead-letter after max_deliver.
+    /// Transient failure that the runtime already retried `max_deliver`
+    /// times in place: dead-letter it. (Handlers report transient failures
+    /// as `HandlerError::Transient`; the runtime retries those.)
     Retry(String),
     /// Bad input: dead-letter with the reason and terminate.
     Reject {
@@ -115,7 +117,7 @@ async fn run_partition<H: BatchHandler>(
     let function = def.function.clone();
     let defaults = &topology().consumer_defaults;
     let consumer = loop {
-        match ensure_consumer(&js, &def, claim.partition).await {
+        match take_over_consumer(&js, &def, claim.partition).await {
             Ok(consumer) => break consumer,
             Err(error) => {
                 tracing::warn!(%error, "consumer not ready, retrying");
@@ -175,7 +177,14 @@ async fn run_partition<H: BatchHandler>(
         if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
             metrics::gauge!(LAG, "function" => function.clone()).set(info.pending as f64);
         }
-        let result = handler.handle(&claim, incoming.clone()).await;
+        let result = handle_in_order(
+            handler.as_ref(),
+            &claim,
+            &messages,
+            incoming.clone(),
+            &shutdown,
+        )
+        .await;
         metrics::histogram!(BATCH_SECONDS, "function" => function.clone())
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -192,12 +201,75 @@ async fn run_partition<H: BatchHandler>(
                 }
             }
             Err(HandlerError::Transient(reason)) => {
-                tracing::warn!(partition = claim.partition, %reason, "batch failed, will retry");
-                for (message, incoming) in messages.iter().zip(&incoming) {
-                    settle(&js, &def, message, incoming, Outcome::Retry(reason.clone())).await;
+                // Only at shutdown: leave the batch to the next owner, in order.
+                tracing::info!(partition = claim.partition, %reason, "batch left unacknowledged at shutdown");
+                for message in &messages {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
+                break;
             }
         }
+    }
+}
+
+/// Handle a batch, retrying transient failures in place so that nothing
+/// behind it overtakes it: naking and fetching on would reorder a key's
+/// events. While retrying, the messages are marked in progress so JetStream
+/// does not redeliver them. After `max_deliver` failed attempts the batch is
+/// retried one message at a time, and a message that still fails then is
+/// dead-lettered (as `Retry` past the limit), so a poison message cannot
+/// block its partition forever. Returns `Transient` only at shutdown.
+async fn handle_in_order<H: BatchHandler>(
+    handler: &H,
+    claim: &Claim,
+    messages: &[jetstream::Message],
+    incoming: Vec<Incoming>,
+    shutdown: &Shutdown,
+) -> Result<Vec<Outcome>, HandlerError> {
+    let max_attempts = topology().consumer_defaults.max_deliver;
+    let mut last_error = String::new();
+    for attempt in 1..=max_attempts {
+        match handler.handle(claim, incoming.clone()).await {
+            Ok(outcomes) => return Ok(outcomes),
+            Err(HandlerError::Fenced(reason)) => return Err(HandlerError::Fenced(reason)),
+            Err(HandlerError::Transient(reason)) => {
+                tracing::warn!(partition = claim.partition, attempt, %reason, "batch failed, retrying in place");
+                metrics::counter!(FAILED, "function" => claim.function.clone())
+                    .increment(incoming.len() as u64);
+                last_error = reason;
+                wait_in_progress(messages, backoff(attempt), shutdown).await?;
+            }
+        }
+    }
+    if incoming.len() == 1 {
+        return Ok(vec![Outcome::Retry(last_error)]);
+    }
+    let mut outcomes = Vec::with_capacity(incoming.len());
+    for (index, single) in incoming.into_iter().enumerate() {
+        let outcome = Box::pin(handle_in_order(
+            handler,
+            claim,
+            &messages[index..=index],
+            vec![single],
+            shutdown,
+        ))
+        .await?;
+        outcomes.extend(outcome);
+    }
+    Ok(outcomes)
+}
+
+async fn wait_in_progress(
+    messages: &[jetstream::Message],
+    delay: Duration,
+    shutdown: &Shutdown,
+) -> Result<(), HandlerError> {
+    for message in messages {
+        let _ = message.ack_with(AckKind::Progress).await;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => Ok(()),
+        _ = shutdown.wait() => Err(HandlerError::Transient("shutting down".into())),
     }
 }
 
@@ -230,25 +302,22 @@ async fn settle(
             let _ = message.ack().await;
             return;
         }
-        Outcome::Retry(reason) if incoming.delivered < max_deliver => {
-            metrics::counter!(FAILED, "function" => function.clone()).increment(1);
-            let _ = message
-                .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
-                .await;
-            tracing::debug!(%reason, delivered = incoming.delivered, "nak");
-            return;
-        }
         Outcome::Retry(reason) => letter(
             ErrorCode::MaxDeliveries,
-            format!(
-                "gave up after {} deliveries; last error: {reason}",
-                incoming.delivered
-            ),
+            format!("gave up after {max_deliver} attempts; last error: {reason}"),
             Identity::default(),
         ),
         Outcome::Reject { error, identity } => letter(error.code, error.reason, identity),
     };
-    match publish_dead_letter(js, &dead, now_ms()).await {
+    let mut published = publish_dead_letter(js, &dead, now_ms()).await;
+    for attempt in 1..max_deliver {
+        let Err(error) = &published else { break };
+        tracing::warn!(%error, attempt, "dead letter not published, retrying");
+        let _ = message.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(backoff(attempt)).await;
+        published = publish_dead_letter(js, &dead, now_ms()).await;
+    }
+    match published {
         Ok(()) => {
             metrics::counter!(DEAD_LETTERED, "function" => function.clone()).increment(1);
             tracing::info!(code = %dead.code, reason = %dead.reason, subject = %dead.original_subject, "dead-lettered");

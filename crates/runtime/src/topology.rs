@@ -144,15 +144,23 @@ pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Con
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
         ack_wait: Duration::from_secs(defaults.ack_wait_secs),
-        // One more than the runtime's own limit, so the runtime sees the
-        // last attempt and dead-letters it instead of JetStream dropping it.
-        max_deliver: defaults.max_deliver + 1,
+        // Unlimited: the runtime counts attempts itself and dead-letters a
+        // message it gives up on; JetStream's own limit would drop it silently.
+        max_deliver: -1,
         max_ack_pending: defaults.max_ack_pending,
         ..Default::default()
     }
 }
 
-pub async fn ensure_consumer(
+/// Take over a partition's durable consumer so that it delivers, in stream
+/// order, everything after the last message acknowledged in order.
+///
+/// JetStream redelivers a dead owner's unacknowledged messages only after
+/// `ack_wait`, while new messages flow at once: a restarted owner would see a
+/// conversation's events out of order. Recreating the consumer at its ack
+/// floor puts the unacknowledged ones first again. Messages above the floor
+/// that were acked individually come again too; handlers are idempotent.
+pub async fn take_over_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
     partition: u32,
@@ -161,12 +169,24 @@ pub async fn ensure_consumer(
         .get_stream(&def.stream)
         .await
         .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
-    let config = consumer_config(def, partition);
     let name = durable_name(def, partition);
+    let mut config = consumer_config(def, partition);
+    if let Ok(info) = stream.consumer_info(&name).await {
+        let floor = info.ack_floor.stream_sequence;
+        stream
+            .delete_consumer(&name)
+            .await
+            .map_err(|error| anyhow::anyhow!("reset consumer {name}: {error}"))?;
+        if floor > 0 {
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            };
+        }
+    }
     stream
         .create_consumer(config)
         .await
-        .map_err(|error| anyhow::anyhow!("create or update consumer {name}: {error}"))
+        .map_err(|error| anyhow::anyhow!("create consumer {name}: {error}"))
 }
 
 #[cfg(test)]
