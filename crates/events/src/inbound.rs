@@ -166,10 +166,11 @@ fn parse_structured(payload: &[u8]) -> Result<Event, EventError> {
         ));
     }
     for required in ["id", "source", "type"] {
-        if !object
+        let present = object
             .get(required)
-            .is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-        {
+            .and_then(Value::as_str)
+            .is_some_and(|text| !text.is_empty());
+        if !present {
             return Err(EventError::new(
                 ErrorCode::NotCloudevent,
                 format!("CloudEvent attribute {required} is missing or empty"),

@@ -39,9 +39,8 @@ fn prefetch(
     event: &Accepted,
 ) -> Result<(), im_store::StoreError> {
     let key = (event.source.clone(), event.id.clone());
-    if !view.idempotency.contains_key(&key) {
-        let found = store.idempotency(&event.source, &event.id)?;
-        view.idempotency.insert(key, found);
+    if let std::collections::hash_map::Entry::Vacant(slot) = view.idempotency.entry(key) {
+        slot.insert(store.idempotency(&event.source, &event.id)?);
     }
     let conversation_id = event.payload.conversation_id().to_string();
     if !view.conversations.contains_key(&conversation_id) {
@@ -76,9 +75,8 @@ fn prefetch(
         seqs.extend(record.seq);
     }
     for seq in seqs {
-        if !view.messages.contains_key(&(conversation_id.clone(), seq)) {
-            let found = store.message(&conversation_id, seq)?;
-            view.messages.insert((conversation_id.clone(), seq), found);
+        if let std::collections::hash_map::Entry::Vacant(slot) = view.messages.entry((conversation_id.clone(), seq)) {
+            slot.insert(store.message(&conversation_id, seq)?);
         }
     }
     Ok(())
@@ -92,13 +90,17 @@ fn identity(event: &Accepted) -> Identity {
     }
 }
 
-/// The decisions of a whole batch: effects for one transaction, outputs to
-/// publish, one outcome per message.
-pub fn decide_batch(
-    store: &dyn ConversationStore,
-    config: &Config,
-    batch: &[Incoming],
-) -> Result<(Vec<ConversationEffect>, Vec<TimelineEvent>, Vec<Outcome>), im_store::StoreError> {
+/// The decisions of a whole batch.
+pub struct BatchDecision {
+    /// Applied in one transaction.
+    pub effects: Vec<ConversationEffect>,
+    /// Published after the transaction commits.
+    pub outputs: Vec<TimelineEvent>,
+    /// One per message, in order.
+    pub outcomes: Vec<Outcome>,
+}
+
+pub fn decide_batch(store: &dyn ConversationStore, config: &Config, batch: &[Incoming]) -> Result<BatchDecision, im_store::StoreError> {
     let mut view = MemoryView::default();
     let mut effects = Vec::new();
     let mut outputs = Vec::new();
@@ -131,7 +133,7 @@ pub fn decide_batch(
             }),
         }
     }
-    Ok((effects, outputs, outcomes))
+    Ok(BatchDecision { effects, outputs, outcomes })
 }
 
 pub fn timeline_message(event: TimelineEvent, partitions: u32) -> Result<Outgoing, String> {
@@ -171,7 +173,7 @@ impl BatchHandler for Dedupe {
         let config = self.config.clone();
         let fence = claim.fence();
         let (outputs, outcomes) = tokio::task::spawn_blocking(move || {
-            let (effects, outputs, outcomes) = decide_batch(store.as_ref(), &config, &batch)?;
+            let BatchDecision { effects, outputs, outcomes } = decide_batch(store.as_ref(), &config, &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs every test: installs nats-server (project-local), builds the function
+# binaries the pipeline tests start, then runs the whole workspace's tests
+# with cargo-nextest (or cargo test where nextest is not installed).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+IM_NATS_SERVER="$("$root/infra/install-nats.sh")"
+export IM_NATS_SERVER
+cargo build --workspace --bins
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  cargo test --workspace --no-fail-fast "$@"
+fi
