@@ -199,6 +199,39 @@ impl Pipeline {
         Some(position)
     }
 
+    /// The last lines of every process's log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        let mut text = String::new();
+        for (name, process) in &self.processes {
+            let log = process.log_text();
+            let lines: Vec<&str> = log.lines().collect();
+            text.push_str(&format!("--- {name} (last 15 of {} lines)\n", lines.len()));
+            for line in &lines[lines.len().saturating_sub(15)..] {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        text
+    }
+
+    /// One line per consumer with anything pending, for failure messages.
+    pub async fn consumer_report(&self) -> String {
+        let mut report = String::new();
+        for stream_name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+            let stream = self.js.get_stream(stream_name).await.unwrap();
+            let mut consumers = stream.consumers();
+            while let Some(Ok(info)) = consumers.next().await {
+                if info.num_pending > 0 || info.num_ack_pending > 0 {
+                    report.push_str(&format!(
+                        "{stream_name}/{}: pending {} ack_pending {} redelivered {} delivered {:?} ack_floor {:?}\n",
+                        info.name, info.num_pending, info.num_ack_pending, info.num_redelivered, info.delivered, info.ack_floor
+                    ));
+                }
+            }
+        }
+        report
+    }
+
     /// Wait until the pipeline has processed everything published so far.
     pub async fn settle(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -280,6 +313,16 @@ impl Pipeline {
     pub fn stop_functions(&mut self) {
         for process in self.processes.values_mut() {
             process.stop(Duration::from_secs(10));
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        // Keep a failed test's data and logs for a post-mortem.
+        if std::thread::panicking() {
+            let kept = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap()).keep();
+            eprintln!("test failed: data and logs kept in {}", kept.display());
         }
     }
 }

@@ -2,8 +2,10 @@
 //! processes. Run `cargo build --workspace --bins` first (infra/test.sh does).
 
 mod bad_input;
+mod cli;
 mod crash;
 mod delivery;
+mod failover;
 mod idempotency;
 mod replay;
 mod timeline_changes;

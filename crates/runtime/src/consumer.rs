@@ -82,9 +82,33 @@ pub trait BatchHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
 }
 
-fn backoff(delivered: i64) -> Duration {
-    let exponent = delivered.clamp(1, 8) as u32 - 1;
-    Duration::from_millis(250 * 2u64.pow(exponent)).min(Duration::from_secs(30))
+fn backoff(attempt: i64) -> Duration {
+    RetryPolicy::standard().delay(attempt)
+}
+
+/// How often and how patiently a failing batch is retried in place.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: i64,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    pub fn standard() -> Self {
+        RetryPolicy {
+            attempts: topology().consumer_defaults.max_deliver,
+            base: Duration::from_millis(250),
+            cap: Duration::from_secs(30),
+        }
+    }
+
+    pub fn delay(&self, attempt: i64) -> Duration {
+        let exponent = attempt.clamp(1, 16) as u32 - 1;
+        self.base
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(self.cap)
+    }
 }
 
 fn now_ms() -> i64 {
@@ -177,11 +201,19 @@ async fn run_partition<H: BatchHandler>(
         if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
             metrics::gauge!(LAG, "function" => function.clone()).set(info.pending as f64);
         }
+        let keep_alive = |index: usize| {
+            let message = &messages[index];
+            async move {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+        };
         let result = handle_in_order(
             handler.as_ref(),
             &claim,
-            &messages,
             incoming.clone(),
+            0,
+            &keep_alive,
+            RetryPolicy::standard(),
             &shutdown,
         )
         .await;
@@ -219,16 +251,22 @@ async fn run_partition<H: BatchHandler>(
 /// retried one message at a time, and a message that still fails then is
 /// dead-lettered (as `Retry` past the limit), so a poison message cannot
 /// block its partition forever. Returns `Transient` only at shutdown.
-async fn handle_in_order<H: BatchHandler>(
+async fn handle_in_order<H, K, F>(
     handler: &H,
     claim: &Claim,
-    messages: &[jetstream::Message],
     incoming: Vec<Incoming>,
+    offset: usize,
+    keep_alive: &K,
+    policy: RetryPolicy,
     shutdown: &Shutdown,
-) -> Result<Vec<Outcome>, HandlerError> {
-    let max_attempts = topology().consumer_defaults.max_deliver;
+) -> Result<Vec<Outcome>, HandlerError>
+where
+    H: BatchHandler,
+    K: Fn(usize) -> F + Sync,
+    F: Future<Output = ()> + Send,
+{
     let mut last_error = String::new();
-    for attempt in 1..=max_attempts {
+    for attempt in 1..=policy.attempts {
         match handler.handle(claim, incoming.clone()).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(HandlerError::Fenced(reason)) => return Err(HandlerError::Fenced(reason)),
@@ -237,7 +275,15 @@ async fn handle_in_order<H: BatchHandler>(
                 metrics::counter!(FAILED, "function" => claim.function.clone())
                     .increment(incoming.len() as u64);
                 last_error = reason;
-                wait_in_progress(messages, backoff(attempt), shutdown).await?;
+                // Mark the messages in progress so JetStream does not
+                // redeliver them behind our back while we wait.
+                for index in offset..offset + incoming.len() {
+                    keep_alive(index).await;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(policy.delay(attempt)) => {}
+                    _ = shutdown.wait() => return Err(HandlerError::Transient("shutting down".into())),
+                }
             }
         }
     }
@@ -249,28 +295,16 @@ async fn handle_in_order<H: BatchHandler>(
         let outcome = Box::pin(handle_in_order(
             handler,
             claim,
-            &messages[index..=index],
             vec![single],
+            offset + index,
+            keep_alive,
+            policy,
             shutdown,
         ))
         .await?;
         outcomes.extend(outcome);
     }
     Ok(outcomes)
-}
-
-async fn wait_in_progress(
-    messages: &[jetstream::Message],
-    delay: Duration,
-    shutdown: &Shutdown,
-) -> Result<(), HandlerError> {
-    for message in messages {
-        let _ = message.ack_with(AckKind::Progress).await;
-    }
-    tokio::select! {
-        _ = tokio::time::sleep(delay) => Ok(()),
-        _ = shutdown.wait() => Err(HandlerError::Transient("shutting down".into())),
-    }
 }
 
 async fn settle(
@@ -401,6 +435,124 @@ pub async fn run_function<H: BatchHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails transiently for any batch containing the poison payload, or for
+    /// the first `flaky` calls.
+    struct Flaky {
+        calls: std::sync::atomic::AtomicUsize,
+        flaky: usize,
+    }
+
+    impl BatchHandler for Flaky {
+        async fn handle(
+            &self,
+            _claim: &Claim,
+            batch: Vec<Incoming>,
+        ) -> Result<Vec<Outcome>, HandlerError> {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call < self.flaky || batch.iter().any(|m| m.payload.as_ref() == b"poison") {
+                return Err(HandlerError::Transient(format!("failure on call {call}")));
+            }
+            Ok(batch.iter().map(|_| Outcome::Done).collect())
+        }
+    }
+
+    fn incoming(payload: &'static [u8]) -> Incoming {
+        Incoming {
+            subject: "s".into(),
+            headers: vec![],
+            payload: Bytes::from_static(payload),
+            stream_seq: 1,
+            delivered: 1,
+            published_ms: 0,
+        }
+    }
+
+    async fn run_flaky(flaky: usize, batch: Vec<Incoming>) -> (Vec<Outcome>, usize, usize) {
+        let handler = Flaky {
+            calls: Default::default(),
+            flaky,
+        };
+        let kept_alive = std::sync::atomic::AtomicUsize::new(0);
+        let keep_alive = |_index: usize| {
+            kept_alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async {}
+        };
+        let policy = RetryPolicy {
+            attempts: 3,
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
+        let claim = Claim::unleased("test", 0, 1);
+        let outcomes = handle_in_order(
+            &handler,
+            &claim,
+            batch,
+            0,
+            &keep_alive,
+            policy,
+            &Shutdown::new(),
+        )
+        .await
+        .unwrap();
+        (
+            outcomes,
+            handler.calls.load(std::sync::atomic::Ordering::SeqCst),
+            kept_alive.load(std::sync::atomic::Ordering::SeqCst),
+        )
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_in_place() {
+        let (outcomes, calls, kept_alive) =
+            run_flaky(2, vec![incoming(b"a"), incoming(b"b")]).await;
+        assert!(outcomes.iter().all(|o| matches!(o, Outcome::Done)));
+        assert_eq!(calls, 3);
+        assert_eq!(
+            kept_alive, 4,
+            "both messages marked in progress after each failure"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poison_message_is_isolated_and_given_up_after_the_attempts() {
+        let (outcomes, calls, _) =
+            run_flaky(0, vec![incoming(b"a"), incoming(b"poison"), incoming(b"c")]).await;
+        assert!(matches!(outcomes[0], Outcome::Done));
+        assert!(matches!(&outcomes[1], Outcome::Retry(reason) if reason.starts_with("failure")));
+        assert!(matches!(outcomes[2], Outcome::Done));
+        assert_eq!(
+            calls,
+            3 + 1 + 3 + 1,
+            "three batch attempts, then each message alone"
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_interrupts_the_wait() {
+        let handler = Flaky {
+            calls: Default::default(),
+            flaky: usize::MAX,
+        };
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        let policy = RetryPolicy {
+            attempts: 3,
+            base: Duration::from_secs(60),
+            cap: Duration::from_secs(60),
+        };
+        let result = handle_in_order(
+            &handler,
+            &Claim::unleased("t", 0, 1),
+            vec![incoming(b"a")],
+            0,
+            &|_| async {},
+            policy,
+            &shutdown,
+        )
+        .await;
+        assert!(matches!(result, Err(HandlerError::Transient(_))));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

@@ -607,7 +607,10 @@ impl MemoryView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use im_events::{rfc3339_ms, CreateData, EditData, Envelope, MembersData, MessageKind, ReadData, RecallData, SendData};
+    use im_events::{
+        rfc3339_ms, CreateData, EditData, Envelope, MembersData, MessageKind, ReadData, RecallData,
+        SendData,
+    };
     use proptest::prelude::*;
     use serde_json::json;
 
@@ -638,7 +641,11 @@ mod tests {
     }
 
     /// Apply events in order to an in-memory state, as the shell does.
-    fn run(view: &mut MemoryView, config: &Config, events: &[Accepted]) -> Vec<Result<Decision, EventError>> {
+    fn run(
+        view: &mut MemoryView,
+        config: &Config,
+        events: &[Accepted],
+    ) -> Vec<Result<Decision, EventError>> {
         events
             .iter()
             .map(|event| {
@@ -671,7 +678,13 @@ mod tests {
     fn messages_get_continuous_seqs() {
         let mut view = MemoryView::default();
         let mut events = vec![accepted("c", 0, create("g:1", &["a", "b"], &["a"]))];
-        events.extend((0..5).map(|n| accepted(&format!("m{n}"), n, send("g:1", if n % 2 == 0 { "a" } else { "b" }))));
+        events.extend((0..5).map(|n| {
+            accepted(
+                &format!("m{n}"),
+                n,
+                send("g:1", if n % 2 == 0 { "a" } else { "b" }),
+            )
+        }));
         let results = run(&mut view, &Config::default(), &events);
         assert_eq!(committed_seqs(&results), vec![1, 2, 3, 4, 5]);
         assert_eq!(view.conversation("g:1").unwrap().last_seq, 5);
@@ -689,19 +702,36 @@ mod tests {
         let first = results[1].as_ref().unwrap();
         let again = results[2].as_ref().unwrap();
         assert!(again.effects.is_empty(), "a duplicate writes nothing");
-        assert_eq!(again.outputs, first.outputs.iter().filter(|o| matches!(o, TimelineEvent::Committed(_))).cloned().collect::<Vec<_>>());
+        assert_eq!(
+            again.outputs,
+            first
+                .outputs
+                .iter()
+                .filter(|o| matches!(o, TimelineEvent::Committed(_)))
+                .cloned()
+                .collect::<Vec<_>>()
+        );
         assert_eq!(view.conversation("g:1").unwrap().last_seq, 1);
     }
 
     #[test]
     fn direct_conversations_exist_on_first_message_for_their_two_members_only() {
         let mut view = MemoryView::default();
-        let results = run(&mut view, &Config::default(), &[accepted("m", 0, send("dm:a:b", "a"))]);
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[accepted("m", 0, send("dm:a:b", "a"))],
+        );
         let decision = results[0].as_ref().unwrap();
         assert!(matches!(&decision.outputs[0], TimelineEvent::Changed(c) if c.added == ["a", "b"]));
         assert_eq!(committed_seqs(&results), vec![1]);
         let mut fresh = MemoryView::default();
-        let error = decide(&accepted("x", 0, send("dm:a:b", "c")), &fresh, &Config::default()).unwrap_err();
+        let error = decide(
+            &accepted("x", 0, send("dm:a:b", "c")),
+            &fresh,
+            &Config::default(),
+        )
+        .unwrap_err();
         assert_eq!(error.code, ErrorCode::NotMember);
         fresh.absorb(&[]);
     }
@@ -710,7 +740,14 @@ mod tests {
     fn refusals_name_their_reason() {
         let config = Config::default();
         let mut view = MemoryView::default();
-        run(&mut view, &config, &[accepted("c", 0, create("g:1", &["a", "b"], &["a"])), accepted("m", 0, send("g:1", "b"))]);
+        run(
+            &mut view,
+            &config,
+            &[
+                accepted("c", 0, create("g:1", &["a", "b"], &["a"])),
+                accepted("m", 0, send("g:1", "b")),
+            ],
+        );
         let check = |command: Command, code: ErrorCode| {
             let error = decide(&accepted("x", 1000, command), &view, &config).unwrap_err();
             assert_eq!(error.code, code, "{}", error.reason);
@@ -718,49 +755,135 @@ mod tests {
         check(send("g:none", "a"), ErrorCode::NotFound);
         check(send("g:1", "mallory"), ErrorCode::NotMember);
         check(create("g:1", &["a"], &[]), ErrorCode::Conflict);
-        check(Command::Read(ReadData { conversation_id: "g:1".into(), user_id: "a".into(), seq: 2 }), ErrorCode::ReadBeyondLastSeq);
         check(
-            Command::Edit(EditData { conversation_id: "g:1".into(), seq: 1, editor_id: "a".into(), body: json!({}) }),
+            Command::Read(ReadData {
+                conversation_id: "g:1".into(),
+                user_id: "a".into(),
+                seq: 2,
+            }),
+            ErrorCode::ReadBeyondLastSeq,
+        );
+        check(
+            Command::Edit(EditData {
+                conversation_id: "g:1".into(),
+                seq: 1,
+                editor_id: "a".into(),
+                body: json!({}),
+            }),
             ErrorCode::Forbidden,
         );
         check(
-            Command::Edit(EditData { conversation_id: "g:1".into(), seq: 9, editor_id: "b".into(), body: json!({}) }),
+            Command::Edit(EditData {
+                conversation_id: "g:1".into(),
+                seq: 9,
+                editor_id: "b".into(),
+                body: json!({}),
+            }),
             ErrorCode::NotFound,
         );
         check(
-            Command::AddMembers(MembersData { conversation_id: "dm:a:b".into(), members: vec!["c".into()] }),
+            Command::AddMembers(MembersData {
+                conversation_id: "dm:a:b".into(),
+                members: vec!["c".into()],
+            }),
             ErrorCode::NotFound,
         );
     }
 
     #[test]
     fn recall_window_and_admins() {
-        let config = Config { recall_window_ms: 1000, ..Config::default() };
+        let config = Config {
+            recall_window_ms: 1000,
+            ..Config::default()
+        };
         let mut view = MemoryView::default();
-        run(&mut view, &config, &[accepted("c", 0, create("g:1", &["a", "b", "c"], &["a"])), accepted("m", 0, send("g:1", "b"))]);
-        let recall = |actor: &str| Command::Recall(RecallData { conversation_id: "g:1".into(), seq: 1, actor_id: actor.into() });
-        assert!(decide(&accepted("r", 900, recall("b")), &view, &config).is_ok(), "sender within the window");
-        assert_eq!(decide(&accepted("r", 1500, recall("b")), &view, &config).unwrap_err().code, ErrorCode::RecallWindowExpired);
-        assert_eq!(decide(&accepted("r", 500, recall("c")), &view, &config).unwrap_err().code, ErrorCode::Forbidden);
+        run(
+            &mut view,
+            &config,
+            &[
+                accepted("c", 0, create("g:1", &["a", "b", "c"], &["a"])),
+                accepted("m", 0, send("g:1", "b")),
+            ],
+        );
+        let recall = |actor: &str| {
+            Command::Recall(RecallData {
+                conversation_id: "g:1".into(),
+                seq: 1,
+                actor_id: actor.into(),
+            })
+        };
+        assert!(
+            decide(&accepted("r", 900, recall("b")), &view, &config).is_ok(),
+            "sender within the window"
+        );
+        assert_eq!(
+            decide(&accepted("r", 1500, recall("b")), &view, &config)
+                .unwrap_err()
+                .code,
+            ErrorCode::RecallWindowExpired
+        );
+        assert_eq!(
+            decide(&accepted("r", 500, recall("c")), &view, &config)
+                .unwrap_err()
+                .code,
+            ErrorCode::Forbidden
+        );
         let by_admin = decide(&accepted("r", 99_000, recall("a")), &view, &config).unwrap();
         view.absorb(&by_admin.effects);
-        assert_eq!(decide(&accepted("r2", 99_000, recall("a")), &view, &config).unwrap_err().code, ErrorCode::Conflict);
-        let edit = Command::Edit(EditData { conversation_id: "g:1".into(), seq: 1, editor_id: "b".into(), body: json!({}) });
-        assert_eq!(decide(&accepted("e", 99_000, edit), &view, &config).unwrap_err().code, ErrorCode::Conflict);
+        assert_eq!(
+            decide(&accepted("r2", 99_000, recall("a")), &view, &config)
+                .unwrap_err()
+                .code,
+            ErrorCode::Conflict
+        );
+        let edit = Command::Edit(EditData {
+            conversation_id: "g:1".into(),
+            seq: 1,
+            editor_id: "b".into(),
+            body: json!({}),
+        });
+        assert_eq!(
+            decide(&accepted("e", 99_000, edit), &view, &config)
+                .unwrap_err()
+                .code,
+            ErrorCode::Conflict
+        );
     }
 
     #[test]
     fn growing_past_the_threshold_switches_to_read_diffusion() {
-        let config = Config { large_group_threshold: 3, ..Config::default() };
+        let config = Config {
+            large_group_threshold: 3,
+            ..Config::default()
+        };
         let mut view = MemoryView::default();
-        let add = Command::AddMembers(MembersData { conversation_id: "g:1".into(), members: vec!["c".into(), "d".into(), "a".into()] });
-        let results = run(&mut view, &config, &[accepted("c", 0, create("g:1", &["a", "b"], &[])), accepted("add", 1, add), accepted("m", 2, send("g:1", "d"))]);
+        let add = Command::AddMembers(MembersData {
+            conversation_id: "g:1".into(),
+            members: vec!["c".into(), "d".into(), "a".into()],
+        });
+        let results = run(
+            &mut view,
+            &config,
+            &[
+                accepted("c", 0, create("g:1", &["a", "b"], &[])),
+                accepted("add", 1, add),
+                accepted("m", 2, send("g:1", "d")),
+            ],
+        );
         let change = results[1].as_ref().unwrap();
-        let TimelineEvent::Changed(changed) = &change.outputs[0] else { panic!() };
-        assert_eq!(changed.added, vec!["c", "d"], "existing members are not added twice");
+        let TimelineEvent::Changed(changed) = &change.outputs[0] else {
+            panic!()
+        };
+        assert_eq!(
+            changed.added,
+            vec!["c", "d"],
+            "existing members are not added twice"
+        );
         assert!(changed.mode_changed);
         assert_eq!(changed.diffusion, Diffusion::Read);
-        let TimelineEvent::Committed(message) = &results[2].as_ref().unwrap().outputs[0] else { panic!() };
+        let TimelineEvent::Committed(message) = &results[2].as_ref().unwrap().outputs[0] else {
+            panic!()
+        };
         assert_eq!(message.diffusion, Diffusion::Read);
         assert_eq!(view.conversation("g:1").unwrap().member_count, 4);
     }
@@ -770,12 +893,24 @@ mod tests {
         let conversation = prop::sample::select(vec!["g:1", "dm:a:b"]);
         prop_oneof![
             (conversation.clone(), user.clone()).prop_map(|(c, u)| send(c, u)),
-            (conversation.clone(), user.clone(), 1..4u64)
-                .prop_map(|(c, u, seq)| Command::Read(ReadData { conversation_id: c.into(), user_id: u.into(), seq })),
-            (conversation.clone(), user.clone(), 1..4u64)
-                .prop_map(|(c, u, seq)| Command::Recall(RecallData { conversation_id: c.into(), seq, actor_id: u.into() })),
-            (conversation, user.clone())
-                .prop_map(|(c, u)| Command::RemoveMembers(MembersData { conversation_id: c.into(), members: vec![u.into()] })),
+            (conversation.clone(), user.clone(), 1..4u64).prop_map(|(c, u, seq)| Command::Read(
+                ReadData {
+                    conversation_id: c.into(),
+                    user_id: u.into(),
+                    seq
+                }
+            )),
+            (conversation.clone(), user.clone(), 1..4u64).prop_map(|(c, u, seq)| Command::Recall(
+                RecallData {
+                    conversation_id: c.into(),
+                    seq,
+                    actor_id: u.into()
+                }
+            )),
+            (conversation, user.clone()).prop_map(|(c, u)| Command::RemoveMembers(MembersData {
+                conversation_id: c.into(),
+                members: vec![u.into()]
+            })),
             Just(create("g:1", &["a", "b"], &["a"])),
         ]
     }

@@ -75,7 +75,9 @@ fn prefetch(
         seqs.extend(record.seq);
     }
     for seq in seqs {
-        if let std::collections::hash_map::Entry::Vacant(slot) = view.messages.entry((conversation_id.clone(), seq)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            view.messages.entry((conversation_id.clone(), seq))
+        {
             slot.insert(store.message(&conversation_id, seq)?);
         }
     }
@@ -100,7 +102,11 @@ pub struct BatchDecision {
     pub outcomes: Vec<Outcome>,
 }
 
-pub fn decide_batch(store: &dyn ConversationStore, config: &Config, batch: &[Incoming]) -> Result<BatchDecision, im_store::StoreError> {
+pub fn decide_batch(
+    store: &dyn ConversationStore,
+    config: &Config,
+    batch: &[Incoming],
+) -> Result<BatchDecision, im_store::StoreError> {
     let mut view = MemoryView::default();
     let mut effects = Vec::new();
     let mut outputs = Vec::new();
@@ -133,7 +139,11 @@ pub fn decide_batch(store: &dyn ConversationStore, config: &Config, batch: &[Inc
             }),
         }
     }
-    Ok(BatchDecision { effects, outputs, outcomes })
+    Ok(BatchDecision {
+        effects,
+        outputs,
+        outcomes,
+    })
 }
 
 pub fn timeline_message(event: TimelineEvent, partitions: u32) -> Result<Outgoing, String> {
@@ -173,7 +183,11 @@ impl BatchHandler for Dedupe {
         let config = self.config.clone();
         let fence = claim.fence();
         let (outputs, outcomes) = tokio::task::spawn_blocking(move || {
-            let BatchDecision { effects, outputs, outcomes } = decide_batch(store.as_ref(), &config, &batch)?;
+            let BatchDecision {
+                effects,
+                outputs,
+                outcomes,
+            } = decide_batch(store.as_ref(), &config, &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }

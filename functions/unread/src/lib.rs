@@ -267,7 +267,10 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use im_events::{CommittedMessage, ConversationChanged, ConversationKind, MessageEdited, MessageKind, ReadMarked, UserMuted};
+    use im_events::{
+        CommittedMessage, ConversationChanged, ConversationKind, MessageEdited, MessageKind,
+        ReadMarked, UserMuted,
+    };
     use proptest::prelude::*;
 
     fn message(seq: u64, sender: &str) -> TimelineEvent {
@@ -287,7 +290,13 @@ mod tests {
     }
 
     fn read(seq: u64, id: &str) -> TimelineEvent {
-        TimelineEvent::Read(ReadMarked { conversation_id: "c".into(), user_id: "u".into(), seq, source: "s".into(), event_id: id.into() })
+        TimelineEvent::Read(ReadMarked {
+            conversation_id: "c".into(),
+            user_id: "u".into(),
+            seq,
+            source: "s".into(),
+            event_id: id.into(),
+        })
     }
 
     fn edit(id: &str) -> TimelineEvent {
@@ -331,16 +340,33 @@ mod tests {
                 applied.insert(event.effect_key());
             }
             all.extend(effects);
-            state = UserState { applied: false, ..next };
+            state = UserState {
+                applied: false,
+                ..next
+            };
         }
         (state, all)
     }
 
     #[test]
     fn unread_follows_messages_and_reads() {
-        let (state, effects) = apply_all("u", &[joined("u", 0), message(1, "x"), message(2, "x"), message(3, "u"), message(4, "x"), read(2, "r1")]);
+        let (state, effects) = apply_all(
+            "u",
+            &[
+                joined("u", 0),
+                message(1, "x"),
+                message(2, "x"),
+                message(3, "u"),
+                message(4, "x"),
+                read(2, "r1"),
+            ],
+        );
         let row = state.row.unwrap();
-        assert_eq!((row.last_seq, row.read_seq, row.unread()), (4, 3, 1), "own message moves read_seq; a lower mark does nothing");
+        assert_eq!(
+            (row.last_seq, row.read_seq, row.unread()),
+            (4, 3, 1),
+            "own message moves read_seq; a lower mark does nothing"
+        );
         let syncs: Vec<u64> = effects
             .iter()
             .filter_map(|e| match e {
@@ -349,42 +375,80 @@ mod tests {
             })
             .collect();
         assert_eq!(syncs, vec![1, 2, 3, 4], "the stale read adds no sync item");
-        let (state, _) = apply_all("u", &[joined("u", 0), message(1, "x"), message(2, "x"), read(9, "r")]);
-        assert_eq!(state.row.unwrap().read_seq, 2, "a mark is clamped to last_seq");
+        let (state, _) = apply_all(
+            "u",
+            &[
+                joined("u", 0),
+                message(1, "x"),
+                message(2, "x"),
+                read(9, "r"),
+            ],
+        );
+        assert_eq!(
+            state.row.unwrap().read_seq,
+            2,
+            "a mark is clamped to last_seq"
+        );
     }
 
     #[test]
     fn joining_late_counts_only_what_follows() {
         let (state, _) = apply_all("u", &[joined("u", 7), message(8, "x")]);
         let row = state.row.unwrap();
-        assert_eq!((row.joined_seq, row.last_seq, row.read_seq, row.unread()), (7, 8, 7, 1));
+        assert_eq!(
+            (row.joined_seq, row.last_seq, row.read_seq, row.unread()),
+            (7, 8, 7, 1)
+        );
     }
 
     #[test]
     fn edits_take_a_sync_seq_but_change_no_count() {
-        let (state, effects) = apply_all("u", &[joined("u", 0), message(1, "x"), edit("e1"), edit("e1")]);
+        let (state, effects) = apply_all(
+            "u",
+            &[joined("u", 0), message(1, "x"), edit("e1"), edit("e1")],
+        );
         assert_eq!(state.row.unwrap().unread(), 1);
         assert_eq!(state.last_sync_seq, 2, "the repeated edit is applied once");
-        assert!(effects.iter().any(|e| matches!(e, UserEffect::MarkApplied { key, .. } if key.starts_with("e:"))));
+        assert!(effects
+            .iter()
+            .any(|e| matches!(e, UserEffect::MarkApplied { key, .. } if key.starts_with("e:"))));
     }
 
     #[test]
     fn mute_and_leave() {
-        let mute = TimelineEvent::Muted(UserMuted { user_id: "u".into(), conversation_id: "c".into(), until_ms: Some(5), source: "s".into(), event_id: "m".into() });
+        let mute = TimelineEvent::Muted(UserMuted {
+            user_id: "u".into(),
+            conversation_id: "c".into(),
+            until_ms: Some(5),
+            source: "s".into(),
+            event_id: "m".into(),
+        });
         let (state, _) = apply_all("u", &[joined("u", 0), mute]);
         assert_eq!(state.row.as_ref().unwrap().muted_until_ms, Some(5));
         let leave = TimelineEvent::Changed(ConversationChanged {
-            conversation_id: "c".into(), kind: ConversationKind::Group, title: None, added: vec![], removed: vec!["u".into()],
-            at_seq: 3, diffusion: Diffusion::Write, mode_changed: false, source: "s".into(), event_id: "l".into(),
+            conversation_id: "c".into(),
+            kind: ConversationKind::Group,
+            title: None,
+            added: vec![],
+            removed: vec!["u".into()],
+            at_seq: 3,
+            diffusion: Diffusion::Write,
+            mode_changed: false,
+            source: "s".into(),
+            event_id: "l".into(),
         });
         let (state, effects) = apply_all("u", &[joined("u", 0), message(1, "x"), leave]);
         assert!(state.row.is_none());
-        assert!(matches!(effects.last(), Some(UserEffect::DeleteUserConversation { .. })));
+        assert!(matches!(
+            effects.last(),
+            Some(UserEffect::DeleteUserConversation { .. })
+        ));
     }
 
     fn arbitrary_event() -> impl Strategy<Value = TimelineEvent> {
         prop_oneof![
-            (1..6u64, prop::bool::ANY).prop_map(|(seq, own)| message(seq, if own { "u" } else { "x" })),
+            (1..6u64, prop::bool::ANY)
+                .prop_map(|(seq, own)| message(seq, if own { "u" } else { "x" })),
             (1..6u64, 0..3u32).prop_map(|(seq, n)| read(seq, &format!("r{n}"))),
             (0..3u32).prop_map(|n| edit(&format!("e{n}"))),
         ]

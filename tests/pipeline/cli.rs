@@ -1,0 +1,146 @@
+//! `imctl up` runs everything and prints `ready`; `imctl send`, `tail` and
+//! `dlq` work against it; each function serves Prometheus metrics.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use im_test_support::{free_port, nats_server_binary, workspace_binary};
+
+fn imctl(args: &[&str]) -> std::process::Output {
+    Command::new(workspace_binary("imctl").unwrap())
+        .args(args)
+        .output()
+        .expect("imctl runs")
+}
+
+fn http_get(port: u16, path: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+#[test]
+fn imctl_up_send_tail_and_dlq() {
+    let data = tempfile::tempdir().unwrap();
+    let nats_port = free_port();
+    let metrics_port = free_port().saturating_sub(10).max(20000);
+    let mut up = Command::new(workspace_binary("imctl").unwrap())
+        .args(["up", "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--nats-port",
+            &nats_port.to_string(),
+            "--metrics-port",
+            &metrics_port.to_string(),
+            "--sqlite-sync",
+            "normal",
+        ])
+        .env("IM_NATS_SERVER", nats_server_binary().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let first = lines.next().expect("a line").unwrap();
+    assert!(first.contains("ready"), "{first}");
+    let url = format!("nats://127.0.0.1:{nats_port}");
+
+    let mut tail = Command::new(workspace_binary("imctl").unwrap())
+        .args([
+            "tail",
+            "--nats-url",
+            &url,
+            "--subject",
+            "im.events.message.committed",
+            "--count",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = imctl(&[
+        "send",
+        "--nats-url",
+        &url,
+        "--conversation",
+        "dm:cli:user",
+        "--sender",
+        "cli",
+        "--text",
+        "from the cli",
+    ]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let sent = imctl(&[
+        "send",
+        "--nats-url",
+        &url,
+        "--binary",
+        "--type",
+        "im.message.read",
+        "--data",
+        r#"{"conversation_id":"dm:cli:user","user_id":"user","seq":9}"#,
+    ]);
+    assert!(sent.status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while tail.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tail saw no committed message");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut tailed = String::new();
+    tail.stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut tailed)
+        .unwrap();
+    assert!(tailed.contains("from the cli"), "{tailed}");
+
+    let listing = loop {
+        let listing = imctl(&["dlq", "list", "--nats-url", &url]);
+        let text = String::from_utf8_lossy(&listing.stdout).into_owned();
+        if text.contains("read_beyond_last_seq") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(listing.contains("read_beyond_last_seq"), "{listing}");
+    let shown = imctl(&["dlq", "show", "--nats-url", &url, "1"]);
+    let shown = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        shown.contains("\"seq\": 9") && shown.contains("Im-Dlq-Reason"),
+        "{shown}"
+    );
+
+    // Every function serves metrics; dedupe has counted its work.
+    let metrics = http_get(metrics_port + 1, "/metrics");
+    assert!(metrics.contains("im_processed_total"), "{metrics}");
+    assert!(metrics.contains("im_dead_lettered_total"), "{metrics}");
+
+    // SIGTERM stops everything.
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(up.id().to_string())
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "imctl up did not stop");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
+        "nats-server stopped too"
+    );
+}
