@@ -240,10 +240,13 @@ impl Pipeline {
         let mut idle_rounds = 0;
         let mut last_position = None;
         while idle_rounds < 4 {
-            assert!(
-                Instant::now() < deadline,
-                "pipeline did not settle within {timeout:?}"
-            );
+            if Instant::now() >= deadline {
+                panic!(
+                    "pipeline did not settle within {timeout:?}:\n{}\n{}",
+                    self.consumer_report().await,
+                    self.log_tails()
+                );
+            }
             let position = self.idle().await;
             if position.is_some() && position == last_position {
                 idle_rounds += 1;

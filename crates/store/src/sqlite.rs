@@ -62,13 +62,30 @@ impl Db {
                 .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
         }
         // Every opener makes sure the schema exists (idempotent), so a reader
-        // that starts before the owner does not fail.
+        // that starts before the owner does not fail. Switching to WAL needs
+        // an exclusive lock and SQLite reports a concurrent opener as busy
+        // without waiting, so retry for a while.
         let init = Connection::open(path).map_err(backend)?;
         init.busy_timeout(Duration::from_secs(10))
             .map_err(backend)?;
-        init.pragma_update(None, "journal_mode", "WAL")
-            .map_err(backend)?;
-        init.execute_batch(schema).map_err(backend)?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let attempt = init
+                .pragma_update(None, "journal_mode", "WAL")
+                .and_then(|()| init.execute_batch(schema));
+            match attempt {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if matches!(
+                        error.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => return Err(backend(error)),
+            }
+        }
         let writer = if writable {
             let sync = match durability {
                 Durability::Full => "FULL",
@@ -813,6 +830,33 @@ mod tests {
         sync_log_pages_in_order,
         apply_is_atomic,
     );
+
+    #[test]
+    fn concurrent_openers_do_not_fail_on_the_lock() {
+        for round in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("race.db");
+            let openers: Vec<_> = (0..6)
+                .map(|n| {
+                    let path = path.clone();
+                    std::thread::spawn(move || {
+                        if n == 0 {
+                            SqliteConversationStore::open_writer(&path, Durability::Full)
+                                .map(|_| ())
+                        } else {
+                            SqliteConversationStore::open_reader(&path).map(|_| ())
+                        }
+                    })
+                })
+                .collect();
+            for opener in openers {
+                opener
+                    .join()
+                    .unwrap()
+                    .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            }
+        }
+    }
 
     #[test]
     fn a_second_process_reads_what_the_writer_committed() {
