@@ -384,6 +384,11 @@ pub async fn run_function<H: BatchHandler>(
         anyhow::anyhow!("no consumer is defined for function {function} in schemas/streams.json")
     })?;
     let partitions = topology().partition_count(&def);
+    anyhow::ensure!(
+        partitions as usize <= crate::publish::MAX_CONCURRENT_PUBLISHERS,
+        "{partitions} partitions exceed the {} concurrent publishers one process supports",
+        crate::publish::MAX_CONCURRENT_PUBLISHERS
+    );
     let mut workers = JoinSet::new();
     if def.partitioned_by.is_none() {
         let claim = Claim::unleased(function, 0, 0);

@@ -1,6 +1,14 @@
-//! Publishing to JetStream with every publish of a batch in flight at once,
-//! then waiting for all acks: the batch is durable downstream only when this
-//! returns Ok.
+//! Publishing a batch to JetStream: publishes are pipelined, and the batch
+//! is durable downstream only when this returns Ok.
+//!
+//! async-nats lends every publish awaiting its ack one permit from a pool
+//! shared by the whole context (5,000 by default), returned only when the ack
+//! future is awaited or dropped. Partition tasks publishing whole batches at
+//! once could each hold part of the pool while waiting for more: with a large
+//! backlog the permits run out and every task waits forever. So each call
+//! keeps at most [`PUBLISH_WINDOW`] acks outstanding; a process runs at most
+//! [`MAX_CONCURRENT_PUBLISHERS`] partition tasks, which together stay within
+//! the pool.
 
 use async_nats::jetstream::{self, context::PublishAckFuture};
 use async_nats::HeaderMap;
@@ -14,9 +22,21 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
+/// Most acks one call keeps outstanding.
+pub const PUBLISH_WINDOW: usize = 128;
+/// Concurrent publishers one context supports without exhausting its permits.
+pub const MAX_CONCURRENT_PUBLISHERS: usize = 5_000 / PUBLISH_WINDOW;
+
 pub async fn publish_all(js: &jetstream::Context, outgoing: Vec<Outgoing>) -> Result<(), String> {
-    let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(outgoing.len());
+    let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(outgoing.len().min(PUBLISH_WINDOW));
     for message in outgoing {
+        if pending.len() >= PUBLISH_WINDOW {
+            for future in pending.drain(..) {
+                future
+                    .await
+                    .map_err(|error| format!("publish ack: {error}"))?;
+            }
+        }
         let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
         if let Some(headers) = message.headers {
             publish = publish.headers(headers);
