@@ -41,6 +41,13 @@ impl CommonArgs {
             .unwrap_or_else(|| format!("{function}-{}", std::process::id()))
     }
 
+    /// What every function binary does first: logs, metrics endpoint, NATS.
+    pub async fn start(&self, process: &str) -> anyhow::Result<async_nats::Client> {
+        crate::telemetry::init_tracing(self.log_json);
+        crate::telemetry::init_metrics(&self.metrics_addr)?;
+        connect(&self.nats_url, process).await
+    }
+
     pub fn durability(&self) -> anyhow::Result<im_store::sqlite::Durability> {
         im_store::sqlite::Durability::parse(&self.sqlite_sync).ok_or_else(|| {
             anyhow::anyhow!(

@@ -72,6 +72,19 @@ impl From<im_store::StoreError> for HandlerError {
     }
 }
 
+/// Run store work on the blocking pool (SQLite calls block); a store error
+/// becomes the handler error it means.
+pub async fn blocking<T, F>(work: F) -> Result<T, HandlerError>
+where
+    F: FnOnce() -> Result<T, im_store::StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| HandlerError::Transient(format!("store task failed: {error}")))?
+        .map_err(HandlerError::from)
+}
+
 pub trait BatchHandler: Send + Sync + 'static {
     /// Make the batch's effects durable (store commit, downstream publishes
     /// acknowledged) and return one outcome per message, in order.

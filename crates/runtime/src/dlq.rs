@@ -75,7 +75,14 @@ pub async fn publish_dead_letter(
     letter: &DeadLetter,
     now_ms: i64,
 ) -> Result<(), String> {
-    let position = format!("{}:{}", letter.stream, letter.stream_seq);
+    // The position names the letter for deduplication; the payload's hash
+    // keeps a recreated stream's reused sequence numbers from colliding.
+    let position = format!(
+        "{}:{}:{:016x}",
+        letter.stream,
+        letter.stream_seq,
+        im_events::partition::fnv1a64(&letter.payload)
+    );
     let mut outgoing = vec![Outgoing {
         subject: dlq_subject(&letter.function),
         message_id: Some(format!("dlq:{position}")),

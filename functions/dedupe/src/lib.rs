@@ -182,7 +182,7 @@ impl BatchHandler for Dedupe {
         let store = self.store.clone();
         let config = self.config.clone();
         let fence = claim.fence();
-        let (outputs, outcomes) = tokio::task::spawn_blocking(move || {
+        let (outputs, outcomes) = im_runtime::blocking(move || {
             let BatchDecision {
                 effects,
                 outputs,
@@ -193,8 +193,7 @@ impl BatchHandler for Dedupe {
             }
             Ok::<_, im_store::StoreError>((outputs, outcomes))
         })
-        .await
-        .map_err(|error| HandlerError::Transient(error.to_string()))??;
+        .await?;
         let outgoing = outputs
             .into_iter()
             .map(|event| timeline_message(event, self.conversation_partitions))

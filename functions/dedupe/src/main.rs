@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use im_runtime::{telemetry, CommonArgs, Shutdown};
+use im_runtime::{CommonArgs, Shutdown};
 use im_store::sqlite::SqliteConversationStore;
 
 /// dedupe: idempotency, conversation seq, the message timeline.
@@ -21,12 +21,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_tracing(args.common.log_json);
-    telemetry::init_metrics(&args.common.metrics_addr)?;
     let path = args.common.data_dir.join("dedupe.db");
     let store = SqliteConversationStore::open_writer(&path, args.common.durability()?)
         .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
-    let client = im_runtime::config::connect(&args.common.nats_url, "im-dedupe").await?;
+    let client = args.common.start("im-dedupe").await?;
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,
         recall_window_ms: args.recall_window_secs * 1000,

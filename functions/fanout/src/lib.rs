@@ -147,7 +147,7 @@ impl BatchHandler for Fanout {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
         let partitions = self.user_partitions;
-        let (outgoing, outcomes) = tokio::task::spawn_blocking(move || {
+        let (outgoing, outcomes) = im_runtime::blocking(move || {
             let mut outgoing = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
@@ -181,8 +181,7 @@ impl BatchHandler for Fanout {
             }
             Ok::<_, im_store::StoreError>((outgoing, outcomes))
         })
-        .await
-        .map_err(|error| HandlerError::Transient(error.to_string()))??;
+        .await?;
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;

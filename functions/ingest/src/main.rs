@@ -1,5 +1,5 @@
 use clap::Parser;
-use im_runtime::{telemetry, CommonArgs, Shutdown};
+use im_runtime::{CommonArgs, Shutdown};
 
 /// ingest: validates and normalizes inbound CloudEvents.
 #[derive(Parser, Debug)]
@@ -15,9 +15,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_tracing(args.common.log_json);
-    telemetry::init_metrics(&args.common.metrics_addr)?;
-    let client = im_runtime::config::connect(&args.common.nats_url, "im-ingest").await?;
+    let client = args.common.start("im-ingest").await?;
     let config = im_ingest::Config {
         max_body_bytes: args.max_body_bytes,
         conversation_partitions: im_runtime::topology::topology().partitions.conversation,

@@ -240,15 +240,14 @@ impl BatchHandler for Unread {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
         let fence = claim.fence();
-        let outcomes = tokio::task::spawn_blocking(move || {
+        let outcomes = im_runtime::blocking(move || {
             let (effects, outcomes) = decide_batch(store.as_ref(), &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }
             Ok::<_, StoreError>(outcomes)
         })
-        .await
-        .map_err(|error| HandlerError::Transient(error.to_string()))??;
+        .await?;
         Ok(outcomes)
     }
 }

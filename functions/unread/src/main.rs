@@ -1,7 +1,7 @@
 use std::sync::Arc;
 
 use clap::Parser;
-use im_runtime::{telemetry, CommonArgs, Shutdown};
+use im_runtime::{CommonArgs, Shutdown};
 use im_store::sqlite::SqliteUserStore;
 
 /// unread: conversation lists, unread counts, per-user sync log.
@@ -15,12 +15,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    telemetry::init_tracing(args.common.log_json);
-    telemetry::init_metrics(&args.common.metrics_addr)?;
     let path = args.common.data_dir.join("unread.db");
     let store = SqliteUserStore::open_writer(&path, args.common.durability()?)
         .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
-    let client = im_runtime::config::connect(&args.common.nats_url, "im-unread").await?;
+    let client = args.common.start("im-unread").await?;
     tracing::info!(store = %path.display(), "unread running");
     im_unread::run(
         client,
