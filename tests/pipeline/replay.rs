@@ -111,11 +111,31 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
 
     let rebuilt_conversations = pipeline.conversations().dump().unwrap();
     let rebuilt_users = pipeline.users().dump().unwrap();
-    assert_eq!(rebuilt_conversations, original_conversations);
-    assert_eq!(rebuilt_users, original_users);
+    assert_same(
+        "conversation store",
+        &original_conversations,
+        &rebuilt_conversations,
+    );
+    assert_same("user store", &original_users, &rebuilt_users);
     assert_eq!(
         digest(&rebuilt_conversations),
         digest(&original_conversations)
     );
     assert_eq!(digest(&rebuilt_users), digest(&original_users));
+}
+
+/// Equal, or a failure that shows only the lines that differ.
+fn assert_same(what: &str, original: &[String], rebuilt: &[String]) {
+    if original == rebuilt {
+        return;
+    }
+    let only_original: Vec<&String> = original
+        .iter()
+        .filter(|line| !rebuilt.contains(line))
+        .collect();
+    let only_rebuilt: Vec<&String> = rebuilt
+        .iter()
+        .filter(|line| !original.contains(line))
+        .collect();
+    panic!("{what} differs after replay\nonly before:\n{only_original:#?}\nonly after:\n{only_rebuilt:#?}");
 }

@@ -273,6 +273,10 @@ pub struct CommittedMessage {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageEdited {
+    /// Members when the edit took effect (decided by dedupe, so replay
+    /// delivers to the same people); empty in read diffusion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     pub conversation_id: String,
     pub seq: u64,
     pub message_id: String,
@@ -285,6 +289,9 @@ pub struct MessageEdited {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageRecalled {
+    /// Members when the recall took effect; empty in read diffusion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
     pub conversation_id: String,
     pub seq: u64,
     pub message_id: String,
@@ -319,6 +326,10 @@ pub struct ConversationChanged {
     /// diffusion, so every member's view of it changes.
     #[serde(default)]
     pub mode_changed: bool,
+    /// With `mode_changed`: every member after the change, who all need to
+    /// learn the new mode.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
     pub source: String,
     pub event_id: String,
 }

@@ -22,6 +22,26 @@ pub struct Outgoing {
     pub payload: Bytes,
 }
 
+/// Header naming a core subject on which the pipeline answers a publisher
+/// (the gateway) once its event is applied or refused. Carried from
+/// IM_INGEST to IM_ACCEPTED; dedupe, or ingest on refusal, answers.
+pub const REPLY_HEADER: &str = "Im-Reply-To";
+
+pub fn reply_subject(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(REPLY_HEADER))
+        .map(|(_, value)| value.as_str())
+        .filter(|subject| !subject.is_empty())
+}
+
+/// Answer a publisher; best effort (it times out and retries if lost).
+pub async fn reply(client: &async_nats::Client, subject: &str, answer: &serde_json::Value) {
+    let _ = client
+        .publish(subject.to_string(), answer.to_string().into())
+        .await;
+}
+
 /// Most acks one call keeps outstanding.
 pub const PUBLISH_WINDOW: usize = 128;
 /// Concurrent publishers one context supports without exhausting its permits.

@@ -35,6 +35,16 @@ pub trait View {
     fn conversation(&self, conversation_id: &str) -> Option<ConversationRecord>;
     fn role(&self, conversation_id: &str, user_id: &str) -> Option<Role>;
     fn message(&self, conversation_id: &str, seq: u64) -> Option<StoredMessage>;
+    /// Current members, for the commands that name them as recipients.
+    fn members(&self, conversation_id: &str) -> Vec<String>;
+}
+
+/// Commands whose outputs list the conversation's current members.
+pub fn needs_members(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Edit(_) | Command::Recall(_) | Command::AddMembers(_) | Command::RemoveMembers(_)
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -81,6 +91,18 @@ fn diffusion_for(member_count: u64, config: &Config) -> Diffusion {
         Diffusion::Read
     } else {
         Diffusion::Write
+    }
+}
+
+/// Who gets an edit or recall: the members now, in write diffusion.
+fn recipients_of(
+    view: &dyn View,
+    conversation_id: &str,
+    conversation: &Option<ConversationRecord>,
+) -> Vec<String> {
+    match conversation {
+        Some(record) if record.diffusion == Diffusion::Write => view.members(conversation_id),
+        _ => vec![],
     }
 }
 
@@ -177,6 +199,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                                 at_seq: 0,
                                 diffusion: Diffusion::Write,
                                 mode_changed: false,
+                                members: vec![],
                                 source: event.source.clone(),
                                 event_id: format!("{}#create", event.id),
                             }));
@@ -290,6 +313,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                     at_seq: 0,
                     diffusion,
                     mode_changed: false,
+                    members: vec![],
                     source: event.source.clone(),
                     event_id: event.id.clone(),
                 }));
@@ -334,6 +358,21 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 record.member_count.saturating_sub(affected.len() as u64)
             };
             record.diffusion = diffusion_for(record.member_count, config);
+            let mode_changed = previous != record.diffusion;
+            let members = if mode_changed {
+                let mut after: std::collections::BTreeSet<String> =
+                    view.members(&conversation_id).into_iter().collect();
+                for user in &affected {
+                    if adding {
+                        after.insert(user.clone());
+                    } else {
+                        after.remove(user);
+                    }
+                }
+                after.into_iter().collect()
+            } else {
+                vec![]
+            };
             decision
                 .outputs
                 .push(TimelineEvent::Changed(ConversationChanged {
@@ -344,7 +383,8 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                     removed: if adding { vec![] } else { affected.clone() },
                     at_seq: record.last_seq,
                     diffusion: record.diffusion,
-                    mode_changed: previous != record.diffusion,
+                    mode_changed,
+                    members,
                     source: event.source.clone(),
                     event_id: event.id.clone(),
                 }));
@@ -403,6 +443,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 edited_at: received.clone(),
             });
             decision.outputs.push(TimelineEvent::Edited(MessageEdited {
+                recipients: recipients_of(view, &conversation_id, &conversation),
                 conversation_id: conversation_id.clone(),
                 seq: edit.seq,
                 message_id: message.message_id,
@@ -459,6 +500,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             decision
                 .outputs
                 .push(TimelineEvent::Recalled(MessageRecalled {
+                    recipients: recipients_of(view, &conversation_id, &conversation),
                     conversation_id: conversation_id.clone(),
                     seq: recall.seq,
                     message_id: message.message_id,
@@ -508,6 +550,8 @@ pub struct MemoryView {
     pub conversations: HashMap<String, Option<ConversationRecord>>,
     pub roles: HashMap<(String, String), Option<Role>>,
     pub messages: HashMap<(String, u64), Option<StoredMessage>>,
+    /// Current members of conversations whose commands list them.
+    pub members: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 impl View for MemoryView {
@@ -532,6 +576,12 @@ impl View for MemoryView {
             .cloned()
             .flatten()
     }
+    fn members(&self, conversation_id: &str) -> Vec<String> {
+        self.members
+            .get(conversation_id)
+            .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
 }
 
 impl MemoryView {
@@ -551,6 +601,9 @@ impl MemoryView {
                 } => {
                     self.roles
                         .insert((conversation_id.clone(), user_id.clone()), Some(*role));
+                    if let Some(members) = self.members.get_mut(conversation_id) {
+                        members.insert(user_id.clone());
+                    }
                 }
                 ConversationEffect::RemoveMember {
                     conversation_id,
@@ -559,6 +612,9 @@ impl MemoryView {
                 } => {
                     self.roles
                         .insert((conversation_id.clone(), user_id.clone()), None);
+                    if let Some(members) = self.members.get_mut(conversation_id) {
+                        members.remove(user_id);
+                    }
                 }
                 ConversationEffect::InsertMessage(message) => {
                     self.messages.insert(
@@ -886,6 +942,43 @@ mod tests {
         };
         assert_eq!(message.diffusion, Diffusion::Read);
         assert_eq!(view.conversation("g:1").unwrap().member_count, 4);
+    }
+
+    #[test]
+    fn edits_name_the_members_at_their_position() {
+        let mut view = MemoryView::default();
+        view.members.insert("g:1".into(), Default::default());
+        let remove = Command::RemoveMembers(MembersData {
+            conversation_id: "g:1".into(),
+            members: vec!["c".into()],
+        });
+        let edit = Command::Edit(EditData {
+            conversation_id: "g:1".into(),
+            seq: 1,
+            editor_id: "a".into(),
+            body: json!({}),
+        });
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted("c", 0, create("g:1", &["a", "b", "c"], &[])),
+                accepted("m", 1, send("g:1", "a")),
+                accepted("e", 2, edit.clone()),
+                accepted("r", 3, remove),
+                accepted("e2", 4, edit),
+            ],
+        );
+        let recipients = |index: usize| match &results[index].as_ref().unwrap().outputs[0] {
+            TimelineEvent::Edited(edit) => edit.recipients.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            recipients(2),
+            vec!["a", "b", "c"],
+            "c was still a member at the first edit"
+        );
+        assert_eq!(recipients(4), vec!["a", "b"], "and no longer at the second");
     }
 
     fn arbitrary_command() -> impl Strategy<Value = Command> {

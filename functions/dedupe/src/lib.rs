@@ -17,7 +17,7 @@ use im_events::{
     Accepted, Envelope, ErrorCode, EventError, Timeline, TimelineEvent, PIPELINE_SOURCE,
 };
 use im_runtime::consumer::Identity;
-use im_runtime::publish::{publish_all, Outgoing};
+use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::{ConversationEffect, ConversationStore};
 
@@ -62,6 +62,12 @@ fn prefetch(
             view.roles.insert((conversation_id.clone(), user), role);
         }
     }
+    if crate::decide::needs_members(&event.payload) && !view.members.contains_key(&conversation_id)
+    {
+        let members = store.current_members(&conversation_id)?;
+        view.members
+            .insert(conversation_id.clone(), members.into_iter().collect());
+    }
     let mut seqs = Vec::new();
     match &event.payload {
         im_events::Command::Edit(edit) => seqs.push(edit.seq),
@@ -100,6 +106,9 @@ pub struct BatchDecision {
     pub outputs: Vec<TimelineEvent>,
     /// One per message, in order.
     pub outcomes: Vec<Outcome>,
+    /// One per message: what a waiting publisher is told once the batch is
+    /// durable (the committed message for a send, or the refusal).
+    pub answers: Vec<serde_json::Value>,
 }
 
 pub fn decide_batch(
@@ -111,6 +120,7 @@ pub fn decide_batch(
     let mut effects = Vec::new();
     let mut outputs = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut answers = Vec::with_capacity(batch.len());
     for message in batch {
         let event: Accepted = match serde_json::from_slice(&message.payload) {
             Ok(event) => event,
@@ -122,27 +132,40 @@ pub fn decide_batch(
                     ),
                     identity: Identity::default(),
                 });
+                answers.push(serde_json::json!({"ok": false, "code": "not_cloudevent", "reason": "accepted event does not parse"}));
                 continue;
             }
         };
         prefetch(store, &mut view, &event)?;
         match decide(&event, &view, config) {
             Ok(decision) => {
+                let committed = decision.outputs.iter().find_map(|output| match output {
+                    TimelineEvent::Committed(message) => Some(message),
+                    _ => None,
+                });
+                answers.push(match committed {
+                    Some(message) => serde_json::json!({"ok": true, "message": message}),
+                    None => serde_json::json!({"ok": true}),
+                });
                 view.absorb(&decision.effects);
                 effects.extend(decision.effects);
                 outputs.extend(decision.outputs);
                 outcomes.push(Outcome::Done);
             }
-            Err(error) => outcomes.push(Outcome::Reject {
-                error,
-                identity: identity(&event),
-            }),
+            Err(error) => {
+                answers.push(serde_json::json!({"ok": false, "code": error.code.as_str(), "reason": error.reason}));
+                outcomes.push(Outcome::Reject {
+                    error,
+                    identity: identity(&event),
+                })
+            }
         }
     }
     Ok(BatchDecision {
         effects,
         outputs,
         outcomes,
+        answers,
     })
 }
 
@@ -182,18 +205,24 @@ impl BatchHandler for Dedupe {
         let store = self.store.clone();
         let config = self.config.clone();
         let fence = claim.fence();
-        let (outputs, outcomes) = im_runtime::blocking(move || {
-            let BatchDecision {
-                effects,
-                outputs,
-                outcomes,
-            } = decide_batch(store.as_ref(), &config, &batch)?;
-            if !effects.is_empty() {
-                store.apply(&fence, &effects)?;
+        let reply_subjects: Vec<Option<String>> = batch
+            .iter()
+            .map(|message| reply_subject(&message.headers).map(str::to_string))
+            .collect();
+        let decision = im_runtime::blocking(move || {
+            let decision = decide_batch(store.as_ref(), &config, &batch)?;
+            if !decision.effects.is_empty() {
+                store.apply(&fence, &decision.effects)?;
             }
-            Ok::<_, im_store::StoreError>((outputs, outcomes))
+            Ok::<_, im_store::StoreError>(decision)
         })
         .await?;
+        let BatchDecision {
+            outputs,
+            outcomes,
+            answers,
+            ..
+        } = decision;
         let outgoing = outputs
             .into_iter()
             .map(|event| timeline_message(event, self.conversation_partitions))
@@ -202,6 +231,13 @@ impl BatchHandler for Dedupe {
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;
+        // Only now is every effect durable: tell the waiting publishers.
+        let client = self.js.client();
+        for (subject, answer) in reply_subjects.iter().zip(&answers) {
+            if let Some(subject) = subject {
+                reply(&client, subject, answer).await;
+            }
+        }
         Ok(outcomes)
     }
 }

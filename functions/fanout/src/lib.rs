@@ -32,7 +32,6 @@ pub trait Members {
         conversation_id: &str,
         seq: u64,
     ) -> Result<Vec<String>, im_store::StoreError>;
-    fn current_members(&self, conversation_id: &str) -> Result<Vec<String>, im_store::StoreError>;
 }
 
 /// The conversation store as the source of membership.
@@ -46,9 +45,6 @@ impl Members for StoreMembers<'_> {
     ) -> Result<Vec<String>, im_store::StoreError> {
         self.0.members_at(conversation_id, seq)
     }
-    fn current_members(&self, conversation_id: &str) -> Result<Vec<String>, im_store::StoreError> {
-        self.0.current_members(conversation_id)
-    }
 }
 
 /// Who gets a timeline event.
@@ -61,15 +57,20 @@ pub fn recipients(
             Diffusion::Write => members.members_at(&message.conversation_id, message.seq)?,
             Diffusion::Read => vec![message.sender_id.clone()],
         },
-        TimelineEvent::Edited(edit) => members.current_members(&edit.conversation_id)?,
-        TimelineEvent::Recalled(recall) => members.current_members(&recall.conversation_id)?,
+        // dedupe named the recipients at the event's position, so replay
+        // reaches the same people whatever membership is now.
+        TimelineEvent::Edited(edit) => edit.recipients.clone(),
+        TimelineEvent::Recalled(recall) => recall.recipients.clone(),
         TimelineEvent::Read(read) => vec![read.user_id.clone()],
         TimelineEvent::Muted(mute) => vec![mute.user_id.clone()],
         TimelineEvent::Changed(change) => {
             if change.mode_changed {
-                let mut everyone = members.current_members(&change.conversation_id)?;
-                everyone.extend(change.removed.iter().cloned());
-                everyone
+                change
+                    .members
+                    .iter()
+                    .chain(&change.removed)
+                    .cloned()
+                    .collect()
             } else {
                 change
                     .added
@@ -221,12 +222,6 @@ mod tests {
         ) -> Result<Vec<String>, im_store::StoreError> {
             Ok(self.0.get(conversation_id).cloned().unwrap_or_default())
         }
-        fn current_members(
-            &self,
-            conversation_id: &str,
-        ) -> Result<Vec<String>, im_store::StoreError> {
-            Ok(self.0.get(conversation_id).cloned().unwrap_or_default())
-        }
     }
 
     fn committed(diffusion: Diffusion) -> TimelineEvent {
@@ -305,6 +300,14 @@ mod tests {
                 at_seq: 3,
                 diffusion: Diffusion::Write,
                 mode_changed,
+                members: if mode_changed {
+                    (0..5)
+                        .map(|i| format!("u{i}"))
+                        .chain(["new".to_string()])
+                        .collect()
+                } else {
+                    vec![]
+                },
                 source: "s".into(),
                 event_id: "e".into(),
             })
@@ -313,7 +316,28 @@ mod tests {
             recipients(&change(false), &group(5)).unwrap(),
             vec!["gone", "new"]
         );
-        assert_eq!(recipients(&change(true), &group(5)).unwrap().len(), 6);
+        assert_eq!(
+            recipients(&change(true), &group(5)).unwrap().len(),
+            7,
+            "every member and the removed one"
+        );
+    }
+
+    #[test]
+    fn edits_go_to_the_recipients_dedupe_named() {
+        let edit = TimelineEvent::Edited(im_events::MessageEdited {
+            recipients: vec!["a".into(), "b".into()],
+            conversation_id: "g".into(),
+            seq: 1,
+            message_id: "m".into(),
+            editor_id: "a".into(),
+            body: serde_json::json!({}),
+            edited_at: "t".into(),
+            source: "s".into(),
+            event_id: "e".into(),
+        });
+        // Whatever the membership is now.
+        assert_eq!(recipients(&edit, &group(50)).unwrap(), vec!["a", "b"]);
     }
 
     #[test]

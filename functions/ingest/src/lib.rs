@@ -17,7 +17,7 @@ use im_events::{
     ErrorCode, EventError, InboundMessage,
 };
 use im_runtime::consumer::Identity;
-use im_runtime::publish::{publish_all, Outgoing};
+use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing, REPLY_HEADER};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 
 pub const FUNCTION: &str = "ingest";
@@ -168,6 +168,11 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
     })
 }
 
+/// The answer to a publisher waiting on a refused event.
+pub fn refusal(error: &EventError) -> serde_json::Value {
+    serde_json::json!({"ok": false, "code": error.code.as_str(), "reason": error.reason})
+}
+
 /// Best effort: the identity of an event that could not be parsed fully.
 pub fn identity_of(message: &Incoming) -> Identity {
     let header = |name: &str| {
@@ -212,18 +217,28 @@ impl BatchHandler for Ingest {
                 Ok((subject, accepted)) => {
                     let payload = serde_json::to_vec(&accepted)
                         .map_err(|e| HandlerError::Transient(e.to_string()))?;
+                    let headers = reply_subject(&message.headers).map(|reply| {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert(REPLY_HEADER, reply);
+                        headers
+                    });
                     outgoing.push(Outgoing {
                         subject,
                         message_id: Some(message_id_for(&accepted.source, &accepted.id)),
-                        headers: None,
+                        headers,
                         payload: payload.into(),
                     });
                     outcomes.push(Outcome::Done);
                 }
-                Err(error) => outcomes.push(Outcome::Reject {
-                    error,
-                    identity: identity_of(message),
-                }),
+                Err(error) => {
+                    if let Some(subject) = reply_subject(&message.headers) {
+                        reply(&self.js.client(), subject, &refusal(&error)).await;
+                    }
+                    outcomes.push(Outcome::Reject {
+                        error,
+                        identity: identity_of(message),
+                    })
+                }
             }
         }
         // One connection publishes in order, so a conversation's events keep

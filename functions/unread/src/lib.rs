@@ -300,6 +300,7 @@ mod tests {
 
     fn edit(id: &str) -> TimelineEvent {
         TimelineEvent::Edited(MessageEdited {
+            recipients: vec![],
             conversation_id: "c".into(),
             seq: 1,
             message_id: "m1".into(),
@@ -321,6 +322,7 @@ mod tests {
             at_seq,
             diffusion: Diffusion::Write,
             mode_changed: false,
+            members: vec![],
             source: "s".into(),
             event_id: "j".into(),
         })
@@ -433,6 +435,7 @@ mod tests {
             at_seq: 3,
             diffusion: Diffusion::Write,
             mode_changed: false,
+            members: vec![],
             source: "s".into(),
             event_id: "l".into(),
         });
