@@ -13,7 +13,8 @@ use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
 use im_test_support::{workspace_binary, NatsServer, Process};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 4] = ["ingest", "dedupe", "fanout", "unread"];
+pub const FUNCTIONS: [&str; 5] = ["ingest", "dedupe", "fanout", "unread", "push"];
+pub const JWT_SECRET: &str = "test-secret";
 
 pub struct Pipeline {
     pub nats: NatsServer,
@@ -71,6 +72,24 @@ impl Pipeline {
         ];
         env.extend(self.extra_env.iter().cloned());
         env
+    }
+
+    /// Start a gateway named `instance`; returns its HTTP port.
+    pub async fn start_gateway(&mut self, instance: &str, extra: &[(&str, &str)]) -> u16 {
+        let port = im_test_support::free_port();
+        let binary = workspace_binary("im-gateway").expect("gateway binary");
+        let mut env = self.env(instance);
+        env.push(("IM_HTTP".into(), format!("127.0.0.1:{port}")));
+        env.push(("IM_JWT_SECRET".into(), JWT_SECRET.into()));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let log = self.data.path().join(format!("{instance}.log"));
+        let process = Process::start(instance, binary, vec![], env, log).expect("gateway starts");
+        self.processes.insert(instance.to_string(), process);
+        assert!(
+            im_test_support::wait_for_port(port, Duration::from_secs(30)),
+            "gateway {instance} did not listen"
+        );
+        port
     }
 
     /// Start a replica of `function` under the name `instance`.
@@ -347,4 +366,145 @@ pub async fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<
 
 pub fn users(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i:03}")).collect()
+}
+
+pub fn token(user: &str, device: &str, ttl_secs: i64) -> String {
+    im_gateway::auth::mint_device(
+        JWT_SECRET,
+        user,
+        device,
+        chrono::Utc::now().timestamp(),
+        ttl_secs,
+    )
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A device: a real WebSocket client.
+pub struct Device {
+    pub socket: Socket,
+    /// Frames read while waiting for another op.
+    pub backlog: std::collections::VecDeque<Value>,
+}
+
+impl Device {
+    pub async fn connect(port: u16, user: &str, device: &str) -> Device {
+        Self::try_connect(port, &token(user, device, 3600))
+            .await
+            .expect("websocket connects")
+    }
+
+    pub async fn try_connect(
+        port: u16,
+        token: &str,
+    ) -> Result<Device, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
+        let (socket, _) = tokio_tungstenite::connect_async(url).await?;
+        Ok(Device {
+            socket,
+            backlog: Default::default(),
+        })
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures::SinkExt;
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await
+            .expect("send frame");
+    }
+
+    /// The next frame from the server, or None on close / timeout.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Value> {
+        if let Some(frame) = self.backlog.pop_front() {
+            return Some(frame);
+        }
+        loop {
+            let message = tokio::time::timeout(timeout, self.socket.next())
+                .await
+                .ok()??
+                .ok()?;
+            match message {
+                tokio_tungstenite::tungstenite::Message::Text(text) => {
+                    return serde_json::from_str(&text).ok()
+                }
+                tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                    return Some(json!({"op": "closed", "code": frame.map(|f| u16::from(f.code))}))
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame with this op; other frames are kept for later.
+    pub async fn expect(&mut self, op: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(frame) = self.next(left).await else {
+                break None;
+            };
+            if frame["op"] == op {
+                break Some(frame);
+            }
+            skipped.push(frame);
+        };
+        for frame in skipped.into_iter().rev() {
+            self.backlog.push_front(frame);
+        }
+        found.unwrap_or_else(|| {
+            panic!(
+                "no {op} frame within {timeout:?}; other frames: {:?}",
+                self.backlog
+            )
+        })
+    }
+
+    /// Frames with this op until `count` arrived.
+    pub async fn collect(&mut self, op: &str, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut found = Vec::new();
+        let mut others = Vec::new();
+        while found.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(frame) = self.next(left).await else {
+                break;
+            };
+            if frame["op"] == op {
+                found.push(frame);
+            } else {
+                others.push(frame);
+            }
+        }
+        self.backlog.extend(others);
+        assert_eq!(
+            found.len(),
+            count,
+            "only {} {op} frames within {timeout:?}",
+            found.len()
+        );
+        found
+    }
+
+    /// Sync from `after` in pages until has_more is false.
+    pub async fn sync_all(&mut self, after: u64, page: usize) -> Vec<Value> {
+        let mut cursor = after;
+        let mut items = Vec::new();
+        loop {
+            self.send(json!({"op": "sync", "after": cursor, "limit": page}))
+                .await;
+            let result = self.expect("sync_result", Duration::from_secs(10)).await;
+            items.extend(result["items"].as_array().unwrap().iter().cloned());
+            cursor = result["next"].as_u64().unwrap();
+            if result["has_more"] != json!(true) {
+                return items;
+            }
+        }
+    }
 }

@@ -7,6 +7,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod failover;
+mod gateway;
 mod idempotency;
 mod replay;
 mod timeline_changes;

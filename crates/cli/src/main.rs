@@ -4,6 +4,7 @@
 mod dlq;
 mod send;
 mod tail;
+mod token;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect dead letters.
     Dlq(dlq::DlqArgs),
+    /// Mint a JWT the gateway accepts.
+    Token(token::TokenArgs),
 }
 
 #[tokio::main]
@@ -36,6 +39,7 @@ async fn main() {
         Command::Send(args) => send::run(args).await,
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
+        Command::Token(args) => token::run(args),
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

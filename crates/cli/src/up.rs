@@ -11,7 +11,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 /// The function binaries `up` starts, in start order.
-pub const FUNCTIONS: [&str; 4] = ["ingest", "dedupe", "fanout", "unread"];
+pub const FUNCTIONS: [&str; 5] = ["ingest", "dedupe", "fanout", "unread", "push"];
 
 const NATS_CONF: &str = include_str!("../../../nats.conf");
 
@@ -26,7 +26,7 @@ pub struct UpArgs {
     /// Use this running NATS server instead of starting one.
     #[arg(long, env = "IM_NATS_URL")]
     pub nats_url: Option<String>,
-    /// Gateway address (the gateway arrives with the access-gateway work).
+    /// Gateway address (WebSocket /v1/ws and the HTTP API).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: String,
     /// Secret for the gateway's JWTs.
@@ -142,7 +142,6 @@ async fn stop_all(children: &mut [Supervised]) {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let _ = (&args.http, &args.jwt_secret);
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let logs = data_dir.join("logs");
@@ -222,6 +221,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             child,
         });
     }
+    let gateway_port: u16 = args
+        .http
+        .rsplit(':')
+        .next()
+        .and_then(|port| port.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("--http {:?} is not host:port", args.http))?;
+    let gateway = match sibling_binary("im-gateway") {
+        Ok(binary) => Command::new(&binary)
+            .env("IM_NATS_URL", &nats_url)
+            .env("IM_DATA_DIR", &data_dir)
+            .env("IM_HTTP", &args.http)
+            .env("IM_JWT_SECRET", &args.jwt_secret)
+            .env("IM_INSTANCE", "gateway-1")
+            .stdout(Stdio::null())
+            .stderr(log_file(&logs, "gateway")?)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display())),
+        Err(error) => Err(error),
+    };
+    match gateway {
+        Ok(child) => children.push(Supervised {
+            name: "gateway".into(),
+            child,
+        }),
+        Err(error) => {
+            stop_all(&mut children).await;
+            return Err(error);
+        }
+    }
+    if !wait_for_port(gateway_port, Duration::from_secs(30)).await {
+        stop_all(&mut children).await;
+        anyhow::bail!(
+            "the gateway did not listen on {}; see {}",
+            args.http,
+            logs.join("gateway.log").display()
+        );
+    }
     // Each function is up when its metrics endpoint answers.
     for (index, function) in FUNCTIONS.iter().enumerate() {
         if !wait_for_port(args.metrics_port + index as u16, Duration::from_secs(30)).await {
@@ -233,7 +270,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     println!(
-        "ready: nats {nats_url}, functions {}, data {}, logs {}",
+        "ready: gateway ws://{}/v1/ws, nats {nats_url}, functions {}, data {}, logs {}",
+        args.http,
         FUNCTIONS.join(" "),
         data_dir.display(),
         logs.display()

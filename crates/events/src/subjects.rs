@@ -48,6 +48,42 @@ pub fn delivery_subject(partition: u32, kind: &str) -> String {
     format!("im.delivery.{partition}.{kind}")
 }
 
+/// Core NATS (not stored): what unread committed for users of partition
+/// `p`, for the push function. A lost notice costs only latency: devices sync.
+pub fn push_subject(partition: u32) -> String {
+    format!("im.push.{partition}")
+}
+
+/// Core NATS: frames for every device of `user`, on whichever gateway holds
+/// them. User ids may hold '.', which would split the subject, so the id is
+/// hex-encoded into one token.
+pub fn user_subject(user: &str) -> String {
+    format!("im.user.{}", hex(user))
+}
+
+pub fn hex(text: &str) -> String {
+    text.bytes().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex(text: &str) -> Option<String> {
+    let bytes: Option<Vec<u8>> = (0..text.len())
+        .step_by(2)
+        .map(|i| {
+            text.get(i..i + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect();
+    String::from_utf8(bytes?).ok()
+}
+
+/// Presence and delivery-cursor KV key of a device.
+pub fn device_key(user: &str, device: &str) -> String {
+    format!("{}.{}", hex(user), hex(device))
+}
+
+pub const PRESENCE_BUCKET: &str = "IM_PRESENCE";
+pub const DELIVERED_BUCKET: &str = "IM_DELIVERED";
+
 pub fn dlq_subject(function: &str) -> String {
     format!("im.dlq.{function}")
 }
@@ -55,6 +91,14 @@ pub fn dlq_subject(function: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        assert_eq!(unhex(&hex("alice@x.com")).as_deref(), Some("alice@x.com"));
+        assert_eq!(device_key("a.b", "p"), "612e62.70");
+        assert_eq!(user_subject("a.b"), "im.user.612e62");
+        assert_eq!(unhex("zz"), None);
+    }
 
     #[test]
     fn subjects_round_trip() {

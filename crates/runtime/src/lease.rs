@@ -53,23 +53,40 @@ impl Claim {
 }
 
 pub async fn lease_bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv::Store> {
-    if let Ok(store) = js.get_key_value(LEASE_BUCKET).await {
+    kv_bucket(
+        js,
+        LEASE_BUCKET,
+        "partition leases of the pipeline's functions",
+        Some(ttl),
+    )
+    .await
+}
+
+/// Open a KV bucket, creating it (one value per key; entries expire after
+/// `ttl` unless rewritten) if no process has yet.
+pub async fn kv_bucket(
+    js: &jetstream::Context,
+    name: &str,
+    description: &str,
+    ttl: Option<Duration>,
+) -> anyhow::Result<kv::Store> {
+    if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
     let config = kv::Config {
-        bucket: LEASE_BUCKET.to_string(),
-        description: "partition leases of the pipeline's functions".to_string(),
+        bucket: name.to_string(),
+        description: description.to_string(),
         history: 1,
-        max_age: ttl,
+        max_age: ttl.unwrap_or_default(),
         num_replicas: crate::topology::stream_replicas(),
         ..Default::default()
     };
     match js.create_key_value(config).await {
         Ok(store) => Ok(store),
         Err(error) => js
-            .get_key_value(LEASE_BUCKET)
+            .get_key_value(name)
             .await
-            .map_err(|_| anyhow::anyhow!("create lease bucket: {error}")),
+            .map_err(|_| anyhow::anyhow!("create KV bucket {name}: {error}")),
     }
 }
 

@@ -230,6 +230,28 @@ pub fn decide_batch(
 
 pub struct Unread {
     pub store: Arc<dyn UserStore>,
+    /// Where committed sync items are announced for the push function.
+    pub client: Option<async_nats::Client>,
+}
+
+/// Notices for the push function: every sync item the batch appended, in
+/// order, in messages of at most `NOTICES_PER_MESSAGE`.
+pub const NOTICES_PER_MESSAGE: usize = 100;
+
+pub fn push_notices(effects: &[UserEffect]) -> Vec<Vec<Value>> {
+    let notices: Vec<Value> = effects
+        .iter()
+        .filter_map(|effect| match effect {
+            UserEffect::AppendSync(record) => {
+                Some(json!({"user_id": record.user_id, "sync_seq": record.sync_seq, "item": record.item}))
+            }
+            _ => None,
+        })
+        .collect();
+    notices
+        .chunks(NOTICES_PER_MESSAGE)
+        .map(<[Value]>::to_vec)
+        .collect()
 }
 
 impl BatchHandler for Unread {
@@ -240,14 +262,23 @@ impl BatchHandler for Unread {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
         let fence = claim.fence();
-        let outcomes = im_runtime::blocking(move || {
+        let (outcomes, notices) = im_runtime::blocking(move || {
             let (effects, outcomes) = decide_batch(store.as_ref(), &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }
-            Ok::<_, StoreError>(outcomes)
+            Ok::<_, StoreError>((outcomes, push_notices(&effects)))
         })
         .await?;
+        // Committed: now devices may be told.
+        if let Some(client) = &self.client {
+            let subject = im_events::subjects::push_subject(claim.partition);
+            for chunk in notices {
+                let _ = client
+                    .publish(subject.clone(), Value::Array(chunk).to_string().into())
+                    .await;
+            }
+        }
         Ok(outcomes)
     }
 }
@@ -259,7 +290,10 @@ pub async fn run(
     lease_ttl: std::time::Duration,
     shutdown: im_runtime::Shutdown,
 ) -> anyhow::Result<()> {
-    let handler = Arc::new(Unread { store });
+    let handler = Arc::new(Unread {
+        store,
+        client: Some(client.clone()),
+    });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }
 

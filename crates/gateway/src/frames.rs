@@ -1,0 +1,207 @@
+//! WebSocket frames of the contract: parsing client frames (pure) and
+//! building server frames.
+
+use im_events::MessageKind;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Send {
+        conversation_id: String,
+        client_msg_id: String,
+        kind: MessageKind,
+        body: Value,
+        #[serde(default)]
+        mentions: Vec<String>,
+    },
+    Sync {
+        #[serde(default)]
+        after: u64,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    History {
+        conversation_id: String,
+        #[serde(default)]
+        before_seq: Option<u64>,
+        #[serde(default)]
+        limit: Option<usize>,
+    },
+    Read {
+        conversation_id: String,
+        seq: u64,
+    },
+    Conversations {},
+    Ping {},
+    Edit {
+        conversation_id: String,
+        seq: u64,
+        body: Value,
+    },
+    Recall {
+        conversation_id: String,
+        seq: u64,
+    },
+    Typing {
+        conversation_id: String,
+    },
+    Delivered {
+        sync_seq: u64,
+    },
+}
+
+pub const OPS: [&str; 10] = [
+    "send",
+    "sync",
+    "history",
+    "read",
+    "conversations",
+    "ping",
+    "edit",
+    "recall",
+    "typing",
+    "delivered",
+];
+
+/// A refused frame: becomes an `error` frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub code: &'static str,
+    pub message: String,
+    pub client_msg_id: Option<String>,
+}
+
+impl FrameError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        FrameError {
+            code,
+            message: message.into(),
+            client_msg_id: None,
+        }
+    }
+
+    pub fn to_frame(&self) -> Value {
+        let mut frame = json!({"op": "error", "code": self.code, "message": self.message});
+        if let Some(id) = &self.client_msg_id {
+            frame["client_msg_id"] = json!(id);
+        }
+        frame
+    }
+}
+
+pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|error| FrameError::new("bad_json", format!("frame is not JSON: {error}")))?;
+    let client_msg_id = value
+        .get("client_msg_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let op = match value.get("op") {
+        Some(Value::String(op)) => op.clone(),
+        Some(_) => return Err(FrameError::new("bad_frame", "op must be a string")),
+        None => return Err(FrameError::new("bad_frame", "frame has no op")),
+    };
+    if !OPS.contains(&op.as_str()) {
+        return Err(FrameError {
+            code: "unknown_op",
+            message: format!("unknown op {op:?}; expected one of {}", OPS.join(", ")),
+            client_msg_id,
+        });
+    }
+    let frame: ClientFrame = serde_json::from_value(value).map_err(|error| FrameError {
+        code: "bad_frame",
+        message: format!("{op}: {error}"),
+        client_msg_id: client_msg_id.clone(),
+    })?;
+    check_ids(&frame).map_err(|message| FrameError {
+        code: "bad_frame",
+        message,
+        client_msg_id,
+    })?;
+    Ok(frame)
+}
+
+fn check_ids(frame: &ClientFrame) -> Result<(), String> {
+    let conversation = match frame {
+        ClientFrame::Send {
+            conversation_id,
+            client_msg_id,
+            ..
+        } => {
+            if !im_events::ids::is_valid_id(client_msg_id) {
+                return Err("client_msg_id must be 1-128 bytes of [A-Za-z0-9._:@-]".into());
+            }
+            Some(conversation_id)
+        }
+        ClientFrame::History {
+            conversation_id, ..
+        }
+        | ClientFrame::Read {
+            conversation_id, ..
+        }
+        | ClientFrame::Edit {
+            conversation_id, ..
+        }
+        | ClientFrame::Recall {
+            conversation_id, ..
+        }
+        | ClientFrame::Typing { conversation_id } => Some(conversation_id),
+        _ => None,
+    };
+    match conversation {
+        Some(id) if !im_events::ids::is_valid_id(id) => {
+            Err(format!("conversation_id {id:?} is not a valid id"))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_op_parses() {
+        let frames = [
+            r#"{"op":"send","conversation_id":"dm:a:b","client_msg_id":"c1","kind":"text","body":{"text":"hi"}}"#,
+            r#"{"op":"sync","after":5,"limit":10}"#,
+            r#"{"op":"history","conversation_id":"g:1","before_seq":9,"limit":20}"#,
+            r#"{"op":"read","conversation_id":"g:1","seq":3}"#,
+            r#"{"op":"conversations"}"#,
+            r#"{"op":"ping"}"#,
+            r#"{"op":"edit","conversation_id":"g:1","seq":1,"body":{"text":"x"}}"#,
+            r#"{"op":"recall","conversation_id":"g:1","seq":1}"#,
+            r#"{"op":"typing","conversation_id":"g:1"}"#,
+            r#"{"op":"delivered","sync_seq":7}"#,
+        ];
+        for text in frames {
+            parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        }
+    }
+
+    #[test]
+    fn bad_frames_get_codes() {
+        assert_eq!(parse("nope").unwrap_err().code, "bad_json");
+        assert_eq!(parse("{}").unwrap_err().code, "bad_frame");
+        let unknown = parse(r#"{"op":"fly","client_msg_id":"c9"}"#).unwrap_err();
+        assert_eq!(unknown.code, "unknown_op");
+        assert_eq!(unknown.client_msg_id.as_deref(), Some("c9"));
+        let missing =
+            parse(r#"{"op":"send","client_msg_id":"c2","kind":"text","body":{}}"#).unwrap_err();
+        assert_eq!(missing.code, "bad_frame");
+        assert!(
+            missing.message.contains("conversation_id"),
+            "{}",
+            missing.message
+        );
+        assert_eq!(missing.to_frame()["client_msg_id"], "c2");
+        assert_eq!(
+            parse(r#"{"op":"read","conversation_id":"bad id","seq":1}"#)
+                .unwrap_err()
+                .code,
+            "bad_frame"
+        );
+    }
+}

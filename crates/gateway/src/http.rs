@@ -1,0 +1,275 @@
+//! The HTTP API (documented in `schemas/openapi.yaml`) and the router.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use im_events::inbound::{parse_inbound, Limits};
+use im_events::{Command, InboundMessage};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{self, Claims};
+use crate::Gateway;
+
+pub fn app(gateway: Arc<Gateway>) -> Router {
+    let body_limit = gateway.config.max_frame_bytes;
+    Router::new()
+        .route("/v1/ws", get(crate::session::upgrade))
+        .route("/v1/events", post(post_event))
+        .route("/v1/conversations/{id}/messages", get(messages))
+        .route("/v1/users/{id}/conversations", get(user_conversations))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(gateway)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"code": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The caller's claims, or the 401 to answer with.
+#[allow(clippy::result_large_err)]
+fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<Claims, Response> {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(token) = auth::token_from(authorization, None) else {
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            auth::AuthError::Missing.to_string(),
+        ));
+    };
+    auth::verify(&gateway.config.jwt_secret, &token)
+        .map_err(|e| error(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect()
+}
+
+/// `POST /v1/events`: a CloudEvent in structured or binary HTTP mode, the
+/// same as publishing it to `im.ingest.*`. A user token may only act as its
+/// user; conversation management needs a service token.
+async fn post_event(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let claims = match authorize(&gateway, &headers) {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let pairs = header_pairs(&headers);
+    let binary = pairs
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("ce-specversion"));
+    let inbound = match parse_inbound(
+        &InboundMessage {
+            subject: "",
+            headers: &pairs,
+            payload: &body,
+        },
+        &Limits::default(),
+    ) {
+        Ok(inbound) => inbound,
+        Err(refusal) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                refusal.code.as_str(),
+                refusal.reason,
+            )
+        }
+    };
+    if !claims.svc {
+        let acts_as_self = inbound.command.actor() == Some(claims.sub.as_str());
+        let management = matches!(
+            inbound.command,
+            Command::Create(_) | Command::AddMembers(_) | Command::RemoveMembers(_)
+        );
+        if management || !acts_as_self {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "{} may only send its own events; this one needs a service token",
+                    claims.sub
+                ),
+            );
+        }
+    }
+    let event_type = inbound.command.type_name();
+    let mut nats_headers = async_nats::HeaderMap::new();
+    nats_headers.insert(
+        "Nats-Msg-Id",
+        format!("{}{}", inbound.source, inbound.id).as_str(),
+    );
+    if binary {
+        for (name, value) in pairs
+            .iter()
+            .filter(|(name, _)| name.starts_with("ce-") || name == "content-type")
+        {
+            nats_headers.insert(name.as_str(), value.as_str());
+        }
+    }
+    let published = gateway
+        .js
+        .publish_with_headers(
+            im_events::subjects::ingest_subject(event_type),
+            nats_headers,
+            body,
+        )
+        .await;
+    let ack = match published {
+        Ok(future) => future.await,
+        Err(e) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{e}; retry"),
+            )
+        }
+    };
+    match ack {
+        Ok(ack) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"id": inbound.id, "source": inbound.source, "type": event_type, "stream_seq": ack.sequence, "duplicate": ack.duplicate})),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry")),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    before_seq: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn messages(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Response {
+    let claims = match authorize(&gateway, &headers) {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let store = gateway.conversations.clone();
+    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let (conversation, user, service) = (id.clone(), claims.sub.clone(), claims.svc);
+    let result = tokio::task::spawn_blocking(move || {
+        if !service
+            && store
+                .memberships(&conversation, std::slice::from_ref(&user))?
+                .is_empty()
+        {
+            return Ok(None);
+        }
+        store
+            .history(&conversation, query.before_seq, limit)
+            .map(Some)
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(messages))) => {
+            Json(json!({"conversation_id": id, "messages": messages})).into_response()
+        }
+        Ok(Ok(None)) => error(
+            StatusCode::FORBIDDEN,
+            "not_member",
+            format!("{} is not a member of {id}", claims.sub),
+        ),
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn user_conversations(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let claims = match authorize(&gateway, &headers) {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    if !claims.svc && claims.sub != id {
+        return error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may only read its own conversations", claims.sub),
+        );
+    }
+    let (users, conversations) = (gateway.users.clone(), gateway.conversations.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        im_store::unread_summary(users.as_ref(), conversations.as_ref(), &id)
+    })
+    .await;
+    match result {
+        Ok(Ok(summary)) => {
+            let items: Vec<Value> = summary
+                .items
+                .iter()
+                .map(|row| json!({"conversation_id": row.conversation_id, "last_seq": row.last_seq, "read_seq": row.read_seq, "unread": row.unread()}))
+                .collect();
+            Json(json!({"items": items, "total_unread": summary.total_unread})).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {
+    let state = gateway.client.connection_state();
+    let ok = matches!(state, async_nats::connection::State::Connected);
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({"status": if ok { "ok" } else { "degraded" }, "nats": format!("{state:?}"), "gateway": gateway.config.gateway_id})))
+        .into_response()
+}
+
+async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    match &gateway.metrics {
+        Some(render) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            render(),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled in this process",
+        ),
+    }
+}

@@ -1,0 +1,484 @@
+//! The access gateway: WebSocket sessions for devices and the HTTP API.
+//!
+//! The gateway holds connections and nothing durable. A `send` becomes an
+//! `im.message.send` CloudEvent published to JetStream with a reply subject;
+//! dedupe answers on it once the message is committed, and only then does the
+//! device get its `ack`. Pushed frames arrive on the core subject
+//! `im.user.<user>`, which this gateway subscribes to while it holds one of
+//! the user's connections: whichever gateway holds a device receives its
+//! pushes, and a dead gateway leaves nothing behind to drain (devices that
+//! miss a push sync from their cursor). Presence lives in the KV bucket
+//! `IM_PRESENCE`, refreshed while connected and expiring with a dead gateway.
+
+pub mod auth;
+pub mod frames;
+pub mod http;
+pub mod limits;
+pub mod session;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use im_runtime::lease::kv_bucket;
+use im_store::{ConversationStore, UserStore};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub jwt_secret: String,
+    pub gateway_id: String,
+    pub max_frame_bytes: usize,
+    pub messages_per_second: f64,
+    pub burst: f64,
+    pub max_connections_per_user: usize,
+    pub idle_timeout: Duration,
+    pub ack_timeout: Duration,
+    pub presence_ttl: Duration,
+    pub data_dir: PathBuf,
+}
+
+impl Config {
+    pub fn for_tests(jwt_secret: &str, data_dir: PathBuf) -> Self {
+        Config {
+            jwt_secret: jwt_secret.to_string(),
+            gateway_id: format!("gw-{}", std::process::id()),
+            max_frame_bytes: 1024 * 1024,
+            messages_per_second: 50.0,
+            burst: 100.0,
+            max_connections_per_user: 10,
+            idle_timeout: Duration::from_secs(60),
+            ack_timeout: Duration::from_secs(15),
+            presence_ttl: Duration::from_secs(30),
+            data_dir,
+        }
+    }
+}
+
+pub use im_events::subjects::{
+    device_key as kv_key, user_subject, DELIVERED_BUCKET, PRESENCE_BUCKET,
+};
+
+/// One device connection, as the rest of the gateway sees it.
+pub struct Connection {
+    pub id: u64,
+    pub device: String,
+    pub source: String,
+    pub outbox: mpsc::Sender<Value>,
+}
+
+struct UserEntry {
+    connections: Vec<Connection>,
+    bucket: limits::TokenBucket,
+    subscription: tokio::task::JoinHandle<()>,
+}
+
+pub struct Gateway {
+    pub config: Config,
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub conversations: Arc<dyn ConversationStore>,
+    pub users: Arc<dyn UserStore>,
+    pub presence: kv::Store,
+    pub delivered: kv::Store,
+    sessions: Mutex<HashMap<String, UserEntry>>,
+    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    next_id: std::sync::atomic::AtomicU64,
+    pub metrics: Option<metrics_exporter::Handle>,
+}
+
+/// The Prometheus render handle, if this process installed the recorder.
+pub mod metrics_exporter {
+    pub type Handle = Box<dyn Fn() -> String + Send + Sync>;
+}
+
+impl Gateway {
+    pub async fn new(
+        config: Config,
+        client: async_nats::Client,
+        conversations: Arc<dyn ConversationStore>,
+        users: Arc<dyn UserStore>,
+        metrics: Option<metrics_exporter::Handle>,
+    ) -> anyhow::Result<Arc<Gateway>> {
+        let js = jetstream::new(client.clone());
+        im_runtime::topology::ensure_streams(&js).await?;
+        let presence = kv_bucket(
+            &js,
+            PRESENCE_BUCKET,
+            "online devices: user.device -> gateway",
+            Some(config.presence_ttl),
+        )
+        .await?;
+        let delivered = kv_bucket(
+            &js,
+            DELIVERED_BUCKET,
+            "per-device delivery cursor (sync_seq)",
+            None,
+        )
+        .await?;
+        let gateway = Arc::new(Gateway {
+            config,
+            client,
+            js,
+            conversations,
+            users,
+            presence,
+            delivered,
+            sessions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: std::sync::atomic::AtomicU64::new(1),
+            metrics,
+        });
+        gateway.clone().start_reply_listener().await?;
+        tokio::spawn(gateway.clone().refresh_presence());
+        Ok(gateway)
+    }
+
+    fn reply_prefix(&self) -> String {
+        format!("im.gw.{}.reply", self.config.gateway_id)
+    }
+
+    /// Replies from the pipeline, routed to the waiting request by token.
+    async fn start_reply_listener(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut subscription = self
+            .client
+            .subscribe(format!("{}.*", self.reply_prefix()))
+            .await?;
+        let gateway = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            while let Some(message) = subscription.next().await {
+                let Some(gateway) = gateway.upgrade() else {
+                    break;
+                };
+                let token = message
+                    .subject
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                let value: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+                let waiter = gateway
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&token);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(value);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Publish an inbound event and wait for the pipeline's verdict:
+    /// `{"ok": true, …}` once applied, `{"ok": false, "code", "reason"}` if
+    /// refused.
+    pub async fn submit(
+        &self,
+        event_type: &str,
+        source: &str,
+        id: &str,
+        data: Value,
+    ) -> Result<Value, (String, String)> {
+        self.begin(event_type, source, id, data)
+            .await?
+            .finish(self)
+            .await
+    }
+
+    /// Publish an inbound event (durable in IM_INGEST when this returns);
+    /// the verdict is awaited with [`Pending::finish`]. Splitting the two lets
+    /// a connection publish its sends in order while their verdicts overlap.
+    pub async fn begin(
+        &self,
+        event_type: &str,
+        source: &str,
+        id: &str,
+        data: Value,
+    ) -> Result<Pending, (String, String)> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let (sender, receiver) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), sender);
+        let published = self
+            .publish_event(event_type, source, id, data, &token)
+            .await;
+        let duplicate = match published {
+            Ok(duplicate) => duplicate,
+            Err(error) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&token);
+                return Err(error);
+            }
+        };
+        Ok(Pending {
+            token,
+            receiver,
+            duplicate: duplicate && event_type == "im.message.send",
+            source: source.to_string(),
+            id: id.to_string(),
+        })
+    }
+
+    async fn publish_event(
+        &self,
+        event_type: &str,
+        source: &str,
+        id: &str,
+        data: Value,
+        token: &str,
+    ) -> Result<bool, (String, String)> {
+        let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
+                           "datacontenttype": "application/json", "data": data});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
+        headers.insert(
+            im_runtime::publish::REPLY_HEADER,
+            format!("{}.{token}", self.reply_prefix()).as_str(),
+        );
+        let payload =
+            serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
+        let ack = self
+            .js
+            .publish_with_headers(
+                im_events::subjects::ingest_subject(event_type),
+                headers,
+                payload.into(),
+            )
+            .await
+            .map_err(|e| unavailable(e.to_string()))?
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        Ok(ack.duplicate)
+    }
+
+    async fn await_committed(&self, source: &str, id: &str) -> Result<Value, (String, String)> {
+        let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
+        loop {
+            let store = self.conversations.clone();
+            let (source_owned, id_owned) = (source.to_string(), id.to_string());
+            let found = tokio::task::spawn_blocking(move || {
+                let record = store.idempotency(&source_owned, &id_owned).ok().flatten()?;
+                store
+                    .message(&record.conversation_id, record.seq?)
+                    .ok()
+                    .flatten()
+            })
+            .await
+            .ok()
+            .flatten();
+            if let Some(message) = found {
+                return Ok(json!({"ok": true, "message": message}));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err((
+                    "unavailable".into(),
+                    "the original send is not committed yet; retry with the same id".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Register a device connection; `Err` if the user has too many.
+    pub fn connect(
+        self: &Arc<Self>,
+        user: &str,
+        device: &str,
+        outbox: mpsc::Sender<Value>,
+    ) -> Result<u64, String> {
+        let id = self
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = sessions.get(user) {
+            if entry.connections.len() >= self.config.max_connections_per_user {
+                return Err(format!(
+                    "{user} already has {} connections",
+                    entry.connections.len()
+                ));
+            }
+        }
+        let entry = sessions
+            .entry(user.to_string())
+            .or_insert_with(|| UserEntry {
+                connections: Vec::new(),
+                bucket: limits::TokenBucket::new(
+                    self.config.messages_per_second,
+                    self.config.burst,
+                    chrono::Utc::now().timestamp_millis(),
+                ),
+                subscription: tokio::spawn(self.clone().forward_pushes(user.to_string())),
+            });
+        entry.connections.push(Connection {
+            id,
+            device: device.to_string(),
+            source: device_source(user, device),
+            outbox,
+        });
+        metrics::gauge!("im_gateway_connections").increment(1.0);
+        drop(sessions);
+        let presence = self.presence.clone();
+        let key = kv_key(user, device);
+        let value =
+            json!({"user": user, "device": device, "gateway": self.config.gateway_id}).to_string();
+        tokio::spawn(async move {
+            let _ = presence.put(key, value.into()).await;
+        });
+        Ok(id)
+    }
+
+    pub fn disconnect(&self, user: &str, device: &str, id: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut device_still_connected = false;
+        if let Some(entry) = sessions.get_mut(user) {
+            entry.connections.retain(|c| c.id != id);
+            device_still_connected = entry.connections.iter().any(|c| c.device == device);
+            if entry.connections.is_empty() {
+                entry.subscription.abort();
+                sessions.remove(user);
+            }
+        }
+        metrics::gauge!("im_gateway_connections").decrement(1.0);
+        drop(sessions);
+        if !device_still_connected {
+            let presence = self.presence.clone();
+            let key = kv_key(user, device);
+            tokio::spawn(async move {
+                let _ = presence.delete(key).await;
+            });
+        }
+    }
+
+    /// Take a token from the user's send budget.
+    pub fn allow_send(&self, user: &str) -> bool {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions
+            .get_mut(user)
+            .map(|entry| entry.bucket.try_take(chrono::Utc::now().timestamp_millis()))
+            .unwrap_or(false)
+    }
+
+    /// Forward frames pushed to the user to every device connection of
+    /// theirs here, except a message back to the device that sent it.
+    async fn forward_pushes(self: Arc<Self>, user: String) {
+        let Ok(mut subscription) = self.client.subscribe(user_subject(&user)).await else {
+            tracing::warn!(%user, "cannot subscribe to pushes");
+            return;
+        };
+        while let Some(message) = subscription.next().await {
+            let Ok(frame) = serde_json::from_slice::<Value>(&message.payload) else {
+                continue;
+            };
+            let origin = if frame["op"] == "message" {
+                frame["source"].as_str().map(str::to_string)
+            } else {
+                None
+            };
+            let outboxes: Vec<mpsc::Sender<Value>> = {
+                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                let Some(entry) = sessions.get(&user) else {
+                    continue;
+                };
+                entry
+                    .connections
+                    .iter()
+                    .filter(|c| origin.as_deref() != Some(c.source.as_str()))
+                    .map(|c| c.outbox.clone())
+                    .collect()
+            };
+            for outbox in outboxes {
+                // A full outbox means a slow device: it will sync instead.
+                let _ = outbox.try_send(frame.clone());
+            }
+        }
+    }
+
+    /// Keep presence entries alive while their devices are connected.
+    async fn refresh_presence(self: Arc<Self>) {
+        let every = self.config.presence_ttl / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let devices: Vec<(String, String)> = {
+                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                sessions
+                    .iter()
+                    .flat_map(|(user, entry)| {
+                        entry
+                            .connections
+                            .iter()
+                            .map(move |c| (user.clone(), c.device.clone()))
+                    })
+                    .collect()
+            };
+            for (user, device) in devices {
+                let value =
+                    json!({"user": user, "device": device, "gateway": self.config.gateway_id})
+                        .to_string();
+                let _ = self
+                    .presence
+                    .put(kv_key(&user, &device), value.into())
+                    .await;
+            }
+        }
+    }
+}
+
+fn unavailable(error: String) -> (String, String) {
+    (
+        "unavailable".to_string(),
+        format!("{error}; retry with the same id"),
+    )
+}
+
+/// A published event whose verdict is still to come.
+pub struct Pending {
+    token: String,
+    receiver: oneshot::Receiver<Value>,
+    duplicate: bool,
+    source: String,
+    id: String,
+}
+
+impl Pending {
+    pub async fn finish(self, gateway: &Gateway) -> Result<Value, (String, String)> {
+        let result = if self.duplicate {
+            // JetStream dropped a quick resend: the original carries the
+            // answer. Find it in the store once dedupe has applied it.
+            gateway.await_committed(&self.source, &self.id).await
+        } else {
+            match tokio::time::timeout(gateway.config.ack_timeout, self.receiver).await {
+                Ok(Ok(reply)) if reply["ok"] == json!(true) => Ok(reply),
+                Ok(Ok(reply)) => Err((
+                    reply["code"].as_str().unwrap_or("rejected").to_string(),
+                    reply["reason"].as_str().unwrap_or_default().to_string(),
+                )),
+                _ => Err(unavailable(format!(
+                    "no answer from the pipeline within {:?}",
+                    gateway.config.ack_timeout
+                ))),
+            }
+        };
+        gateway
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+        result
+    }
+}
+
+/// The CloudEvents source of a device's events: (source, client_msg_id) is
+/// the identity that makes a resend the same message.
+pub fn device_source(user: &str, device: &str) -> String {
+    format!("urn:im:device:{user}:{device}")
+}

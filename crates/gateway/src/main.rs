@@ -1,0 +1,89 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use im_runtime::{CommonArgs, Shutdown};
+use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+
+/// im-gateway: WebSocket sessions and the HTTP API.
+#[derive(Parser, Debug)]
+#[command(name = "im-gateway", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Address to listen on.
+    #[arg(long, env = "IM_HTTP", default_value = "127.0.0.1:8080")]
+    http: String,
+    /// HS256 secret of the JWTs.
+    #[arg(long, env = "IM_JWT_SECRET")]
+    jwt_secret: String,
+    /// Largest WebSocket frame or HTTP body, bytes.
+    #[arg(long, env = "IM_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
+    max_frame_bytes: usize,
+    /// Messages a user may send per second (token bucket rate).
+    #[arg(long, env = "IM_RATE_PER_SECOND", default_value_t = 50.0)]
+    rate_per_second: f64,
+    /// Burst of the token bucket.
+    #[arg(long, env = "IM_RATE_BURST", default_value_t = 100.0)]
+    rate_burst: f64,
+    /// Connections one user may hold on this gateway.
+    #[arg(long, env = "IM_MAX_CONNECTIONS_PER_USER", default_value_t = 10)]
+    max_connections_per_user: usize,
+    /// Close connections silent for this long (seconds); clients ping.
+    #[arg(long, env = "IM_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// How long a send waits for the pipeline's verdict (seconds).
+    #[arg(long, env = "IM_ACK_TIMEOUT_SECS", default_value_t = 15)]
+    ack_timeout_secs: u64,
+    /// Presence entries expire this long after the last refresh (seconds).
+    #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]
+    presence_ttl_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    im_runtime::telemetry::init_tracing(args.common.log_json);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
+    let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
+    let data_dir = args.common.data_dir.clone();
+    let conversations = SqliteConversationStore::open_reader(&data_dir.join("dedupe.db"))
+        .map_err(|e| anyhow::anyhow!("open dedupe.db: {e}"))?;
+    let users = SqliteUserStore::open_reader(&data_dir.join("unread.db"))
+        .map_err(|e| anyhow::anyhow!("open unread.db: {e}"))?;
+    let config = im_gateway::Config {
+        jwt_secret: args.jwt_secret,
+        gateway_id: args.common.instance_name("gateway"),
+        max_frame_bytes: args.max_frame_bytes,
+        messages_per_second: args.rate_per_second,
+        burst: args.rate_burst,
+        max_connections_per_user: args.max_connections_per_user,
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        ack_timeout: Duration::from_secs(args.ack_timeout_secs),
+        presence_ttl: Duration::from_secs(args.presence_ttl_secs.max(1)),
+        data_dir,
+    };
+    let gateway = im_gateway::Gateway::new(
+        config,
+        client,
+        Arc::new(conversations),
+        Arc::new(users),
+        Some(render),
+    )
+    .await?;
+    let listener = tokio::net::TcpListener::bind(&args.http)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "listen on {}: {e}; is the port taken? use --http",
+                args.http
+            )
+        })?;
+    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
+    let shutdown = Shutdown::on_signals();
+    axum::serve(listener, im_gateway::http::app(gateway))
+        .with_graceful_shutdown(async move { shutdown.wait().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,456 @@
+//! One device's WebSocket session: authenticate, then read frames and answer
+//! them; pushed frames reach the device through its outbox.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures::{SinkExt, StreamExt};
+use im_store::unread_summary;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::auth::{self, Claims};
+use crate::frames::{self, ClientFrame, FrameError};
+use crate::{device_source, Gateway};
+
+/// Close codes: 1008 policy violation, 1009 message too big.
+const CLOSE_POLICY: u16 = 1008;
+const CLOSE_TOO_BIG: u16 = 1009;
+
+pub async fn upgrade(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let authorization = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let claims = match auth::token_from(authorization, query.as_deref()) {
+        None => Err(auth::AuthError::Missing),
+        Some(token) => auth::verify(&gateway.config.jwt_secret, &token),
+    };
+    let claims = match claims {
+        Ok(claims) if !claims.svc && !claims.dev.is_empty() && im_events::ids::is_valid_id(&claims.dev) => claims,
+        Ok(_) => {
+            return (StatusCode::FORBIDDEN, Json(json!({"code": "forbidden", "message": "a device session needs a user token with a valid dev claim"})))
+                .into_response()
+        }
+        Err(error) => return (StatusCode::UNAUTHORIZED, Json(json!({"code": error.code(), "message": error.to_string()}))).into_response(),
+    };
+    let limit = gateway.config.max_frame_bytes;
+    ws.max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| run(gateway, claims, socket))
+}
+
+/// What a frame handler needs to know about its connection.
+struct Context {
+    user: String,
+    device: String,
+    source: String,
+    outbox: mpsc::Sender<Value>,
+}
+
+impl Context {
+    async fn send(&self, frame: Value) {
+        let _ = self.outbox.send(frame).await;
+    }
+}
+
+async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outgoing) = mpsc::channel::<Value>(1024);
+    let (close_tx, mut close_rx) = mpsc::channel::<(u16, String)>(1);
+    let connection = match gateway.connect(&claims.sub, &claims.dev, outbox.clone()) {
+        Ok(id) => id,
+        Err(reason) => {
+            let frame = FrameError::new("too_many_connections", reason).to_frame();
+            let _ = sink.send(Message::Text(frame.to_string().into())).await;
+            let _ = sink
+                .send(Message::Close(Some(CloseFrame {
+                    code: CLOSE_POLICY,
+                    reason: "too many connections".into(),
+                })))
+                .await;
+            return;
+        }
+    };
+    let writer = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = outgoing.recv() => {
+                    let Some(frame) = frame else { break };
+                    if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                        break;
+                    }
+                }
+                close = close_rx.recv() => {
+                    let (code, reason) = close.unwrap_or((1000, String::new()));
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+            }
+        }
+    });
+    let context = Arc::new(Context {
+        user: claims.sub.clone(),
+        device: claims.dev.clone(),
+        source: device_source(&claims.sub, &claims.dev),
+        outbox,
+    });
+    loop {
+        let next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()).await;
+        let message = match next {
+            Err(_) => {
+                let _ = close_tx
+                    .send((1000, "idle timeout: send ping frames".into()))
+                    .await;
+                break;
+            }
+            Ok(None) => break,
+            Ok(Some(Err(error))) => {
+                let text = error.to_string();
+                if text.to_ascii_lowercase().contains("too long")
+                    || text.to_ascii_lowercase().contains("capacity")
+                    || text.contains("size")
+                {
+                    context
+                        .send(
+                            FrameError::new(
+                                "frame_too_large",
+                                format!("frame exceeds {} bytes", gateway.config.max_frame_bytes),
+                            )
+                            .to_frame(),
+                        )
+                        .await;
+                    let _ = close_tx
+                        .send((CLOSE_TOO_BIG, "frame too large".into()))
+                        .await;
+                }
+                break;
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        match message {
+            Message::Text(text) => handle_text(&gateway, &context, text.as_str()).await,
+            Message::Binary(_) => {
+                context
+                    .send(
+                        FrameError::new(
+                            "bad_frame",
+                            "binary frames are not supported; send JSON text",
+                        )
+                        .to_frame(),
+                    )
+                    .await
+            }
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+    gateway.disconnect(&claims.sub, &claims.dev, connection);
+    drop(close_tx);
+    drop(context);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}
+
+async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str) {
+    match frames::parse(text) {
+        Ok(frame) => {
+            if let Err(error) = handle(gateway, context, frame).await {
+                context.send(error.to_frame()).await;
+            }
+        }
+        Err(error) => context.send(error.to_frame()).await,
+    }
+}
+
+fn store_error(error: impl std::fmt::Display) -> FrameError {
+    FrameError::new("unavailable", format!("store: {error}; try again"))
+}
+
+fn pipeline_error((code, reason): (String, String), client_msg_id: Option<&str>) -> Value {
+    let mut frame = json!({"op": "error", "code": code, "message": reason});
+    if let Some(id) = client_msg_id {
+        frame["client_msg_id"] = json!(id);
+    }
+    frame
+}
+
+async fn require_member(
+    gateway: &Arc<Gateway>,
+    conversation_id: &str,
+    user: &str,
+) -> Result<(), FrameError> {
+    let store = gateway.conversations.clone();
+    let (conversation, who) = (conversation_id.to_string(), user.to_string());
+    let members = tokio::task::spawn_blocking(move || {
+        store.memberships(&conversation, std::slice::from_ref(&who))
+    })
+    .await
+    .map_err(store_error)?
+    .map_err(store_error)?;
+    if members.is_empty() {
+        Err(FrameError::new(
+            "not_member",
+            format!("{user} is not a member of {conversation_id}"),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+async fn handle(
+    gateway: &Arc<Gateway>,
+    context: &Arc<Context>,
+    frame: ClientFrame,
+) -> Result<(), FrameError> {
+    match frame {
+        ClientFrame::Ping {} => context.send(json!({"op": "pong"})).await,
+        ClientFrame::Send {
+            conversation_id,
+            client_msg_id,
+            kind,
+            body,
+            mentions,
+        } => {
+            if !gateway.allow_send(&context.user) {
+                return Err(FrameError {
+                    code: "rate_limited",
+                    message: format!(
+                        "more than {} messages per second; slow down and resend",
+                        gateway.config.messages_per_second
+                    ),
+                    client_msg_id: Some(client_msg_id),
+                });
+            }
+            let data = json!({"conversation_id": conversation_id, "sender_id": context.user, "kind": kind, "body": body, "mentions": mentions});
+            // Published in frame order; the verdicts are awaited concurrently.
+            let pending = match gateway
+                .begin("im.message.send", &context.source, &client_msg_id, data)
+                .await
+            {
+                Ok(pending) => pending,
+                Err(error) => {
+                    context
+                        .send(pipeline_error(error, Some(&client_msg_id)))
+                        .await;
+                    return Ok(());
+                }
+            };
+            let (gateway, context) = (gateway.clone(), context.clone());
+            tokio::spawn(async move {
+                let frame = match pending.finish(&gateway).await {
+                    Ok(reply) => {
+                        let message = &reply["message"];
+                        json!({"op": "ack", "client_msg_id": client_msg_id, "message_id": message["message_id"],
+                               "conversation_id": message["conversation_id"], "seq": message["seq"]})
+                    }
+                    Err(error) => pipeline_error(error, Some(&client_msg_id)),
+                };
+                context.send(frame).await;
+            });
+        }
+        ClientFrame::Sync { after, limit } => {
+            let limit = limit.unwrap_or(100).clamp(1, 1000);
+            let store = gateway.users.clone();
+            let user = context.user.clone();
+            let mut records =
+                tokio::task::spawn_blocking(move || store.sync_items(&user, after, limit + 1))
+                    .await
+                    .map_err(store_error)?
+                    .map_err(store_error)?;
+            let has_more = records.len() > limit;
+            records.truncate(limit);
+            let next = records.last().map(|r| r.sync_seq).unwrap_or(after);
+            let items: Vec<Value> = records
+                .into_iter()
+                .map(|record| {
+                    let mut item = record.item;
+                    item["sync_seq"] = json!(record.sync_seq);
+                    item
+                })
+                .collect();
+            context.send(json!({"op": "sync_result", "items": items, "next": next, "has_more": has_more})).await;
+        }
+        ClientFrame::History {
+            conversation_id,
+            before_seq,
+            limit,
+        } => {
+            require_member(gateway, &conversation_id, &context.user).await?;
+            let store = gateway.conversations.clone();
+            let limit = limit.unwrap_or(50).clamp(1, 500);
+            let conversation = conversation_id.clone();
+            let messages = tokio::task::spawn_blocking(move || {
+                store.history(&conversation, before_seq, limit)
+            })
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)?;
+            context.send(json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages})).await;
+        }
+        ClientFrame::Conversations {} => {
+            let (users, conversations, user) = (
+                gateway.users.clone(),
+                gateway.conversations.clone(),
+                context.user.clone(),
+            );
+            let summary = tokio::task::spawn_blocking(move || {
+                unread_summary(users.as_ref(), conversations.as_ref(), &user)
+            })
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)?;
+            let items: Vec<Value> = summary
+                .items
+                .iter()
+                .map(|row| {
+                    json!({"conversation_id": row.conversation_id, "last_seq": row.last_seq, "read_seq": row.read_seq,
+                           "unread": row.unread(), "muted_until": row.muted_until_ms.map(im_events::rfc3339_ms),
+                           "last_message": row.last_message})
+                })
+                .collect();
+            context.send(json!({"op": "conversations_result", "items": items, "total_unread": summary.total_unread})).await;
+        }
+        ClientFrame::Read {
+            conversation_id,
+            seq,
+        } => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let data =
+                json!({"conversation_id": conversation_id, "user_id": context.user, "seq": seq});
+            let pending = gateway
+                .begin("im.message.read", &context.source, &id, data)
+                .await;
+            let (gateway, context) = (gateway.clone(), context.clone());
+            tokio::spawn(async move {
+                let verdict = match pending {
+                    Ok(pending) => pending.finish(&gateway).await,
+                    Err(error) => Err(error),
+                };
+                let frame = match verdict {
+                    Ok(_) => {
+                        unread_after_read(&gateway, &context.user, &conversation_id, seq).await
+                    }
+                    Err(error) => pipeline_error(error, None),
+                };
+                context.send(frame).await;
+            });
+        }
+        ClientFrame::Edit {
+            conversation_id,
+            seq,
+            body,
+        } => {
+            let data = json!({"conversation_id": conversation_id, "seq": seq, "editor_id": context.user, "body": body});
+            submit_in_background(gateway, context, "im.message.edit", data).await;
+        }
+        ClientFrame::Recall {
+            conversation_id,
+            seq,
+        } => {
+            let data =
+                json!({"conversation_id": conversation_id, "seq": seq, "actor_id": context.user});
+            submit_in_background(gateway, context, "im.message.recall", data).await;
+        }
+        ClientFrame::Typing { conversation_id } => {
+            require_member(gateway, &conversation_id, &context.user).await?;
+            let store = gateway.conversations.clone();
+            let conversation = conversation_id.clone();
+            let members = tokio::task::spawn_blocking(move || store.current_members(&conversation))
+                .await
+                .map_err(store_error)?
+                .map_err(store_error)?;
+            // Ephemeral: core NATS only, never stored.
+            let frame = json!({"op": "typing", "conversation_id": conversation_id, "user_id": context.user}).to_string();
+            for member in members.iter().filter(|m| **m != context.user) {
+                let _ = gateway
+                    .client
+                    .publish(crate::user_subject(member), frame.clone().into())
+                    .await;
+            }
+        }
+        ClientFrame::Delivered { sync_seq } => {
+            let key = crate::kv_key(&context.user, &context.device);
+            let current = match gateway.delivered.get(&key).await {
+                Ok(Some(value)) => String::from_utf8_lossy(&value).parse::<u64>().unwrap_or(0),
+                _ => 0,
+            };
+            if sync_seq > current {
+                gateway
+                    .delivered
+                    .put(&key, sync_seq.to_string().into())
+                    .await
+                    .map_err(|error| {
+                        FrameError::new(
+                            "unavailable",
+                            format!("delivered cursor not saved: {error}; send it again"),
+                        )
+                    })?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn submit_in_background(
+    gateway: &Arc<Gateway>,
+    context: &Arc<Context>,
+    event_type: &'static str,
+    data: Value,
+) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let pending = gateway.begin(event_type, &context.source, &id, data).await;
+    let (gateway, context) = (gateway.clone(), context.clone());
+    tokio::spawn(async move {
+        let verdict = match pending {
+            Ok(pending) => pending.finish(&gateway).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = verdict {
+            context.send(pipeline_error(error, None)).await;
+        }
+    });
+}
+
+/// The unread frame after a read mark was accepted: the stored count, with
+/// the new mark applied (the unread function may not have applied it yet).
+pub async fn unread_after_read(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    conversation_id: &str,
+    seq: u64,
+) -> Value {
+    let (users, conversations, who) = (
+        gateway.users.clone(),
+        gateway.conversations.clone(),
+        user.to_string(),
+    );
+    let summary = tokio::task::spawn_blocking(move || {
+        unread_summary(users.as_ref(), conversations.as_ref(), &who)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok);
+    let Some(summary) = summary else {
+        return json!({"op": "error", "code": "unavailable", "message": "unread counts not readable; send conversations"});
+    };
+    let mut total = summary.total_unread;
+    let mut unread = 0;
+    if let Some(row) = summary
+        .items
+        .iter()
+        .find(|row| row.conversation_id == conversation_id)
+    {
+        let before = row.unread();
+        unread = row.last_seq.saturating_sub(row.read_seq.max(seq));
+        total = total - before + unread;
+    }
+    json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": total})
+}

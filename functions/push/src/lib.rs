@@ -1,0 +1,292 @@
+//! `push`: online devices get what unread committed, within milliseconds.
+//!
+//! unread announces every sync item it committed on the core subject
+//! `im.push.<user partition>`; push owns user partitions (the same leases as
+//! every partitioned function), keeps a live view of presence from the KV
+//! bucket `IM_PRESENCE`, turns items into WebSocket frames and publishes them
+//! on `im.user.<user>`, which the gateway holding the user's devices
+//! subscribes to. Nothing here is durable and nothing needs to be: a device
+//! that misses a push sees a gap in `sync_seq`, or reconnects, and syncs.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use im_events::subjects::{push_subject, unhex, user_subject, PRESENCE_BUCKET};
+use im_runtime::lease::{kv_bucket, lease_bucket, manage_leases, release, Claim};
+use im_runtime::Shutdown;
+use im_store::{unread_summary, ConversationStore, UserStore};
+use serde_json::{json, Value};
+
+pub const FUNCTION: &str = "push";
+
+/// The frame a device gets for a sync item (pure).
+pub fn frame_for(sync_seq: u64, item: &Value) -> Option<Value> {
+    let op = match item["type"].as_str()? {
+        "message" => "message",
+        "edit" => "edited",
+        "recall" => "recalled",
+        "read" => "read",
+        _ => return None,
+    };
+    let mut frame = item.clone();
+    let object = frame.as_object_mut()?;
+    object.remove("type");
+    object.remove("recipients");
+    object.insert("op".into(), json!(op));
+    object.insert("sync_seq".into(), json!(sync_seq));
+    Some(frame)
+}
+
+/// Who is online, from the presence bucket: user → device → last refresh.
+#[derive(Debug, Default)]
+pub struct Presence {
+    devices: HashMap<String, HashMap<String, i64>>,
+}
+
+impl Presence {
+    pub fn seen(&mut self, user: &str, device: &str, at_ms: i64) {
+        self.devices
+            .entry(user.to_string())
+            .or_default()
+            .insert(device.to_string(), at_ms);
+    }
+
+    pub fn gone(&mut self, user: &str, device: &str) {
+        if let Some(devices) = self.devices.get_mut(user) {
+            devices.remove(device);
+            if devices.is_empty() {
+                self.devices.remove(user);
+            }
+        }
+    }
+
+    /// Online if any device refreshed within `ttl_ms` (expired entries
+    /// vanish from the bucket without a delete, so age is checked here).
+    pub fn is_online(&self, user: &str, now_ms: i64, ttl_ms: i64) -> bool {
+        self.devices
+            .get(user)
+            .is_some_and(|devices| devices.values().any(|at| now_ms - at <= ttl_ms))
+    }
+}
+
+pub struct Push {
+    pub client: async_nats::Client,
+    pub conversations: Arc<dyn ConversationStore>,
+    pub users: Arc<dyn UserStore>,
+    pub presence: Arc<Mutex<Presence>>,
+    pub presence_ttl: Duration,
+}
+
+impl Push {
+    /// Push one batch of notices from unread.
+    pub async fn deliver(&self, notices: &[Value]) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut counts_needed: Vec<(String, String)> = Vec::new();
+        for notice in notices {
+            let Some(user) = notice["user_id"].as_str() else {
+                continue;
+            };
+            let online = self
+                .presence
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_online(user, now, self.presence_ttl.as_millis() as i64);
+            if !online {
+                continue;
+            }
+            let Some(frame) = frame_for(notice["sync_seq"].as_u64().unwrap_or(0), &notice["item"])
+            else {
+                continue;
+            };
+            let _ = self
+                .client
+                .publish(user_subject(user), frame.to_string().into())
+                .await;
+            metrics::counter!("im_pushed_total").increment(1);
+            if matches!(frame["op"].as_str(), Some("message" | "read")) {
+                let key = (
+                    user.to_string(),
+                    frame["conversation_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                );
+                if !counts_needed.contains(&key) {
+                    counts_needed.push(key);
+                }
+            }
+        }
+        // Unread counts changed: push them too, once per (user, conversation).
+        for (user, conversation_id) in counts_needed {
+            let (users, conversations, who) =
+                (self.users.clone(), self.conversations.clone(), user.clone());
+            let summary = tokio::task::spawn_blocking(move || {
+                unread_summary(users.as_ref(), conversations.as_ref(), &who)
+            })
+            .await;
+            let Ok(Ok(summary)) = summary else { continue };
+            let unread = summary
+                .items
+                .iter()
+                .find(|row| row.conversation_id == conversation_id)
+                .map(|row| row.unread())
+                .unwrap_or(0);
+            let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread});
+            let _ = self
+                .client
+                .publish(user_subject(&user), frame.to_string().into())
+                .await;
+        }
+    }
+
+    async fn run_partition(self: Arc<Self>, claim: Claim, shutdown: Shutdown) {
+        let Ok(mut subscription) = self.client.subscribe(push_subject(claim.partition)).await
+        else {
+            tracing::warn!(
+                partition = claim.partition,
+                "cannot subscribe; giving the partition up"
+            );
+            claim.revoke();
+            return;
+        };
+        while claim.is_valid() && !shutdown.is_triggered() {
+            let next = tokio::select! {
+                next = subscription.next() => next,
+                _ = shutdown.wait() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+            };
+            let Some(message) = next else { break };
+            let notices: Vec<Value> = serde_json::from_slice(&message.payload).unwrap_or_default();
+            self.deliver(&notices).await;
+        }
+    }
+}
+
+/// Follow the presence bucket into `presence`.
+pub async fn watch_presence(
+    bucket: kv::Store,
+    presence: Arc<Mutex<Presence>>,
+) -> anyhow::Result<()> {
+    let mut watch = bucket.watch_all_from_revision(1).await?;
+    while let Some(entry) = watch.next().await {
+        let Ok(entry) = entry else { continue };
+        let mut parts = entry.key.splitn(2, '.');
+        let (Some(user), Some(device)) =
+            (parts.next().and_then(unhex), parts.next().and_then(unhex))
+        else {
+            continue;
+        };
+        let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
+        match entry.operation {
+            kv::Operation::Put => presence.seen(&user, &device, entry.created.timestamp_millis()),
+            kv::Operation::Delete | kv::Operation::Purge => presence.gone(&user, &device),
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(
+    client: async_nats::Client,
+    conversations: Arc<dyn ConversationStore>,
+    users: Arc<dyn UserStore>,
+    presence_ttl: Duration,
+    instance: String,
+    lease_ttl: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let js = jetstream::new(client.clone());
+    im_runtime::topology::ensure_streams(&js).await?;
+    let bucket = kv_bucket(
+        &js,
+        PRESENCE_BUCKET,
+        "online devices: user.device -> gateway",
+        Some(presence_ttl),
+    )
+    .await?;
+    let presence = Arc::new(Mutex::new(Presence::default()));
+    tokio::spawn(watch_presence(bucket, presence.clone()));
+    let push = Arc::new(Push {
+        client,
+        conversations,
+        users,
+        presence,
+        presence_ttl,
+    });
+    let leases = lease_bucket(&js, lease_ttl).await?;
+    let partitions = im_runtime::topology::topology().partitions.user;
+    let mut workers = tokio::task::JoinSet::new();
+    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
+    let manager = tokio::spawn(manage_leases(
+        leases.clone(),
+        FUNCTION.to_string(),
+        instance,
+        (0..partitions).collect(),
+        lease_ttl,
+        shutdown.clone(),
+        move |claim| {
+            let _ = claims_tx.send(claim);
+        },
+    ));
+    loop {
+        tokio::select! {
+            claim = claims_rx.recv() => {
+                let Some(claim) = claim else { break };
+                workers.spawn(push.clone().run_partition(claim, shutdown.clone()));
+            }
+            Some(_) = workers.join_next(), if !workers.is_empty() => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    release(&leases, manager.await.unwrap_or_default()).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_become_frames_with_their_sync_seq() {
+        let item =
+            json!({"type": "message", "conversation_id": "c", "seq": 3, "body": {"text": "hi"}});
+        let frame = frame_for(7, &item).unwrap();
+        assert_eq!(frame["op"], "message");
+        assert_eq!(frame["sync_seq"], 7);
+        assert_eq!(frame["seq"], 3);
+        assert!(frame.get("type").is_none());
+        assert_eq!(
+            frame_for(8, &json!({"type": "edit", "recipients": ["a"]})).unwrap()["op"],
+            "edited"
+        );
+        assert!(frame_for(8, &json!({"type": "edit", "recipients": ["a"]}))
+            .unwrap()
+            .get("recipients")
+            .is_none());
+        assert_eq!(
+            frame_for(9, &json!({"type": "recall"})).unwrap()["op"],
+            "recalled"
+        );
+        assert_eq!(frame_for(9, &json!({"type": "mystery"})), None);
+    }
+
+    #[test]
+    fn presence_expires_without_a_delete() {
+        let mut presence = Presence::default();
+        presence.seen("bob", "phone", 1_000);
+        assert!(presence.is_online("bob", 20_000, 30_000));
+        assert!(
+            !presence.is_online("bob", 40_000, 30_000),
+            "a dead gateway's entry ages out"
+        );
+        presence.seen("bob", "laptop", 39_000);
+        assert!(presence.is_online("bob", 40_000, 30_000));
+        presence.gone("bob", "laptop");
+        presence.gone("bob", "phone");
+        assert!(!presence.is_online("bob", 40_000, 30_000));
+        assert!(!presence.is_online("carol", 0, 30_000));
+    }
+}

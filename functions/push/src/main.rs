@@ -1,0 +1,39 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use im_runtime::{CommonArgs, Shutdown};
+use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+
+/// push: hands committed sync items to online devices through their gateway.
+#[derive(Parser, Debug)]
+#[command(name = "im-push", version)]
+struct Args {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Presence entries count as online this long after their last refresh (seconds).
+    #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]
+    presence_ttl_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let dir = args.common.data_dir.clone();
+    let conversations = SqliteConversationStore::open_reader(&dir.join("dedupe.db"))
+        .map_err(|e| anyhow::anyhow!("open dedupe.db: {e}"))?;
+    let users = SqliteUserStore::open_reader(&dir.join("unread.db"))
+        .map_err(|e| anyhow::anyhow!("open unread.db: {e}"))?;
+    let client = args.common.start("im-push").await?;
+    tracing::info!("push running");
+    im_push::run(
+        client,
+        Arc::new(conversations),
+        Arc::new(users),
+        Duration::from_secs(args.presence_ttl_secs.max(1)),
+        args.common.instance_name("push"),
+        args.common.lease_ttl(),
+        Shutdown::on_signals(),
+    )
+    .await
+}

@@ -1,0 +1,413 @@
+//! People chat through the gateway: real WebSocket clients against the
+//! gateway, push and the pipeline as processes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use im_pipeline_tests::{token, Device, Pipeline};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn send(conversation: &str, client_msg_id: &str, text: &str) -> Value {
+    json!({"op": "send", "conversation_id": conversation, "client_msg_id": client_msg_id, "kind": "text", "body": {"text": text}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_with_two_devices_and_bob_chat() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut phone = Device::connect(port, "alice", "phone").await;
+    let mut laptop = Device::connect(port, "alice", "laptop").await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    // Presence is written as devices connect; give push a moment to see it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for n in 0..20 {
+        phone
+            .send(send(
+                "dm:alice:bob",
+                &format!("c{n}"),
+                &format!("hello {n}"),
+            ))
+            .await;
+    }
+    let acks = phone.collect("ack", 20, WAIT).await;
+    let mut seqs: Vec<u64> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
+    seqs.sort();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    for ack in &acks {
+        let n: u64 = ack["client_msg_id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(
+            ack["seq"].as_u64().unwrap(),
+            n + 1,
+            "sends commit in the order they were sent"
+        );
+    }
+
+    // Bob and Alice's other device get every message once, with contiguous sync_seq.
+    for device in [&mut bob, &mut laptop] {
+        let messages = device.collect("message", 20, WAIT).await;
+        let seqs: Vec<u64> = messages
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect();
+        assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+        let sync: Vec<u64> = messages
+            .iter()
+            .map(|m| m["sync_seq"].as_u64().unwrap())
+            .collect();
+        assert!(
+            sync.windows(2).all(|w| w[1] == w[0] + 1),
+            "contiguous sync_seq: {sync:?}"
+        );
+        assert_eq!(messages[3]["body"]["text"], "hello 3");
+        assert_eq!(messages[3]["sender_id"], "alice");
+    }
+    // The sending device gets acks, not its own messages back.
+    assert!(phone.backlog.iter().all(|f| f["op"] != "message"));
+
+    // A resend of the same client_msg_id gets the same ack.
+    phone.send(send("dm:alice:bob", "c5", "hello 5")).await;
+    let again = phone.expect("ack", WAIT).await;
+    let first = acks.iter().find(|a| a["client_msg_id"] == "c5").unwrap();
+    assert_eq!(again["seq"], first["seq"]);
+    assert_eq!(again["message_id"], first["message_id"]);
+    // And Bob sees no duplicate.
+    assert!(bob
+        .next(Duration::from_millis(500))
+        .await
+        .is_none_or(|f| f["op"] != "message"));
+
+    // Bob reads: unread goes to zero; the list agrees.
+    // Pushed unread frames came with the messages; the last says 20.
+    loop {
+        let pushed = bob.expect("unread", WAIT).await;
+        if pushed["unread"] == 20 {
+            assert_eq!(pushed["total"], 20);
+            break;
+        }
+    }
+    bob.backlog.clear();
+    while bob.next(Duration::from_millis(300)).await.is_some() {}
+    bob.send(json!({"op": "read", "conversation_id": "dm:alice:bob", "seq": 20}))
+        .await;
+    let unread = bob.expect("unread", WAIT).await;
+    assert_eq!(
+        (unread["unread"].as_u64(), unread["total"].as_u64()),
+        (Some(0), Some(0))
+    );
+    bob.send(json!({"op": "conversations"})).await;
+    let list = bob.expect("conversations_result", WAIT).await;
+    assert_eq!(list["items"][0]["conversation_id"], "dm:alice:bob");
+    assert_eq!(list["items"][0]["last_seq"], 20);
+    // History pages backwards, ascending within a page.
+    bob.send(
+        json!({"op": "history", "conversation_id": "dm:alice:bob", "before_seq": 11, "limit": 5}),
+    )
+    .await;
+    let page = bob.expect("history_result", WAIT).await;
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![6, 7, 8, 9, 10]);
+    bob.send(json!({"op": "ping"})).await;
+    bob.expect("pong", WAIT).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_offline_for_1000_messages_syncs_them_exactly_once() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway(
+            "gateway",
+            &[
+                ("IM_RATE_PER_SECOND", "100000"),
+                ("IM_RATE_BURST", "100000"),
+            ],
+        )
+        .await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    for n in 0..1000 {
+        alice
+            .send(send(
+                "dm:alice:bob",
+                &format!("m{n}"),
+                &format!("message {n}"),
+            ))
+            .await;
+    }
+    alice.collect("ack", 1000, Duration::from_secs(120)).await;
+    // Bob was offline; he connects and syncs from his cursor (0) in pages.
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    // An ack means committed; bob's log may trail it by a moment, so a
+    // client syncs from its cursor until it has caught up (here: 1000).
+    let mut items = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while items.len() < 1000 && std::time::Instant::now() < deadline {
+        let cursor = items
+            .last()
+            .map(|i: &Value| i["sync_seq"].as_u64().unwrap())
+            .unwrap_or(0);
+        items.extend(bob.sync_all(cursor, 100).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(items.len(), 1000);
+    let sync: Vec<u64> = items
+        .iter()
+        .map(|i| i["sync_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sync, (1..=1000).collect::<Vec<_>>());
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|i| i["body"]["text"].as_str().unwrap())
+        .collect();
+    let expected: Vec<String> = (0..1000).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts, expected, "in order, no duplicates");
+    assert!(items.iter().all(|i| i["type"] == "message"));
+    // From the middle, too.
+    let tail = bob.sync_all(990, 100).await;
+    assert_eq!(tail.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_comes_from_the_token_and_nothing_leaks() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    pipeline
+        .create_group("g:secret", &["ann".to_string(), "ben".to_string()])
+        .await;
+    pipeline
+        .send_text("g:secret", "ann", "s1", "the plan")
+        .await;
+    pipeline.settle(WAIT).await;
+
+    // Expired and badly signed tokens are refused at the door.
+    let expired = token("mallory", "x", -10);
+    assert!(Device::try_connect(port, &expired).await.is_err());
+    let forged = im_gateway::auth::mint_device(
+        "not-the-secret",
+        "ann",
+        "x",
+        chrono::Utc::now().timestamp(),
+        600,
+    );
+    assert!(Device::try_connect(port, &forged).await.is_err());
+    assert!(Device::try_connect(port, "garbage").await.is_err());
+
+    let mut mallory = Device::connect(port, "mallory", "laptop").await;
+    // A frame cannot name another sender.
+    mallory
+        .send(json!({"op": "send", "conversation_id": "g:secret", "client_msg_id": "x1", "kind": "text", "body": {}, "sender_id": "ann"}))
+        .await;
+    let error = mallory.expect("error", WAIT).await;
+    assert_eq!(error["code"], "bad_frame");
+    // Posting, reading history or typing where mallory is no member: refused.
+    mallory.send(send("g:secret", "x2", "let me in")).await;
+    let error = mallory.expect("error", WAIT).await;
+    assert_eq!(
+        (error["code"].as_str(), error["client_msg_id"].as_str()),
+        (Some("not_member"), Some("x2"))
+    );
+    mallory
+        .send(json!({"op": "history", "conversation_id": "g:secret"}))
+        .await;
+    assert_eq!(mallory.expect("error", WAIT).await["code"], "not_member");
+    mallory
+        .send(json!({"op": "typing", "conversation_id": "g:secret"}))
+        .await;
+    assert_eq!(mallory.expect("error", WAIT).await["code"], "not_member");
+    // Sync only ever returns mallory's own log: empty.
+    mallory.send(json!({"op": "sync", "after": 0})).await;
+    assert_eq!(
+        mallory.expect("sync_result", WAIT).await["items"],
+        json!([])
+    );
+    // A direct conversation of others: refused.
+    mallory.send(send("dm:ann:ben", "x3", "hi")).await;
+    assert_eq!(mallory.expect("error", WAIT).await["code"], "not_member");
+
+    // HTTP: 401 without a token, 403 for a non-member or someone else's list.
+    let http = |path: &str, bearer: Option<String>| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            let mut stream = tokio::net::TcpStream::connect(
+                url.trim_start_matches("http://").split('/').next().unwrap(),
+            )
+            .await
+            .unwrap();
+            let path = url.splitn(4, '/').nth(3).map(|p| format!("/{p}")).unwrap();
+            let auth = bearer
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            let request =
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+            tokio::io::AsyncWriteExt::write_all(&mut stream, request.as_bytes())
+                .await
+                .unwrap();
+            let mut response = String::new();
+            tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut response)
+                .await
+                .unwrap();
+            response
+        }
+    };
+    assert!(http("/v1/conversations/g:secret/messages", None)
+        .await
+        .starts_with("HTTP/1.1 401"));
+    assert!(http(
+        "/v1/conversations/g:secret/messages",
+        Some(token("mallory", "x", 60))
+    )
+    .await
+    .starts_with("HTTP/1.1 403"));
+    assert!(http(
+        "/v1/users/ann/conversations",
+        Some(token("mallory", "x", 60))
+    )
+    .await
+    .starts_with("HTTP/1.1 403"));
+    let allowed = http(
+        "/v1/conversations/g:secret/messages",
+        Some(token("ann", "x", 60)),
+    )
+    .await;
+    assert!(
+        allowed.starts_with("HTTP/1.1 200") && allowed.contains("the plan"),
+        "{allowed}"
+    );
+    assert!(http("/healthz", None).await.contains("\"ok\""));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway(
+            "gateway",
+            &[
+                ("IM_MAX_FRAME_BYTES", "4096"),
+                ("IM_RATE_PER_SECOND", "5"),
+                ("IM_RATE_BURST", "5"),
+            ],
+        )
+        .await;
+    let mut bad = Device::connect(port, "bad", "d").await;
+    let mut good = Device::connect(port, "good", "d").await;
+    bad.send_text("not json".into()).await;
+    assert_eq!(bad.expect("error", WAIT).await["code"], "bad_json");
+    bad.send(json!({"op": "teleport"})).await;
+    assert_eq!(bad.expect("error", WAIT).await["code"], "unknown_op");
+    bad.send(json!({"op": "send", "client_msg_id": "m1"})).await;
+    let missing = bad.expect("error", WAIT).await;
+    assert_eq!(
+        (missing["code"].as_str(), missing["client_msg_id"].as_str()),
+        (Some("bad_frame"), Some("m1"))
+    );
+    // Flood: the burst passes, the rest is refused with rate_limited.
+    for n in 0..15 {
+        bad.send(send("dm:bad:good", &format!("f{n}"), "flood"))
+            .await;
+    }
+    let mut limited = 0;
+    let mut acked = 0;
+    while limited + acked < 15 {
+        let frame = bad.next(WAIT).await.expect("a frame per send");
+        match frame["op"].as_str() {
+            Some("ack") => acked += 1,
+            Some("error") if frame["code"] == "rate_limited" => limited += 1,
+            _ => {}
+        }
+    }
+    assert!(
+        limited >= 9 && acked >= 5,
+        "acked {acked}, limited {limited}"
+    );
+    // Oversize: an error frame or close 1009, and the others are unaffected.
+    bad.send_text(json!({"op": "ping", "pad": "x".repeat(8000)}).to_string())
+        .await;
+    let refusal = loop {
+        let frame = bad
+            .next(WAIT)
+            .await
+            .expect("an answer to the oversize frame");
+        if frame["op"] == "error" || frame["op"] == "closed" {
+            break frame;
+        }
+    };
+    assert!(
+        refusal["code"] == "frame_too_large" || refusal["code"] == json!(1009),
+        "{refusal:?}"
+    );
+    good.send(json!({"op": "ping"})).await;
+    good.expect("pong", WAIT).await;
+    for process in pipeline.processes.values_mut() {
+        assert!(process.is_running(), "{} died", process.name);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_gateway_loses_nothing() {
+    // A short presence TTL for every process (push creates the bucket too).
+    let mut pipeline =
+        Pipeline::start_with(vec![("IM_PRESENCE_TTL_SECS".into(), "2".into())]).await;
+    let presence_ttl = [
+        ("IM_RATE_PER_SECOND", "100000"),
+        ("IM_RATE_BURST", "100000"),
+    ];
+    let first = pipeline.start_gateway("gateway-1", &presence_ttl).await;
+    let second = pipeline.start_gateway("gateway-2", &presence_ttl).await;
+    let mut alice = Device::connect(first, "alice", "phone").await;
+    let mut bob = Device::connect(second, "bob", "phone").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for n in 0..500 {
+        alice
+            .send(send(
+                "dm:alice:bob",
+                &format!("k{n}"),
+                &format!("message {n}"),
+            ))
+            .await;
+        if n == 100 {
+            pipeline.process("gateway-2").kill9();
+        }
+    }
+    alice.collect("ack", 500, Duration::from_secs(120)).await;
+    // Bob saw a prefix live; his cursor is the last sync_seq he saw.
+    let mut seen: Vec<Value> = Vec::new();
+    while let Some(frame) = bob.next(Duration::from_millis(200)).await {
+        if frame["op"] == "message" {
+            seen.push(frame);
+        }
+    }
+    let cursor = seen
+        .last()
+        .map(|f| f["sync_seq"].as_u64().unwrap())
+        .unwrap_or(0);
+    // Presence of the dead gateway's device expires by itself.
+    let presence = pipeline.js.get_key_value("IM_PRESENCE").await.unwrap();
+    let key = im_events::subjects::device_key("bob", "phone");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while presence.get(&key).await.unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob's presence on the dead gateway did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Bob reconnects to the other gateway and syncs from his cursor.
+    let mut bob = Device::connect(first, "bob", "phone").await;
+    let rest = bob.sync_all(cursor, 100).await;
+    let mut all: Vec<u64> = seen
+        .iter()
+        .chain(&rest)
+        .map(|f| f["seq"].as_u64().unwrap())
+        .collect();
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len(), all.len(), "nothing twice");
+    all.sort();
+    assert_eq!(all, (1..=500).collect::<Vec<_>>(), "all 500 exactly once");
+}
