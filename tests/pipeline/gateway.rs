@@ -411,3 +411,99 @@ async fn a_killed_gateway_loses_nothing() {
     all.sort();
     assert_eq!(all, (1..=500).collect::<Vec<_>>(), "all 500 exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_recalls_typing_and_delivered_cursors() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    pipeline
+        .create_group(
+            "g:crew",
+            &["ann".to_string(), "ben".to_string(), "cid".to_string()],
+        )
+        .await;
+    pipeline.settle(WAIT).await;
+    let mut ann = Device::connect(port, "ann", "phone").await;
+    let mut ben = Device::connect(port, "ben", "phone").await;
+    let mut cid = Device::connect(port, "cid", "phone").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    ben.send(send("g:crew", "b1", "first draft")).await;
+    let ack = ben.expect("ack", WAIT).await;
+    let seq = ack["seq"].as_u64().unwrap();
+    ann.expect("message", WAIT).await;
+    // Typing reaches the others, never the typist, and is not stored.
+    ben.send(json!({"op": "typing", "conversation_id": "g:crew"}))
+        .await;
+    let typing = cid.expect("typing", WAIT).await;
+    assert_eq!(
+        (
+            typing["user_id"].as_str(),
+            typing["conversation_id"].as_str()
+        ),
+        (Some("ben"), Some("g:crew"))
+    );
+    ann.expect("typing", WAIT).await;
+    // Ben edits: every online member sees it; the sync log has it; history shows the latest body.
+    ben.send(
+        json!({"op": "edit", "conversation_id": "g:crew", "seq": seq, "body": {"text": "final"}}),
+    )
+    .await;
+    let edited = ann.expect("edited", WAIT).await;
+    assert_eq!(edited["body"]["text"], "final");
+    cid.expect("edited", WAIT).await;
+    // Cid may not edit Ben's message, nor recall it.
+    cid.send(
+        json!({"op": "edit", "conversation_id": "g:crew", "seq": seq, "body": {"text": "mine"}}),
+    )
+    .await;
+    assert_eq!(cid.expect("error", WAIT).await["code"], "forbidden");
+    cid.send(json!({"op": "recall", "conversation_id": "g:crew", "seq": seq}))
+        .await;
+    assert_eq!(cid.expect("error", WAIT).await["code"], "forbidden");
+    // Ben recalls it.
+    ben.send(json!({"op": "recall", "conversation_id": "g:crew", "seq": seq}))
+        .await;
+    assert_eq!(ann.expect("recalled", WAIT).await["seq"], seq);
+    ann.send(json!({"op": "history", "conversation_id": "g:crew"}))
+        .await;
+    let history = ann.expect("history_result", WAIT).await;
+    let message = &history["messages"][0];
+    assert_eq!(message["recalled_by"], "ben");
+    assert!(message["edited_at"].is_string());
+    // Edits and recalls take no unread.
+    ann.send(json!({"op": "conversations"})).await;
+    let list = ann.expect("conversations_result", WAIT).await;
+    assert_eq!(list["total_unread"], 1);
+    // Typing was never stored: ann's log holds message, edit, recall only.
+    let types: Vec<String> = ann
+        .sync_all(0, 50)
+        .await
+        .iter()
+        .map(|i| i["type"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(types, vec!["message", "edit", "recall"]);
+
+    // The delivered cursor is kept per device and survives a gateway restart.
+    ann.send(json!({"op": "delivered", "sync_seq": 3})).await;
+    ann.send(json!({"op": "ping"})).await;
+    ann.expect("pong", WAIT).await;
+    pipeline.process("gateway").kill9();
+    pipeline.process("gateway").restart().unwrap();
+    assert!(im_test_support::wait_for_port(port, WAIT));
+    let cursors = pipeline.js.get_key_value("IM_DELIVERED").await.unwrap();
+    let stored = cursors
+        .get(im_events::subjects::device_key("ann", "phone"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stored), "3");
+    assert!(
+        cursors
+            .get(im_events::subjects::device_key("ann", "tablet"))
+            .await
+            .unwrap()
+            .is_none(),
+        "per device"
+    );
+}
