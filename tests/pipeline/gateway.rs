@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use im_pipeline_tests::{token, Device, Pipeline};
+use im_pipeline_tests::{http, service_token, token, Device, Pipeline};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -506,4 +506,93 @@ async fn edits_recalls_typing_and_delivered_cursors() {
             .is_none(),
         "per device"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_events_in_both_modes_authorized() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let service = service_token();
+    let create = json!({"specversion": "1.0", "id": "h1", "source": "urn:ops", "type": "im.conversation.create",
+        "data": {"conversation_id": "g:http", "kind": "group", "members": ["ann", "ben"]}}).to_string();
+    let ce_json = [("Content-Type", "application/cloudevents+json")];
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/events",
+        Some(&service),
+        &ce_json,
+        &create,
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    // A user may not manage conversations, nor act as someone else.
+    let ann = token("ann", "web", 600);
+    assert_eq!(
+        http(
+            port,
+            "POST",
+            "/v1/events",
+            Some(&ann),
+            &ce_json,
+            &create.replace("h1", "h2")
+        )
+        .await
+        .0,
+        403
+    );
+    let as_ben = json!({"specversion": "1.0", "id": "h3", "source": "urn:web", "type": "im.message.send",
+        "data": {"conversation_id": "g:http", "sender_id": "ben", "kind": "text", "body": {"text": "forged"}}}).to_string();
+    assert_eq!(
+        http(port, "POST", "/v1/events", Some(&ann), &ce_json, &as_ben)
+            .await
+            .0,
+        403
+    );
+    // Binary mode, as herself.
+    let binary = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "h4"),
+        ("ce-source", "urn:web"),
+        ("ce-type", "im.message.send"),
+        ("Content-Type", "application/json"),
+    ];
+    let data = json!({"conversation_id": "g:http", "sender_id": "ann", "kind": "text", "body": {"text": "over http"}}).to_string();
+    let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &binary, &data).await;
+    assert_eq!(status, 202, "{body}");
+    // Bad events get a 400 naming the problem.
+    let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &ce_json, "{nope").await;
+    assert_eq!(status, 400);
+    assert!(body.contains("not_json"), "{body}");
+    pipeline.settle(WAIT).await;
+    let (status, body) = http(
+        port,
+        "GET",
+        "/v1/conversations/g:http/messages?limit=10",
+        Some(&token("ben", "web", 60)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("over http") && !body.contains("forged"),
+        "{body}"
+    );
+    let (status, body) = http(
+        port,
+        "GET",
+        "/v1/users/ben/conversations",
+        Some(&service),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list["total_unread"], 1);
+    let _device = Device::connect(port, "ann", "phone").await;
+    let (status, metrics) = http(port, "GET", "/metrics", None, &[], "").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("im_gateway_connections 1"), "{metrics}");
 }

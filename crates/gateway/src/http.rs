@@ -16,6 +16,16 @@ use serde_json::{json, Value};
 use crate::auth::{self, Claims};
 use crate::Gateway;
 
+/// Every route, as documented in `schemas/openapi.json`.
+pub const ROUTES: [(&str, &str); 6] = [
+    ("get", "/v1/ws"),
+    ("post", "/v1/events"),
+    ("get", "/v1/conversations/{id}/messages"),
+    ("get", "/v1/users/{id}/conversations"),
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+];
+
 pub fn app(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.config.max_frame_bytes;
     Router::new()
@@ -271,5 +281,30 @@ async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
             "not_found",
             "metrics are not enabled in this process",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The OpenAPI document and the router name the same routes.
+    #[test]
+    fn openapi_documents_every_route() {
+        let text = include_str!("../../../schemas/openapi.json");
+        let document: Value = serde_json::from_str(text).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        for (method, path) in ROUTES {
+            assert!(
+                paths.get(path).and_then(|p| p.get(method)).is_some(),
+                "{method} {path} is not documented"
+            );
+        }
+        let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(
+            documented,
+            ROUTES.len(),
+            "the document names routes the router lacks"
+        );
     }
 }
