@@ -3,6 +3,7 @@
 
 mod backlog;
 mod bad_input;
+mod chat;
 mod cli;
 mod crash;
 mod delivery;

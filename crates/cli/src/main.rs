@@ -1,6 +1,7 @@
 //! `imctl`: run the pipeline locally, publish events, follow them, inspect
 //! dead letters.
 
+mod chat;
 mod dlq;
 mod send;
 mod tail;
@@ -26,6 +27,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect dead letters.
     Dlq(dlq::DlqArgs),
+    /// Chat in the terminal through the gateway.
+    Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
     Token(token::TokenArgs),
 }
@@ -40,6 +43,7 @@ async fn main() {
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Token(args) => token::run(args),
+        Command::Chat(args) => chat::run(args).await,
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

@@ -1,0 +1,240 @@
+//! `imctl chat`: an interactive terminal client over the gateway's WebSocket.
+//!
+//! Type a line to send it to the open conversation. Commands:
+//! `/list` conversations with unread counts, `/open ID` open one (shows its
+//! recent history and marks it read), `/history` older messages, `/read`
+//! mark the open conversation read, `/quit`. Incoming messages print live.
+
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::AsyncBufReadExt;
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Args, Debug)]
+pub struct ChatArgs {
+    /// Gateway address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway: String,
+    #[arg(long)]
+    pub user: String,
+    #[arg(long, default_value = "terminal")]
+    pub device: String,
+    /// A token; by default one is minted with --secret.
+    #[arg(long)]
+    pub token: Option<String>,
+    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
+    pub secret: String,
+    /// Open this conversation at start.
+    #[arg(long)]
+    pub open: Option<String>,
+}
+
+fn text_of(message: &Value) -> String {
+    if message["recalled_at"].is_string() {
+        return "(recalled)".into();
+    }
+    match message["body"]["text"].as_str() {
+        Some(text) => text.to_string(),
+        None => message["body"].to_string(),
+    }
+}
+
+/// How a frame reads in the terminal (pure).
+pub fn render(frame: &Value) -> Option<String> {
+    Some(match frame["op"].as_str()? {
+        "message" => format!(
+            "[{}] {}: {} (#{})",
+            frame["conversation_id"].as_str()?,
+            frame["sender_id"].as_str()?,
+            text_of(frame),
+            frame["seq"]
+        ),
+        "ack" => format!(
+            "sent #{} in {}",
+            frame["seq"],
+            frame["conversation_id"].as_str()?
+        ),
+        "edited" => format!(
+            "[{}] #{} edited: {}",
+            frame["conversation_id"].as_str()?,
+            frame["seq"],
+            text_of(frame)
+        ),
+        "recalled" => format!(
+            "[{}] #{} recalled",
+            frame["conversation_id"].as_str()?,
+            frame["seq"]
+        ),
+        "typing" => format!(
+            "[{}] {} is typing…",
+            frame["conversation_id"].as_str()?,
+            frame["user_id"].as_str()?
+        ),
+        "unread" => format!(
+            "unread: {} in {}, {} in all",
+            frame["unread"],
+            frame["conversation_id"].as_str()?,
+            frame["total"]
+        ),
+        "conversations_result" => {
+            let mut lines = vec![format!("{} unread in all", frame["total_unread"])];
+            for item in frame["items"].as_array()? {
+                lines.push(format!(
+                    "  {:<40} {:>4} unread  (last #{})",
+                    item["conversation_id"].as_str()?,
+                    item["unread"],
+                    item["last_seq"]
+                ));
+            }
+            lines.join("\n")
+        }
+        "history_result" => {
+            let messages = frame["messages"].as_array()?;
+            if messages.is_empty() {
+                return Some("(no more history)".into());
+            }
+            messages
+                .iter()
+                .map(|m| {
+                    format!(
+                        "  #{} {}: {}",
+                        m["seq"],
+                        m["sender_id"].as_str().unwrap_or("?"),
+                        text_of(m)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        "error" => format!(
+            "error {}: {}",
+            frame["code"].as_str()?,
+            frame["message"].as_str().unwrap_or_default()
+        ),
+        "pong" | "sync_result" => return None,
+        other => format!("{other}: {frame}"),
+    })
+}
+
+pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
+    let token = match &args.token {
+        Some(token) => token.clone(),
+        None => im_gateway::auth::mint_device(
+            &args.secret,
+            &args.user,
+            &args.device,
+            chrono::Utc::now().timestamp(),
+            24 * 3600,
+        ),
+    };
+    let url = format!("ws://{}/v1/ws?token={token}", args.gateway);
+    let (socket, _) = tokio_tungstenite::connect_async(&url)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot connect to ws://{}/v1/ws: {error}; is `imctl up` running?",
+                args.gateway
+            )
+        })?;
+    let (mut sink, mut stream) = socket.split();
+    println!(
+        "connected as {} ({}); /list, /open ID, /history, /read, /quit",
+        args.user, args.device
+    );
+    let mut open = args.open.clone();
+    let mut oldest: Option<u64> = None;
+    let mut newest: u64 = 0;
+    let mut counter = 0u64;
+    let send = |frame: Value| Message::Text(frame.to_string().into());
+    sink.send(send(json!({"op": "conversations"}))).await?;
+    if let Some(id) = &open {
+        sink.send(send(
+            json!({"op": "history", "conversation_id": id, "limit": 20}),
+        ))
+        .await?;
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut ping = tokio::time::interval(std::time::Duration::from_secs(20));
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Some(line) = line? else { break };
+                let line = line.trim().to_string();
+                if line.is_empty() {
+                    continue;
+                }
+                let frame = match line.split_once(' ').map(|(c, rest)| (c, rest.trim())).unwrap_or((line.as_str(), "")) {
+                    ("/quit", _) => break,
+                    ("/list", _) => json!({"op": "conversations"}),
+                    ("/open", id) if !id.is_empty() => {
+                        open = Some(id.to_string());
+                        oldest = None;
+                        println!("opened {id}");
+                        json!({"op": "history", "conversation_id": id, "limit": 20})
+                    }
+                    ("/history", _) => match &open {
+                        Some(id) => json!({"op": "history", "conversation_id": id, "before_seq": oldest, "limit": 20}),
+                        None => { println!("open a conversation first: /open ID"); continue; }
+                    },
+                    ("/read", _) => match &open {
+                        Some(id) => json!({"op": "read", "conversation_id": id, "seq": newest}),
+                        None => { println!("open a conversation first: /open ID"); continue; }
+                    },
+                    (command, _) if command.starts_with('/') => { println!("unknown command {command}"); continue; }
+                    _ => match &open {
+                        Some(id) => {
+                            counter += 1;
+                            let client_msg_id = format!("{}-{}-{counter}", args.device, chrono::Utc::now().timestamp_millis());
+                            json!({"op": "send", "conversation_id": id, "client_msg_id": client_msg_id, "kind": "text", "body": {"text": line}})
+                        }
+                        None => { println!("open a conversation first: /open ID"); continue; }
+                    },
+                };
+                sink.send(send(frame)).await?;
+            }
+            message = stream.next() => {
+                let Some(message) = message else { println!("disconnected"); break };
+                let Message::Text(text) = message? else { continue };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                if frame["op"] == "history_result" {
+                    let seqs: Vec<u64> = frame["messages"].as_array().map(|m| m.iter().filter_map(|m| m["seq"].as_u64()).collect()).unwrap_or_default();
+                    if let Some(first) = seqs.first() {
+                        oldest = Some(*first);
+                    }
+                    if let Some(last) = seqs.last() {
+                        newest = newest.max(*last);
+                        if let Some(id) = &open {
+                            sink.send(send(json!({"op": "read", "conversation_id": id, "seq": newest}))).await?;
+                        }
+                    }
+                }
+                if frame["op"] == "message" && frame["conversation_id"].as_str() == open.as_deref() {
+                    newest = newest.max(frame["seq"].as_u64().unwrap_or(0));
+                }
+                if let Some(text) = render(&frame) {
+                    println!("{text}");
+                }
+            }
+            _ = ping.tick() => sink.send(send(json!({"op": "ping"}))).await?,
+        }
+    }
+    let _ = sink.send(Message::Close(None)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_render_as_lines() {
+        let message = json!({"op": "message", "conversation_id": "dm:a:b", "sender_id": "a", "seq": 3, "body": {"text": "hi"}});
+        assert_eq!(render(&message).unwrap(), "[dm:a:b] a: hi (#3)");
+        let list = json!({"op": "conversations_result", "total_unread": 2, "items": [{"conversation_id": "g:1", "unread": 2, "last_seq": 9}]});
+        assert!(render(&list).unwrap().contains("g:1"));
+        assert_eq!(render(&json!({"op": "pong"})), None);
+        let recalled = json!({"op": "history_result", "messages": [{"seq": 1, "sender_id": "a", "recalled_at": "t", "body": {}}]});
+        assert!(render(&recalled).unwrap().contains("(recalled)"));
+    }
+}
