@@ -596,3 +596,37 @@ async fn http_events_in_both_modes_authorized() {
     assert_eq!(status, 200);
     assert!(metrics.contains("im_gateway_connections 1"), "{metrics}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_groups_push_to_online_members_without_copies() {
+    let mut pipeline =
+        Pipeline::start_with(vec![("IM_LARGE_GROUP_THRESHOLD".into(), "5".into())]).await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let members: Vec<String> = (0..8).map(|i| format!("lg{i}")).collect();
+    pipeline.create_group("g:large", &members).await;
+    pipeline.settle(WAIT).await;
+    let mut sender = Device::connect(port, "lg0", "phone").await;
+    let mut online = Device::connect(port, "lg1", "phone").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sender.send(send("g:large", "big1", "to everyone")).await;
+    sender.expect("ack", WAIT).await;
+    let pushed = online.expect("message", WAIT).await;
+    assert_eq!(pushed["body"]["text"], "to everyone");
+    assert_eq!(pushed["diffusion"], "read");
+    // No per-member copy: the member's log is empty, yet the unread count is exact.
+    online.send(json!({"op": "sync", "after": 0})).await;
+    assert_eq!(online.expect("sync_result", WAIT).await["items"], json!([]));
+    online.send(json!({"op": "conversations"})).await;
+    assert_eq!(
+        online.expect("conversations_result", WAIT).await["total_unread"],
+        1
+    );
+    // History is how such a conversation is read.
+    online
+        .send(json!({"op": "history", "conversation_id": "g:large"}))
+        .await;
+    assert_eq!(
+        online.expect("history_result", WAIT).await["messages"][0]["body"]["text"],
+        "to everyone"
+    );
+}

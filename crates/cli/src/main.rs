@@ -1,6 +1,7 @@
 //! `imctl`: run the pipeline locally, publish events, follow them, inspect
 //! dead letters.
 
+mod bench;
 mod chat;
 mod dlq;
 mod send;
@@ -27,6 +28,8 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect dead letters.
     Dlq(dlq::DlqArgs),
+    /// Measure a running system (scenario latency: send -> ack, send -> push).
+    Bench(bench::BenchArgs),
     /// Chat in the terminal through the gateway.
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
@@ -44,6 +47,7 @@ async fn main() {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Token(args) => token::run(args),
         Command::Chat(args) => chat::run(args).await,
+        Command::Bench(args) => bench::run(args).await,
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

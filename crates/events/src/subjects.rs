@@ -50,6 +50,10 @@ pub fn delivery_subject(partition: u32, kind: &str) -> String {
 
 /// Core NATS (not stored): what unread committed for users of partition
 /// `p`, for the push function. A lost notice costs only latency: devices sync.
+/// Core NATS: a message committed in a read-diffusion (large) group; push
+/// notifies the members who are online.
+pub const GROUP_PUSH_SUBJECT: &str = "im.push.group";
+
 pub fn push_subject(partition: u32) -> String {
     format!("im.push.{partition}")
 }

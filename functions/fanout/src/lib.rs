@@ -148,8 +148,9 @@ impl BatchHandler for Fanout {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
         let partitions = self.user_partitions;
-        let (outgoing, outcomes) = im_runtime::blocking(move || {
+        let (outgoing, outcomes, group_pushes) = im_runtime::blocking(move || {
             let mut outgoing = Vec::new();
+            let mut group_pushes: Vec<serde_json::Value> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
                 let timeline: Timeline = match serde_json::from_slice(&message.payload) {
@@ -165,6 +166,11 @@ impl BatchHandler for Fanout {
                         continue;
                     }
                 };
+                if let TimelineEvent::Committed(message) = &timeline.payload {
+                    if message.diffusion == Diffusion::Read {
+                        group_pushes.push(serde_json::to_value(message).unwrap_or_default());
+                    }
+                }
                 let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
                 for (subject, id, delivery) in
                     deliveries(&timeline.payload, users, partitions, &timeline.time)
@@ -180,12 +186,23 @@ impl BatchHandler for Fanout {
                 }
                 outcomes.push(Outcome::Done);
             }
-            Ok::<_, im_store::StoreError>((outgoing, outcomes))
+            Ok::<_, im_store::StoreError>((outgoing, outcomes, group_pushes))
         })
         .await?;
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;
+        // Large groups get no per-member deliveries: tell push, which
+        // notifies the members who are online (members who are not pull).
+        let client = self.js.client();
+        for message in group_pushes {
+            let _ = client
+                .publish(
+                    im_events::subjects::GROUP_PUSH_SUBJECT,
+                    message.to_string().into(),
+                )
+                .await;
+        }
         Ok(outcomes)
     }
 }

@@ -142,6 +142,63 @@ impl Push {
         }
     }
 
+    /// A message in a read-diffusion group: its online members get the
+    /// frame (without a sync_seq: such conversations are read by history).
+    pub async fn deliver_group(&self, message: &Value) {
+        let Some(conversation_id) = message["conversation_id"].as_str() else {
+            return;
+        };
+        let (store, conversation) = (self.conversations.clone(), conversation_id.to_string());
+        let Ok(Ok(members)) =
+            tokio::task::spawn_blocking(move || store.current_members(&conversation)).await
+        else {
+            return;
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let ttl = self.presence_ttl.as_millis() as i64;
+        let online: Vec<String> = {
+            let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+            members
+                .into_iter()
+                .filter(|member| presence.is_online(member, now, ttl))
+                .collect()
+        };
+        let mut frame = message.clone();
+        if let Some(object) = frame.as_object_mut() {
+            object.insert("op".into(), json!("message"));
+        }
+        let payload: bytes::Bytes = frame.to_string().into();
+        for member in online {
+            let _ = self
+                .client
+                .publish(user_subject(&member), payload.clone())
+                .await;
+            metrics::counter!("im_pushed_total").increment(1);
+        }
+    }
+
+    async fn run_groups(self: Arc<Self>, shutdown: Shutdown) {
+        // A queue group: each large-group message is handled by one replica.
+        let Ok(mut subscription) = self
+            .client
+            .queue_subscribe(im_events::subjects::GROUP_PUSH_SUBJECT, "im-push".into())
+            .await
+        else {
+            tracing::warn!("cannot subscribe to large-group pushes");
+            return;
+        };
+        loop {
+            let next = tokio::select! {
+                next = subscription.next() => next,
+                _ = shutdown.wait() => break,
+            };
+            let Some(message) = next else { break };
+            if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
+                self.deliver_group(&value).await;
+            }
+        }
+    }
+
     async fn run_partition(self: Arc<Self>, claim: Claim, shutdown: Shutdown) {
         let Ok(mut subscription) = self.client.subscribe(push_subject(claim.partition)).await
         else {
@@ -215,6 +272,7 @@ pub async fn run(
         presence,
         presence_ttl,
     });
+    let groups = tokio::spawn(push.clone().run_groups(shutdown.clone()));
     let leases = lease_bucket(&js, lease_ttl).await?;
     let partitions = im_runtime::topology::topology().partitions.user;
     let mut workers = tokio::task::JoinSet::new();
@@ -242,6 +300,7 @@ pub async fn run(
     }
     while workers.join_next().await.is_some() {}
     release(&leases, manager.await.unwrap_or_default()).await;
+    let _ = groups.await;
     Ok(())
 }
 

@@ -1,0 +1,219 @@
+//! `imctl bench`: measurements against a running system (`imctl up`).
+//!
+//! Scenario `latency`: pairs of users on real WebSocket connections; each
+//! sender sends at a fixed rate to its partner; measured per message are
+//! send → ack (committed) and send → the partner's pushed `message` frame.
+//! Results are percentiles; nothing is asserted, the machine is shared.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(long, default_value = "latency")]
+    pub scenario: String,
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub gateway: String,
+    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
+    pub secret: String,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub duration: String,
+    /// Sender/recipient pairs.
+    #[arg(long, default_value_t = 10)]
+    pub pairs: usize,
+    /// Messages per second over all pairs.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// p-th percentile (0..=100) of sorted samples, by nearest rank.
+pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(args: &BenchArgs, user: &str) -> anyhow::Result<Socket> {
+    let token = im_gateway::auth::mint_device(
+        &args.secret,
+        user,
+        "bench",
+        chrono::Utc::now().timestamp(),
+        3600,
+    );
+    let url = format!("ws://{}/v1/ws?token={token}", args.gateway);
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| {
+        anyhow::anyhow!("connect to {url}: {e}; is `imctl up` running with the same --secret?")
+    })?;
+    Ok(socket)
+}
+
+#[derive(Default)]
+struct Samples {
+    sent: HashMap<String, Instant>,
+    ack: Vec<Duration>,
+    push: Vec<Duration>,
+    errors: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.scenario == "latency",
+        "unknown scenario {:?}; available: latency",
+        args.scenario
+    );
+    let seconds = crate::token::parse_ttl(&args.duration)?.max(1) as u64;
+    let run_id = chrono::Utc::now().timestamp_millis();
+    let samples = Arc::new(Mutex::new(Samples::default()));
+    let mut senders = Vec::new();
+    for pair in 0..args.pairs {
+        let from = format!("bench{run_id}s{pair}");
+        let to = format!("bench{run_id}r{pair}");
+        let conversation = im_events::ids::direct_conversation_id(&from, &to);
+        let sender = connect(&args, &from).await?;
+        let receiver = connect(&args, &to).await?;
+        let (sink, mut acks) = sender.split();
+        let (_receiver_sink, mut pushes) = receiver.split();
+        let ack_samples = samples.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = acks.next().await {
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                let mut samples = ack_samples.lock().unwrap_or_else(|p| p.into_inner());
+                let id = frame["client_msg_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                match frame["op"].as_str() {
+                    Some("ack") => {
+                        if let Some(sent) = samples.sent.get(&id).copied() {
+                            samples.ack.push(sent.elapsed());
+                        }
+                    }
+                    Some("error") => samples.errors += 1,
+                    _ => {}
+                }
+            }
+        });
+        let push_samples = samples.clone();
+        tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = pushes.next().await {
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if frame["op"] != "message" {
+                    continue;
+                }
+                let id = frame["body"]["id"].as_str().unwrap_or_default().to_string();
+                let mut samples = push_samples.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(sent) = samples.sent.get(&id).copied() {
+                    samples.push.push(sent.elapsed());
+                }
+            }
+        });
+        senders.push((sink, conversation));
+    }
+    // Let presence settle so the first pushes are not missed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let interval = Duration::from_secs_f64(1.0 / args.rate.max(0.1));
+    let total = (args.rate * seconds as f64) as usize;
+    let started = Instant::now();
+    let mut next = Instant::now();
+    for n in 0..total {
+        let (sink, conversation) = &mut senders[n % args.pairs];
+        let id = format!("b{n}");
+        let frame = json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": "bench", "id": id}});
+        samples
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sent
+            .insert(id, Instant::now());
+        sink.send(Message::Text(frame.to_string().into())).await?;
+        if n % (args.rate as usize).max(1) == 0 && !args.json {
+            eprint!(
+                "\rbench: {n}/{total} sent, {:.0}s",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    // Wait for stragglers, at most 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let done = {
+            let samples = samples.lock().unwrap_or_else(|p| p.into_inner());
+            samples.push.len() + samples.errors as usize >= total
+                && samples.ack.len() + samples.errors as usize >= total
+        };
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if !args.json {
+        eprintln!();
+    }
+    let mut samples = Arc::try_unwrap(samples)
+        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .unwrap_or_else(|shared| {
+            let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut *guard)
+        });
+    samples.ack.sort();
+    samples.push.sort();
+    let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0);
+    let report = json!({
+        "scenario": "latency", "pairs": args.pairs, "rate_per_sec": args.rate, "seconds": seconds,
+        "sent": total, "acked": samples.ack.len(), "pushed": samples.push.len(), "errors": samples.errors,
+        "send_to_ack_ms": {"p50": ms(percentile(&samples.ack, 50.0)), "p99": ms(percentile(&samples.ack, 99.0)), "p99.9": ms(percentile(&samples.ack, 99.9))},
+        "send_to_push_ms": {"p50": ms(percentile(&samples.push, 50.0)), "p99": ms(percentile(&samples.push, 99.0)), "p99.9": ms(percentile(&samples.push, 99.9))},
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("scenario latency: {} pairs, {} msg/s for {seconds}s: sent {total}, acked {}, pushed {}, errors {}", args.pairs, args.rate, samples.ack.len(), samples.push.len(), samples.errors);
+        println!("{:<16} {:>10} {:>10} {:>10}", "ms", "p50", "p99", "p99.9");
+        for (name, key) in [
+            ("send -> ack", "send_to_ack_ms"),
+            ("send -> push", "send_to_push_ms"),
+        ] {
+            let row = &report[key];
+            println!(
+                "{name:<16} {:>10} {:>10} {:>10}",
+                row["p50"], row["p99"], row["p99.9"]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&samples, 50.0), Some(Duration::from_millis(50)));
+        assert_eq!(percentile(&samples, 99.0), Some(Duration::from_millis(99)));
+        assert_eq!(percentile(&samples, 99.9), Some(Duration::from_millis(100)));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+}
