@@ -27,6 +27,7 @@ fn imctl_up_send_tail_and_dlq() {
     let data = tempfile::tempdir().unwrap();
     let nats_port = free_port();
     let metrics_port = free_port().saturating_sub(10).max(20000);
+    let http_port = free_port();
     let mut up = Command::new(workspace_binary("imctl").unwrap())
         .args(["up", "--data-dir"])
         .arg(data.path())
@@ -37,6 +38,12 @@ fn imctl_up_send_tail_and_dlq() {
             &metrics_port.to_string(),
             "--sqlite-sync",
             "normal",
+        ])
+        .args([
+            "--http",
+            &format!("127.0.0.1:{http_port}"),
+            "--jwt-secret",
+            "cli-secret",
         ])
         .env("IM_NATS_SERVER", nats_server_binary().unwrap())
         .stdout(Stdio::piped())
@@ -123,6 +130,35 @@ fn imctl_up_send_tail_and_dlq() {
     let metrics = http_get(metrics_port + 1, "/metrics");
     assert!(metrics.contains("im_processed_total"), "{metrics}");
     assert!(metrics.contains("im_dead_lettered_total"), "{metrics}");
+
+    // The gateway is up, with the secret given to imctl up.
+    let health = http_get(http_port, "/healthz");
+    assert!(health.contains("\"ok\""), "{health}");
+    let token = imctl(&[
+        "token",
+        "--user",
+        "cli",
+        "--device",
+        "d",
+        "--secret",
+        "cli-secret",
+        "--ttl",
+        "5m",
+    ]);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    let list = {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        write!(
+            stream,
+            "GET /v1/users/cli/conversations HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(list.contains(" 200 "), "{list}");
+    assert!(list.contains("dm:cli:user"), "{list}");
 
     // SIGTERM stops everything.
     Command::new("kill")

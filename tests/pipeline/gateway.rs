@@ -630,3 +630,43 @@ async fn large_groups_push_to_online_members_without_copies() {
         "to everyone"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_close_and_connections_per_user_are_limited() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway(
+            "gateway",
+            &[
+                ("IM_IDLE_TIMEOUT_SECS", "1"),
+                ("IM_MAX_CONNECTIONS_PER_USER", "2"),
+            ],
+        )
+        .await;
+    let mut silent = Device::connect(port, "quiet", "a").await;
+    let mut chatty = Device::connect(port, "chatty", "a").await;
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        chatty.send(json!({"op": "ping"})).await;
+        chatty.expect("pong", WAIT).await;
+    }
+    // The silent one was closed after its idle timeout; the pinging one lives.
+    assert_eq!(
+        silent
+            .next(Duration::from_secs(5))
+            .await
+            .map(|f| f["op"].clone()),
+        Some(json!("closed"))
+    );
+    let mut second = Device::connect(port, "chatty", "b").await;
+    second.send(json!({"op": "ping"})).await;
+    second.expect("pong", WAIT).await;
+    // A third connection of the same user is refused with an error frame.
+    let mut third = Device::connect(port, "chatty", "c").await;
+    let refused = third.expect("error", WAIT).await;
+    assert_eq!(refused["code"], "too_many_connections");
+    assert_eq!(
+        third.next(WAIT).await.map(|f| f["op"].clone()),
+        Some(json!("closed"))
+    );
+}
