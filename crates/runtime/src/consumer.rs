@@ -9,11 +9,10 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use im_events::ErrorCode;
-use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::dlq::{publish_dead_letter, DeadLetter};
-use crate::lease::{lease_bucket, manage_leases, release, Claim};
+use crate::lease::{run_partitions, Claim};
 use crate::telemetry::{BATCH_SECONDS, DEAD_LETTERED, FAILED, LAG, PROCESSED};
 use crate::topology::{ensure_streams, take_over_consumer, topology, ConsumerDef};
 use crate::Shutdown;
@@ -402,11 +401,29 @@ pub async fn run_function<H: BatchHandler>(
         "{partitions} partitions exceed the {} concurrent publishers one process supports",
         crate::publish::MAX_CONCURRENT_PUBLISHERS
     );
-    let mut workers = JoinSet::new();
     if def.partitioned_by.is_none() {
+        // Unpartitioned (ingest): one consumer and no lease.
         let claim = Claim::unleased(function, 0, 0);
         let span = tracing::info_span!("partition", function, partition = 0);
-        workers.spawn(
+        run_partition(
+            js.clone(),
+            def.clone(),
+            claim,
+            handler.clone(),
+            shutdown.clone(),
+        )
+        .instrument(span)
+        .await;
+        return Ok(());
+    }
+    run_partitions(
+        &js,
+        function,
+        instance,
+        partitions,
+        lease_ttl,
+        shutdown.clone(),
+        |claim| {
             run_partition(
                 js.clone(),
                 def.clone(),
@@ -414,40 +431,9 @@ pub async fn run_function<H: BatchHandler>(
                 handler.clone(),
                 shutdown.clone(),
             )
-            .instrument(span),
-        );
-        shutdown.wait().await;
-        while workers.join_next().await.is_some() {}
-        return Ok(());
-    }
-    let bucket = lease_bucket(&js, lease_ttl).await?;
-    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
-    let manager = tokio::spawn(manage_leases(
-        bucket.clone(),
-        function.to_string(),
-        instance,
-        (0..partitions).collect(),
-        lease_ttl,
-        shutdown.clone(),
-        move |claim| {
-            let _ = claims_tx.send(claim);
         },
-    ));
-    loop {
-        tokio::select! {
-            claim = claims_rx.recv() => {
-                let Some(claim) = claim else { break };
-                let span = tracing::info_span!("partition", function, partition = claim.partition, epoch = claim.epoch);
-                workers.spawn(run_partition(js.clone(), def.clone(), claim, handler.clone(), shutdown.clone()).instrument(span));
-            }
-            Some(_) = workers.join_next(), if !workers.is_empty() => {}
-            _ = shutdown.wait() => break,
-        }
-    }
-    while workers.join_next().await.is_some() {}
-    let held = manager.await.unwrap_or_default();
-    release(&bucket, held).await;
-    Ok(())
+    )
+    .await
 }
 
 #[cfg(test)]

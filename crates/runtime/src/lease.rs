@@ -174,3 +174,51 @@ pub async fn release(bucket: &kv::Store, held: Vec<(String, u64)>) {
         let _ = bucket.delete_expect_revision(&key, Some(revision)).await;
     }
 }
+
+/// Own as many of `partitions` as this replica can win, running `work` for
+/// each claim won, until `shutdown`; then wait for the workers (each stops
+/// when its claim is revoked or at shutdown) and release the leases.
+pub async fn run_partitions<F, Fut>(
+    js: &jetstream::Context,
+    function: &str,
+    instance: String,
+    partitions: u32,
+    lease_ttl: Duration,
+    shutdown: crate::Shutdown,
+    mut work: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut(Claim) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tracing::Instrument;
+    let bucket = lease_bucket(js, lease_ttl).await?;
+    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
+    let manager = tokio::spawn(manage_leases(
+        bucket.clone(),
+        function.to_string(),
+        instance,
+        (0..partitions).collect(),
+        lease_ttl,
+        shutdown.clone(),
+        move |claim| {
+            let _ = claims_tx.send(claim);
+        },
+    ));
+    let mut workers = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            claim = claims_rx.recv() => {
+                let Some(claim) = claim else { break };
+                let span = tracing::info_span!("partition", function, partition = claim.partition, epoch = claim.epoch);
+                workers.spawn(work(claim).instrument(span));
+            }
+            Some(_) = workers.join_next(), if !workers.is_empty() => {}
+            _ = shutdown.wait() => break,
+        }
+    }
+    while workers.join_next().await.is_some() {}
+    let held = manager.await.unwrap_or_default();
+    release(&bucket, held).await;
+    Ok(())
+}

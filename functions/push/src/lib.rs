@@ -15,7 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use im_events::subjects::{push_subject, unhex, user_subject, PRESENCE_BUCKET};
-use im_runtime::lease::{kv_bucket, lease_bucket, manage_leases, release, Claim};
+use im_runtime::lease::{kv_bucket, run_partitions, Claim};
 use im_runtime::Shutdown;
 use im_store::{unread_summary, ConversationStore, UserStore};
 use serde_json::{json, Value};
@@ -273,33 +273,17 @@ pub async fn run(
         presence_ttl,
     });
     let groups = tokio::spawn(push.clone().run_groups(shutdown.clone()));
-    let leases = lease_bucket(&js, lease_ttl).await?;
     let partitions = im_runtime::topology::topology().partitions.user;
-    let mut workers = tokio::task::JoinSet::new();
-    let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
-    let manager = tokio::spawn(manage_leases(
-        leases.clone(),
-        FUNCTION.to_string(),
+    run_partitions(
+        &js,
+        FUNCTION,
         instance,
-        (0..partitions).collect(),
+        partitions,
         lease_ttl,
         shutdown.clone(),
-        move |claim| {
-            let _ = claims_tx.send(claim);
-        },
-    ));
-    loop {
-        tokio::select! {
-            claim = claims_rx.recv() => {
-                let Some(claim) = claim else { break };
-                workers.spawn(push.clone().run_partition(claim, shutdown.clone()));
-            }
-            Some(_) = workers.join_next(), if !workers.is_empty() => {}
-            _ = shutdown.wait() => break,
-        }
-    }
-    while workers.join_next().await.is_some() {}
-    release(&leases, manager.await.unwrap_or_default()).await;
+        |claim| push.clone().run_partition(claim, shutdown.clone()),
+    )
+    .await?;
     let _ = groups.await;
     Ok(())
 }
