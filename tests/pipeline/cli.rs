@@ -45,6 +45,7 @@ fn imctl_up_send_tail_and_dlq() {
             "--jwt-secret",
             "cli-secret",
         ])
+        .args(["--nats-monitor-port", &free_port().to_string()])
         .env("IM_NATS_SERVER", nats_server_binary().unwrap())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

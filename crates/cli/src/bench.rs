@@ -197,7 +197,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             let row = &report[key];
             println!(
                 "{name:<16} {:>10} {:>10} {:>10}",
-                row["p50"], row["p99"], row["p99.9"]
+                row["p50"].to_string(),
+                row["p99"].to_string(),
+                row["p99.9"].to_string()
             );
         }
     }

@@ -23,6 +23,9 @@ pub struct UpArgs {
     /// Port of the nats-server `up` starts.
     #[arg(long, default_value_t = 4222)]
     pub nats_port: u16,
+    /// nats-server's monitoring port (/varz, /jsz), loopback only.
+    #[arg(long, default_value_t = 8222)]
+    pub nats_monitor_port: u16,
     /// Use this running NATS server instead of starting one.
     #[arg(long, env = "IM_NATS_URL")]
     pub nats_url: Option<String>,
@@ -158,10 +161,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 .arg("-c")
                 .arg(&conf)
                 .env("IM_NATS_PORT", args.nats_port.to_string())
-                .env(
-                    "IM_NATS_MONITOR_PORT",
-                    (args.nats_port as u32 + 4000).min(65535).to_string(),
-                )
+                .env("IM_NATS_MONITOR_PORT", args.nats_monitor_port.to_string())
                 .env("IM_NATS_STORE", data_dir.join("nats"))
                 .stdout(Stdio::null())
                 .stderr(log_file(&logs, "nats-server")?)
