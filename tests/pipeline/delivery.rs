@@ -196,7 +196,12 @@ async fn large_groups_switch_to_read_diffusion() {
         .sync_items(&members[7], 0, 100)
         .unwrap()
         .is_empty());
-    assert_eq!(user_store.sync_items(&members[0], 0, 100).unwrap().len(), 5);
+    // The sender's own messages count as read; copies enter logs only when
+    // a device syncs (materialization, tested with the gateway).
+    assert!(user_store
+        .sync_items(&members[0], 0, 100)
+        .unwrap()
+        .is_empty());
     // Unread is still exact: last_seq comes from the conversation.
     let summary = unread_summary(&user_store, &conversation_store, &members[7]).unwrap();
     assert_eq!(summary.total_unread, 5);

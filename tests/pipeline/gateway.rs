@@ -613,13 +613,44 @@ async fn large_groups_push_to_online_members_without_copies() {
     let pushed = online.expect("message", WAIT).await;
     assert_eq!(pushed["body"]["text"], "to everyone");
     assert_eq!(pushed["diffusion"], "read");
-    // No per-member copy: the member's log is empty, yet the unread count is exact.
-    online.send(json!({"op": "sync", "after": 0})).await;
-    assert_eq!(online.expect("sync_result", WAIT).await["items"], json!([]));
+    // No per-member copies were written, yet the unread count is exact.
     online.send(json!({"op": "conversations"})).await;
     assert_eq!(
         online.expect("conversations_result", WAIT).await["total_unread"],
         1
+    );
+    // Sync works as for any conversation: the message is copied into the
+    // member's log when a device syncs, exactly once.
+    let items = online.sync_all(0, 50).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(
+        (items[0]["type"].as_str(), items[0]["sync_seq"].as_u64()),
+        (Some("message"), Some(1))
+    );
+    assert_eq!(items[0]["body"]["text"], "to everyone");
+    assert!(online.sync_all(1, 50).await.is_empty());
+    // An offline member who connects later gets it by sync too, and more
+    // messages continue the same log.
+    sender.send(send("g:large", "big2", "second")).await;
+    sender.expect("ack", WAIT).await;
+    let mut later = Device::connect(port, "lg5", "phone").await;
+    let items = later.sync_all(0, 50).await;
+    let texts: Vec<&str> = items
+        .iter()
+        .map(|i| i["body"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, vec!["to everyone", "second"]);
+    let seqs: Vec<u64> = items
+        .iter()
+        .map(|i| i["sync_seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, vec![1, 2]);
+    // The sender's own messages are read for them, and in their log on sync.
+    assert_eq!(sender.sync_all(0, 50).await.len(), 2);
+    sender.send(json!({"op": "conversations"})).await;
+    assert_eq!(
+        sender.expect("conversations_result", WAIT).await["total_unread"],
+        0
     );
     // History is how such a conversation is read.
     online

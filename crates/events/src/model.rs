@@ -410,9 +410,22 @@ pub struct DeliveryData {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data")]
+// Almost every value is the large variant; boxing it would cost an
+// allocation per delivery to save space on rare materialize requests.
+#[allow(clippy::large_enum_variant)]
 pub enum DeliveryPayload {
     #[serde(rename = "im.delivery")]
     Delivery(DeliveryData),
+    /// A device of this user is about to sync: copy the messages of the
+    /// user's read-diffusion conversations it has not seen yet into its sync
+    /// log, in order with everything else the unread owner applies.
+    #[serde(rename = "im.sync.materialize")]
+    Materialize(MaterializeRequest),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MaterializeRequest {
+    pub user_id: String,
 }
 
 pub type Delivery = Envelope<DeliveryPayload>;

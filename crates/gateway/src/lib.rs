@@ -228,6 +228,66 @@ impl Gateway {
         })
     }
 
+    /// Ask the unread owner of `user`'s partition to copy the messages of
+    /// the user's read-diffusion conversations into their sync log, and wait
+    /// until it has (so the sync that follows includes them).
+    pub async fn materialize(&self, user: &str) -> Result<(), (String, String)> {
+        use im_events::{DeliveryPayload, Envelope, MaterializeRequest, PIPELINE_SOURCE};
+        let partitions = im_runtime::topology::topology().partitions.user;
+        let subject = im_events::subjects::delivery_subject(
+            im_events::partition::partition_of(user, partitions),
+            "materialize",
+        );
+        let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        let request: im_events::Delivery = Envelope::new(
+            PIPELINE_SOURCE,
+            uuid::Uuid::new_v4().to_string(),
+            now,
+            DeliveryPayload::Materialize(MaterializeRequest {
+                user_id: user.to_string(),
+            }),
+        );
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let (sender, receiver) = oneshot::channel();
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(token.clone(), sender);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            im_runtime::publish::REPLY_HEADER,
+            format!("{}.{token}", self.reply_prefix()).as_str(),
+        );
+        let payload =
+            serde_json::to_vec(&request).map_err(|e| ("internal".to_string(), e.to_string()))?;
+        let published = async {
+            self.js
+                .publish_with_headers(subject, headers, payload.into())
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .await
+                .map_err(|e| unavailable(e.to_string()))
+        }
+        .await;
+        let pending = Pending {
+            token,
+            receiver,
+            duplicate: false,
+            source: String::new(),
+            id: String::new(),
+        };
+        match published {
+            Ok(_) => pending.finish(self).await.map(|_| ()),
+            Err(error) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&pending.token);
+                Err(error)
+            }
+        }
+    }
+
     async fn publish_event(
         &self,
         event_type: &str,

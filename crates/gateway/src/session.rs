@@ -258,6 +258,21 @@ async fn handle(
         }
         ClientFrame::Sync { after, limit } => {
             let limit = limit.unwrap_or(100).clamp(1, 1000);
+            // Large groups deliver no copies: have them copied into this
+            // user's log first, so sync works the same for every conversation.
+            let (store, user) = (gateway.users.clone(), context.user.clone());
+            let in_large_groups =
+                tokio::task::spawn_blocking(move || store.user_conversations(&user))
+                    .await
+                    .map_err(store_error)?
+                    .map_err(store_error)?
+                    .iter()
+                    .any(|row| row.diffusion == im_events::Diffusion::Read);
+            if in_large_groups {
+                if let Err((code, reason)) = gateway.materialize(&context.user).await {
+                    tracing::warn!(%code, %reason, "large-group messages not copied before sync");
+                }
+            }
             let store = gateway.users.clone();
             let user = context.user.clone();
             let mut records =

@@ -552,6 +552,10 @@ pub struct MemoryView {
     pub messages: HashMap<(String, u64), Option<StoredMessage>>,
     /// Current members of conversations whose commands list them.
     pub members: HashMap<String, std::collections::BTreeSet<String>>,
+    /// Membership changes absorbed for conversations whose members were not
+    /// loaded yet: applied on top of the store's (pre-batch) members when
+    /// they are loaded.
+    pub member_changes: HashMap<String, Vec<(String, bool)>>,
 }
 
 impl View for MemoryView {
@@ -585,6 +589,24 @@ impl View for MemoryView {
 }
 
 impl MemoryView {
+    /// Take the store's (pre-batch) members of a conversation, with the
+    /// batch's own changes so far applied on top.
+    pub fn load_members(&mut self, conversation_id: &str, stored: Vec<String>) {
+        let mut members: std::collections::BTreeSet<String> = stored.into_iter().collect();
+        for (user, added) in self
+            .member_changes
+            .remove(conversation_id)
+            .unwrap_or_default()
+        {
+            if added {
+                members.insert(user);
+            } else {
+                members.remove(&user);
+            }
+        }
+        self.members.insert(conversation_id.to_string(), members);
+    }
+
     /// Make later decisions in the same batch see these effects.
     pub fn absorb(&mut self, effects: &[ConversationEffect]) {
         for effect in effects {
@@ -601,8 +623,15 @@ impl MemoryView {
                 } => {
                     self.roles
                         .insert((conversation_id.clone(), user_id.clone()), Some(*role));
-                    if let Some(members) = self.members.get_mut(conversation_id) {
-                        members.insert(user_id.clone());
+                    match self.members.get_mut(conversation_id) {
+                        Some(members) => {
+                            members.insert(user_id.clone());
+                        }
+                        None => self
+                            .member_changes
+                            .entry(conversation_id.clone())
+                            .or_default()
+                            .push((user_id.clone(), true)),
                     }
                 }
                 ConversationEffect::RemoveMember {
@@ -612,8 +641,15 @@ impl MemoryView {
                 } => {
                     self.roles
                         .insert((conversation_id.clone(), user_id.clone()), None);
-                    if let Some(members) = self.members.get_mut(conversation_id) {
-                        members.remove(user_id);
+                    match self.members.get_mut(conversation_id) {
+                        Some(members) => {
+                            members.remove(user_id);
+                        }
+                        None => self
+                            .member_changes
+                            .entry(conversation_id.clone())
+                            .or_default()
+                            .push((user_id.clone(), false)),
                     }
                 }
                 ConversationEffect::InsertMessage(message) => {
@@ -979,6 +1015,29 @@ mod tests {
             "c was still a member at the first edit"
         );
         assert_eq!(recipients(4), vec!["a", "b"], "and no longer at the second");
+    }
+
+    /// Members loaded from the store mid-batch include the batch's own
+    /// earlier changes (replay applies a create and an edit in one batch).
+    #[test]
+    fn members_loaded_mid_batch_include_the_batch_so_far() {
+        let mut view = MemoryView::default();
+        run(
+            &mut view,
+            &Config::default(),
+            &[accepted("c", 0, create("g:1", &["a", "b", "c"], &[]))],
+        );
+        let remove = Command::RemoveMembers(MembersData {
+            conversation_id: "g:1".into(),
+            members: vec!["b".into()],
+        });
+        run(&mut view, &Config::default(), &[accepted("r", 1, remove)]);
+        // The store had nothing yet: the batch is not applied.
+        view.load_members("g:1", vec![]);
+        assert_eq!(view.members("g:1"), vec!["a", "c"]);
+        let mut from_store = MemoryView::default();
+        from_store.load_members("g:2", vec!["x".into(), "y".into()]);
+        assert_eq!(from_store.members("g:2"), vec!["x", "y"]);
     }
 
     fn arbitrary_command() -> impl Strategy<Value = Command> {

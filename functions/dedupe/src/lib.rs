@@ -64,9 +64,8 @@ fn prefetch(
     }
     if crate::decide::needs_members(&event.payload) && !view.members.contains_key(&conversation_id)
     {
-        let members = store.current_members(&conversation_id)?;
-        view.members
-            .insert(conversation_id.clone(), members.into_iter().collect());
+        let stored = store.current_members(&conversation_id)?;
+        view.load_members(&conversation_id, stored);
     }
     let mut seqs = Vec::new();
     match &event.payload {

@@ -275,13 +275,16 @@ mod tests {
             .iter()
             .flat_map(|(_, _, d)| match &d.payload {
                 DeliveryPayload::Delivery(data) => data.users.clone(),
+                DeliveryPayload::Materialize(_) => vec![],
             })
             .collect();
         all.sort();
         all.dedup();
         assert_eq!(all.len(), 50, "each member exactly once");
         for (subject, _, d) in &out {
-            let DeliveryPayload::Delivery(data) = &d.payload;
+            let DeliveryPayload::Delivery(data) = &d.payload else {
+                panic!("fanout makes deliveries only")
+            };
             for user in &data.users {
                 assert_eq!(
                     subject,

@@ -14,7 +14,9 @@ use std::sync::Arc;
 use im_events::{Delivery, DeliveryPayload, Diffusion, ErrorCode, EventError, TimelineEvent};
 use im_runtime::consumer::Identity;
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
-use im_store::{StoreError, SyncRecord, UserConversation, UserEffect, UserStore};
+use im_store::{
+    ConversationStore, StoreError, SyncRecord, UserConversation, UserEffect, UserStore,
+};
 use serde_json::{json, Value};
 
 pub const FUNCTION: &str = "unread";
@@ -59,6 +61,21 @@ pub fn decide(
         }));
     };
     match event {
+        TimelineEvent::Committed(message) if message.diffusion == Diffusion::Read => {
+            // Read diffusion: only the sender gets this, so that their own
+            // message counts as read; messages enter sync logs when a device
+            // syncs (materialize), and last_seq tracks what was copied.
+            let Some(mut row) = state.row.clone() else {
+                return (vec![], next);
+            };
+            if message.sender_id != user_id || message.seq <= row.read_seq {
+                return (vec![], next);
+            }
+            row.read_seq = message.seq;
+            row.diffusion = Diffusion::Read;
+            effects.push(UserEffect::PutUserConversation(row.clone()));
+            next.row = Some(row);
+        }
         TimelineEvent::Committed(message) => {
             let mut row = state
                 .row
@@ -173,6 +190,7 @@ fn needs_applied_check(event: &TimelineEvent) -> bool {
 /// conversation) and carrying state forward in memory.
 pub fn decide_batch(
     store: &dyn UserStore,
+    conversations: Option<&dyn ConversationStore>,
     batch: &[Incoming],
 ) -> Result<(Vec<UserEffect>, Vec<Outcome>), StoreError> {
     let mut states: HashMap<(String, String), UserState> = HashMap::new();
@@ -195,7 +213,28 @@ pub fn decide_batch(
                 continue;
             }
         };
-        let DeliveryPayload::Delivery(data) = delivery.payload;
+        let data = match delivery.payload {
+            DeliveryPayload::Delivery(data) => data,
+            DeliveryPayload::Materialize(request) => {
+                if let Some(conversations) = conversations {
+                    let head = match sync_heads.get(&request.user_id) {
+                        Some(head) => *head,
+                        None => store.last_sync_seq(&request.user_id)?,
+                    };
+                    let head = materialize(
+                        store,
+                        conversations,
+                        &request.user_id,
+                        head,
+                        &mut states,
+                        &mut effects,
+                    )?;
+                    sync_heads.insert(request.user_id.clone(), head);
+                }
+                outcomes.push(Outcome::Done);
+                continue;
+            }
+        };
         let conversation_id = data.event.conversation_id().to_string();
         for user in &data.users {
             let key = (user.clone(), conversation_id.clone());
@@ -228,10 +267,87 @@ pub fn decide_batch(
     Ok((effects, outcomes))
 }
 
+/// Most messages one materialization copies per conversation; the device
+/// syncs again for the rest.
+pub const MATERIALIZE_LIMIT: u64 = 1000;
+
+/// Copy the messages of `user`'s read-diffusion conversations past what its
+/// log holds into the log (the user's own messages count as read). Returns
+/// the new sync head.
+fn materialize(
+    store: &dyn UserStore,
+    conversations: &dyn ConversationStore,
+    user: &str,
+    mut head: u64,
+    states: &mut HashMap<(String, String), UserState>,
+    effects: &mut Vec<UserEffect>,
+) -> Result<u64, StoreError> {
+    for stored in store.user_conversations(user)? {
+        let key = (user.to_string(), stored.conversation_id.clone());
+        let mut row = match states.get(&key) {
+            Some(state) => match &state.row {
+                Some(row) => row.clone(),
+                None => continue,
+            },
+            None => stored,
+        };
+        if row.diffusion != Diffusion::Read {
+            continue;
+        }
+        let Some(conversation) = conversations.conversation(&row.conversation_id)? else {
+            continue;
+        };
+        let until = conversation.last_seq.min(row.last_seq + MATERIALIZE_LIMIT);
+        let before = row.last_seq;
+        while row.last_seq < until {
+            let page =
+                conversations.history(&row.conversation_id, Some(row.last_seq + 101), 100)?;
+            let fresh: Vec<_> = page
+                .into_iter()
+                .filter(|m| m.seq > row.last_seq && m.seq <= until)
+                .collect();
+            if fresh.is_empty() {
+                break;
+            }
+            for message in fresh {
+                head += 1;
+                let mut item = serde_json::to_value(&message).unwrap_or_default();
+                item["type"] = json!("message");
+                item["diffusion"] = json!("read");
+                effects.push(UserEffect::AppendSync(SyncRecord {
+                    user_id: user.to_string(),
+                    sync_seq: head,
+                    event_key: format!("m:{}:{}", message.conversation_id, message.seq),
+                    item,
+                }));
+                if message.sender_id == user {
+                    row.read_seq = row.read_seq.max(message.seq);
+                }
+                row.last_seq = message.seq;
+            }
+        }
+        if row.last_seq != before {
+            effects.push(UserEffect::PutUserConversation(row.clone()));
+        }
+        states.insert(
+            key,
+            UserState {
+                row: Some(row),
+                last_sync_seq: head,
+                applied: false,
+            },
+        );
+    }
+    Ok(head)
+}
+
 pub struct Unread {
     pub store: Arc<dyn UserStore>,
     /// Where committed sync items are announced for the push function.
     pub client: Option<async_nats::Client>,
+    /// Read access to conversations, for materializing read-diffusion
+    /// messages into sync logs.
+    pub conversations: Option<Arc<dyn ConversationStore>>,
 }
 
 /// Notices for the push function: every sync item the batch appended, in
@@ -261,17 +377,28 @@ impl BatchHandler for Unread {
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
+        let conversations = self.conversations.clone();
         let fence = claim.fence();
+        let reply_subjects: Vec<String> = batch
+            .iter()
+            .filter_map(|message| {
+                im_runtime::publish::reply_subject(&message.headers).map(str::to_string)
+            })
+            .collect();
         let (outcomes, notices) = im_runtime::blocking(move || {
-            let (effects, outcomes) = decide_batch(store.as_ref(), &batch)?;
+            let (effects, outcomes) =
+                decide_batch(store.as_ref(), conversations.as_deref(), &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }
             Ok::<_, StoreError>((outcomes, push_notices(&effects)))
         })
         .await?;
-        // Committed: now devices may be told.
+        // Committed: now devices may be told, and waiting gateways answered.
         if let Some(client) = &self.client {
+            for subject in &reply_subjects {
+                im_runtime::publish::reply(client, subject, &json!({"ok": true})).await;
+            }
             let subject = im_events::subjects::push_subject(claim.partition);
             for chunk in notices {
                 let _ = client
@@ -286,6 +413,7 @@ impl BatchHandler for Unread {
 pub async fn run(
     client: async_nats::Client,
     store: Arc<dyn UserStore>,
+    conversations: Arc<dyn ConversationStore>,
     instance: String,
     lease_ttl: std::time::Duration,
     shutdown: im_runtime::Shutdown,
@@ -293,6 +421,7 @@ pub async fn run(
     let handler = Arc::new(Unread {
         store,
         client: Some(client.clone()),
+        conversations: Some(conversations),
     });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }
@@ -479,6 +608,32 @@ mod tests {
             effects.last(),
             Some(UserEffect::DeleteUserConversation { .. })
         ));
+    }
+
+    #[test]
+    fn read_diffusion_messages_only_mark_the_senders_read() {
+        let own = match message(4, "u") {
+            TimelineEvent::Committed(mut m) => {
+                m.diffusion = Diffusion::Read;
+                TimelineEvent::Committed(m)
+            }
+            _ => unreachable!(),
+        };
+        let (state, effects) = apply_all("u", &[joined("u", 0), own.clone()]);
+        let row = state.row.unwrap();
+        assert_eq!(
+            (row.last_seq, row.read_seq),
+            (0, 4),
+            "last_seq is what materialization copied"
+        );
+        assert!(
+            !effects
+                .iter()
+                .any(|e| matches!(e, UserEffect::AppendSync(_))),
+            "no copy in the log"
+        );
+        let (again, _) = apply_all("u", &[joined("u", 0), own.clone(), own]);
+        assert_eq!(again.row.unwrap().read_seq, 4);
     }
 
     fn arbitrary_event() -> impl Strategy<Value = TimelineEvent> {
