@@ -200,32 +200,25 @@ impl Gateway {
         id: &str,
         data: Value,
     ) -> Result<Pending, (String, String)> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let (sender, receiver) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(token.clone(), sender);
-        let published = self
-            .publish_event(event_type, source, id, data, &token)
-            .await;
-        let duplicate = match published {
-            Ok(duplicate) => duplicate,
-            Err(error) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&token);
-                return Err(error);
-            }
-        };
-        Ok(Pending {
-            token,
-            receiver,
-            duplicate: duplicate && event_type == "im.message.send",
-            source: source.to_string(),
-            id: id.to_string(),
-        })
+        let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
+                           "datacontenttype": "application/json", "data": data});
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
+        let payload =
+            serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
+        let mut pending = self
+            .publish_for_reply(
+                im_events::subjects::ingest_subject(event_type),
+                headers,
+                payload,
+            )
+            .await?;
+        // A quick resend that JetStream dropped: the original has the answer.
+        pending.duplicate &= event_type == "im.message.send";
+        pending.source = source.to_string();
+        pending.id = id.to_string();
+        Ok(pending)
     }
 
     /// Ask the unread owner of `user`'s partition to copy the messages of
@@ -234,10 +227,7 @@ impl Gateway {
     pub async fn materialize(&self, user: &str) -> Result<(), (String, String)> {
         use im_events::{DeliveryPayload, Envelope, MaterializeRequest, PIPELINE_SOURCE};
         let partitions = im_runtime::topology::topology().partitions.user;
-        let subject = im_events::subjects::delivery_subject(
-            im_events::partition::partition_of(user, partitions),
-            "materialize",
-        );
+        let partition = im_events::partition::partition_of(user, partitions);
         let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
         let request: im_events::Delivery = Envelope::new(
             PIPELINE_SOURCE,
@@ -247,19 +237,33 @@ impl Gateway {
                 user_id: user.to_string(),
             }),
         );
+        let payload =
+            serde_json::to_vec(&request).map_err(|e| ("internal".to_string(), e.to_string()))?;
+        let subject = im_events::subjects::delivery_subject(partition, "materialize");
+        let pending = self
+            .publish_for_reply(subject, async_nats::HeaderMap::new(), payload)
+            .await?;
+        pending.finish(self).await.map(|_| ())
+    }
+
+    /// Publish to JetStream with a reply subject of this gateway's, and
+    /// return the wait for the pipeline's answer.
+    async fn publish_for_reply(
+        &self,
+        subject: String,
+        mut headers: async_nats::HeaderMap,
+        payload: Vec<u8>,
+    ) -> Result<Pending, (String, String)> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let (sender, receiver) = oneshot::channel();
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(token.clone(), sender);
-        let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             im_runtime::publish::REPLY_HEADER,
             format!("{}.{token}", self.reply_prefix()).as_str(),
         );
-        let payload =
-            serde_json::to_vec(&request).map_err(|e| ("internal".to_string(), e.to_string()))?;
         let published = async {
             self.js
                 .publish_with_headers(subject, headers, payload.into())
@@ -269,56 +273,22 @@ impl Gateway {
                 .map_err(|e| unavailable(e.to_string()))
         }
         .await;
-        let pending = Pending {
-            token,
-            receiver,
-            duplicate: false,
-            source: String::new(),
-            id: String::new(),
-        };
         match published {
-            Ok(_) => pending.finish(self).await.map(|_| ()),
+            Ok(ack) => Ok(Pending {
+                token,
+                receiver,
+                duplicate: ack.duplicate,
+                source: String::new(),
+                id: String::new(),
+            }),
             Err(error) => {
                 self.pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&pending.token);
+                    .remove(&token);
                 Err(error)
             }
         }
-    }
-
-    async fn publish_event(
-        &self,
-        event_type: &str,
-        source: &str,
-        id: &str,
-        data: Value,
-        token: &str,
-    ) -> Result<bool, (String, String)> {
-        let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
-        let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
-                           "datacontenttype": "application/json", "data": data});
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
-        headers.insert(
-            im_runtime::publish::REPLY_HEADER,
-            format!("{}.{token}", self.reply_prefix()).as_str(),
-        );
-        let payload =
-            serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
-        let ack = self
-            .js
-            .publish_with_headers(
-                im_events::subjects::ingest_subject(event_type),
-                headers,
-                payload.into(),
-            )
-            .await
-            .map_err(|e| unavailable(e.to_string()))?
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        Ok(ack.duplicate)
     }
 
     async fn await_committed(&self, source: &str, id: &str) -> Result<Value, (String, String)> {
