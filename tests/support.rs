@@ -556,3 +556,32 @@ pub fn service_token() -> String {
         },
     )
 }
+
+impl Pipeline {
+    /// Wait until these devices are in the presence bucket, then a moment
+    /// more for push's watch of it: pushes go only to devices seen online.
+    pub async fn wait_online(&self, devices: &[(&str, &str)]) {
+        let presence = loop {
+            if let Ok(bucket) = self
+                .js
+                .get_key_value(im_events::subjects::PRESENCE_BUCKET)
+                .await
+            {
+                break bucket;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for (user, device) in devices {
+            let key = im_events::subjects::device_key(user, device);
+            while presence.get(&key).await.ok().flatten().is_none() {
+                assert!(
+                    Instant::now() < deadline,
+                    "{user}/{device} never showed up in presence"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}

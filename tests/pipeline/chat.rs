@@ -49,6 +49,9 @@ async fn imctl_chat_in_a_terminal_sends_and_receives() {
         panic!("terminal never showed {needle:?}; it showed {seen:#?}");
     };
     wait_for("connected as alice");
+    pipeline
+        .wait_online(&[("alice", "term"), ("bob", "phone")])
+        .await;
     let mut stdin = terminal.stdin.take().unwrap();
     writeln!(stdin, "hello from the terminal").unwrap();
     stdin.flush().unwrap();

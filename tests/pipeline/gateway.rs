@@ -20,8 +20,9 @@ async fn alice_with_two_devices_and_bob_chat() {
     let mut phone = Device::connect(port, "alice", "phone").await;
     let mut laptop = Device::connect(port, "alice", "laptop").await;
     let mut bob = Device::connect(port, "bob", "phone").await;
-    // Presence is written as devices connect; give push a moment to see it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipeline
+        .wait_online(&[("alice", "phone"), ("alice", "laptop"), ("bob", "phone")])
+        .await;
 
     for n in 0..20 {
         phone
@@ -362,7 +363,9 @@ async fn a_killed_gateway_loses_nothing() {
     let second = pipeline.start_gateway("gateway-2", &presence_ttl).await;
     let mut alice = Device::connect(first, "alice", "phone").await;
     let mut bob = Device::connect(second, "bob", "phone").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipeline
+        .wait_online(&[("alice", "phone"), ("bob", "phone")])
+        .await;
     for n in 0..500 {
         alice
             .send(send(
@@ -426,7 +429,9 @@ async fn edits_recalls_typing_and_delivered_cursors() {
     let mut ann = Device::connect(port, "ann", "phone").await;
     let mut ben = Device::connect(port, "ben", "phone").await;
     let mut cid = Device::connect(port, "cid", "phone").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    pipeline
+        .wait_online(&[("ann", "phone"), ("ben", "phone"), ("cid", "phone")])
+        .await;
 
     ben.send(send("g:crew", "b1", "first draft")).await;
     let ack = ben.expect("ack", WAIT).await;
@@ -592,9 +597,17 @@ async fn http_events_in_both_modes_authorized() {
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(list["total_unread"], 1);
     let _device = Device::connect(port, "ann", "phone").await;
-    let (status, metrics) = http(port, "GET", "/metrics", None, &[], "").await;
-    assert_eq!(status, 200);
-    assert!(metrics.contains("im_gateway_connections 1"), "{metrics}");
+    // The session registers just after the handshake completes.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (status, metrics) = http(port, "GET", "/metrics", None, &[], "").await;
+        assert_eq!(status, 200);
+        if metrics.contains("im_gateway_connections 1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +620,9 @@ async fn large_groups_push_to_online_members_without_copies() {
     pipeline.settle(WAIT).await;
     let mut sender = Device::connect(port, "lg0", "phone").await;
     let mut online = Device::connect(port, "lg1", "phone").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    pipeline
+        .wait_online(&[("lg0", "phone"), ("lg1", "phone")])
+        .await;
     sender.send(send("g:large", "big1", "to everyone")).await;
     sender.expect("ack", WAIT).await;
     let pushed = online.expect("message", WAIT).await;

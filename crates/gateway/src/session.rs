@@ -20,6 +20,12 @@ use crate::{device_source, Gateway};
 /// Close codes: 1008 policy violation, 1009 message too big.
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// An outbox entry that tells the writer to close the connection.
+const CLOSE_MARKER: &str = "__close";
+
+fn close_frame(code: u16, reason: &str) -> Value {
+    json!({CLOSE_MARKER: code, "reason": reason})
+}
 
 pub async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
@@ -65,7 +71,6 @@ impl Context {
 async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing) = mpsc::channel::<Value>(1024);
-    let (close_tx, mut close_rx) = mpsc::channel::<(u16, String)>(1);
     let connection = match gateway.connect(&claims.sub, &claims.dev, outbox.clone()) {
         Ok(id) => id,
         Err(reason) => {
@@ -80,20 +85,26 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
             return;
         }
     };
+    // Close requests travel in the same queue as frames, so a close never
+    // overtakes the error frame that explains it.
     let writer = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                frame = outgoing.recv() => {
-                    let Some(frame) = frame else { break };
-                    if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
-                        break;
-                    }
-                }
-                close = close_rx.recv() => {
-                    let (code, reason) = close.unwrap_or((1000, String::new()));
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
-                    break;
-                }
+        while let Some(frame) = outgoing.recv().await {
+            if let Some(code) = frame.get(CLOSE_MARKER).and_then(Value::as_u64) {
+                let reason = frame["reason"].as_str().unwrap_or_default().to_string();
+                let _ = sink
+                    .send(Message::Close(Some(CloseFrame {
+                        code: code as u16,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                break;
+            }
+            if sink
+                .send(Message::Text(frame.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
             }
         }
     });
@@ -107,8 +118,8 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
         let next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()).await;
         let message = match next {
             Err(_) => {
-                let _ = close_tx
-                    .send((1000, "idle timeout: send ping frames".into()))
+                context
+                    .send(close_frame(1000, "idle timeout: send ping frames"))
                     .await;
                 break;
             }
@@ -128,8 +139,8 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
                             .to_frame(),
                         )
                         .await;
-                    let _ = close_tx
-                        .send((CLOSE_TOO_BIG, "frame too large".into()))
+                    context
+                        .send(close_frame(CLOSE_TOO_BIG, "frame too large"))
                         .await;
                 }
                 break;
@@ -154,7 +165,6 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
         }
     }
     gateway.disconnect(&claims.sub, &claims.dev, connection);
-    drop(close_tx);
     drop(context);
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
 }
