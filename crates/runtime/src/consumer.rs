@@ -71,6 +71,21 @@ impl From<im_store::StoreError> for HandlerError {
     }
 }
 
+/// Parse an envelope one of our own functions wrote; one that does not
+/// parse is rejected (dead-lettered with the reason), never retried.
+pub fn parse_internal<T: serde::de::DeserializeOwned>(
+    message: &Incoming,
+    what: &str,
+) -> Result<T, Outcome> {
+    serde_json::from_slice(&message.payload).map_err(|error| Outcome::Reject {
+        error: im_events::EventError::new(
+            ErrorCode::NotCloudevent,
+            format!("{what} does not parse: {error}"),
+        ),
+        identity: Identity::default(),
+    })
+}
+
 /// Run store work on the blocking pool (SQLite calls block); a store error
 /// becomes the handler error it means.
 pub async fn blocking<T, F>(work: F) -> Result<T, HandlerError>

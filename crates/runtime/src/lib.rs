@@ -19,6 +19,8 @@ pub mod telemetry;
 pub mod topology;
 
 pub use config::CommonArgs;
-pub use consumer::{blocking, run_function, BatchHandler, HandlerError, Incoming, Outcome};
+pub use consumer::{
+    blocking, parse_internal, run_function, BatchHandler, HandlerError, Incoming, Outcome,
+};
 pub use lease::Claim;
 pub use shutdown::Shutdown;

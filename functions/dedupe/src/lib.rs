@@ -13,9 +13,7 @@ use std::sync::Arc;
 
 use im_events::partition::partition_of;
 use im_events::subjects::timeline_subject;
-use im_events::{
-    Accepted, Envelope, ErrorCode, EventError, Timeline, TimelineEvent, PIPELINE_SOURCE,
-};
+use im_events::{Accepted, Envelope, Timeline, TimelineEvent, PIPELINE_SOURCE};
 use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
@@ -121,16 +119,10 @@ pub fn decide_batch(
     let mut outcomes = Vec::with_capacity(batch.len());
     let mut answers = Vec::with_capacity(batch.len());
     for message in batch {
-        let event: Accepted = match serde_json::from_slice(&message.payload) {
+        let event: Accepted = match im_runtime::parse_internal(message, "accepted event") {
             Ok(event) => event,
-            Err(error) => {
-                outcomes.push(Outcome::Reject {
-                    error: EventError::new(
-                        ErrorCode::NotCloudevent,
-                        format!("accepted event does not parse: {error}"),
-                    ),
-                    identity: Identity::default(),
-                });
+            Err(rejected) => {
+                outcomes.push(rejected);
                 answers.push(serde_json::json!({"ok": false, "code": "not_cloudevent", "reason": "accepted event does not parse"}));
                 continue;
             }

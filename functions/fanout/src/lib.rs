@@ -14,10 +14,9 @@ use std::sync::Arc;
 use im_events::partition::partition_of;
 use im_events::subjects::delivery_subject;
 use im_events::{
-    Delivery, DeliveryData, DeliveryPayload, Diffusion, Envelope, ErrorCode, EventError, Timeline,
-    TimelineEvent, PIPELINE_SOURCE,
+    Delivery, DeliveryData, DeliveryPayload, Diffusion, Envelope, Timeline, TimelineEvent,
+    PIPELINE_SOURCE,
 };
-use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::ConversationStore;
@@ -153,16 +152,11 @@ impl BatchHandler for Fanout {
             let mut group_pushes: Vec<serde_json::Value> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
-                let timeline: Timeline = match serde_json::from_slice(&message.payload) {
+                let timeline: Timeline = match im_runtime::parse_internal(message, "timeline event")
+                {
                     Ok(timeline) => timeline,
-                    Err(error) => {
-                        outcomes.push(Outcome::Reject {
-                            error: EventError::new(
-                                ErrorCode::NotCloudevent,
-                                format!("timeline event does not parse: {error}"),
-                            ),
-                            identity: Identity::default(),
-                        });
+                    Err(rejected) => {
+                        outcomes.push(rejected);
                         continue;
                     }
                 };

@@ -11,8 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use im_events::{Delivery, DeliveryPayload, Diffusion, ErrorCode, EventError, TimelineEvent};
-use im_runtime::consumer::Identity;
+use im_events::{Delivery, DeliveryPayload, Diffusion, TimelineEvent};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::{
     ConversationStore, StoreError, SyncRecord, UserConversation, UserEffect, UserStore,
@@ -200,16 +199,10 @@ pub fn decide_batch(
     let mut effects = Vec::new();
     let mut outcomes = Vec::with_capacity(batch.len());
     for message in batch {
-        let delivery: Delivery = match serde_json::from_slice(&message.payload) {
+        let delivery: Delivery = match im_runtime::parse_internal(message, "delivery") {
             Ok(delivery) => delivery,
-            Err(error) => {
-                outcomes.push(Outcome::Reject {
-                    error: EventError::new(
-                        ErrorCode::NotCloudevent,
-                        format!("delivery does not parse: {error}"),
-                    ),
-                    identity: Identity::default(),
-                });
+            Err(rejected) => {
+                outcomes.push(rejected);
                 continue;
             }
         };
