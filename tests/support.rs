@@ -106,11 +106,11 @@ impl Pipeline {
     }
 
     pub fn conversations(&self) -> SqliteConversationStore {
-        SqliteConversationStore::open_reader(&self.data.path().join("dedupe.db")).unwrap()
+        im_store::sqlite::conversations_in(self.data.path(), None).unwrap()
     }
 
     pub fn users(&self) -> SqliteUserStore {
-        SqliteUserStore::open_reader(&self.data.path().join("unread.db")).unwrap()
+        im_store::sqlite::users_in(self.data.path(), None).unwrap()
     }
 
     pub fn data_path(&self, file: &str) -> PathBuf {

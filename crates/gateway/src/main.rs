@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+use im_store::sqlite::{conversations_in, users_in};
 
 /// im-gateway: WebSocket sessions and the HTTP API.
 #[derive(Parser, Debug)]
@@ -48,10 +48,8 @@ async fn main() -> anyhow::Result<()> {
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
     let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
     let data_dir = args.common.data_dir.clone();
-    let conversations = SqliteConversationStore::open_reader(&data_dir.join("dedupe.db"))
-        .map_err(|e| anyhow::anyhow!("open dedupe.db: {e}"))?;
-    let users = SqliteUserStore::open_reader(&data_dir.join("unread.db"))
-        .map_err(|e| anyhow::anyhow!("open unread.db: {e}"))?;
+    let conversations = conversations_in(&data_dir, None)?;
+    let users = users_in(&data_dir, None)?;
     let config = im_gateway::Config {
         jwt_secret: args.jwt_secret,
         gateway_id: args.common.instance_name("gateway"),

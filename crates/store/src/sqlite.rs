@@ -40,6 +40,39 @@ impl Durability {
     }
 }
 
+/// The file of each owning function in a data directory.
+pub const CONVERSATIONS_FILE: &str = "dedupe.db";
+pub const USERS_FILE: &str = "unread.db";
+
+fn opening(path: &Path) -> impl Fn(StoreError) -> StoreError + '_ {
+    move |error| StoreError::Backend(format!("open {}: {error}", path.display()))
+}
+
+/// The conversation store of `data_dir`: writable with `owner` durability by
+/// its owner (dedupe), read-only for everyone else.
+pub fn conversations_in(
+    data_dir: &Path,
+    owner: Option<Durability>,
+) -> StoreResult<SqliteConversationStore> {
+    let path = data_dir.join(CONVERSATIONS_FILE);
+    match owner {
+        Some(durability) => SqliteConversationStore::open_writer(&path, durability),
+        None => SqliteConversationStore::open_reader(&path),
+    }
+    .map_err(opening(&path))
+}
+
+/// The user store of `data_dir`: writable by its owner (unread), read-only
+/// for everyone else.
+pub fn users_in(data_dir: &Path, owner: Option<Durability>) -> StoreResult<SqliteUserStore> {
+    let path = data_dir.join(USERS_FILE);
+    match owner {
+        Some(durability) => SqliteUserStore::open_writer(&path, durability),
+        None => SqliteUserStore::open_reader(&path),
+    }
+    .map_err(opening(&path))
+}
+
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::SqliteConversationStore;
+use im_store::sqlite::conversations_in;
 
 /// dedupe: idempotency, conversation seq, the message timeline.
 #[derive(Parser, Debug)]
@@ -21,15 +21,13 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let path = args.common.data_dir.join("dedupe.db");
-    let store = SqliteConversationStore::open_writer(&path, args.common.durability()?)
-        .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
+    let store = conversations_in(&args.common.data_dir, Some(args.common.durability()?))?;
     let client = args.common.start("im-dedupe").await?;
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,
         recall_window_ms: args.recall_window_secs * 1000,
     };
-    tracing::info!(store = %path.display(), "dedupe running");
+    tracing::info!(data_dir = %args.common.data_dir.display(), "dedupe running");
     im_dedupe::run(
         client,
         Arc::new(store),

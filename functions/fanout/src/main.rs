@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::SqliteConversationStore;
+use im_store::sqlite::conversations_in;
 
 /// fanout: membership expansion into per-recipient deliveries.
 #[derive(Parser, Debug)]
@@ -15,11 +15,9 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let path = args.common.data_dir.join("dedupe.db");
-    let store = SqliteConversationStore::open_reader(&path)
-        .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
+    let store = conversations_in(&args.common.data_dir, None)?;
     let client = args.common.start("im-fanout").await?;
-    tracing::info!(store = %path.display(), "fanout running");
+    tracing::info!(data_dir = %args.common.data_dir.display(), "fanout running");
     im_fanout::run(
         client,
         Arc::new(store),

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+use im_store::sqlite::{conversations_in, users_in};
 
 /// push: hands committed sync items to online devices through their gateway.
 #[derive(Parser, Debug)]
@@ -19,11 +19,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let dir = args.common.data_dir.clone();
-    let conversations = SqliteConversationStore::open_reader(&dir.join("dedupe.db"))
-        .map_err(|e| anyhow::anyhow!("open dedupe.db: {e}"))?;
-    let users = SqliteUserStore::open_reader(&dir.join("unread.db"))
-        .map_err(|e| anyhow::anyhow!("open unread.db: {e}"))?;
+    let conversations = conversations_in(&args.common.data_dir, None)?;
+    let users = users_in(&args.common.data_dir, None)?;
     let client = args.common.start("im-push").await?;
     tracing::info!("push running");
     im_push::run(

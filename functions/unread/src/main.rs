@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
+use im_store::sqlite::{conversations_in, users_in};
 
 /// unread: conversation lists, unread counts, per-user sync log.
 #[derive(Parser, Debug)]
@@ -15,14 +15,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let path = args.common.data_dir.join("unread.db");
-    let store = SqliteUserStore::open_writer(&path, args.common.durability()?)
-        .map_err(|error| anyhow::anyhow!("open {}: {error}", path.display()))?;
-    let conversations_path = args.common.data_dir.join("dedupe.db");
-    let conversations = SqliteConversationStore::open_reader(&conversations_path)
-        .map_err(|error| anyhow::anyhow!("open {}: {error}", conversations_path.display()))?;
+    let store = users_in(&args.common.data_dir, Some(args.common.durability()?))?;
+    let conversations = conversations_in(&args.common.data_dir, None)?;
     let client = args.common.start("im-unread").await?;
-    tracing::info!(store = %path.display(), "unread running");
+    tracing::info!(data_dir = %args.common.data_dir.display(), "unread running");
     im_unread::run(
         client,
         Arc::new(store),
