@@ -121,8 +121,17 @@ fn log_file(dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
 }
 
 async fn stop_all(children: &mut [Supervised]) {
-    // Functions first (they drain), nats-server last.
-    for supervised in children.iter().rev() {
+    // The processes that use NATS drain first (in parallel), and only then
+    // nats-server: draining against a dying broker turns into timeouts.
+    let (broker, processes): (Vec<&mut Supervised>, Vec<&mut Supervised>) = children
+        .iter_mut()
+        .partition(|supervised| supervised.name == "nats-server");
+    stop_group(processes).await;
+    stop_group(broker).await;
+}
+
+async fn stop_group(group: Vec<&mut Supervised>) {
+    for supervised in &group {
         if let Some(pid) = supervised.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
@@ -130,7 +139,7 @@ async fn stop_all(children: &mut [Supervised]) {
                 .status();
         }
     }
-    for supervised in children.iter_mut().rev() {
+    for supervised in group {
         if tokio::time::timeout(Duration::from_secs(10), supervised.child.wait())
             .await
             .is_err()
