@@ -91,6 +91,41 @@ pub trait UserStore: Send + Sync {
     fn dump(&self) -> StoreResult<Vec<String>>;
 }
 
+/// The `offline` function's store: coalescing state, outbox and
+/// notification log.
+pub trait NotificationStore: Send + Sync {
+    fn notify_state(
+        &self,
+        user_id: &str,
+        conversation_id: &str,
+    ) -> StoreResult<Option<NotifyState>>;
+    /// Pending states of `partition` whose window closed by `now_ms`, oldest first.
+    fn due_states(
+        &self,
+        partition: u32,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<NotifyState>>;
+    /// Queued notifications of `partition` whose next attempt is due, oldest first.
+    fn ready_notifications(
+        &self,
+        partition: u32,
+        now_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+    /// The earliest time anything of `partition` becomes due, if anything waits.
+    fn next_wakeup_ms(&self, partition: u32) -> StoreResult<Option<i64>>;
+    fn notification(&self, id: &str) -> StoreResult<Option<NotificationRecord>>;
+    /// The log, newest first: one user's, or everyone's.
+    fn notification_log(
+        &self,
+        user_id: Option<&str>,
+        limit: usize,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+    fn apply(&self, fence: &Fence, effects: &[NotifyEffect]) -> StoreResult<()>;
+    fn dump(&self) -> StoreResult<Vec<String>>;
+}
+
 /// A user's conversation list with unread counts, consistent in itself:
 /// `total_unread` is the sum of the items' `unread`, computed from one read.
 /// Read-diffusion conversations take `last_seq` from the conversation.

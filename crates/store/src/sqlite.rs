@@ -15,6 +15,9 @@ use im_events::{ConversationKind, Diffusion, MessageKind};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde_json::Value;
 
+mod notifications;
+pub use notifications::{notifications_in, SqliteNotificationStore, NOTIFICATIONS_FILE};
+
 use crate::{
     ConversationEffect, ConversationRecord, ConversationStore, Fence, IdempotencyRecord,
     Membership, Role, StoreError, StoreResult, StoredMessage, SyncRecord, UserConversation,
@@ -862,6 +865,29 @@ mod tests {
         user_conversations_and_unread,
         sync_log_pages_in_order,
         apply_is_atomic,
+    );
+
+    macro_rules! notification_conformance_tests {
+        ($($name:ident),* $(,)?) => {
+            $(
+                #[test]
+                fn $name() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = SqliteNotificationStore::open_writer(
+                        &dir.path().join(NOTIFICATIONS_FILE),
+                        Durability::Normal,
+                    )
+                    .unwrap();
+                    conformance::$name(&store);
+                }
+            )*
+        };
+    }
+
+    notification_conformance_tests!(
+        notify_states_come_due,
+        outbox_is_idempotent_and_logged,
+        notify_fence_and_atomicity,
     );
 
     #[test]

@@ -155,3 +155,103 @@ pub struct UnreadSummary {
     pub items: Vec<UserConversation>,
     pub total_unread: u64,
 }
+
+/// Offline-notification state of one user in one conversation, owned by the
+/// `offline` function: what was counted (for idempotence) and what waits for
+/// its coalescing window to close.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotifyState {
+    pub user_id: String,
+    pub conversation_id: String,
+    /// The user partition (the owner that flushes it).
+    pub partition: u32,
+    /// Highest conversation seq already counted: a redelivered or replayed
+    /// message at or below it changes nothing.
+    pub counted_seq: u64,
+    /// Messages waiting to be notified; 0 means nothing is pending.
+    pub pending: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// A pending message mentions the user (breaks through a group mute).
+    pub mentioned: bool,
+    /// When the pending notification is due (unix ms).
+    pub due_ms: i64,
+    /// The newest pending message: sender, kind, body.
+    pub last_message: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationStatus {
+    /// Waiting to be sent (or re-sent after `next_attempt_ms`).
+    Queued,
+    /// The provider accepted it.
+    Sent,
+    /// The provider reported the device token invalid; the token was removed.
+    Invalid,
+    /// Given up on; a dead letter holds the provider's answer.
+    Dead,
+    /// Not sent on purpose (muted, read elsewhere); `answer` says why.
+    Skipped,
+}
+
+impl NotificationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationStatus::Queued => "queued",
+            NotificationStatus::Sent => "sent",
+            NotificationStatus::Invalid => "invalid",
+            NotificationStatus::Dead => "dead",
+            NotificationStatus::Skipped => "skipped",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => NotificationStatus::Queued,
+            "sent" => NotificationStatus::Sent,
+            "invalid" => NotificationStatus::Invalid,
+            "dead" => NotificationStatus::Dead,
+            "skipped" => NotificationStatus::Skipped,
+            _ => return None,
+        })
+    }
+}
+
+/// One notification to one device, and what became of it: the outbox and
+/// the notification log in one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// Deterministic (user, conversation, last seq, device), so a replayed
+    /// flush can never enqueue a second copy.
+    pub id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub provider: String,
+    pub partition: u32,
+    pub conversation_id: String,
+    /// What is sent: token, title, body, badge, count, seq range.
+    pub payload: Value,
+    pub status: NotificationStatus,
+    pub attempts: u32,
+    pub next_attempt_ms: i64,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    /// The provider's last answer (status and body), or why it was skipped.
+    pub answer: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotifyEffect {
+    PutState(NotifyState),
+    /// Add to the outbox; a record with the same id already there wins.
+    Enqueue(NotificationRecord),
+    /// Record a send attempt's outcome.
+    Settle {
+        id: String,
+        status: NotificationStatus,
+        attempts: u32,
+        next_attempt_ms: i64,
+        answer: Option<String>,
+        updated_ms: i64,
+    },
+}
