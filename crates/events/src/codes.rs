@@ -21,6 +21,8 @@ pub enum ErrorCode {
     RecallWindowExpired,
     Conflict,
     MaxDeliveries,
+    /// A push provider refused a notification or kept failing.
+    ProviderFailed,
 }
 
 impl ErrorCode {
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::RecallWindowExpired => "recall_window_expired",
             ErrorCode::Conflict => "conflict",
             ErrorCode::MaxDeliveries => "max_deliveries",
+            ErrorCode::ProviderFailed => "provider_failed",
         }
     }
 }

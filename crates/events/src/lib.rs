@@ -12,6 +12,7 @@ pub mod ids;
 pub mod inbound;
 pub mod model;
 pub mod partition;
+pub mod push;
 pub mod schema;
 pub mod subjects;
 

@@ -87,6 +87,8 @@ pub fn device_key(user: &str, device: &str) -> String {
 
 pub const PRESENCE_BUCKET: &str = "IM_PRESENCE";
 pub const DELIVERED_BUCKET: &str = "IM_DELIVERED";
+/// Device push registrations (`user.device` -> provider and token).
+pub const PUSH_TOKENS_BUCKET: &str = "IM_PUSH_TOKENS";
 
 pub fn dlq_subject(function: &str) -> String {
     format!("im.dlq.{function}")

@@ -107,6 +107,15 @@ pub trait BatchHandler: Send + Sync + 'static {
         claim: &Claim,
         batch: Vec<Incoming>,
     ) -> impl Future<Output = Result<Vec<Outcome>, HandlerError>> + Send;
+
+    /// Work the owner of a partition does besides handling batches (timers,
+    /// an outbox), alongside the batch loop while it owns the partition; it
+    /// should return once the claim is revoked or at shutdown. None by
+    /// default.
+    fn owner_task(&self, claim: Claim, shutdown: Shutdown) -> impl Future<Output = ()> + Send {
+        let _ = (claim, shutdown);
+        async {}
+    }
 }
 
 fn backoff(attempt: i64) -> Duration {
@@ -439,13 +448,17 @@ pub async fn run_function<H: BatchHandler>(
         lease_ttl,
         shutdown.clone(),
         |claim| {
-            run_partition(
+            let batches = run_partition(
                 js.clone(),
                 def.clone(),
-                claim,
+                claim.clone(),
                 handler.clone(),
                 shutdown.clone(),
-            )
+            );
+            let (handler, shutdown) = (handler.clone(), shutdown.clone());
+            async move {
+                futures::join!(batches, handler.owner_task(claim, shutdown));
+            }
         },
     )
     .await

@@ -1,0 +1,99 @@
+//! Who is online: a live view of the KV bucket `IM_PRESENCE`, where the
+//! gateway keeps `user.device` entries refreshed while a device is connected.
+//! `push` uses it to pick online users, `offline` to pick the devices that
+//! are not.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use im_events::subjects::unhex;
+
+/// Who is online, from the presence bucket: user → device → last refresh.
+#[derive(Debug, Default)]
+pub struct Presence {
+    devices: HashMap<String, HashMap<String, i64>>,
+}
+
+impl Presence {
+    pub fn seen(&mut self, user: &str, device: &str, at_ms: i64) {
+        self.devices
+            .entry(user.to_string())
+            .or_default()
+            .insert(device.to_string(), at_ms);
+    }
+
+    pub fn gone(&mut self, user: &str, device: &str) {
+        if let Some(devices) = self.devices.get_mut(user) {
+            devices.remove(device);
+            if devices.is_empty() {
+                self.devices.remove(user);
+            }
+        }
+    }
+
+    /// Online if any device refreshed within `ttl_ms` (expired entries
+    /// vanish from the bucket without a delete, so age is checked here).
+    pub fn is_online(&self, user: &str, now_ms: i64, ttl_ms: i64) -> bool {
+        self.devices
+            .get(user)
+            .is_some_and(|devices| devices.values().any(|at| now_ms - at <= ttl_ms))
+    }
+
+    /// One device of the user is connected (refreshed within `ttl_ms`).
+    pub fn device_online(&self, user: &str, device: &str, now_ms: i64, ttl_ms: i64) -> bool {
+        self.devices
+            .get(user)
+            .and_then(|devices| devices.get(device))
+            .is_some_and(|at| now_ms - at <= ttl_ms)
+    }
+}
+
+/// Follow the presence bucket into `presence`.
+pub async fn watch_presence(
+    bucket: kv::Store,
+    presence: Arc<Mutex<Presence>>,
+) -> anyhow::Result<()> {
+    let mut watch = bucket.watch_all_from_revision(1).await?;
+    while let Some(entry) = watch.next().await {
+        let Ok(entry) = entry else { continue };
+        let mut parts = entry.key.splitn(2, '.');
+        let (Some(user), Some(device)) =
+            (parts.next().and_then(unhex), parts.next().and_then(unhex))
+        else {
+            continue;
+        };
+        let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
+        match entry.operation {
+            kv::Operation::Put => presence.seen(&user, &device, entry.created.timestamp_millis()),
+            kv::Operation::Delete | kv::Operation::Purge => presence.gone(&user, &device),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_expires_without_a_delete() {
+        let mut presence = Presence::default();
+        presence.seen("bob", "phone", 1_000);
+        assert!(presence.is_online("bob", 20_000, 30_000));
+        assert!(
+            !presence.is_online("bob", 40_000, 30_000),
+            "a dead gateway's entry ages out"
+        );
+        presence.seen("bob", "laptop", 39_000);
+        assert!(presence.device_online("bob", "laptop", 40_000, 30_000));
+        assert!(!presence.device_online("bob", "phone", 40_000, 30_000));
+        assert!(!presence.device_online("bob", "tablet", 40_000, 30_000));
+        assert!(presence.is_online("bob", 40_000, 30_000));
+        presence.gone("bob", "laptop");
+        presence.gone("bob", "phone");
+        assert!(!presence.is_online("bob", 40_000, 30_000));
+        assert!(!presence.is_online("carol", 0, 30_000));
+    }
+}

@@ -1,0 +1,236 @@
+//! Huawei Push Kit (HMS), the channel Huawei and Honor phones without Google
+//! services use: an app-level OAuth2 access token (client credentials) and
+//! `POST /v1/<app id>/messages:send`. Results come as a `code` in the JSON
+//! body: `80000000` is success.
+
+use futures::future::BoxFuture;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{answer, classify, execute, CachedToken, Notice, Provider, SendOutcome};
+
+#[derive(Debug, Clone)]
+pub struct HmsConfig {
+    /// `https://push-api.cloud.huawei.com`.
+    pub url: String,
+    /// `https://oauth-login.cloud.huawei.com/oauth2/v3/token`.
+    pub token_url: String,
+    /// The app id, which is also the OAuth client id.
+    pub app_id: String,
+    pub client_secret: String,
+    /// The app's launcher activity, needed to set the badge (optional).
+    pub badge_class: Option<String>,
+}
+
+pub struct Hms {
+    config: HmsConfig,
+    client: reqwest::Client,
+    token: CachedToken,
+}
+
+impl Hms {
+    pub fn new(config: HmsConfig) -> Self {
+        Hms {
+            config,
+            client: super::http_client(false),
+            token: CachedToken::default(),
+        }
+    }
+
+    async fn attempt(&self, notice: &Notice) -> SendOutcome {
+        let token = self
+            .token
+            .get(|| async {
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_id", self.config.app_id.as_str()),
+                    ("client_secret", self.config.client_secret.as_str()),
+                ];
+                super::oauth_token(&self.client, &self.config.token_url, &form).await
+            })
+            .await;
+        let token = match token {
+            Ok(token) => token,
+            Err(error) => return super::token_failure("HMS", error),
+        };
+        let url = format!(
+            "{}/v1/{}/messages:send",
+            self.config.url.trim_end_matches('/'),
+            self.config.app_id
+        );
+        let request = self
+            .client
+            .post(url)
+            .bearer_auth(token)
+            .json(&message(notice, self.config.badge_class.as_deref()));
+        let (status, headers, body) = match execute(request).await {
+            Ok(answered) => answered,
+            Err(outcome) => return outcome,
+        };
+        let (outcome, refresh) = outcome(status, &headers, &body, &notice.token);
+        if refresh {
+            self.token.invalidate().await;
+        }
+        outcome
+    }
+}
+
+impl Provider for Hms {
+    fn send<'a>(&'a self, notice: &'a Notice) -> BoxFuture<'a, SendOutcome> {
+        Box::pin(self.attempt(notice))
+    }
+}
+
+/// The downlink message for one notice (pure).
+pub fn message(notice: &Notice, badge_class: Option<&str>) -> Value {
+    let mut notification = json!({
+        "title": notice.title,
+        "body": notice.body,
+        "click_action": {"type": 3},
+        "tag": notice.conversation_id,
+    });
+    if let Some(class) = badge_class {
+        notification["badge"] = json!({"set_num": notice.badge, "class": class});
+    }
+    json!({
+        "validate_only": false,
+        "message": {
+            "token": [notice.token],
+            "data": json!({
+                "notification_id": notice.notification_id,
+                "conversation_id": notice.conversation_id,
+                "first_seq": notice.first_seq,
+                "last_seq": notice.last_seq,
+                "count": notice.count,
+            }).to_string(),
+            "android": {
+                "collapse_key": -1,
+                "notification": notification,
+            },
+        },
+    })
+}
+
+/// Push Kit's answer: the outcome, and whether the access token must be
+/// renewed. `80100000` (partly successful) and `80300007` (all tokens
+/// invalid) list the refused tokens.
+pub fn outcome(
+    status: StatusCode,
+    headers: &HeaderMap,
+    body: &str,
+    token: &str,
+) -> (SendOutcome, bool) {
+    let parsed: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let code = parsed["code"].as_str().unwrap_or_default();
+    let text = answer(status, body);
+    if !status.is_success() && code.is_empty() {
+        return (
+            classify(status, headers, body),
+            status == StatusCode::UNAUTHORIZED,
+        );
+    }
+    match code {
+        "80000000" => (SendOutcome::Delivered(text), false),
+        "80300007" => (SendOutcome::InvalidToken(text), false),
+        "80100000" => {
+            let illegal = serde_json::from_str::<Value>(parsed["msg"].as_str().unwrap_or("{}"))
+                .ok()
+                .and_then(|msg| msg["illegal_tokens"].as_array().cloned())
+                .unwrap_or_default();
+            if illegal.iter().any(|t| t.as_str() == Some(token)) {
+                (SendOutcome::InvalidToken(text), false)
+            } else {
+                (SendOutcome::Delivered(text), false)
+            }
+        }
+        // Access token expired or refused: renew it and try again.
+        "80200001" | "80200003" => (
+            SendOutcome::Retry {
+                after: None,
+                answer: text,
+            },
+            true,
+        ),
+        // Internal error, or flow control.
+        "81000001" | "80300010" => (
+            SendOutcome::Retry {
+                after: super::retry_after(headers, chrono::Utc::now()),
+                answer: text,
+            },
+            false,
+        ),
+        _ if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() => {
+            (classify(status, headers, body), false)
+        }
+        _ => (SendOutcome::Failed(text), false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::providers::sample_notice;
+
+    #[test]
+    fn messages_follow_the_push_kit_format() {
+        let message = message(&sample_notice(), Some("com.example.Main"));
+        assert_eq!(message["message"]["token"][0], "abc123");
+        let notification = &message["message"]["android"]["notification"];
+        assert_eq!(notification["title"], "Team");
+        assert_eq!(notification["click_action"]["type"], 3);
+        assert_eq!(notification["badge"]["set_num"], 5);
+        let data: Value =
+            serde_json::from_str(message["message"]["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["last_seq"], 6);
+        assert!(
+            super::message(&sample_notice(), None)["message"]["android"]["notification"]
+                .get("badge")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn result_codes_map_to_outcomes() {
+        let none = HeaderMap::new();
+        let ok = StatusCode::OK;
+        assert!(matches!(
+            outcome(ok, &none, r#"{"code":"80000000","msg":"Success"}"#, "t").0,
+            SendOutcome::Delivered(_)
+        ));
+        assert!(matches!(
+            outcome(
+                ok,
+                &none,
+                r#"{"code":"80300007","msg":"All the tokens are invalid"}"#,
+                "t"
+            )
+            .0,
+            SendOutcome::InvalidToken(_)
+        ));
+        let partial = r#"{"code":"80100000","msg":"{\"success\":0,\"failure\":1,\"illegal_tokens\":[\"t\"]}"}"#;
+        assert!(matches!(
+            outcome(ok, &none, partial, "t").0,
+            SendOutcome::InvalidToken(_)
+        ));
+        assert!(matches!(
+            outcome(ok, &none, partial, "other").0,
+            SendOutcome::Delivered(_)
+        ));
+        let (expired, refresh) = outcome(
+            StatusCode::UNAUTHORIZED,
+            &none,
+            r#"{"code":"80200003","msg":"OAuth token expired"}"#,
+            "t",
+        );
+        assert!(matches!(expired, SendOutcome::Retry { .. }) && refresh);
+        assert!(matches!(
+            outcome(StatusCode::SERVICE_UNAVAILABLE, &none, "", "t").0,
+            SendOutcome::Retry { .. }
+        ));
+        assert!(matches!(
+            outcome(ok, &none, r#"{"code":"80300008","msg":"too large"}"#, "t").0,
+            SendOutcome::Failed(_)
+        ));
+    }
+}

@@ -1,0 +1,135 @@
+//! Who can be notified how: a live view of the KV bucket `IM_PUSH_TOKENS`
+//! (`user.device` → provider and token), which the gateway writes when a
+//! device registers or unregisters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use im_events::push::PushRegistration;
+use im_events::subjects::{unhex, PUSH_TOKENS_BUCKET};
+
+use crate::DeviceToken;
+
+/// user → device → (registration, KV revision).
+#[derive(Debug, Default)]
+pub struct Registry {
+    users: HashMap<String, HashMap<String, (PushRegistration, u64)>>,
+}
+
+impl Registry {
+    pub fn put(&mut self, user: &str, device: &str, registration: PushRegistration, revision: u64) {
+        self.users
+            .entry(user.to_string())
+            .or_default()
+            .insert(device.to_string(), (registration, revision));
+    }
+
+    /// Forget a device's registration, unless a newer one replaced it.
+    pub fn remove(&mut self, user: &str, device: &str, revision: u64) {
+        if let Some(devices) = self.users.get_mut(user) {
+            if devices.get(device).is_some_and(|(_, r)| *r <= revision) {
+                devices.remove(device);
+            }
+            if devices.is_empty() {
+                self.users.remove(user);
+            }
+        }
+    }
+
+    /// The user's registered devices, by device id.
+    pub fn devices(&self, user: &str) -> Vec<DeviceToken> {
+        let mut devices: Vec<DeviceToken> = self
+            .users
+            .get(user)
+            .into_iter()
+            .flatten()
+            .map(|(device, (registration, _))| DeviceToken {
+                device_id: device.clone(),
+                provider: registration.provider.clone(),
+                token: registration.token.clone(),
+            })
+            .collect();
+        devices.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        devices
+    }
+
+    /// The KV revision of the device's registration if it holds `token`.
+    pub fn revision_holding(&self, user: &str, device: &str, token: &str) -> Option<u64> {
+        let (registration, revision) = self.users.get(user)?.get(device)?;
+        (registration.token == token).then_some(*revision)
+    }
+}
+
+/// Open (or create) the registrations bucket; entries never expire.
+pub async fn bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+    im_runtime::lease::kv_bucket(
+        js,
+        PUSH_TOKENS_BUCKET,
+        "device push registrations: user.device -> provider and token",
+        None,
+    )
+    .await
+}
+
+/// Follow the bucket into `registry`.
+pub async fn watch(bucket: kv::Store, registry: Arc<Mutex<Registry>>) -> anyhow::Result<()> {
+    let mut watch = bucket.watch_all_from_revision(1).await?;
+    while let Some(entry) = watch.next().await {
+        let Ok(entry) = entry else { continue };
+        let mut parts = entry.key.splitn(2, '.');
+        let (Some(user), Some(device)) =
+            (parts.next().and_then(unhex), parts.next().and_then(unhex))
+        else {
+            continue;
+        };
+        let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
+        match entry.operation {
+            kv::Operation::Put => match serde_json::from_slice::<PushRegistration>(&entry.value) {
+                Ok(registration) => registry.put(&user, &device, registration, entry.revision),
+                Err(error) => {
+                    tracing::warn!(%error, key = %entry.key, "unreadable push registration ignored")
+                }
+            },
+            kv::Operation::Delete | kv::Operation::Purge => {
+                registry.remove(&user, &device, entry.revision)
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(token: &str) -> PushRegistration {
+        PushRegistration {
+            provider: "fcm".into(),
+            token: token.into(),
+            registered_at: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn registrations_follow_puts_and_deletes() {
+        let mut registry = Registry::default();
+        registry.put("bob", "phone", registration("t1"), 3);
+        registry.put("bob", "tablet", registration("t2"), 4);
+        assert_eq!(registry.devices("bob").len(), 2);
+        assert_eq!(registry.revision_holding("bob", "phone", "t1"), Some(3));
+        assert_eq!(registry.revision_holding("bob", "phone", "t2"), None);
+        registry.put("bob", "phone", registration("t3"), 7);
+        registry.remove("bob", "phone", 3);
+        assert_eq!(
+            registry.devices("bob")[0].token,
+            "t3",
+            "an older removal does not take a newer registration"
+        );
+        registry.remove("bob", "phone", 8);
+        registry.remove("bob", "tablet", 9);
+        assert!(registry.devices("bob").is_empty());
+        assert!(registry.devices("nobody").is_empty());
+    }
+}
