@@ -2,6 +2,8 @@
 //! every function as its own process, real SQLite stores in a temp dir),
 //! publishing helpers, and waits.
 
+pub mod standins;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
 use im_test_support::{workspace_binary, NatsServer, Process};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 5] = ["ingest", "dedupe", "fanout", "unread", "push"];
+pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
 pub const JWT_SECRET: &str = "test-secret";
 
 pub struct Pipeline {
@@ -179,7 +181,7 @@ impl Pipeline {
                 let stream = self.js.get_stream(stream).await.unwrap();
                 count += stream.consumer_names().count().await;
             }
-            if count == 1 + 3 * 16 {
+            if count == 1 + 4 * 16 {
                 return;
             }
             assert!(

@@ -10,5 +10,6 @@ mod delivery;
 mod failover;
 mod gateway;
 mod idempotency;
+mod offline;
 mod replay;
 mod timeline_changes;

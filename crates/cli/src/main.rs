@@ -4,6 +4,7 @@
 mod bench;
 mod chat;
 mod dlq;
+mod notifications;
 mod send;
 mod tail;
 mod token;
@@ -34,6 +35,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
     Token(token::TokenArgs),
+    /// The offline notification log: what was sent to which device, and the provider's answer.
+    Notifications(notifications::NotificationsArgs),
 }
 
 #[tokio::main]
@@ -48,6 +51,7 @@ async fn main() {
         Command::Token(args) => token::run(args),
         Command::Chat(args) => chat::run(args).await,
         Command::Bench(args) => bench::run(args).await,
+        Command::Notifications(args) => notifications::run(args),
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

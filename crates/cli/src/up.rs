@@ -11,7 +11,7 @@ use clap::Args;
 use tokio::process::{Child, Command};
 
 /// The function binaries `up` starts, in start order.
-pub const FUNCTIONS: [&str; 5] = ["ingest", "dedupe", "fanout", "unread", "push"];
+pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
 
 const NATS_CONF: &str = include_str!("../../../nats.conf");
 

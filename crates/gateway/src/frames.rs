@@ -50,9 +50,15 @@ pub enum ClientFrame {
     Delivered {
         sync_seq: u64,
     },
+    /// This device's push token, for notifications while it is offline.
+    RegisterPush {
+        provider: String,
+        token: String,
+    },
+    UnregisterPush {},
 }
 
-pub const OPS: [&str; 10] = [
+pub const OPS: [&str; 12] = [
     "send",
     "sync",
     "history",
@@ -63,6 +69,8 @@ pub const OPS: [&str; 10] = [
     "recall",
     "typing",
     "delivered",
+    "register_push",
+    "unregister_push",
 ];
 
 /// A refused frame: becomes an `error` frame.
@@ -175,6 +183,8 @@ mod tests {
             r#"{"op":"recall","conversation_id":"g:1","seq":1}"#,
             r#"{"op":"typing","conversation_id":"g:1"}"#,
             r#"{"op":"delivered","sync_seq":7}"#,
+            r#"{"op":"register_push","provider":"apns","token":"a1b2"}"#,
+            r#"{"op":"unregister_push"}"#,
         ];
         for text in frames {
             parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));

@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use im_events::inbound::{parse_inbound, Limits};
 use im_events::{Command, InboundMessage};
@@ -17,11 +17,14 @@ use crate::auth::{self, Claims};
 use crate::Gateway;
 
 /// Every route, as documented in `schemas/openapi.json`.
-pub const ROUTES: [(&str, &str); 6] = [
+pub const ROUTES: [(&str, &str); 9] = [
     ("get", "/v1/ws"),
     ("post", "/v1/events"),
     ("get", "/v1/conversations/{id}/messages"),
     ("get", "/v1/users/{id}/conversations"),
+    ("put", "/v1/users/{id}/devices/{device}/push"),
+    ("delete", "/v1/users/{id}/devices/{device}/push"),
+    ("get", "/v1/notifications"),
     ("get", "/healthz"),
     ("get", "/metrics"),
 ];
@@ -33,6 +36,11 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/v1/events", post(post_event))
         .route("/v1/conversations/{id}/messages", get(messages))
         .route("/v1/users/{id}/conversations", get(user_conversations))
+        .route(
+            "/v1/users/{id}/devices/{device}/push",
+            put(register_push).delete(unregister_push),
+        )
+        .route("/v1/notifications", get(notifications))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(body_limit))
@@ -252,6 +260,145 @@ async fn user_conversations(
         ),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
     }
+}
+
+/// A user token acts for its own user; a service token for anyone.
+#[allow(clippy::result_large_err)]
+fn acting_for(gateway: &Gateway, headers: &HeaderMap, user: &str) -> Result<Claims, Response> {
+    let claims = authorize(gateway, headers)?;
+    if !claims.svc && claims.sub != user {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{} may only manage its own devices", claims.sub),
+        ));
+    }
+    Ok(claims)
+}
+
+fn registration_response(error_value: crate::push_tokens::RegistrationError) -> Response {
+    match error_value {
+        crate::push_tokens::RegistrationError::Invalid(message) => {
+            error(StatusCode::BAD_REQUEST, "bad_request", message)
+        }
+        crate::push_tokens::RegistrationError::Unavailable(message) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterBody {
+    provider: String,
+    token: String,
+}
+
+/// `PUT /v1/users/{id}/devices/{device}/push`: register the device's push
+/// token (the same as the `register_push` frame).
+async fn register_push(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((id, device)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = acting_for(&gateway, &headers, &id) {
+        return response;
+    }
+    let body: RegisterBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("body must be {{\"provider\": …, \"token\": …}}: {e}"),
+            )
+        }
+    };
+    match gateway
+        .register_push(&id, &device, &body.provider, &body.token)
+        .await
+    {
+        Ok(registered) => Json(registered).into_response(),
+        Err(e) => registration_response(e),
+    }
+}
+
+/// `DELETE /v1/users/{id}/devices/{device}/push`.
+async fn unregister_push(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Path((id, device)): Path<(String, String)>,
+) -> Response {
+    if let Err(response) = acting_for(&gateway, &headers, &id) {
+        return response;
+    }
+    match gateway.unregister_push(&id, &device).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => registration_response(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    user_id: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/notifications?user_id=&limit=`: the notification log, newest
+/// first: everyone's for a service token, one's own for a user token.
+async fn notifications(
+    State(gateway): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let claims = match authorize(&gateway, &headers) {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    let user = match (&query.user_id, claims.svc) {
+        (Some(user), false) if *user != claims.sub => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("{} may only read its own notifications", claims.sub),
+            )
+        }
+        (None, false) => Some(claims.sub.clone()),
+        (user, _) => user.clone(),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let store = gateway.notifications.clone();
+    let result =
+        tokio::task::spawn_blocking(move || store.notification_log(user.as_deref(), limit)).await;
+    match result {
+        Ok(Ok(records)) => {
+            let items: Vec<Value> = records.iter().map(log_item).collect();
+            Json(json!({"items": items})).into_response()
+        }
+        Ok(Err(e)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+    }
+}
+
+/// One log entry as operators read it (the device token masked).
+pub fn log_item(record: &im_store::NotificationRecord) -> Value {
+    let mut payload = record.payload.clone();
+    if let Some(token) = payload.get("token").and_then(Value::as_str) {
+        payload["token"] = json!(crate::push_tokens::mask(token));
+    }
+    json!({
+        "id": record.id, "user_id": record.user_id, "device_id": record.device_id,
+        "provider": record.provider, "conversation_id": record.conversation_id,
+        "status": record.status, "attempts": record.attempts, "answer": record.answer,
+        "created_at": im_events::rfc3339_ms(record.created_ms),
+        "updated_at": im_events::rfc3339_ms(record.updated_ms),
+        "notification": payload,
+    })
 }
 
 async fn healthz(State(gateway): State<Arc<Gateway>>) -> Response {

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod frames;
 pub mod http;
 pub mod limits;
+pub mod push_tokens;
 pub mod session;
 
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use im_runtime::lease::kv_bucket;
-use im_store::{ConversationStore, UserStore};
+use im_store::{ConversationStore, NotificationStore, UserStore};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -85,6 +86,10 @@ pub struct Gateway {
     pub users: Arc<dyn UserStore>,
     pub presence: kv::Store,
     pub delivered: kv::Store,
+    /// Device push registrations, followed by the offline function.
+    pub push_tokens: kv::Store,
+    /// The offline function's notification log (read-only).
+    pub notifications: Arc<dyn NotificationStore>,
     sessions: Mutex<HashMap<String, UserEntry>>,
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     next_id: std::sync::atomic::AtomicU64,
@@ -102,6 +107,7 @@ impl Gateway {
         client: async_nats::Client,
         conversations: Arc<dyn ConversationStore>,
         users: Arc<dyn UserStore>,
+        notifications: Arc<dyn NotificationStore>,
         metrics: Option<metrics_exporter::Handle>,
     ) -> anyhow::Result<Arc<Gateway>> {
         let js = jetstream::new(client.clone());
@@ -120,6 +126,13 @@ impl Gateway {
             None,
         )
         .await?;
+        let push_tokens = kv_bucket(
+            &js,
+            im_events::subjects::PUSH_TOKENS_BUCKET,
+            "device push registrations: user.device -> provider and token",
+            None,
+        )
+        .await?;
         let gateway = Arc::new(Gateway {
             config,
             client,
@@ -128,6 +141,8 @@ impl Gateway {
             users,
             presence,
             delivered,
+            push_tokens,
+            notifications,
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{conversations_in, users_in};
+use im_store::sqlite::{conversations_in, notifications_in, users_in};
 
 /// im-gateway: WebSocket sessions and the HTTP API.
 #[derive(Parser, Debug)]
@@ -50,6 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let data_dir = args.common.data_dir.clone();
     let conversations = conversations_in(&data_dir, None)?;
     let users = users_in(&data_dir, None)?;
+    let notifications = notifications_in(&data_dir, None)?;
     let config = im_gateway::Config {
         jwt_secret: args.jwt_secret,
         gateway_id: args.common.instance_name("gateway"),
@@ -67,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         client,
         Arc::new(conversations),
         Arc::new(users),
+        Arc::new(notifications),
         Some(render),
     )
     .await?;

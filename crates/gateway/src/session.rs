@@ -401,6 +401,28 @@ async fn handle(
                     .await;
             }
         }
+        ClientFrame::RegisterPush { provider, token } => {
+            match gateway
+                .register_push(&context.user, &context.device, &provider, &token)
+                .await
+            {
+                Ok(registered) => {
+                    let mut frame = registered;
+                    frame["op"] = json!("push_registered");
+                    context.send(frame).await;
+                }
+                Err(error) => return Err(registration_error(error)),
+            }
+        }
+        ClientFrame::UnregisterPush {} => {
+            gateway
+                .unregister_push(&context.user, &context.device)
+                .await
+                .map_err(registration_error)?;
+            context
+                .send(json!({"op": "push_unregistered", "device_id": context.device}))
+                .await;
+        }
         ClientFrame::Delivered { sync_seq } => {
             let key = crate::kv_key(&context.user, &context.device);
             let current = match gateway.delivered.get(&key).await {
@@ -422,6 +444,17 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+fn registration_error(error: crate::push_tokens::RegistrationError) -> FrameError {
+    match error {
+        crate::push_tokens::RegistrationError::Invalid(message) => {
+            FrameError::new("bad_frame", message)
+        }
+        crate::push_tokens::RegistrationError::Unavailable(message) => {
+            FrameError::new("unavailable", message)
+        }
+    }
 }
 
 async fn submit_in_background(
