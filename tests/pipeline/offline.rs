@@ -597,3 +597,46 @@ async fn offline_killed_mid_burst_loses_and_repeats_nothing() {
     );
     assert_eq!(standins.violations(), Vec::<String>::new());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_group_mentions_reach_offline_members() {
+    let standins = StandIns::start().await;
+    let mut env = standins.env();
+    env.push(("IM_NOTIFY_WINDOW_MS".into(), "300".into()));
+    env.push(("IM_LARGE_GROUP_THRESHOLD".into(), "3".into()));
+    let mut pipeline = Pipeline::start_with(env).await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    register(port, "bob", "phone", "webhook", "hook-bob").await;
+    register(port, "dave", "phone", "webhook", "hook-dave").await;
+    registered(&pipeline, &[("bob", "phone"), ("dave", "phone")]).await;
+    let members: Vec<String> = ["alice", "bob", "dave", "erin", "frank"]
+        .map(String::from)
+        .to_vec();
+    pipeline.create_group("g:big", &members).await;
+    pipeline
+        .send_text("g:big", "alice", "b1", "to everyone")
+        .await;
+    pipeline
+        .publish(
+            "im.message.send",
+            "urn:test",
+            "b2",
+            json!({"conversation_id": "g:big", "sender_id": "alice", "kind": "text",
+                   "body": {"text": "@bob please"}, "mentions": ["bob", "zed"]}),
+            true,
+        )
+        .await;
+    wait_for(&standins, WAIT, "bob's mention", |seen| !seen.is_empty()).await;
+    pipeline.settle(WAIT).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let seen = standins.seen();
+    assert_eq!(
+        seen.len(),
+        1,
+        "read diffusion notifies only the mentioned: {seen:#?}"
+    );
+    assert_eq!(seen[0].token, "hook-bob");
+    assert_eq!(seen[0].body, "alice mentioned you: @bob please");
+    assert_eq!((seen[0].first_seq, seen[0].last_seq), (2, 2));
+    assert_eq!(standins.violations(), Vec::<String>::new());
+}

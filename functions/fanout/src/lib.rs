@@ -5,8 +5,8 @@
 //! recipient of that partition: a 1:1 message costs at most two stream
 //! writes, a 50-member group at most one per user partition. Groups in read
 //! diffusion (above the large-group threshold) get no per-member copies: only
-//! the sender's own (so their read mark moves), and members pull the
-//! conversation timeline.
+//! the sender's own (so their read mark moves) and the mentioned members'
+//! (for offline notifications), and members pull the conversation timeline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -54,7 +54,20 @@ pub fn recipients(
     let mut users = match event {
         TimelineEvent::Committed(message) => match message.diffusion {
             Diffusion::Write => members.members_at(&message.conversation_id, message.seq)?,
-            Diffusion::Read => vec![message.sender_id.clone()],
+            // Read diffusion: the sender (so their read mark moves), and
+            // members the message mentions (so `offline` can notify them;
+            // unread takes no copy for them). Membership as of the seq, so
+            // replay reaches the same people.
+            Diffusion::Read if message.mentions.is_empty() => vec![message.sender_id.clone()],
+            Diffusion::Read => {
+                let mut users: Vec<String> = members
+                    .members_at(&message.conversation_id, message.seq)?
+                    .into_iter()
+                    .filter(|member| message.mentions.contains(member))
+                    .collect();
+                users.push(message.sender_id.clone());
+                users
+            }
         },
         // dedupe named the recipients at the event's position, so replay
         // reaches the same people whatever membership is now.
@@ -292,6 +305,20 @@ mod tests {
     fn read_diffusion_makes_no_member_copies() {
         let event = committed(Diffusion::Read);
         assert_eq!(recipients(&event, &group(1000)).unwrap(), vec!["u0"]);
+    }
+
+    #[test]
+    fn read_diffusion_reaches_mentioned_members_only() {
+        let TimelineEvent::Committed(mut message) = committed(Diffusion::Read) else {
+            unreachable!()
+        };
+        message.mentions = vec!["u7".into(), "u999".into(), "stranger".into()];
+        let users = recipients(&TimelineEvent::Committed(message), &group(1000)).unwrap();
+        assert_eq!(
+            users,
+            vec!["u0", "u7", "u999"],
+            "members mentioned, and the sender"
+        );
     }
 
     #[test]

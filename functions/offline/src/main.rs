@@ -123,7 +123,7 @@ fn require(value: &str, what: &str, provider: &str) -> anyhow::Result<()> {
 }
 
 fn providers(args: &Args) -> anyhow::Result<Providers> {
-    let mut builder = Providers::new(args.concurrency);
+    let mut builder = Providers::builder(args.concurrency);
     if let Some(path) = &args.apns_key_file {
         require(&args.apns_key_id, "--apns-key-id", "APNs")?;
         require(&args.apns_team_id, "--apns-team-id", "APNs")?;

@@ -68,7 +68,7 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(concurrency: usize) -> ProvidersBuilder {
+    pub fn builder(concurrency: usize) -> ProvidersBuilder {
         ProvidersBuilder {
             concurrency: concurrency.max(1),
             providers: HashMap::new(),
@@ -86,7 +86,7 @@ impl Providers {
         let Some((client, slots)) = self.providers.get(provider) else {
             return SendOutcome::Failed(format!(
                 "push provider {provider} is not configured on the offline function; \
-                 configure it (see im-offline --help) and redrive the dead letter"
+                 configure it (see im-offline --help); the device's notifications are dead-lettered until then"
             ));
         };
         let Ok(_slot) = slots.acquire().await else {
@@ -378,7 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unconfigured_provider_fails_with_what_to_do() {
-        let providers = Providers::new(4).build();
+        let providers = Providers::builder(4).build();
         let outcome = providers.send("apns", &sample_notice()).await;
         assert!(matches!(outcome, SendOutcome::Failed(text) if text.contains("not configured")));
     }
