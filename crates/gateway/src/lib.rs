@@ -112,13 +112,7 @@ impl Gateway {
     ) -> anyhow::Result<Arc<Gateway>> {
         let js = jetstream::new(client.clone());
         im_runtime::topology::ensure_streams(&js).await?;
-        let presence = kv_bucket(
-            &js,
-            PRESENCE_BUCKET,
-            "online devices: user.device -> gateway",
-            Some(config.presence_ttl),
-        )
-        .await?;
+        let presence = im_runtime::presence::bucket(&js, config.presence_ttl).await?;
         let delivered = kv_bucket(
             &js,
             DELIVERED_BUCKET,

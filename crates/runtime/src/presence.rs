@@ -6,9 +6,11 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use async_nats::jetstream::kv;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
-use im_events::subjects::unhex;
+use im_events::subjects::{unhex, PRESENCE_BUCKET};
 
 /// Who is online, from the presence bucket: user → device → last refresh.
 #[derive(Debug, Default)]
@@ -50,10 +52,12 @@ impl Presence {
     }
 }
 
-/// Follow the presence bucket into `presence`.
-pub async fn watch_presence(
+/// Follow a bucket keyed `<hex user>.<hex device>` (presence, push
+/// registrations) from its first revision, calling `apply` with the user,
+/// the device and the entry for every change.
+pub async fn watch_device_keys(
     bucket: kv::Store,
-    presence: Arc<Mutex<Presence>>,
+    mut apply: impl FnMut(&str, &str, &kv::Entry) + Send,
 ) -> anyhow::Result<()> {
     let mut watch = bucket.watch_all_from_revision(1).await?;
     while let Some(entry) = watch.next().await {
@@ -64,13 +68,46 @@ pub async fn watch_presence(
         else {
             continue;
         };
-        let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
-        match entry.operation {
-            kv::Operation::Put => presence.seen(&user, &device, entry.created.timestamp_millis()),
-            kv::Operation::Delete | kv::Operation::Purge => presence.gone(&user, &device),
-        }
+        apply(&user, &device, &entry);
     }
     Ok(())
+}
+
+/// Follow the presence bucket into `presence`.
+pub async fn watch_presence(
+    bucket: kv::Store,
+    presence: Arc<Mutex<Presence>>,
+) -> anyhow::Result<()> {
+    watch_device_keys(bucket, move |user, device, entry| {
+        let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
+        match entry.operation {
+            kv::Operation::Put => presence.seen(user, device, entry.created.timestamp_millis()),
+            kv::Operation::Delete | kv::Operation::Purge => presence.gone(user, device),
+        }
+    })
+    .await
+}
+
+/// The presence bucket (created with `ttl` if no process has yet).
+pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv::Store> {
+    crate::lease::kv_bucket(
+        js,
+        PRESENCE_BUCKET,
+        "online devices: user.device -> gateway",
+        Some(ttl),
+    )
+    .await
+}
+
+/// A live view of presence, kept current in the background.
+pub async fn follow(
+    js: &jetstream::Context,
+    ttl: Duration,
+) -> anyhow::Result<Arc<Mutex<Presence>>> {
+    let bucket = bucket(js, ttl).await?;
+    let presence = Arc::new(Mutex::new(Presence::default()));
+    tokio::spawn(watch_presence(bucket, presence.clone()));
+    Ok(presence)
 }
 
 #[cfg(test)]

@@ -466,32 +466,6 @@ fn now_ms() -> i64 {
 }
 
 impl Offline {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        js: jetstream::Context,
-        store: Arc<dyn NotificationStore>,
-        users: Arc<dyn UserStore>,
-        conversations: Arc<dyn ConversationStore>,
-        presence: Arc<Mutex<Presence>>,
-        registry: Arc<Mutex<Registry>>,
-        tokens: kv::Store,
-        providers: Arc<Providers>,
-        settings: Settings,
-    ) -> Self {
-        Offline {
-            js,
-            store,
-            users,
-            conversations,
-            presence,
-            registry,
-            tokens,
-            providers,
-            settings,
-            wakers: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn waker(&self, partition: u32) -> Arc<Notify> {
         self.wakers
             .lock()
@@ -812,24 +786,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     im_runtime::topology::ensure_streams(&js).await?;
-    let presence_bucket = im_runtime::lease::kv_bucket(
-        &js,
-        im_events::subjects::PRESENCE_BUCKET,
-        "online devices: user.device -> gateway",
-        Some(Duration::from_millis(settings.presence_ttl_ms.max(1) as u64)),
-    )
-    .await?;
+    let presence_ttl = Duration::from_millis(settings.presence_ttl_ms.max(1) as u64);
+    let presence = im_runtime::presence::follow(&js, presence_ttl).await?;
     let tokens = registry::bucket(&js).await?;
-    let presence = Arc::new(Mutex::new(Presence::default()));
-    tokio::spawn(im_runtime::presence::watch_presence(
-        presence_bucket,
-        presence.clone(),
-    ));
     let registry = Arc::new(Mutex::new(Registry::default()));
     tokio::spawn(registry::watch(tokens.clone(), registry.clone()));
     tracing::info!(providers = ?providers.names(), "offline providers configured");
     let (store, users, conversations) = stores;
-    let offline = Arc::new(Offline::new(
+    let offline = Arc::new(Offline {
         js,
         store,
         users,
@@ -837,9 +801,10 @@ pub async fn run(
         presence,
         registry,
         tokens,
-        Arc::new(providers),
+        providers: Arc::new(providers),
         settings,
-    ));
+        wakers: Mutex::default(),
+    });
     im_runtime::run_function(
         client,
         FUNCTION,

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::{self, kv};
-use futures::StreamExt;
 use im_events::push::PushRegistration;
-use im_events::subjects::{unhex, PUSH_TOKENS_BUCKET};
+use im_events::subjects::PUSH_TOKENS_BUCKET;
 
 use crate::DeviceToken;
 
@@ -75,29 +74,21 @@ pub async fn bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
 
 /// Follow the bucket into `registry`.
 pub async fn watch(bucket: kv::Store, registry: Arc<Mutex<Registry>>) -> anyhow::Result<()> {
-    let mut watch = bucket.watch_all_from_revision(1).await?;
-    while let Some(entry) = watch.next().await {
-        let Ok(entry) = entry else { continue };
-        let mut parts = entry.key.splitn(2, '.');
-        let (Some(user), Some(device)) =
-            (parts.next().and_then(unhex), parts.next().and_then(unhex))
-        else {
-            continue;
-        };
+    im_runtime::presence::watch_device_keys(bucket, move |user, device, entry| {
         let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
         match entry.operation {
             kv::Operation::Put => match serde_json::from_slice::<PushRegistration>(&entry.value) {
-                Ok(registration) => registry.put(&user, &device, registration, entry.revision),
+                Ok(registration) => registry.put(user, device, registration, entry.revision),
                 Err(error) => {
                     tracing::warn!(%error, key = %entry.key, "unreadable push registration ignored")
                 }
             },
             kv::Operation::Delete | kv::Operation::Purge => {
-                registry.remove(&user, &device, entry.revision)
+                registry.remove(user, device, entry.revision)
             }
         }
-    }
-    Ok(())
+    })
+    .await
 }
 
 #[cfg(test)]

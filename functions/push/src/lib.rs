@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use im_events::subjects::{push_subject, user_subject, PRESENCE_BUCKET};
-use im_runtime::lease::{kv_bucket, run_partitions, Claim};
-use im_runtime::presence::{watch_presence, Presence};
+use im_events::subjects::{push_subject, user_subject};
+use im_runtime::lease::{run_partitions, Claim};
+use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
 use im_store::{unread_summary, ConversationStore, UserStore};
 use serde_json::{json, Value};
@@ -201,15 +201,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let js = jetstream::new(client.clone());
     im_runtime::topology::ensure_streams(&js).await?;
-    let bucket = kv_bucket(
-        &js,
-        PRESENCE_BUCKET,
-        "online devices: user.device -> gateway",
-        Some(presence_ttl),
-    )
-    .await?;
-    let presence = Arc::new(Mutex::new(Presence::default()));
-    tokio::spawn(watch_presence(bucket, presence.clone()));
+    let presence = im_runtime::presence::follow(&js, presence_ttl).await?;
     let push = Arc::new(Push {
         client,
         conversations,

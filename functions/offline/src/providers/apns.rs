@@ -9,7 +9,7 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::{answer, classify, execute, CachedToken, Notice, Provider, SendOutcome};
+use super::{answer, classify, CachedToken, Notice, Provider, SendOutcome};
 
 #[derive(Debug, Clone)]
 pub struct ApnsConfig {
@@ -70,15 +70,7 @@ impl Apns {
         for (name, value) in headers {
             builder = builder.header(name, value);
         }
-        let (status, headers, text) = match execute(builder).await {
-            Ok(answered) => answered,
-            Err(outcome) => return outcome,
-        };
-        let (outcome, refresh) = outcome(status, &headers, &text);
-        if refresh {
-            self.jwt.invalidate().await;
-        }
-        outcome
+        super::send_authorized(builder, &self.jwt, outcome).await
     }
 }
 

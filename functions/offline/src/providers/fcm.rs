@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{answer, classify, execute, CachedToken, Notice, Provider, SendOutcome};
+use super::{answer, classify, CachedToken, Notice, Provider, SendOutcome};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -100,15 +100,7 @@ impl Fcm {
             .post(url)
             .bearer_auth(token)
             .json(&message(notice));
-        let (status, headers, body) = match execute(request).await {
-            Ok(answered) => answered,
-            Err(outcome) => return outcome,
-        };
-        let (outcome, refresh) = outcome(status, &headers, &body);
-        if refresh {
-            self.token.invalidate().await;
-        }
-        outcome
+        super::send_authorized(request, &self.token, outcome).await
     }
 }
 

@@ -8,7 +8,7 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use super::{answer, classify, execute, CachedToken, Notice, Provider, SendOutcome};
+use super::{answer, classify, CachedToken, Notice, Provider, SendOutcome};
 
 #[derive(Debug, Clone)]
 pub struct HmsConfig {
@@ -64,15 +64,10 @@ impl Hms {
             .post(url)
             .bearer_auth(token)
             .json(&message(notice, self.config.badge_class.as_deref()));
-        let (status, headers, body) = match execute(request).await {
-            Ok(answered) => answered,
-            Err(outcome) => return outcome,
-        };
-        let (outcome, refresh) = outcome(status, &headers, &body, &notice.token);
-        if refresh {
-            self.token.invalidate().await;
-        }
-        outcome
+        super::send_authorized(request, &self.token, |status, headers, body| {
+            outcome(status, headers, body, &notice.token)
+        })
+        .await
     }
 }
 

@@ -207,6 +207,25 @@ pub async fn execute(
     Ok((status, headers, body))
 }
 
+/// Send a request authorized with a cached token and read the answer with
+/// `read`, which also says whether the token was refused (then it is
+/// forgotten, and the next attempt gets a fresh one).
+pub async fn send_authorized(
+    request: reqwest::RequestBuilder,
+    token: &CachedToken,
+    read: impl FnOnce(StatusCode, &HeaderMap, &str) -> (SendOutcome, bool),
+) -> SendOutcome {
+    let (status, headers, body) = match execute(request).await {
+        Ok(answered) => answered,
+        Err(outcome) => return outcome,
+    };
+    let (outcome, refused) = read(status, &headers, &body);
+    if refused {
+        token.invalidate().await;
+    }
+    outcome
+}
+
 /// An access token (OAuth2 or provider JWT) reused until shortly before it
 /// expires; refreshed by one caller at a time.
 #[derive(Default)]
