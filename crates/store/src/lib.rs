@@ -68,8 +68,22 @@ pub trait ConversationStore: Send + Sync {
     ) -> StoreResult<Vec<StoredMessage>>;
     /// Apply effects atomically, or none of them.
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()>;
-    /// Canonical lines describing every table, for replay comparison.
+    /// Canonical lines describing every table, for replay comparison. A
+    /// message reads the same whichever tier holds it.
     fn dump(&self) -> StoreResult<Vec<String>>;
+    /// One archiver pass: move messages older than the hot window to the
+    /// cold tier and delete what retention no longer keeps. Each move is
+    /// atomic, so a pass killed midway loses and duplicates nothing, and
+    /// the next pass goes on where it stopped. `progress` hears after each
+    /// conversation.
+    fn archive(
+        &self,
+        policy: &TieringPolicy,
+        now_ms: i64,
+        progress: &mut dyn FnMut(&ArchiveReport),
+    ) -> StoreResult<ArchiveReport>;
+    /// Messages and bytes in each tier.
+    fn tier_stats(&self) -> StoreResult<TierStats>;
 }
 
 pub trait UserStore: Send + Sync {

@@ -15,13 +15,14 @@ use im_events::{ConversationKind, Diffusion, MessageKind};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde_json::Value;
 
+mod cold;
 mod notifications;
 pub use notifications::{notifications_in, SqliteNotificationStore, NOTIFICATIONS_FILE};
 
 use crate::{
-    ConversationEffect, ConversationRecord, ConversationStore, Fence, IdempotencyRecord,
-    Membership, Role, StoreError, StoreResult, StoredMessage, SyncRecord, UserConversation,
-    UserEffect, UserStore,
+    ArchiveReport, ConversationEffect, ConversationRecord, ConversationStore, Fence,
+    IdempotencyRecord, Membership, Role, StoreError, StoreResult, StoredMessage, SyncRecord,
+    TierStats, TieringPolicy, UserConversation, UserEffect, UserStore,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -159,6 +160,15 @@ impl Db {
         f(&connection).map_err(backend)
     }
 
+    /// A read whose closure maps its own errors (it may decode as well).
+    fn read_with<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let connection = self
+            .reader
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        f(&connection)
+    }
+
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> StoreResult<T>) -> StoreResult<T> {
         let Some(writer) = &self.writer else {
             return Err(StoreError::Backend(format!(
@@ -238,14 +248,14 @@ pub struct SqliteConversationStore {
 impl SqliteConversationStore {
     /// Open for writing (the owning function).
     pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
-        let schema = format!("{CONVERSATION_SCHEMA}{FENCE_TABLE}");
+        let schema = format!("{CONVERSATION_SCHEMA}{}{FENCE_TABLE}", cold::COLD_SCHEMA);
         Ok(SqliteConversationStore {
             db: Db::open(path, &schema, true, durability)?,
         })
     }
 
     pub fn open_reader(path: &Path) -> StoreResult<Self> {
-        let schema = format!("{CONVERSATION_SCHEMA}{FENCE_TABLE}");
+        let schema = format!("{CONVERSATION_SCHEMA}{}{FENCE_TABLE}", cold::COLD_SCHEMA);
         Ok(SqliteConversationStore {
             db: Db::open(path, &schema, false, Durability::Full)?,
         })
@@ -390,13 +400,19 @@ impl ConversationStore for SqliteConversationStore {
     }
 
     fn message(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredMessage>> {
-        self.db.read(|c| {
-            c.query_row(
-                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"),
-                params![conversation_id, seq as i64],
-                message_from_row,
-            )
-            .optional()
+        self.db.read_with(|c| {
+            let hot = c
+                .query_row(
+                    &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"),
+                    params![conversation_id, seq as i64],
+                    message_from_row,
+                )
+                .optional()
+                .map_err(backend)?;
+            match hot {
+                Some(message) => Ok(Some(message)),
+                None => cold::cold_message(c, conversation_id, seq),
+            }
         })
     }
 
@@ -407,12 +423,24 @@ impl ConversationStore for SqliteConversationStore {
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>> {
         let before = before_seq.map(|s| s as i64).unwrap_or(i64::MAX);
-        let mut messages = self.db.read(|c| {
-            let mut statement = c.prepare_cached(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
-            ))?;
-            let rows = statement.query_map(params![conversation_id, before, limit as i64], message_from_row)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
+        // Newest first from the hot tier, then on into the cold tier below
+        // the oldest hot message: the tiers never hold the same seq.
+        let mut messages = self.db.read_with(|c| {
+            let mut statement = c
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                ))
+                .map_err(backend)?;
+            let mut messages = statement
+                .query_map(params![conversation_id, before, limit as i64], message_from_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            if messages.len() < limit {
+                let below = messages.last().map(|m| m.seq).unwrap_or(before as u64);
+                messages.extend(cold::cold_before(c, conversation_id, below, limit - messages.len())?);
+            }
+            Ok(messages)
         })?;
         messages.reverse();
         Ok(messages)
@@ -429,20 +457,132 @@ impl ConversationStore for SqliteConversationStore {
     }
 
     fn dump(&self) -> StoreResult<Vec<String>> {
-        self.db.read(|c| {
+        let mut lines = self.db.read(|c| {
             let mut lines = Vec::new();
             let queries = [
                 "SELECT 'conversation', conversation_id, kind, IFNULL(title,''), last_seq, diffusion, member_count, created_at FROM conversations ORDER BY conversation_id",
                 "SELECT 'member', conversation_id, user_id, role, added_after_seq, IFNULL(removed_after_seq,-1) FROM members ORDER BY conversation_id, user_id, added_after_seq",
-                "SELECT 'message', conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, IFNULL(edited_at,''), IFNULL(recalled_at,''), IFNULL(recalled_by,'') FROM messages ORDER BY conversation_id, seq",
                 "SELECT 'idempotency', source, event_id, conversation_id, IFNULL(seq,-1), IFNULL(message_id,''), outputs FROM idempotency ORDER BY source, event_id",
             ];
             for query in queries {
                 dump_query(c, query, &mut lines)?;
             }
             Ok(lines)
+        })?;
+        // Messages read the same whichever tier holds them.
+        let mut messages = self.db.read_with(|c| {
+            let mut statement = c
+                .prepare(&format!("SELECT {MESSAGE_COLUMNS} FROM messages"))
+                .map_err(backend)?;
+            let mut all = statement
+                .query_map([], message_from_row)
+                .map_err(backend)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(backend)?;
+            all.extend(cold::all_cold(c)?);
+            Ok(all)
+        })?;
+        messages.sort_by(|a, b| (&a.conversation_id, a.seq).cmp(&(&b.conversation_id, b.seq)));
+        let at = lines
+            .iter()
+            .position(|line| line.starts_with("idempotency\t"))
+            .unwrap_or(lines.len());
+        lines.splice(at..at, messages.iter().map(message_line));
+        Ok(lines)
+    }
+
+    fn archive(
+        &self,
+        policy: &TieringPolicy,
+        now_ms: i64,
+        progress: &mut dyn FnMut(&ArchiveReport),
+    ) -> StoreResult<ArchiveReport> {
+        let cutoff = im_events::rfc3339_ms(now_ms - policy.hot_window_ms);
+        let conversations: Vec<(String, String)> = self.db.read(|c| {
+            let mut statement = c.prepare(
+                "SELECT conversation_id, kind FROM conversations ORDER BY conversation_id",
+            )?;
+            let rows = statement.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
+        })?;
+        let mut report = ArchiveReport::default();
+        for (conversation_id, kind) in conversations {
+            let retain = match ConversationKind::parse(&kind) {
+                Some(ConversationKind::Direct) => policy.retain_direct_ms,
+                _ => policy.retain_group_ms,
+            };
+            if let Some(retain) = retain {
+                let before = im_events::rfc3339_ms(now_ms - retain);
+                report.deleted += self
+                    .db
+                    .write(|t| cold::expire(t, &conversation_id, &before))?;
+            }
+            // One segment per transaction: a kill loses at most the move
+            // in flight, which then never happened.
+            loop {
+                let moved = self
+                    .db
+                    .write(|t| cold::move_segment(t, &conversation_id, &cutoff, policy))?;
+                if moved == 0 {
+                    break;
+                }
+                report.moved += moved as u64;
+                report.segments += 1;
+            }
+            report.conversations += 1;
+            progress(&report);
+        }
+        Ok(report)
+    }
+
+    fn tier_stats(&self) -> StoreResult<TierStats> {
+        self.db.read(|c| {
+            let pages = |names: &str| -> rusqlite::Result<i64> {
+                c.query_row(
+                    &format!("SELECT IFNULL(SUM(pgsize), 0) FROM dbstat WHERE {names}"),
+                    [],
+                    |row| row.get(0),
+                )
+            };
+            Ok(TierStats {
+                hot_messages: c
+                    .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))?
+                    as u64,
+                hot_bytes: pages("name = 'messages' OR name LIKE 'sqlite_autoindex_messages%'")?
+                    as u64,
+                cold_messages: c.query_row(
+                    "SELECT IFNULL(SUM(count), 0) FROM cold_segments",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )? as u64,
+                cold_bytes: pages("name = 'cold_segments'")? as u64,
+                cold_segments: c.query_row("SELECT COUNT(*) FROM cold_segments", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            })
         })
     }
+}
+
+/// A message's dump line (the same for either tier).
+fn message_line(m: &StoredMessage) -> String {
+    [
+        "message".to_string(),
+        m.conversation_id.clone(),
+        m.seq.to_string(),
+        m.message_id.clone(),
+        m.sender_id.clone(),
+        m.source.clone(),
+        m.event_id.clone(),
+        m.sent_at.clone(),
+        message_kind_str(m.kind),
+        m.body.to_string(),
+        serde_json::to_string(&m.mentions).unwrap_or_default(),
+        m.edited_at.clone().unwrap_or_default(),
+        m.recalled_at.clone().unwrap_or_default(),
+        m.recalled_by.clone().unwrap_or_default(),
+    ]
+    .join("\t")
 }
 
 fn dump_query(
@@ -521,7 +661,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             // The (conversation_id, seq) primary key is the fence against a
             // second message taking the same seq; inserting the very same
             // message again is a no-op.
-            let existing: Option<String> = t
+            let mut existing: Option<String> = t
                 .query_row(
                     "SELECT message_id FROM messages WHERE conversation_id = ?1 AND seq = ?2",
                     params![message.conversation_id, message.seq as i64],
@@ -529,6 +669,10 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                 )
                 .optional()
                 .map_err(backend)?;
+            if existing.is_none() {
+                existing = cold::cold_message(t, &message.conversation_id, message.seq)?
+                    .map(|m| m.message_id);
+            }
             match existing {
                 Some(id) if id == message.message_id => {}
                 Some(_) => {
@@ -566,11 +710,18 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             body,
             edited_at,
         } => {
-            t.execute(
-                "UPDATE messages SET body = ?3, edited_at = ?4 WHERE conversation_id = ?1 AND seq = ?2",
-                params![conversation_id, *seq as i64, body.to_string(), edited_at],
-            )
-            .map_err(backend)?;
+            let changed = t
+                .execute(
+                    "UPDATE messages SET body = ?3, edited_at = ?4 WHERE conversation_id = ?1 AND seq = ?2",
+                    params![conversation_id, *seq as i64, body.to_string(), edited_at],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                cold::update_cold(t, conversation_id, *seq, |m| {
+                    m.body = body.clone();
+                    m.edited_at = Some(edited_at.clone());
+                })?;
+            }
         }
         ConversationEffect::RecallMessage {
             conversation_id,
@@ -578,11 +729,19 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             recalled_at,
             recalled_by,
         } => {
-            t.execute(
-                "UPDATE messages SET recalled_at = ?3, recalled_by = ?4, body = '{}' WHERE conversation_id = ?1 AND seq = ?2",
-                params![conversation_id, *seq as i64, recalled_at, recalled_by],
-            )
-            .map_err(backend)?;
+            let changed = t
+                .execute(
+                    "UPDATE messages SET recalled_at = ?3, recalled_by = ?4, body = '{}' WHERE conversation_id = ?1 AND seq = ?2",
+                    params![conversation_id, *seq as i64, recalled_at, recalled_by],
+                )
+                .map_err(backend)?;
+            if changed == 0 {
+                cold::update_cold(t, conversation_id, *seq, |m| {
+                    m.body = serde_json::json!({});
+                    m.recalled_at = Some(recalled_at.clone());
+                    m.recalled_by = Some(recalled_by.clone());
+                })?;
+            }
         }
         ConversationEffect::RecordEvent(record) => {
             t.execute(
@@ -865,6 +1024,8 @@ mod tests {
         user_conversations_and_unread,
         sync_log_pages_in_order,
         apply_is_atomic,
+        tiers_read_as_one,
+        retention_deletes_by_kind,
     );
 
     macro_rules! notification_conformance_tests {

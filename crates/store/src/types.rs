@@ -255,3 +255,46 @@ pub enum NotifyEffect {
         updated_ms: i64,
     },
 }
+
+/// How long messages stay hot, and how long they are kept at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TieringPolicy {
+    /// Messages older than this move to the cold tier.
+    pub hot_window_ms: i64,
+    /// Delete direct-conversation messages older than this (None: keep).
+    pub retain_direct_ms: Option<i64>,
+    /// Delete group messages older than this (None: keep).
+    pub retain_group_ms: Option<i64>,
+    /// Most messages one cold segment holds.
+    pub segment_messages: usize,
+}
+
+impl Default for TieringPolicy {
+    fn default() -> Self {
+        TieringPolicy {
+            hot_window_ms: 7 * 24 * 3600 * 1000,
+            retain_direct_ms: None,
+            retain_group_ms: None,
+            segment_messages: 256,
+        }
+    }
+}
+
+/// What one archiver pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ArchiveReport {
+    pub conversations: u64,
+    pub moved: u64,
+    pub segments: u64,
+    pub deleted: u64,
+}
+
+/// Size of each tier, for reporting bytes per message.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TierStats {
+    pub hot_messages: u64,
+    pub hot_bytes: u64,
+    pub cold_messages: u64,
+    pub cold_bytes: u64,
+    pub cold_segments: u64,
+}
