@@ -12,4 +12,5 @@ mod gateway;
 mod idempotency;
 mod offline;
 mod replay;
+mod tiering;
 mod timeline_changes;

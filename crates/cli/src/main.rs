@@ -1,6 +1,7 @@
 //! `imctl`: run the pipeline locally, publish events, follow them, inspect
 //! dead letters.
 
+mod archive;
 mod bench;
 mod chat;
 mod dlq;
@@ -35,6 +36,10 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
     Token(token::TokenArgs),
+    /// Move messages past the hot window into the compressed cold tier; apply retention.
+    Archive(archive::ArchiveArgs),
+    /// A conversation's history, across the hot and cold tiers.
+    History(archive::HistoryArgs),
     /// The offline notification log: what was sent to which device, and the provider's answer.
     Notifications(notifications::NotificationsArgs),
 }
@@ -52,6 +57,8 @@ async fn main() {
         Command::Chat(args) => chat::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Notifications(args) => notifications::run(args),
+        Command::Archive(args) => archive::run(args),
+        Command::History(args) => archive::history(args),
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

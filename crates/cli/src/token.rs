@@ -20,21 +20,7 @@ pub struct TokenArgs {
 }
 
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: i64 = number
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--ttl {text:?}: expected e.g. 90s, 30m, 1h, 7d"))?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("--ttl {text:?}: unit must be s, m, h or d"),
-    };
-    Ok(value * scale)
+    im_runtime::config::parse_duration_secs(text)
 }
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {

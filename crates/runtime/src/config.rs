@@ -80,3 +80,98 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
         }
     }
 }
+
+/// A duration as people write it: `90s`, `30m`, `1h`, `7d` (bare numbers
+/// are seconds). Returns seconds.
+pub fn parse_duration_secs(text: &str) -> anyhow::Result<i64> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: i64 = number.parse().map_err(|_| {
+        anyhow::anyhow!("{text:?} is not a duration: expected e.g. 90s, 30m, 1h, 7d")
+    })?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("{text:?}: the unit must be s, m, h or d"),
+    };
+    Ok(value * scale)
+}
+
+/// Hot/cold tiering and retention of message history.
+#[derive(Debug, Clone, Args)]
+pub struct TieringArgs {
+    /// Messages older than this move to the compressed cold tier.
+    #[arg(long, env = "IM_HOT_WINDOW", default_value = "7d")]
+    pub hot_window: String,
+    /// Delete direct-conversation messages older than this (0: keep forever).
+    #[arg(long, env = "IM_RETAIN_DIRECT", default_value = "0")]
+    pub retain_direct: String,
+    /// Delete group messages older than this (0: keep forever).
+    #[arg(long, env = "IM_RETAIN_GROUP", default_value = "0")]
+    pub retain_group: String,
+    /// Most messages per cold segment.
+    #[arg(long, env = "IM_SEGMENT_MESSAGES", default_value_t = 256)]
+    pub segment_messages: usize,
+}
+
+impl TieringArgs {
+    pub fn policy(&self) -> anyhow::Result<im_store::TieringPolicy> {
+        let keep = |text: &str| -> anyhow::Result<Option<i64>> {
+            let secs = parse_duration_secs(text)?;
+            Ok((secs > 0).then_some(secs * 1000))
+        };
+        let policy = im_store::TieringPolicy {
+            hot_window_ms: parse_duration_secs(&self.hot_window)? * 1000,
+            retain_direct_ms: keep(&self.retain_direct)?,
+            retain_group_ms: keep(&self.retain_group)?,
+            segment_messages: self.segment_messages.max(1),
+        };
+        for retain in [policy.retain_direct_ms, policy.retain_group_ms]
+            .into_iter()
+            .flatten()
+        {
+            anyhow::ensure!(
+                retain >= policy.hot_window_ms,
+                "retention must not be shorter than the hot window"
+            );
+        }
+        Ok(policy)
+    }
+}
+
+/// Run archiver passes every `every` until shutdown (the owner of the
+/// conversation store does this).
+pub async fn run_archiver(
+    store: std::sync::Arc<dyn im_store::ConversationStore>,
+    policy: im_store::TieringPolicy,
+    every: Duration,
+    shutdown: crate::Shutdown,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.wait() => return,
+        }
+        let (store, started) = (store.clone(), std::time::Instant::now());
+        let pass = tokio::task::spawn_blocking(move || {
+            store.archive(&policy, chrono::Utc::now().timestamp_millis(), &mut |_| {})
+        })
+        .await;
+        match pass {
+            Ok(Ok(report)) if report.moved + report.deleted > 0 => tracing::info!(
+                moved = report.moved,
+                segments = report.segments,
+                deleted = report.deleted,
+                seconds = started.elapsed().as_secs_f64(),
+                "archived"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "archiver pass failed; the next pass goes on"),
+            Err(error) => tracing::warn!(%error, "archiver pass panicked"),
+        }
+    }
+}

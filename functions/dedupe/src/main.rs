@@ -16,25 +16,44 @@ struct Args {
     /// How long a sender may recall a message, in seconds.
     #[arg(long, env = "IM_RECALL_WINDOW_SECS", default_value_t = 120)]
     recall_window_secs: i64,
+    #[command(flatten)]
+    tiering: im_runtime::config::TieringArgs,
+    /// How often the archiver moves old messages to the cold tier (0 disables it).
+    #[arg(long, env = "IM_ARCHIVE_EVERY", default_value = "10m")]
+    archive_every: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = conversations_in(&args.common.data_dir, Some(args.common.durability()?))?;
+    let policy = args.tiering.policy()?;
+    let archive_every = im_runtime::config::parse_duration_secs(&args.archive_every)?;
+    let store: Arc<dyn im_store::ConversationStore> = Arc::new(conversations_in(
+        &args.common.data_dir,
+        Some(args.common.durability()?),
+    )?);
     let client = args.common.start("im-dedupe").await?;
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,
         recall_window_ms: args.recall_window_secs * 1000,
     };
     tracing::info!(data_dir = %args.common.data_dir.display(), "dedupe running");
+    let shutdown = Shutdown::on_signals();
+    if archive_every > 0 {
+        tokio::spawn(im_runtime::config::run_archiver(
+            store.clone(),
+            policy,
+            std::time::Duration::from_secs(archive_every as u64),
+            shutdown.clone(),
+        ));
+    }
     im_dedupe::run(
         client,
-        Arc::new(store),
+        store,
         config,
         args.common.instance_name("dedupe"),
         args.common.lease_ttl(),
-        Shutdown::on_signals(),
+        shutdown,
     )
     .await
 }
