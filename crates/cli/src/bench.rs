@@ -34,6 +34,12 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Scenario tiers: messages to write.
+    #[arg(long, default_value_t = 100_000)]
+    pub messages: u64,
+    /// Scenario tiers: history page size.
+    #[arg(long, default_value_t = 50)]
+    pub page: usize,
 }
 
 /// p-th percentile (0..=100) of sorted samples, by nearest rank.
@@ -72,9 +78,17 @@ struct Samples {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == "tiers" {
+        let (messages, page, as_json) = (args.messages, args.page.max(1), args.json);
+        let figures =
+            tokio::task::spawn_blocking(move || crate::bench_tiers::measure(messages, page))
+                .await??;
+        crate::bench_tiers::report(&figures, as_json);
+        return Ok(());
+    }
     anyhow::ensure!(
         args.scenario == "latency",
-        "unknown scenario {:?}; available: latency",
+        "unknown scenario {:?}; available: latency, tiers",
         args.scenario
     );
     let seconds = crate::token::parse_ttl(&args.duration)?.max(1) as u64;

@@ -3,6 +3,7 @@
 
 mod archive;
 mod bench;
+mod bench_tiers;
 mod chat;
 mod dlq;
 mod notifications;
@@ -30,7 +31,7 @@ enum Command {
     Tail(tail::TailArgs),
     /// Inspect dead letters.
     Dlq(dlq::DlqArgs),
-    /// Measure a running system (scenario latency: send -> ack, send -> push).
+    /// Measure: latency (send -> ack, send -> push on a running system) or tiers (bytes and read latency per history tier).
     Bench(bench::BenchArgs),
     /// Chat in the terminal through the gateway.
     Chat(chat::ChatArgs),
