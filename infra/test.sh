@@ -8,6 +8,11 @@ cd "$root"
 IM_NATS_SERVER="$("$root/infra/install-nats.sh")"
 export IM_NATS_SERVER
 cargo build --workspace --bins
+if [ -z "${IM_SCYLLA_URI:-}" ]; then
+  echo "ScyllaDB conformance run: skipped (IM_SCYLLA_URI is not set; set it to scylla://host/keyspace?rf=1 to run the store conformance suite against a live cluster)"
+else
+  echo "ScyllaDB conformance run: against $IM_SCYLLA_URI"
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast "$@"
 else

@@ -7,13 +7,17 @@ use std::path::PathBuf;
 
 use clap::Args;
 use im_runtime::config::TieringArgs;
-use im_store::{ConversationStore, TierStats};
+use im_runtime::stores::{StoreUri, Stores};
+use im_store::TierStats;
 
 #[derive(Args, Debug)]
 pub struct ArchiveArgs {
     /// The data directory of the system.
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Store backend: sqlite:///path or scylla://host1,host2/keyspace (default: the data directory).
+    #[arg(long, env = "IM_STORE")]
+    pub store: Option<String>,
     #[command(flatten)]
     pub tiering: TieringArgs,
     /// Keep running a pass this often (e.g. 10m) instead of once.
@@ -48,13 +52,16 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
     let policy = args.tiering.policy()?;
     let durability = im_store::sqlite::Durability::parse(&args.sqlite_sync)
         .ok_or_else(|| anyhow::anyhow!("--sqlite-sync must be full or normal"))?;
-    let path = args.data_dir.join(im_store::sqlite::CONVERSATIONS_FILE);
-    anyhow::ensure!(
-        path.exists(),
-        "{} does not exist: point --data-dir at the system's data directory",
-        path.display()
-    );
-    let store = im_store::sqlite::conversations_in(&args.data_dir, Some(durability))?;
+    let uri = StoreUri::parse(args.store.as_deref(), &args.data_dir)?;
+    if let StoreUri::Sqlite(dir) = &uri {
+        let path = dir.join(im_store::sqlite::CONVERSATIONS_FILE);
+        anyhow::ensure!(
+            path.exists(),
+            "{} does not exist: point --data-dir (or IM_STORE) at the system's data",
+            path.display()
+        );
+    }
+    let store = Stores::new(uri).conversations(Some(durability))?;
     let every = args
         .watch
         .as_deref()
@@ -96,6 +103,9 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
 pub struct HistoryArgs {
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Store backend: sqlite:///path or scylla://host1,host2/keyspace (default: the data directory).
+    #[arg(long, env = "IM_STORE")]
+    pub store: Option<String>,
     #[arg(long)]
     pub conversation: String,
     /// Messages before this seq (exclusive); the newest when absent.
@@ -109,7 +119,8 @@ pub struct HistoryArgs {
 }
 
 pub fn history(args: HistoryArgs) -> anyhow::Result<()> {
-    let store = im_store::sqlite::conversations_in(&args.data_dir, None)?;
+    let store =
+        Stores::new(StoreUri::parse(args.store.as_deref(), &args.data_dir)?).conversations(None)?;
     let messages = store.history(
         &args.conversation,
         args.before_seq,

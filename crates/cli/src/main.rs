@@ -7,6 +7,7 @@ mod bench_tiers;
 mod chat;
 mod dlq;
 mod notifications;
+mod schema;
 mod send;
 mod tail;
 mod token;
@@ -41,6 +42,8 @@ enum Command {
     Archive(archive::ArchiveArgs),
     /// A conversation's history, across the hot and cold tiers.
     History(archive::HistoryArgs),
+    /// The ScyllaDB schema: apply (idempotent) or print.
+    Schema(schema::SchemaArgs),
     /// The offline notification log: what was sent to which device, and the provider's answer.
     Notifications(notifications::NotificationsArgs),
 }
@@ -59,6 +62,7 @@ async fn main() {
         Command::Bench(args) => bench::run(args).await,
         Command::Notifications(args) => notifications::run(args),
         Command::Archive(args) => archive::run(args),
+        Command::Schema(args) => schema::run(args),
         Command::History(args) => archive::history(args),
     };
     if let Err(error) = result {

@@ -5,13 +5,15 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use im_store::NotificationStore;
 
 #[derive(Args, Debug)]
 pub struct NotificationsArgs {
     /// The data directory of the running system.
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Store backend: sqlite:///path or scylla://host1,host2/keyspace (default: the data directory).
+    #[arg(long, env = "IM_STORE")]
+    pub store: Option<String>,
     /// Only this user's notifications.
     #[arg(long)]
     pub user: Option<String>,
@@ -24,14 +26,17 @@ pub struct NotificationsArgs {
 }
 
 pub fn run(args: NotificationsArgs) -> anyhow::Result<()> {
-    let path = args.data_dir.join(im_store::sqlite::NOTIFICATIONS_FILE);
-    anyhow::ensure!(
-        path.exists(),
-        "{} does not exist: is the offline function running with --data-dir {}?",
-        path.display(),
-        args.data_dir.display()
-    );
-    let store = im_store::sqlite::notifications_in(&args.data_dir, None)?;
+    let uri = im_runtime::stores::StoreUri::parse(args.store.as_deref(), &args.data_dir)?;
+    if let im_runtime::stores::StoreUri::Sqlite(dir) = &uri {
+        let path = dir.join(im_store::sqlite::NOTIFICATIONS_FILE);
+        anyhow::ensure!(
+            path.exists(),
+            "{} does not exist: is the offline function running with --data-dir {}?",
+            path.display(),
+            dir.display()
+        );
+    }
+    let store = im_runtime::stores::Stores::new(uri).notifications(None)?;
     let records = store.notification_log(args.user.as_deref(), args.limit.clamp(1, 100_000))?;
     for record in &records {
         let item = im_gateway::http::log_item(record);

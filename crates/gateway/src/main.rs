@@ -1,9 +1,7 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{conversations_in, notifications_in, users_in};
 
 /// im-gateway: WebSocket sessions and the HTTP API.
 #[derive(Parser, Debug)]
@@ -48,9 +46,10 @@ async fn main() -> anyhow::Result<()> {
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
     let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
     let data_dir = args.common.data_dir.clone();
-    let conversations = conversations_in(&data_dir, None)?;
-    let users = users_in(&data_dir, None)?;
-    let notifications = notifications_in(&data_dir, None)?;
+    let stores = args.common.stores()?;
+    let conversations = stores.conversations(None)?;
+    let users = stores.users(None)?;
+    let notifications = stores.notifications(None)?;
     let config = im_gateway::Config {
         jwt_secret: args.jwt_secret,
         gateway_id: args.common.instance_name("gateway"),
@@ -66,9 +65,9 @@ async fn main() -> anyhow::Result<()> {
     let gateway = im_gateway::Gateway::new(
         config,
         client,
-        Arc::new(conversations),
-        Arc::new(users),
-        Arc::new(notifications),
+        conversations,
+        users,
+        notifications,
         Some(render),
     )
     .await?;

@@ -13,6 +13,9 @@ pub struct CommonArgs {
     /// Directory of the embedded store's files.
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Store backend: sqlite:///path (default: the data directory) or scylla://host1,host2/keyspace.
+    #[arg(long, env = "IM_STORE")]
+    pub store: Option<String>,
     /// Address of the Prometheus metrics endpoint (`/metrics`); empty disables it.
     #[arg(long, env = "IM_METRICS_ADDR", default_value = "")]
     pub metrics_addr: String,
@@ -46,6 +49,14 @@ impl CommonArgs {
         crate::telemetry::init_tracing(self.log_json);
         crate::telemetry::init_metrics(&self.metrics_addr)?;
         connect(&self.nats_url, process).await
+    }
+
+    /// The stores this process opens, as `--store` / `IM_STORE` selects.
+    pub fn stores(&self) -> anyhow::Result<crate::stores::Stores> {
+        Ok(crate::stores::Stores::new(crate::stores::StoreUri::parse(
+            self.store.as_deref(),
+            &self.data_dir,
+        )?))
     }
 
     pub fn durability(&self) -> anyhow::Result<im_store::sqlite::Durability> {

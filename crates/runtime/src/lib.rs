@@ -16,6 +16,7 @@ pub mod lease;
 pub mod presence;
 pub mod publish;
 pub mod shutdown;
+pub mod stores;
 pub mod telemetry;
 pub mod topology;
 

@@ -564,8 +564,8 @@ impl ConversationStore for SqliteConversationStore {
     }
 }
 
-/// A message's dump line (the same for either tier).
-fn message_line(m: &StoredMessage) -> String {
+/// A message's dump line (the same for either tier and every backend).
+pub fn message_line(m: &StoredMessage) -> String {
     [
         "message".to_string(),
         m.conversation_id.clone(),

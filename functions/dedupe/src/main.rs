@@ -1,8 +1,5 @@
-use std::sync::Arc;
-
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::conversations_in;
 
 /// dedupe: idempotency, conversation seq, the message timeline.
 #[derive(Parser, Debug)]
@@ -28,10 +25,10 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let policy = args.tiering.policy()?;
     let archive_every = im_runtime::config::parse_duration_secs(&args.archive_every)?;
-    let store: Arc<dyn im_store::ConversationStore> = Arc::new(conversations_in(
-        &args.common.data_dir,
-        Some(args.common.durability()?),
-    )?);
+    let store = args
+        .common
+        .stores()?
+        .conversations(Some(args.common.durability()?))?;
     let client = args.common.start("im-dedupe").await?;
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,

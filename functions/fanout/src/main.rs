@@ -1,8 +1,5 @@
-use std::sync::Arc;
-
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::conversations_in;
 
 /// fanout: membership expansion into per-recipient deliveries.
 #[derive(Parser, Debug)]
@@ -15,12 +12,12 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = conversations_in(&args.common.data_dir, None)?;
+    let store = args.common.stores()?.conversations(None)?;
     let client = args.common.start("im-fanout").await?;
     tracing::info!(data_dir = %args.common.data_dir.display(), "fanout running");
     im_fanout::run(
         client,
-        Arc::new(store),
+        store,
         args.common.instance_name("fanout"),
         args.common.lease_ttl(),
         Shutdown::on_signals(),

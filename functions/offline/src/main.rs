@@ -11,7 +11,6 @@ use im_offline::providers::xiaomi::{Xiaomi, XiaomiConfig};
 use im_offline::providers::Providers;
 use im_offline::Settings;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{conversations_in, notifications_in, users_in};
 
 /// offline: notifications for devices with no connection, through APNs, FCM,
 /// Huawei Push Kit, Xiaomi Push or a signed webhook. A provider is enabled by
@@ -202,9 +201,10 @@ fn providers(args: &Args) -> anyhow::Result<Providers> {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let providers = providers(&args)?;
-    let store = notifications_in(&args.common.data_dir, Some(args.common.durability()?))?;
-    let users = users_in(&args.common.data_dir, None)?;
-    let conversations = conversations_in(&args.common.data_dir, None)?;
+    let stores = args.common.stores()?;
+    let store = stores.notifications(Some(args.common.durability()?))?;
+    let users = stores.users(None)?;
+    let conversations = stores.conversations(None)?;
     let client = args.common.start("im-offline").await?;
     let settings = Settings {
         window_ms: args.window_ms.max(0),
@@ -217,7 +217,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(?settings, "offline running");
     im_offline::run(
         client,
-        (Arc::new(store), Arc::new(users), Arc::new(conversations)),
+        (store, users, conversations),
         providers,
         settings,
         args.common.instance_name("offline"),

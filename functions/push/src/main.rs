@@ -1,9 +1,7 @@
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{conversations_in, users_in};
 
 /// push: hands committed sync items to online devices through their gateway.
 #[derive(Parser, Debug)]
@@ -19,14 +17,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let conversations = conversations_in(&args.common.data_dir, None)?;
-    let users = users_in(&args.common.data_dir, None)?;
+    let stores = args.common.stores()?;
+    let conversations = stores.conversations(None)?;
+    let users = stores.users(None)?;
     let client = args.common.start("im-push").await?;
     tracing::info!("push running");
     im_push::run(
         client,
-        Arc::new(conversations),
-        Arc::new(users),
+        conversations,
+        users,
         Duration::from_secs(args.presence_ttl_secs.max(1)),
         args.common.instance_name("push"),
         args.common.lease_ttl(),

@@ -1,8 +1,5 @@
-use std::sync::Arc;
-
 use clap::Parser;
 use im_runtime::{CommonArgs, Shutdown};
-use im_store::sqlite::{conversations_in, users_in};
 
 /// unread: conversation lists, unread counts, per-user sync log.
 #[derive(Parser, Debug)]
@@ -15,14 +12,15 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let store = users_in(&args.common.data_dir, Some(args.common.durability()?))?;
-    let conversations = conversations_in(&args.common.data_dir, None)?;
+    let stores = args.common.stores()?;
+    let store = stores.users(Some(args.common.durability()?))?;
+    let conversations = stores.conversations(None)?;
     let client = args.common.start("im-unread").await?;
     tracing::info!(data_dir = %args.common.data_dir.display(), "unread running");
     im_unread::run(
         client,
-        Arc::new(store),
-        Arc::new(conversations),
+        store,
+        conversations,
         args.common.instance_name("unread"),
         args.common.lease_ttl(),
         Shutdown::on_signals(),

@@ -1,0 +1,135 @@
+//! Which store backend a process uses: `IM_STORE=sqlite:///path` (the
+//! default: the embedded files in the data directory) or
+//! `IM_STORE=scylla://host1,host2/keyspace`. Every function, the gateway and
+//! imctl open their stores here.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use im_store::sqlite::{self, Durability};
+use im_store::{ConversationStore, NotificationStore, UserStore};
+use im_store_scylla::{ScyllaConfig, ScyllaStore};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreUri {
+    Sqlite(PathBuf),
+    Scylla(ScyllaConfig),
+}
+
+impl StoreUri {
+    /// Parse `IM_STORE`; none means the embedded files in `data_dir`.
+    pub fn parse(uri: Option<&str>, data_dir: &Path) -> anyhow::Result<Self> {
+        let Some(uri) = uri.filter(|u| !u.is_empty()) else {
+            return Ok(StoreUri::Sqlite(data_dir.to_path_buf()));
+        };
+        if let Some(path) = uri.strip_prefix("sqlite://") {
+            anyhow::ensure!(
+                !path.is_empty(),
+                "IM_STORE {uri:?} names no directory: sqlite:///var/lib/im"
+            );
+            return Ok(StoreUri::Sqlite(PathBuf::from(path)));
+        }
+        if uri.starts_with("scylla://") {
+            return ScyllaConfig::parse(uri)
+                .map(StoreUri::Scylla)
+                .map_err(anyhow::Error::msg);
+        }
+        anyhow::bail!("IM_STORE {uri:?} must be sqlite:///path or scylla://host1,host2/keyspace")
+    }
+}
+
+/// Opens the stores a process needs, sharing one cluster connection.
+pub struct Stores {
+    uri: StoreUri,
+    scylla: OnceLock<ScyllaStore>,
+}
+
+impl Stores {
+    pub fn new(uri: StoreUri) -> Self {
+        Stores {
+            uri,
+            scylla: OnceLock::new(),
+        }
+    }
+
+    pub fn uri(&self) -> &StoreUri {
+        &self.uri
+    }
+
+    fn scylla(&self, config: &ScyllaConfig) -> anyhow::Result<ScyllaStore> {
+        if let Some(store) = self.scylla.get() {
+            return Ok(store.clone());
+        }
+        let store = ScyllaStore::connect(config.clone())?;
+        Ok(self.scylla.get_or_init(|| store).clone())
+    }
+
+    /// The conversation store: writable with `owner` durability by its
+    /// owner (dedupe), read-only otherwise.
+    pub fn conversations(
+        &self,
+        owner: Option<Durability>,
+    ) -> anyhow::Result<Arc<dyn ConversationStore>> {
+        Ok(match &self.uri {
+            StoreUri::Sqlite(dir) => Arc::new(sqlite::conversations_in(dir, owner)?),
+            StoreUri::Scylla(config) => Arc::new(self.scylla(config)?),
+        })
+    }
+
+    pub fn users(&self, owner: Option<Durability>) -> anyhow::Result<Arc<dyn UserStore>> {
+        Ok(match &self.uri {
+            StoreUri::Sqlite(dir) => Arc::new(sqlite::users_in(dir, owner)?),
+            StoreUri::Scylla(config) => Arc::new(self.scylla(config)?),
+        })
+    }
+
+    pub fn notifications(
+        &self,
+        owner: Option<Durability>,
+    ) -> anyhow::Result<Arc<dyn NotificationStore>> {
+        Ok(match &self.uri {
+            StoreUri::Sqlite(dir) => Arc::new(sqlite::notifications_in(dir, owner)?),
+            StoreUri::Scylla(config) => Arc::new(self.scylla(config)?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_uris_select_the_backend() {
+        let data = Path::new("./data");
+        assert_eq!(
+            StoreUri::parse(None, data).unwrap(),
+            StoreUri::Sqlite(data.into())
+        );
+        assert_eq!(
+            StoreUri::parse(Some(""), data).unwrap(),
+            StoreUri::Sqlite(data.into())
+        );
+        assert_eq!(
+            StoreUri::parse(Some("sqlite:///var/lib/im"), data).unwrap(),
+            StoreUri::Sqlite("/var/lib/im".into())
+        );
+        match StoreUri::parse(Some("scylla://a,b/im"), data).unwrap() {
+            StoreUri::Scylla(config) => assert_eq!(config.keyspace, "im"),
+            other => panic!("{other:?}"),
+        }
+        assert!(StoreUri::parse(Some("postgres://x"), data).is_err());
+        assert!(StoreUri::parse(Some("sqlite://"), data).is_err());
+        assert!(StoreUri::parse(Some("scylla://h"), data).is_err());
+    }
+
+    #[test]
+    fn the_embedded_backend_opens_real_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let stores = Stores::new(StoreUri::parse(None, dir.path()).unwrap());
+        let conversations = stores.conversations(Some(Durability::Normal)).unwrap();
+        assert!(conversations.conversation("g:x").unwrap().is_none());
+        stores.users(None).unwrap();
+        stores.notifications(None).unwrap();
+        assert!(dir.path().join(sqlite::CONVERSATIONS_FILE).exists());
+    }
+}

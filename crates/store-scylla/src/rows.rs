@@ -1,0 +1,517 @@
+//! Rows ↔ the store's types, and bound values (pure).
+
+use im_events::{ConversationKind, Diffusion, MessageKind};
+use im_store::{
+    ConversationRecord, NotificationRecord, NotificationStatus, NotifyState, StoreError,
+    StoredMessage, SyncRecord, UserConversation,
+};
+use scylla::value::CqlValue;
+use serde_json::Value;
+
+use crate::buckets::message_bucket;
+
+/// Values bound to one statement (NULL is `None`).
+pub type Values = Vec<Option<CqlValue>>;
+
+pub fn text(value: impl Into<String>) -> Option<CqlValue> {
+    Some(CqlValue::Text(value.into()))
+}
+
+pub fn big(value: impl TryInto<i64>) -> Option<CqlValue> {
+    Some(CqlValue::BigInt(value.try_into().unwrap_or(i64::MAX)))
+}
+
+pub fn int(value: u32) -> Option<CqlValue> {
+    Some(CqlValue::Int(value as i32))
+}
+
+pub fn opt_text(value: &Option<String>) -> Option<CqlValue> {
+    value.as_ref().map(|v| CqlValue::Text(v.clone()))
+}
+
+fn bad(what: &str, value: &str) -> StoreError {
+    StoreError::Backend(format!("stored {what} {value:?} is not readable"))
+}
+
+pub const MESSAGE_COLUMNS: &str = "conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by";
+
+pub type MessageRow = (
+    String,
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    Option<Vec<String>>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+pub fn kind_str(kind: MessageKind) -> String {
+    serde_json::to_value(kind)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+pub fn message_values(m: &StoredMessage) -> Values {
+    vec![
+        text(&m.conversation_id),
+        big(message_bucket(m.seq)),
+        big(m.seq),
+        text(&m.message_id),
+        text(&m.sender_id),
+        text(&m.source),
+        text(&m.event_id),
+        text(&m.sent_at),
+        text(kind_str(m.kind)),
+        text(m.body.to_string()),
+        Some(CqlValue::List(
+            m.mentions
+                .iter()
+                .map(|u| CqlValue::Text(u.clone()))
+                .collect(),
+        )),
+        opt_text(&m.edited_at),
+        opt_text(&m.recalled_at),
+        opt_text(&m.recalled_by),
+    ]
+}
+
+pub fn message_from_row(row: MessageRow) -> Result<StoredMessage, StoreError> {
+    let (
+        conversation_id,
+        _bucket,
+        seq,
+        message_id,
+        sender_id,
+        source,
+        event_id,
+        sent_at,
+        kind,
+        body,
+        mentions,
+        edited_at,
+        recalled_at,
+        recalled_by,
+    ) = row;
+    Ok(StoredMessage {
+        conversation_id,
+        seq: seq as u64,
+        message_id,
+        sender_id,
+        source,
+        event_id,
+        sent_at,
+        kind: serde_json::from_value(Value::String(kind.clone()))
+            .map_err(|_| bad("message kind", &kind))?,
+        body: serde_json::from_str(&body).map_err(|_| bad("message body", &body))?,
+        mentions: mentions.unwrap_or_default(),
+        edited_at,
+        recalled_at,
+        recalled_by,
+    })
+}
+
+pub const CONVERSATION_COLUMNS: &str =
+    "conversation_id, kind, title, last_seq, diffusion, member_count, created_at";
+pub type ConversationRow = (String, String, Option<String>, i64, String, i64, String);
+
+pub fn conversation_from_row(row: ConversationRow) -> Result<ConversationRecord, StoreError> {
+    let (conversation_id, kind, title, last_seq, diffusion, member_count, created_at) = row;
+    Ok(ConversationRecord {
+        conversation_id,
+        kind: ConversationKind::parse(&kind).ok_or_else(|| bad("conversation kind", &kind))?,
+        title,
+        last_seq: last_seq as u64,
+        diffusion: Diffusion::parse(&diffusion).ok_or_else(|| bad("diffusion", &diffusion))?,
+        member_count: member_count as u64,
+        created_at,
+    })
+}
+
+pub fn conversation_values(c: &ConversationRecord, last_seq: u64) -> Values {
+    vec![
+        text(&c.conversation_id),
+        text(c.kind.as_str()),
+        opt_text(&c.title),
+        big(last_seq),
+        text(c.diffusion.as_str()),
+        big(c.member_count),
+        text(&c.created_at),
+    ]
+}
+
+pub const USER_CONVERSATION_COLUMNS: &str = "user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message";
+pub type UserConversationRow = (
+    String,
+    String,
+    i64,
+    i64,
+    i64,
+    String,
+    Option<i64>,
+    Option<String>,
+);
+
+pub fn user_conversation_from_row(
+    row: UserConversationRow,
+) -> Result<UserConversation, StoreError> {
+    let (
+        user_id,
+        conversation_id,
+        last_seq,
+        read_seq,
+        joined_seq,
+        diffusion,
+        muted_until_ms,
+        last_message,
+    ) = row;
+    Ok(UserConversation {
+        user_id,
+        conversation_id,
+        last_seq: last_seq as u64,
+        read_seq: read_seq as u64,
+        joined_seq: joined_seq as u64,
+        diffusion: Diffusion::parse(&diffusion).ok_or_else(|| bad("diffusion", &diffusion))?,
+        muted_until_ms,
+        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+    })
+}
+
+pub fn user_conversation_values(row: &UserConversation) -> Values {
+    vec![
+        text(&row.user_id),
+        text(&row.conversation_id),
+        big(row.last_seq),
+        big(row.read_seq),
+        big(row.joined_seq),
+        text(row.diffusion.as_str()),
+        row.muted_until_ms.map(CqlValue::BigInt),
+        row.last_message
+            .as_ref()
+            .map(|v| CqlValue::Text(v.to_string())),
+    ]
+}
+
+pub type SyncRow = (String, i64, String, String);
+
+pub fn sync_from_row(row: SyncRow) -> SyncRecord {
+    let (user_id, sync_seq, event_key, item) = row;
+    SyncRecord {
+        user_id,
+        sync_seq: sync_seq as u64,
+        event_key,
+        item: serde_json::from_str(&item).unwrap_or(Value::Null),
+    }
+}
+
+pub const NOTIFY_STATE_COLUMNS: &str = "user_id, conversation_id, partition, counted_seq, pending, first_seq, last_seq, mentioned, due_ms, last_message";
+pub type NotifyStateRow = (
+    String,
+    String,
+    i32,
+    i64,
+    i64,
+    i64,
+    i64,
+    bool,
+    i64,
+    Option<String>,
+);
+
+pub fn notify_state_from_row(row: NotifyStateRow) -> NotifyState {
+    let (
+        user_id,
+        conversation_id,
+        partition,
+        counted_seq,
+        pending,
+        first_seq,
+        last_seq,
+        mentioned,
+        due_ms,
+        last_message,
+    ) = row;
+    NotifyState {
+        user_id,
+        conversation_id,
+        partition: partition as u32,
+        counted_seq: counted_seq as u64,
+        pending: pending as u64,
+        first_seq: first_seq as u64,
+        last_seq: last_seq as u64,
+        mentioned,
+        due_ms,
+        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+    }
+}
+
+pub fn notify_state_values(s: &NotifyState) -> Values {
+    vec![
+        text(&s.user_id),
+        text(&s.conversation_id),
+        int(s.partition),
+        big(s.counted_seq),
+        big(s.pending),
+        big(s.first_seq),
+        big(s.last_seq),
+        Some(CqlValue::Boolean(s.mentioned)),
+        big(s.due_ms),
+        s.last_message
+            .as_ref()
+            .map(|v| CqlValue::Text(v.to_string())),
+    ]
+}
+
+pub const NOTIFICATION_COLUMNS: &str = "id, user_id, device_id, provider, partition, conversation_id, payload, status, attempts, next_attempt_ms, created_ms, updated_ms, answer";
+pub type NotificationRow = (
+    String,
+    String,
+    String,
+    String,
+    i32,
+    String,
+    String,
+    String,
+    i32,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+);
+
+pub fn notification_from_row(row: NotificationRow) -> Result<NotificationRecord, StoreError> {
+    let (
+        id,
+        user_id,
+        device_id,
+        provider,
+        partition,
+        conversation_id,
+        payload,
+        status,
+        attempts,
+        next_attempt_ms,
+        created_ms,
+        updated_ms,
+        answer,
+    ) = row;
+    Ok(NotificationRecord {
+        id,
+        user_id,
+        device_id,
+        provider,
+        partition: partition as u32,
+        conversation_id,
+        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
+        status: NotificationStatus::parse(&status)
+            .ok_or_else(|| bad("notification status", &status))?,
+        attempts: attempts as u32,
+        next_attempt_ms,
+        created_ms,
+        updated_ms,
+        answer,
+    })
+}
+
+pub fn notification_values(r: &NotificationRecord) -> Values {
+    vec![
+        text(&r.id),
+        text(&r.user_id),
+        text(&r.device_id),
+        text(&r.provider),
+        int(r.partition),
+        text(&r.conversation_id),
+        text(r.payload.to_string()),
+        text(r.status.as_str()),
+        int(r.attempts),
+        big(r.next_attempt_ms),
+        big(r.created_ms),
+        big(r.updated_ms),
+        opt_text(&r.answer),
+    ]
+}
+
+/// The UTC day of a unix-ms time, the partition of the global log index.
+pub fn day_of(ms: i64) -> String {
+    im_events::rfc3339_ms(ms)[..10].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn text_of(value: &Option<CqlValue>) -> Option<String> {
+        match value {
+            Some(CqlValue::Text(t)) => Some(t.clone()),
+            None => None,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    fn big_of(value: &Option<CqlValue>) -> i64 {
+        match value {
+            Some(CqlValue::BigInt(n)) => *n,
+            other => panic!("not bigint: {other:?}"),
+        }
+    }
+
+    fn sample() -> StoredMessage {
+        StoredMessage {
+            conversation_id: "g:team".into(),
+            seq: 1234,
+            message_id: "m-1".into(),
+            sender_id: "alice".into(),
+            source: "urn:x".into(),
+            event_id: "e-1".into(),
+            sent_at: "2026-01-01T00:00:00.000Z".into(),
+            kind: MessageKind::Image,
+            body: json!({"url": "https://x/y.png", "w": 3}),
+            mentions: vec!["bob".into()],
+            edited_at: Some("2026-01-02T00:00:00.000Z".into()),
+            recalled_at: None,
+            recalled_by: None,
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_through_values_and_rows() {
+        let message = sample();
+        let values = message_values(&message);
+        assert_eq!(values.len(), MESSAGE_COLUMNS.split(", ").count());
+        assert_eq!(big_of(&values[1]), 1, "bucket of seq 1234");
+        let mentions = match &values[10] {
+            Some(CqlValue::List(items)) => items
+                .iter()
+                .map(|v| match v {
+                    CqlValue::Text(t) => t.clone(),
+                    _ => panic!(),
+                })
+                .collect(),
+            _ => panic!(),
+        };
+        let row: MessageRow = (
+            text_of(&values[0]).unwrap(),
+            big_of(&values[1]),
+            big_of(&values[2]),
+            text_of(&values[3]).unwrap(),
+            text_of(&values[4]).unwrap(),
+            text_of(&values[5]).unwrap(),
+            text_of(&values[6]).unwrap(),
+            text_of(&values[7]).unwrap(),
+            text_of(&values[8]).unwrap(),
+            text_of(&values[9]).unwrap(),
+            Some(mentions),
+            text_of(&values[11]),
+            text_of(&values[12]),
+            text_of(&values[13]),
+        );
+        assert_eq!(message_from_row(row).unwrap(), message);
+    }
+
+    #[test]
+    fn unreadable_rows_are_errors_not_panics() {
+        let message = sample();
+        let row: MessageRow = (
+            message.conversation_id.clone(),
+            1,
+            1,
+            "m".into(),
+            "a".into(),
+            "s".into(),
+            "e".into(),
+            "t".into(),
+            "hologram".into(),
+            "{}".into(),
+            None,
+            None,
+            None,
+            None,
+        );
+        assert!(
+            matches!(message_from_row(row), Err(StoreError::Backend(text)) if text.contains("hologram"))
+        );
+        let empty_list: MessageRow = (
+            "c".into(),
+            0,
+            1,
+            "m".into(),
+            "a".into(),
+            "s".into(),
+            "e".into(),
+            "t".into(),
+            "text".into(),
+            "{\"text\":\"hi\"}".into(),
+            None,
+            None,
+            None,
+            None,
+        );
+        assert!(
+            message_from_row(empty_list).unwrap().mentions.is_empty(),
+            "CQL stores an empty list as null"
+        );
+        let conversation: ConversationRow = (
+            "c".into(),
+            "secret".into(),
+            None,
+            0,
+            "write".into(),
+            0,
+            "t".into(),
+        );
+        assert!(conversation_from_row(conversation).is_err());
+    }
+
+    #[test]
+    fn user_rows_and_states_map_both_ways() {
+        let row = UserConversation {
+            user_id: "bob".into(),
+            conversation_id: "g:team".into(),
+            last_seq: 9,
+            read_seq: 4,
+            joined_seq: 1,
+            diffusion: Diffusion::Read,
+            muted_until_ms: Some(77),
+            last_message: Some(json!({"seq": 9})),
+        };
+        let values = user_conversation_values(&row);
+        let back: UserConversationRow = (
+            text_of(&values[0]).unwrap(),
+            text_of(&values[1]).unwrap(),
+            big_of(&values[2]),
+            big_of(&values[3]),
+            big_of(&values[4]),
+            text_of(&values[5]).unwrap(),
+            Some(big_of(&values[6])),
+            text_of(&values[7]),
+        );
+        assert_eq!(user_conversation_from_row(back).unwrap(), row);
+        let state = NotifyState {
+            user_id: "bob".into(),
+            conversation_id: "g".into(),
+            partition: 3,
+            counted_seq: 5,
+            pending: 2,
+            first_seq: 4,
+            last_seq: 5,
+            mentioned: true,
+            due_ms: 1000,
+            last_message: None,
+        };
+        assert_eq!(
+            notify_state_values(&state).len(),
+            NOTIFY_STATE_COLUMNS.split(", ").count()
+        );
+        let row: NotifyStateRow = ("bob".into(), "g".into(), 3, 5, 2, 4, 5, true, 1000, None);
+        assert_eq!(notify_state_from_row(row), state);
+        assert_eq!(day_of(1_800_000_000_000), "2027-01-15");
+    }
+}

@@ -1,0 +1,122 @@
+//! The CQL schema. `statements` is what `imctl schema apply` runs, in
+//! order; every statement is idempotent (`IF NOT EXISTS`), so applying twice
+//! changes nothing. `schemas/scylla/schema.cql` is the same text for the
+//! default keyspace, kept in step by a test.
+
+use crate::config::ScyllaConfig;
+
+/// Retention of idempotency keys (the contract asks for at least 7 days)
+/// and of the notification log.
+pub const IDEMPOTENCY_TTL_SECS: i64 = 30 * 86_400;
+
+pub fn statements(config: &ScyllaConfig) -> Vec<String> {
+    let ks = &config.keyspace;
+    let replication = match &config.datacenter {
+        Some(dc) => format!("'{dc}': {}", config.replication_factor),
+        None => format!("'replication_factor': {}", config.replication_factor),
+    };
+    let message_columns = "conversation_id text, bucket bigint, seq bigint, message_id text, sender_id text, \
+         source text, event_id text, sent_at text, kind text, body text, mentions list<text>, \
+         edited_at text, recalled_at text, recalled_by text, PRIMARY KEY ((conversation_id, bucket), seq)";
+    vec![
+        format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', {replication}}} AND durable_writes = true"),
+        // Partition ownership epochs (the fence of a stale owner).
+        format!("CREATE TABLE IF NOT EXISTS {ks}.fences (scope text, partition int, epoch bigint, PRIMARY KEY ((scope, partition)))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.conversations (conversation_id text PRIMARY KEY, kind text, title text, last_seq bigint, diffusion text, member_count bigint, created_at text, archived_seq bigint)"),
+        // Lets the archiver and dumps enumerate conversations shard by shard.
+        format!("CREATE TABLE IF NOT EXISTS {ks}.conversation_index (shard int, conversation_id text, kind text, PRIMARY KEY ((shard), conversation_id))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.members (conversation_id text, user_id text, added_after_seq bigint, role text, removed_after_seq bigint, PRIMARY KEY ((conversation_id), user_id, added_after_seq))"),
+        // The (conversation_id, seq) fence: claimed with a lightweight
+        // transaction, never expires.
+        format!("CREATE TABLE IF NOT EXISTS {ks}.seq_claims (conversation_id text, bucket bigint, seq bigint, message_id text, PRIMARY KEY ((conversation_id, bucket), seq))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.messages ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND default_time_to_live = {} AND compaction = {{'class': 'SizeTieredCompactionStrategy'}}", config.hot_ttl_secs),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.messages_cold ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 30}} AND compression = {{'sstable_compression': 'ZstdCompressor', 'chunk_length_in_kb': 64}}"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        // Per user: the conversation list, with the sync head as a static
+        // column, so one single-partition batch moves both.
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user_conversations (user_id text, conversation_id text, last_seq bigint, read_seq bigint, joined_seq bigint, diffusion text, muted_until_ms bigint, last_message text, last_sync_seq bigint STATIC, PRIMARY KEY ((user_id), conversation_id))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user_sync (user_id text, bucket bigint, sync_seq bigint, event_key text, item text, PRIMARY KEY ((user_id, bucket), sync_seq))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user_effects (user_id text, event_key text, PRIMARY KEY ((user_id), event_key))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notify_state (user_id text, conversation_id text, partition int, counted_seq bigint, pending bigint, first_seq bigint, last_seq bigint, mentioned boolean, due_ms bigint, last_message text, PRIMARY KEY ((user_id), conversation_id))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notify_due (partition int, due_ms bigint, user_id text, conversation_id text, PRIMARY KEY ((partition), due_ms, user_id, conversation_id))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notifications (id text PRIMARY KEY, user_id text, device_id text, provider text, partition int, conversation_id text, payload text, status text, attempts int, next_attempt_ms bigint, created_ms bigint, updated_ms bigint, answer text) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_ready (partition int, next_attempt_ms bigint, id text, PRIMARY KEY ((partition), next_attempt_ms, id))"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_by_user (user_id text, created_ms bigint, id text, PRIMARY KEY ((user_id), created_ms, id)) WITH CLUSTERING ORDER BY (created_ms DESC, id DESC) AND default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_by_day (day text, created_ms bigint, id text, PRIMARY KEY ((day), created_ms, id)) WITH CLUSTERING ORDER BY (created_ms DESC, id DESC) AND default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+    ]
+}
+
+/// The schema as a CQL file.
+pub fn cql_file(config: &ScyllaConfig) -> String {
+    let mut text = String::from(
+        "-- The ScyllaDB schema of the IM pipeline (keyspace `im`, RF 3). Generated by\n\
+         -- crates/store-scylla/src/schema.rs; apply with `imctl schema apply --store scylla://…/im`.\n\n",
+    );
+    for statement in statements(config) {
+        text.push_str(&statement);
+        text.push_str(";\n\n");
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn defaults() -> ScyllaConfig {
+        ScyllaConfig::parse("scylla://127.0.0.1/im").unwrap()
+    }
+
+    #[test]
+    fn every_statement_is_idempotent_and_in_the_keyspace() {
+        for statement in statements(&defaults()) {
+            assert!(statement.contains("IF NOT EXISTS"), "{statement}");
+            assert!(
+                statement.contains(" im") || statement.contains(" im."),
+                "{statement}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_keyspace_uses_network_topology() {
+        let plain = &statements(&defaults())[0];
+        assert!(
+            plain.contains("'class': 'NetworkTopologyStrategy', 'replication_factor': 3"),
+            "{plain}"
+        );
+        let dc = ScyllaConfig::parse("scylla://h/im?dc=eu1&rf=5").unwrap();
+        assert!(statements(&dc)[0].contains("'eu1': 5"));
+    }
+
+    #[test]
+    fn tiers_have_their_storage_settings() {
+        let all = statements(&defaults()).join("\n");
+        assert!(all.contains("messages (conversation_id text, bucket bigint"));
+        assert!(all.contains(&format!("default_time_to_live = {}", 14 * 86_400)));
+        assert!(all.contains("TimeWindowCompactionStrategy"));
+        assert!(all.contains("ZstdCompressor"));
+        assert!(all.contains("PRIMARY KEY ((user_id, bucket), sync_seq)"));
+        assert!(all.contains("last_sync_seq bigint STATIC"));
+    }
+
+    #[test]
+    fn the_checked_in_schema_file_is_current() {
+        let file = include_str!("../../../schemas/scylla/schema.cql");
+        assert_eq!(
+            file,
+            cql_file(&defaults()),
+            "regenerate schemas/scylla/schema.cql: cargo test -p im-store-scylla -- --ignored write_schema_file"
+        );
+    }
+
+    #[test]
+    #[ignore]
+    fn write_schema_file() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../schemas/scylla/schema.cql"
+        );
+        std::fs::write(path, cql_file(&defaults())).unwrap();
+    }
+}

@@ -1,0 +1,72 @@
+//! The store conformance suite against a live ScyllaDB cluster, when
+//! `IM_SCYLLA_URI` names one (e.g. `scylla://127.0.0.1/im_test?rf=1`); each
+//! check gets a fresh keyspace. Without it, every test here says that the
+//! ScyllaDB run was skipped and why, and passes without pretending.
+
+use im_store::conformance;
+use im_store_scylla::{ScyllaConfig, ScyllaStore};
+
+fn store(check: &str) -> Option<ScyllaStore> {
+    let Ok(uri) = std::env::var("IM_SCYLLA_URI") else {
+        eprintln!("ScyllaDB conformance `{check}` skipped: IM_SCYLLA_URI is not set (no cluster to run against)");
+        return None;
+    };
+    let mut config = ScyllaConfig::parse(&uri).unwrap_or_else(|e| panic!("IM_SCYLLA_URI: {e}"));
+    let suffix = format!(
+        "{}_{}",
+        check.chars().take(20).collect::<String>(),
+        std::process::id()
+    );
+    config.keyspace = format!(
+        "{}_{}",
+        config.keyspace.chars().take(16).collect::<String>(),
+        suffix
+    );
+    ScyllaStore::apply_schema(&config).unwrap_or_else(|e| panic!("schema: {e}"));
+    Some(ScyllaStore::connect(config).unwrap_or_else(|e| panic!("connect: {e}")))
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(store) = store(stringify!($name)) {
+                    conformance::$name(&store, &store);
+                }
+            }
+        )*
+    };
+}
+
+conformance_tests!(
+    conversation_round_trip,
+    membership_intervals,
+    messages_and_history,
+    seq_fence_refuses_a_second_message,
+    epoch_fence_refuses_stale_owner,
+    idempotency_records,
+    edits_and_recalls,
+    user_conversations_and_unread,
+    sync_log_pages_in_order,
+    apply_is_atomic,
+);
+
+macro_rules! notification_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                if let Some(store) = store(stringify!($name)) {
+                    conformance::$name(&store);
+                }
+            }
+        )*
+    };
+}
+
+notification_tests!(
+    notify_states_come_due,
+    outbox_is_idempotent_and_logged,
+    notify_fence_and_atomicity
+);
