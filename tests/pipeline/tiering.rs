@@ -170,3 +170,107 @@ fn ten_thousand_messages_survive_a_killed_archiver_and_read_once_in_order() {
         assert_eq!(walked, (1..=PER_CONVERSATION).collect::<Vec<_>>(), "{id}");
     }
 }
+
+/// In the running system: dedupe's archiver moves messages past a short hot
+/// window, and the gateway's history (WebSocket and HTTP) and an edit of an
+/// archived message work across both tiers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_system_reads_and_edits_across_tiers() {
+    use im_pipeline_tests::{http, token, Device, Pipeline};
+    let mut pipeline = Pipeline::start_with(vec![
+        ("IM_HOT_WINDOW".into(), "2s".into()),
+        ("IM_ARCHIVE_EVERY".into(), "1s".into()),
+        ("IM_SEGMENT_MESSAGES".into(), "8".into()),
+    ])
+    .await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let members = vec!["alice".to_string(), "bob".to_string()];
+    pipeline.create_group("g:tiers", &members).await;
+    for n in 1..=30 {
+        pipeline
+            .send_text("g:tiers", "alice", &format!("t{n}"), &format!("old {n}"))
+            .await;
+    }
+    pipeline.settle(Duration::from_secs(30)).await;
+    let store = pipeline.conversations();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while store.tier_stats().unwrap().cold_messages < 30 {
+        assert!(
+            Instant::now() < deadline,
+            "the archiver never moved them: {:?}",
+            store.tier_stats().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pipeline
+        .send_text("g:tiers", "alice", "t31", "new 31")
+        .await;
+    pipeline
+        .publish(
+            "im.message.edit",
+            "urn:test",
+            "edit-3",
+            json!({"conversation_id": "g:tiers", "seq": 3, "editor_id": "alice", "body": {"text": "edited 3"}}),
+            true,
+        )
+        .await;
+    pipeline.settle(Duration::from_secs(30)).await;
+
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    bob.send(json!({"op": "history", "conversation_id": "g:tiers", "limit": 20}))
+        .await;
+    let page = bob.expect("history_result", Duration::from_secs(10)).await;
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (12..=31).collect::<Vec<_>>(),
+        "newest page spans both tiers"
+    );
+    let (status, body) = http(
+        port,
+        "GET",
+        "/v1/conversations/g:tiers/messages?before_seq=12&limit=100",
+        Some(&token("bob", "phone", 60)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let older: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let messages = older["messages"].as_array().unwrap();
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        messages[2]["body"]["text"], "edited 3",
+        "the edit reached the archived message"
+    );
+    let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
+        .args([
+            "history",
+            "--conversation",
+            "g:tiers",
+            "--before-seq",
+            "4",
+            "--limit",
+            "2",
+            "--data-dir",
+        ])
+        .arg(pipeline.data.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("old 2") && text.contains("edited 3") && !text.contains("old 1"),
+        "{text}"
+    );
+}
