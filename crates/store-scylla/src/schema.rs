@@ -29,6 +29,8 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         // The (conversation_id, seq) fence: claimed with a lightweight
         // transaction, never expires.
         format!("CREATE TABLE IF NOT EXISTS {ks}.seq_claims (conversation_id text, bucket bigint, seq bigint, message_id text, PRIMARY KEY ((conversation_id, bucket), seq))"),
+        // The newest seq stored per conversation: where history starts.
+        format!("CREATE TABLE IF NOT EXISTS {ks}.message_heads (conversation_id text PRIMARY KEY, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND default_time_to_live = {} AND compaction = {{'class': 'SizeTieredCompactionStrategy'}}", config.hot_ttl_secs),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages_cold ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 30}} AND compression = {{'sstable_compression': 'ZstdCompressor', 'chunk_length_in_kb': 64}}"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
@@ -42,6 +44,8 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {ks}.notifications (id text PRIMARY KEY, user_id text, device_id text, provider text, partition int, conversation_id text, payload text, status text, attempts int, next_attempt_ms bigint, created_ms bigint, updated_ms bigint, answer text) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_ready (partition int, next_attempt_ms bigint, id text, PRIMARY KEY ((partition), next_attempt_ms, id))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_by_user (user_id text, created_ms bigint, id text, PRIMARY KEY ((user_id), created_ms, id)) WITH CLUSTERING ORDER BY (created_ms DESC, id DESC) AND default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        // The days the log has entries for, newest first (one small partition).
+        format!("CREATE TABLE IF NOT EXISTS {ks}.notification_days (shard int, day text, PRIMARY KEY ((shard), day)) WITH CLUSTERING ORDER BY (day DESC) AND default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.notifications_by_day (day text, created_ms bigint, id text, PRIMARY KEY ((day), created_ms, id)) WITH CLUSTERING ORDER BY (created_ms DESC, id DESC) AND default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
     ]
 }

@@ -58,6 +58,8 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("member_remove", "UPDATE {ks}.members SET removed_after_seq = ? WHERE conversation_id = ? AND user_id = ? AND added_after_seq = ?"),
     ("seq_claim", "INSERT INTO {ks}.seq_claims (conversation_id, bucket, seq, message_id) VALUES (?, ?, ?, ?) IF NOT EXISTS"),
     ("seq_claimed", "SELECT message_id FROM {ks}.seq_claims WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
+    ("message_head", "SELECT max_seq FROM {ks}.message_heads WHERE conversation_id = ?"),
+    ("message_head_put", "INSERT INTO {ks}.message_heads (conversation_id, max_seq) VALUES (?, ?)"),
     ("hot_put", "INSERT INTO {ks}.messages (conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
     ("hot_get", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("hot_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
@@ -98,6 +100,8 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("log_user", "SELECT id FROM {ks}.notifications_by_user WHERE user_id = ? LIMIT ?"),
     ("log_user_put", "INSERT INTO {ks}.notifications_by_user (user_id, created_ms, id) VALUES (?, ?, ?)"),
     ("log_day", "SELECT id FROM {ks}.notifications_by_day WHERE day = ? LIMIT ?"),
+    ("log_days", "SELECT day FROM {ks}.notification_days WHERE shard = 0"),
+    ("log_days_put", "INSERT INTO {ks}.notification_days (shard, day) VALUES (0, ?)"),
     ("log_day_put", "INSERT INTO {ks}.notifications_by_day (day, created_ms, id) VALUES (?, ?, ?)"),
     ("dump_conversations", "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at FROM {ks}.conversations"),
     ("dump_members", "SELECT conversation_id, user_id, role, added_after_seq, removed_after_seq FROM {ks}.members"),
@@ -328,42 +332,49 @@ impl Inner {
     /// Refuse an epoch older than the newest seen for the partition, and
     /// raise it (a compare-and-set, so two owners cannot both pass).
     async fn check_fence(&self, fence: &Fence) -> StoreResult<()> {
-        let key = || vec![text(&fence.scope), int(fence.partition)];
-        let (created, _) = self
-            .lwt("fence_create", [key(), vec![big(fence.epoch)]].concat())
-            .await?;
-        if created {
-            return Ok(());
-        }
-        let (raised, row) = self
-            .lwt(
-                "fence_raise",
-                vec![
-                    big(fence.epoch),
-                    text(&fence.scope),
-                    int(fence.partition),
-                    big(fence.epoch),
-                ],
-            )
-            .await?;
-        if raised {
-            return Ok(());
-        }
-        let current = row
-            .columns
-            .iter()
-            .skip(1)
-            .find_map(|c| match c {
+        // Raise first (the common case: one Paxos round); create the row
+        // if the partition has none yet; a racing creator means raise again.
+        for _ in 0..2 {
+            let (raised, row) = self
+                .lwt(
+                    "fence_raise",
+                    vec![
+                        big(fence.epoch),
+                        text(&fence.scope),
+                        int(fence.partition),
+                        big(fence.epoch),
+                    ],
+                )
+                .await?;
+            if raised {
+                return Ok(());
+            }
+            let current = row.columns.iter().skip(1).find_map(|c| match c {
                 Some(CqlValue::BigInt(epoch)) => Some(*epoch as u64),
                 _ => None,
-            })
-            .unwrap_or(u64::MAX);
-        Err(StoreError::Fenced {
-            scope: fence.scope.clone(),
-            partition: fence.partition,
-            current,
-            attempted: fence.epoch,
-        })
+            });
+            if let Some(current) = current {
+                return Err(StoreError::Fenced {
+                    scope: fence.scope.clone(),
+                    partition: fence.partition,
+                    current,
+                    attempted: fence.epoch,
+                });
+            }
+            let (created, _) = self
+                .lwt(
+                    "fence_create",
+                    vec![text(&fence.scope), int(fence.partition), big(fence.epoch)],
+                )
+                .await?;
+            if created {
+                return Ok(());
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "fence of {} partition {} is contended; retrying",
+            fence.scope, fence.partition
+        )))
     }
 
     async fn message(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredMessage>> {
@@ -523,6 +534,22 @@ impl ConversationStore for ScyllaStore {
             for effect in &effects {
                 apply_conversation_effect(&db, effect).await?;
             }
+            // Where history starts: the newest seq of each conversation.
+            let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+            for effect in &effects {
+                if let ConversationEffect::InsertMessage(m) = effect {
+                    let entry = newest.entry(m.conversation_id.as_str()).or_default();
+                    *entry = (*entry).max(m.seq);
+                }
+            }
+            for (conversation_id, seq) in newest {
+                let current: Option<(i64,)> =
+                    db.one("message_head", vec![text(conversation_id)]).await?;
+                if current.is_none_or(|(max,)| (max as u64) < seq) {
+                    db.exec("message_head_put", vec![text(conversation_id), big(seq)])
+                        .await?;
+                }
+            }
             Ok(())
         })
     }
@@ -635,11 +662,8 @@ async fn history(
 ) -> StoreResult<Vec<StoredMessage>> {
     let before = match before_seq {
         Some(before) => before,
-        None => match db
-            .one::<ConversationRow>("conversation", vec![text(id)])
-            .await?
-        {
-            Some(row) => row.3 as u64 + 1,
+        None => match db.one::<(i64,)>("message_head", vec![text(id)]).await? {
+            Some((max,)) => max as u64 + 1,
             None => return Ok(vec![]),
         },
     };
@@ -1182,14 +1206,9 @@ impl NotificationStore for ScyllaStore {
                 }
                 None => {
                     // Newest days first, until the limit.
+                    let days: Vec<(String,)> = db.select("log_days", vec![]).await?;
                     let mut ids = Vec::new();
-                    let today = chrono_day(0);
-                    for back in 0..31 {
-                        let day = if back == 0 {
-                            today.clone()
-                        } else {
-                            chrono_day(back)
-                        };
+                    for (day,) in days {
                         ids.extend(
                             db.select::<(String,)>(
                                 "log_day",
@@ -1297,6 +1316,8 @@ impl NotificationStore for ScyllaStore {
                                 ],
                             )
                             .await?;
+                            db.exec("log_days_put", vec![text(day_of(record.created_ms))])
+                                .await?;
                             db.exec(
                                 "log_day_put",
                                 vec![
@@ -1371,15 +1392,6 @@ impl NotificationStore for ScyllaStore {
             Ok(lines)
         })
     }
-}
-
-/// The UTC day `back` days ago.
-fn chrono_day(back: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    day_of(now - back * 86_400_000)
 }
 
 #[cfg(test)]
