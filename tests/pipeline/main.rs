@@ -11,6 +11,7 @@ mod failover;
 mod gateway;
 mod idempotency;
 mod offline;
+mod redrive;
 mod replay;
 mod tiering;
 mod timeline_changes;

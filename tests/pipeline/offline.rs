@@ -462,6 +462,68 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
     );
     assert_eq!(log(port, "u-broken").await[0]["status"], "dead");
 
+    // The receiver is fixed: redriving the dead letter sends it once, and
+    // redriving it again sends nothing more.
+    standins.always("hook-broken", (200, vec![], "{}".into()));
+    let imctl = im_test_support::workspace_binary("imctl").unwrap();
+    let url = pipeline.nats.url();
+    let redrive = |keep: bool| {
+        let mut command = std::process::Command::new(&imctl);
+        command.args([
+            "dlq",
+            "redrive",
+            "--all",
+            "--function",
+            "offline",
+            "--nats-url",
+            &url,
+        ]);
+        if keep {
+            command.arg("--keep");
+        }
+        command.output().unwrap()
+    };
+    let first = redrive(true);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("-> queued"),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    wait_for(&standins, WAIT, "the redriven notification", |seen| {
+        seen.iter()
+            .any(|s| s.token == "hook-broken" && s.status == 200)
+    })
+    .await;
+    let deadline = Instant::now() + WAIT;
+    while log(port, "u-broken").await[0]["status"] != "sent" {
+        assert!(
+            Instant::now() < deadline,
+            "the redriven notification was not recorded sent"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = redrive(false);
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("already sent"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        standins
+            .seen_for("hook-broken")
+            .iter()
+            .filter(|s| s.status == 200)
+            .count(),
+        1,
+        "redriven twice, sent once"
+    );
+
     // The next message reaches the healthy devices only once each, and
     // nobody through a removed token.
     pipeline.send_text("g:fail", "alice", "f2", "second").await;

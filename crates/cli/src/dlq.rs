@@ -2,7 +2,9 @@
 
 use async_nats::jetstream;
 use clap::{Args, Subcommand};
-use im_runtime::dlq::{H_CODE, H_DELIVERED, H_FUNCTION, H_REASON, H_STREAM_SEQ, H_SUBJECT, H_TIME};
+use im_runtime::dlq::{
+    H_CODE, H_DELIVERED, H_FUNCTION, H_REASON, H_STREAM, H_STREAM_SEQ, H_SUBJECT, H_TIME,
+};
 use serde_json::{json, Value};
 
 #[derive(Args, Debug)]
@@ -34,6 +36,120 @@ pub enum DlqCommand {
     },
     /// Everything about one dead letter: headers and original payload.
     Show { sequence: u64 },
+    /// Send dead letters back where they came from (after a fix), then
+    /// delete them. Idempotent: an event that was applied already changes
+    /// nothing; a notification already sent is not sent again.
+    Redrive {
+        /// Dead-letter sequences (see `imctl dlq list`).
+        sequences: Vec<u64>,
+        /// Every dead letter (of --function, if given).
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        function: Option<String>,
+        /// Keep the dead letters after redriving them.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Delete dead letters for good.
+    Purge {
+        sequences: Vec<u64>,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        function: Option<String>,
+    },
+}
+
+/// The dead letters a redrive or purge names.
+async fn selected(
+    js: &jetstream::Context,
+    sequences: &[u64],
+    all: bool,
+    function: Option<&str>,
+) -> anyhow::Result<Vec<jetstream::message::StreamMessage>> {
+    anyhow::ensure!(
+        all || !sequences.is_empty(),
+        "name dead letters by sequence (imctl dlq list) or pass --all"
+    );
+    let letters = read_all(js, function).await?;
+    if all {
+        return Ok(letters);
+    }
+    let mut chosen = Vec::new();
+    for sequence in sequences {
+        let letter = letters
+            .iter()
+            .find(|l| l.sequence == *sequence)
+            .ok_or_else(|| {
+                anyhow::anyhow!("no dead letter {sequence}; `imctl dlq list` shows them")
+            })?;
+        chosen.push(letter.clone());
+    }
+    Ok(chosen)
+}
+
+/// Where a dead letter goes back to: the stream subject it came from (with
+/// its original headers and payload), or, for a notification the offline
+/// function gave up on, that function's outbox.
+pub async fn redrive_one(
+    client: &async_nats::Client,
+    js: &jetstream::Context,
+    letter: &jetstream::message::StreamMessage,
+) -> anyhow::Result<String> {
+    if header(letter, H_STREAM) == "offline-outbox" {
+        let record: Value = serde_json::from_slice(&letter.payload).map_err(|e| {
+            anyhow::anyhow!("dead letter {} holds no notification: {e}", letter.sequence)
+        })?;
+        let partition = record["partition"].as_u64().unwrap_or(0);
+        let request = json!({"id": record["id"]});
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            client.request(
+                im_events::subjects::offline_redrive_subject(partition as u32),
+                request.to_string().into(),
+            ),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the offline function did not answer; is it running?"))?
+        .map_err(|e| {
+            anyhow::anyhow!("the offline function did not answer ({e}); is it running?")
+        })?;
+        let answer: Value = serde_json::from_slice(&answer.payload).unwrap_or_default();
+        anyhow::ensure!(answer["ok"] == json!(true), "offline refused: {answer}");
+        return Ok(format!(
+            "notification {} -> {}",
+            record["id"].as_str().unwrap_or_default(),
+            answer["status"].as_str().unwrap_or_default()
+        ));
+    }
+    let subject = header(letter, H_SUBJECT);
+    anyhow::ensure!(
+        !subject.is_empty(),
+        "dead letter {} names no original subject",
+        letter.sequence
+    );
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, values) in letter.headers.iter() {
+        let name = name.to_string();
+        if name.starts_with("Im-Dlq-") || name.starts_with("Nats-") {
+            continue;
+        }
+        for value in values {
+            headers.append(name.as_str(), value.as_str());
+        }
+    }
+    // A new message id: the original's would be dropped as a duplicate
+    // within the window; a second redrive of this letter is not.
+    headers.insert(
+        "Nats-Msg-Id",
+        format!("redrive:{}", letter.sequence).as_str(),
+    );
+    js.publish_with_headers(subject.clone(), headers, letter.payload.clone())
+        .await?
+        .await
+        .map_err(|e| anyhow::anyhow!("redrive of {} not stored: {e}", letter.sequence))?;
+    Ok(format!("-> {subject}"))
 }
 
 fn header(message: &jetstream::message::StreamMessage, name: &str) -> String {
@@ -141,6 +257,64 @@ pub async fn run(args: DlqArgs) -> anyhow::Result<()> {
             shown["headers"] = Value::Object(headers);
             shown["payload"] = serde_json::from_str(&payload).unwrap_or(Value::String(payload));
             println!("{}", serde_json::to_string_pretty(&shown)?);
+        }
+        DlqCommand::Redrive {
+            sequences,
+            all,
+            function,
+            keep,
+        } => {
+            let letters = selected(&js, &sequences, all, function.as_deref()).await?;
+            let stream = js.get_stream(im_events::subjects::STREAM_DLQ).await?;
+            let client = js.client();
+            let (mut done, mut failed) = (0, 0);
+            for (index, letter) in letters.iter().enumerate() {
+                match redrive_one(&client, &js, letter).await {
+                    Ok(what) => {
+                        done += 1;
+                        if !keep {
+                            stream.delete_message(letter.sequence).await.map_err(|e| {
+                                anyhow::anyhow!("redriven {} but not deleted: {e}", letter.sequence)
+                            })?;
+                        }
+                        eprintln!(
+                            "[{}/{}] redriven {} {what}",
+                            index + 1,
+                            letters.len(),
+                            letter.sequence
+                        );
+                    }
+                    Err(error) => {
+                        failed += 1;
+                        eprintln!(
+                            "[{}/{}] {} not redriven: {error:#}",
+                            index + 1,
+                            letters.len(),
+                            letter.sequence
+                        );
+                    }
+                }
+            }
+            println!(
+                "redriven {done}, failed {failed}{}",
+                if keep { " (kept)" } else { "" }
+            );
+            anyhow::ensure!(
+                failed == 0,
+                "{failed} dead letters were not redriven; they are still in IM_DLQ"
+            );
+        }
+        DlqCommand::Purge {
+            sequences,
+            all,
+            function,
+        } => {
+            let letters = selected(&js, &sequences, all, function.as_deref()).await?;
+            let stream = js.get_stream(im_events::subjects::STREAM_DLQ).await?;
+            for letter in &letters {
+                stream.delete_message(letter.sequence).await?;
+            }
+            println!("purged {}", letters.len());
         }
     }
     Ok(())

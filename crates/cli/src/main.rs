@@ -30,7 +30,7 @@ enum Command {
     Send(send::SendArgs),
     /// Follow committed messages and rejections (or one user's deliveries).
     Tail(tail::TailArgs),
-    /// Inspect dead letters.
+    /// Dead letters: list, show, redrive, purge.
     Dlq(dlq::DlqArgs),
     /// Measure: latency (send -> ack, send -> push on a running system) or tiers (bytes and read latency per history tier).
     Bench(bench::BenchArgs),

@@ -90,6 +90,12 @@ pub const DELIVERED_BUCKET: &str = "IM_DELIVERED";
 /// Device push registrations (`user.device` -> provider and token).
 pub const PUSH_TOKENS_BUCKET: &str = "IM_PUSH_TOKENS";
 
+/// Core NATS request: re-queue a dead notification in the outbox of the
+/// offline owner of user partition `p` (`imctl dlq redrive`).
+pub fn offline_redrive_subject(partition: u32) -> String {
+    format!("im.offline.redrive.{partition}")
+}
+
 pub fn dlq_subject(function: &str) -> String {
     format!("im.dlq.{function}")
 }

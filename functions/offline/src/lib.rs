@@ -646,6 +646,47 @@ impl Offline {
         .await
     }
 
+    /// `imctl dlq redrive` of a notification: a dead one is queued again
+    /// (attempts from zero); one already sent or queued is left alone.
+    async fn redrive(&self, claim: &Claim, request: &[u8]) -> Value {
+        let Some(id) = serde_json::from_slice::<Value>(request)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_string))
+        else {
+            return json!({"ok": false, "reason": "a redrive request is {\"id\": …}"});
+        };
+        let (store, fence) = (self.store.clone(), claim.fence());
+        let result = im_runtime::blocking(move || {
+            let Some(record) = store.notification(&id)? else {
+                return Ok(json!({"ok": false, "reason": format!("no notification {id}")}));
+            };
+            let status = match record.status {
+                NotificationStatus::Dead => {
+                    store.apply(
+                        &fence,
+                        &[NotifyEffect::Settle {
+                            id: id.clone(),
+                            status: NotificationStatus::Queued,
+                            attempts: 0,
+                            next_attempt_ms: now_ms(),
+                            answer: record.answer.clone(),
+                            updated_ms: now_ms(),
+                        }],
+                    )?;
+                    "queued"
+                }
+                NotificationStatus::Sent => "already sent",
+                NotificationStatus::Queued => "queued",
+                NotificationStatus::Invalid => "token invalid (removed); not sent",
+                NotificationStatus::Skipped => "skipped; not sent",
+            };
+            Ok(json!({"ok": true, "status": status}))
+        })
+        .await;
+        self.waker(claim.partition).notify_one();
+        result.unwrap_or_else(|error| json!({"ok": false, "reason": error.to_string()}))
+    }
+
     /// The owner's loop for one partition: flush due states, send ready
     /// notifications concurrently, record outcomes as they come.
     async fn run_outbox(self: &Arc<Self>, claim: Claim, shutdown: Shutdown) {
@@ -654,6 +695,19 @@ impl Offline {
             tokio::sync::mpsc::unbounded_channel::<(NotificationRecord, SendOutcome)>();
         let mut in_flight: HashSet<String> = HashSet::new();
         let mut fenced = false;
+        let client = self.js.client();
+        let mut redrives = match client
+            .subscribe(im_events::subjects::offline_redrive_subject(
+                claim.partition,
+            ))
+            .await
+        {
+            Ok(subscription) => Some(subscription),
+            Err(error) => {
+                tracing::warn!(%error, "cannot take redrive requests for this partition");
+                None
+            }
+        };
         while claim.is_valid() && !shutdown.is_triggered() && !fenced {
             let this = self.clone();
             let owner = claim.clone();
@@ -710,6 +764,17 @@ impl Offline {
                         }
                         Err(error) => tracing::warn!(%error, "outcomes not recorded; the notifications will be sent again"),
                         Ok(()) => {}
+                    }
+                }
+                Some(request) = async {
+                    match redrives.as_mut() {
+                        Some(subscription) => futures::StreamExt::next(subscription).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let answer = self.redrive(&claim, &request.payload).await;
+                    if let Some(reply) = request.reply {
+                        let _ = client.publish(reply, answer.to_string().into()).await;
                     }
                 }
                 _ = waker.notified() => {}
