@@ -7,6 +7,7 @@ mod bench_tiers;
 mod chat;
 mod dlq;
 mod notifications;
+mod replay;
 mod schema;
 mod send;
 mod tail;
@@ -42,6 +43,8 @@ enum Command {
     Archive(archive::ArchiveArgs),
     /// A conversation's history, across the hot and cold tiers.
     History(archive::HistoryArgs),
+    /// Rebuild every store from JetStream into a fresh store (progress, resumable, --verify).
+    Replay(replay::ReplayArgs),
     /// The ScyllaDB schema: apply (idempotent) or print.
     Schema(schema::SchemaArgs),
     /// The offline notification log: what was sent to which device, and the provider's answer.
@@ -63,6 +66,7 @@ async fn main() {
         Command::Notifications(args) => notifications::run(args),
         Command::Archive(args) => archive::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Replay(args) => replay::run(args).await,
         Command::History(args) => archive::history(args),
     };
     if let Err(error) = result {
