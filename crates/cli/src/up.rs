@@ -14,6 +14,7 @@ use tokio::process::{Child, Command};
 pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
 
 const NATS_CONF: &str = include_str!("../../../nats.conf");
+const CLUSTER_CONF: &str = include_str!("../../../infra/nats/cluster.conf");
 
 #[derive(Args, Debug)]
 pub struct UpArgs {
@@ -38,6 +39,10 @@ pub struct UpArgs {
     /// First port of the functions' /metrics endpoints (one each, in order).
     #[arg(long, default_value_t = 9190)]
     pub metrics_port: u16,
+    /// Run a 3-node JetStream cluster (ports --nats-port .. +2, R3 streams),
+    /// two replicas of every function and two gateways (--http and the next port).
+    #[arg(long)]
+    pub cluster: bool,
     /// SQLite durability for the stores: full or normal.
     #[arg(long, env = "IM_SQLITE_SYNC", default_value = "full")]
     pub sqlite_sync: String,
@@ -125,7 +130,7 @@ async fn stop_all(children: &mut [Supervised]) {
     // nats-server: draining against a dying broker turns into timeouts.
     let (broker, processes): (Vec<&mut Supervised>, Vec<&mut Supervised>) = children
         .iter_mut()
-        .partition(|supervised| supervised.name == "nats-server");
+        .partition(|supervised| supervised.name.starts_with("nats-server"));
     stop_group(processes).await;
     stop_group(broker).await;
 }
@@ -153,56 +158,158 @@ async fn stop_group(group: Vec<&mut Supervised>) {
     }
 }
 
+/// One nats-server node of what `up` (or chaos) starts.
+pub struct NatsNode {
+    pub name: String,
+    pub port: u16,
+    pub command: std::process::Command,
+}
+
+/// The nats-server nodes for a single node or a 3-node cluster: configs
+/// written into `data_dir`, commands ready to spawn.
+pub fn nats_nodes(
+    binary: &Path,
+    data_dir: &Path,
+    port: u16,
+    monitor_port: u16,
+    cluster: bool,
+) -> anyhow::Result<Vec<NatsNode>> {
+    if !cluster {
+        let conf = data_dir.join("nats.conf");
+        std::fs::write(&conf, NATS_CONF)?;
+        let mut command = std::process::Command::new(binary);
+        command
+            .arg("-c")
+            .arg(&conf)
+            .env("IM_NATS_PORT", port.to_string())
+            .env("IM_NATS_MONITOR_PORT", monitor_port.to_string())
+            .env("IM_NATS_STORE", data_dir.join("nats"));
+        return Ok(vec![NatsNode {
+            name: "nats-server".into(),
+            port,
+            command,
+        }]);
+    }
+    let conf = data_dir.join("nats-cluster.conf");
+    std::fs::write(&conf, CLUSTER_CONF)?;
+    let cluster_port = |n: u16| port + 2000 + n;
+    (0..3u16)
+        .map(|n| {
+            let mut command = std::process::Command::new(binary);
+            command
+                .arg("-c")
+                .arg(&conf)
+                .env("IM_NATS_NAME", format!("im-{}", n + 1))
+                .env("IM_NATS_PORT", (port + n).to_string())
+                .env("IM_NATS_MONITOR_PORT", (monitor_port + n).to_string())
+                .env("IM_NATS_CLUSTER_PORT", cluster_port(n).to_string())
+                .env("IM_NATS_STORE", data_dir.join(format!("nats-{}", n + 1)));
+            for m in 0..3u16 {
+                command.env(
+                    format!("IM_NATS_ROUTE_{}", m + 1),
+                    format!("nats://127.0.0.1:{}", cluster_port(m)),
+                );
+            }
+            Ok(NatsNode {
+                name: format!("nats-server-{}", n + 1),
+                port: port + n,
+                command,
+            })
+        })
+        .collect()
+}
+
+/// The URL list of the nodes.
+pub fn nats_url_of(nodes: &[NatsNode]) -> String {
+    nodes
+        .iter()
+        .map(|node| format!("nats://127.0.0.1:{}", node.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Create the streams; a fresh cluster elects its meta leader first, so
+/// retry for a while.
+pub async fn ensure_topology(nats_url: &str) -> anyhow::Result<()> {
+    let client = im_runtime::config::connect(nats_url, "imctl-up").await?;
+    let js = async_nats::jetstream::new(client);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match im_runtime::topology::ensure_streams(&js).await {
+            Ok(()) => return Ok(()),
+            Err(error) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%error, "streams not created yet");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)?;
     let data_dir = args.data_dir.canonicalize()?;
     let logs = data_dir.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut children: Vec<Supervised> = Vec::new();
+    let replicas: usize = if args.cluster { 2 } else { 1 };
+    if args.cluster {
+        // Every stream and KV bucket R3, in this process and its children.
+        std::env::set_var("IM_STREAM_REPLICAS", "3");
+    }
 
     let nats_url = match &args.nats_url {
         Some(url) => url.clone(),
         None => {
             let binary = find_nats_server()?;
-            let conf = data_dir.join("nats.conf");
-            std::fs::write(&conf, NATS_CONF)?;
-            let child = Command::new(&binary)
-                .arg("-c")
-                .arg(&conf)
-                .env("IM_NATS_PORT", args.nats_port.to_string())
-                .env("IM_NATS_MONITOR_PORT", args.nats_monitor_port.to_string())
-                .env("IM_NATS_STORE", data_dir.join("nats"))
-                .stdout(Stdio::null())
-                .stderr(log_file(&logs, "nats-server")?)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
-            children.push(Supervised {
-                name: "nats-server".into(),
-                child,
-            });
-            if !wait_for_port(args.nats_port, Duration::from_secs(20)).await {
-                stop_all(&mut children).await;
-                anyhow::bail!(
-                    "nats-server did not listen on 127.0.0.1:{} (see {}); is the port taken? try --nats-port",
-                    args.nats_port,
-                    logs.join("nats-server.log").display()
-                );
+            let nodes = nats_nodes(
+                &binary,
+                &data_dir,
+                args.nats_port,
+                args.nats_monitor_port,
+                args.cluster,
+            )?;
+            for node in &nodes {
+                let mut command = Command::new(node.command.get_program());
+                command.args(node.command.get_args());
+                for (key, value) in node.command.get_envs() {
+                    if let Some(value) = value {
+                        command.env(key, value);
+                    }
+                }
+                let child = command
+                    .stdout(Stdio::null())
+                    .stderr(log_file(&logs, &node.name)?)
+                    .kill_on_drop(true)
+                    .spawn()
+                    .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+                children.push(Supervised {
+                    name: node.name.clone(),
+                    child,
+                });
             }
-            format!("nats://127.0.0.1:{}", args.nats_port)
+            for node in &nodes {
+                if !wait_for_port(node.port, Duration::from_secs(20)).await {
+                    stop_all(&mut children).await;
+                    anyhow::bail!(
+                        "{} did not listen on 127.0.0.1:{} (see {}); is the port taken? try --nats-port",
+                        node.name,
+                        node.port,
+                        logs.join(format!("{}.log", node.name)).display()
+                    );
+                }
+            }
+            nats_url_of(&nodes)
         }
     };
 
     // Streams exist before `ready`, so a publish right after it is stored.
-    let setup = async {
-        let client = im_runtime::config::connect(&nats_url, "imctl-up").await?;
-        im_runtime::topology::ensure_streams(&async_nats::jetstream::new(client)).await
-    };
-    if let Err(error) = setup.await {
+    if let Err(error) = ensure_topology(&nats_url).await {
         stop_all(&mut children).await;
         return Err(error);
     }
 
+    let mut metrics_ports = Vec::new();
     for (index, function) in FUNCTIONS.iter().enumerate() {
         let binary = match sibling_binary(&format!("im-{function}")) {
             Ok(binary) => binary,
@@ -211,77 +318,102 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 return Err(error);
             }
         };
-        let child = Command::new(&binary)
-            .env("IM_NATS_URL", &nats_url)
-            .env("IM_DATA_DIR", &data_dir)
-            .env("IM_SQLITE_SYNC", &args.sqlite_sync)
-            .env(
-                "IM_METRICS_ADDR",
-                format!("127.0.0.1:{}", args.metrics_port + index as u16),
-            )
-            .env("IM_INSTANCE", format!("{function}-1"))
-            .stdout(Stdio::null())
-            .stderr(log_file(&logs, function)?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
-        children.push(Supervised {
-            name: function.to_string(),
-            child,
-        });
-    }
-    let gateway_port: u16 = args
-        .http
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("--http {:?} is not host:port", args.http))?;
-    let gateway = match sibling_binary("im-gateway") {
-        Ok(binary) => Command::new(&binary)
-            .env("IM_NATS_URL", &nats_url)
-            .env("IM_DATA_DIR", &data_dir)
-            .env("IM_HTTP", &args.http)
-            .env("IM_JWT_SECRET", &args.jwt_secret)
-            .env("IM_INSTANCE", "gateway-1")
-            .stdout(Stdio::null())
-            .stderr(log_file(&logs, "gateway")?)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display())),
-        Err(error) => Err(error),
-    };
-    match gateway {
-        Ok(child) => children.push(Supervised {
-            name: "gateway".into(),
-            child,
-        }),
-        Err(error) => {
-            stop_all(&mut children).await;
-            return Err(error);
+        for replica in 1..=replicas {
+            let name = if replicas == 1 {
+                function.to_string()
+            } else {
+                format!("{function}-{replica}")
+            };
+            let metrics_port = args.metrics_port + (index * replicas + replica - 1) as u16;
+            metrics_ports.push((name.clone(), metrics_port));
+            let child = Command::new(&binary)
+                .env("IM_NATS_URL", &nats_url)
+                .env("IM_DATA_DIR", &data_dir)
+                .env("IM_SQLITE_SYNC", &args.sqlite_sync)
+                .env("IM_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+                .env("IM_INSTANCE", format!("{function}-{replica}"))
+                .stdout(Stdio::null())
+                .stderr(log_file(&logs, &name)?)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+            children.push(Supervised { name, child });
         }
     }
-    if !wait_for_port(gateway_port, Duration::from_secs(30)).await {
-        stop_all(&mut children).await;
-        anyhow::bail!(
-            "the gateway did not listen on {}; see {}",
-            args.http,
-            logs.join("gateway.log").display()
-        );
+    let (host, first_port) = args
+        .http
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+        .ok_or_else(|| anyhow::anyhow!("--http {:?} is not host:port", args.http))?;
+    let gateways: Vec<(String, String, u16)> = (0..replicas)
+        .map(|n| {
+            let name = if replicas == 1 {
+                "gateway".to_string()
+            } else {
+                format!("gateway-{}", n + 1)
+            };
+            let port = first_port + n as u16;
+            (name, format!("{host}:{port}"), port)
+        })
+        .collect();
+    for (name, address, _) in &gateways {
+        let gateway = match sibling_binary("im-gateway") {
+            Ok(binary) => Command::new(&binary)
+                .env("IM_NATS_URL", &nats_url)
+                .env("IM_DATA_DIR", &data_dir)
+                .env("IM_HTTP", address)
+                .env("IM_JWT_SECRET", &args.jwt_secret)
+                .env("IM_INSTANCE", name)
+                .stdout(Stdio::null())
+                .stderr(log_file(&logs, name)?)
+                .kill_on_drop(true)
+                .spawn()
+                .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display())),
+            Err(error) => Err(error),
+        };
+        match gateway {
+            Ok(child) => children.push(Supervised {
+                name: name.clone(),
+                child,
+            }),
+            Err(error) => {
+                stop_all(&mut children).await;
+                return Err(error);
+            }
+        }
     }
-    // Each function is up when its metrics endpoint answers.
-    for (index, function) in FUNCTIONS.iter().enumerate() {
-        if !wait_for_port(args.metrics_port + index as u16, Duration::from_secs(30)).await {
+    for (name, address, port) in &gateways {
+        if !wait_for_port(*port, Duration::from_secs(30)).await {
             stop_all(&mut children).await;
             anyhow::bail!(
-                "{function} did not come up; see {}",
-                logs.join(format!("{function}.log")).display()
+                "{name} did not listen on {address}; see {}",
+                logs.join(format!("{name}.log")).display()
+            );
+        }
+    }
+    // Each function is up when its metrics endpoint answers.
+    for (name, port) in &metrics_ports {
+        if !wait_for_port(*port, Duration::from_secs(30)).await {
+            stop_all(&mut children).await;
+            anyhow::bail!(
+                "{name} did not come up; see {}",
+                logs.join(format!("{name}.log")).display()
             );
         }
     }
     println!(
-        "ready: gateway ws://{}/v1/ws, nats {nats_url}, functions {}, data {}, logs {}",
-        args.http,
+        "ready: gateway {}, nats {nats_url}, functions {}{}, data {}, logs {}",
+        gateways
+            .iter()
+            .map(|(_, address, _)| format!("ws://{address}/v1/ws"))
+            .collect::<Vec<_>>()
+            .join(" "),
         FUNCTIONS.join(" "),
+        if replicas > 1 {
+            format!(" (x{replicas})")
+        } else {
+            String::new()
+        },
         data_dir.display(),
         logs.display()
     );

@@ -69,6 +69,22 @@ impl CommonArgs {
     }
 }
 
+/// `nats://a:4222,nats://b:4222`: every server of a cluster.
+pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| anyhow::anyhow!("NATS URL {u:?}: {e}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .and_then(|addrs| {
+            anyhow::ensure!(!addrs.is_empty(), "no NATS URL given");
+            Ok(addrs)
+        })
+}
+
 /// Connect to NATS, retrying while the server starts; says what to do if it
 /// never answers.
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
@@ -78,7 +94,7 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(url);
+            .connect(server_addrs(url)?);
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(error)) if std::time::Instant::now() < deadline => {

@@ -9,7 +9,6 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures::StreamExt;
 use im_events::ErrorCode;
-use tracing::Instrument;
 
 use crate::dlq::{publish_dead_letter, DeadLetter};
 use crate::lease::{run_partitions, Claim};
@@ -425,21 +424,9 @@ pub async fn run_function<H: BatchHandler>(
         "{partitions} partitions exceed the {} concurrent publishers one process supports",
         crate::publish::MAX_CONCURRENT_PUBLISHERS
     );
-    if def.partitioned_by.is_none() {
-        // Unpartitioned (ingest): one consumer and no lease.
-        let claim = Claim::unleased(function, 0, 0);
-        let span = tracing::info_span!("partition", function, partition = 0);
-        run_partition(
-            js.clone(),
-            def.clone(),
-            claim,
-            handler.clone(),
-            shutdown.clone(),
-        )
-        .instrument(span)
-        .await;
-        return Ok(());
-    }
+    // An unpartitioned function (ingest) has one partition: one active
+    // replica at a time holds its lease, so events keep their stream order
+    // however many replicas run, and a standby takes over on failure.
     run_partitions(
         &js,
         function,

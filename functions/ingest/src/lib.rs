@@ -253,6 +253,7 @@ impl BatchHandler for Ingest {
 pub async fn run(
     client: async_nats::Client,
     config: Config,
+    instance: String,
     lease_ttl: std::time::Duration,
     shutdown: im_runtime::Shutdown,
 ) -> anyhow::Result<()> {
@@ -260,15 +261,7 @@ pub async fn run(
         js: async_nats::jetstream::new(client.clone()),
         config,
     });
-    im_runtime::run_function(
-        client,
-        FUNCTION,
-        FUNCTION.to_string(),
-        lease_ttl,
-        handler,
-        shutdown,
-    )
-    .await
+    im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }
 
 #[cfg(test)]

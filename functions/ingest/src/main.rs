@@ -24,6 +24,7 @@ async fn main() -> anyhow::Result<()> {
     im_ingest::run(
         client,
         config,
+        args.common.instance_name("ingest"),
         args.common.lease_ttl(),
         Shutdown::on_signals(),
     )
