@@ -3,11 +3,13 @@
 
 mod backlog;
 mod bad_input;
+mod chaos;
 mod chat;
 mod cli;
 mod crash;
 mod delivery;
 mod failover;
+mod fence;
 mod gateway;
 mod idempotency;
 mod offline;

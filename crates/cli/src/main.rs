@@ -4,6 +4,7 @@
 mod archive;
 mod bench;
 mod bench_tiers;
+mod chaos;
 mod chat;
 mod dlq;
 mod notifications;
@@ -43,6 +44,8 @@ enum Command {
     Archive(archive::ArchiveArgs),
     /// A conversation's history, across the hot and cold tiers.
     History(archive::HistoryArgs),
+    /// Faults under load on a 3-node cluster, then verify every acked message.
+    Chaos(chaos::ChaosArgs),
     /// Rebuild every store from JetStream into a fresh store (progress, resumable, --verify).
     Replay(replay::ReplayArgs),
     /// The ScyllaDB schema: apply (idempotent) or print.
@@ -67,6 +70,7 @@ async fn main() {
         Command::Archive(args) => archive::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Replay(args) => replay::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::History(args) => archive::history(args),
     };
     if let Err(error) = result {

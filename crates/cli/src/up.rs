@@ -50,7 +50,7 @@ pub struct UpArgs {
 
 /// nats-server: $IM_NATS_SERVER, ./.tools (infra/install-nats.sh), PATH, or
 /// install it with the script when it is at hand.
-fn find_nats_server() -> anyhow::Result<PathBuf> {
+pub fn find_nats_server() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("IM_NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }

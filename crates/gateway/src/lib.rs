@@ -273,15 +273,32 @@ impl Gateway {
             im_runtime::publish::REPLY_HEADER,
             format!("{}.{token}", self.reply_prefix()).as_str(),
         );
-        let published = async {
-            self.js
-                .publish_with_headers(subject, headers, payload.into())
-                .await
-                .map_err(|e| unavailable(e.to_string()))?
-                .await
-                .map_err(|e| unavailable(e.to_string()))
-        }
-        .await;
+        // A NATS node dying mid-publish (a leader change, a reconnect) is
+        // retried here with the same Nats-Msg-Id, so JetStream stores the
+        // event once; the device sees an error only if the cluster stays
+        // unreachable.
+        let payload: bytes::Bytes = payload.into();
+        let mut attempt = 0u32;
+        let published = loop {
+            let result = async {
+                self.js
+                    .publish_with_headers(subject.clone(), headers.clone(), payload.clone())
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .await
+                    .map_err(|e| unavailable(e.to_string()))
+            }
+            .await;
+            match result {
+                Err(error) if attempt < 8 => {
+                    attempt += 1;
+                    metrics::counter!("im_gateway_publish_retries_total").increment(1);
+                    tracing::info!(attempt, reason = %error.1, "publish not acknowledged, retrying");
+                    tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(4)).min(1_500))).await;
+                }
+                other => break other,
+            }
+        };
         match published {
             Ok(ack) => Ok(Pending {
                 token,

@@ -1,0 +1,758 @@
+//! `imctl chaos`: the system on a 3-node JetStream cluster with two replicas
+//! of every function and two gateways, under steady 1:1 and group traffic
+//! from real WebSocket clients, while random processes are SIGKILLed (a
+//! function replica, a gateway, a NATS node) and restarted, or paused with
+//! SIGSTOP and resumed. Then a verifier checks every acked message:
+//! delivered to every member's device exactly once, in seq order, unread
+//! counts exact, no seq gap or repeat. It prints a summary and exits
+//! non-zero on any violation.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use clap::Args;
+use futures::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::up::{ensure_topology, nats_nodes, nats_url_of, FUNCTIONS};
+
+#[derive(Args, Debug, Clone)]
+pub struct ChaosArgs {
+    /// How long to run load and faults, e.g. 90s or 15m.
+    #[arg(long, default_value = "15m")]
+    pub duration: String,
+    /// Mean time between faults.
+    #[arg(long, default_value = "4s")]
+    pub fault_every: String,
+    /// Users (each one device); pairs chat 1:1 and everyone is in one group.
+    #[arg(long, default_value_t = 8)]
+    pub users: usize,
+    /// Messages per second over all users.
+    #[arg(long, default_value_t = 20.0)]
+    pub rate: f64,
+    /// Partition lease TTL: failover takes about this long.
+    #[arg(long, default_value_t = 2000)]
+    pub lease_ttl_ms: u64,
+    /// Where the run's data and logs go (default: a new temp dir, kept).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Random seed (default: from the clock); the summary prints it.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A process chaos controls.
+struct Proc {
+    name: String,
+    kind: &'static str,
+    program: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Proc {
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("start {}: {e}", self.program.display()))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn free_base() -> u16 {
+    let mut rng = rand::rng();
+    loop {
+        let base: u16 = rng.random_range(20_000..38_000);
+        let ports = [base, base + 1, base + 2, base + 2000, base + 2001, base + 2002, base + 5000, base + 5001, base + 5002];
+        if ports.iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+}
+
+async fn wait_port(port: u16, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+const SECRET: &str = "chaos-secret";
+
+/// Everything the clients saw.
+#[derive(Default)]
+struct Ledger {
+    /// client_msg_id → (conversation, sender, first sent).
+    sent: HashMap<String, (String, String, Instant)>,
+    /// client_msg_id → (message_id, seq).
+    acked: HashMap<String, (String, u64)>,
+    errors: BTreeMap<String, u64>,
+    resends: u64,
+}
+
+fn conversations_of(user: usize, users: usize) -> Vec<String> {
+    let partner = if user % 2 == 0 { user + 1 } else { user - 1 };
+    let mut list = vec!["g:chaos".to_string()];
+    if partner < users {
+        list.push(im_events::ids::direct_conversation_id(&format!("c{user}"), &format!("c{partner}")));
+    }
+    list
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(ports: &[u16], user: &str, attempt: usize) -> Option<Socket> {
+    let token = im_gateway::auth::mint_device(SECRET, user, "d", chrono::Utc::now().timestamp(), 7200);
+    let port = ports[attempt % ports.len()];
+    let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
+    tokio::time::timeout(Duration::from_secs(3), tokio_tungstenite::connect_async(&url))
+        .await
+        .ok()?
+        .ok()
+        .map(|(socket, _)| socket)
+}
+
+/// One user's device: sends at its rate while `sending`, resends what is
+/// not acked after a while (same client_msg_id: idempotent), reconnects to
+/// the other gateway when its connection dies.
+async fn device(
+    index: usize,
+    users: usize,
+    per_second: f64,
+    ports: Vec<u16>,
+    ledger: Arc<Mutex<Ledger>>,
+    sending: Arc<std::sync::atomic::AtomicBool>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let user = format!("c{index}");
+    let conversations = conversations_of(index, users);
+    let mut counter = 0u64;
+    let mut attempt = index;
+    let interval = Duration::from_secs_f64(1.0 / per_second.max(0.01));
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let Some(socket) = connect(&ports, &user, attempt).await else {
+            attempt += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let (mut sink, mut stream) = socket.split();
+        let reader_ledger = ledger.clone();
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(message)) = stream.next().await {
+                let Message::Text(text) = message else { continue };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                let mut ledger = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
+                match frame["op"].as_str() {
+                    Some("ack") => {
+                        let id = frame["client_msg_id"].as_str().unwrap_or_default().to_string();
+                        let message_id = frame["message_id"].as_str().unwrap_or_default().to_string();
+                        ledger.acked.insert(id, (message_id, frame["seq"].as_u64().unwrap_or(0)));
+                    }
+                    Some("error") => {
+                        *ledger.errors.entry(frame["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                    }
+                    _ => {}
+                }
+            }
+        });
+        let mut last_resend = Instant::now();
+        let mut healthy = true;
+        while healthy && !done.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::time::sleep(interval).await;
+            if reader.is_finished() {
+                break;
+            }
+            let mut frames = Vec::new();
+            if sending.load(std::sync::atomic::Ordering::Relaxed) {
+                counter += 1;
+                let id = format!("{user}-{counter}");
+                let conversation = conversations[(counter as usize) % conversations.len()].clone();
+                ledger
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sent
+                    .insert(id.clone(), (conversation.clone(), user.clone(), Instant::now()));
+                frames.push(json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": format!("chaos {counter}")}}));
+            }
+            if last_resend.elapsed() > Duration::from_secs(3) {
+                last_resend = Instant::now();
+                let mut ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+                let overdue: Vec<(String, String)> = ledger
+                    .sent
+                    .iter()
+                    .filter(|(id, (_, sender, at))| *sender == user && !ledger.acked.contains_key(*id) && at.elapsed() > Duration::from_secs(4))
+                    .map(|(id, (conversation, _, _))| (id.clone(), conversation.clone()))
+                    .take(20)
+                    .collect();
+                ledger.resends += overdue.len() as u64;
+                for (id, conversation) in overdue {
+                    frames.push(json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": "chaos resend"}}));
+                }
+            }
+            if frames.is_empty() {
+                frames.push(json!({"op": "ping"}));
+            }
+            for frame in frames {
+                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    healthy = false;
+                    break;
+                }
+            }
+        }
+        reader.abort();
+        attempt += 1;
+    }
+}
+
+/// Wait until no consumer has anything pending or unacknowledged.
+async fn quiesce(js: &jetstream::Context, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut calm = 0;
+    while Instant::now() < deadline {
+        let mut busy = false;
+        for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+            let Ok(stream) = js.get_stream(stream).await else {
+                busy = true;
+                continue;
+            };
+            let mut consumers = stream.consumers();
+            while let Some(info) = consumers.next().await {
+                match info {
+                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                    _ => busy = true,
+                }
+            }
+        }
+        calm = if busy { 0 } else { calm + 1 };
+        if calm >= 4 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    false
+}
+
+/// A device's view for the verifier: its whole sync log and conversation list.
+async fn read_user(ports: &[u16], user: &str) -> anyhow::Result<(Vec<Value>, Value)> {
+    let mut socket = None;
+    for attempt in 0..20 {
+        socket = connect(ports, user, attempt).await;
+        if socket.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mut socket = socket.ok_or_else(|| anyhow::anyhow!("no gateway accepts {user}"))?;
+    async fn ask(socket: &mut Socket, frame: Value, op: &str) -> anyhow::Result<Value> {
+        socket.send(Message::Text(frame.to_string().into())).await?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let next = tokio::time::timeout(Duration::from_secs(20), socket.next()).await?;
+            let Some(Ok(Message::Text(text))) = next else {
+                anyhow::bail!("connection ended");
+            };
+            let value: Value = serde_json::from_str(&text)?;
+            if value["op"] == op {
+                return Ok(value);
+            }
+        }
+        anyhow::bail!("no {op}")
+    }
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = ask(&mut socket, json!({"op": "sync", "after": after, "limit": 500}), "sync_result").await?;
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        after = page["next"].as_u64().unwrap_or(after);
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    let conversations = ask(&mut socket, json!({"op": "conversations"}), "conversations_result").await?;
+    Ok((items, conversations))
+}
+
+pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+    let duration = Duration::from_secs(im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64);
+    let fault_every = Duration::from_secs(im_runtime::config::parse_duration_secs(&args.fault_every)?.max(1) as u64);
+    let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => std::env::temp_dir().join(format!("im-chaos-{seed}")),
+    };
+    std::fs::create_dir_all(data_dir.join("logs"))?;
+    let data_dir = data_dir.canonicalize()?;
+    let logs = data_dir.join("logs");
+    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+    let nats_binary = crate::up::find_nats_server()?;
+    let base = free_base();
+    eprintln!("chaos: seed {seed}, data {}, NATS ports {base}..{}", data_dir.display(), base + 2);
+
+    // The cluster: 3 NATS nodes, R3 everything.
+    std::env::set_var("IM_STREAM_REPLICAS", "3");
+    let mut procs: Vec<Proc> = Vec::new();
+    for node in nats_nodes(&nats_binary, &data_dir, base, base + 5000, true)? {
+        procs.push(Proc {
+            name: node.name.clone(),
+            kind: "nats",
+            program: node.command.get_program().into(),
+            args: node.command.get_args().map(|a| a.to_string_lossy().into_owned()).collect(),
+            env: node
+                .command
+                .get_envs()
+                .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+                .collect(),
+            log: logs.join(format!("{}.log", node.name)),
+            child: None,
+        });
+    }
+    let nats_ports = [base, base + 1, base + 2];
+    let nats_url = (0..3).map(|n| format!("nats://127.0.0.1:{}", base + n)).collect::<Vec<_>>().join(",");
+    let _ = nats_url_of;
+    for proc in procs.iter_mut() {
+        proc.spawn()?;
+    }
+    for port in nats_ports {
+        anyhow::ensure!(wait_port(port, Duration::from_secs(20)).await, "NATS node on {port} did not start; see {}", logs.display());
+    }
+    ensure_topology(&nats_url).await?;
+    let common_env = |instance: &str| {
+        vec![
+            ("IM_NATS_URL".to_string(), nats_url.clone()),
+            ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
+            ("IM_SQLITE_SYNC".to_string(), "normal".to_string()),
+            ("IM_STREAM_REPLICAS".to_string(), "3".to_string()),
+            ("IM_LEASE_TTL_MS".to_string(), args.lease_ttl_ms.to_string()),
+            ("IM_INSTANCE".to_string(), instance.to_string()),
+            ("IM_LOG".to_string(), "info,async_nats=warn".to_string()),
+            ("IM_JWT_SECRET".to_string(), SECRET.to_string()),
+            ("IM_RATE_PER_SECOND".to_string(), "1000".to_string()),
+            ("IM_PRESENCE_TTL_SECS".to_string(), "5".to_string()),
+        ]
+    };
+    for function in FUNCTIONS {
+        for replica in 1..=2 {
+            let name = format!("{function}-{replica}");
+            procs.push(Proc {
+                name: name.clone(),
+                kind: "function",
+                program: bin_dir.join(format!("im-{function}")),
+                args: vec![],
+                env: common_env(&name),
+                log: logs.join(format!("{name}.log")),
+                child: None,
+            });
+        }
+    }
+    let gateway_ports = [free_port(), free_port()];
+    for (n, port) in gateway_ports.iter().enumerate() {
+        let name = format!("gateway-{}", n + 1);
+        let mut env = common_env(&name);
+        env.push(("IM_HTTP".into(), format!("127.0.0.1:{port}")));
+        procs.push(Proc {
+            name: name.clone(),
+            kind: "gateway",
+            program: bin_dir.join("im-gateway"),
+            args: vec![],
+            env,
+            log: logs.join(format!("{name}.log")),
+            child: None,
+        });
+    }
+    for proc in procs.iter_mut().filter(|p| p.kind != "nats") {
+        proc.spawn()?;
+    }
+    for port in gateway_ports {
+        anyhow::ensure!(wait_port(port, Duration::from_secs(30)).await, "gateway on {port} did not start; see {}", logs.display());
+    }
+    let client = im_runtime::config::connect(&nats_url, "imctl-chaos").await?;
+    let js = jetstream::new(client);
+    let members: Vec<String> = (0..args.users).map(|n| format!("c{n}")).collect();
+    let create = json!({"specversion": "1.0", "id": "chaos-group", "source": "urn:chaos", "type": "im.conversation.create",
+                        "datacontenttype": "application/json", "data": {"conversation_id": "g:chaos", "kind": "group", "members": members}});
+    js.publish("im.ingest.conversation.create", create.to_string().into()).await?.await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Load.
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let sending = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let per_user = args.rate / args.users.max(1) as f64;
+    let clients: Vec<_> = (0..args.users)
+        .map(|index| {
+            tokio::spawn(device(index, args.users, per_user, gateway_ports.to_vec(), ledger.clone(), sending.clone(), done.clone()))
+        })
+        .collect();
+
+    // Faults.
+    let leases = js.get_key_value(im_events::subjects::LEASE_BUCKET).await.ok();
+    let started = Instant::now();
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut max_failover = Duration::ZERO;
+    let mut nats_down: Option<(usize, Instant)> = None;
+    while started.elapsed() < duration {
+        let wait = fault_every.mul_f64(rng.random_range(0.5..1.5));
+        tokio::time::sleep(wait.min(duration.saturating_sub(started.elapsed()))).await;
+        if started.elapsed() >= duration {
+            break;
+        }
+        // Bring back a NATS node that has been down a while.
+        if let Some((index, since)) = nats_down {
+            if since.elapsed() > Duration::from_secs(3) {
+                procs[index].spawn()?;
+                nats_down = None;
+            }
+        }
+        // The first faults go through every kind once; then at random.
+        let round = faults.values().sum::<u64>();
+        let roll: f64 = match round {
+            0 => 0.1,
+            1 if nats_down.is_none() => 0.7,
+            2 => 0.5,
+            3 => 0.95,
+            _ => rng.random(),
+        };
+        // Half of the NATS kills take the node leading IM_INGEST.
+        let leader = stream_leader(&js).await;
+        let candidates: Vec<usize> = if roll < 0.45 {
+            procs.iter().enumerate().filter(|(_, p)| p.kind == "function").map(|(i, _)| i).collect()
+        } else if roll < 0.65 {
+            procs.iter().enumerate().filter(|(_, p)| p.kind == "gateway").map(|(i, _)| i).collect()
+        } else if roll < 0.85 && nats_down.is_none() {
+            let nodes: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| p.kind == "nats").map(|(i, _)| i).collect();
+            match leader.as_deref().and_then(|name| nodes.iter().copied().find(|i| procs[*i].name.ends_with(name))) {
+                Some(leading) if round == 1 || rng.random_bool(0.5) => vec![leading],
+                _ => nodes,
+            }
+        } else {
+            vec![]
+        };
+        if candidates.is_empty() {
+            // Pause a function replica past its lease, then resume it: it
+            // must notice it lost its partitions (the fence refuses it).
+            let mut functions = Vec::new();
+            for (i, p) in procs.iter().enumerate().filter(|(_, p)| p.kind == "function") {
+                if !held_by(&leases, &p.name).await.is_empty() {
+                    functions.push(i);
+                }
+            }
+            if functions.is_empty() {
+                continue;
+            }
+            let victim = functions[rng.random_range(0..functions.len())];
+            procs[victim].signal("STOP");
+            let paused = Instant::now();
+            let instance = procs[victim].name.clone();
+            let held = held_by(&leases, &instance).await;
+            let moved = wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
+            max_failover = max_failover.max(moved.unwrap_or(paused.elapsed()));
+            procs[victim].signal("CONT");
+            *faults.entry("pause").or_default() += 1;
+            eprintln!("chaos {:>5.0}s: paused {instance}, {} partitions moved in {:?}", started.elapsed().as_secs_f64(), held.len(), moved);
+            continue;
+        }
+        let victim = candidates[rng.random_range(0..candidates.len())];
+        let name = procs[victim].name.clone();
+        let kind = procs[victim].kind;
+        let held = if kind == "function" { held_by(&leases, &name).await } else { vec![] };
+        procs[victim].kill9();
+        *faults.entry(kind).or_default() += 1;
+        match kind {
+            "nats" => {
+                nats_down = Some((victim, Instant::now()));
+                let leading = leader.as_deref().is_some_and(|l| name.ends_with(l));
+                if leading {
+                    *faults.entry("nats_leader").or_default() += 1;
+                }
+                eprintln!(
+                    "chaos {:>5.0}s: SIGKILL {name}{}",
+                    started.elapsed().as_secs_f64(),
+                    if leading { " (leader of IM_INGEST)" } else { "" }
+                );
+            }
+            "function" => {
+                let moved = wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
+                if let Some(moved) = moved {
+                    max_failover = max_failover.max(moved);
+                }
+                procs[victim].spawn()?;
+                eprintln!("chaos {:>5.0}s: SIGKILL {name}, {} partitions moved in {:?}, restarted", started.elapsed().as_secs_f64(), held.len(), moved);
+            }
+            _ => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                procs[victim].spawn()?;
+                eprintln!("chaos {:>5.0}s: SIGKILL {name}, restarted", started.elapsed().as_secs_f64());
+            }
+        }
+    }
+    if let Some((index, _)) = nats_down {
+        procs[index].spawn()?;
+    }
+    for proc in procs.iter_mut() {
+        if !proc.running() {
+            proc.spawn()?;
+        }
+    }
+    // Stop new sends; let resends finish.
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let pending = {
+            let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
+            ledger.sent.keys().filter(|id| !ledger.acked.contains_key(*id)).count()
+        };
+        if pending == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for client in clients {
+        let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
+    }
+    let settled = quiesce(&js, Duration::from_secs(120)).await;
+
+    // Verify.
+    let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner()).clone_view();
+    let mut violations: Vec<String> = Vec::new();
+    if !settled {
+        violations.push("the pipeline did not settle within 120 s after the load".into());
+    }
+    let unacked: Vec<&String> = ledger.sent.keys().filter(|id| !ledger.acked.contains_key(*id)).collect();
+    for id in unacked.iter().take(10) {
+        violations.push(format!("{id} was never acked"));
+    }
+    // Each acked message: its conversation, seq and id.
+    let mut by_conversation: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+    for (client_id, (message_id, seq)) in &ledger.acked {
+        let (conversation, ..) = &ledger.sent[client_id];
+        if let Some(other) = by_conversation.entry(conversation.clone()).or_default().insert(*seq, message_id.clone()) {
+            if other != *message_id {
+                violations.push(format!("{conversation} seq {seq} acked for two messages: {other} and {message_id}"));
+            }
+        }
+    }
+    let mut verified = 0u64;
+    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
+    for index in 0..args.users {
+        let user = format!("c{index}");
+        let (items, list) = match read_user(&gateway_ports, &user).await {
+            Ok(view) => view,
+            Err(error) => {
+                violations.push(format!("{user}: cannot read the device's view: {error}"));
+                continue;
+            }
+        };
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut own: BTreeMap<String, u64> = BTreeMap::new();
+        let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+        for item in items.iter().filter(|i| i["type"] == "message") {
+            let id = item["message_id"].as_str().unwrap_or_default().to_string();
+            let conversation = item["conversation_id"].as_str().unwrap_or_default().to_string();
+            let seq = item["seq"].as_u64().unwrap_or(0);
+            *seen.entry(id.clone()).or_default() += 1;
+            order.entry(conversation.clone()).or_default().push(seq);
+            let top = newest.entry(conversation.clone()).or_default();
+            *top = (*top).max(seq);
+            if item["sender_id"] == user.as_str() {
+                let mine = own.entry(conversation).or_default();
+                *mine = (*mine).max(seq);
+            }
+        }
+        for (id, count) in &seen {
+            if *count > 1 {
+                violations.push(format!("{user} got message {id} {count} times"));
+            }
+        }
+        for (conversation, seqs) in &order {
+            if seqs.windows(2).any(|w| w[0] >= w[1]) {
+                violations.push(format!("{user}: {conversation} out of seq order in the sync log"));
+            }
+            let top = last_seq.entry(conversation.clone()).or_default();
+            *top = (*top).max(*seqs.iter().max().unwrap_or(&0));
+        }
+        let mine = conversations_of(index, args.users);
+        for (client_id, (message_id, _)) in &ledger.acked {
+            let (conversation, ..) = &ledger.sent[client_id];
+            if !mine.contains(conversation) {
+                continue;
+            }
+            if seen.contains_key(message_id) {
+                verified += 1;
+            } else {
+                violations.push(format!("{user} never got {message_id} ({client_id} in {conversation})"));
+            }
+        }
+        // Unread: last_seq - read_seq, where the user's own message marks read.
+        let mut total = 0;
+        for item in list["items"].as_array().into_iter().flatten() {
+            let conversation = item["conversation_id"].as_str().unwrap_or_default();
+            let expected = newest.get(conversation).copied().unwrap_or(0).saturating_sub(own.get(conversation).copied().unwrap_or(0));
+            let unread = item["unread"].as_u64().unwrap_or(u64::MAX);
+            total += unread;
+            if unread != expected {
+                violations.push(format!("{user}: unread of {conversation} is {unread}, expected {expected}"));
+            }
+        }
+        if list["total_unread"].as_u64() != Some(total) {
+            violations.push(format!("{user}: total_unread {} is not the sum {total}", list["total_unread"]));
+        }
+    }
+    for (conversation, seqs) in &by_conversation {
+        let top = last_seq.get(conversation).copied().unwrap_or(0);
+        let all: HashSet<u64> = seqs.keys().copied().collect();
+        if let Some(gap) = (1..=top).find(|s| !all.contains(s)) {
+            // A committed message whose ack was lost and never resent
+            // (the sender had moved on) would show here: name it.
+            violations.push(format!("{conversation}: seq {gap} was committed but no client holds its ack"));
+        }
+    }
+    violations.sort();
+    violations.dedup();
+    let summary = json!({
+        "seed": seed,
+        "duration_secs": duration.as_secs(),
+        "sent": ledger.sent.len(),
+        "acked": ledger.acked.len(),
+        "verified_deliveries": verified,
+        "resends": ledger.resends,
+        "error_frames": ledger.errors,
+        "faults": faults,
+        "max_failover_ms": max_failover.as_millis() as u64,
+        "violations": violations.len(),
+        "first_violations": violations.iter().take(20).collect::<Vec<_>>(),
+        "data_dir": data_dir.display().to_string(),
+    });
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Stop everything that uses NATS first, then NATS.
+    for proc in procs.iter_mut().filter(|p| p.kind != "nats") {
+        proc.signal("TERM");
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    drop(procs);
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "chaos: {}s, seed {seed}: sent {}, acked {}, verified {} deliveries, {} resends, faults {}, max failover {} ms, error frames {}, violations {}",
+            duration.as_secs(),
+            summary["sent"], summary["acked"], verified, ledger.resends, summary["faults"], summary["max_failover_ms"], summary["error_frames"], violations.len()
+        );
+        for violation in violations.iter().take(20) {
+            println!("  violation: {violation}");
+        }
+    }
+    anyhow::ensure!(violations.is_empty(), "{} violations; logs in {}", violations.len(), logs.display());
+    if args.data_dir.is_none() {
+        // A clean run's scratch data is not worth keeping.
+        let _ = std::fs::remove_dir_all(&data_dir);
+    }
+    Ok(())
+}
+
+impl Ledger {
+    fn clone_view(&self) -> Ledger {
+        Ledger {
+            sent: self.sent.clone(),
+            acked: self.acked.clone(),
+            errors: self.errors.clone(),
+            resends: self.resends,
+        }
+    }
+}
+
+/// The name suffix of the node leading IM_INGEST ("im-2" → "2").
+async fn stream_leader(js: &jetstream::Context) -> Option<String> {
+    let mut stream = js.get_stream(im_events::subjects::STREAM_INGEST).await.ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(2), stream.info()).await.ok()?.ok()?;
+    let leader = info.cluster.as_ref()?.leader.clone()?;
+    leader.rsplit('-').next().map(str::to_string)
+}
+
+/// The partition lease keys (and revisions) `instance` holds.
+async fn held_by(leases: &Option<jetstream::kv::Store>, instance: &str) -> Vec<(String, u64)> {
+    let Some(bucket) = leases else { return vec![] };
+    let mut held = Vec::new();
+    if let Ok(mut keys) = bucket.keys().await {
+        while let Some(Ok(key)) = keys.next().await {
+            if let Ok(Some(entry)) = bucket.entry(&key).await {
+                if entry.value.as_ref() == instance.as_bytes() {
+                    held.push((key, entry.revision));
+                }
+            }
+        }
+    }
+    held
+}
+
+/// How long until every one of `held` was claimed again (a new revision).
+async fn wait_moved(leases: &Option<jetstream::kv::Store>, held: &[(String, u64)], timeout: Duration) -> Option<Duration> {
+    let bucket = leases.as_ref()?;
+    let started = Instant::now();
+    let mut remaining: Vec<(String, u64)> = held.to_vec();
+    while !remaining.is_empty() {
+        if started.elapsed() > timeout {
+            return None;
+        }
+        let mut still = Vec::new();
+        for (key, revision) in remaining {
+            match bucket.entry(&key).await {
+                Ok(Some(entry)) if entry.revision > revision && entry.operation == jetstream::kv::Operation::Put => {}
+                _ => still.push((key, revision)),
+            }
+        }
+        remaining = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Some(started.elapsed())
+}

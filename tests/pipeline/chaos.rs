@@ -1,0 +1,34 @@
+//! The chaos suite, bounded for CI: `imctl chaos` on a 3-node JetStream
+//! cluster with two replicas of every function and two gateways, faults of
+//! every kind (a function replica, a gateway, the NATS node leading
+//! IM_INGEST, a paused owner), then every acked message verified.
+
+use std::process::Command;
+
+#[test]
+fn a_bounded_chaos_run_has_no_violations() {
+    let data = tempfile::Builder::new().prefix("im-chaos-").tempdir().unwrap();
+    let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
+        .args([
+            "chaos", "--duration", "45s", "--fault-every", "4s", "--users", "6", "--rate", "12", "--json",
+        ])
+        .arg("--data-dir")
+        .arg(data.path())
+        .output()
+        .expect("imctl chaos runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stderr}");
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("no JSON summary ({e}):\n{stdout}\n{stderr}"));
+    println!("chaos summary: {summary}");
+    assert_eq!(summary["violations"], 0, "{summary:#}");
+    assert!(output.status.success());
+    let faults = &summary["faults"];
+    for kind in ["function", "gateway", "nats", "pause", "nats_leader"] {
+        assert!(faults[kind].as_u64().unwrap_or(0) >= 1, "no {kind} fault: {summary:#}");
+    }
+    assert!(summary["acked"].as_u64().unwrap() > 100, "{summary:#}");
+    assert_eq!(summary["acked"], summary["sent"], "every send acked in the end");
+    assert_eq!(summary["error_frames"], serde_json::json!({}), "publishers saw retries, not errors: {summary:#}");
+}
