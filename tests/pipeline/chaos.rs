@@ -7,10 +7,22 @@ use std::process::Command;
 
 #[test]
 fn a_bounded_chaos_run_has_no_violations() {
-    let data = tempfile::Builder::new().prefix("im-chaos-").tempdir().unwrap();
+    let data = tempfile::Builder::new()
+        .prefix("im-chaos-")
+        .tempdir()
+        .unwrap();
     let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
         .args([
-            "chaos", "--duration", "45s", "--fault-every", "4s", "--users", "6", "--rate", "12", "--json",
+            "chaos",
+            "--duration",
+            "45s",
+            "--fault-every",
+            "4s",
+            "--users",
+            "6",
+            "--rate",
+            "12",
+            "--json",
         ])
         .arg("--data-dir")
         .arg(data.path())
@@ -26,9 +38,19 @@ fn a_bounded_chaos_run_has_no_violations() {
     assert!(output.status.success());
     let faults = &summary["faults"];
     for kind in ["function", "gateway", "nats", "pause", "nats_leader"] {
-        assert!(faults[kind].as_u64().unwrap_or(0) >= 1, "no {kind} fault: {summary:#}");
+        assert!(
+            faults[kind].as_u64().unwrap_or(0) >= 1,
+            "no {kind} fault: {summary:#}"
+        );
     }
     assert!(summary["acked"].as_u64().unwrap() > 100, "{summary:#}");
-    assert_eq!(summary["acked"], summary["sent"], "every send acked in the end");
-    assert_eq!(summary["error_frames"], serde_json::json!({}), "publishers saw retries, not errors: {summary:#}");
+    assert_eq!(
+        summary["acked"], summary["sent"],
+        "every send acked in the end"
+    );
+    assert_eq!(
+        summary["error_frames"],
+        serde_json::json!({}),
+        "publishers saw retries, not errors: {summary:#}"
+    );
 }

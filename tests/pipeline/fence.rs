@@ -31,7 +31,8 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
     im_runtime::topology::ensure_streams(&js).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConversationStore> = Arc::new(
-        im_store::sqlite::conversations_in(dir.path(), Some(im_store::sqlite::Durability::Normal)).unwrap(),
+        im_store::sqlite::conversations_in(dir.path(), Some(im_store::sqlite::Durability::Normal))
+            .unwrap(),
     );
     let dedupe = im_dedupe::Dedupe {
         js,
@@ -45,7 +46,11 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
     dedupe
         .handle(
             &current,
-            vec![accepted("c1", "im.conversation.create", json!({"conversation_id": "g:fence", "kind": "group", "members": ["a", "b"]}))],
+            vec![accepted(
+                "c1",
+                "im.conversation.create",
+                json!({"conversation_id": "g:fence", "kind": "group", "members": ["a", "b"]}),
+            )],
         )
         .await
         .unwrap();
@@ -59,12 +64,19 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
         .await;
     match result {
         Err(HandlerError::Fenced(reason)) => {
-            assert!(reason.contains("epoch 9") && reason.contains("not 5"), "{reason}")
+            assert!(
+                reason.contains("epoch 9") && reason.contains("not 5"),
+                "{reason}"
+            )
         }
         other => panic!("the stale owner was not fenced: {other:?}"),
     }
     let history = store.history("g:fence", None, 10).unwrap();
-    assert_eq!(history.len(), 1, "nothing of the stale owner was committed: {history:#?}");
+    assert_eq!(
+        history.len(),
+        1,
+        "nothing of the stale owner was committed: {history:#?}"
+    );
     assert_eq!(history[0].body, json!({"text": "new owner"}));
     assert!(store.idempotency("urn:test", "s2").unwrap().is_none());
 }

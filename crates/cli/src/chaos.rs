@@ -63,7 +63,10 @@ struct Proc {
 
 impl Proc {
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -84,12 +87,17 @@ impl Proc {
 
     fn signal(&self, signal: &str) {
         if let Some(child) = &self.child {
-            let _ = Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
         }
     }
 
     fn running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -103,21 +111,40 @@ fn free_base() -> u16 {
     let mut rng = rand::rng();
     loop {
         let base: u16 = rng.random_range(20_000..38_000);
-        let ports = [base, base + 1, base + 2, base + 2000, base + 2001, base + 2002, base + 5000, base + 5001, base + 5002];
-        if ports.iter().all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok()) {
+        let ports = [
+            base,
+            base + 1,
+            base + 2,
+            base + 2000,
+            base + 2001,
+            base + 2002,
+            base + 5000,
+            base + 5001,
+            base + 5002,
+        ];
+        if ports
+            .iter()
+            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        {
             return base;
         }
     }
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 async fn wait_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -139,25 +166,33 @@ struct Ledger {
 }
 
 fn conversations_of(user: usize, users: usize) -> Vec<String> {
-    let partner = if user % 2 == 0 { user + 1 } else { user - 1 };
+    let partner = if user.is_multiple_of(2) { user + 1 } else { user - 1 };
     let mut list = vec!["g:chaos".to_string()];
     if partner < users {
-        list.push(im_events::ids::direct_conversation_id(&format!("c{user}"), &format!("c{partner}")));
+        list.push(im_events::ids::direct_conversation_id(
+            &format!("c{user}"),
+            &format!("c{partner}"),
+        ));
     }
     list
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(ports: &[u16], user: &str, attempt: usize) -> Option<Socket> {
-    let token = im_gateway::auth::mint_device(SECRET, user, "d", chrono::Utc::now().timestamp(), 7200);
+    let token =
+        im_gateway::auth::mint_device(SECRET, user, "d", chrono::Utc::now().timestamp(), 7200);
     let port = ports[attempt % ports.len()];
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
-    tokio::time::timeout(Duration::from_secs(3), tokio_tungstenite::connect_async(&url))
-        .await
-        .ok()?
-        .ok()
-        .map(|(socket, _)| socket)
+    tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await
+    .ok()?
+    .ok()
+    .map(|(socket, _)| socket)
 }
 
 /// One user's device: sends at its rate while `sending`, resends what is
@@ -187,17 +222,30 @@ async fn device(
         let reader_ledger = ledger.clone();
         let reader = tokio::spawn(async move {
             while let Some(Ok(message)) = stream.next().await {
-                let Message::Text(text) = message else { continue };
-                let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                let Message::Text(text) = message else {
+                    continue;
+                };
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
                 let mut ledger = reader_ledger.lock().unwrap_or_else(|p| p.into_inner());
                 match frame["op"].as_str() {
                     Some("ack") => {
-                        let id = frame["client_msg_id"].as_str().unwrap_or_default().to_string();
-                        let message_id = frame["message_id"].as_str().unwrap_or_default().to_string();
-                        ledger.acked.insert(id, (message_id, frame["seq"].as_u64().unwrap_or(0)));
+                        let id = frame["client_msg_id"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string();
+                        let message_id =
+                            frame["message_id"].as_str().unwrap_or_default().to_string();
+                        ledger
+                            .acked
+                            .insert(id, (message_id, frame["seq"].as_u64().unwrap_or(0)));
                     }
                     Some("error") => {
-                        *ledger.errors.entry(frame["code"].as_str().unwrap_or("?").to_string()).or_default() += 1;
+                        *ledger
+                            .errors
+                            .entry(frame["code"].as_str().unwrap_or("?").to_string())
+                            .or_default() += 1;
                     }
                     _ => {}
                 }
@@ -219,7 +267,10 @@ async fn device(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .sent
-                    .insert(id.clone(), (conversation.clone(), user.clone(), Instant::now()));
+                    .insert(
+                        id.clone(),
+                        (conversation.clone(), user.clone(), Instant::now()),
+                    );
                 frames.push(json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": format!("chaos {counter}")}}));
             }
             if last_resend.elapsed() > Duration::from_secs(3) {
@@ -228,7 +279,11 @@ async fn device(
                 let overdue: Vec<(String, String)> = ledger
                     .sent
                     .iter()
-                    .filter(|(id, (_, sender, at))| *sender == user && !ledger.acked.contains_key(*id) && at.elapsed() > Duration::from_secs(4))
+                    .filter(|(id, (_, sender, at))| {
+                        *sender == user
+                            && !ledger.acked.contains_key(*id)
+                            && at.elapsed() > Duration::from_secs(4)
+                    })
                     .map(|(id, (conversation, _, _))| (id.clone(), conversation.clone()))
                     .take(20)
                     .collect();
@@ -241,7 +296,11 @@ async fn device(
                 frames.push(json!({"op": "ping"}));
             }
             for frame in frames {
-                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                if sink
+                    .send(Message::Text(frame.to_string().into()))
+                    .await
+                    .is_err()
+                {
                     healthy = false;
                     break;
                 }
@@ -309,21 +368,36 @@ async fn read_user(ports: &[u16], user: &str) -> anyhow::Result<(Vec<Value>, Val
     let mut items = Vec::new();
     let mut after = 0;
     loop {
-        let page = ask(&mut socket, json!({"op": "sync", "after": after, "limit": 500}), "sync_result").await?;
+        let page = ask(
+            &mut socket,
+            json!({"op": "sync", "after": after, "limit": 500}),
+            "sync_result",
+        )
+        .await?;
         items.extend(page["items"].as_array().cloned().unwrap_or_default());
         after = page["next"].as_u64().unwrap_or(after);
         if page["has_more"] != json!(true) {
             break;
         }
     }
-    let conversations = ask(&mut socket, json!({"op": "conversations"}), "conversations_result").await?;
+    let conversations = ask(
+        &mut socket,
+        json!({"op": "conversations"}),
+        "conversations_result",
+    )
+    .await?;
     Ok((items, conversations))
 }
 
 pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
-    let duration = Duration::from_secs(im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64);
-    let fault_every = Duration::from_secs(im_runtime::config::parse_duration_secs(&args.fault_every)?.max(1) as u64);
-    let seed = args.seed.unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
+    let duration =
+        Duration::from_secs(im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64);
+    let fault_every = Duration::from_secs(
+        im_runtime::config::parse_duration_secs(&args.fault_every)?.max(1) as u64,
+    );
+    let seed = args
+        .seed
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis() as u64);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let data_dir = match &args.data_dir {
         Some(dir) => dir.clone(),
@@ -332,10 +406,17 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir.join("logs"))?;
     let data_dir = data_dir.canonicalize()?;
     let logs = data_dir.join("logs");
-    let bin_dir = std::env::current_exe()?.parent().map(PathBuf::from).unwrap_or_default();
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
     let nats_binary = crate::up::find_nats_server()?;
     let base = free_base();
-    eprintln!("chaos: seed {seed}, data {}, NATS ports {base}..{}", data_dir.display(), base + 2);
+    eprintln!(
+        "chaos: seed {seed}, data {}, NATS ports {base}..{}",
+        data_dir.display(),
+        base + 2
+    );
 
     // The cluster: 3 NATS nodes, R3 everything.
     std::env::set_var("IM_STREAM_REPLICAS", "3");
@@ -345,24 +426,40 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             name: node.name.clone(),
             kind: "nats",
             program: node.command.get_program().into(),
-            args: node.command.get_args().map(|a| a.to_string_lossy().into_owned()).collect(),
+            args: node
+                .command
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
             env: node
                 .command
                 .get_envs()
-                .filter_map(|(k, v)| Some((k.to_string_lossy().into_owned(), v?.to_string_lossy().into_owned())))
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.to_string_lossy().into_owned(),
+                        v?.to_string_lossy().into_owned(),
+                    ))
+                })
                 .collect(),
             log: logs.join(format!("{}.log", node.name)),
             child: None,
         });
     }
     let nats_ports = [base, base + 1, base + 2];
-    let nats_url = (0..3).map(|n| format!("nats://127.0.0.1:{}", base + n)).collect::<Vec<_>>().join(",");
+    let nats_url = (0..3)
+        .map(|n| format!("nats://127.0.0.1:{}", base + n))
+        .collect::<Vec<_>>()
+        .join(",");
     let _ = nats_url_of;
     for proc in procs.iter_mut() {
         proc.spawn()?;
     }
     for port in nats_ports {
-        anyhow::ensure!(wait_port(port, Duration::from_secs(20)).await, "NATS node on {port} did not start; see {}", logs.display());
+        anyhow::ensure!(
+            wait_port(port, Duration::from_secs(20)).await,
+            "NATS node on {port} did not start; see {}",
+            logs.display()
+        );
     }
     ensure_topology(&nats_url).await?;
     let common_env = |instance: &str| {
@@ -412,14 +509,20 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         proc.spawn()?;
     }
     for port in gateway_ports {
-        anyhow::ensure!(wait_port(port, Duration::from_secs(30)).await, "gateway on {port} did not start; see {}", logs.display());
+        anyhow::ensure!(
+            wait_port(port, Duration::from_secs(30)).await,
+            "gateway on {port} did not start; see {}",
+            logs.display()
+        );
     }
     let client = im_runtime::config::connect(&nats_url, "imctl-chaos").await?;
     let js = jetstream::new(client);
     let members: Vec<String> = (0..args.users).map(|n| format!("c{n}")).collect();
     let create = json!({"specversion": "1.0", "id": "chaos-group", "source": "urn:chaos", "type": "im.conversation.create",
                         "datacontenttype": "application/json", "data": {"conversation_id": "g:chaos", "kind": "group", "members": members}});
-    js.publish("im.ingest.conversation.create", create.to_string().into()).await?.await?;
+    js.publish("im.ingest.conversation.create", create.to_string().into())
+        .await?
+        .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Load.
@@ -429,12 +532,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let per_user = args.rate / args.users.max(1) as f64;
     let clients: Vec<_> = (0..args.users)
         .map(|index| {
-            tokio::spawn(device(index, args.users, per_user, gateway_ports.to_vec(), ledger.clone(), sending.clone(), done.clone()))
+            tokio::spawn(device(
+                index,
+                args.users,
+                per_user,
+                gateway_ports.to_vec(),
+                ledger.clone(),
+                sending.clone(),
+                done.clone(),
+            ))
         })
         .collect();
 
     // Faults.
-    let leases = js.get_key_value(im_events::subjects::LEASE_BUCKET).await.ok();
+    let leases = js
+        .get_key_value(im_events::subjects::LEASE_BUCKET)
+        .await
+        .ok();
     let started = Instant::now();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut max_failover = Duration::ZERO;
@@ -464,12 +578,32 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         // Half of the NATS kills take the node leading IM_INGEST.
         let leader = stream_leader(&js).await;
         let candidates: Vec<usize> = if roll < 0.45 {
-            procs.iter().enumerate().filter(|(_, p)| p.kind == "function").map(|(i, _)| i).collect()
+            procs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.kind == "function")
+                .map(|(i, _)| i)
+                .collect()
         } else if roll < 0.65 {
-            procs.iter().enumerate().filter(|(_, p)| p.kind == "gateway").map(|(i, _)| i).collect()
+            procs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.kind == "gateway")
+                .map(|(i, _)| i)
+                .collect()
         } else if roll < 0.85 && nats_down.is_none() {
-            let nodes: Vec<usize> = procs.iter().enumerate().filter(|(_, p)| p.kind == "nats").map(|(i, _)| i).collect();
-            match leader.as_deref().and_then(|name| nodes.iter().copied().find(|i| procs[*i].name.ends_with(name))) {
+            let nodes: Vec<usize> = procs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.kind == "nats")
+                .map(|(i, _)| i)
+                .collect();
+            match leader.as_deref().and_then(|name| {
+                nodes
+                    .iter()
+                    .copied()
+                    .find(|i| procs[*i].name.ends_with(name))
+            }) {
                 Some(leading) if round == 1 || rng.random_bool(0.5) => vec![leading],
                 _ => nodes,
             }
@@ -480,7 +614,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             // Pause a function replica past its lease, then resume it: it
             // must notice it lost its partitions (the fence refuses it).
             let mut functions = Vec::new();
-            for (i, p) in procs.iter().enumerate().filter(|(_, p)| p.kind == "function") {
+            for (i, p) in procs
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.kind == "function")
+            {
                 if !held_by(&leases, &p.name).await.is_empty() {
                     functions.push(i);
                 }
@@ -493,17 +631,27 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             let paused = Instant::now();
             let instance = procs[victim].name.clone();
             let held = held_by(&leases, &instance).await;
-            let moved = wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
+            let moved =
+                wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
             max_failover = max_failover.max(moved.unwrap_or(paused.elapsed()));
             procs[victim].signal("CONT");
             *faults.entry("pause").or_default() += 1;
-            eprintln!("chaos {:>5.0}s: paused {instance}, {} partitions moved in {:?}", started.elapsed().as_secs_f64(), held.len(), moved);
+            eprintln!(
+                "chaos {:>5.0}s: paused {instance}, {} partitions moved in {:?}",
+                started.elapsed().as_secs_f64(),
+                held.len(),
+                moved
+            );
             continue;
         }
         let victim = candidates[rng.random_range(0..candidates.len())];
         let name = procs[victim].name.clone();
         let kind = procs[victim].kind;
-        let held = if kind == "function" { held_by(&leases, &name).await } else { vec![] };
+        let held = if kind == "function" {
+            held_by(&leases, &name).await
+        } else {
+            vec![]
+        };
         procs[victim].kill9();
         *faults.entry(kind).or_default() += 1;
         match kind {
@@ -516,21 +664,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "chaos {:>5.0}s: SIGKILL {name}{}",
                     started.elapsed().as_secs_f64(),
-                    if leading { " (leader of IM_INGEST)" } else { "" }
+                    if leading {
+                        " (leader of IM_INGEST)"
+                    } else {
+                        ""
+                    }
                 );
             }
             "function" => {
-                let moved = wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
+                let moved =
+                    wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
                 if let Some(moved) = moved {
                     max_failover = max_failover.max(moved);
                 }
                 procs[victim].spawn()?;
-                eprintln!("chaos {:>5.0}s: SIGKILL {name}, {} partitions moved in {:?}, restarted", started.elapsed().as_secs_f64(), held.len(), moved);
+                eprintln!(
+                    "chaos {:>5.0}s: SIGKILL {name}, {} partitions moved in {:?}, restarted",
+                    started.elapsed().as_secs_f64(),
+                    held.len(),
+                    moved
+                );
             }
             _ => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 procs[victim].spawn()?;
-                eprintln!("chaos {:>5.0}s: SIGKILL {name}, restarted", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "chaos {:>5.0}s: SIGKILL {name}, restarted",
+                    started.elapsed().as_secs_f64()
+                );
             }
         }
     }
@@ -548,7 +709,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     loop {
         let pending = {
             let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner());
-            ledger.sent.keys().filter(|id| !ledger.acked.contains_key(*id)).count()
+            ledger
+                .sent
+                .keys()
+                .filter(|id| !ledger.acked.contains_key(*id))
+                .count()
         };
         if pending == 0 || Instant::now() > deadline {
             break;
@@ -562,12 +727,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let settled = quiesce(&js, Duration::from_secs(120)).await;
 
     // Verify.
-    let ledger = ledger.lock().unwrap_or_else(|p| p.into_inner()).clone_view();
+    let ledger = ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone_view();
     let mut violations: Vec<String> = Vec::new();
     if !settled {
         violations.push("the pipeline did not settle within 120 s after the load".into());
     }
-    let unacked: Vec<&String> = ledger.sent.keys().filter(|id| !ledger.acked.contains_key(*id)).collect();
+    let unacked: Vec<&String> = ledger
+        .sent
+        .keys()
+        .filter(|id| !ledger.acked.contains_key(*id))
+        .collect();
     for id in unacked.iter().take(10) {
         violations.push(format!("{id} was never acked"));
     }
@@ -575,9 +747,15 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut by_conversation: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
     for (client_id, (message_id, seq)) in &ledger.acked {
         let (conversation, ..) = &ledger.sent[client_id];
-        if let Some(other) = by_conversation.entry(conversation.clone()).or_default().insert(*seq, message_id.clone()) {
+        if let Some(other) = by_conversation
+            .entry(conversation.clone())
+            .or_default()
+            .insert(*seq, message_id.clone())
+        {
             if other != *message_id {
-                violations.push(format!("{conversation} seq {seq} acked for two messages: {other} and {message_id}"));
+                violations.push(format!(
+                    "{conversation} seq {seq} acked for two messages: {other} and {message_id}"
+                ));
             }
         }
     }
@@ -598,7 +776,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         let mut newest: BTreeMap<String, u64> = BTreeMap::new();
         for item in items.iter().filter(|i| i["type"] == "message") {
             let id = item["message_id"].as_str().unwrap_or_default().to_string();
-            let conversation = item["conversation_id"].as_str().unwrap_or_default().to_string();
+            let conversation = item["conversation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             let seq = item["seq"].as_u64().unwrap_or(0);
             *seen.entry(id.clone()).or_default() += 1;
             order.entry(conversation.clone()).or_default().push(seq);
@@ -616,7 +797,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
         for (conversation, seqs) in &order {
             if seqs.windows(2).any(|w| w[0] >= w[1]) {
-                violations.push(format!("{user}: {conversation} out of seq order in the sync log"));
+                violations.push(format!(
+                    "{user}: {conversation} out of seq order in the sync log"
+                ));
             }
             let top = last_seq.entry(conversation.clone()).or_default();
             *top = (*top).max(*seqs.iter().max().unwrap_or(&0));
@@ -630,22 +813,33 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             if seen.contains_key(message_id) {
                 verified += 1;
             } else {
-                violations.push(format!("{user} never got {message_id} ({client_id} in {conversation})"));
+                violations.push(format!(
+                    "{user} never got {message_id} ({client_id} in {conversation})"
+                ));
             }
         }
         // Unread: last_seq - read_seq, where the user's own message marks read.
         let mut total = 0;
         for item in list["items"].as_array().into_iter().flatten() {
             let conversation = item["conversation_id"].as_str().unwrap_or_default();
-            let expected = newest.get(conversation).copied().unwrap_or(0).saturating_sub(own.get(conversation).copied().unwrap_or(0));
+            let expected = newest
+                .get(conversation)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(own.get(conversation).copied().unwrap_or(0));
             let unread = item["unread"].as_u64().unwrap_or(u64::MAX);
             total += unread;
             if unread != expected {
-                violations.push(format!("{user}: unread of {conversation} is {unread}, expected {expected}"));
+                violations.push(format!(
+                    "{user}: unread of {conversation} is {unread}, expected {expected}"
+                ));
             }
         }
         if list["total_unread"].as_u64() != Some(total) {
-            violations.push(format!("{user}: total_unread {} is not the sum {total}", list["total_unread"]));
+            violations.push(format!(
+                "{user}: total_unread {} is not the sum {total}",
+                list["total_unread"]
+            ));
         }
     }
     for (conversation, seqs) in &by_conversation {
@@ -654,7 +848,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         if let Some(gap) = (1..=top).find(|s| !all.contains(s)) {
             // A committed message whose ack was lost and never resent
             // (the sender had moved on) would show here: name it.
-            violations.push(format!("{conversation}: seq {gap} was committed but no client holds its ack"));
+            violations.push(format!(
+                "{conversation}: seq {gap} was committed but no client holds its ack"
+            ));
         }
     }
     violations.sort();
@@ -692,7 +888,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             println!("  violation: {violation}");
         }
     }
-    anyhow::ensure!(violations.is_empty(), "{} violations; logs in {}", violations.len(), logs.display());
+    anyhow::ensure!(
+        violations.is_empty(),
+        "{} violations; logs in {}",
+        violations.len(),
+        logs.display()
+    );
     if args.data_dir.is_none() {
         // A clean run's scratch data is not worth keeping.
         let _ = std::fs::remove_dir_all(&data_dir);
@@ -713,8 +914,14 @@ impl Ledger {
 
 /// The name suffix of the node leading IM_INGEST ("im-2" → "2").
 async fn stream_leader(js: &jetstream::Context) -> Option<String> {
-    let mut stream = js.get_stream(im_events::subjects::STREAM_INGEST).await.ok()?;
-    let info = tokio::time::timeout(Duration::from_secs(2), stream.info()).await.ok()?.ok()?;
+    let mut stream = js
+        .get_stream(im_events::subjects::STREAM_INGEST)
+        .await
+        .ok()?;
+    let info = tokio::time::timeout(Duration::from_secs(2), stream.info())
+        .await
+        .ok()?
+        .ok()?;
     let leader = info.cluster.as_ref()?.leader.clone()?;
     leader.rsplit('-').next().map(str::to_string)
 }
@@ -736,7 +943,11 @@ async fn held_by(leases: &Option<jetstream::kv::Store>, instance: &str) -> Vec<(
 }
 
 /// How long until every one of `held` was claimed again (a new revision).
-async fn wait_moved(leases: &Option<jetstream::kv::Store>, held: &[(String, u64)], timeout: Duration) -> Option<Duration> {
+async fn wait_moved(
+    leases: &Option<jetstream::kv::Store>,
+    held: &[(String, u64)],
+    timeout: Duration,
+) -> Option<Duration> {
     let bucket = leases.as_ref()?;
     let started = Instant::now();
     let mut remaining: Vec<(String, u64)> = held.to_vec();
@@ -747,7 +958,9 @@ async fn wait_moved(leases: &Option<jetstream::kv::Store>, held: &[(String, u64)
         let mut still = Vec::new();
         for (key, revision) in remaining {
             match bucket.entry(&key).await {
-                Ok(Some(entry)) if entry.revision > revision && entry.operation == jetstream::kv::Operation::Put => {}
+                Ok(Some(entry))
+                    if entry.revision > revision
+                        && entry.operation == jetstream::kv::Operation::Put => {}
                 _ => still.push((key, revision)),
             }
         }

@@ -294,7 +294,10 @@ impl Gateway {
                     attempt += 1;
                     metrics::counter!("im_gateway_publish_retries_total").increment(1);
                     tracing::info!(attempt, reason = %error.1, "publish not acknowledged, retrying");
-                    tokio::time::sleep(Duration::from_millis((100u64 << attempt.min(4)).min(1_500))).await;
+                    tokio::time::sleep(Duration::from_millis(
+                        (100u64 << attempt.min(4)).min(1_500),
+                    ))
+                    .await;
                 }
                 other => break other,
             }
