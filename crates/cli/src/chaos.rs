@@ -553,6 +553,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut max_failover = Duration::ZERO;
     let mut nats_down: Option<(usize, Instant)> = None;
+    let mut rounds = 0u64;
     while started.elapsed() < duration {
         let wait = fault_every.mul_f64(rng.random_range(0.5..1.5));
         tokio::time::sleep(wait.min(duration.saturating_sub(started.elapsed()))).await;
@@ -567,7 +568,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             }
         }
         // The first faults go through every kind once; then at random.
-        let round = faults.values().sum::<u64>();
+        let round = rounds;
+        rounds += 1;
         let roll: f64 = match round {
             0 => 0.1,
             1 if nats_down.is_none() => 0.7,
