@@ -40,6 +40,17 @@ pub struct BenchArgs {
     /// Scenario tiers: history page size.
     #[arg(long, default_value_t = 50)]
     pub page: usize,
+    /// Scenario connections (and all): idle WebSocket connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Scenario fanout (and all): group members, and how many are online.
+    #[arg(long, default_value_t = 10_000)]
+    pub group_members: usize,
+    #[arg(long, default_value_t = 1_000)]
+    pub online_members: usize,
+    /// Scenario recovery (and all): messages a device missed.
+    #[arg(long, default_value_t = 10_000)]
+    pub missed: usize,
 }
 
 /// p-th percentile (0..=100) of sorted samples, by nearest rank.
@@ -78,6 +89,18 @@ struct Samples {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if [
+        "all",
+        "baseline",
+        "throughput",
+        "fanout",
+        "connections",
+        "recovery",
+    ]
+    .contains(&args.scenario.as_str())
+    {
+        return crate::bench_suite::suite(&args).await;
+    }
     if args.scenario == "tiers" {
         let (messages, page, as_json) = (args.messages, args.page.max(1), args.json);
         let figures =
@@ -88,7 +111,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         args.scenario == "latency",
-        "unknown scenario {:?}; available: latency, tiers",
+        "unknown scenario {:?}; available: all, baseline, throughput, latency, fanout, connections, recovery, tiers",
         args.scenario
     );
     let seconds = crate::token::parse_ttl(&args.duration)?.max(1) as u64;

@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +19,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::procs::{free_base, free_port, wait_port, Proc};
 use crate::up::{ensure_topology, nats_nodes, nats_url_of, FUNCTIONS};
 
 #[derive(Args, Debug, Clone)]
@@ -50,108 +50,6 @@ pub struct ChaosArgs {
     pub json: bool,
 }
 
-/// A process chaos controls.
-struct Proc {
-    name: String,
-    kind: &'static str,
-    program: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl Proc {
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("start {}: {e}", self.program.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        if let Some(child) = &self.child {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
-                .status();
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-fn free_base() -> u16 {
-    let mut rng = rand::rng();
-    loop {
-        let base: u16 = rng.random_range(20_000..38_000);
-        let ports = [
-            base,
-            base + 1,
-            base + 2,
-            base + 2000,
-            base + 2001,
-            base + 2002,
-            base + 5000,
-            base + 5001,
-            base + 5002,
-        ];
-        if ports
-            .iter()
-            .all(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
-        {
-            return base;
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-async fn wait_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 const SECRET: &str = "chaos-secret";
 
 /// Everything the clients saw.
@@ -166,7 +64,11 @@ struct Ledger {
 }
 
 fn conversations_of(user: usize, users: usize) -> Vec<String> {
-    let partner = if user.is_multiple_of(2) { user + 1 } else { user - 1 };
+    let partner = if user.is_multiple_of(2) {
+        user + 1
+    } else {
+        user - 1
+    };
     let mut list = vec!["g:chaos".to_string()];
     if partner < users {
         list.push(im_events::ids::direct_conversation_id(

@@ -3,11 +3,13 @@
 
 mod archive;
 mod bench;
+mod bench_suite;
 mod bench_tiers;
 mod chaos;
 mod chat;
 mod dlq;
 mod notifications;
+mod procs;
 mod replay;
 mod schema;
 mod send;

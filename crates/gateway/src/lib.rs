@@ -40,6 +40,9 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub ack_timeout: Duration,
     pub presence_ttl: Duration,
+    /// Read and write buffer of each WebSocket (the frame limit still
+    /// applies; buffers grow for larger frames and shrink back).
+    pub ws_buffer_bytes: usize,
     pub data_dir: PathBuf,
 }
 
@@ -55,6 +58,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(15),
             presence_ttl: Duration::from_secs(30),
+            ws_buffer_bytes: 8 * 1024,
             data_dir,
         }
     }

@@ -36,6 +36,10 @@ struct Args {
     /// Presence entries expire this long after the last refresh (seconds).
     #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]
     presence_ttl_secs: u64,
+    /// Read/write buffer per WebSocket connection (bytes): most of an idle
+    /// connection's memory (tungstenite's default is 128 KiB each).
+    #[arg(long, env = "IM_WS_BUFFER_BYTES", default_value_t = 8192)]
+    ws_buffer_bytes: usize,
 }
 
 #[tokio::main]
@@ -60,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(args.idle_timeout_secs),
         ack_timeout: Duration::from_secs(args.ack_timeout_secs),
         presence_ttl: Duration::from_secs(args.presence_ttl_secs.max(1)),
+        ws_buffer_bytes: args.ws_buffer_bytes.max(1024),
         data_dir,
     };
     let gateway = im_gateway::Gateway::new(

@@ -49,8 +49,11 @@ pub async fn upgrade(
         Err(error) => return (StatusCode::UNAUTHORIZED, Json(json!({"code": error.code(), "message": error.to_string()}))).into_response(),
     };
     let limit = gateway.config.max_frame_bytes;
+    let buffer = gateway.config.ws_buffer_bytes;
     ws.max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(buffer)
+        .write_buffer_size(buffer)
         .on_upgrade(move |socket| run(gateway, claims, socket))
 }
 

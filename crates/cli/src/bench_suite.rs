@@ -1,0 +1,906 @@
+//! The benchmark suite (`imctl bench --scenario all|baseline|throughput|
+//! latency|fanout|connections|recovery`): it starts its own single-node
+//! system (nats-server with the production `nats.conf`, every function, the
+//! gateway) in a scratch directory, measures the broker's own limits in the
+//! same run, then the pipeline against them. Nothing is asserted: the
+//! machine is shared; figures are ratios against the same-run baseline.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream;
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::bench::percentile;
+use crate::procs::{free_base, free_port, wait_port, Proc};
+use crate::up::{ensure_topology, nats_nodes, FUNCTIONS};
+
+pub const SECRET: &str = "bench-secret";
+
+/// A system the suite started, stopped when dropped.
+pub struct System {
+    procs: Vec<Proc>,
+    pub nats_url: String,
+    pub gateway_port: u16,
+    pub data_dir: PathBuf,
+    _scratch: tempfile::TempDir,
+}
+
+impl System {
+    pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<System> {
+        let scratch = tempfile::Builder::new().prefix("im-bench-").tempdir()?;
+        let data_dir = scratch.path().to_path_buf();
+        let logs = data_dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+        let bin_dir = std::env::current_exe()?
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        let base = free_base();
+        let mut procs = Vec::new();
+        for node in nats_nodes(
+            &crate::up::find_nats_server()?,
+            &data_dir,
+            base,
+            base + 5000,
+            false,
+        )? {
+            procs.push(Proc {
+                name: node.name.clone(),
+                kind: "nats",
+                program: node.command.get_program().into(),
+                args: node
+                    .command
+                    .get_args()
+                    .map(|a| a.to_string_lossy().into_owned())
+                    .collect(),
+                env: node
+                    .command
+                    .get_envs()
+                    .filter_map(|(k, v)| {
+                        Some((
+                            k.to_string_lossy().into_owned(),
+                            v?.to_string_lossy().into_owned(),
+                        ))
+                    })
+                    .collect(),
+                log: logs.join(format!("{}.log", node.name)),
+                child: None,
+            });
+        }
+        procs[0].spawn()?;
+        anyhow::ensure!(
+            wait_port(base, Duration::from_secs(20)).await,
+            "nats-server did not start"
+        );
+        let nats_url = format!("nats://127.0.0.1:{base}");
+        ensure_topology(&nats_url).await?;
+        let gateway_port = free_port();
+        let env = |name: &str| {
+            let mut env = vec![
+                ("IM_NATS_URL".to_string(), nats_url.clone()),
+                ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
+                ("IM_INSTANCE".to_string(), name.to_string()),
+                ("IM_LOG".to_string(), "warn".to_string()),
+                ("IM_JWT_SECRET".to_string(), SECRET.to_string()),
+                ("IM_HTTP".to_string(), format!("127.0.0.1:{gateway_port}")),
+                ("IM_RATE_PER_SECOND".to_string(), "100000".to_string()),
+                ("IM_RATE_BURST".to_string(), "100000".to_string()),
+                ("IM_IDLE_TIMEOUT_SECS".to_string(), "3600".to_string()),
+            ];
+            env.extend(
+                extra_env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+            env
+        };
+        for function in FUNCTIONS.iter().chain(&["gateway"]) {
+            procs.push(Proc {
+                name: function.to_string(),
+                kind: "process",
+                program: bin_dir.join(format!("im-{function}")),
+                args: vec![],
+                env: env(function),
+                log: logs.join(format!("{function}.log")),
+                child: None,
+            });
+            procs.last_mut().expect("pushed").spawn()?;
+        }
+        anyhow::ensure!(
+            wait_port(gateway_port, Duration::from_secs(30)).await,
+            "the gateway did not start; see {}",
+            logs.display()
+        );
+        // Leases are taken a moment after start.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok(System {
+            procs,
+            nats_url,
+            gateway_port,
+            data_dir,
+            _scratch: scratch,
+        })
+    }
+
+    pub fn gateway_pid(&self) -> Option<u32> {
+        self.procs
+            .iter()
+            .find(|p| p.name == "gateway")
+            .and_then(|p| p.child.as_ref().map(|c| c.id()))
+    }
+
+    pub async fn js(&self) -> anyhow::Result<jetstream::Context> {
+        Ok(jetstream::new(
+            im_runtime::config::connect(&self.nats_url, "imctl-bench").await?,
+        ))
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        for proc in self.procs.iter().filter(|p| p.kind != "nats") {
+            proc.signal("TERM");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn device(port: u16, user: &str) -> anyhow::Result<Socket> {
+    let token =
+        im_gateway::auth::mint_device(SECRET, user, "bench", chrono::Utc::now().timestamp(), 7200);
+    let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
+    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
+    Ok(socket)
+}
+
+/// A structured send event as services publish it (the baseline's payload).
+pub fn send_event(id: &str, conversation: &str, sender: &str) -> Vec<u8> {
+    json!({"specversion": "1.0", "id": id, "source": "urn:bench", "type": "im.message.send",
+           "datacontenttype": "application/json", "time": "2026-01-01T00:00:00.000Z",
+           "data": {"conversation_id": conversation, "sender_id": sender, "kind": "text",
+                    "body": {"text": "benchmark message of typical length, about sixty characters"}}})
+    .to_string()
+    .into_bytes()
+}
+
+async fn stream_messages(js: &jetstream::Context) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+        total += js.get_stream(name).await?.info().await?.state.messages;
+    }
+    Ok(total)
+}
+
+fn ms(d: Option<Duration>) -> Value {
+    d.map(|d| json!((d.as_secs_f64() * 100_000.0).round() / 100.0))
+        .unwrap_or(Value::Null)
+}
+
+fn quantiles(mut samples: Vec<Duration>) -> Value {
+    samples.sort();
+    json!({"n": samples.len(), "p50": ms(percentile(&samples, 50.0)), "p99": ms(percentile(&samples, 99.0)), "p99.9": ms(percentile(&samples, 99.9))})
+}
+
+/// The broker's own limits on the same server: JetStream persisted publish
+/// rate (async acks, file storage, same sync policy) and core pub/sub.
+pub async fn baseline(system: &System, seconds: u64) -> anyhow::Result<Value> {
+    let js = system.js().await?;
+    let payload = bytes::Bytes::from(send_event("baseline", "dm:a:b", "a"));
+    let stream = js
+        .get_or_create_stream(jetstream::stream::Config {
+            name: "BENCH_BASELINE".into(),
+            subjects: vec!["bench.js".into()],
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: Duration::from_secs(120),
+            ..Default::default()
+        })
+        .await?;
+    let started = Instant::now();
+    let mut acked = 0u64;
+    let mut pending = std::collections::VecDeque::new();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        pending.push_back(js.publish("bench.js", payload.clone()).await?);
+        if pending.len() >= 256 {
+            pending.pop_front().expect("non-empty").await?;
+            acked += 1;
+        }
+    }
+    for future in pending {
+        future.await?;
+        acked += 1;
+    }
+    let js_rate = acked as f64 / started.elapsed().as_secs_f64();
+    drop(stream);
+    let _ = js.delete_stream("BENCH_BASELINE").await;
+    // Core NATS: one publisher, one subscriber.
+    let client = im_runtime::config::connect(&system.nats_url, "imctl-bench-core").await?;
+    let mut subscription = client.subscribe("bench.core").await?;
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    let reader = tokio::spawn(async move {
+        while subscription.next().await.is_some() {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let started = Instant::now();
+    let mut published = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        for _ in 0..100 {
+            client.publish("bench.core", payload.clone()).await?;
+        }
+        published += 100;
+        client.flush().await?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while received.load(Ordering::Relaxed) < published && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let core_rate = received.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    reader.abort();
+    Ok(
+        json!({"payload_bytes": payload.len(), "jetstream_publish_per_sec": js_rate.round(), "core_pubsub_per_sec": core_rate.round()}),
+    )
+}
+
+/// 1:1 at saturation: pairs of real WebSocket clients, each sender keeping
+/// `window` sends unacknowledged, its partner online.
+pub async fn throughput(
+    system: &System,
+    pairs: usize,
+    window: usize,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let js = system.js().await?;
+    let before = stream_messages(&js).await?;
+    let acked = Arc::new(AtomicU64::new(0));
+    let pushed = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let run = chrono::Utc::now().timestamp_millis();
+    let mut tasks = Vec::new();
+    for pair in 0..pairs {
+        let (from, to) = (format!("t{run}s{pair}"), format!("t{run}r{pair}"));
+        let conversation = im_events::ids::direct_conversation_id(&from, &to);
+        let sender = device(system.gateway_port, &from).await?;
+        let receiver = device(system.gateway_port, &to).await?;
+        let (_, mut incoming) = receiver.split();
+        let counter = pushed.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = incoming.next().await {
+                if text.as_str().contains("\"op\":\"message\"") {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+        let (mut sink, mut acks) = sender.split();
+        let permits = Arc::new(tokio::sync::Semaphore::new(window));
+        let (release, counted, failed) = (permits.clone(), acked.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = acks.next().await {
+                if text.as_str().contains("\"op\":\"ack\"") {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                    release.add_permits(1);
+                } else if text.as_str().contains("\"op\":\"error\"") {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    release.add_permits(1);
+                }
+            }
+        }));
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(permit) = permits.acquire().await else { break };
+                permit.forget();
+                n += 1;
+                let frame = json!({"op": "send", "conversation_id": conversation, "client_msg_id": format!("{pair}-{n}"), "kind": "text", "body": {"text": "benchmark message of typical length, about sixty characters"}});
+                if sink.send(Message::Text(frame.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (acked_at_start, pushed_at_start) = (
+        acked.load(Ordering::Relaxed),
+        pushed.load(Ordering::Relaxed),
+    );
+    let started = Instant::now();
+    for second in 0..seconds {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprint!(
+            "\rthroughput: {}s/{seconds}s, {} acked",
+            second + 1,
+            acked.load(Ordering::Relaxed)
+        );
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let (acked_n, pushed_n) = (
+        acked.load(Ordering::Relaxed) - acked_at_start,
+        pushed.load(Ordering::Relaxed) - pushed_at_start,
+    );
+    stop.store(true, Ordering::Relaxed);
+    eprintln!();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for task in tasks {
+        task.abort();
+    }
+    let after = stream_messages(&js).await?;
+    let total_acked = acked.load(Ordering::Relaxed).max(1);
+    Ok(json!({
+        "pairs": pairs, "window": window, "seconds": seconds,
+        "acked_per_sec": (acked_n as f64 / elapsed).round(),
+        "delivered_per_sec": (pushed_n as f64 / elapsed).round(),
+        "errors": errors.load(Ordering::Relaxed),
+        "stream_writes_per_message": ((after - before) as f64 / total_acked as f64 * 100.0).round() / 100.0,
+    }))
+}
+
+/// Latency at a fixed offered rate: send → ack and send → push (online
+/// partner), and send → visible in the sync log of an offline recipient.
+pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result<Value> {
+    let pairs = 10usize;
+    let run = chrono::Utc::now().timestamp_millis();
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let acks: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let pushes: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let mut sinks = Vec::new();
+    let mut tasks = Vec::new();
+    for pair in 0..pairs {
+        let (from, to) = (format!("l{run}s{pair}"), format!("l{run}r{pair}"));
+        let conversation = im_events::ids::direct_conversation_id(&from, &to);
+        let (sink, mut ack_stream) = device(system.gateway_port, &from).await?.split();
+        let (_, mut push_stream) = device(system.gateway_port, &to).await?.split();
+        let (sent_a, acks_a) = (sent.clone(), acks.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = ack_stream.next().await {
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if frame["op"] == "ack" {
+                    if let Some(at) = sent_a
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(frame["client_msg_id"].as_str().unwrap_or_default())
+                    {
+                        acks_a
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(at.elapsed());
+                    }
+                }
+            }
+        }));
+        let (sent_p, pushes_p) = (sent.clone(), pushes.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = push_stream.next().await {
+                let Ok(frame) = serde_json::from_str::<Value>(&text) else {
+                    continue;
+                };
+                if frame["op"] == "message" {
+                    if let Some(at) = sent_p
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(frame["body"]["id"].as_str().unwrap_or_default())
+                    {
+                        pushes_p
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push(at.elapsed());
+                    }
+                }
+            }
+        }));
+        sinks.push((sink, conversation));
+    }
+    // Offline recipients: nobody connects as them; their sync log is read
+    // from the store.
+    let offline: Vec<(String, String)> = (0..3)
+        .map(|n| {
+            let (from, to) = (format!("l{run}s{n}"), format!("l{run}o{n}"));
+            (im_events::ids::direct_conversation_id(&from, &to), to)
+        })
+        .collect();
+    let visible: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (sent, visible, watching, data_dir) = (
+            sent.clone(),
+            visible.clone(),
+            watching.clone(),
+            system.data_dir.clone(),
+        );
+        let users: Vec<String> = offline.iter().map(|(_, u)| u.clone()).collect();
+        tokio::task::spawn_blocking(move || {
+            let Ok(store) = im_store::sqlite::users_in(&data_dir, None) else {
+                return;
+            };
+            let mut cursors: HashMap<String, u64> = HashMap::new();
+            while watching.load(Ordering::Relaxed) {
+                for user in &users {
+                    let after = cursors.get(user).copied().unwrap_or(0);
+                    let Ok(items) = im_store::UserStore::sync_items(&store, user, after, 100)
+                    else {
+                        continue;
+                    };
+                    for item in items {
+                        cursors.insert(user.clone(), item.sync_seq);
+                        if let Some(at) = sent
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(item.item["body"]["id"].as_str().unwrap_or_default())
+                        {
+                            visible
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push(at.elapsed());
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_micros(500));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let total = (rate * seconds as f64) as usize;
+    let mut next = Instant::now();
+    for n in 0..total {
+        let id = format!("lat{n}");
+        let to_offline = n % 10 == 9;
+        let slot = n % pairs;
+        let conversation = if to_offline {
+            offline[n % offline.len()].0.clone()
+        } else {
+            sinks[slot].1.clone()
+        };
+        let sink = if to_offline {
+            &mut sinks[n % offline.len()].0
+        } else {
+            &mut sinks[slot].0
+        };
+        let frame = json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": "bench", "id": id}});
+        sent.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, Instant::now());
+        sink.send(Message::Text(frame.to_string().into())).await?;
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    watching.store(false, Ordering::Relaxed);
+    let _ = watcher.await;
+    for task in tasks {
+        task.abort();
+    }
+    let take = |v: &Arc<Mutex<Vec<Duration>>>| {
+        std::mem::take(&mut *v.lock().unwrap_or_else(|p| p.into_inner()))
+    };
+    Ok(json!({
+        "rate_per_sec": rate, "seconds": seconds, "sent": total,
+        "send_to_ack_ms": quantiles(take(&acks)),
+        "send_to_push_ms": quantiles(take(&pushes)),
+        "send_to_offline_sync_ms": quantiles(take(&visible)),
+    }))
+}
+
+/// A group of `members` with `online` of them connected: send → the last
+/// online member's push, and the stream writes each message costs, here and
+/// for a group below the read-diffusion threshold.
+pub async fn fanout(
+    system: &System,
+    members: usize,
+    online: usize,
+    messages: usize,
+) -> anyhow::Result<Value> {
+    let js = system.js().await?;
+    let run = chrono::Utc::now().timestamp_millis();
+    let member = |n: usize| format!("f{run}m{n}");
+    let sender = format!("f{run}sender");
+    let create = |id: &str, conversation: &str, users: Vec<String>, kind: &str| {
+        let data = if kind == "create" {
+            json!({"conversation_id": conversation, "kind": "group", "members": users})
+        } else {
+            json!({"conversation_id": conversation, "members": users})
+        };
+        let event_type = if kind == "create" {
+            "im.conversation.create"
+        } else {
+            "im.conversation.members.add"
+        };
+        (im_events::subjects::ingest_subject(event_type), json!({"specversion": "1.0", "id": id, "source": "urn:bench", "type": event_type, "datacontenttype": "application/json", "data": data}).to_string())
+    };
+    let big = format!("g:fan{run}");
+    let small = format!("g:fansmall{run}");
+    let mut all: Vec<String> = (0..members.saturating_sub(1)).map(member).collect();
+    all.insert(0, sender.clone());
+    for (index, chunk) in all.chunks(2000).enumerate() {
+        let (subject, body) = create(
+            &format!("fan-{run}-{index}"),
+            &big,
+            chunk.to_vec(),
+            if index == 0 { "create" } else { "add" },
+        );
+        js.publish(subject, body.into()).await?.await?;
+    }
+    let small_members: Vec<String> = all.iter().take(400).cloned().collect();
+    let (subject, body) = create(&format!("fansmall-{run}"), &small, small_members, "create");
+    js.publish(subject, body.into()).await?.await?;
+    // Online members, each on its own connection.
+    let arrivals: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
+    let mut readers = Vec::new();
+    eprint!("fanout: connecting {online} members");
+    for n in 0..online {
+        let (_, mut stream) = device(system.gateway_port, &member(n)).await?.split();
+        let arrivals = arrivals.clone();
+        readers.push(tokio::spawn(async move {
+            while let Some(Ok(Message::Text(text))) = stream.next().await {
+                if let Some(at) = text.as_str().find("\"fanout-probe-") {
+                    let id: String = text.as_str()[at + 1..]
+                        .chars()
+                        .take_while(|c| *c != '"')
+                        .collect();
+                    arrivals
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .entry(id)
+                        .or_default()
+                        .push(Instant::now());
+                }
+            }
+        }));
+    }
+    eprintln!();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut socket_sink, _) = device(system.gateway_port, &sender).await?.split();
+    let deliveries = |js: jetstream::Context| async move {
+        js.get_stream("IM_DELIVERY")
+            .await?
+            .info()
+            .await
+            .map(|i| i.state.messages)
+            .map_err(anyhow::Error::from)
+    };
+    let mut sent_at = HashMap::new();
+    let before = deliveries(js.clone()).await?;
+    for n in 0..messages {
+        let id = format!("fanout-probe-{n}");
+        let frame = json!({"op": "send", "conversation_id": big, "client_msg_id": id, "kind": "text", "body": {"text": id}});
+        sent_at.insert(id, Instant::now());
+        socket_sink
+            .send(Message::Text(frame.to_string().into()))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let big_writes = (deliveries(js.clone()).await? - before) as f64 / messages.max(1) as f64;
+    let before = deliveries(js.clone()).await?;
+    for n in 0..5 {
+        let frame = json!({"op": "send", "conversation_id": small, "client_msg_id": format!("small-{n}"), "kind": "text", "body": {"text": "x"}});
+        socket_sink
+            .send(Message::Text(frame.to_string().into()))
+            .await?;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let small_writes = (deliveries(js.clone()).await? - before) as f64 / 5.0;
+    for reader in readers {
+        reader.abort();
+    }
+    let arrivals = arrivals.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = Vec::new();
+    let mut reached = Vec::new();
+    for (id, at) in &sent_at {
+        let got = arrivals.get(id).cloned().unwrap_or_default();
+        reached.push(got.len());
+        if let Some(latest) = got.iter().max() {
+            last.push(latest.duration_since(*at));
+        }
+    }
+    Ok(json!({
+        "members": members, "online": online, "messages": messages,
+        "online_reached_min": reached.iter().min(), "send_to_last_online_push_ms": quantiles(last),
+        "read_diffusion": {"delivery_writes_per_message": big_writes, "sync_rows_per_message": 1},
+        "write_diffusion_400": {"delivery_writes_per_message": small_writes, "sync_rows_per_message": 400},
+    }))
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// `count` idle connections on the gateway, from several 127.0.0.x source
+/// addresses: resident memory per connection and connect rate.
+pub async fn connections(system: &System, count: usize) -> anyhow::Result<Value> {
+    let pid = system
+        .gateway_pid()
+        .ok_or_else(|| anyhow::anyhow!("no gateway pid"))?;
+    let before = rss_kib(pid).unwrap_or(0);
+    let run = chrono::Utc::now().timestamp_millis();
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(count);
+    let port = system.gateway_port;
+    for chunk in (0..count).collect::<Vec<_>>().chunks(200) {
+        let attempts = chunk.iter().map(|n| {
+            let n = *n;
+            async move {
+                let source = std::net::Ipv4Addr::new(127, 0, 0, 2 + (n / 20_000) as u8);
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                socket.bind((source, 0).into())?;
+                let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
+                let token = im_gateway::auth::mint_device(
+                    SECRET,
+                    &format!("idle{run}u{n}"),
+                    "d",
+                    chrono::Utc::now().timestamp(),
+                    7200,
+                );
+                let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
+                let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+                anyhow::Ok(ws)
+            }
+        });
+        for result in futures::future::join_all(attempts).await {
+            sockets.push(result?);
+        }
+        eprint!("\rconnections: {}/{count}", sockets.len());
+    }
+    let connect_secs = started.elapsed().as_secs_f64();
+    eprintln!();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = rss_kib(pid).unwrap_or(0);
+    drop(sockets);
+    Ok(json!({
+        "connections": count, "connect_per_sec": (count as f64 / connect_secs).round(),
+        "gateway_rss_before_kib": before, "gateway_rss_after_kib": after,
+        "kib_per_connection": ((after.saturating_sub(before)) as f64 / count.max(1) as f64 * 100.0).round() / 100.0,
+    }))
+}
+
+/// A device offline for `messages` messages: time to sync them all.
+pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value> {
+    let js = system.js().await?;
+    let run = chrono::Utc::now().timestamp_millis();
+    let (from, to) = (format!("r{run}a"), format!("r{run}b"));
+    let conversation = im_events::ids::direct_conversation_id(&from, &to);
+    let mut pending = std::collections::VecDeque::new();
+    for n in 0..messages {
+        let body = send_event(&format!("rec-{run}-{n}"), &conversation, &from);
+        pending.push_back(js.publish("im.ingest.message.send", body.into()).await?);
+        if pending.len() >= 256 {
+            pending.pop_front().expect("non-empty").await?;
+        }
+    }
+    for future in pending {
+        future.await?;
+    }
+    let users = im_store::sqlite::users_in(&system.data_dir, None)?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let head = im_store::UserStore::last_sync_seq(&users, &to)?;
+        eprint!("\rrecovery: {head}/{messages} committed for the offline device");
+        if head as usize >= messages || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!();
+    let mut socket = device(system.gateway_port, &to).await?;
+    let started = Instant::now();
+    let mut after = 0u64;
+    let mut received = 0usize;
+    loop {
+        socket
+            .send(Message::Text(
+                json!({"op": "sync", "after": after, "limit": 1000})
+                    .to_string()
+                    .into(),
+            ))
+            .await?;
+        let page = loop {
+            let Some(Ok(Message::Text(text))) = socket.next().await else {
+                anyhow::bail!("connection ended during sync")
+            };
+            let value: Value = serde_json::from_str(&text)?;
+            if value["op"] == "sync_result" {
+                break value;
+            }
+        };
+        received += page["items"].as_array().map(Vec::len).unwrap_or(0);
+        after = page["next"].as_u64().unwrap_or(after);
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    Ok(
+        json!({"messages": messages, "received": received, "sync_seconds": (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0}),
+    )
+}
+
+/// Run the scenarios `args.scenario` names (all: every one) on a system
+/// started for the purpose, and print the figures with the baseline.
+pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
+    let seconds = im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64;
+    let wants = |name: &str| args.scenario == "all" || args.scenario == name;
+    eprintln!("bench: starting a system (nats-server, every function, the gateway)");
+    let system = System::start(&[("IM_LARGE_GROUP_THRESHOLD", "500")]).await?;
+    let machine = json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "nats_sync": "always (nats.conf)", "sqlite": "synchronous=FULL",
+    });
+    let mut report = json!({"machine": machine});
+    if wants("baseline") || wants("throughput") {
+        eprintln!("bench: broker baseline ({}s each)", seconds.min(10));
+        report["baseline"] = baseline(&system, seconds.min(10)).await?;
+    }
+    if wants("throughput") {
+        eprintln!("bench: 1:1 throughput at saturation ({seconds}s)");
+        let figures = throughput(&system, 20, 16, seconds).await?;
+        let writes = figures["stream_writes_per_message"]
+            .as_f64()
+            .unwrap_or(1.0)
+            .max(1.0);
+        let base = report["baseline"]["jetstream_publish_per_sec"]
+            .as_f64()
+            .unwrap_or(1.0);
+        report["throughput"] = figures;
+        report["throughput"]["ratio_to_baseline_per_write"] = json!(
+            ((report["throughput"]["acked_per_sec"]
+                .as_f64()
+                .unwrap_or(0.0)
+                / (base / writes))
+                * 1000.0)
+                .round()
+                / 1000.0
+        );
+        if args.scenario == "all" {
+            let saturation = report["throughput"]["acked_per_sec"]
+                .as_f64()
+                .unwrap_or(100.0);
+            for share in [25, 50] {
+                let rate = (saturation * share as f64 / 100.0).max(1.0);
+                eprintln!("bench: latency at {share}% of saturation ({rate:.0}/s, {seconds}s)");
+                report[format!("latency_{share}pct")] = latency(&system, rate, seconds).await?;
+            }
+        }
+    }
+    if wants("fanout") {
+        eprintln!(
+            "bench: group fanout ({} members, {} online)",
+            args.group_members, args.online_members
+        );
+        report["fanout"] = fanout(&system, args.group_members, args.online_members, 30).await?;
+    }
+    if wants("connections") {
+        eprintln!("bench: {} idle connections", args.connections);
+        report["connections"] = connections(&system, args.connections).await?;
+    }
+    if wants("recovery") {
+        eprintln!("bench: a device offline for {} messages", args.missed);
+        report["recovery"] = recovery(&system, args.missed).await?;
+    }
+    drop(system);
+    if args.scenario == "all" {
+        eprintln!("bench: history tiers");
+        let figures =
+            tokio::task::spawn_blocking(|| crate::bench_tiers::measure(100_000, 50)).await??;
+        report["tiers"] = json!({
+            "hot_bytes_per_message": figures.hot_bytes_per_message, "cold_bytes_per_message": figures.cold_bytes_per_message,
+            "hot_page_ms": {"p50": ms(Some(figures.hot_read.0)), "p99": ms(Some(figures.hot_read.1))},
+            "cold_page_ms": {"p50": ms(Some(figures.cold_read.0)), "p99": ms(Some(figures.cold_read.1))},
+        });
+    }
+    if args.json {
+        println!("{report}");
+    } else {
+        print_report(&report);
+    }
+    Ok(())
+}
+
+fn print_report(report: &Value) {
+    let row = |name: &str, value: String| println!("{name:<46} {value}");
+    if let Some(b) = report.get("baseline") {
+        row(
+            "baseline: JetStream persisted publishes/s",
+            b["jetstream_publish_per_sec"].to_string(),
+        );
+        row(
+            "baseline: core NATS pub/sub msgs/s",
+            b["core_pubsub_per_sec"].to_string(),
+        );
+    }
+    if let Some(t) = report.get("throughput") {
+        row(
+            "1:1 acked/s (delivered/s)",
+            format!("{} ({})", t["acked_per_sec"], t["delivered_per_sec"]),
+        );
+        row(
+            "stream writes per 1:1 message",
+            t["stream_writes_per_message"].to_string(),
+        );
+        row(
+            "ratio: acked/s ÷ (baseline ÷ writes)",
+            t["ratio_to_baseline_per_write"].to_string(),
+        );
+    }
+    for share in [25, 50] {
+        if let Some(l) = report.get(format!("latency_{share}pct")) {
+            for (what, key) in [
+                ("send->ack", "send_to_ack_ms"),
+                ("send->push", "send_to_push_ms"),
+                ("send->offline sync", "send_to_offline_sync_ms"),
+            ] {
+                let q = &l[key];
+                row(
+                    &format!(
+                        "{share}% load ({}/s) {what} ms p50/p99/p99.9",
+                        l["rate_per_sec"].as_f64().unwrap_or(0.0).round()
+                    ),
+                    format!("{} / {} / {}", q["p50"], q["p99"], q["p99.9"]),
+                );
+            }
+        }
+    }
+    if let Some(f) = report.get("fanout") {
+        let q = &f["send_to_last_online_push_ms"];
+        row(
+            &format!(
+                "fanout {} members, {} online: last push ms p50/p99",
+                f["members"], f["online"]
+            ),
+            format!("{} / {}", q["p50"], q["p99"]),
+        );
+        row(
+            "fanout: delivery writes/msg read vs write (400)",
+            format!(
+                "{} vs {}",
+                f["read_diffusion"]["delivery_writes_per_message"],
+                f["write_diffusion_400"]["delivery_writes_per_message"]
+            ),
+        );
+    }
+    if let Some(c) = report.get("connections") {
+        row(
+            &format!(
+                "{} idle connections: KiB each, connects/s",
+                c["connections"]
+            ),
+            format!(
+                "{} KiB, {}/s",
+                c["kib_per_connection"], c["connect_per_sec"]
+            ),
+        );
+    }
+    if let Some(r) = report.get("recovery") {
+        row(
+            &format!("offline device syncs {} messages in s", r["messages"]),
+            r["sync_seconds"].to_string(),
+        );
+    }
+    if let Some(t) = report.get("tiers") {
+        row(
+            "history bytes/msg hot / cold",
+            format!(
+                "{:.0} / {:.0}",
+                t["hot_bytes_per_message"].as_f64().unwrap_or(0.0),
+                t["cold_bytes_per_message"].as_f64().unwrap_or(0.0)
+            ),
+        );
+    }
+}
