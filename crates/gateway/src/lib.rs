@@ -283,6 +283,8 @@ impl Gateway {
         // unreachable.
         let payload: bytes::Bytes = payload.into();
         let mut attempt = 0u32;
+        // Long enough to ride out a stream leader election after a node dies.
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(12);
         let published = loop {
             let result = async {
                 self.js
@@ -294,14 +296,12 @@ impl Gateway {
             }
             .await;
             match result {
-                Err(error) if attempt < 8 => {
+                Err(error) if tokio::time::Instant::now() < give_up => {
                     attempt += 1;
                     metrics::counter!("im_gateway_publish_retries_total").increment(1);
                     tracing::info!(attempt, reason = %error.1, "publish not acknowledged, retrying");
-                    tokio::time::sleep(Duration::from_millis(
-                        (100u64 << attempt.min(4)).min(1_500),
-                    ))
-                    .await;
+                    tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(5)).min(1_000)))
+                        .await;
                 }
                 other => break other,
             }
