@@ -26,7 +26,11 @@ fn http_get(port: u16, path: &str) -> String {
 fn imctl_up_send_tail_and_dlq() {
     let data = tempfile::tempdir().unwrap();
     let nats_port = free_port();
-    let metrics_port = free_port().saturating_sub(10).max(20000);
+    // Six consecutive free ports for the functions' metrics endpoints.
+    let metrics_port = (0..200)
+        .map(|n| 21_000 + ((std::process::id() as u16).wrapping_mul(7) % 9000) + n * 10)
+        .find(|base| (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("six free ports");
     let http_port = free_port();
     let mut up = Command::new(workspace_binary("imctl").unwrap())
         .args(["up", "--data-dir"])
@@ -48,11 +52,21 @@ fn imctl_up_send_tail_and_dlq() {
         .args(["--nats-monitor-port", &free_port().to_string()])
         .env("IM_NATS_SERVER", nats_server_binary().unwrap())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let first = lines.next().expect("a line").unwrap();
+    let first = match lines.next() {
+        Some(line) => line.unwrap(),
+        None => {
+            let mut error = String::new();
+            let _ = std::io::Read::read_to_string(&mut up.stderr.take().unwrap(), &mut error);
+            panic!("imctl up printed nothing; stderr:\n{error}");
+        }
+    };
+    // Keep draining its stderr so it never blocks on a full pipe.
+    let mut stderr = up.stderr.take().unwrap();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     assert!(first.contains("ready"), "{first}");
     let url = format!("nats://127.0.0.1:{nats_port}");
 

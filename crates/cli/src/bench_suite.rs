@@ -324,6 +324,7 @@ pub async fn throughput(
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let backlog = consumer_backlog(&js).await;
     let (acked_n, pushed_n) = (
         acked.load(Ordering::Relaxed) - acked_at_start,
         pushed.load(Ordering::Relaxed) - pushed_at_start,
@@ -342,7 +343,38 @@ pub async fn throughput(
         "delivered_per_sec": (pushed_n as f64 / elapsed).round(),
         "errors": errors.load(Ordering::Relaxed),
         "stream_writes_per_message": ((after - before) as f64 / total_acked as f64 * 100.0).round() / 100.0,
+        "backlog_at_end_by_function": backlog,
     }))
+}
+
+/// Messages waiting per function (summed over its partitions): where a
+/// saturated pipeline queues up.
+async fn consumer_backlog(js: &jetstream::Context) -> Value {
+    let mut backlog: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
+    for name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+        let Ok(stream) = js.get_stream(name).await else {
+            continue;
+        };
+        let mut consumers = stream.consumers();
+        while let Some(Ok(info)) = consumers.next().await {
+            let function = info.name.split('-').next().unwrap_or_default().to_string();
+            *backlog.entry(function).or_default() += info.num_pending + info.num_ack_pending as u64;
+        }
+    }
+    json!(backlog)
+}
+
+/// Let the pipeline drain what an earlier scenario left, so figures do
+/// not carry over.
+async fn drain(system: &System) -> anyhow::Result<()> {
+    let js = system.js().await?;
+    eprintln!("bench: waiting for the pipeline to drain");
+    if !crate::procs::quiesce(&js, Duration::from_secs(300)).await {
+        eprintln!(
+            "bench: the pipeline did not drain in 300 s; figures that follow include its backlog"
+        );
+    }
+    Ok(())
 }
 
 /// Latency at a fixed offered rate: send → ack and send → push (online
@@ -773,6 +805,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
                 .as_f64()
                 .unwrap_or(100.0);
             for share in [25, 50] {
+                drain(&system).await?;
                 let rate = (saturation * share as f64 / 100.0).max(1.0);
                 eprintln!("bench: latency at {share}% of saturation ({rate:.0}/s, {seconds}s)");
                 report[format!("latency_{share}pct")] = latency(&system, rate, seconds).await?;
@@ -780,6 +813,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
         }
     }
     if wants("fanout") {
+        drain(&system).await?;
         eprintln!(
             "bench: group fanout ({} members, {} online)",
             args.group_members, args.online_members
@@ -791,6 +825,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
         report["connections"] = connections(&system, args.connections).await?;
     }
     if wants("recovery") {
+        drain(&system).await?;
         eprintln!("bench: a device offline for {} messages", args.missed);
         report["recovery"] = recovery(&system, args.missed).await?;
     }

@@ -213,34 +213,6 @@ async fn device(
     }
 }
 
-/// Wait until no consumer has anything pending or unacknowledged.
-async fn quiesce(js: &jetstream::Context, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    let mut calm = 0;
-    while Instant::now() < deadline {
-        let mut busy = false;
-        for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
-            let Ok(stream) = js.get_stream(stream).await else {
-                busy = true;
-                continue;
-            };
-            let mut consumers = stream.consumers();
-            while let Some(info) = consumers.next().await {
-                match info {
-                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
-                    _ => busy = true,
-                }
-            }
-        }
-        calm = if busy { 0 } else { calm + 1 };
-        if calm >= 4 {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    false
-}
-
 /// A device's view for the verifier: its whole sync log and conversation list.
 async fn read_user(ports: &[u16], user: &str) -> anyhow::Result<(Vec<Value>, Value)> {
     let mut socket = None;
@@ -628,7 +600,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     for client in clients {
         let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
     }
-    let settled = quiesce(&js, Duration::from_secs(120)).await;
+    let settled = crate::procs::quiesce(&js, Duration::from_secs(120)).await;
 
     // Verify.
     let ledger = ledger

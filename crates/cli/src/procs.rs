@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
+use futures::StreamExt;
 use rand::Rng;
 
 /// A process chaos controls.
@@ -105,6 +107,34 @@ pub async fn wait_port(port: u16, timeout: Duration) -> bool {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Wait until no consumer has anything pending or unacknowledged.
+pub async fn quiesce(js: &jetstream::Context, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut calm = 0;
+    while Instant::now() < deadline {
+        let mut busy = false;
+        for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+            let Ok(stream) = js.get_stream(stream).await else {
+                busy = true;
+                continue;
+            };
+            let mut consumers = stream.consumers();
+            while let Some(info) = consumers.next().await {
+                match info {
+                    Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
+                    _ => busy = true,
+                }
+            }
+        }
+        calm = if busy { 0 } else { calm + 1 };
+        if calm >= 4 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     false
 }

@@ -416,6 +416,11 @@ pub struct DeliveryData {
 pub enum DeliveryPayload {
     #[serde(rename = "im.delivery")]
     Delivery(DeliveryData),
+    /// Several timeline events for one user partition, in stream order:
+    /// fanout writes one per partition per batch, so a stream write carries
+    /// many messages.
+    #[serde(rename = "im.deliveries")]
+    Deliveries(Vec<DeliveryData>),
     /// A device of this user is about to sync: copy the messages of the
     /// user's read-diffusion conversations it has not seen yet into its sync
     /// log, in order with everything else the unread owner applies.
@@ -429,6 +434,18 @@ pub struct MaterializeRequest {
 }
 
 pub type Delivery = Envelope<DeliveryPayload>;
+
+impl DeliveryPayload {
+    /// The timeline events it carries, in order (none for a materialize
+    /// request).
+    pub fn into_data(self) -> Vec<DeliveryData> {
+        match self {
+            DeliveryPayload::Delivery(data) => vec![data],
+            DeliveryPayload::Deliveries(list) => list,
+            DeliveryPayload::Materialize(_) => vec![],
+        }
+    }
+}
 
 /// The contract's `im.message.rejected` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

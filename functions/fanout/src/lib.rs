@@ -146,6 +146,69 @@ pub fn deliveries(
         .collect()
 }
 
+/// Pure: a batch's deliveries, one stream message per user partition that
+/// has recipients, carrying that partition's events in order: a batch of
+/// 1:1 messages costs at most one write per user partition, not two per
+/// message. The message id is derived from the events it carries, so a
+/// redelivered batch is dropped as a duplicate (and if it is regrouped
+/// differently, unread and offline still apply each event once).
+pub fn batch_deliveries(
+    events: &[(TimelineEvent, Vec<String>)],
+    user_partitions: u32,
+    time: &str,
+) -> Vec<(String, String, Delivery)> {
+    let mut by_partition: BTreeMap<u32, Vec<DeliveryData>> = BTreeMap::new();
+    for (event, recipients) in events {
+        let mut users_by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for user in recipients {
+            users_by_partition
+                .entry(partition_of(user, user_partitions))
+                .or_default()
+                .push(user.clone());
+        }
+        for (partition, users) in users_by_partition {
+            by_partition
+                .entry(partition)
+                .or_default()
+                .push(DeliveryData {
+                    users,
+                    event: event.clone(),
+                });
+        }
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, mut list)| {
+            if list.len() == 1 {
+                let data = list.remove(0);
+                let key = data.event.effect_key();
+                let kind = delivery_kind(&data.event);
+                let id = format!("dl:{key}:{partition}");
+                let envelope = Envelope::new(
+                    PIPELINE_SOURCE,
+                    id.clone(),
+                    time.to_string(),
+                    DeliveryPayload::Delivery(data),
+                );
+                return (delivery_subject(partition, kind), id, envelope);
+            }
+            let keys: Vec<String> = list.iter().map(|d| d.event.effect_key()).collect();
+            let id = format!(
+                "dlb:{partition}:{}:{:016x}",
+                list.len(),
+                im_events::partition::fnv1a64(keys.join("\n").as_bytes())
+            );
+            let envelope = Envelope::new(
+                PIPELINE_SOURCE,
+                id.clone(),
+                time.to_string(),
+                DeliveryPayload::Deliveries(list),
+            );
+            (delivery_subject(partition, "batch"), id, envelope)
+        })
+        .collect()
+}
+
 pub struct Fanout {
     pub js: async_nats::jetstream::Context,
     pub store: Arc<dyn ConversationStore>,
@@ -161,7 +224,8 @@ impl BatchHandler for Fanout {
         let store = self.store.clone();
         let partitions = self.user_partitions;
         let (outgoing, outcomes, group_pushes) = im_runtime::blocking(move || {
-            let mut outgoing = Vec::new();
+            let mut events: Vec<(TimelineEvent, Vec<String>)> = Vec::new();
+            let mut time = String::new();
             let mut group_pushes: Vec<serde_json::Value> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
@@ -179,19 +243,20 @@ impl BatchHandler for Fanout {
                     }
                 }
                 let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
-                for (subject, id, delivery) in
-                    deliveries(&timeline.payload, users, partitions, &timeline.time)
-                {
-                    let payload = serde_json::to_vec(&delivery)
-                        .map_err(|e| im_store::StoreError::Backend(e.to_string()))?;
-                    outgoing.push(Outgoing {
-                        subject,
-                        message_id: Some(id),
-                        headers: None,
-                        payload: payload.into(),
-                    });
-                }
+                time = timeline.time.clone();
+                events.push((timeline.payload, users));
                 outcomes.push(Outcome::Done);
+            }
+            let mut outgoing = Vec::new();
+            for (subject, id, delivery) in batch_deliveries(&events, partitions, &time) {
+                let payload = serde_json::to_vec(&delivery)
+                    .map_err(|e| im_store::StoreError::Backend(e.to_string()))?;
+                outgoing.push(Outgoing {
+                    subject,
+                    message_id: Some(id),
+                    headers: None,
+                    payload: payload.into(),
+                });
             }
             Ok::<_, im_store::StoreError>((outgoing, outcomes, group_pushes))
         })
@@ -282,7 +347,7 @@ mod tests {
             .iter()
             .flat_map(|(_, _, d)| match &d.payload {
                 DeliveryPayload::Delivery(data) => data.users.clone(),
-                DeliveryPayload::Materialize(_) => vec![],
+                DeliveryPayload::Deliveries(_) | DeliveryPayload::Materialize(_) => vec![],
             })
             .collect();
         all.sort();
@@ -299,6 +364,61 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_batch_costs_one_write_per_user_partition() {
+        let events: Vec<(TimelineEvent, Vec<String>)> = (1..=50u64)
+            .map(|seq| {
+                let TimelineEvent::Committed(mut message) = committed(Diffusion::Write) else {
+                    unreachable!()
+                };
+                message.seq = seq;
+                let users = vec![format!("a{}", seq % 7), format!("b{}", seq % 5)];
+                (TimelineEvent::Committed(message), users)
+            })
+            .collect();
+        let out = batch_deliveries(&events, 4, "t");
+        assert!(
+            out.len() <= 4,
+            "one message per user partition: {}",
+            out.len()
+        );
+        let mut per_user: HashMap<String, Vec<u64>> = HashMap::new();
+        for (subject, _, delivery) in &out {
+            for data in delivery.payload.clone().into_data() {
+                let TimelineEvent::Committed(message) = &data.event else {
+                    panic!()
+                };
+                for user in &data.users {
+                    assert_eq!(
+                        subject.split('.').nth(2).unwrap(),
+                        partition_of(user, 4).to_string()
+                    );
+                    per_user.entry(user.clone()).or_default().push(message.seq);
+                }
+            }
+        }
+        for seqs in per_user.values() {
+            assert!(
+                seqs.windows(2).all(|w| w[0] < w[1]),
+                "each user's events stay in order"
+            );
+        }
+        let total: usize = per_user.values().map(Vec::len).sum();
+        assert_eq!(total, 100, "every recipient of every event exactly once");
+        assert_eq!(
+            batch_deliveries(&events, 4, "t")
+                .iter()
+                .map(|d| d.1.clone())
+                .collect::<Vec<_>>(),
+            out.iter().map(|d| d.1.clone()).collect::<Vec<_>>(),
+            "ids are deterministic"
+        );
+        let single = batch_deliveries(&events[..1], 4, "t");
+        assert!(single.iter().all(|(_, id, d)| id.starts_with("dl:")
+            && matches!(d.payload, DeliveryPayload::Delivery(_))
+            || single.len() > 1));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use im_events::{ConversationKind, Delivery, DeliveryPayload, TimelineEvent};
+use im_events::{ConversationKind, Delivery, TimelineEvent};
 use im_runtime::presence::Presence;
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome, Shutdown};
 use im_store::{
@@ -403,36 +403,33 @@ pub fn decide_batch(
                 continue;
             }
         };
-        let DeliveryPayload::Delivery(data) = delivery.payload else {
-            outcomes.push(Outcome::Done);
-            continue;
-        };
-        if !matches!(
-            data.event,
-            TimelineEvent::Committed(_) | TimelineEvent::Read(_)
-        ) {
-            outcomes.push(Outcome::Done);
-            continue;
-        }
-        let conversation = data.event.conversation_id().to_string();
-        for user in &data.users {
-            let key = (user.clone(), conversation.clone());
-            if !states.contains_key(&key) {
-                states.insert(key.clone(), store.notify_state(user, &conversation)?);
-            }
-            let current = states.get(&key).and_then(Option::as_ref);
-            if let Some(next) = accumulate(
-                current,
-                user,
-                partition,
-                &data.event,
-                message.published_ms,
-                now_ms,
-                settings,
+        for data in delivery.payload.into_data() {
+            if !matches!(
+                data.event,
+                TimelineEvent::Committed(_) | TimelineEvent::Read(_)
             ) {
-                states.insert(key.clone(), Some(next));
-                if !changed.contains(&key) {
-                    changed.push(key);
+                continue;
+            }
+            let conversation = data.event.conversation_id().to_string();
+            for user in &data.users {
+                let key = (user.clone(), conversation.clone());
+                if !states.contains_key(&key) {
+                    states.insert(key.clone(), store.notify_state(user, &conversation)?);
+                }
+                let current = states.get(&key).and_then(Option::as_ref);
+                if let Some(next) = accumulate(
+                    current,
+                    user,
+                    partition,
+                    &data.event,
+                    message.published_ms,
+                    now_ms,
+                    settings,
+                ) {
+                    states.insert(key.clone(), Some(next));
+                    if !changed.contains(&key) {
+                        changed.push(key);
+                    }
                 }
             }
         }

@@ -403,7 +403,7 @@ fn retry_delays_grow_and_honour_retry_after() {
 
 mod batches {
     use super::*;
-    use im_events::{DeliveryData, Envelope};
+    use im_events::{Delivery, DeliveryData, DeliveryPayload, Envelope};
     use im_store::sqlite::SqliteNotificationStore;
 
     fn incoming(users: &[&str], event: TimelineEvent) -> Incoming {

@@ -206,8 +206,7 @@ pub fn decide_batch(
                 continue;
             }
         };
-        let data = match delivery.payload {
-            DeliveryPayload::Delivery(data) => data,
+        let list = match delivery.payload {
             DeliveryPayload::Materialize(request) => {
                 if let Some(conversations) = conversations {
                     let head = match sync_heads.get(&request.user_id) {
@@ -227,33 +226,36 @@ pub fn decide_batch(
                 outcomes.push(Outcome::Done);
                 continue;
             }
+            payload => payload.into_data(),
         };
-        let conversation_id = data.event.conversation_id().to_string();
-        for user in &data.users {
-            let key = (user.clone(), conversation_id.clone());
-            let mut state = match states.remove(&key) {
-                Some(state) => state,
-                None => UserState {
-                    row: store.user_conversation(user, &conversation_id)?,
-                    last_sync_seq: 0,
-                    applied: false,
-                },
-            };
-            state.last_sync_seq = match sync_heads.get(user) {
-                Some(head) => *head,
-                None => store.last_sync_seq(user)?,
-            };
-            if needs_applied_check(&data.event) {
-                let effect_key = (user.clone(), data.event.effect_key());
-                state.applied = applied_in_batch.contains(&effect_key)
-                    || store.effect_applied(user, &effect_key.1)?;
-                applied_in_batch.insert(effect_key);
+        for data in list {
+            let conversation_id = data.event.conversation_id().to_string();
+            for user in &data.users {
+                let key = (user.clone(), conversation_id.clone());
+                let mut state = match states.remove(&key) {
+                    Some(state) => state,
+                    None => UserState {
+                        row: store.user_conversation(user, &conversation_id)?,
+                        last_sync_seq: 0,
+                        applied: false,
+                    },
+                };
+                state.last_sync_seq = match sync_heads.get(user) {
+                    Some(head) => *head,
+                    None => store.last_sync_seq(user)?,
+                };
+                if needs_applied_check(&data.event) {
+                    let effect_key = (user.clone(), data.event.effect_key());
+                    state.applied = applied_in_batch.contains(&effect_key)
+                        || store.effect_applied(user, &effect_key.1)?;
+                    applied_in_batch.insert(effect_key);
+                }
+                let (decided, mut next) = decide(user, &data.event, &state);
+                sync_heads.insert(user.clone(), next.last_sync_seq);
+                next.applied = false;
+                states.insert(key, next);
+                effects.extend(decided);
             }
-            let (decided, mut next) = decide(user, &data.event, &state);
-            sync_heads.insert(user.clone(), next.last_sync_seq);
-            next.applied = false;
-            states.insert(key, next);
-            effects.extend(decided);
         }
         outcomes.push(Outcome::Done);
     }
