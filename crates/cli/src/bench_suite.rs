@@ -873,6 +873,10 @@ fn print_report(report: &Value) {
             "ratio: acked/s ÷ (baseline ÷ writes)",
             t["ratio_to_baseline_per_write"].to_string(),
         );
+        row(
+            "backlog when the load stopped, by function",
+            t["backlog_at_end_by_function"].to_string(),
+        );
     }
     for share in [25, 50] {
         if let Some(l) = report.get(format!("latency_{share}pct")) {

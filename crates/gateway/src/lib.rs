@@ -58,7 +58,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             ack_timeout: Duration::from_secs(15),
             presence_ttl: Duration::from_secs(30),
-            ws_buffer_bytes: 8 * 1024,
+            ws_buffer_bytes: 4 * 1024,
             data_dir,
         }
     }

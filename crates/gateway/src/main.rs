@@ -38,7 +38,7 @@ struct Args {
     presence_ttl_secs: u64,
     /// Read/write buffer per WebSocket connection (bytes): most of an idle
     /// connection's memory (tungstenite's default is 128 KiB each).
-    #[arg(long, env = "IM_WS_BUFFER_BYTES", default_value_t = 8192)]
+    #[arg(long, env = "IM_WS_BUFFER_BYTES", default_value_t = 4096)]
     ws_buffer_bytes: usize,
 }
 
