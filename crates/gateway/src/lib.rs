@@ -228,7 +228,8 @@ impl Gateway {
             )
             .await?;
         // A quick resend that JetStream dropped: the original has the answer.
-        pending.duplicate &= event_type == "im.message.send";
+        pending.send = event_type == "im.message.send";
+        pending.duplicate &= pending.send;
         pending.source = source.to_string();
         pending.id = id.to_string();
         Ok(pending)
@@ -311,6 +312,7 @@ impl Gateway {
                 token,
                 receiver,
                 duplicate: ack.duplicate,
+                send: false,
                 source: String::new(),
                 id: String::new(),
             }),
@@ -324,23 +326,28 @@ impl Gateway {
         }
     }
 
+    /// The committed message of a send, if dedupe has applied it.
+    async fn committed(&self, source: &str, id: &str) -> Option<Value> {
+        let store = self.conversations.clone();
+        let (source, id) = (source.to_string(), id.to_string());
+        let found = tokio::task::spawn_blocking(move || {
+            let record = store.idempotency(&source, &id).ok().flatten()?;
+            store
+                .message(&record.conversation_id, record.seq?)
+                .ok()
+                .flatten()
+        })
+        .await
+        .ok()
+        .flatten()?;
+        Some(json!({"ok": true, "message": found}))
+    }
+
     async fn await_committed(&self, source: &str, id: &str) -> Result<Value, (String, String)> {
         let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
         loop {
-            let store = self.conversations.clone();
-            let (source_owned, id_owned) = (source.to_string(), id.to_string());
-            let found = tokio::task::spawn_blocking(move || {
-                let record = store.idempotency(&source_owned, &id_owned).ok().flatten()?;
-                store
-                    .message(&record.conversation_id, record.seq?)
-                    .ok()
-                    .flatten()
-            })
-            .await
-            .ok()
-            .flatten();
-            if let Some(message) = found {
-                return Ok(json!({"ok": true, "message": message}));
+            if let Some(reply) = self.committed(source, id).await {
+                return Ok(reply);
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err((
@@ -352,7 +359,6 @@ impl Gateway {
         }
     }
 
-    /// Register a device connection; `Err` if the user has too many.
     pub fn connect(
         self: &Arc<Self>,
         user: &str,
@@ -508,6 +514,8 @@ pub struct Pending {
     token: String,
     receiver: oneshot::Receiver<Value>,
     duplicate: bool,
+    /// An `im.message.send`: its commit can be read from the store.
+    send: bool,
     source: String,
     id: String,
 }
@@ -519,7 +527,27 @@ impl Pending {
             // answer. Find it in the store once dedupe has applied it.
             gateway.await_committed(&self.source, &self.id).await
         } else {
-            match tokio::time::timeout(gateway.config.ack_timeout, self.receiver).await {
+            // The verdict travels on core NATS: if it is lost (the
+            // gateway's connection moved to another node at that moment),
+            // a committed send is found in the store instead.
+            let (source, id, send) = (self.source.clone(), self.id.clone(), self.send);
+            let from_store = async {
+                if !send {
+                    return std::future::pending().await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                loop {
+                    if let Some(reply) = gateway.committed(&source, &id).await {
+                        return reply;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            };
+            let verdict = tokio::select! {
+                verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict,
+                reply = from_store => Ok(Ok(reply)),
+            };
+            match verdict {
                 Ok(Ok(reply)) if reply["ok"] == json!(true) => Ok(reply),
                 Ok(Ok(reply)) => Err((
                     reply["code"].as_str().unwrap_or("rejected").to_string(),
