@@ -50,28 +50,7 @@ impl System {
             base + 5000,
             false,
         )? {
-            procs.push(Proc {
-                name: node.name.clone(),
-                kind: "nats",
-                program: node.command.get_program().into(),
-                args: node
-                    .command
-                    .get_args()
-                    .map(|a| a.to_string_lossy().into_owned())
-                    .collect(),
-                env: node
-                    .command
-                    .get_envs()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            k.to_string_lossy().into_owned(),
-                            v?.to_string_lossy().into_owned(),
-                        ))
-                    })
-                    .collect(),
-                log: logs.join(format!("{}.log", node.name)),
-                child: None,
-            });
+            procs.push(Proc::nats(&node, &logs));
         }
         procs[0].spawn()?;
         anyhow::ensure!(

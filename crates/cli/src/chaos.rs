@@ -296,28 +296,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::env::set_var("IM_STREAM_REPLICAS", "3");
     let mut procs: Vec<Proc> = Vec::new();
     for node in nats_nodes(&nats_binary, &data_dir, base, base + 5000, true)? {
-        procs.push(Proc {
-            name: node.name.clone(),
-            kind: "nats",
-            program: node.command.get_program().into(),
-            args: node
-                .command
-                .get_args()
-                .map(|a| a.to_string_lossy().into_owned())
-                .collect(),
-            env: node
-                .command
-                .get_envs()
-                .filter_map(|(k, v)| {
-                    Some((
-                        k.to_string_lossy().into_owned(),
-                        v?.to_string_lossy().into_owned(),
-                    ))
-                })
-                .collect(),
-            log: logs.join(format!("{}.log", node.name)),
-            child: None,
-        });
+        procs.push(Proc::nats(&node, &logs));
     }
     let nats_ports = [base, base + 1, base + 2];
     let nats_url = (0..3)

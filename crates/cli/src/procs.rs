@@ -21,6 +21,32 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// A nats-server node as `up` describes it, logging into `logs`.
+    pub fn nats(node: &crate::up::NatsNode, logs: &std::path::Path) -> Proc {
+        Proc {
+            name: node.name.clone(),
+            kind: "nats",
+            program: node.command.get_program().into(),
+            args: node
+                .command
+                .get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            env: node
+                .command
+                .get_envs()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.to_string_lossy().into_owned(),
+                        v?.to_string_lossy().into_owned(),
+                    ))
+                })
+                .collect(),
+            log: logs.join(format!("{}.log", node.name)),
+            child: None,
+        }
+    }
+
     pub fn spawn(&mut self) -> anyhow::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)

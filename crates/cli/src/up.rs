@@ -99,20 +99,6 @@ fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
     }
 }
 
-async fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
-
 struct Supervised {
     name: String,
     child: Child,
@@ -289,7 +275,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
                 });
             }
             for node in &nodes {
-                if !wait_for_port(node.port, Duration::from_secs(20)).await {
+                if !crate::procs::wait_port(node.port, Duration::from_secs(20)).await {
                     stop_all(&mut children).await;
                     anyhow::bail!(
                         "{} did not listen on 127.0.0.1:{} (see {}); is the port taken? try --nats-port",
@@ -383,7 +369,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
     }
     for (name, address, port) in &gateways {
-        if !wait_for_port(*port, Duration::from_secs(30)).await {
+        if !crate::procs::wait_port(*port, Duration::from_secs(30)).await {
             stop_all(&mut children).await;
             anyhow::bail!(
                 "{name} did not listen on {address}; see {}",
@@ -393,7 +379,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     // Each function is up when its metrics endpoint answers.
     for (name, port) in &metrics_ports {
-        if !wait_for_port(*port, Duration::from_secs(30)).await {
+        if !crate::procs::wait_port(*port, Duration::from_secs(30)).await {
             stop_all(&mut children).await;
             anyhow::bail!(
                 "{name} did not come up; see {}",
