@@ -80,3 +80,98 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
     assert_eq!(history[0].body, json!({"text": "new owner"}));
     assert!(store.idempotency("urn:test", "s2").unwrap().is_none());
 }
+
+/// The other half of fencing a stale owner: the JetStream side. Each owner
+/// reads through a consumer of its own epoch; a newer owner's take-over
+/// deletes the older consumers, so a resumed stale owner can neither fetch
+/// the messages the new owner is about to handle (and publish them ahead of
+/// it) nor nak them back behind the new owner's later ones. The new owner
+/// starts after the last message the old one acknowledged in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_owner_cannot_fetch_through_its_successors_consumer() {
+    use futures::StreamExt;
+    use im_runtime::topology::{take_over_consumer, topology};
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    im_runtime::topology::ensure_streams(&js).await.unwrap();
+    let def = topology().consumer("unread").unwrap().clone();
+    for n in 1..=6 {
+        js.publish(format!("im.delivery.5.message.{n}"), format!("{n}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    async fn fetch(
+        consumer: &async_nats::jetstream::consumer::PullConsumer,
+        max: usize,
+    ) -> Result<Vec<async_nats::jetstream::Message>, String> {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max)
+            .expires(std::time::Duration::from_millis(300))
+            .messages()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut messages = Vec::new();
+        while let Some(next) = batch.next().await {
+            messages.push(next.map_err(|e| e.to_string())?);
+        }
+        Ok(messages)
+    }
+    // The owner at epoch 5 handles 1 and 2, then holds 3 and 4 unacked
+    // (paused mid-batch).
+    let old = take_over_consumer(&js, &def, 5, 5).await.unwrap();
+    for message in fetch(&old, 2).await.unwrap() {
+        message.double_ack().await.unwrap();
+    }
+    let held = fetch(&old, 2).await.unwrap();
+    assert_eq!(held.len(), 2);
+    // Epoch 9 takes over: it starts at 3, in order.
+    let new = take_over_consumer(&js, &def, 5, 9).await.unwrap();
+    let first = fetch(&new, 1).await.unwrap();
+    assert_eq!(&first[0].payload[..], b"3");
+    // The resumed old owner: its consumer is gone, so it fetches nothing,
+    // and its nak does not put 3 and 4 back behind the new owner's 5 and 6.
+    let stale = fetch(&old, 10).await;
+    assert!(
+        stale.as_ref().map(|m| m.is_empty()).unwrap_or(true),
+        "the stale owner fetched {:?}",
+        stale.map(|m| m.len())
+    );
+    for message in &held {
+        let _ = message
+            .ack_with(async_nats::jetstream::AckKind::Nak(None))
+            .await;
+    }
+    first[0].double_ack().await.unwrap();
+    let rest = fetch(&new, 10).await.unwrap();
+    let order: Vec<String> = rest
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).to_string())
+        .collect();
+    assert_eq!(
+        order,
+        ["4", "5", "6"],
+        "the new owner sees the rest in order"
+    );
+    // A take-over by the stale epoch is refused, and one consumer remains.
+    let again = take_over_consumer(&js, &def, 5, 5).await;
+    assert!(
+        again
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.is::<im_runtime::topology::Superseded>()),
+        "a stale take-over must be refused"
+    );
+    let stream = js.get_stream("IM_DELIVERY").await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    assert_eq!(names, ["unread-p5-e9"]);
+    // Another partition's consumers are not touched by this one's take-over.
+    take_over_consumer(&js, &def, 50 % 16, 3).await.unwrap();
+    take_over_consumer(&js, &def, 5, 10).await.unwrap();
+    let mut names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    names.sort();
+    assert_eq!(names, ["unread-p2-e3", "unread-p5-e10"]);
+}

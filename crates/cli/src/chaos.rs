@@ -60,6 +60,8 @@ struct Ledger {
     /// client_msg_id → (message_id, seq).
     acked: HashMap<String, (String, u64)>,
     errors: BTreeMap<String, u64>,
+    /// A few distinct messages per error code, to tell what went wrong.
+    error_samples: BTreeMap<String, Vec<String>>,
     resends: u64,
 }
 
@@ -144,10 +146,20 @@ async fn device(
                             .insert(id, (message_id, frame["seq"].as_u64().unwrap_or(0)));
                     }
                     Some("error") => {
-                        *ledger
-                            .errors
-                            .entry(frame["code"].as_str().unwrap_or("?").to_string())
-                            .or_default() += 1;
+                        let code = frame["code"].as_str().unwrap_or("?").to_string();
+                        *ledger.errors.entry(code.clone()).or_default() += 1;
+                        let sample = format!(
+                            "{} ({}; {})",
+                            frame["message"].as_str().unwrap_or_default(),
+                            frame["client_msg_id"]
+                                .as_str()
+                                .unwrap_or("no client_msg_id"),
+                            chrono::Utc::now().format("%H:%M:%S%.3f")
+                        );
+                        let samples = ledger.error_samples.entry(code).or_default();
+                        if samples.len() < 8 {
+                            samples.push(sample);
+                        }
                     }
                     _ => {}
                 }
@@ -287,9 +299,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let nats_binary = crate::up::find_nats_server()?;
     let base = free_base();
     eprintln!(
-        "chaos: seed {seed}, data {}, NATS ports {base}..{}",
+        "chaos: seed {seed}, data {}, NATS ports {base}..{}, started {}",
         data_dir.display(),
-        base + 2
+        base + 2,
+        chrono::Utc::now().format("%H:%M:%S%.3f")
     );
 
     // The cluster: 3 NATS nodes, R3 everything.
@@ -718,6 +731,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "verified_deliveries": verified,
         "resends": ledger.resends,
         "error_frames": ledger.errors,
+        "error_samples": ledger.error_samples,
         "faults": faults,
         "max_failover_ms": max_failover.as_millis() as u64,
         "violations": violations.len(),
@@ -762,6 +776,7 @@ impl Ledger {
             sent: self.sent.clone(),
             acked: self.acked.clone(),
             errors: self.errors.clone(),
+            error_samples: self.error_samples.clone(),
             resends: self.resends,
         }
     }

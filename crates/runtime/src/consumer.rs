@@ -176,8 +176,16 @@ async fn run_partition<H: BatchHandler>(
     let function = def.function.clone();
     let defaults = &topology().consumer_defaults;
     let consumer = loop {
-        match take_over_consumer(&js, &def, claim.partition).await {
+        if !claim.is_valid() {
+            return;
+        }
+        match take_over_consumer(&js, &def, claim.partition, claim.epoch).await {
             Ok(consumer) => break consumer,
+            Err(error) if error.is::<crate::topology::Superseded>() => {
+                tracing::warn!(%error, "a newer owner took the partition over");
+                claim.revoke();
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, "consumer not ready, retrying");
                 tokio::select! {

@@ -54,37 +54,82 @@ impl Presence {
 
 /// Follow a bucket keyed `<hex user>.<hex device>` (presence, push
 /// registrations) from its first revision, calling `apply` with the user,
-/// the device and the entry for every change.
+/// the device and the entry for every change. `caught_up` is told once every
+/// entry that existed when the watch began has been applied.
 pub async fn watch_device_keys(
     bucket: kv::Store,
     mut apply: impl FnMut(&str, &str, &kv::Entry) + Send,
+    caught_up: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
+    let mut caught_up = caught_up;
+    let empty = bucket
+        .stream
+        .get_info()
+        .await
+        .map(|info| info.state.messages == 0)
+        .unwrap_or(false);
     let mut watch = bucket.watch_all_from_revision(1).await?;
+    if empty {
+        if let Some(signal) = caught_up.take() {
+            let _ = signal.send(());
+        }
+    }
     while let Some(entry) = watch.next().await {
         let Ok(entry) = entry else { continue };
         let mut parts = entry.key.splitn(2, '.');
-        let (Some(user), Some(device)) =
+        if let (Some(user), Some(device)) =
             (parts.next().and_then(unhex), parts.next().and_then(unhex))
-        else {
-            continue;
-        };
-        apply(&user, &device, &entry);
+        {
+            apply(&user, &device, &entry);
+        }
+        if entry.delta == 0 || entry.seen_current {
+            if let Some(signal) = caught_up.take() {
+                let _ = signal.send(());
+            }
+        }
     }
     Ok(())
+}
+
+/// Run `watch` (a [`watch_device_keys`] follower given the sender) in the
+/// background and wait until it has applied the bucket's current entries,
+/// or `patience` has passed (entries that expired meanwhile would never
+/// arrive), so that a restarted process does not act on an empty view.
+pub async fn follow_until_current<W, F>(what: &str, patience: Duration, watch: W)
+where
+    W: FnOnce(tokio::sync::oneshot::Sender<()>) -> F,
+    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (signal, current) = tokio::sync::oneshot::channel();
+    let what_owned = what.to_string();
+    let task = watch(signal);
+    tokio::spawn(async move {
+        if let Err(error) = task.await {
+            tracing::warn!(%error, what = %what_owned, "bucket watch ended");
+        }
+    });
+    if tokio::time::timeout(patience, current).await.is_err() {
+        tracing::warn!(what, ?patience, "bucket view not current yet; going on");
+    }
 }
 
 /// Follow the presence bucket into `presence`.
 pub async fn watch_presence(
     bucket: kv::Store,
     presence: Arc<Mutex<Presence>>,
+    caught_up: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    watch_device_keys(bucket, move |user, device, entry| {
-        let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
-        match entry.operation {
-            kv::Operation::Put => presence.seen(user, device, entry.created.timestamp_millis()),
-            kv::Operation::Delete | kv::Operation::Purge => presence.gone(user, device),
-        }
-    })
+    watch_device_keys(
+        bucket,
+        move |user, device, entry| {
+            let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
+            match entry.operation {
+                kv::Operation::Put => presence.seen(user, device, entry.created.timestamp_millis()),
+                kv::Operation::Delete | kv::Operation::Purge => presence.gone(user, device),
+            }
+        },
+        caught_up,
+    )
     .await
 }
 
@@ -99,14 +144,19 @@ pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv
     .await
 }
 
-/// A live view of presence, kept current in the background.
+/// A live view of presence, kept current in the background; returns once
+/// it holds what the bucket held when it started.
 pub async fn follow(
     js: &jetstream::Context,
     ttl: Duration,
 ) -> anyhow::Result<Arc<Mutex<Presence>>> {
     let bucket = bucket(js, ttl).await?;
     let presence = Arc::new(Mutex::new(Presence::default()));
-    tokio::spawn(watch_presence(bucket, presence.clone()));
+    let view = presence.clone();
+    follow_until_current("presence", Duration::from_secs(5), move |signal| {
+        watch_presence(bucket, view, Some(signal))
+    })
+    .await;
     Ok(presence)
 }
 

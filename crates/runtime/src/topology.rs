@@ -152,36 +152,93 @@ pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Con
     }
 }
 
-/// Take over a partition's durable consumer so that it delivers, in stream
-/// order, everything after the last message acknowledged in order.
+/// The durable consumer a claim of `epoch` reads through. Each owner has
+/// its own (`unread-p5-e812`): an owner that was paused and lost its lease
+/// cannot fetch, ack or nak through its successor's consumer (it would take
+/// messages away from it, or put them back after the successor has handled
+/// later ones: a conversation's events out of order). Its own is deleted when
+/// the successor takes over, so its fetches fail.
+pub fn epoch_durable_name(def: &ConsumerDef, partition: u32, epoch: u64) -> String {
+    format!("{}-e{epoch}", durable_name(def, partition))
+}
+
+/// The epoch of a consumer of this partition (`Some(0)` for the unversioned
+/// name older releases used), or None if the name is another partition's.
+pub fn consumer_epoch(def: &ConsumerDef, partition: u32, name: &str) -> Option<u64> {
+    let base = durable_name(def, partition);
+    if name == base {
+        return Some(0);
+    }
+    name.strip_prefix(&base)?.strip_prefix("-e")?.parse().ok()
+}
+
+/// A newer owner's consumer exists: the claim taking over is stale.
+#[derive(Debug, thiserror::Error)]
+#[error("superseded: consumer {0} belongs to a newer owner")]
+pub struct Superseded(pub String);
+
+/// Take over a partition's consumer for a claim of `epoch`, so that it
+/// delivers, in stream order, everything after the last message
+/// acknowledged in order.
 ///
 /// JetStream redelivers a dead owner's unacknowledged messages only after
 /// `ack_wait`, while new messages flow at once: a restarted owner would see a
-/// conversation's events out of order. Recreating the consumer at its ack
-/// floor puts the unacknowledged ones first again. Messages above the floor
-/// that were acked individually come again too; handlers are idempotent.
+/// conversation's events out of order. Creating this owner's consumer at the
+/// previous owners' ack floor puts the unacknowledged ones first again, and
+/// deleting theirs fences them off (see [`epoch_durable_name`]). Messages
+/// above the floor that were acked individually come again too; handlers are
+/// idempotent. Fails if a newer owner's consumer exists: this claim is stale.
 pub async fn take_over_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
     partition: u32,
+    epoch: u64,
 ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+    use futures::StreamExt;
     let stream = js
         .get_stream(&def.stream)
         .await
         .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
-    let name = durable_name(def, partition);
-    let mut config = consumer_config(def, partition);
-    if let Ok(info) = stream.consumer_info(&name).await {
-        let floor = info.ack_floor.stream_sequence;
-        stream
-            .delete_consumer(&name)
-            .await
-            .map_err(|error| anyhow::anyhow!("reset consumer {name}: {error}"))?;
-        if floor > 0 {
-            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: floor + 1,
-            };
+    let name = epoch_durable_name(def, partition, epoch);
+    let mut earlier = Vec::new();
+    let mut names = stream.consumer_names();
+    while let Some(listed) = names.next().await {
+        let listed = listed.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
+        match consumer_epoch(def, partition, &listed) {
+            Some(other) if other > epoch => return Err(Superseded(listed).into()),
+            Some(other) if other == epoch => {
+                // Ours already (a retried take-over): keep its progress.
+                return stream
+                    .get_consumer(&listed)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("open consumer {listed}: {error}"));
+            }
+            Some(_) => earlier.push(listed),
+            None => {}
         }
+    }
+    // Everything up to the highest floor was handled: each consumer began
+    // where the one before it had got to.
+    let mut floor = 0;
+    for old in &earlier {
+        let info = stream
+            .consumer_info(old)
+            .await
+            .map_err(|error| anyhow::anyhow!("read consumer {old}: {error}"))?;
+        floor = floor.max(info.ack_floor.stream_sequence);
+    }
+    for old in &earlier {
+        stream
+            .delete_consumer(old)
+            .await
+            .map_err(|error| anyhow::anyhow!("fence off consumer {old}: {error}"))?;
+    }
+    let mut config = consumer_config(def, partition);
+    config.durable_name = Some(name.clone());
+    if floor > 0 {
+        config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
     }
     stream
         .create_consumer(config)
@@ -192,6 +249,17 @@ pub async fn take_over_consumer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumer_names_carry_the_owners_epoch() {
+        let def = topology().consumer("unread").unwrap();
+        assert_eq!(epoch_durable_name(def, 1, 42), "unread-p1-e42");
+        assert_eq!(consumer_epoch(def, 1, "unread-p1-e42"), Some(42));
+        assert_eq!(consumer_epoch(def, 1, "unread-p1"), Some(0));
+        assert_eq!(consumer_epoch(def, 1, "unread-p10-e42"), None);
+        assert_eq!(consumer_epoch(def, 1, "unread-p1-ex"), None);
+        assert_eq!(consumer_epoch(def, 1, "offline-p1-e42"), None);
+    }
 
     #[test]
     fn topology_is_consistent_with_the_subject_constants() {

@@ -852,7 +852,15 @@ pub async fn run(
     let presence = im_runtime::presence::follow(&js, presence_ttl).await?;
     let tokens = registry::bucket(&js).await?;
     let registry = Arc::new(Mutex::new(Registry::default()));
-    tokio::spawn(registry::watch(tokens.clone(), registry.clone()));
+    // A restarted owner must not flush what is due before it knows the
+    // devices: it would find none and the notification would be lost.
+    let view = (tokens.clone(), registry.clone());
+    im_runtime::presence::follow_until_current(
+        "push registrations",
+        Duration::from_secs(10),
+        move |signal| registry::watch(view.0, view.1, Some(signal)),
+    )
+    .await;
     tracing::info!(providers = ?providers.names(), "offline providers configured");
     let (store, users, conversations) = stores;
     let offline = Arc::new(Offline {

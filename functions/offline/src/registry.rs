@@ -73,7 +73,11 @@ pub async fn bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
 }
 
 /// Follow the bucket into `registry`.
-pub async fn watch(bucket: kv::Store, registry: Arc<Mutex<Registry>>) -> anyhow::Result<()> {
+pub async fn watch(
+    bucket: kv::Store,
+    registry: Arc<Mutex<Registry>>,
+    caught_up: Option<tokio::sync::oneshot::Sender<()>>,
+) -> anyhow::Result<()> {
     im_runtime::presence::watch_device_keys(bucket, move |user, device, entry| {
         let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
         match entry.operation {
@@ -87,7 +91,7 @@ pub async fn watch(bucket: kv::Store, registry: Arc<Mutex<Registry>>) -> anyhow:
                 registry.remove(user, device, entry.revision)
             }
         }
-    })
+    }, caught_up)
     .await
 }
 
