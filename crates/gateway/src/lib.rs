@@ -56,7 +56,7 @@ impl Config {
             burst: 100.0,
             max_connections_per_user: 10,
             idle_timeout: Duration::from_secs(60),
-            ack_timeout: Duration::from_secs(15),
+            ack_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(30),
             ws_buffer_bytes: 4 * 1024,
             data_dir,

@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, env = "IM_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     idle_timeout_secs: u64,
     /// How long a send waits for the pipeline's verdict (seconds).
-    #[arg(long, env = "IM_ACK_TIMEOUT_SECS", default_value_t = 15)]
+    #[arg(long, env = "IM_ACK_TIMEOUT_SECS", default_value_t = 30)]
     ack_timeout_secs: u64,
     /// Presence entries expire this long after the last refresh (seconds).
     #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]

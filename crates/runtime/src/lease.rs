@@ -93,6 +93,17 @@ pub async fn kv_bucket(
 struct Held {
     claim: Claim,
     revision: u64,
+    /// When the lease was last written: it is ours until `ttl` after that.
+    renewed: std::time::Instant,
+}
+
+/// Whether a failed renewal leaves the lease ours: yes if the write did not
+/// reach the bucket (a timeout, no stream leader) and a margin of the TTL
+/// is left since the last renewal; no if the revision moved on (another
+/// owner, or the entry expired) or the lease may already have expired.
+fn keep_through(error: &kv::UpdateError, since_renewal: Duration, ttl: Duration) -> bool {
+    let transient = !matches!(error.kind(), kv::UpdateErrorKind::WrongLastRevision);
+    transient && since_renewal + ttl / 3 < ttl
 }
 
 /// Keeps trying to own every partition in `partitions`; calls `on_claim` for
@@ -121,11 +132,21 @@ where
                     held.remove(partition);
                     continue;
                 }
+                let attempted = std::time::Instant::now();
                 match bucket
                     .update(&key, owner.clone().into(), current.revision)
                     .await
                 {
-                    Ok(revision) => current.revision = revision,
+                    Ok(revision) => {
+                        current.revision = revision;
+                        current.renewed = attempted;
+                    }
+                    Err(error) if keep_through(&error, current.renewed.elapsed(), ttl) => {
+                        // The bucket is unreachable for a moment (its stream
+                        // is electing a leader): nobody else can take the
+                        // lease meanwhile, so keep working and try again.
+                        tracing::info!(partition, %error, "lease not renewed, still ours; retrying");
+                    }
                     Err(error) => {
                         tracing::warn!(partition, %error, "lost partition lease");
                         current.claim.revoke();
@@ -148,6 +169,7 @@ where
                     Held {
                         claim: claim.clone(),
                         revision,
+                        renewed: std::time::Instant::now(),
                     },
                 );
                 on_claim(claim);
@@ -221,4 +243,19 @@ where
     let held = manager.await.unwrap_or_default();
     release(&bucket, held).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewal_that_did_not_reach_the_bucket_keeps_the_lease_for_a_while() {
+        let ttl = Duration::from_secs(6);
+        let timed_out = kv::UpdateError::new(kv::UpdateErrorKind::TimedOut);
+        let moved_on = kv::UpdateError::new(kv::UpdateErrorKind::WrongLastRevision);
+        assert!(keep_through(&timed_out, Duration::from_secs(2), ttl));
+        assert!(!keep_through(&timed_out, Duration::from_secs(4), ttl));
+        assert!(!keep_through(&moved_on, Duration::from_secs(1), ttl));
+    }
 }
