@@ -175,3 +175,132 @@ async fn a_stale_owner_cannot_fetch_through_its_successors_consumer() {
     names.sort();
     assert_eq!(names, ["unread-p2-e3", "unread-p5-e10"]);
 }
+
+/// Deliveries JetStream made that never reached the owner (a connection
+/// that died mid-fetch; here a second puller takes them and never acks)
+/// would be redelivered only after `ack_wait` (10 s), behind newer messages.
+/// The runtime sees the gap in the consumer sequence, handles what came
+/// before it, restarts the consumer at its ack floor, and so handles the
+/// partition's messages in stream order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_lost_on_the_way_are_handled_before_newer_ones() {
+    use futures::StreamExt;
+    use im_runtime::Outcome;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    struct Recorder {
+        seen: Mutex<Vec<String>>,
+        hold: tokio::sync::Notify,
+        holding: std::sync::atomic::AtomicBool,
+    }
+    impl BatchHandler for Recorder {
+        async fn handle(
+            &self,
+            claim: &Claim,
+            batch: Vec<Incoming>,
+        ) -> Result<Vec<Outcome>, HandlerError> {
+            for message in &batch {
+                let text = String::from_utf8_lossy(&message.payload).to_string();
+                if claim.partition == 5
+                    && text == "3"
+                    && self
+                        .holding
+                        .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.hold.notified().await;
+                }
+                if claim.partition == 5 {
+                    self.seen.lock().unwrap().push(text);
+                }
+            }
+            Ok(batch.iter().map(|_| Outcome::Done).collect())
+        }
+    }
+
+    let nats = NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client.clone());
+    im_runtime::topology::ensure_streams(&js).await.unwrap();
+    let recorder = Arc::new(Recorder {
+        seen: Mutex::new(Vec::new()),
+        hold: tokio::sync::Notify::new(),
+        holding: std::sync::atomic::AtomicBool::new(true),
+    });
+    let shutdown = im_runtime::Shutdown::new();
+    let runner = tokio::spawn(im_runtime::run_function(
+        client.clone(),
+        "unread",
+        "test-owner".into(),
+        Duration::from_secs(6),
+        recorder.clone(),
+        shutdown.clone(),
+    ));
+    let publish = |text: &'static str| {
+        let js = js.clone();
+        async move {
+            js.publish("im.delivery.5.message", text.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    };
+    for text in ["1", "2", "3"] {
+        publish(text).await;
+    }
+    // The owner now holds the batch with 3. Another puller takes 4 and 5
+    // from the owner's consumer and never acknowledges them.
+    let stream = js.get_stream("IM_DELIVERY").await.unwrap();
+    let name = im_pipeline_tests::eventually_async(Duration::from_secs(10), || {
+        let stream = stream.clone();
+        async move {
+            let names: Vec<String> = stream
+                .consumer_names()
+                .filter_map(|n| async move { n.ok() })
+                .collect()
+                .await;
+            names.into_iter().find(|n| n.starts_with("unread-p5-e"))
+        }
+    })
+    .await;
+    for text in ["4", "5"] {
+        publish(text).await;
+    }
+    let thief: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&name).await.unwrap();
+    let mut stolen = Vec::new();
+    let mut batch = thief
+        .fetch()
+        .max_messages(2)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(Ok(message)) = batch.next().await {
+        stolen.push(String::from_utf8_lossy(&message.payload).to_string());
+    }
+    assert_eq!(stolen, ["4", "5"], "the other puller took 4 and 5");
+    for text in ["6", "7", "8"] {
+        publish(text).await;
+    }
+    recorder.hold.notify_one();
+    // Well within ack_wait (10 s): only a restart brings 4 and 5 back now.
+    let order = im_pipeline_tests::eventually_async(Duration::from_secs(8), || {
+        let recorder = recorder.clone();
+        async move {
+            let seen = recorder.seen.lock().unwrap().clone();
+            let mut first = Vec::new();
+            for text in seen {
+                if !first.contains(&text) {
+                    first.push(text);
+                }
+            }
+            (first.len() == 8).then_some(first)
+        }
+    })
+    .await;
+    assert_eq!(order, ["1", "2", "3", "4", "5", "6", "7", "8"]);
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), runner).await;
+}
