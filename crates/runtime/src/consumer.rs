@@ -175,12 +175,26 @@ async fn run_partition<H: BatchHandler>(
 ) {
     let function = def.function.clone();
     let defaults = &topology().consumer_defaults;
-    let Some(mut consumer) = open_consumer(&js, &def, &claim, &shutdown).await else {
-        return;
+    let consumer = loop {
+        if !claim.is_valid() {
+            return;
+        }
+        match take_over_consumer(&js, &def, claim.partition, claim.epoch).await {
+            Ok(consumer) => break consumer,
+            Err(error) if error.is::<crate::topology::Superseded>() => {
+                tracing::warn!(%error, "a newer owner took the partition over");
+                claim.revoke();
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "consumer not ready, retrying");
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
     };
-    // The consumer sequence of the next delivery: a fresh consumer starts
-    // at 1, and every delivery (redeliveries too) takes the next one.
-    let mut next_delivery: u64 = 1;
     while claim.is_valid() && !shutdown.is_triggered() {
         let fetched = consumer
             .fetch()
@@ -207,37 +221,6 @@ async fn run_partition<H: BatchHandler>(
             }
         }
         if messages.is_empty() {
-            continue;
-        }
-        // Messages JetStream delivered that never reached us (a connection
-        // that died, a fetch cut short) would come again only after
-        // `ack_wait`, behind newer ones: a conversation's events out of
-        // order. Handle what came before such a gap, then restart the
-        // consumer at its ack floor so the missing ones come first.
-        let sequences: Vec<Option<u64>> = messages
-            .iter()
-            .map(|m| m.info().ok().map(|i| i.consumer_sequence))
-            .collect();
-        let (received, gap) = contiguous_prefix(next_delivery, &sequences);
-        next_delivery += received as u64;
-        let restart = gap.is_some();
-        if let Some(found) = gap {
-            tracing::warn!(
-                partition = claim.partition,
-                expected = next_delivery,
-                found,
-                "deliveries were lost on the way; restarting the consumer at its ack floor"
-            );
-            metrics::counter!(crate::telemetry::DELIVERY_GAPS, "function" => function.clone())
-                .increment(1);
-            messages.truncate(received);
-        }
-        if messages.is_empty() {
-            match open_consumer(&js, &def, &claim, &shutdown).await {
-                Some(fresh) => consumer = fresh,
-                None => return,
-            }
-            next_delivery = 1;
             continue;
         }
         let started = Instant::now();
@@ -299,58 +282,6 @@ async fn run_partition<H: BatchHandler>(
                     let _ = message.ack_with(AckKind::Nak(None)).await;
                 }
                 break;
-            }
-        }
-        if restart {
-            match open_consumer(&js, &def, &claim, &shutdown).await {
-                Some(fresh) => consumer = fresh,
-                None => return,
-            }
-            next_delivery = 1;
-        }
-    }
-}
-
-/// How many of a batch's deliveries follow on from `next` without a gap,
-/// and the sequence found where one is (None: the whole batch follows on).
-/// A delivery whose sequence cannot be read is taken as following on.
-pub fn contiguous_prefix(next: u64, sequences: &[Option<u64>]) -> (usize, Option<u64>) {
-    let mut expected = next;
-    for (index, sequence) in sequences.iter().enumerate() {
-        match sequence {
-            Some(found) if *found != expected => return (index, Some(*found)),
-            _ => expected += 1,
-        }
-    }
-    (sequences.len(), None)
-}
-
-/// Take over (or restart) the partition's consumer for `claim`, retrying
-/// while JetStream is unavailable; None once the claim is lost or at
-/// shutdown.
-async fn open_consumer(
-    js: &jetstream::Context,
-    def: &ConsumerDef,
-    claim: &Claim,
-    shutdown: &Shutdown,
-) -> Option<jetstream::consumer::PullConsumer> {
-    loop {
-        if !claim.is_valid() || shutdown.is_triggered() {
-            return None;
-        }
-        match take_over_consumer(js, def, claim.partition, claim.epoch).await {
-            Ok(consumer) => return Some(consumer),
-            Err(error) if error.is::<crate::topology::Superseded>() => {
-                tracing::warn!(%error, "a newer owner took the partition over");
-                claim.revoke();
-                return None;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "consumer not ready, retrying");
-                tokio::select! {
-                    _ = shutdown.wait() => return None,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
             }
         }
     }
@@ -531,21 +462,6 @@ pub async fn run_function<H: BatchHandler>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_gap_in_the_consumer_sequence_cuts_the_batch() {
-        assert_eq!(
-            contiguous_prefix(1, &[Some(1), Some(2), Some(3)]),
-            (3, None)
-        );
-        assert_eq!(
-            contiguous_prefix(7, &[Some(7), Some(10), Some(11)]),
-            (1, Some(10))
-        );
-        assert_eq!(contiguous_prefix(7, &[Some(9)]), (0, Some(9)));
-        assert_eq!(contiguous_prefix(4, &[None, Some(5)]), (2, None));
-        assert_eq!(contiguous_prefix(4, &[]), (0, None));
-    }
 
     /// Fails transiently for any batch containing the poison payload, or for
     /// the first `flaky` calls.

@@ -188,8 +188,6 @@ pub struct Superseded(pub String);
 /// deleting theirs fences them off (see [`epoch_durable_name`]). Messages
 /// above the floor that were acked individually come again too; handlers are
 /// idempotent. Fails if a newer owner's consumer exists: this claim is stale.
-/// Called again by the same owner, it restarts its own consumer at its ack
-/// floor (see `run_partition`: messages delivered but never received).
 pub async fn take_over_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
@@ -208,13 +206,19 @@ pub async fn take_over_consumer(
         let listed = listed.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
         match consumer_epoch(def, partition, &listed) {
             Some(other) if other > epoch => return Err(Superseded(listed).into()),
+            Some(other) if other == epoch => {
+                // Ours already (a retried take-over): keep its progress.
+                return stream
+                    .get_consumer(&listed)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("open consumer {listed}: {error}"));
+            }
             Some(_) => earlier.push(listed),
             None => {}
         }
     }
     // Everything up to the highest floor was handled: each consumer began
-    // where the one before it had got to. (Our own, if this owner restarts
-    // its consumer, is among them.)
+    // where the one before it had got to.
     let mut floor = 0;
     for old in &earlier {
         let info = stream
