@@ -455,7 +455,19 @@ pub struct Offline {
     pub tokens: kv::Store,
     pub providers: Arc<Providers>,
     pub settings: Settings,
-    wakers: Mutex<HashMap<u32, Arc<Notify>>>,
+    partitions: Mutex<HashMap<u32, Arc<PartitionSync>>>,
+}
+
+/// What the batch handler and the outbox task of one partition share.
+#[derive(Default)]
+struct PartitionSync {
+    /// Wakes the outbox when a batch may have made something due.
+    wake: Notify,
+    /// Held across read–decide–write of the coalescing states: a flush
+    /// clearing a state and a batch adding to it must not interleave, or
+    /// the batch writes back what the flush just cleared and the same
+    /// messages are notified twice.
+    writes: Mutex<()>,
 }
 
 fn now_ms() -> i64 {
@@ -463,8 +475,8 @@ fn now_ms() -> i64 {
 }
 
 impl Offline {
-    fn waker(&self, partition: u32) -> Arc<Notify> {
-        self.wakers
+    fn partition_sync(&self, partition: u32) -> Arc<PartitionSync> {
+        self.partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .entry(partition)
@@ -536,6 +548,8 @@ impl Offline {
 
     /// Turn the partition's due states into outbox records.
     fn flush_due(&self, claim: &Claim) -> Result<usize, StoreError> {
+        let sync = self.partition_sync(claim.partition);
+        let _writes = sync.writes.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
         let due = self.store.due_states(claim.partition, now, 200)?;
         if due.is_empty() {
@@ -680,14 +694,14 @@ impl Offline {
             Ok(json!({"ok": true, "status": status}))
         })
         .await;
-        self.waker(claim.partition).notify_one();
+        self.partition_sync(claim.partition).wake.notify_one();
         result.unwrap_or_else(|error| json!({"ok": false, "reason": error.to_string()}))
     }
 
     /// The owner's loop for one partition: flush due states, send ready
     /// notifications concurrently, record outcomes as they come.
     async fn run_outbox(self: &Arc<Self>, claim: Claim, shutdown: Shutdown) {
-        let waker = self.waker(claim.partition);
+        let sync = self.partition_sync(claim.partition);
         let (results_tx, mut results_rx) =
             tokio::sync::mpsc::unbounded_channel::<(NotificationRecord, SendOutcome)>();
         let mut in_flight: HashSet<String> = HashSet::new();
@@ -774,7 +788,7 @@ impl Offline {
                         let _ = client.publish(reply, answer.to_string().into()).await;
                     }
                 }
-                _ = waker.notified() => {}
+                _ = sync.wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(wait as u64)) => {}
                 _ = shutdown.wait() => {}
             }
@@ -809,7 +823,9 @@ impl BatchHandler for Handler {
         let store = self.0.store.clone();
         let fence = claim.fence();
         let (partition, settings) = (claim.partition, self.0.settings);
+        let sync = self.0.partition_sync(partition);
         let outcomes = im_runtime::blocking(move || {
+            let _writes = sync.writes.lock().unwrap_or_else(|p| p.into_inner());
             let (effects, outcomes) =
                 decide_batch(store.as_ref(), &batch, partition, now_ms(), &settings)?;
             if !effects.is_empty() {
@@ -818,7 +834,7 @@ impl BatchHandler for Handler {
             Ok(outcomes)
         })
         .await?;
-        self.0.waker(claim.partition).notify_one();
+        self.0.partition_sync(claim.partition).wake.notify_one();
         Ok(outcomes)
     }
 
@@ -854,11 +870,11 @@ pub async fn run(
     let registry = Arc::new(Mutex::new(Registry::default()));
     // A restarted owner must not flush what is due before it knows the
     // devices: it would find none and the notification would be lost.
-    let view = (tokens.clone(), registry.clone());
+    let (bucket, view) = (tokens.clone(), registry.clone());
     im_runtime::presence::follow_until_current(
         "push registrations",
         Duration::from_secs(10),
-        move |signal| registry::watch(view.0, view.1, Some(signal)),
+        move |signal| registry::watch(bucket, view, Some(signal)),
     )
     .await;
     tracing::info!(providers = ?providers.names(), "offline providers configured");
@@ -873,7 +889,7 @@ pub async fn run(
         tokens,
         providers: Arc::new(providers),
         settings,
-        wakers: Mutex::default(),
+        partitions: Mutex::default(),
     });
     im_runtime::run_function(
         client,
