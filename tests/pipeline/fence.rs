@@ -23,12 +23,18 @@ fn accepted(id: &str, event_type: &str, data: serde_json::Value) -> Incoming {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
+/// A nats-server of the test's own with the pipeline's streams.
+async fn jetstream() -> (NatsServer, async_nats::jetstream::Context) {
     let nats = NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     im_runtime::topology::ensure_streams(&js).await.unwrap();
+    (nats, js)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
+    let (_nats, js) = jetstream().await;
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn ConversationStore> = Arc::new(
         im_store::sqlite::conversations_in(dir.path(), Some(im_store::sqlite::Durability::Normal))
@@ -91,10 +97,7 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
 async fn a_stale_owner_cannot_fetch_through_its_successors_consumer() {
     use futures::StreamExt;
     use im_runtime::topology::{take_over_consumer, topology};
-    let nats = NatsServer::start().unwrap();
-    let client = async_nats::connect(nats.url()).await.unwrap();
-    let js = async_nats::jetstream::new(client);
-    im_runtime::topology::ensure_streams(&js).await.unwrap();
+    let (_nats, js) = jetstream().await;
     let def = topology().consumer("unread").unwrap().clone();
     for n in 1..=6 {
         js.publish(format!("im.delivery.5.message.{n}"), format!("{n}").into())

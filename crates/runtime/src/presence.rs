@@ -59,9 +59,8 @@ impl Presence {
 pub async fn watch_device_keys(
     bucket: kv::Store,
     mut apply: impl FnMut(&str, &str, &kv::Entry) + Send,
-    caught_up: Option<tokio::sync::oneshot::Sender<()>>,
+    mut caught_up: Option<tokio::sync::oneshot::Sender<()>>,
 ) -> anyhow::Result<()> {
-    let mut caught_up = caught_up;
     let empty = bucket
         .stream
         .get_info()

@@ -200,32 +200,29 @@ pub async fn take_over_consumer(
         .await
         .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
     let name = epoch_durable_name(def, partition, epoch);
+    // One listing gives every consumer's name and ack floor.
     let mut earlier = Vec::new();
-    let mut names = stream.consumer_names();
-    while let Some(listed) = names.next().await {
-        let listed = listed.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
-        match consumer_epoch(def, partition, &listed) {
-            Some(other) if other > epoch => return Err(Superseded(listed).into()),
-            Some(other) if other == epoch => {
-                // Ours already (a retried take-over): keep its progress.
-                return stream
-                    .get_consumer(&listed)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("open consumer {listed}: {error}"));
-            }
-            Some(_) => earlier.push(listed),
-            None => {}
-        }
-    }
     // Everything up to the highest floor was handled: each consumer began
     // where the one before it had got to.
     let mut floor = 0;
-    for old in &earlier {
-        let info = stream
-            .consumer_info(old)
-            .await
-            .map_err(|error| anyhow::anyhow!("read consumer {old}: {error}"))?;
-        floor = floor.max(info.ack_floor.stream_sequence);
+    let mut consumers = stream.consumers();
+    while let Some(info) = consumers.next().await {
+        let info = info.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
+        match consumer_epoch(def, partition, &info.name) {
+            Some(other) if other > epoch => return Err(Superseded(info.name).into()),
+            Some(other) if other == epoch => {
+                // Ours already (a retried take-over): keep its progress.
+                return stream
+                    .get_consumer(&info.name)
+                    .await
+                    .map_err(|error| anyhow::anyhow!("open consumer {}: {error}", info.name));
+            }
+            Some(_) => {
+                floor = floor.max(info.ack_floor.stream_sequence);
+                earlier.push(info.name);
+            }
+            None => {}
+        }
     }
     for old in &earlier {
         stream
