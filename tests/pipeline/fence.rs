@@ -20,6 +20,7 @@ fn accepted(id: &str, event_type: &str, data: serde_json::Value) -> Incoming {
         stream_seq: 1,
         delivered: 1,
         published_ms: 1_767_225_600_000,
+        held_ms: 0,
     }
 }
 
@@ -177,4 +178,186 @@ async fn a_stale_owner_cannot_fetch_through_its_successors_consumer() {
     let mut names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
     names.sort();
     assert_eq!(names, ["unread-p2-e3", "unread-p5-e10"]);
+    // A claimant at epoch 7 listed before epoch 10 created its consumer, and
+    // created its own only afterwards: left alone, nobody would ever read it
+    // and its messages would stay pending. The newer owner's next look
+    // (every take-over checks again after creating) removes it.
+    let mut late = im_runtime::topology::consumer_config(&def, 5);
+    late.durable_name = Some(im_runtime::topology::epoch_durable_name(&def, 5, 7));
+    stream.create_consumer(late).await.unwrap();
+    take_over_consumer(&js, &def, 5, 10).await.unwrap();
+    let mut names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    names.sort();
+    assert_eq!(
+        names,
+        ["unread-p2-e3", "unread-p5-e10"],
+        "the late consumer is gone"
+    );
+}
+
+/// A delivery JetStream handed out that never reached the owner (a
+/// connection that died mid-fetch; here another puller takes it and never
+/// acknowledges it) comes back only after `ack_wait` (10 s), behind newer
+/// messages. The real unread handler holds the newer ones of that user's
+/// conversation until it arrives, so the sync log stays in seq order and the
+/// late one is not taken for a duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_lost_on_its_way_is_waited_for_not_skipped() {
+    use futures::StreamExt;
+    use im_events::{
+        CommittedMessage, ConversationChanged, ConversationKind, Delivery, DeliveryData,
+        DeliveryPayload, Diffusion, MessageKind, TimelineEvent,
+    };
+    use im_runtime::Outcome;
+    use im_store::UserStore;
+    use std::time::Duration;
+
+    /// The real unread handler, made to stall on the batch with seq 2 so
+    /// that another puller can take the next delivery.
+    struct Stalling {
+        inner: im_unread::Unread,
+        release: tokio::sync::Notify,
+        stalled: std::sync::atomic::AtomicBool,
+    }
+    impl BatchHandler for Stalling {
+        async fn handle(
+            &self,
+            claim: &Claim,
+            batch: Vec<Incoming>,
+        ) -> Result<Vec<Outcome>, HandlerError> {
+            let has_two = batch
+                .iter()
+                .any(|m| String::from_utf8_lossy(&m.payload).contains("\"message_id\":\"m2\""));
+            if has_two && !self.stalled.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                self.release.notified().await;
+            }
+            self.inner.handle(claim, batch).await
+        }
+    }
+
+    let (_nats, js) = jetstream().await;
+    let client = async_nats::connect(_nats.url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        im_store::sqlite::SqliteUserStore::open_writer(
+            &dir.path().join("users.db"),
+            im_store::sqlite::Durability::Normal,
+        )
+        .unwrap(),
+    );
+    let handler = Arc::new(Stalling {
+        inner: im_unread::Unread {
+            store: store.clone(),
+            client: None,
+            conversations: None,
+        },
+        release: tokio::sync::Notify::new(),
+        stalled: std::sync::atomic::AtomicBool::new(false),
+    });
+    let shutdown = im_runtime::Shutdown::new();
+    let runner = tokio::spawn(im_runtime::run_function(
+        client,
+        "unread",
+        "test-owner".into(),
+        Duration::from_secs(6),
+        handler.clone(),
+        shutdown.clone(),
+    ));
+    let publish = |event: TimelineEvent| {
+        let js = js.clone();
+        async move {
+            let delivery = Delivery::new(
+                "urn:test",
+                event.effect_key(),
+                "2026-01-01T00:00:00.000Z",
+                DeliveryPayload::Delivery(DeliveryData {
+                    users: vec!["u".into()],
+                    event,
+                }),
+            );
+            js.publish(
+                "im.delivery.5.message",
+                serde_json::to_vec(&delivery).unwrap().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    };
+    let message = |seq: u64| {
+        TimelineEvent::Committed(CommittedMessage {
+            message_id: format!("m{seq}"),
+            conversation_id: "g:late".into(),
+            seq,
+            sender_id: "x".into(),
+            source: "urn:test".into(),
+            event_id: format!("e{seq}"),
+            sent_at: "2026-01-01T00:00:00.000Z".into(),
+            kind: MessageKind::Text,
+            body: json!({"text": seq}),
+            mentions: vec![],
+            diffusion: Diffusion::Write,
+        })
+    };
+    let log = || -> Vec<u64> {
+        store
+            .sync_items("u", 0, 100)
+            .unwrap()
+            .iter()
+            .filter(|r| r.item["type"] == "message")
+            .map(|r| r.item["seq"].as_u64().unwrap())
+            .collect()
+    };
+    publish(TimelineEvent::Changed(ConversationChanged {
+        conversation_id: "g:late".into(),
+        kind: ConversationKind::Group,
+        title: None,
+        added: vec!["u".into(), "x".into()],
+        removed: vec![],
+        at_seq: 0,
+        diffusion: Diffusion::Write,
+        mode_changed: false,
+        members: vec![],
+        source: "urn:test".into(),
+        event_id: "create".into(),
+    }))
+    .await;
+    publish(message(1)).await;
+    im_pipeline_tests::eventually(Duration::from_secs(15), || (log() == [1]).then_some(())).await;
+    publish(message(2)).await;
+    // The owner is now stalled on the batch with 2; another puller takes 3
+    // from the owner's consumer and never acknowledges it.
+    let stream = js.get_stream("IM_DELIVERY").await.unwrap();
+    let names: Vec<String> = stream.consumer_names().map(|n| n.unwrap()).collect().await;
+    let name = names
+        .into_iter()
+        .find(|n| n.starts_with("unread-p5-e"))
+        .expect("the owner's consumer");
+    publish(message(3)).await;
+    let thief: async_nats::jetstream::consumer::PullConsumer =
+        stream.get_consumer(&name).await.unwrap();
+    let mut taken = thief
+        .fetch()
+        .max_messages(1)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    let stolen = taken.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&stolen.payload).contains("\"message_id\":\"m3\""));
+    drop(taken);
+    publish(message(4)).await;
+    publish(message(5)).await;
+    handler.release.notify_one();
+    // 4 and 5 wait for 3; JetStream redelivers 3 after ack_wait (10 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(log(), [1, 2], "4 and 5 did not overtake 3");
+    im_pipeline_tests::eventually(Duration::from_secs(25), || (log().len() == 5).then_some(()))
+        .await;
+    assert_eq!(log(), [1, 2, 3, 4, 5]);
+    let row = store.user_conversation("u", "g:late").unwrap().unwrap();
+    assert_eq!((row.last_seq, row.unread()), (5, 5));
+    shutdown.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(10), runner).await;
 }

@@ -600,8 +600,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|p| p.into_inner())
         .clone_view();
     let mut violations: Vec<String> = Vec::new();
-    if !settled {
-        violations.push("the pipeline did not settle within 120 s after the load".into());
+    if let Err(busy) = settled {
+        violations.push(format!(
+            "the pipeline did not settle within 120 s after the load; still busy: {}",
+            busy.join(", ")
+        ));
     }
     let unacked: Vec<&String> = ledger
         .sent

@@ -138,29 +138,36 @@ pub async fn wait_port(port: u16, timeout: Duration) -> bool {
 }
 
 /// Wait until no consumer has anything pending or unacknowledged.
-pub async fn quiesce(js: &jetstream::Context, timeout: Duration) -> bool {
+pub async fn quiesce(js: &jetstream::Context, timeout: Duration) -> Result<(), Vec<String>> {
     let deadline = Instant::now() + timeout;
     let mut calm = 0;
+    let mut busy = Vec::new();
     while Instant::now() < deadline {
-        let mut busy = false;
+        busy.clear();
         for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
             let Ok(stream) = js.get_stream(stream).await else {
-                busy = true;
+                busy.push(format!("{stream}: no answer"));
                 continue;
             };
             let mut consumers = stream.consumers();
             while let Some(info) = consumers.next().await {
                 match info {
                     Ok(info) if info.num_pending == 0 && info.num_ack_pending == 0 => {}
-                    _ => busy = true,
+                    Ok(info) => busy.push(format!(
+                        "{} ({} pending, {} unacked)",
+                        info.name, info.num_pending, info.num_ack_pending
+                    )),
+                    Err(error) => {
+                        busy.push(format!("{}: {error}", stream.cached_info().config.name))
+                    }
                 }
             }
         }
-        calm = if busy { 0 } else { calm + 1 };
+        calm = if busy.is_empty() { calm + 1 } else { 0 };
         if calm >= 4 {
-            return true;
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    false
+    Err(busy)
 }

@@ -79,6 +79,9 @@ fn incoming(subject: String, payload: Bytes, stream_seq: u64, published_ms: i64)
         stream_seq,
         delivered: 1,
         published_ms,
+        // Replay derives everything in order from IM_INGEST: there is no
+        // earlier message worth waiting for.
+        held_ms: u64::MAX,
     }
 }
 
@@ -283,6 +286,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
                         stream_seq: seq,
                         delivered: 1,
                         published_ms: published,
+                        held_ms: u64::MAX,
                     });
                     finished = seq >= last;
                 }

@@ -17,7 +17,7 @@ use crate::topology::{ensure_streams, take_over_consumer, topology, ConsumerDef}
 use crate::Shutdown;
 
 /// One message as the handler sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Incoming {
     pub subject: String,
     pub headers: Vec<(String, String)>,
@@ -26,6 +26,16 @@ pub struct Incoming {
     pub delivered: i64,
     /// When JetStream stored the message (unix ms): stable under replay.
     pub published_ms: i64,
+    /// How long the handler has been holding this message back
+    /// ([`Outcome::Hold`]); 0 the first time it sees it.
+    pub held_ms: u64,
+}
+
+/// How long a handler may hold a message back waiting for an earlier one:
+/// long enough for JetStream to redeliver a message that was lost on its way
+/// (after `ack_wait`), with room to spare.
+pub fn hold_limit() -> Duration {
+    Duration::from_secs(topology().consumer_defaults.ack_wait_secs * 3)
 }
 
 /// A message's identity, for the rejection event, where readable.
@@ -49,6 +59,13 @@ pub enum Outcome {
         error: im_events::EventError,
         identity: Identity,
     },
+    /// An earlier message this one must follow has not arrived yet (JetStream
+    /// redelivers one lost on its way only after `ack_wait`, behind newer
+    /// ones; a publish retried across a leader change lands after the ones
+    /// that followed it). The runtime keeps it, unacknowledged and marked in
+    /// progress, and hands it back with the next batch, first, with
+    /// `held_ms` set; a handler stops holding after [`hold_limit`].
+    Hold,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +212,11 @@ async fn run_partition<H: BatchHandler>(
             }
         }
     };
+    // Messages the handler held back (Outcome::Hold), oldest first, with
+    // when it first held each.
+    let mut held: Vec<(jetstream::Message, Instant)> = Vec::new();
+    let mut last_progress = Instant::now();
+    let mut last_retry = Instant::now();
     while claim.is_valid() && !shutdown.is_triggered() {
         let fetched = consumer
             .fetch()
@@ -210,23 +232,41 @@ async fn run_partition<H: BatchHandler>(
                 continue;
             }
         };
-        let mut messages = Vec::new();
+        let mut fresh = Vec::new();
         while let Some(next) = stream.next().await {
             match next {
-                Ok(message) => messages.push(message),
+                Ok(message) => fresh.push(message),
                 Err(error) => {
                     tracing::debug!(%error, "fetch ended");
                     break;
                 }
             }
         }
-        if messages.is_empty() {
+        if !held.is_empty() && last_progress.elapsed() >= HELD_PROGRESS_EVERY {
+            for (message, _) in &held {
+                let _ = message.ack_with(AckKind::Progress).await;
+            }
+            last_progress = Instant::now();
+        }
+        if fresh.is_empty() && (held.is_empty() || last_retry.elapsed() < HELD_RETRY_EVERY) {
             continue;
+        }
+        last_retry = Instant::now();
+        let mut messages = Vec::with_capacity(held.len() + fresh.len());
+        let mut held_since = Vec::with_capacity(held.len() + fresh.len());
+        for (message, since) in held.drain(..) {
+            messages.push(message);
+            held_since.push(Some(since));
+        }
+        for message in fresh {
+            messages.push(message);
+            held_since.push(None);
         }
         let started = Instant::now();
         let incoming: Vec<Incoming> = messages
             .iter()
-            .map(|message| {
+            .zip(&held_since)
+            .map(|(message, since)| {
                 let info = message.info().ok();
                 Incoming {
                     subject: message.subject.to_string(),
@@ -238,6 +278,7 @@ async fn run_partition<H: BatchHandler>(
                         .as_ref()
                         .map(|i| i.published.timestamp_millis())
                         .unwrap_or(0),
+                    held_ms: since.map_or(0, |since| since.elapsed().as_millis() as u64),
                 }
             })
             .collect();
@@ -264,8 +305,17 @@ async fn run_partition<H: BatchHandler>(
             .record(started.elapsed().as_secs_f64());
         match result {
             Ok(outcomes) => {
-                for ((message, incoming), outcome) in messages.iter().zip(&incoming).zip(outcomes) {
-                    settle(&js, &def, message, incoming, outcome).await;
+                for (((message, incoming), outcome), since) in messages
+                    .into_iter()
+                    .zip(&incoming)
+                    .zip(outcomes)
+                    .zip(held_since)
+                {
+                    if let Outcome::Hold = outcome {
+                        held.push((message, since.unwrap_or_else(Instant::now)));
+                        continue;
+                    }
+                    settle(&js, &def, &message, incoming, outcome).await;
                 }
             }
             Err(HandlerError::Fenced(reason)) => {
@@ -285,7 +335,16 @@ async fn run_partition<H: BatchHandler>(
             }
         }
     }
+    // Whoever owns the partition next takes what is still held.
+    for (message, _) in &held {
+        let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
 }
+
+/// How often held messages are marked in progress (well within `ack_wait`).
+const HELD_PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How often held messages are handed back when nothing new arrives.
+const HELD_RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Handle a batch, retrying transient failures in place so that nothing
 /// behind it overtakes it: naking and fetching on would reorder a key's
@@ -377,6 +436,11 @@ async fn settle(
         Outcome::Done => {
             metrics::counter!(PROCESSED, "function" => function.clone()).increment(1);
             let _ = message.ack().await;
+            return;
+        }
+        Outcome::Hold => {
+            // The loop keeps held messages; anywhere else, JetStream does.
+            let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
         Outcome::Retry(reason) => letter(
@@ -492,6 +556,7 @@ mod tests {
             stream_seq: 1,
             delivered: 1,
             published_ms: 0,
+            held_ms: 0,
         }
     }
 

@@ -22,7 +22,8 @@ pub mod topology;
 
 pub use config::CommonArgs;
 pub use consumer::{
-    blocking, parse_internal, run_function, BatchHandler, HandlerError, Incoming, Outcome,
+    blocking, hold_limit, parse_internal, run_function, BatchHandler, HandlerError, Incoming,
+    Outcome,
 };
 pub use lease::Claim;
 pub use shutdown::Shutdown;

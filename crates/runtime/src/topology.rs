@@ -194,53 +194,82 @@ pub async fn take_over_consumer(
     partition: u32,
     epoch: u64,
 ) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
-    use futures::StreamExt;
     let stream = js
         .get_stream(&def.stream)
         .await
         .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
     let name = epoch_durable_name(def, partition, epoch);
-    // One listing gives every consumer's name and ack floor.
-    let mut earlier = Vec::new();
-    // Everything up to the highest floor was handled: each consumer began
-    // where the one before it had got to.
-    let mut floor = 0;
+    let before = partition_consumers(&stream, def, partition).await?;
+    if let Some((newer, _)) = before.iter().find(|(e, _)| *e > epoch) {
+        return Err(Superseded(epoch_durable_name(def, partition, *newer)).into());
+    }
+    let consumer = if before.iter().any(|(e, _)| *e == epoch) {
+        // Ours already (a retried take-over): keep its progress.
+        stream
+            .get_consumer(&name)
+            .await
+            .map_err(|error| anyhow::anyhow!("open consumer {name}: {error}"))?
+    } else {
+        // Everything up to the highest floor was handled: each consumer
+        // began where the one before it had got to.
+        let floor = before.iter().map(|(_, floor)| *floor).max().unwrap_or(0);
+        let mut config = consumer_config(def, partition);
+        config.durable_name = Some(name.clone());
+        if floor > 0 {
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: floor + 1,
+            };
+        }
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|error| anyhow::anyhow!("create consumer {name}: {error}"))?
+    };
+    // Look again now that ours exists. Two claimants each list, then create:
+    // the older one's consumer may appear after the newer one listed. Each
+    // deletes what is older than its own after creating it, and the older
+    // one, seeing the newer, deletes its own and gives up; so whichever
+    // created last sees the other, and no consumer is left behind that
+    // nobody reads (it would hold its messages pending forever).
+    let after = partition_consumers(&stream, def, partition).await?;
+    if after.iter().any(|(e, _)| *e > epoch) {
+        let _ = stream.delete_consumer(&name).await;
+        return Err(Superseded(name).into());
+    }
+    for (older, _) in after.iter().filter(|(e, _)| *e < epoch) {
+        let old = if *older == 0 {
+            durable_name(def, partition)
+        } else {
+            epoch_durable_name(def, partition, *older)
+        };
+        if let Err(error) = stream.delete_consumer(&old).await {
+            // Gone already (another claimant deleted it) is fine.
+            let left = partition_consumers(&stream, def, partition).await?;
+            if left.iter().any(|(e, _)| e == older) {
+                anyhow::bail!("fence off consumer {old}: {error}");
+            }
+        }
+    }
+    Ok(consumer)
+}
+
+/// Every consumer of this partition, as (epoch, ack floor stream seq), from
+/// one listing.
+async fn partition_consumers(
+    stream: &jetstream::stream::Stream,
+    def: &ConsumerDef,
+    partition: u32,
+) -> anyhow::Result<Vec<(u64, u64)>> {
+    use futures::StreamExt;
+    let mut found = Vec::new();
     let mut consumers = stream.consumers();
     while let Some(info) = consumers.next().await {
         let info = info.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
-        match consumer_epoch(def, partition, &info.name) {
-            Some(other) if other > epoch => return Err(Superseded(info.name).into()),
-            Some(other) if other == epoch => {
-                // Ours already (a retried take-over): keep its progress.
-                return stream
-                    .get_consumer(&info.name)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("open consumer {}: {error}", info.name));
-            }
-            Some(_) => {
-                floor = floor.max(info.ack_floor.stream_sequence);
-                earlier.push(info.name);
-            }
-            None => {}
+        if let Some(epoch) = consumer_epoch(def, partition, &info.name) {
+            found.push((epoch, info.ack_floor.stream_sequence));
         }
     }
-    for old in &earlier {
-        stream
-            .delete_consumer(old)
-            .await
-            .map_err(|error| anyhow::anyhow!("fence off consumer {old}: {error}"))?;
-    }
-    let mut config = consumer_config(def, partition);
-    config.durable_name = Some(name.clone());
-    if floor > 0 {
-        config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-            start_sequence: floor + 1,
-        };
-    }
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|error| anyhow::anyhow!("create consumer {name}: {error}"))
+    Ok(found)
 }
 
 #[cfg(test)]

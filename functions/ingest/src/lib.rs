@@ -284,6 +284,7 @@ mod tests {
             stream_seq: 1,
             delivered: 1,
             published_ms: 1_700_000_000_000,
+            held_ms: 0,
         }
     }
 

@@ -423,6 +423,7 @@ mod batches {
             stream_seq: 1,
             delivered: 1,
             published_ms: NOW,
+            held_ms: 0,
         }
     }
 

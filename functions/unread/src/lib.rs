@@ -185,20 +185,128 @@ fn needs_applied_check(event: &TimelineEvent) -> bool {
     matches!(event, TimelineEvent::Edited(_) | TimelineEvent::Recalled(_))
 }
 
+/// Whether `event` must wait, for the user whose row this is, for an
+/// earlier event of its conversation that has not arrived: a write-diffusion
+/// message past the next seq (every member gets every seq after joining), or
+/// a read mark past the last message. JetStream hands a conversation's
+/// events over in order except across failures (a delivery lost on its way
+/// comes back after `ack_wait`; a publish retried across a leader change
+/// lands behind later ones): applying the later one first would put it
+/// before the earlier in the sync log, and make the earlier look like a
+/// duplicate. Pure.
+pub fn waits_for_earlier(event: &TimelineEvent, row: Option<&UserConversation>) -> bool {
+    match event {
+        TimelineEvent::Committed(message) if message.diffusion == Diffusion::Write => {
+            message.seq > row.map_or(0, |row| row.last_seq) + 1
+        }
+        TimelineEvent::Read(read) => {
+            row.is_none_or(|row| row.diffusion == Diffusion::Write && read.seq > row.last_seq)
+        }
+        _ => false,
+    }
+}
+
+/// A batch's state: rows and sync heads read once and carried forward.
+struct Work<'a> {
+    store: &'a dyn UserStore,
+    states: HashMap<(String, String), UserState>,
+    sync_heads: HashMap<String, u64>,
+    applied_in_batch: std::collections::HashSet<(String, String)>,
+    effects: Vec<UserEffect>,
+}
+
+impl Work<'_> {
+    fn state(&mut self, key: &(String, String)) -> Result<&mut UserState, StoreError> {
+        if !self.states.contains_key(key) {
+            let row = self.store.user_conversation(&key.0, &key.1)?;
+            self.states.insert(
+                key.clone(),
+                UserState {
+                    row,
+                    last_sync_seq: 0,
+                    applied: false,
+                },
+            );
+        }
+        Ok(self.states.get_mut(key).expect("inserted above"))
+    }
+
+    fn waits(&mut self, key: &(String, String), event: &TimelineEvent) -> Result<bool, StoreError> {
+        Ok(waits_for_earlier(event, self.state(key)?.row.as_ref()))
+    }
+
+    fn apply(&mut self, key: &(String, String), event: &TimelineEvent) -> Result<(), StoreError> {
+        let user = &key.0;
+        let head = match self.sync_heads.get(user) {
+            Some(head) => *head,
+            None => self.store.last_sync_seq(user)?,
+        };
+        let applied = if needs_applied_check(event) {
+            let effect_key = (user.clone(), event.effect_key());
+            let applied = self.applied_in_batch.contains(&effect_key)
+                || self.store.effect_applied(user, &effect_key.1)?;
+            self.applied_in_batch.insert(effect_key);
+            applied
+        } else {
+            false
+        };
+        let state = self.state(key)?;
+        state.last_sync_seq = head;
+        state.applied = applied;
+        let (decided, mut next) = decide(user, event, state);
+        next.applied = false;
+        self.sync_heads.insert(user.clone(), next.last_sync_seq);
+        self.states.insert(key.clone(), next);
+        self.effects.extend(decided);
+        Ok(())
+    }
+
+    /// Apply, in order, whatever of `queue` no longer waits.
+    fn release(
+        &mut self,
+        key: &(String, String),
+        queue: &mut Vec<(usize, TimelineEvent)>,
+    ) -> Result<(), StoreError> {
+        while let Some(position) = {
+            let mut found = None;
+            for (position, (_, event)) in queue.iter().enumerate() {
+                if !self.waits(key, event)? {
+                    found = Some(position);
+                    break;
+                }
+            }
+            found
+        } {
+            let (_, event) = queue.remove(position);
+            self.apply(key, &event)?;
+        }
+        Ok(())
+    }
+}
+
 /// Decide a whole batch, reading through the store once per (user,
-/// conversation) and carrying state forward in memory.
+/// conversation) and carrying state forward in memory. An event that must
+/// wait for an earlier one ([`waits_for_earlier`]) waits in the batch, and
+/// follows as soon as the earlier one is applied; if the batch ends first,
+/// its message is held ([`Outcome::Hold`]) and comes back with the next
+/// batch, until it has been held for [`im_runtime::hold_limit`]: then the
+/// earlier one is given up and it is applied as it is.
 pub fn decide_batch(
     store: &dyn UserStore,
     conversations: Option<&dyn ConversationStore>,
     batch: &[Incoming],
 ) -> Result<(Vec<UserEffect>, Vec<Outcome>), StoreError> {
-    let mut states: HashMap<(String, String), UserState> = HashMap::new();
-    let mut sync_heads: HashMap<String, u64> = HashMap::new();
-    let mut applied_in_batch: std::collections::HashSet<(String, String)> =
-        std::collections::HashSet::new();
-    let mut effects = Vec::new();
+    let limit = im_runtime::hold_limit().as_millis() as u64;
+    let mut work = Work {
+        store,
+        states: HashMap::new(),
+        sync_heads: HashMap::new(),
+        applied_in_batch: std::collections::HashSet::new(),
+        effects: Vec::new(),
+    };
+    let mut waiting: HashMap<(String, String), Vec<(usize, TimelineEvent)>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for message in batch {
+    for (index, message) in batch.iter().enumerate() {
         let delivery: Delivery = match im_runtime::parse_internal(message, "delivery") {
             Ok(delivery) => delivery,
             Err(rejected) => {
@@ -209,7 +317,7 @@ pub fn decide_batch(
         let list = match delivery.payload {
             DeliveryPayload::Materialize(request) => {
                 if let Some(conversations) = conversations {
-                    let head = match sync_heads.get(&request.user_id) {
+                    let head = match work.sync_heads.get(&request.user_id) {
                         Some(head) => *head,
                         None => store.last_sync_seq(&request.user_id)?,
                     };
@@ -218,48 +326,40 @@ pub fn decide_batch(
                         conversations,
                         &request.user_id,
                         head,
-                        &mut states,
-                        &mut effects,
+                        &mut work.states,
+                        &mut work.effects,
                     )?;
-                    sync_heads.insert(request.user_id.clone(), head);
+                    work.sync_heads.insert(request.user_id.clone(), head);
                 }
                 outcomes.push(Outcome::Done);
                 continue;
             }
             payload => payload.into_data(),
         };
+        let patient = message.held_ms < limit;
         for data in list {
             let conversation_id = data.event.conversation_id().to_string();
             for user in &data.users {
                 let key = (user.clone(), conversation_id.clone());
-                let mut state = match states.remove(&key) {
-                    Some(state) => state,
-                    None => UserState {
-                        row: store.user_conversation(user, &conversation_id)?,
-                        last_sync_seq: 0,
-                        applied: false,
-                    },
-                };
-                state.last_sync_seq = match sync_heads.get(user) {
-                    Some(head) => *head,
-                    None => store.last_sync_seq(user)?,
-                };
-                if needs_applied_check(&data.event) {
-                    let effect_key = (user.clone(), data.event.effect_key());
-                    state.applied = applied_in_batch.contains(&effect_key)
-                        || store.effect_applied(user, &effect_key.1)?;
-                    applied_in_batch.insert(effect_key);
+                if patient && work.waits(&key, &data.event)? {
+                    waiting
+                        .entry(key)
+                        .or_default()
+                        .push((index, data.event.clone()));
+                    continue;
                 }
-                let (decided, mut next) = decide(user, &data.event, &state);
-                sync_heads.insert(user.clone(), next.last_sync_seq);
-                next.applied = false;
-                states.insert(key, next);
-                effects.extend(decided);
+                work.apply(&key, &data.event)?;
+                if let Some(queue) = waiting.get_mut(&key) {
+                    work.release(&key, queue)?;
+                }
             }
         }
         outcomes.push(Outcome::Done);
     }
-    Ok((effects, outcomes))
+    for (index, _) in waiting.values().flatten() {
+        outcomes[*index] = Outcome::Hold;
+    }
+    Ok((work.effects, outcomes))
 }
 
 /// Most messages one materialization copies per conversation; the device
@@ -505,6 +605,148 @@ mod tests {
             };
         }
         (state, all)
+    }
+
+    /// A real store, and a batch runner that applies what it decides.
+    struct Batches {
+        _dir: tempfile::TempDir,
+        store: im_store::sqlite::SqliteUserStore,
+    }
+
+    impl Batches {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let store = im_store::sqlite::SqliteUserStore::open_writer(
+                &dir.path().join("users.db"),
+                Default::default(),
+            )
+            .unwrap();
+            Batches { _dir: dir, store }
+        }
+
+        /// Each event a delivery to "u"; `held_ms` as the runtime would set it.
+        fn run(&self, events: &[(TimelineEvent, u64)]) -> Vec<Outcome> {
+            let batch: Vec<Incoming> = events
+                .iter()
+                .map(|(event, held_ms)| {
+                    let delivery = Delivery::new(
+                        "test",
+                        event.effect_key(),
+                        "t",
+                        DeliveryPayload::Delivery(im_events::DeliveryData {
+                            users: vec!["u".into()],
+                            event: event.clone(),
+                        }),
+                    );
+                    Incoming {
+                        subject: "im.delivery.p0".into(),
+                        payload: serde_json::to_vec(&delivery).unwrap().into(),
+                        held_ms: *held_ms,
+                        ..Incoming::default()
+                    }
+                })
+                .collect();
+            let (effects, outcomes) = decide_batch(&self.store, None, &batch).unwrap();
+            let fence = im_store::Fence {
+                scope: FUNCTION.into(),
+                partition: 0,
+                epoch: 1,
+            };
+            self.store.apply(&fence, &effects).unwrap();
+            outcomes
+        }
+
+        /// The seqs of the message items in the sync log, in log order.
+        fn log(&self) -> Vec<u64> {
+            self.store
+                .sync_items("u", 0, 1000)
+                .unwrap()
+                .iter()
+                .filter(|r| r.item["type"] == "message")
+                .map(|r| r.item["seq"].as_u64().unwrap())
+                .collect()
+        }
+
+        fn row(&self) -> UserConversation {
+            self.store.user_conversation("u", "c").unwrap().unwrap()
+        }
+    }
+
+    fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Done => "done",
+                Outcome::Hold => "hold",
+                _ => "other",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_later_message_waits_in_the_batch_for_an_earlier_one() {
+        let b = Batches::new();
+        let outcomes = b.run(&[
+            (joined("u", 0), 0),
+            (message(1, "x"), 0),
+            (message(3, "x"), 0),
+            (read(3, "r"), 0),
+            (message(2, "x"), 0),
+        ]);
+        assert_eq!(kinds(&outcomes), ["done"; 5]);
+        assert_eq!(b.log(), [1, 2, 3], "the sync log is in seq order");
+        let row = b.row();
+        assert_eq!((row.last_seq, row.read_seq), (3, 3), "the mark waited too");
+    }
+
+    #[test]
+    fn a_message_held_across_batches_follows_the_earlier_one() {
+        let b = Batches::new();
+        let outcomes = b.run(&[
+            (joined("u", 0), 0),
+            (message(1, "x"), 0),
+            (message(3, "x"), 0),
+        ]);
+        assert_eq!(kinds(&outcomes), ["done", "done", "hold"]);
+        assert_eq!(b.log(), [1]);
+        // The runtime hands the held one back first; the missing one follows.
+        let outcomes = b.run(&[
+            (message(3, "x"), 1_000),
+            (message(2, "x"), 0),
+            (message(4, "x"), 0),
+        ]);
+        assert_eq!(kinds(&outcomes), ["done"; 3]);
+        assert_eq!(b.log(), [1, 2, 3, 4]);
+        // A copy that comes again changes nothing.
+        let outcomes = b.run(&[(message(3, "x"), 0)]);
+        assert_eq!(kinds(&outcomes), ["done"]);
+        assert_eq!(b.log(), [1, 2, 3, 4]);
+        assert_eq!(b.row().unread(), 4);
+    }
+
+    #[test]
+    fn after_the_hold_limit_the_missing_message_is_given_up() {
+        let b = Batches::new();
+        b.run(&[(joined("u", 0), 0), (message(1, "x"), 0)]);
+        let limit = im_runtime::hold_limit().as_millis() as u64;
+        assert_eq!(kinds(&b.run(&[(message(3, "x"), limit - 1)])), ["hold"]);
+        assert_eq!(kinds(&b.run(&[(message(3, "x"), limit)])), ["done"]);
+        assert_eq!(b.log(), [1, 3]);
+        assert_eq!(b.row().unread(), 3, "the count still covers seq 2");
+        // Too late: it would break the order, so it is not appended.
+        b.run(&[(message(2, "x"), 0)]);
+        assert_eq!(b.log(), [1, 3]);
+    }
+
+    #[test]
+    fn a_message_waits_for_the_membership_that_admits_it() {
+        let b = Batches::new();
+        // The join (at seq 7) arrives after the first message sent after it.
+        let outcomes = b.run(&[(message(8, "x"), 0), (joined("u", 7), 0)]);
+        assert_eq!(kinds(&outcomes), ["done", "done"]);
+        let row = b.row();
+        assert_eq!((row.joined_seq, row.last_seq, row.unread()), (7, 8, 1));
+        assert_eq!(b.log(), [8]);
     }
 
     #[test]
