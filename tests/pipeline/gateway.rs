@@ -716,3 +716,67 @@ async fn silent_connections_close_and_connections_per_user_are_limited() {
         Some(json!("closed"))
     );
 }
+
+/// Pushes reach a user's devices on whichever gateways hold them: presence
+/// names each device's gateway, push publishes once per gateway, and each
+/// gateway hands frames to its own connections (never back to the sending
+/// device). Typing crosses gateways too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_on_two_gateways_each_get_their_pushes() {
+    let mut pipeline = Pipeline::start().await;
+    let first = pipeline.start_gateway("gateway-a", &[]).await;
+    let second = pipeline.start_gateway("gateway-b", &[]).await;
+    pipeline
+        .create_group(
+            "g:two",
+            &["ann".to_string(), "ben".to_string(), "cid".to_string()],
+        )
+        .await;
+    pipeline.settle(WAIT).await;
+    let mut ann_phone = Device::connect(first, "ann", "phone").await;
+    let mut ann_laptop = Device::connect(second, "ann", "laptop").await;
+    let mut ben = Device::connect(second, "ben", "phone").await;
+    let mut cid = Device::connect(first, "cid", "phone").await;
+    pipeline
+        .wait_online(&[
+            ("ann", "phone"),
+            ("ann", "laptop"),
+            ("ben", "phone"),
+            ("cid", "phone"),
+        ])
+        .await;
+    ben.send(send("g:two", "b1", "hello both gateways")).await;
+    let ack = ben.expect("ack", WAIT).await;
+    for device in [&mut ann_phone, &mut ann_laptop, &mut cid] {
+        let message = device.expect("message", WAIT).await;
+        assert_eq!(message["seq"], ack["seq"]);
+        assert_eq!(message["body"]["text"], "hello both gateways");
+        let unread = device.expect("unread", WAIT).await;
+        assert_eq!(unread["unread"], 1);
+    }
+    // Ann's phone writes: her laptop (other gateway) gets it, the phone not.
+    ann_phone.send(send("g:two", "a1", "from the phone")).await;
+    ann_phone.expect("ack", WAIT).await;
+    let echoed = ann_laptop.expect("message", WAIT).await;
+    assert_eq!(echoed["body"]["text"], "from the phone");
+    assert_eq!(
+        ben.expect("message", WAIT).await["body"]["text"],
+        "from the phone"
+    );
+    while let Some(frame) = ann_phone.next(Duration::from_millis(500)).await {
+        assert_ne!(
+            frame["op"], "message",
+            "the sending device got its own message: {frame}"
+        );
+    }
+    // Typing on gateway-b reaches ann on both gateways and cid on gateway-a.
+    ben.send(json!({"op": "typing", "conversation_id": "g:two"}))
+        .await;
+    for device in [&mut ann_phone, &mut ann_laptop, &mut cid] {
+        let typing = device.expect("typing", WAIT).await;
+        assert_eq!(typing["user_id"], "ben");
+    }
+    while let Some(frame) = ben.next(Duration::from_millis(500)).await {
+        assert_ne!(frame["op"], "typing", "the typist got its own typing frame");
+    }
+}

@@ -58,12 +58,29 @@ pub fn push_subject(partition: u32) -> String {
     format!("im.push.{partition}")
 }
 
-/// Core NATS: frames for every device of `user`, on whichever gateway holds
-/// them. User ids may hold '.', which would split the subject, so the id is
-/// hex-encoded into one token.
-pub fn user_subject(user: &str) -> String {
-    format!("im.user.{}", hex(user))
+/// Core NATS: frames for the devices of `user` that `gateway` holds (push
+/// finds the gateways in presence). Each gateway subscribes once to
+/// [`gateway_users_wildcard`] instead of once per user: one subscription,
+/// not one channel and task per connected user. User ids may hold '.',
+/// which would split the subject, so the id is hex-encoded into one token.
+pub fn gateway_user_subject(gateway: &str, user: &str) -> String {
+    format!("im.gw.{gateway}.user.{}", hex(user))
 }
+
+/// What a gateway subscribes to for the pushes of its users.
+pub fn gateway_users_wildcard(gateway: &str) -> String {
+    format!("im.gw.{gateway}.user.*")
+}
+
+/// The user a [`gateway_user_subject`] is for.
+pub fn user_of_gateway_subject(subject: &str) -> Option<String> {
+    let (_, user) = subject.rsplit_once(".user.")?;
+    unhex(user)
+}
+
+/// Core NATS, every gateway: ephemeral frames (typing) for a list of users,
+/// each gateway handing them to the users' devices it holds.
+pub const GATEWAY_BROADCAST_SUBJECT: &str = "im.gw.all";
 
 pub fn hex(text: &str) -> String {
     text.bytes().map(|b| format!("{b:02x}")).collect()
@@ -108,7 +125,15 @@ mod tests {
     fn hex_round_trips() {
         assert_eq!(unhex(&hex("alice@x.com")).as_deref(), Some("alice@x.com"));
         assert_eq!(device_key("a.b", "p"), "612e62.70");
-        assert_eq!(user_subject("a.b"), "im.user.612e62");
+        assert_eq!(
+            gateway_user_subject("gw-1", "a.b"),
+            "im.gw.gw-1.user.612e62"
+        );
+        assert_eq!(
+            user_of_gateway_subject(&gateway_user_subject("gw-1", "a.b")).as_deref(),
+            Some("a.b")
+        );
+        assert_eq!(gateway_users_wildcard("gw-1"), "im.gw.gw-1.user.*");
         assert_eq!(unhex("zz"), None);
     }
 

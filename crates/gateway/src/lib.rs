@@ -3,12 +3,15 @@
 //! The gateway holds connections and nothing durable. A `send` becomes an
 //! `im.message.send` CloudEvent published to JetStream with a reply subject;
 //! dedupe answers on it once the message is committed, and only then does the
-//! device get its `ack`. Pushed frames arrive on the core subject
-//! `im.user.<user>`, which this gateway subscribes to while it holds one of
-//! the user's connections: whichever gateway holds a device receives its
-//! pushes, and a dead gateway leaves nothing behind to drain (devices that
+//! device get its `ack`. Pushed frames arrive on the core subjects
+//! `im.gw.<gateway>.user.<user>`: push reads from presence which gateway
+//! holds a user's devices, and each gateway subscribes once, for all its
+//! users (a subscription per user would cost a channel and a task per idle
+//! connection). A dead gateway leaves nothing behind to drain (devices that
 //! miss a push sync from their cursor). Presence lives in the KV bucket
-//! `IM_PRESENCE`, refreshed while connected and expiring with a dead gateway.
+//! `IM_PRESENCE` (user.device → gateway), refreshed while connected and
+//! expiring with a dead gateway. Typing goes to every gateway at once
+//! (`im.gw.all`, with the users it is for).
 
 pub mod auth;
 pub mod frames;
@@ -64,9 +67,7 @@ impl Config {
     }
 }
 
-pub use im_events::subjects::{
-    device_key as kv_key, user_subject, DELIVERED_BUCKET, PRESENCE_BUCKET,
-};
+pub use im_events::subjects::{device_key as kv_key, DELIVERED_BUCKET, PRESENCE_BUCKET};
 
 /// One device connection, as the rest of the gateway sees it.
 pub struct Connection {
@@ -79,7 +80,6 @@ pub struct Connection {
 struct UserEntry {
     connections: Vec<Connection>,
     bucket: limits::TokenBucket,
-    subscription: tokio::task::JoinHandle<()>,
 }
 
 pub struct Gateway {
@@ -114,6 +114,14 @@ impl Gateway {
         notifications: Arc<dyn NotificationStore>,
         metrics: Option<metrics_exporter::Handle>,
     ) -> anyhow::Result<Arc<Gateway>> {
+        anyhow::ensure!(
+            !config.gateway_id.is_empty()
+                && !config
+                    .gateway_id
+                    .contains(|c: char| c == '.' || c == '*' || c == '>' || c.is_whitespace()),
+            "gateway id {:?} must be one NATS subject token (no '.', '*', '>' or spaces); choose another --instance",
+            config.gateway_id
+        );
         let js = jetstream::new(client.clone());
         im_runtime::topology::ensure_streams(&js).await?;
         let presence = im_runtime::presence::bucket(&js, config.presence_ttl).await?;
@@ -147,12 +155,91 @@ impl Gateway {
             metrics,
         });
         gateway.clone().start_reply_listener().await?;
+        gateway.clone().start_push_listener().await?;
         tokio::spawn(gateway.clone().refresh_presence());
         Ok(gateway)
     }
 
     fn reply_prefix(&self) -> String {
         format!("im.gw.{}.reply", self.config.gateway_id)
+    }
+
+    /// Frames pushed to the users this gateway holds, and frames for lists
+    /// of users sent to every gateway: handed to the users' connections.
+    async fn start_push_listener(self: Arc<Self>) -> anyhow::Result<()> {
+        let mut pushes = self
+            .client
+            .subscribe(im_events::subjects::gateway_users_wildcard(
+                &self.config.gateway_id,
+            ))
+            .await?;
+        let mut broadcasts = self
+            .client
+            .subscribe(im_events::subjects::GATEWAY_BROADCAST_SUBJECT)
+            .await?;
+        let gateway = Arc::downgrade(&self);
+        tokio::spawn(async move {
+            loop {
+                let (message, broadcast) = tokio::select! {
+                    Some(message) = pushes.next() => (message, false),
+                    Some(message) = broadcasts.next() => (message, true),
+                    else => break,
+                };
+                let Some(gateway) = gateway.upgrade() else {
+                    break;
+                };
+                if broadcast {
+                    let Ok(value) = serde_json::from_slice::<Value>(&message.payload) else {
+                        continue;
+                    };
+                    let users = value["users"].as_array().cloned().unwrap_or_default();
+                    for user in users.iter().filter_map(Value::as_str) {
+                        gateway.hand_over(user, &value["frame"]);
+                    }
+                } else if let Some(user) =
+                    im_events::subjects::user_of_gateway_subject(&message.subject)
+                {
+                    let Ok(frame) = serde_json::from_slice::<Value>(&message.payload) else {
+                        continue;
+                    };
+                    gateway.hand_over(&user, &frame);
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Send a frame to ephemeral frames' users on every gateway (each hands
+    /// it to the connections it holds).
+    pub async fn broadcast(&self, users: &[String], frame: &Value) {
+        let payload = json!({"users": users, "frame": frame}).to_string();
+        let _ = self
+            .client
+            .publish(
+                im_events::subjects::GATEWAY_BROADCAST_SUBJECT,
+                payload.into(),
+            )
+            .await;
+    }
+
+    /// Give a pushed frame to every connection of the user here, except a
+    /// message back to the device that sent it.
+    fn hand_over(&self, user: &str, frame: &Value) {
+        let origin = if frame["op"] == "message" {
+            frame["source"].as_str()
+        } else {
+            None
+        };
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = sessions.get(user) else {
+            return;
+        };
+        for connection in &entry.connections {
+            if origin != Some(connection.source.as_str()) {
+                // A full outbox means a slow device: it will sync instead.
+                let _ = connection.outbox.try_send(frame.clone());
+            }
+        }
     }
 
     /// Replies from the pipeline, routed to the waiting request by token.
@@ -386,7 +473,6 @@ impl Gateway {
                     self.config.burst,
                     chrono::Utc::now().timestamp_millis(),
                 ),
-                subscription: tokio::spawn(self.clone().forward_pushes(user.to_string())),
             });
         entry.connections.push(Connection {
             id,
@@ -398,8 +484,7 @@ impl Gateway {
         drop(sessions);
         let presence = self.presence.clone();
         let key = kv_key(user, device);
-        let value =
-            json!({"user": user, "device": device, "gateway": self.config.gateway_id}).to_string();
+        let value = im_runtime::presence::presence_value(user, device, &self.config.gateway_id);
         tokio::spawn(async move {
             let _ = presence.put(key, value.into()).await;
         });
@@ -413,7 +498,6 @@ impl Gateway {
             entry.connections.retain(|c| c.id != id);
             device_still_connected = entry.connections.iter().any(|c| c.device == device);
             if entry.connections.is_empty() {
-                entry.subscription.abort();
                 sessions.remove(user);
             }
         }
@@ -437,41 +521,6 @@ impl Gateway {
             .unwrap_or(false)
     }
 
-    /// Forward frames pushed to the user to every device connection of
-    /// theirs here, except a message back to the device that sent it.
-    async fn forward_pushes(self: Arc<Self>, user: String) {
-        let Ok(mut subscription) = self.client.subscribe(user_subject(&user)).await else {
-            tracing::warn!(%user, "cannot subscribe to pushes");
-            return;
-        };
-        while let Some(message) = subscription.next().await {
-            let Ok(frame) = serde_json::from_slice::<Value>(&message.payload) else {
-                continue;
-            };
-            let origin = if frame["op"] == "message" {
-                frame["source"].as_str().map(str::to_string)
-            } else {
-                None
-            };
-            let outboxes: Vec<mpsc::Sender<Value>> = {
-                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                let Some(entry) = sessions.get(&user) else {
-                    continue;
-                };
-                entry
-                    .connections
-                    .iter()
-                    .filter(|c| origin.as_deref() != Some(c.source.as_str()))
-                    .map(|c| c.outbox.clone())
-                    .collect()
-            };
-            for outbox in outboxes {
-                // A full outbox means a slow device: it will sync instead.
-                let _ = outbox.try_send(frame.clone());
-            }
-        }
-    }
-
     /// Keep presence entries alive while their devices are connected.
     async fn refresh_presence(self: Arc<Self>) {
         let every = self.config.presence_ttl / 3;
@@ -491,8 +540,7 @@ impl Gateway {
             };
             for (user, device) in devices {
                 let value =
-                    json!({"user": user, "device": device, "gateway": self.config.gateway_id})
-                        .to_string();
+                    im_runtime::presence::presence_value(&user, &device, &self.config.gateway_id);
                 let _ = self
                     .presence
                     .put(kv_key(&user, &device), value.into())

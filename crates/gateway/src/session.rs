@@ -396,13 +396,9 @@ async fn handle(
                 .map_err(store_error)?
                 .map_err(store_error)?;
             // Ephemeral: core NATS only, never stored.
-            let frame = json!({"op": "typing", "conversation_id": conversation_id, "user_id": context.user}).to_string();
-            for member in members.iter().filter(|m| **m != context.user) {
-                let _ = gateway
-                    .client
-                    .publish(crate::user_subject(member), frame.clone().into())
-                    .await;
-            }
+            let frame = json!({"op": "typing", "conversation_id": conversation_id, "user_id": context.user});
+            let others: Vec<String> = members.into_iter().filter(|m| *m != context.user).collect();
+            gateway.broadcast(&others, &frame).await;
         }
         ClientFrame::RegisterPush { provider, token } => {
             match gateway

@@ -12,18 +12,19 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use im_events::subjects::{unhex, PRESENCE_BUCKET};
 
-/// Who is online, from the presence bucket: user → device → last refresh.
+/// Who is online, from the presence bucket: user → device → last refresh
+/// and the gateway holding it.
 #[derive(Debug, Default)]
 pub struct Presence {
-    devices: HashMap<String, HashMap<String, i64>>,
+    devices: HashMap<String, HashMap<String, (i64, String)>>,
 }
 
 impl Presence {
-    pub fn seen(&mut self, user: &str, device: &str, at_ms: i64) {
+    pub fn seen(&mut self, user: &str, device: &str, at_ms: i64, gateway: &str) {
         self.devices
             .entry(user.to_string())
             .or_default()
-            .insert(device.to_string(), at_ms);
+            .insert(device.to_string(), (at_ms, gateway.to_string()));
     }
 
     pub fn gone(&mut self, user: &str, device: &str) {
@@ -38,9 +39,19 @@ impl Presence {
     /// Online if any device refreshed within `ttl_ms` (expired entries
     /// vanish from the bucket without a delete, so age is checked here).
     pub fn is_online(&self, user: &str, now_ms: i64, ttl_ms: i64) -> bool {
-        self.devices
-            .get(user)
-            .is_some_and(|devices| devices.values().any(|at| now_ms - at <= ttl_ms))
+        !self.gateways(user, now_ms, ttl_ms).is_empty()
+    }
+
+    /// The gateways holding a device of the user that refreshed within
+    /// `ttl_ms`, each once.
+    pub fn gateways(&self, user: &str, now_ms: i64, ttl_ms: i64) -> Vec<&str> {
+        let mut gateways: Vec<&str> = Vec::new();
+        for (at, gateway) in self.devices.get(user).into_iter().flat_map(|d| d.values()) {
+            if now_ms - at <= ttl_ms && !gateways.contains(&gateway.as_str()) {
+                gateways.push(gateway);
+            }
+        }
+        gateways
     }
 
     /// One device of the user is connected (refreshed within `ttl_ms`).
@@ -48,8 +59,21 @@ impl Presence {
         self.devices
             .get(user)
             .and_then(|devices| devices.get(device))
-            .is_some_and(|at| now_ms - at <= ttl_ms)
+            .is_some_and(|(at, _)| now_ms - at <= ttl_ms)
     }
+}
+
+/// The value a gateway puts under a device's presence key.
+pub fn presence_value(user: &str, device: &str, gateway: &str) -> String {
+    serde_json::json!({"user": user, "device": device, "gateway": gateway}).to_string()
+}
+
+/// The gateway named in a presence value.
+pub fn gateway_of(value: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .and_then(|v| v["gateway"].as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// Follow a bucket keyed `<hex user>.<hex device>` (presence, push
@@ -123,7 +147,12 @@ pub async fn watch_presence(
         move |user, device, entry| {
             let mut presence = presence.lock().unwrap_or_else(|p| p.into_inner());
             match entry.operation {
-                kv::Operation::Put => presence.seen(user, device, entry.created.timestamp_millis()),
+                kv::Operation::Put => presence.seen(
+                    user,
+                    device,
+                    entry.created.timestamp_millis(),
+                    &gateway_of(&entry.value),
+                ),
                 kv::Operation::Delete | kv::Operation::Purge => presence.gone(user, device),
             }
         },
@@ -166,13 +195,13 @@ mod tests {
     #[test]
     fn presence_expires_without_a_delete() {
         let mut presence = Presence::default();
-        presence.seen("bob", "phone", 1_000);
+        presence.seen("bob", "phone", 1_000, "gw-a");
         assert!(presence.is_online("bob", 20_000, 30_000));
         assert!(
             !presence.is_online("bob", 40_000, 30_000),
             "a dead gateway's entry ages out"
         );
-        presence.seen("bob", "laptop", 39_000);
+        presence.seen("bob", "laptop", 39_000, "gw-b");
         assert!(presence.device_online("bob", "laptop", 40_000, 30_000));
         assert!(!presence.device_online("bob", "phone", 40_000, 30_000));
         assert!(!presence.device_online("bob", "tablet", 40_000, 30_000));
@@ -181,5 +210,19 @@ mod tests {
         presence.gone("bob", "phone");
         assert!(!presence.is_online("bob", 40_000, 30_000));
         assert!(!presence.is_online("carol", 0, 30_000));
+    }
+
+    #[test]
+    fn pushes_go_to_each_gateway_holding_a_fresh_device_once() {
+        let mut presence = Presence::default();
+        presence.seen("bob", "phone", 10_000, "gw-a");
+        presence.seen("bob", "laptop", 10_000, "gw-b");
+        presence.seen("bob", "tablet", 10_000, "gw-a");
+        presence.seen("bob", "old", 1_000, "gw-c");
+        let mut gateways = presence.gateways("bob", 20_000, 15_000);
+        gateways.sort();
+        assert_eq!(gateways, ["gw-a", "gw-b"]);
+        let value = presence_value("bob", "phone", "gw-a");
+        assert_eq!(gateway_of(value.as_bytes()), "gw-a");
     }
 }

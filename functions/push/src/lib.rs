@@ -3,9 +3,9 @@
 //! unread announces every sync item it committed on the core subject
 //! `im.push.<user partition>`; push owns user partitions (the same leases as
 //! every partitioned function), keeps a live view of presence from the KV
-//! bucket `IM_PRESENCE`, turns items into WebSocket frames and publishes them
-//! on `im.user.<user>`, which the gateway holding the user's devices
-//! subscribes to. Nothing here is durable and nothing needs to be: a device
+//! bucket `IM_PRESENCE` (which device is on which gateway), turns items into
+//! WebSocket frames and publishes them on `im.gw.<gateway>.user.<user>` for
+//! each gateway holding a device of the user. Nothing here is durable and nothing needs to be: a device
 //! that misses a push sees a gap in `sync_seq`, or reconnects, and syncs.
 
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use im_events::subjects::{push_subject, user_subject};
+use im_events::subjects::{gateway_user_subject, push_subject};
 use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
@@ -49,6 +49,18 @@ pub struct Push {
 }
 
 impl Push {
+    /// Where the user's online devices are reached: one subject per gateway
+    /// holding one (none if the user is offline).
+    fn subjects_for(&self, user: &str, now_ms: i64) -> Vec<String> {
+        let ttl = self.presence_ttl.as_millis() as i64;
+        let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
+        presence
+            .gateways(user, now_ms, ttl)
+            .into_iter()
+            .map(|gateway| gateway_user_subject(gateway, user))
+            .collect()
+    }
+
     /// Push one batch of notices from unread.
     pub async fn deliver(&self, notices: &[Value]) {
         let now = chrono::Utc::now().timestamp_millis();
@@ -57,22 +69,18 @@ impl Push {
             let Some(user) = notice["user_id"].as_str() else {
                 continue;
             };
-            let online = self
-                .presence
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_online(user, now, self.presence_ttl.as_millis() as i64);
-            if !online {
+            let subjects = self.subjects_for(user, now);
+            if subjects.is_empty() {
                 continue;
             }
             let Some(frame) = frame_for(notice["sync_seq"].as_u64().unwrap_or(0), &notice["item"])
             else {
                 continue;
             };
-            let _ = self
-                .client
-                .publish(user_subject(user), frame.to_string().into())
-                .await;
+            let payload: bytes::Bytes = frame.to_string().into();
+            for subject in subjects {
+                let _ = self.client.publish(subject, payload.clone()).await;
+            }
             metrics::counter!("im_pushed_total").increment(1);
             if matches!(frame["op"].as_str(), Some("message" | "read")) {
                 let key = (
@@ -103,10 +111,10 @@ impl Push {
                 .map(|row| row.unread())
                 .unwrap_or(0);
             let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread});
-            let _ = self
-                .client
-                .publish(user_subject(&user), frame.to_string().into())
-                .await;
+            let payload: bytes::Bytes = frame.to_string().into();
+            for subject in self.subjects_for(&user, now) {
+                let _ = self.client.publish(subject, payload.clone()).await;
+            }
         }
     }
 
@@ -123,24 +131,19 @@ impl Push {
             return;
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let ttl = self.presence_ttl.as_millis() as i64;
-        let online: Vec<String> = {
-            let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
-            members
-                .into_iter()
-                .filter(|member| presence.is_online(member, now, ttl))
-                .collect()
-        };
         let mut frame = message.clone();
         if let Some(object) = frame.as_object_mut() {
             object.insert("op".into(), json!("message"));
         }
         let payload: bytes::Bytes = frame.to_string().into();
-        for member in online {
-            let _ = self
-                .client
-                .publish(user_subject(&member), payload.clone())
-                .await;
+        for member in members {
+            let subjects = self.subjects_for(&member, now);
+            if subjects.is_empty() {
+                continue;
+            }
+            for subject in subjects {
+                let _ = self.client.publish(subject, payload.clone()).await;
+            }
             metrics::counter!("im_pushed_total").increment(1);
         }
     }
