@@ -48,10 +48,11 @@ cpu() {
   echo "profile: recording pids $pids for 20 s"
   perf record -q -e cpu-clock -F 499 -g -o "$out/perf.data" -p "$pids" -- sleep 20 2>"$out/perf-record.log" || true
   wait "$bench"
-  perf report -i "$out/perf.data" --no-children --sort comm --stdio 2>/dev/null \
-    | grep -v '^$' >"$out/cpu-by-process.txt"
-  perf report -i "$out/perf.data" --no-children --sort comm,dso,symbol --stdio -g none 2>/dev/null \
-    | grep -v '^$' | head -120 >"$out/cpu-by-symbol.txt"
+  perf report -i "$out/perf.data" --no-children --sort comm --stdio -g none \
+    >"$out/cpu-by-process.txt" 2>/dev/null || true
+  perf report -i "$out/perf.data" --no-children --sort comm,dso,symbol --stdio -g none \
+    >"$out/cpu-by-symbol-all.txt" 2>/dev/null || true
+  grep -v '^$' "$out/cpu-by-symbol-all.txt" | sed -n '1,120p' >"$out/cpu-by-symbol.txt"
   echo "profile: $out/cpu-by-process.txt, $out/cpu-by-symbol.txt (perf.data for perf report)"
 }
 

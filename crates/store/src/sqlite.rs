@@ -77,6 +77,34 @@ pub fn users_in(data_dir: &Path, owner: Option<Durability>) -> StoreResult<Sqlit
     .map_err(opening(&path))
 }
 
+/// Statements through the connection's cache of prepared statements: perf
+/// of the pipeline at saturation showed SQLite parsing the same SQL again
+/// for every effect applied (`sqlite3RunParser`, `yy_reduce`).
+trait Cached {
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize>;
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn run<P: rusqlite::Params>(&self, sql: &str, params: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(params)
+    }
+
+    fn row<T, P, F>(&self, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+    where
+        P: rusqlite::Params,
+        F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    {
+        self.prepare_cached(sql)?.query_row(params, f)
+    }
+}
+
+/// Enough for every distinct statement of a store (the default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 fn backend(error: rusqlite::Error) -> StoreError {
     StoreError::Backend(error.to_string())
 }
@@ -130,6 +158,7 @@ impl Db {
             };
             init.pragma_update(None, "synchronous", sync)
                 .map_err(backend)?;
+            init.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             Some(Mutex::new(init))
         } else {
             drop(init);
@@ -145,6 +174,7 @@ impl Db {
         reader
             .busy_timeout(Duration::from_secs(10))
             .map_err(backend)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(Db {
             path: path.to_path_buf(),
             writer,
@@ -192,7 +222,7 @@ const FENCE_TABLE: &str = "CREATE TABLE IF NOT EXISTS fences(scope TEXT NOT NULL
 /// newest. Runs inside the write transaction, so it cannot be raced.
 fn check_fence(transaction: &Transaction<'_>, fence: &Fence) -> StoreResult<()> {
     let current: Option<i64> = transaction
-        .query_row(
+        .row(
             "SELECT epoch FROM fences WHERE scope = ?1 AND partition = ?2",
             params![fence.scope, fence.partition],
             |row| row.get(0),
@@ -210,7 +240,7 @@ fn check_fence(transaction: &Transaction<'_>, fence: &Fence) -> StoreResult<()> 
     }
     if current < fence.epoch {
         transaction
-            .execute(
+            .run(
                 "INSERT INTO fences(scope, partition, epoch) VALUES (?1, ?2, ?3)
                  ON CONFLICT(scope, partition) DO UPDATE SET epoch = excluded.epoch",
                 params![fence.scope, fence.partition, fence.epoch as i64],
@@ -303,7 +333,7 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> 
 impl ConversationStore for SqliteConversationStore {
     fn conversation(&self, conversation_id: &str) -> StoreResult<Option<ConversationRecord>> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at
                  FROM conversations WHERE conversation_id = ?1",
                 params![conversation_id],
@@ -367,7 +397,7 @@ impl ConversationStore for SqliteConversationStore {
 
     fn idempotency(&self, source: &str, event_id: &str) -> StoreResult<Option<IdempotencyRecord>> {
         let row = self.db.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms FROM idempotency
                  WHERE source = ?1 AND event_id = ?2",
                 params![source, event_id],
@@ -402,7 +432,7 @@ impl ConversationStore for SqliteConversationStore {
     fn message(&self, conversation_id: &str, seq: u64) -> StoreResult<Option<StoredMessage>> {
         self.db.read_with(|c| {
             let hot = c
-                .query_row(
+                .row(
                     &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq = ?2"),
                     params![conversation_id, seq as i64],
                     message_from_row,
@@ -538,25 +568,24 @@ impl ConversationStore for SqliteConversationStore {
     fn tier_stats(&self) -> StoreResult<TierStats> {
         self.db.read(|c| {
             let pages = |names: &str| -> rusqlite::Result<i64> {
-                c.query_row(
+                c.row(
                     &format!("SELECT IFNULL(SUM(pgsize), 0) FROM dbstat WHERE {names}"),
                     [],
                     |row| row.get(0),
                 )
             };
             Ok(TierStats {
-                hot_messages: c
-                    .query_row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))?
+                hot_messages: c.row("SELECT COUNT(*) FROM messages", [], |r| r.get::<_, i64>(0))?
                     as u64,
                 hot_bytes: pages("name = 'messages' OR name LIKE 'sqlite_autoindex_messages%'")?
                     as u64,
-                cold_messages: c.query_row(
+                cold_messages: c.row(
                     "SELECT IFNULL(SUM(count), 0) FROM cold_segments",
                     [],
                     |r| r.get::<_, i64>(0),
                 )? as u64,
                 cold_bytes: pages("name = 'cold_segments'")? as u64,
-                cold_segments: c.query_row("SELECT COUNT(*) FROM cold_segments", [], |r| {
+                cold_segments: c.row("SELECT COUNT(*) FROM cold_segments", [], |r| {
                     r.get::<_, i64>(0)
                 })? as u64,
             })
@@ -613,7 +642,7 @@ fn dump_query(
 fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -> StoreResult<()> {
     match effect {
         ConversationEffect::PutConversation(record) => {
-            t.execute(
+            t.run(
                 "INSERT INTO conversations(conversation_id, kind, title, last_seq, diffusion, member_count, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(conversation_id) DO UPDATE SET kind = excluded.kind, title = excluded.title,
@@ -637,7 +666,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             role,
             after_seq,
         } => {
-            t.execute(
+            t.run(
                 "INSERT INTO members(conversation_id, user_id, role, added_after_seq, removed_after_seq)
                  VALUES (?1, ?2, ?3, ?4, NULL)
                  ON CONFLICT(conversation_id, user_id, added_after_seq) DO UPDATE SET removed_after_seq = NULL, role = excluded.role",
@@ -650,7 +679,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             user_id,
             after_seq,
         } => {
-            t.execute(
+            t.run(
                 "UPDATE members SET removed_after_seq = ?3
                  WHERE conversation_id = ?1 AND user_id = ?2 AND removed_after_seq IS NULL",
                 params![conversation_id, user_id, *after_seq as i64],
@@ -662,7 +691,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             // second message taking the same seq; inserting the very same
             // message again is a no-op.
             let mut existing: Option<String> = t
-                .query_row(
+                .row(
                     "SELECT message_id FROM messages WHERE conversation_id = ?1 AND seq = ?2",
                     params![message.conversation_id, message.seq as i64],
                     |row| row.get(0),
@@ -682,7 +711,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                     })
                 }
                 None => {
-                    t.execute(
+                    t.run(
                         &format!("INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
                         params![
                             message.conversation_id,
@@ -711,7 +740,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             edited_at,
         } => {
             let changed = t
-                .execute(
+                .run(
                     "UPDATE messages SET body = ?3, edited_at = ?4 WHERE conversation_id = ?1 AND seq = ?2",
                     params![conversation_id, *seq as i64, body.to_string(), edited_at],
                 )
@@ -730,7 +759,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             recalled_by,
         } => {
             let changed = t
-                .execute(
+                .run(
                     "UPDATE messages SET recalled_at = ?3, recalled_by = ?4, body = '{}' WHERE conversation_id = ?1 AND seq = ?2",
                     params![conversation_id, *seq as i64, recalled_at, recalled_by],
                 )
@@ -744,7 +773,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
             }
         }
         ConversationEffect::RecordEvent(record) => {
-            t.execute(
+            t.run(
                 "INSERT INTO idempotency(source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, event_id) DO NOTHING",
                 params![
@@ -819,7 +848,7 @@ impl UserStore for SqliteUserStore {
         conversation_id: &str,
     ) -> StoreResult<Option<UserConversation>> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {USER_CONVERSATION_COLUMNS} FROM user_conversations WHERE user_id = ?1 AND conversation_id = ?2"),
                 params![user_id, conversation_id],
                 user_conversation_from_row,
@@ -840,7 +869,7 @@ impl UserStore for SqliteUserStore {
 
     fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT IFNULL(MAX(sync_seq), 0) FROM user_sync WHERE user_id = ?1",
                 params![user_id],
                 |row| row.get::<_, i64>(0),
@@ -851,7 +880,7 @@ impl UserStore for SqliteUserStore {
 
     fn effect_applied(&self, user_id: &str, key: &str) -> StoreResult<bool> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT 1 FROM user_effects WHERE user_id = ?1 AND event_key = ?2",
                 params![user_id, key],
                 |_| Ok(()),
@@ -910,7 +939,7 @@ impl UserStore for SqliteUserStore {
 fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> StoreResult<()> {
     match effect {
         UserEffect::PutUserConversation(row) => {
-            t.execute(
+            t.run(
                 &format!(
                     "INSERT INTO user_conversations({USER_CONVERSATION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                      ON CONFLICT(user_id, conversation_id) DO UPDATE SET last_seq = excluded.last_seq,
@@ -934,14 +963,14 @@ fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> StoreResult<()
             user_id,
             conversation_id,
         } => {
-            t.execute(
+            t.run(
                 "DELETE FROM user_conversations WHERE user_id = ?1 AND conversation_id = ?2",
                 params![user_id, conversation_id],
             )
             .map_err(backend)?;
         }
         UserEffect::AppendSync(record) => {
-            t.execute(
+            t.run(
                 "INSERT INTO user_sync(user_id, sync_seq, event_key, item) VALUES (?1, ?2, ?3, ?4)",
                 params![
                     record.user_id,
@@ -963,7 +992,7 @@ fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> StoreResult<()
             })?;
         }
         UserEffect::MarkApplied { user_id, key } => {
-            t.execute(
+            t.run(
                 "INSERT INTO user_effects(user_id, event_key) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![user_id, key],
             )

@@ -5,7 +5,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{backend, json_error, message_from_row, MESSAGE_COLUMNS};
+use super::{backend, json_error, message_from_row, Cached, MESSAGE_COLUMNS};
 use crate::{StoreError, StoreResult, StoredMessage, TieringPolicy};
 
 pub(super) const COLD_SCHEMA: &str = "
@@ -38,7 +38,7 @@ pub(super) fn segment_with(
     seq: u64,
 ) -> StoreResult<Option<(i64, Vec<StoredMessage>)>> {
     let row: Option<(i64, Vec<u8>)> = c
-        .query_row(
+        .row(
             "SELECT first_seq, data FROM cold_segments
              WHERE conversation_id = ?1 AND first_seq <= ?2 AND last_seq >= ?2",
             params![conversation_id, seq as i64],
@@ -104,7 +104,7 @@ pub(super) fn update_cold(
         return Ok(false);
     };
     change(message);
-    c.execute(
+    c.run(
         "UPDATE cold_segments SET data = ?3 WHERE conversation_id = ?1 AND first_seq = ?2",
         params![conversation_id, first, encode(&messages)?],
     )
@@ -161,7 +161,7 @@ pub(super) fn move_segment(
         .max()
         .unwrap_or_default()
         .to_string();
-    c.execute(
+    c.run(
         "INSERT INTO cold_segments(conversation_id, first_seq, last_seq, count, newest_sent_at, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![
@@ -174,7 +174,7 @@ pub(super) fn move_segment(
         ],
     )
     .map_err(backend)?;
-    c.execute(
+    c.run(
         "DELETE FROM messages WHERE conversation_id = ?1 AND seq BETWEEN ?2 AND ?3",
         params![conversation_id, first.seq as i64, last.seq as i64],
     )
@@ -186,19 +186,19 @@ pub(super) fn move_segment(
 /// older than `before` (RFC 3339). Returns how many messages went.
 pub(super) fn expire(c: &Connection, conversation_id: &str, before: &str) -> StoreResult<u64> {
     let cold: i64 = c
-        .query_row(
+        .row(
             "SELECT IFNULL(SUM(count), 0) FROM cold_segments WHERE conversation_id = ?1 AND newest_sent_at < ?2",
             params![conversation_id, before],
             |row| row.get(0),
         )
         .map_err(backend)?;
-    c.execute(
+    c.run(
         "DELETE FROM cold_segments WHERE conversation_id = ?1 AND newest_sent_at < ?2",
         params![conversation_id, before],
     )
     .map_err(backend)?;
     let hot = c
-        .execute(
+        .run(
             "DELETE FROM messages WHERE conversation_id = ?1 AND sent_at < ?2",
             params![conversation_id, before],
         )

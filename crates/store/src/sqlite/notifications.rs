@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::Value;
 
-use super::{backend, check_fence, dump_query, Db, Durability, FENCE_TABLE};
+use super::{backend, check_fence, dump_query, Cached, Db, Durability, FENCE_TABLE};
 use crate::{
     Fence, NotificationRecord, NotificationStatus, NotificationStore, NotifyEffect, NotifyState,
     StoreError, StoreResult,
@@ -111,7 +111,7 @@ impl NotificationStore for SqliteNotificationStore {
         conversation_id: &str,
     ) -> StoreResult<Option<NotifyState>> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {STATE_COLUMNS} FROM notify_state WHERE user_id = ?1 AND conversation_id = ?2"),
                 params![user_id, conversation_id],
                 state_from_row,
@@ -156,7 +156,7 @@ impl NotificationStore for SqliteNotificationStore {
 
     fn next_wakeup_ms(&self, partition: u32) -> StoreResult<Option<i64>> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 "SELECT MIN(t) FROM (
                    SELECT MIN(due_ms) AS t FROM notify_state WHERE partition = ?1 AND pending > 0
                    UNION ALL
@@ -169,7 +169,7 @@ impl NotificationStore for SqliteNotificationStore {
 
     fn notification(&self, id: &str) -> StoreResult<Option<NotificationRecord>> {
         self.db.read(|c| {
-            c.query_row(
+            c.row(
                 &format!("SELECT {RECORD_COLUMNS} FROM notifications WHERE id = ?1"),
                 params![id],
                 record_from_row,
@@ -230,7 +230,7 @@ impl NotificationStore for SqliteNotificationStore {
 fn apply_notify_effect(t: &Transaction<'_>, effect: &NotifyEffect) -> StoreResult<()> {
     match effect {
         NotifyEffect::PutState(state) => {
-            t.execute(
+            t.run(
                 &format!(
                     "INSERT INTO notify_state({STATE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT(user_id, conversation_id) DO UPDATE SET partition = excluded.partition,
@@ -254,7 +254,7 @@ fn apply_notify_effect(t: &Transaction<'_>, effect: &NotifyEffect) -> StoreResul
             .map_err(backend)?;
         }
         NotifyEffect::Enqueue(record) => {
-            t.execute(
+            t.run(
                 &format!(
                     "INSERT INTO notifications({RECORD_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
                      ON CONFLICT(id) DO NOTHING"
@@ -286,7 +286,7 @@ fn apply_notify_effect(t: &Transaction<'_>, effect: &NotifyEffect) -> StoreResul
             updated_ms,
         } => {
             let changed = t
-                .execute(
+                .run(
                     "UPDATE notifications SET status = ?2, attempts = ?3, next_attempt_ms = ?4, answer = ?5, updated_ms = ?6
                      WHERE id = ?1",
                     params![id, status.as_str(), attempts, next_attempt_ms, answer, updated_ms],
