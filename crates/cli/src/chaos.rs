@@ -443,6 +443,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             3 => 0.95,
             _ => rng.random(),
         };
+        if round == 1 {
+            // The one NATS fault every run must have: give a cluster that
+            // is still settling after start-up time to become whole.
+            let patience = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < patience && !cluster_whole(&js).await {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         // Half of the NATS kills take the node leading IM_INGEST.
         let leader = stream_leader(&js).await;
         let candidates: Vec<usize> = if roll < 0.45 {
