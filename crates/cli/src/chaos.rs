@@ -793,7 +793,6 @@ impl Ledger {
     }
 }
 
-/// The name suffix of the node leading IM_INGEST ("im-2" → "2").
 /// Every stream and the lease bucket have a leader and every replica is
 /// current. A 3-node cluster survives one node down; a node restarted a few
 /// seconds ago may still be catching up, and killing another then is two
@@ -830,6 +829,7 @@ async fn cluster_whole(js: &jetstream::Context) -> bool {
     true
 }
 
+/// The name suffix of the node leading IM_INGEST ("im-2" → "2").
 async fn stream_leader(js: &jetstream::Context) -> Option<String> {
     let mut stream = js
         .get_stream(im_events::subjects::STREAM_INGEST)

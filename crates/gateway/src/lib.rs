@@ -209,8 +209,8 @@ impl Gateway {
         Ok(())
     }
 
-    /// Send a frame to ephemeral frames' users on every gateway (each hands
-    /// it to the connections it holds).
+    /// Send an ephemeral frame (typing) for `users` to every gateway; each
+    /// hands it to the connections of those users it holds.
     pub async fn broadcast(&self, users: &[String], frame: &Value) {
         let payload = json!({"users": users, "frame": frame}).to_string();
         let _ = self

@@ -200,10 +200,10 @@ pub async fn take_over_consumer(
         .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
     let name = epoch_durable_name(def, partition, epoch);
     let before = partition_consumers(&stream, def, partition).await?;
-    if let Some((newer, _)) = before.iter().find(|(e, _)| *e > epoch) {
-        return Err(Superseded(epoch_durable_name(def, partition, *newer)).into());
+    if let Some(newer) = before.iter().find(|c| c.epoch > epoch) {
+        return Err(Superseded(newer.name.clone()).into());
     }
-    let consumer = if before.iter().any(|(e, _)| *e == epoch) {
+    let consumer = if before.iter().any(|c| c.epoch == epoch) {
         // Ours already (a retried take-over): keep its progress.
         stream
             .get_consumer(&name)
@@ -212,7 +212,7 @@ pub async fn take_over_consumer(
     } else {
         // Everything up to the highest floor was handled: each consumer
         // began where the one before it had got to.
-        let floor = before.iter().map(|(_, floor)| *floor).max().unwrap_or(0);
+        let floor = before.iter().map(|c| c.ack_floor).max().unwrap_or(0);
         let mut config = consumer_config(def, partition);
         config.durable_name = Some(name.clone());
         if floor > 0 {
@@ -232,41 +232,47 @@ pub async fn take_over_consumer(
     // created last sees the other, and no consumer is left behind that
     // nobody reads (it would hold its messages pending forever).
     let after = partition_consumers(&stream, def, partition).await?;
-    if after.iter().any(|(e, _)| *e > epoch) {
+    if after.iter().any(|c| c.epoch > epoch) {
         let _ = stream.delete_consumer(&name).await;
         return Err(Superseded(name).into());
     }
-    for (older, _) in after.iter().filter(|(e, _)| *e < epoch) {
-        let old = if *older == 0 {
-            durable_name(def, partition)
-        } else {
-            epoch_durable_name(def, partition, *older)
-        };
-        if let Err(error) = stream.delete_consumer(&old).await {
+    for older in after.iter().filter(|c| c.epoch < epoch) {
+        if let Err(error) = stream.delete_consumer(&older.name).await {
             // Gone already (another claimant deleted it) is fine.
             let left = partition_consumers(&stream, def, partition).await?;
-            if left.iter().any(|(e, _)| e == older) {
-                anyhow::bail!("fence off consumer {old}: {error}");
+            if left.iter().any(|c| c.name == older.name) {
+                anyhow::bail!("fence off consumer {}: {error}", older.name);
             }
         }
     }
     Ok(consumer)
 }
 
-/// Every consumer of this partition, as (epoch, ack floor stream seq), from
-/// one listing.
+/// A consumer of one partition, as a listing shows it.
+struct PartitionConsumer {
+    name: String,
+    epoch: u64,
+    /// The stream seq up to which it acknowledged everything.
+    ack_floor: u64,
+}
+
+/// Every consumer of this partition, from one listing.
 async fn partition_consumers(
     stream: &jetstream::stream::Stream,
     def: &ConsumerDef,
     partition: u32,
-) -> anyhow::Result<Vec<(u64, u64)>> {
+) -> anyhow::Result<Vec<PartitionConsumer>> {
     use futures::StreamExt;
     let mut found = Vec::new();
     let mut consumers = stream.consumers();
     while let Some(info) = consumers.next().await {
         let info = info.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
         if let Some(epoch) = consumer_epoch(def, partition, &info.name) {
-            found.push((epoch, info.ack_floor.stream_sequence));
+            found.push(PartitionConsumer {
+                epoch,
+                ack_floor: info.ack_floor.stream_sequence,
+                name: info.name,
+            });
         }
     }
     Ok(found)

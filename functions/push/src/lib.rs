@@ -5,7 +5,8 @@
 //! every partitioned function), keeps a live view of presence from the KV
 //! bucket `IM_PRESENCE` (which device is on which gateway), turns items into
 //! WebSocket frames and publishes them on `im.gw.<gateway>.user.<user>` for
-//! each gateway holding a device of the user. Nothing here is durable and nothing needs to be: a device
+//! each gateway holding a device of the user. Nothing here is durable and
+//! nothing needs to be: a device
 //! that misses a push sees a gap in `sync_seq`, or reconnects, and syncs.
 
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,12 @@ impl Push {
             .collect()
     }
 
+    async fn publish(&self, subjects: Vec<String>, payload: bytes::Bytes) {
+        for subject in subjects {
+            let _ = self.client.publish(subject, payload.clone()).await;
+        }
+    }
+
     /// Push one batch of notices from unread.
     pub async fn deliver(&self, notices: &[Value]) {
         let now = chrono::Utc::now().timestamp_millis();
@@ -77,10 +84,7 @@ impl Push {
             else {
                 continue;
             };
-            let payload: bytes::Bytes = frame.to_string().into();
-            for subject in subjects {
-                let _ = self.client.publish(subject, payload.clone()).await;
-            }
+            self.publish(subjects, frame.to_string().into()).await;
             metrics::counter!("im_pushed_total").increment(1);
             if matches!(frame["op"].as_str(), Some("message" | "read")) {
                 let key = (
@@ -111,10 +115,8 @@ impl Push {
                 .map(|row| row.unread())
                 .unwrap_or(0);
             let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread});
-            let payload: bytes::Bytes = frame.to_string().into();
-            for subject in self.subjects_for(&user, now) {
-                let _ = self.client.publish(subject, payload.clone()).await;
-            }
+            let subjects = self.subjects_for(&user, now);
+            self.publish(subjects, frame.to_string().into()).await;
         }
     }
 
@@ -141,9 +143,7 @@ impl Push {
             if subjects.is_empty() {
                 continue;
             }
-            for subject in subjects {
-                let _ = self.client.publish(subject, payload.clone()).await;
-            }
+            self.publish(subjects, payload.clone()).await;
             metrics::counter!("im_pushed_total").increment(1);
         }
     }
