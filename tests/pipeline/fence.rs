@@ -163,10 +163,10 @@ async fn a_stale_owner_cannot_fetch_through_its_successors_consumer() {
     // A take-over by the stale epoch is refused, and one consumer remains.
     let again = take_over_consumer(&js, &def, 5, 5).await;
     assert!(
-        again
-            .as_ref()
-            .err()
-            .is_some_and(|e| e.is::<im_runtime::topology::Superseded>()),
+        matches!(
+            again,
+            Err(im_runtime::topology::TakeOverError::Superseded(_))
+        ),
         "a stale take-over must be refused"
     );
     let stream = js.get_stream("IM_DELIVERY").await.unwrap();

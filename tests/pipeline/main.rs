@@ -15,5 +15,6 @@ mod idempotency;
 mod offline;
 mod redrive;
 mod replay;
+mod takeover;
 mod tiering;
 mod timeline_changes;

@@ -198,7 +198,7 @@ async fn run_partition<H: BatchHandler>(
         }
         match take_over_consumer(&js, &def, claim.partition, claim.epoch).await {
             Ok(consumer) => break consumer,
-            Err(error) if error.is::<crate::topology::Superseded>() => {
+            Err(error @ crate::topology::TakeOverError::Superseded(_)) => {
                 tracing::warn!(%error, "a newer owner took the partition over");
                 claim.revoke();
                 return;

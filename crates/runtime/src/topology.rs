@@ -172,10 +172,21 @@ pub fn consumer_epoch(def: &ConsumerDef, partition: u32, name: &str) -> Option<u
     name.strip_prefix(&base)?.strip_prefix("-e")?.parse().ok()
 }
 
-/// A newer owner's consumer exists: the claim taking over is stale.
+/// Why a take-over did not happen.
 #[derive(Debug, thiserror::Error)]
-#[error("superseded: consumer {0} belongs to a newer owner")]
-pub struct Superseded(pub String);
+pub enum TakeOverError {
+    /// A newer owner's consumer exists: the claim taking over is stale.
+    #[error("superseded: consumer {0} belongs to a newer owner")]
+    Superseded(String),
+    /// JetStream could not say everything the take-over must know (a
+    /// consumer's state, the consumer names) or do (create, delete): retry.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+fn unavailable(what: impl std::fmt::Display) -> TakeOverError {
+    TakeOverError::Unavailable(what.to_string())
+}
 
 /// Take over a partition's consumer for a claim of `epoch`, so that it
 /// delivers, in stream order, everything after the last message
@@ -187,43 +198,42 @@ pub struct Superseded(pub String);
 /// previous owners' ack floor puts the unacknowledged ones first again, and
 /// deleting theirs fences them off (see [`epoch_durable_name`]). Messages
 /// above the floor that were acked individually come again too; handlers are
-/// idempotent. Fails if a newer owner's consumer exists: this claim is stale.
+/// idempotent. Fails with [`TakeOverError::Superseded`] if a newer owner's
+/// consumer exists (this claim is stale), and with
+/// [`TakeOverError::Unavailable`] whenever it cannot know every older
+/// consumer of the partition: the floor and the fence must never rest on a
+/// partial view (see [`partition_consumers`]).
 pub async fn take_over_consumer(
     js: &jetstream::Context,
     def: &ConsumerDef,
     partition: u32,
     epoch: u64,
-) -> anyhow::Result<consumer::Consumer<consumer::pull::Config>> {
+) -> Result<consumer::Consumer<consumer::pull::Config>, TakeOverError> {
     let stream = js
         .get_stream(&def.stream)
         .await
-        .map_err(|error| anyhow::anyhow!("stream {} missing: {error}", def.stream))?;
+        .map_err(|error| unavailable(format!("stream {} missing: {error}", def.stream)))?;
     let name = epoch_durable_name(def, partition, epoch);
     let before = partition_consumers(&stream, def, partition).await?;
     if let Some(newer) = before.iter().find(|c| c.epoch > epoch) {
-        return Err(Superseded(newer.name.clone()).into());
+        return Err(TakeOverError::Superseded(newer.name.clone()));
     }
     let consumer = if before.iter().any(|c| c.epoch == epoch) {
         // Ours already (a retried take-over): keep its progress.
         stream
             .get_consumer(&name)
             .await
-            .map_err(|error| anyhow::anyhow!("open consumer {name}: {error}"))?
+            .map_err(|error| unavailable(format!("open consumer {name}: {error}")))?
     } else {
-        // Everything up to the highest floor was handled: each consumer
-        // began where the one before it had got to.
-        let floor = before.iter().map(|c| c.ack_floor).max().unwrap_or(0);
         let mut config = consumer_config(def, partition);
         config.durable_name = Some(name.clone());
-        if floor > 0 {
-            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: floor + 1,
-            };
+        if let Some(start_sequence) = start_after(&before) {
+            config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
         }
         stream
             .create_consumer(config)
             .await
-            .map_err(|error| anyhow::anyhow!("create consumer {name}: {error}"))?
+            .map_err(|error| unavailable(format!("create consumer {name}: {error}")))?
     };
     // Look again now that ours exists. Two claimants each list, then create:
     // the older one's consumer may appear after the newer one listed. Each
@@ -234,48 +244,97 @@ pub async fn take_over_consumer(
     let after = partition_consumers(&stream, def, partition).await?;
     if after.iter().any(|c| c.epoch > epoch) {
         let _ = stream.delete_consumer(&name).await;
-        return Err(Superseded(name).into());
+        return Err(TakeOverError::Superseded(name));
     }
     for older in after.iter().filter(|c| c.epoch < epoch) {
-        if let Err(error) = stream.delete_consumer(&older.name).await {
+        match stream.delete_consumer(&older.name).await {
+            Ok(_) => {}
             // Gone already (another claimant deleted it) is fine.
-            let left = partition_consumers(&stream, def, partition).await?;
-            if left.iter().any(|c| c.name == older.name) {
-                anyhow::bail!("fence off consumer {}: {error}", older.name);
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                return Err(unavailable(format!(
+                    "fence off consumer {}: {error}",
+                    older.name
+                )))
             }
         }
     }
     Ok(consumer)
 }
 
-/// A consumer of one partition, as a listing shows it.
-struct PartitionConsumer {
-    name: String,
-    epoch: u64,
-    /// The stream seq up to which it acknowledged everything.
-    ack_floor: u64,
+fn is_not_found(error: &jetstream::stream::ConsumerError) -> bool {
+    matches!(error.kind(), jetstream::stream::ConsumerErrorKind::JetStream(inner)
+        if inner.error_code() == jetstream::ErrorCode::CONSUMER_NOT_FOUND)
 }
 
-/// Every consumer of this partition, from one listing.
-async fn partition_consumers(
+/// Where a new owner's consumer starts: after the highest ack floor of the
+/// older ones (everything up to it was handled: each consumer began where
+/// the one before it had got to), or at the stream's start if there are
+/// none or none acknowledged anything.
+pub fn start_after(older: &[PartitionConsumer]) -> Option<u64> {
+    let floor = older.iter().map(|c| c.ack_floor).max().unwrap_or(0);
+    (floor > 0).then_some(floor + 1)
+}
+
+/// A consumer of one partition, as JetStream reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionConsumer {
+    pub name: String,
+    pub epoch: u64,
+    /// The stream seq up to which it acknowledged everything.
+    pub ack_floor: u64,
+}
+
+/// Every consumer of this partition, or an error: never a partial view.
+///
+/// JetStream's consumer *listing* (`CONSUMER.LIST`) collects each
+/// consumer's state from its leader and, in a cluster, answers with whatever
+/// arrived within 4 s (the server logs "Did not receive all consumer info
+/// results"; the ones left out are named only in a `missing` field the
+/// client drops). A take-over that trusted it computed its floor without an
+/// older owner's consumer and never deleted it: that consumer kept ~200
+/// messages pending forever (issue 11). Consumer *names* (`CONSUMER.NAMES`)
+/// come from the meta leader's assignments, so they are complete or an
+/// error; each of this partition's consumers is then asked for its own
+/// state, and one that does not answer fails the take-over (it is retried).
+pub async fn partition_consumers(
     stream: &jetstream::stream::Stream,
     def: &ConsumerDef,
     partition: u32,
-) -> anyhow::Result<Vec<PartitionConsumer>> {
-    use futures::StreamExt;
+) -> Result<Vec<PartitionConsumer>, TakeOverError> {
+    let names = consumer_names(stream).await?;
     let mut found = Vec::new();
-    let mut consumers = stream.consumers();
-    while let Some(info) = consumers.next().await {
-        let info = info.map_err(|error| anyhow::anyhow!("list consumers: {error}"))?;
-        if let Some(epoch) = consumer_epoch(def, partition, &info.name) {
-            found.push(PartitionConsumer {
+    for name in names {
+        let Some(epoch) = consumer_epoch(def, partition, &name) else {
+            continue;
+        };
+        match stream.consumer_info(&name).await {
+            Ok(info) => found.push(PartitionConsumer {
                 epoch,
                 ack_floor: info.ack_floor.stream_sequence,
-                name: info.name,
-            });
+                name,
+            }),
+            // Deleted since the names were read: nothing to fence or wait for.
+            Err(error) if error.kind() == jetstream::context::ConsumerInfoErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(unavailable(format!(
+                    "consumer {name} of {} did not answer ({error}); a take-over needs every older consumer's ack floor",
+                    def.stream
+                )))
+            }
         }
     }
     Ok(found)
+}
+
+/// Every consumer name of a stream, from the meta layer, all pages.
+async fn consumer_names(stream: &jetstream::stream::Stream) -> Result<Vec<String>, TakeOverError> {
+    use futures::TryStreamExt;
+    stream
+        .consumer_names()
+        .try_collect()
+        .await
+        .map_err(|error| unavailable(format!("consumer names: {error}")))
 }
 
 #[cfg(test)]
@@ -291,6 +350,23 @@ mod tests {
         assert_eq!(consumer_epoch(def, 1, "unread-p10-e42"), None);
         assert_eq!(consumer_epoch(def, 1, "unread-p1-ex"), None);
         assert_eq!(consumer_epoch(def, 1, "offline-p1-e42"), None);
+    }
+
+    #[test]
+    fn a_new_owner_starts_after_the_highest_floor_of_every_older_consumer() {
+        let older = |epoch: u64, ack_floor: u64| PartitionConsumer {
+            name: format!("unread-p1-e{epoch}"),
+            epoch,
+            ack_floor,
+        };
+        assert_eq!(start_after(&[]), None, "no older owner: from the start");
+        assert_eq!(start_after(&[older(3, 0)]), None);
+        assert_eq!(start_after(&[older(3, 40), older(7, 95)]), Some(96));
+        assert_eq!(
+            start_after(&[older(7, 95), older(3, 40)]),
+            Some(96),
+            "order of the names does not matter"
+        );
     }
 
     #[test]

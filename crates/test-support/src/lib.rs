@@ -255,3 +255,119 @@ impl Drop for Process {
         self.kill9();
     }
 }
+
+/// A JetStream cluster of nats-server processes on 127.0.0.1, each with its
+/// own client port, route port and store, killed when dropped. Nodes can be
+/// killed and restarted one at a time (same ports and store).
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+    _dir: tempfile::TempDir,
+}
+
+struct ClusterNode {
+    name: String,
+    port: u16,
+    conf: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsCluster {
+    pub fn start(size: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("im-nats-cluster-")
+            .tempdir()?;
+        let ports: Vec<(u16, u16)> = (0..size).map(|_| (free_port(), free_port())).collect();
+        let routes: Vec<String> = ports
+            .iter()
+            .map(|(_, route)| format!("nats://127.0.0.1:{route}"))
+            .collect();
+        let mut nodes = Vec::new();
+        for (index, (port, route_port)) in ports.iter().enumerate() {
+            let name = format!("n{}", index + 1);
+            let store = dir.path().join(&name);
+            let conf = dir.path().join(format!("{name}.conf"));
+            std::fs::write(
+                &conf,
+                format!(
+                    "server_name: {name}\nhost: 127.0.0.1\nport: {port}\n\
+                     jetstream {{ store_dir: {store:?}, sync_interval: 1s }}\n\
+                     cluster {{ name: im-test, host: 127.0.0.1, port: {route_port}, routes: [{}] }}\n",
+                    routes.join(", ")
+                ),
+            )?;
+            nodes.push(ClusterNode {
+                name,
+                port: *port,
+                conf,
+                child: None,
+            });
+        }
+        let mut cluster = NatsCluster { nodes, _dir: dir };
+        for index in 0..size {
+            cluster.spawn(index)?;
+        }
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+        let binary = nats_server_binary()?;
+        let node = &mut self.nodes[index];
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&node.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+        node.child = Some(child);
+        if !wait_for_port(node.port, Duration::from_secs(20)) {
+            anyhow::bail!(
+                "{} did not listen on port {} within 20 s",
+                node.name,
+                node.port
+            );
+        }
+        Ok(())
+    }
+
+    /// Every node's client URL, comma-separated (what clients connect with).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("nats://127.0.0.1:{}", node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// One node's client URL.
+    pub fn url(&self, index: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.nodes[index].port)
+    }
+
+    /// The index of the node with this server name (`n1`, `n2`, …).
+    pub fn index_of(&self, server_name: &str) -> Option<usize> {
+        self.nodes.iter().position(|node| node.name == server_name)
+    }
+
+    /// SIGKILL one node.
+    pub fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.nodes[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Start a killed node again, on its ports and store.
+    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+        self.kill(index);
+        self.spawn(index)
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for index in 0..self.nodes.len() {
+            self.kill(index);
+        }
+    }
+}

@@ -149,6 +149,20 @@ pub fn accumulate(
             }
             Some(next)
         }
+        // Joining (or a switch back to write diffusion) starts the count
+        // at the change: earlier seqs never reach this user, so they are
+        // not waited for.
+        TimelineEvent::Changed(change)
+            if change.added.iter().any(|u| u == user)
+                || (change.mode_changed && change.members.iter().any(|u| u == user)) =>
+        {
+            let mut next = state.cloned().unwrap_or_else(fresh);
+            if change.at_seq <= next.counted_seq {
+                return None;
+            }
+            next.counted_seq = change.at_seq;
+            Some(next)
+        }
         TimelineEvent::Read(read) if read.user_id == user => {
             let state = state?;
             if state.pending == 0 || read.seq < state.last_seq {
@@ -384,7 +398,29 @@ pub fn settle(
     }
 }
 
+/// Whether a delivered message must wait for an earlier one of its
+/// conversation that has not been counted yet: a write-diffusion message
+/// past the next seq (every member gets every seq after joining). JetStream
+/// hands a conversation's events over in order except across failures (a
+/// delivery lost on its way comes back after `ack_wait`; a publish retried
+/// across a leader change lands behind later ones); counting the later one
+/// first would make the earlier look counted already, and its message would
+/// never be notified. Pure.
+pub fn waits_for_earlier(event: &TimelineEvent, state: Option<&NotifyState>) -> bool {
+    match event {
+        TimelineEvent::Committed(message) if message.diffusion == im_events::Diffusion::Write => {
+            message.seq > state.map_or(0, |state| state.counted_seq) + 1
+        }
+        _ => false,
+    }
+}
+
 /// Per (user, conversation) states, read once per batch and carried forward.
+/// A message that must wait for an earlier one ([`waits_for_earlier`])
+/// waits in the batch and is counted as soon as the earlier one is; if the
+/// batch ends first it is held ([`Outcome::Hold`]) and comes back with the
+/// next batch, until it has been held for [`im_runtime::hold_limit`]: then
+/// the earlier one is given up and it is counted as it is.
 pub fn decide_batch(
     store: &dyn NotificationStore,
     batch: &[Incoming],
@@ -392,10 +428,21 @@ pub fn decide_batch(
     now_ms: i64,
     settings: &Settings,
 ) -> Result<(Vec<NotifyEffect>, Vec<Outcome>), StoreError> {
-    let mut states: HashMap<(String, String), Option<NotifyState>> = HashMap::new();
-    let mut changed: Vec<(String, String)> = Vec::new();
+    let limit = im_runtime::hold_limit().as_millis() as u64;
+    let mut work = Counting {
+        store,
+        partition,
+        now_ms,
+        settings,
+        states: HashMap::new(),
+        changed: Vec::new(),
+    };
+    // Per (user, conversation): (batch index, event, stored time) waiting
+    // for an earlier message.
+    type Waiting = Vec<(usize, TimelineEvent, i64)>;
+    let mut waiting: HashMap<(String, String), Waiting> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
-    for message in batch {
+    for (index, message) in batch.iter().enumerate() {
         let delivery: Delivery = match im_runtime::parse_internal(message, "delivery") {
             Ok(delivery) => delivery,
             Err(rejected) => {
@@ -403,44 +450,104 @@ pub fn decide_batch(
                 continue;
             }
         };
+        let patient = message.held_ms < limit;
         for data in delivery.payload.into_data() {
             if !matches!(
                 data.event,
-                TimelineEvent::Committed(_) | TimelineEvent::Read(_)
+                TimelineEvent::Committed(_) | TimelineEvent::Read(_) | TimelineEvent::Changed(_)
             ) {
                 continue;
             }
             let conversation = data.event.conversation_id().to_string();
             for user in &data.users {
                 let key = (user.clone(), conversation.clone());
-                if !states.contains_key(&key) {
-                    states.insert(key.clone(), store.notify_state(user, &conversation)?);
+                if patient && waits_for_earlier(&data.event, work.state(&key)?) {
+                    waiting.entry(key).or_default().push((
+                        index,
+                        data.event.clone(),
+                        message.published_ms,
+                    ));
+                    continue;
                 }
-                let current = states.get(&key).and_then(Option::as_ref);
-                if let Some(next) = accumulate(
-                    current,
-                    user,
-                    partition,
-                    &data.event,
-                    message.published_ms,
-                    now_ms,
-                    settings,
-                ) {
-                    states.insert(key.clone(), Some(next));
-                    if !changed.contains(&key) {
-                        changed.push(key);
+                work.count(&key, &data.event, message.published_ms)?;
+                if let Some(queue) = waiting.get_mut(&key) {
+                    // Count, in order, whatever no longer waits.
+                    while let Some(position) = queue
+                        .iter()
+                        .position(|(_, event, _)| !waits_for_earlier(event, work.current(&key)))
+                    {
+                        let (_, event, published_ms) = queue.remove(position);
+                        work.count(&key, &event, published_ms)?;
                     }
                 }
             }
         }
         outcomes.push(Outcome::Done);
     }
+    for (index, _, _) in waiting.values().flatten() {
+        outcomes[*index] = Outcome::Hold;
+    }
+    let Counting {
+        mut states,
+        changed,
+        ..
+    } = work;
     let effects = changed
         .into_iter()
         .filter_map(|key| states.remove(&key).flatten())
         .map(NotifyEffect::PutState)
         .collect();
     Ok((effects, outcomes))
+}
+
+/// A batch's coalescing states: read once per (user, conversation) and
+/// carried forward in memory.
+struct Counting<'a> {
+    store: &'a dyn NotificationStore,
+    partition: u32,
+    now_ms: i64,
+    settings: &'a Settings,
+    states: HashMap<(String, String), Option<NotifyState>>,
+    changed: Vec<(String, String)>,
+}
+
+impl Counting<'_> {
+    fn state(&mut self, key: &(String, String)) -> Result<Option<&NotifyState>, StoreError> {
+        if !self.states.contains_key(key) {
+            let stored = self.store.notify_state(&key.0, &key.1)?;
+            self.states.insert(key.clone(), stored);
+        }
+        Ok(self.current(key))
+    }
+
+    fn current(&self, key: &(String, String)) -> Option<&NotifyState> {
+        self.states.get(key).and_then(Option::as_ref)
+    }
+
+    fn count(
+        &mut self,
+        key: &(String, String),
+        event: &TimelineEvent,
+        published_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (partition, now_ms, settings) = (self.partition, self.now_ms, self.settings);
+        let current = self.state(key)?;
+        if let Some(next) = accumulate(
+            current,
+            &key.0,
+            partition,
+            event,
+            published_ms,
+            now_ms,
+            settings,
+        ) {
+            self.states.insert(key.clone(), Some(next));
+            if !self.changed.contains(key) {
+                self.changed.push(key.clone());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The function: stores it reads and writes, who is online, who is

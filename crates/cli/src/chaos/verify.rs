@@ -1,0 +1,456 @@
+//! The chaos verifier, pure: what the clients saw (the ledger), what each
+//! device reads back at the end, and what the push receiver got → the
+//! violations. No IO, so every rule is unit-tested below.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// What the clients saw.
+#[derive(Default, Clone)]
+pub struct Ledger {
+    /// client_msg_id → (conversation, sender).
+    pub sent: HashMap<String, (String, String)>,
+    /// client_msg_id → (message_id, seq).
+    pub acked: HashMap<String, (String, u64)>,
+    pub errors: BTreeMap<String, u64>,
+    /// A few distinct messages per error code, to tell what went wrong.
+    pub error_samples: BTreeMap<String, Vec<String>>,
+    pub resends: u64,
+}
+
+impl Ledger {
+    /// Each acked message by conversation and seq; two messages acked
+    /// with one seq are a violation.
+    pub fn by_conversation(
+        &self,
+        violations: &mut Vec<String>,
+    ) -> BTreeMap<String, BTreeMap<u64, String>> {
+        let mut by_conversation: BTreeMap<String, BTreeMap<u64, String>> = BTreeMap::new();
+        for (client_id, (message_id, seq)) in &self.acked {
+            let Some((conversation, _)) = self.sent.get(client_id) else {
+                violations.push(format!("{client_id} was acked but never sent"));
+                continue;
+            };
+            if let Some(other) = by_conversation
+                .entry(conversation.clone())
+                .or_default()
+                .insert(*seq, message_id.clone())
+            {
+                if other != *message_id {
+                    violations.push(format!(
+                        "{conversation} seq {seq} acked for two messages: {other} and {message_id}"
+                    ));
+                }
+            }
+        }
+        by_conversation
+    }
+}
+
+/// One device's view at the end: its whole sync log and conversation list.
+pub struct Readback {
+    pub user: String,
+    /// The conversations the user is a member of.
+    pub conversations: Vec<String>,
+    pub items: Vec<Value>,
+    pub list: Value,
+}
+
+/// Every acked message in every member's sync log exactly once, in seq
+/// order; unread exact (the user's own message marks read); no committed
+/// seq without an ack. Returns the verified deliveries.
+pub fn verify_deliveries(
+    ledger: &Ledger,
+    readbacks: &[Readback],
+    violations: &mut Vec<String>,
+) -> u64 {
+    let unacked: Vec<&String> = ledger
+        .sent
+        .keys()
+        .filter(|id| !ledger.acked.contains_key(*id))
+        .collect();
+    for id in unacked.iter().take(10) {
+        violations.push(format!("{id} was never acked"));
+    }
+    let by_conversation = ledger.by_conversation(violations);
+    let mut verified = 0u64;
+    let mut last_seq: BTreeMap<String, u64> = BTreeMap::new();
+    for readback in readbacks {
+        let user = &readback.user;
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let mut own: BTreeMap<String, u64> = BTreeMap::new();
+        let mut newest: BTreeMap<String, u64> = BTreeMap::new();
+        for item in readback.items.iter().filter(|i| i["type"] == "message") {
+            let id = item["message_id"].as_str().unwrap_or_default().to_string();
+            let conversation = item["conversation_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let seq = item["seq"].as_u64().unwrap_or(0);
+            *seen.entry(id).or_default() += 1;
+            order.entry(conversation.clone()).or_default().push(seq);
+            let top = newest.entry(conversation.clone()).or_default();
+            *top = (*top).max(seq);
+            if item["sender_id"] == user.as_str() {
+                let mine = own.entry(conversation).or_default();
+                *mine = (*mine).max(seq);
+            }
+        }
+        for (id, count) in &seen {
+            if *count > 1 {
+                violations.push(format!("{user} got message {id} {count} times"));
+            }
+        }
+        for (conversation, seqs) in &order {
+            if seqs.windows(2).any(|w| w[0] >= w[1]) {
+                violations.push(format!(
+                    "{user}: {conversation} out of seq order in the sync log"
+                ));
+            }
+            let top = last_seq.entry(conversation.clone()).or_default();
+            *top = (*top).max(*seqs.iter().max().unwrap_or(&0));
+        }
+        for (client_id, (message_id, _)) in &ledger.acked {
+            let Some((conversation, _)) = ledger.sent.get(client_id) else {
+                continue;
+            };
+            if !readback.conversations.contains(conversation) {
+                continue;
+            }
+            if seen.contains_key(message_id) {
+                verified += 1;
+            } else {
+                violations.push(format!(
+                    "{user} never got {message_id} ({client_id} in {conversation})"
+                ));
+            }
+        }
+        let mut total = 0;
+        for item in readback.list["items"].as_array().into_iter().flatten() {
+            let conversation = item["conversation_id"].as_str().unwrap_or_default();
+            let expected = newest
+                .get(conversation)
+                .copied()
+                .unwrap_or(0)
+                .saturating_sub(own.get(conversation).copied().unwrap_or(0));
+            let unread = item["unread"].as_u64().unwrap_or(u64::MAX);
+            total += unread;
+            if unread != expected {
+                violations.push(format!(
+                    "{user}: unread of {conversation} is {unread}, expected {expected}"
+                ));
+            }
+        }
+        if readback.list["total_unread"].as_u64() != Some(total) {
+            violations.push(format!(
+                "{user}: total_unread {} is not the sum {total}",
+                readback.list["total_unread"]
+            ));
+        }
+    }
+    for (conversation, seqs) in &by_conversation {
+        let top = last_seq.get(conversation).copied().unwrap_or(0);
+        let all: HashSet<u64> = seqs.keys().copied().collect();
+        if let Some(gap) = (1..=top).find(|s| !all.contains(s)) {
+            // A committed message whose ack was lost and never resent
+            // (the sender had moved on) would show here: name it.
+            violations.push(format!(
+                "{conversation}: seq {gap} was committed but no client holds its ack"
+            ));
+        }
+    }
+    verified
+}
+
+/// A notification as the push receiver got it (the webhook's JSON body).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Notice {
+    pub notification_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub conversation_id: String,
+    pub count: u64,
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// A device that stays offline for the whole run, with a push token.
+pub struct OfflineDevice {
+    pub user: String,
+    pub device: String,
+    pub conversations: Vec<String>,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct NotificationReport {
+    /// Distinct notifications received.
+    pub notifications: u64,
+    /// (device, acked message) pairs covered by exactly one notification.
+    pub verified: u64,
+    /// Notifications received again with the same id (a resend after a
+    /// crash between the provider's acceptance and the log write: receivers
+    /// drop it by `Im-Notification-Id`, so it is counted, not a violation).
+    pub resent: u64,
+    /// (device, acked message) pairs no notification covers yet.
+    pub missing: u64,
+}
+
+/// Every acked message to an offline device is covered by exactly one
+/// notification (its `first_seq..=last_seq`) per device and conversation,
+/// distinct notifications never overlap, and each one's count is the size
+/// of its range (every seq of a write-diffusion conversation reaches every
+/// member).
+pub fn verify_notifications(
+    ledger: &Ledger,
+    devices: &[OfflineDevice],
+    notices: &[Notice],
+    violations: &mut Vec<String>,
+) -> NotificationReport {
+    let mut ignored = Vec::new();
+    let by_conversation = ledger.by_conversation(&mut ignored);
+    let mut report = NotificationReport::default();
+    let mut distinct: BTreeMap<&str, &Notice> = BTreeMap::new();
+    for notice in notices {
+        match distinct.get(notice.notification_id.as_str()) {
+            Some(first) if *first == notice => report.resent += 1,
+            Some(first) => violations.push(format!(
+                "notification {} came twice with different contents: {first:?} and {notice:?}",
+                notice.notification_id
+            )),
+            None => {
+                distinct.insert(&notice.notification_id, notice);
+            }
+        }
+    }
+    report.notifications = distinct.len() as u64;
+    for notice in distinct.values() {
+        let span = notice.last_seq.saturating_sub(notice.first_seq) + 1;
+        if notice.first_seq == 0 || notice.last_seq < notice.first_seq || notice.count != span {
+            violations.push(format!(
+                "notification {} to {}/{} says {} messages for seqs {}..={} of {}",
+                notice.notification_id,
+                notice.user_id,
+                notice.device_id,
+                notice.count,
+                notice.first_seq,
+                notice.last_seq,
+                notice.conversation_id
+            ));
+        }
+    }
+    for device in devices {
+        for conversation in &device.conversations {
+            let covering: Vec<&Notice> = distinct
+                .values()
+                .filter(|n| {
+                    n.user_id == device.user
+                        && n.device_id == device.device
+                        && &n.conversation_id == conversation
+                })
+                .copied()
+                .collect();
+            let acked: BTreeSet<u64> = by_conversation
+                .get(conversation)
+                .map(|seqs| seqs.keys().copied().collect())
+                .unwrap_or_default();
+            for seq in &acked {
+                let count = covering
+                    .iter()
+                    .filter(|n| (n.first_seq..=n.last_seq).contains(seq))
+                    .count();
+                match count {
+                    1 => report.verified += 1,
+                    0 => {
+                        report.missing += 1;
+                        violations.push(format!(
+                            "{}/{} was never notified of {conversation} seq {seq}",
+                            device.user, device.device
+                        ));
+                    }
+                    n => violations.push(format!(
+                        "{}/{} was notified of {conversation} seq {seq} by {n} notifications",
+                        device.user, device.device
+                    )),
+                }
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ledger(messages: &[(&str, &str, &str, u64)]) -> Ledger {
+        let mut ledger = Ledger::default();
+        for (id, conversation, sender, seq) in messages {
+            ledger.sent.insert(
+                id.to_string(),
+                (conversation.to_string(), sender.to_string()),
+            );
+            ledger
+                .acked
+                .insert(id.to_string(), (format!("m-{id}"), *seq));
+        }
+        ledger
+    }
+
+    fn notice(id: &str, first: u64, last: u64) -> Notice {
+        Notice {
+            notification_id: id.into(),
+            user_id: "o0".into(),
+            device_id: "phone".into(),
+            conversation_id: "g:chaos".into(),
+            count: last - first + 1,
+            first_seq: first,
+            last_seq: last,
+        }
+    }
+
+    fn device() -> OfflineDevice {
+        OfflineDevice {
+            user: "o0".into(),
+            device: "phone".into(),
+            conversations: vec!["g:chaos".into()],
+        }
+    }
+
+    fn three() -> Ledger {
+        ledger(&[
+            ("c0-1", "g:chaos", "c0", 1),
+            ("c1-1", "g:chaos", "c1", 2),
+            ("c0-2", "g:chaos", "c0", 3),
+        ])
+    }
+
+    #[test]
+    fn every_acked_message_covered_once_is_clean() {
+        let mut violations = Vec::new();
+        let report = verify_notifications(
+            &three(),
+            &[device()],
+            &[notice("a", 1, 2), notice("b", 3, 3), notice("b", 3, 3)],
+            &mut violations,
+        );
+        assert!(violations.is_empty(), "{violations:?}");
+        assert_eq!(
+            report,
+            NotificationReport {
+                notifications: 2,
+                verified: 3,
+                resent: 1,
+                missing: 0
+            }
+        );
+    }
+
+    #[test]
+    fn a_skipped_message_and_an_overlap_are_violations() {
+        let mut violations = Vec::new();
+        let report = verify_notifications(
+            &three(),
+            &[device()],
+            &[notice("a", 1, 1), notice("b", 1, 2)],
+            &mut violations,
+        );
+        assert_eq!(report.missing, 1);
+        assert!(violations
+            .iter()
+            .any(|v| v.contains("never notified of g:chaos seq 3")));
+        assert!(violations
+            .iter()
+            .any(|v| v.contains("seq 1 by 2 notifications")));
+    }
+
+    #[test]
+    fn a_count_that_disagrees_with_its_range_is_a_violation() {
+        let mut violations = Vec::new();
+        let mut short = notice("a", 1, 3);
+        short.count = 2;
+        verify_notifications(&three(), &[device()], &[short], &mut violations);
+        assert!(violations
+            .iter()
+            .any(|v| v.contains("says 2 messages for seqs 1..=3")));
+    }
+
+    #[test]
+    fn the_same_id_with_other_contents_is_a_violation() {
+        let mut violations = Vec::new();
+        verify_notifications(
+            &three(),
+            &[device()],
+            &[notice("a", 1, 3), notice("a", 1, 2)],
+            &mut violations,
+        );
+        assert!(violations.iter().any(|v| v.contains("different contents")));
+    }
+
+    fn item(conversation: &str, seq: u64, sender: &str, id: &str) -> Value {
+        json!({"type": "message", "conversation_id": conversation, "seq": seq, "sender_id": sender, "message_id": format!("m-{id}")})
+    }
+
+    #[test]
+    fn deliveries_once_in_order_with_exact_unread_are_clean() {
+        let ledger = three();
+        let items = vec![
+            item("g:chaos", 1, "c0", "c0-1"),
+            item("g:chaos", 2, "c1", "c1-1"),
+            item("g:chaos", 3, "c0", "c0-2"),
+        ];
+        let readback = Readback {
+            user: "c1".into(),
+            conversations: vec!["g:chaos".into()],
+            items,
+            list: json!({"items": [{"conversation_id": "g:chaos", "unread": 1}], "total_unread": 1}),
+        };
+        let mut violations = Vec::new();
+        assert_eq!(verify_deliveries(&ledger, &[readback], &mut violations), 3);
+        assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[test]
+    fn a_lost_a_doubled_and_a_reordered_delivery_are_violations() {
+        let ledger = three();
+        let items = vec![
+            item("g:chaos", 2, "c1", "c1-1"),
+            item("g:chaos", 1, "c0", "c0-1"),
+            item("g:chaos", 1, "c0", "c0-1"),
+        ];
+        let readback = Readback {
+            user: "c1".into(),
+            conversations: vec!["g:chaos".into()],
+            items,
+            list: json!({"items": [{"conversation_id": "g:chaos", "unread": 5}], "total_unread": 4}),
+        };
+        let mut violations = Vec::new();
+        verify_deliveries(&ledger, &[readback], &mut violations);
+        let all = violations.join("\n");
+        assert!(all.contains("never got m-c0-2"), "{all}");
+        assert!(all.contains("got message m-c0-1 2 times"), "{all}");
+        assert!(all.contains("out of seq order"), "{all}");
+        assert!(all.contains("unread of g:chaos is 5, expected 0"), "{all}");
+        assert!(all.contains("total_unread 4 is not the sum 5"), "{all}");
+    }
+
+    #[test]
+    fn a_committed_seq_nobody_holds_an_ack_for_is_a_violation() {
+        let ledger = ledger(&[("c0-1", "g:chaos", "c0", 1), ("c0-3", "g:chaos", "c0", 3)]);
+        let readback = Readback {
+            user: "c0".into(),
+            conversations: vec!["g:chaos".into()],
+            items: vec![
+                item("g:chaos", 1, "c0", "c0-1"),
+                item("g:chaos", 3, "c0", "c0-3"),
+            ],
+            list: json!({"items": [], "total_unread": 0}),
+        };
+        let mut violations = Vec::new();
+        verify_deliveries(&ledger, &[readback], &mut violations);
+        assert!(violations.iter().any(|v| v.contains("seq 2 was committed")));
+    }
+}
