@@ -132,7 +132,10 @@ impl Pipeline {
                            "datacontenttype": "application/json", "data": data});
         let mut headers = HeaderMap::new();
         if with_msg_id {
-            headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
+            headers.insert(
+                "Nats-Msg-Id",
+                im_events::ids::nats_msg_id(source, id).as_str(),
+            );
         }
         self.publish_raw(
             &im_events::subjects::ingest_subject(event_type),

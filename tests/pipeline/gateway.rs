@@ -554,8 +554,9 @@ async fn http_events_in_both_modes_authorized() {
             .0,
         403
     );
-    // Binary mode, as herself.
-    let binary = [
+    // Binary mode, as herself, under a source of her own (one that is
+    // not hers, such as urn:web, is refused: issue 13).
+    let mut binary = [
         ("ce-specversion", "1.0"),
         ("ce-id", "h4"),
         ("ce-source", "urn:web"),
@@ -563,6 +564,9 @@ async fn http_events_in_both_modes_authorized() {
         ("Content-Type", "application/json"),
     ];
     let data = json!({"conversation_id": "g:http", "sender_id": "ann", "kind": "text", "body": {"text": "over http"}}).to_string();
+    let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &binary, &data).await;
+    assert_eq!(status, 403, "{body}");
+    binary[2].1 = "urn:im:user:ann";
     let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &binary, &data).await;
     assert_eq!(status, 202, "{body}");
     // Bad events get a 400 naming the problem.

@@ -18,3 +18,4 @@ mod replay;
 mod takeover;
 mod tiering;
 mod timeline_changes;
+mod trust;

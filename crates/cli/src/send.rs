@@ -59,7 +59,10 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
     let subject = im_events::subjects::ingest_subject(&args.event_type);
     let time = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
     let mut headers = HeaderMap::new();
-    headers.insert("Nats-Msg-Id", format!("{}{}", args.source, id).as_str());
+    headers.insert(
+        "Nats-Msg-Id",
+        im_events::ids::nats_msg_id(&args.source, &id).as_str(),
+    );
     let payload = if args.binary {
         headers.insert("ce-specversion", "1.0");
         headers.insert("ce-id", id.as_str());

@@ -23,6 +23,55 @@ pub fn check_id(what: &str, id: &str) -> Result<(), EventError> {
     }
 }
 
+/// A user or device id as it appears inside composite ids (`dm:a:b`,
+/// `urn:im:device:<user>:<device>`): a valid id without `:`, so that the
+/// composite splits one way only.
+pub fn is_principal_id(id: &str) -> bool {
+    is_valid_id(id) && !id.contains(':')
+}
+
+/// The CloudEvents source of a user's device. Every event that arrives
+/// with a user's token carries a source of that user's own (the gateway
+/// sets this one), so no user can pre-empt or replay another's (source, id).
+pub const DEVICE_SOURCE_PREFIX: &str = "urn:im:device:";
+/// The source of a user's events that come from no particular device.
+pub const USER_SOURCE_PREFIX: &str = "urn:im:user:";
+
+/// `urn:im:device:<user>:<device>`, refused when either id could make it
+/// ambiguous (contains `:` or is not a valid id).
+pub fn device_source(user: &str, device: &str) -> Result<String, EventError> {
+    for (what, id) in [("user id", user), ("device id", device)] {
+        if !is_principal_id(id) {
+            return Err(EventError::new(
+                ErrorCode::InvalidId,
+                format!("{what} {id:?} must be 1-128 bytes of [A-Za-z0-9._@-] (no ':')"),
+            ));
+        }
+    }
+    Ok(format!("{DEVICE_SOURCE_PREFIX}{user}:{device}"))
+}
+
+/// The user a source belongs to, if it is a user's (`urn:im:device:<user>:…`
+/// or `urn:im:user:<user>`). Only that user's token, or a service, may
+/// publish under it, and its events must act as that user.
+pub fn user_of_source(source: &str) -> Option<&str> {
+    if let Some(rest) = source.strip_prefix(DEVICE_SOURCE_PREFIX) {
+        return rest.split(':').next().filter(|user| !user.is_empty());
+    }
+    source
+        .strip_prefix(USER_SOURCE_PREFIX)
+        .filter(|user| !user.is_empty())
+}
+
+/// The `Nats-Msg-Id` of an event: source and id joined so that no two
+/// different pairs give the same value (JetStream drops the second of two
+/// equal ids inside its duplicate window). Event ids never contain a space
+/// (see [`is_valid_id`]) and sources are URI references, which never do, so
+/// the last space separates them.
+pub fn nats_msg_id(source: &str, id: &str) -> String {
+    format!("{source} {id}")
+}
+
 /// The implicit direct conversation of two users: `dm:<smaller>:<larger>`.
 pub fn direct_conversation_id(a: &str, b: &str) -> String {
     if a <= b {
@@ -59,6 +108,29 @@ mod tests {
         assert!(!is_valid_id("slash/no"));
         assert!(!is_valid_id(&"x".repeat(129)));
         assert!(is_valid_id(&"x".repeat(128)));
+    }
+
+    #[test]
+    fn sources_name_their_user_one_way_only() {
+        assert_eq!(
+            device_source("bob", "phone").unwrap(),
+            "urn:im:device:bob:phone"
+        );
+        assert_eq!(user_of_source("urn:im:device:bob:phone"), Some("bob"));
+        assert_eq!(user_of_source("urn:im:user:bob"), Some("bob"));
+        assert_eq!(user_of_source("urn:im:device::phone"), None);
+        assert_eq!(user_of_source("urn:svc:billing"), None);
+        // "bob:x" + "y" and "bob" + "x:y" would both be urn:im:device:bob:x:y.
+        assert!(device_source("bob:x", "y").is_err());
+        assert!(device_source("bob", "x:y").is_err());
+        assert!(device_source("bob", "").is_err());
+    }
+
+    #[test]
+    fn message_ids_join_source_and_id_unambiguously() {
+        // Concatenated, these two pairs were the same Nats-Msg-Id.
+        assert_ne!(nats_msg_id("urn:a", "bc"), nats_msg_id("urn:ab", "c"));
+        assert_eq!(nats_msg_id("urn:a", "bc"), "urn:a bc");
     }
 
     #[test]

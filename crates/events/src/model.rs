@@ -200,6 +200,13 @@ impl Command {
     }
 
     /// The user on whose behalf the event acts, where it names one.
+    /// What identifies an event besides its (source, id) and conversation:
+    /// its type and actor (`im.message.send alice`). Two events under one
+    /// (source, id) with different fingerprints are different events.
+    pub fn fingerprint(&self) -> String {
+        format!("{} {}", self.type_name(), self.actor().unwrap_or("-"))
+    }
+
     pub fn actor(&self) -> Option<&str> {
         match self {
             Command::Send(d) => Some(&d.sender_id),

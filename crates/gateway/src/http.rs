@@ -115,6 +115,24 @@ async fn post_event(
         }
     };
     if !claims.svc {
+        // A user publishes only under a source of its own: otherwise it
+        // could pre-empt another user's (source, id) and make that user's
+        // later send look like a duplicate of its own.
+        if im_events::ids::user_of_source(&inbound.source) != Some(claims.sub.as_str()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "source {:?} is not {}'s; with a user token use {}{}:<device> or {}{}",
+                    inbound.source,
+                    claims.sub,
+                    im_events::ids::DEVICE_SOURCE_PREFIX,
+                    claims.sub,
+                    im_events::ids::USER_SOURCE_PREFIX,
+                    claims.sub
+                ),
+            );
+        }
         let acts_as_self = inbound.command.actor() == Some(claims.sub.as_str());
         let management = matches!(
             inbound.command,
@@ -135,7 +153,7 @@ async fn post_event(
     let mut nats_headers = async_nats::HeaderMap::new();
     nats_headers.insert(
         "Nats-Msg-Id",
-        format!("{}{}", inbound.source, inbound.id).as_str(),
+        im_events::ids::nats_msg_id(&inbound.source, &inbound.id).as_str(),
     );
     if binary {
         for (name, value) in pairs

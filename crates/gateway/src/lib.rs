@@ -301,10 +301,17 @@ impl Gateway {
         data: Value,
     ) -> Result<Pending, (String, String)> {
         let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        let conversation = data["conversation_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
                            "datacontenttype": "application/json", "data": data});
         let mut headers = async_nats::HeaderMap::new();
-        headers.insert("Nats-Msg-Id", format!("{source}{id}").as_str());
+        headers.insert(
+            "Nats-Msg-Id",
+            im_events::ids::nats_msg_id(source, id).as_str(),
+        );
         let payload =
             serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
         let mut pending = self
@@ -319,6 +326,7 @@ impl Gateway {
         pending.duplicate &= pending.send;
         pending.source = source.to_string();
         pending.id = id.to_string();
+        pending.conversation = conversation;
         Ok(pending)
     }
 
@@ -402,6 +410,7 @@ impl Gateway {
                 send: false,
                 source: String::new(),
                 id: String::new(),
+                conversation: String::new(),
             }),
             Err(error) => {
                 self.pending
@@ -413,12 +422,21 @@ impl Gateway {
         }
     }
 
-    /// The committed message of a send, if dedupe has applied it.
-    async fn committed(&self, source: &str, id: &str) -> Option<Value> {
+    /// The verdict of a send as the store has it, once dedupe has applied
+    /// its (source, id): the committed message, or a conflict if that
+    /// identity was used for a message in another conversation (the two
+    /// are different events; acking this one with the other's seq would
+    /// ack a message that is stored nowhere).
+    async fn committed(
+        &self,
+        source: &str,
+        id: &str,
+        conversation: &str,
+    ) -> Option<Result<Value, (String, String)>> {
         let store = self.conversations.clone();
-        let (source, id) = (source.to_string(), id.to_string());
+        let (source, event_id) = (source.to_string(), id.to_string());
         let found = tokio::task::spawn_blocking(move || {
-            let record = store.idempotency(&source, &id).ok().flatten()?;
+            let record = store.idempotency(&source, &event_id).ok().flatten()?;
             store
                 .message(&record.conversation_id, record.seq?)
                 .ok()
@@ -427,14 +445,25 @@ impl Gateway {
         .await
         .ok()
         .flatten()?;
-        Some(json!({"ok": true, "message": found}))
+        if found.conversation_id != conversation {
+            return Some(Err((
+                "conflict".to_string(),
+                format!("client_msg_id {id} was already used for another message; send this one with a new id"),
+            )));
+        }
+        Some(Ok(json!({"ok": true, "message": found})))
     }
 
-    async fn await_committed(&self, source: &str, id: &str) -> Result<Value, (String, String)> {
+    async fn await_committed(
+        &self,
+        source: &str,
+        id: &str,
+        conversation: &str,
+    ) -> Result<Value, (String, String)> {
         let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
         loop {
-            if let Some(reply) = self.committed(source, id).await {
-                return Ok(reply);
+            if let Some(verdict) = self.committed(source, id, conversation).await {
+                return verdict;
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err((
@@ -450,6 +479,7 @@ impl Gateway {
         self: &Arc<Self>,
         user: &str,
         device: &str,
+        source: &str,
         outbox: mpsc::Sender<Value>,
     ) -> Result<u64, String> {
         let id = self
@@ -477,7 +507,7 @@ impl Gateway {
         entry.connections.push(Connection {
             id,
             device: device.to_string(),
-            source: device_source(user, device),
+            source: source.to_string(),
             outbox,
         });
         metrics::gauge!("im_gateway_connections").increment(1.0);
@@ -566,6 +596,9 @@ pub struct Pending {
     send: bool,
     source: String,
     id: String,
+    /// The conversation a send is for: a stored commit of its (source, id)
+    /// in another conversation is another event.
+    conversation: String,
 }
 
 impl Pending {
@@ -573,34 +606,42 @@ impl Pending {
         let result = if self.duplicate {
             // JetStream dropped a quick resend: the original carries the
             // answer. Find it in the store once dedupe has applied it.
-            gateway.await_committed(&self.source, &self.id).await
+            gateway
+                .await_committed(&self.source, &self.id, &self.conversation)
+                .await
         } else {
             // The verdict travels on core NATS: if it is lost (the
             // gateway's connection moved to another node at that moment),
             // a committed send is found in the store instead.
             let (source, id, send) = (self.source.clone(), self.id.clone(), self.send);
+            let conversation = self.conversation.clone();
             let from_store = async {
                 if !send {
                     return std::future::pending().await;
                 }
                 tokio::time::sleep(Duration::from_secs(2)).await;
                 loop {
-                    if let Some(reply) = gateway.committed(&source, &id).await {
-                        return reply;
+                    if let Some(verdict) = gateway.committed(&source, &id, &conversation).await {
+                        return verdict;
                     }
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             };
             let verdict = tokio::select! {
-                verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict,
-                reply = from_store => Ok(Ok(reply)),
+                verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict.map(|reply| reply.map(|reply| {
+                    if reply["ok"] == json!(true) {
+                        Ok(reply)
+                    } else {
+                        Err((
+                            reply["code"].as_str().unwrap_or("rejected").to_string(),
+                            reply["reason"].as_str().unwrap_or_default().to_string(),
+                        ))
+                    }
+                })),
+                verdict = from_store => Ok(Ok(verdict)),
             };
             match verdict {
-                Ok(Ok(reply)) if reply["ok"] == json!(true) => Ok(reply),
-                Ok(Ok(reply)) => Err((
-                    reply["code"].as_str().unwrap_or("rejected").to_string(),
-                    reply["reason"].as_str().unwrap_or_default().to_string(),
-                )),
+                Ok(Ok(verdict)) => verdict,
                 _ => Err(unavailable(format!(
                     "no answer from the pipeline within {:?}",
                     gateway.config.ack_timeout
@@ -617,7 +658,8 @@ impl Pending {
 }
 
 /// The CloudEvents source of a device's events: (source, client_msg_id) is
-/// the identity that makes a resend the same message.
-pub fn device_source(user: &str, device: &str) -> String {
-    format!("urn:im:device:{user}:{device}")
+/// the identity that makes a resend the same message. Refused for ids that
+/// would make it ambiguous.
+pub fn device_source(user: &str, device: &str) -> Result<String, im_events::EventError> {
+    im_events::ids::device_source(user, device)
 }

@@ -41,12 +41,21 @@ pub async fn upgrade(
         Some(token) => auth::verify(&gateway.config.jwt_secret, &token),
     };
     let claims = match claims {
-        Ok(claims) if !claims.svc && !claims.dev.is_empty() && im_events::ids::is_valid_id(&claims.dev) => claims,
-        Ok(_) => {
-            return (StatusCode::FORBIDDEN, Json(json!({"code": "forbidden", "message": "a device session needs a user token with a valid dev claim"})))
+        Ok(claims) if claims.svc => {
+            return (StatusCode::FORBIDDEN, Json(json!({"code": "forbidden", "message": "a device session needs a user token, not a service token"})))
                 .into_response()
         }
+        Ok(claims) => claims,
         Err(error) => return (StatusCode::UNAUTHORIZED, Json(json!({"code": error.code(), "message": error.to_string()}))).into_response(),
+    };
+    // The device's events are published under this source; ids that would
+    // make it ambiguous are refused here.
+    let source = match device_source(&claims.sub, &claims.dev) {
+        Ok(source) => source,
+        Err(error) => {
+            return (StatusCode::FORBIDDEN, Json(json!({"code": "invalid_id", "message": format!("{}; a device session needs a token whose sub and dev can name its source", error.reason)})))
+                .into_response()
+        }
     };
     let limit = gateway.config.max_frame_bytes;
     let buffer = gateway.config.ws_buffer_bytes;
@@ -54,7 +63,7 @@ pub async fn upgrade(
         .max_frame_size(limit)
         .read_buffer_size(buffer)
         .write_buffer_size(buffer)
-        .on_upgrade(move |socket| run(gateway, claims, socket))
+        .on_upgrade(move |socket| run(gateway, claims, source, socket))
 }
 
 /// What a frame handler needs to know about its connection.
@@ -71,10 +80,10 @@ impl Context {
     }
 }
 
-async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
+async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebSocket) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing) = mpsc::channel::<Value>(1024);
-    let connection = match gateway.connect(&claims.sub, &claims.dev, outbox.clone()) {
+    let connection = match gateway.connect(&claims.sub, &claims.dev, &source, outbox.clone()) {
         Ok(id) => id,
         Err(reason) => {
             let frame = FrameError::new("too_many_connections", reason).to_frame();
@@ -114,7 +123,7 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, socket: WebSocket) {
     let context = Arc::new(Context {
         user: claims.sub.clone(),
         device: claims.dev.clone(),
-        source: device_source(&claims.sub, &claims.dev),
+        source,
         outbox,
     });
     loop {

@@ -33,7 +33,7 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {ks}.message_heads (conversation_id text PRIMARY KEY, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND default_time_to_live = {} AND compaction = {{'class': 'SizeTieredCompactionStrategy'}}", config.hot_ttl_secs),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages_cold ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 30}} AND compression = {{'sstable_compression': 'ZstdCompressor', 'chunk_length_in_kb': 64}}"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, fingerprint text, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
         // Per user: the conversation list, with the sync head as a static
         // column, so one single-partition batch moves both.
         format!("CREATE TABLE IF NOT EXISTS {ks}.user_conversations (user_id text, conversation_id text, last_seq bigint, read_seq bigint, joined_seq bigint, diffusion text, muted_until_ms bigint, last_message text, last_sync_seq bigint STATIC, PRIMARY KEY ((user_id), conversation_id))"),
@@ -50,6 +50,24 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
     ]
 }
 
+/// Changes to keyspaces an older version created, in order. Each adds a
+/// column; ScyllaDB has no `ADD IF NOT EXISTS`, so `apply` treats "already
+/// exists" as applied (a fresh keyspace has the column from `statements`).
+pub fn migrations(config: &ScyllaConfig) -> Vec<String> {
+    let ks = &config.keyspace;
+    vec![
+        // Idempotency records remember what event they are (type and actor),
+        // so a reused (source, id) with other contents is a conflict.
+        format!("ALTER TABLE {ks}.idempotency ADD fingerprint text"),
+    ]
+}
+
+/// Whether a migration's error says it was applied before.
+pub fn already_applied(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    error.contains("already exist") || error.contains("conflicts with an existing column")
+}
+
 /// The schema as a CQL file.
 pub fn cql_file(config: &ScyllaConfig) -> String {
     let mut text = String::from(
@@ -59,6 +77,15 @@ pub fn cql_file(config: &ScyllaConfig) -> String {
     for statement in statements(config) {
         text.push_str(&statement);
         text.push_str(";\n\n");
+    }
+    text.push_str(
+        "-- Upgrades of keyspaces made by older versions (`imctl schema apply` runs them\n\
+         -- and skips those already applied; a fresh keyspace needs none):\n",
+    );
+    for statement in migrations(config) {
+        text.push_str("-- ");
+        text.push_str(&statement);
+        text.push_str(";\n");
     }
     text
 }
@@ -80,6 +107,20 @@ mod tests {
                 "{statement}"
             );
         }
+    }
+
+    #[test]
+    fn migrations_add_what_the_tables_already_have() {
+        let all = statements(&defaults()).join("\n");
+        assert!(all.contains("recorded_at_ms bigint, fingerprint text"));
+        assert_eq!(
+            migrations(&defaults()),
+            ["ALTER TABLE im.idempotency ADD fingerprint text"]
+        );
+        assert!(already_applied(
+            "Invalid column name fingerprint because it conflicts with an existing column"
+        ));
+        assert!(!already_applied("Unavailable: 2 replicas needed"));
     }
 
     #[test]

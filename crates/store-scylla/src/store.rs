@@ -71,8 +71,8 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("cold_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages_cold WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
     ("cold_edit", "UPDATE {ks}.messages_cold SET body = ?, edited_at = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("cold_recall", "UPDATE {ks}.messages_cold SET body = '{}', recalled_at = ?, recalled_by = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
-    ("idempotency", "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms FROM {ks}.idempotency WHERE source = ? AND event_id = ?"),
-    ("idempotency_put", "INSERT INTO {ks}.idempotency (source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
+    ("idempotency", "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint FROM {ks}.idempotency WHERE source = ? AND event_id = ?"),
+    ("idempotency_put", "INSERT INTO {ks}.idempotency (source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS"),
     ("user_conversation", "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message FROM {ks}.user_conversations WHERE user_id = ? AND conversation_id = ?"),
     ("user_conversations", "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message FROM {ks}.user_conversations WHERE user_id = ?"),
     ("user_conversation_put", "INSERT INTO {ks}.user_conversations (user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
@@ -114,7 +114,14 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("size_estimates", "SELECT table_name, partitions_count, mean_partition_size FROM system.size_estimates WHERE keyspace_name = ?"),
 ];
 
-type IdempotencyRow = (String, Option<i64>, Option<String>, String, i64);
+type IdempotencyRow = (
+    String,
+    Option<i64>,
+    Option<String>,
+    String,
+    i64,
+    Option<String>,
+);
 type IdempotencyDumpRow = (String, String, String, Option<i64>, Option<String>, String);
 /// A user_conversations row read with its static head: the clustering
 /// columns are null in the row that only carries the head.
@@ -226,6 +233,13 @@ impl ScyllaStore {
                     .query_unpaged(statement.as_str(), ())
                     .await
                     .map_err(|e| map_error("apply schema", e))?;
+            }
+            for migration in crate::schema::migrations(&config) {
+                if let Err(error) = session.query_unpaged(migration.as_str(), ()).await {
+                    if !crate::schema::already_applied(&error.to_string()) {
+                        return Err(map_error("upgrade schema", error));
+                    }
+                }
             }
             session
                 .await_schema_agreement()
@@ -468,7 +482,7 @@ impl ConversationStore for ScyllaStore {
                 .one("idempotency", vec![text(&source), text(&event_id)])
                 .await?;
             row.map(
-                |(conversation_id, seq, message_id, outputs, recorded_at_ms)| {
+                |(conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint)| {
                     Ok(IdempotencyRecord {
                         source: source.clone(),
                         event_id: event_id.clone(),
@@ -478,6 +492,7 @@ impl ConversationStore for ScyllaStore {
                         outputs: serde_json::from_str(&outputs)
                             .map_err(|e| StoreError::Backend(format!("stored outputs: {e}")))?,
                         recorded_at_ms,
+                        fingerprint: fingerprint.unwrap_or_default(),
                     })
                 },
             )
@@ -881,6 +896,7 @@ async fn apply_conversation_effect(db: &Inner, effect: &ConversationEffect) -> S
                     opt_text(&record.message_id),
                     text(record.outputs.to_string()),
                     big(record.recorded_at_ms),
+                    text(&record.fingerprint),
                 ],
             )
             .await?;

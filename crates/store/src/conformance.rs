@@ -268,6 +268,7 @@ pub fn idempotency_records(conversations: &dyn ConversationStore, _users: &dyn U
         message_id: Some("m4".into()),
         outputs: json!([]),
         recorded_at_ms: 1000,
+        fingerprint: "im.message.send alice".into(),
     };
     conversations
         .apply(

@@ -35,6 +35,10 @@ pub enum StoreError {
     SeqConflict { conversation_id: String, seq: u64 },
     #[error("store backend: {0}")]
     Backend(String),
+    /// The store was made by a newer version (or one this build cannot
+    /// upgrade): refused at start, never written.
+    #[error("{0}")]
+    Incompatible(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

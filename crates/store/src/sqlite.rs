@@ -113,6 +113,70 @@ fn json_error(error: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("stored json: {error}"))
 }
 
+/// The schema changes of one store file since its first release, in order:
+/// entry `i` takes a file from schema version `i` to `i + 1` (SQLite's
+/// `user_version`). A new file is created with the current schema and the
+/// latest version at once; an older one is upgraded in place, each step in
+/// its own transaction that first re-reads the version (so two processes
+/// opening it at once apply a step once); a newer one is refused.
+type Migrations = &'static [&'static str];
+
+enum MigrationError {
+    Sqlite(rusqlite::Error),
+    Newer { found: i64, known: i64 },
+}
+
+impl From<rusqlite::Error> for MigrationError {
+    fn from(error: rusqlite::Error) -> Self {
+        MigrationError::Sqlite(error)
+    }
+}
+
+fn prepare_schema(
+    connection: &Connection,
+    schema: &str,
+    migrations: Migrations,
+) -> Result<(), MigrationError> {
+    let known = migrations.len() as i64;
+    let version =
+        |c: &Connection| c.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0));
+    let fresh = connection.query_row(
+        "SELECT count(*) = 0 FROM sqlite_master WHERE type = 'table'",
+        [],
+        |row| row.get::<_, bool>(0),
+    )?;
+    if fresh {
+        connection.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {schema}; PRAGMA user_version = {known}; COMMIT;"
+        ))?;
+        return Ok(());
+    }
+    let found = version(connection)?;
+    if found > known {
+        return Err(MigrationError::Newer { found, known });
+    }
+    for (step, sql) in migrations.iter().enumerate().skip(found as usize) {
+        connection.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = (|| {
+            if version(connection)? == step as i64 {
+                connection.execute_batch(sql)?;
+                connection.pragma_update(None, "user_version", step as i64 + 1)?;
+            }
+            Ok::<_, rusqlite::Error>(())
+        })();
+        match applied {
+            Ok(()) => connection.execute_batch("COMMIT")?,
+            Err(error) => {
+                let _ = connection.execute_batch("ROLLBACK");
+                return Err(error.into());
+            }
+        }
+    }
+    // Tables added in the current schema (IF NOT EXISTS) for older files.
+    connection.execute_batch(schema)?;
+    Ok(())
+}
+
 /// One file: a writer connection (if this process owns it) and a reader.
 struct Db {
     path: PathBuf,
@@ -121,7 +185,13 @@ struct Db {
 }
 
 impl Db {
-    fn open(path: &Path, schema: &str, writable: bool, durability: Durability) -> StoreResult<Db> {
+    fn open(
+        path: &Path,
+        schema: &str,
+        migrations: Migrations,
+        writable: bool,
+        durability: Durability,
+    ) -> StoreResult<Db> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::Backend(format!("create {}: {e}", parent.display())))?;
@@ -135,9 +205,20 @@ impl Db {
             .map_err(backend)?;
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
-            let attempt = init
+            let attempt = match init
                 .pragma_update(None, "journal_mode", "WAL")
-                .and_then(|()| init.execute_batch(schema));
+                .map_err(MigrationError::from)
+                .and_then(|()| prepare_schema(&init, schema, migrations))
+            {
+                Ok(()) => Ok(()),
+                Err(MigrationError::Sqlite(error)) => Err(error),
+                Err(MigrationError::Newer { found, known }) => {
+                    return Err(StoreError::Incompatible(format!(
+                        "{} has schema version {found}, newer than this build's {known}: run the newer build, or rebuild the store from JetStream with `imctl replay --into <new data dir>`",
+                        path.display()
+                    )))
+                }
+            };
             match attempt {
                 Ok(()) => break,
                 Err(rusqlite::Error::SqliteFailure(error, _))
@@ -268,8 +349,16 @@ CREATE TABLE IF NOT EXISTS messages(
 CREATE TABLE IF NOT EXISTS idempotency(
   source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
   message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(source, event_id)) WITHOUT ROWID;
 ";
+
+/// Changes to `dedupe.db` since its first release (see [`Migrations`]).
+const CONVERSATION_MIGRATIONS: Migrations = &[
+    // v1: idempotency records remember what event they are, so a reused
+    // (source, id) with other contents is refused as a conflict.
+    "ALTER TABLE idempotency ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+];
 
 pub struct SqliteConversationStore {
     db: Db,
@@ -280,14 +369,20 @@ impl SqliteConversationStore {
     pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
         let schema = format!("{CONVERSATION_SCHEMA}{}{FENCE_TABLE}", cold::COLD_SCHEMA);
         Ok(SqliteConversationStore {
-            db: Db::open(path, &schema, true, durability)?,
+            db: Db::open(path, &schema, CONVERSATION_MIGRATIONS, true, durability)?,
         })
     }
 
     pub fn open_reader(path: &Path) -> StoreResult<Self> {
         let schema = format!("{CONVERSATION_SCHEMA}{}{FENCE_TABLE}", cold::COLD_SCHEMA);
         Ok(SqliteConversationStore {
-            db: Db::open(path, &schema, false, Durability::Full)?,
+            db: Db::open(
+                path,
+                &schema,
+                CONVERSATION_MIGRATIONS,
+                false,
+                Durability::Full,
+            )?,
         })
     }
 }
@@ -398,7 +493,7 @@ impl ConversationStore for SqliteConversationStore {
     fn idempotency(&self, source: &str, event_id: &str) -> StoreResult<Option<IdempotencyRecord>> {
         let row = self.db.read(|c| {
             c.row(
-                "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms FROM idempotency
+                "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint FROM idempotency
                  WHERE source = ?1 AND event_id = ?2",
                 params![source, event_id],
                 |row| {
@@ -408,13 +503,14 @@ impl ConversationStore for SqliteConversationStore {
                         row.get::<_, Option<String>>(2)?,
                         row.get::<_, String>(3)?,
                         row.get::<_, i64>(4)?,
+                        row.get::<_, String>(5)?,
                     ))
                 },
             )
             .optional()
         })?;
         row.map(
-            |(conversation_id, seq, message_id, outputs, recorded_at_ms)| {
+            |(conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint)| {
                 Ok(IdempotencyRecord {
                     source: source.to_string(),
                     event_id: event_id.to_string(),
@@ -423,6 +519,7 @@ impl ConversationStore for SqliteConversationStore {
                     message_id,
                     outputs: serde_json::from_str(&outputs).map_err(json_error)?,
                     recorded_at_ms,
+                    fingerprint,
                 })
             },
         )
@@ -774,8 +871,8 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
         }
         ConversationEffect::RecordEvent(record) => {
             t.run(
-                "INSERT INTO idempotency(source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(source, event_id) DO NOTHING",
+                "INSERT INTO idempotency(source, event_id, conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(source, event_id) DO NOTHING",
                 params![
                     record.source,
                     record.event_id,
@@ -783,7 +880,8 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                     record.seq.map(|s| s as i64),
                     record.message_id,
                     record.outputs.to_string(),
-                    record.recorded_at_ms
+                    record.recorded_at_ms,
+                    record.fingerprint
                 ],
             )
             .map_err(backend)?;
@@ -804,6 +902,9 @@ CREATE TABLE IF NOT EXISTS user_effects(
   user_id TEXT NOT NULL, event_key TEXT NOT NULL, PRIMARY KEY(user_id, event_key)) WITHOUT ROWID;
 ";
 
+/// Changes to `unread.db` since its first release (see [`Migrations`]).
+const USER_MIGRATIONS: Migrations = &[];
+
 pub struct SqliteUserStore {
     db: Db,
 }
@@ -812,14 +913,14 @@ impl SqliteUserStore {
     pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
         let schema = format!("{USER_SCHEMA}{FENCE_TABLE}");
         Ok(SqliteUserStore {
-            db: Db::open(path, &schema, true, durability)?,
+            db: Db::open(path, &schema, USER_MIGRATIONS, true, durability)?,
         })
     }
 
     pub fn open_reader(path: &Path) -> StoreResult<Self> {
         let schema = format!("{USER_SCHEMA}{FENCE_TABLE}");
         Ok(SqliteUserStore {
-            db: Db::open(path, &schema, false, Durability::Full)?,
+            db: Db::open(path, &schema, USER_MIGRATIONS, false, Durability::Full)?,
         })
     }
 }
@@ -1079,6 +1180,76 @@ mod tests {
         outbox_is_idempotent_and_logged,
         notify_fence_and_atomicity,
     );
+
+    /// A dedupe.db as the first release made it: no user_version, and an
+    /// idempotency table without the fingerprint column.
+    fn first_release_file(path: &Path) {
+        let connection = Connection::open(path).unwrap();
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE idempotency(
+                   source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
+                   message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+                   PRIMARY KEY(source, event_id)) WITHOUT ROWID;
+                 INSERT INTO idempotency VALUES ('urn:old', 'e1', 'g:1', 3, 'm3', '[]', 1000);",
+            )
+            .unwrap();
+    }
+
+    #[test]
+    fn a_file_of_the_first_release_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONVERSATIONS_FILE);
+        first_release_file(&path);
+        // A reader and the writer may both be first to open it.
+        let reader = SqliteConversationStore::open_reader(&path).unwrap();
+        let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+        let old = store.idempotency("urn:old", "e1").unwrap().unwrap();
+        assert_eq!((old.seq, old.fingerprint.as_str()), (Some(3), ""));
+        let mut new = old.clone();
+        new.event_id = "e2".into();
+        new.fingerprint = "im.message.send a".into();
+        store
+            .apply(&fence(1), &[ConversationEffect::RecordEvent(new.clone())])
+            .unwrap();
+        assert_eq!(reader.idempotency("urn:old", "e2").unwrap(), Some(new));
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, CONVERSATION_MIGRATIONS.len() as i64);
+        // Opening again applies nothing twice.
+        SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    }
+
+    #[test]
+    fn a_file_of_a_newer_version_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONVERSATIONS_FILE);
+        SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        let Err(error) = SqliteConversationStore::open_writer(&path, Durability::Normal) else {
+            panic!("a newer file was opened");
+        };
+        let text = error.to_string();
+        assert!(matches!(error, StoreError::Incompatible(_)), "{text}");
+        assert!(
+            text.contains("schema version 99") && text.contains("imctl replay"),
+            "{text}"
+        );
+    }
+
+    fn fence(epoch: u64) -> Fence {
+        Fence {
+            scope: "dedupe".into(),
+            partition: 0,
+            epoch,
+        }
+    }
 
     #[test]
     fn concurrent_openers_do_not_fail_on_the_lock() {

@@ -75,6 +75,11 @@ pub struct IdempotencyRecord {
     /// duplicate republishes exactly them.
     pub outputs: Value,
     pub recorded_at_ms: i64,
+    /// What makes a repeat of this (source, id) the same event: its type and
+    /// actor (`im.message.send alice`). A repeat whose fingerprint (or
+    /// conversation) differs is a different event under a reused identity,
+    /// refused as a conflict. Empty for records an older version made.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -119,6 +119,17 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
     let conversation_id = event.payload.conversation_id().to_string();
 
     if let Some(record) = view.idempotency(&event.source, &event.id) {
+        if !same_event(&record, event, view) {
+            // Another event under a (source, id) already used: answering it
+            // as the earlier one would ack a message that is stored nowhere.
+            return refuse(
+                ErrorCode::Conflict,
+                format!(
+                    "event {} of {} was already used for a different event (its type, actor or conversation differ); send this one with a new id",
+                    event.id, event.source
+                ),
+            );
+        }
         return Ok(replay_duplicate(&record, view));
     }
 
@@ -138,6 +149,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 serde_json::to_value(outputs).unwrap_or_default()
             },
             recorded_at_ms: received_ms,
+            fingerprint: event.payload.fingerprint(),
         })
     };
     let require_conversation = || {
@@ -518,6 +530,25 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
     Ok(decision)
 }
 
+/// Whether `event` is the event `record` was made for, not another one
+/// reusing its (source, id). Records from before fingerprints are compared
+/// by what they hold: the conversation, and a send's stored sender.
+fn same_event(record: &IdempotencyRecord, event: &Accepted, view: &dyn View) -> bool {
+    if record.conversation_id != event.payload.conversation_id() {
+        return false;
+    }
+    if !record.fingerprint.is_empty() {
+        return record.fingerprint == event.payload.fingerprint();
+    }
+    match (&event.payload, record.seq) {
+        (Command::Send(send), Some(seq)) => view
+            .message(&record.conversation_id, seq)
+            .is_none_or(|message| message.sender_id == send.sender_id),
+        (Command::Send(_), None) | (_, Some(_)) => false,
+        (_, None) => true,
+    }
+}
+
 /// A duplicate changes nothing and publishes again what the original
 /// published, in case the original's publish was lost in a crash.
 fn replay_duplicate(record: &IdempotencyRecord, view: &dyn View) -> Decision {
@@ -764,6 +795,58 @@ mod tests {
 
     fn committed_seqs(results: &[Result<Decision, EventError>]) -> Vec<u64> {
         committed(results).into_iter().map(|(_, seq)| seq).collect()
+    }
+
+    /// Issue 13: a known (source, id) answers only the same event. The
+    /// pre-emption that lost a message: the id's first event was sent by
+    /// `a`; `b` reusing it must be refused, never acked as `a`'s message.
+    #[test]
+    fn a_reused_identity_with_other_contents_is_a_conflict() {
+        let mut view = MemoryView::default();
+        let config = Config::default();
+        let results = run(
+            &mut view,
+            &config,
+            &[
+                accepted("c", 0, create("g:1", &["a", "b"], &[])),
+                accepted("x", 1, send("g:1", "a")),
+                accepted("x", 2, send("g:1", "a")),
+                accepted("x", 3, send("g:1", "b")),
+                accepted("x", 4, send("g:2", "a")),
+            ],
+        );
+        assert_eq!(
+            committed_seqs(&results[1..3]),
+            [1, 1],
+            "a repeat is answered"
+        );
+        for refused in &results[3..] {
+            let error = refused.as_ref().unwrap_err();
+            assert_eq!(error.code, ErrorCode::Conflict);
+            assert!(error.reason.contains("new id"), "{}", error.reason);
+        }
+        assert_eq!(view.messages.len(), 1);
+    }
+
+    #[test]
+    fn records_from_before_fingerprints_are_compared_by_what_they_hold() {
+        let mut view = MemoryView::default();
+        let config = Config::default();
+        run(
+            &mut view,
+            &config,
+            &[
+                accepted("c", 0, create("g:1", &["a", "b"], &[])),
+                accepted("x", 1, send("g:1", "a")),
+            ],
+        );
+        for record in view.idempotency.values_mut().flatten() {
+            record.fingerprint.clear();
+        }
+        let again = run(&mut view, &config, &[accepted("x", 2, send("g:1", "a"))]);
+        assert_eq!(committed_seqs(&again), [1]);
+        let other = run(&mut view, &config, &[accepted("x", 3, send("g:1", "b"))]);
+        assert_eq!(other[0].as_ref().unwrap_err().code, ErrorCode::Conflict);
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
         command,
     } = inbound;
     let command = normalize(command)?;
+    check_source(&source, &command)?;
     let received = rfc3339_ms(message.published_ms);
     let subject = accepted_subject(
         partition_of(command.conversation_id(), config.conversation_partitions),
@@ -61,6 +62,30 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
     );
     accepted.imreceived = Some(received);
     Ok((subject, accepted))
+}
+
+/// A user's source (`urn:im:device:<user>:…`, `urn:im:user:<user>`) carries
+/// only that user's own actions: whoever publishes under it, no event of it
+/// can act as someone else or manage conversations. (The gateway already
+/// gives a user's token no other source; this holds for every publisher.)
+pub fn check_source(source: &str, command: &Command) -> Result<(), EventError> {
+    let Some(owner) = im_events::ids::user_of_source(source) else {
+        return Ok(());
+    };
+    match command.actor() {
+        Some(actor) if actor == owner => Ok(()),
+        Some(actor) => Err(EventError::new(
+            ErrorCode::Forbidden,
+            format!("source {source} is {owner}'s; its events cannot act as {actor}"),
+        )),
+        None => Err(EventError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "source {source} is {owner}'s; a {} needs a service's source",
+                command.type_name()
+            ),
+        )),
+    }
 }
 
 fn sorted_unique(mut ids: Vec<String>) -> Vec<String> {
@@ -168,6 +193,20 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
     })
 }
 
+/// The `Nats-Msg-Id` of an accepted event: its identity and what it is, so
+/// that a repeat of the same event is dropped by JetStream while a
+/// different event reusing the (source, id) reaches dedupe, which refuses
+/// it as a conflict (dropped here, it would vanish without a word).
+pub fn accepted_msg_id(accepted: &Accepted) -> String {
+    let identity = format!(
+        "{}\u{0}{}\u{0}{}",
+        accepted.id,
+        accepted.payload.conversation_id(),
+        accepted.payload.fingerprint()
+    );
+    message_id_for(&accepted.source, &identity)
+}
+
 /// The answer to a publisher waiting on a refused event.
 pub fn refusal(error: &EventError) -> serde_json::Value {
     serde_json::json!({"ok": false, "code": error.code.as_str(), "reason": error.reason})
@@ -224,7 +263,7 @@ impl BatchHandler for Ingest {
                     });
                     outgoing.push(Outgoing {
                         subject,
-                        message_id: Some(message_id_for(&accepted.source, &accepted.id)),
+                        message_id: Some(accepted_msg_id(&accepted)),
                         headers,
                         payload: payload.into(),
                     });
@@ -351,6 +390,29 @@ mod tests {
                 .unwrap_err()
                 .code,
             ErrorCode::SchemaViolation
+        );
+    }
+
+    #[test]
+    fn a_users_source_carries_only_that_users_actions() {
+        let mut event = send("dm:a:b", "a");
+        event["source"] = json!("urn:im:device:b:phone");
+        let error = decide(&incoming("im.ingest.message.send", event), &config()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::Forbidden);
+        assert!(error.reason.contains("cannot act as a"), "{}", error.reason);
+        let mut own = send("dm:a:b", "a");
+        own["source"] = json!("urn:im:device:a:phone");
+        assert!(decide(&incoming("im.ingest.message.send", own), &config()).is_ok());
+        let create = json!({"specversion": "1.0", "id": "c", "source": "urn:im:user:a", "type": "im.conversation.create",
+            "data": {"conversation_id": "g:1", "kind": "group", "members": ["a", "b"]}});
+        assert_eq!(
+            decide(
+                &incoming("im.ingest.conversation.create", create),
+                &config()
+            )
+            .unwrap_err()
+            .code,
+            ErrorCode::Forbidden
         );
     }
 

@@ -31,6 +31,9 @@ CREATE INDEX IF NOT EXISTS notifications_created ON notifications(created_ms);
 /// The file of the offline function in a data directory.
 pub const NOTIFICATIONS_FILE: &str = "offline.db";
 
+/// Changes to `offline.db` since its first release (see `Migrations`).
+const NOTIFICATION_MIGRATIONS: super::Migrations = &[];
+
 pub struct SqliteNotificationStore {
     db: Db,
 }
@@ -39,14 +42,20 @@ impl SqliteNotificationStore {
     pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
         let schema = format!("{NOTIFY_SCHEMA}{FENCE_TABLE}");
         Ok(SqliteNotificationStore {
-            db: Db::open(path, &schema, true, durability)?,
+            db: Db::open(path, &schema, NOTIFICATION_MIGRATIONS, true, durability)?,
         })
     }
 
     pub fn open_reader(path: &Path) -> StoreResult<Self> {
         let schema = format!("{NOTIFY_SCHEMA}{FENCE_TABLE}");
         Ok(SqliteNotificationStore {
-            db: Db::open(path, &schema, false, Durability::Full)?,
+            db: Db::open(
+                path,
+                &schema,
+                NOTIFICATION_MIGRATIONS,
+                false,
+                Durability::Full,
+            )?,
         })
     }
 }

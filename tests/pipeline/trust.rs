@@ -1,0 +1,144 @@
+//! The trust boundary (issue 13), tried as an attacker would against the
+//! real gateway and pipeline.
+
+use std::time::Duration;
+
+use im_pipeline_tests::{http, token, Device, Pipeline};
+use im_store::ConversationStore;
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn event(source: &str, id: &str, sender: &str, text: &str) -> String {
+    json!({"specversion": "1.0", "id": id, "source": source, "type": "im.message.send",
+           "datacontenttype": "application/json",
+           "data": {"conversation_id": "dm:alice:bob", "sender_id": sender, "kind": "text", "body": {"text": text}}})
+    .to_string()
+}
+
+/// Alice tries to pre-empt the (source, id) of bob's next send: history
+/// shows every message's source and event id, and client ids are
+/// predictable. Before, her event was accepted, and bob's send with that
+/// id was acked with her message's seq while his text was stored nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_cannot_pre_empt_another_users_send() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let alice = token("alice", "laptop", 600);
+    let bob_source = "urn:im:device:bob:phone";
+    // Over HTTP, under bob's source, as herself: refused.
+    let (status, body) = http(
+        port,
+        "POST",
+        "/v1/events",
+        Some(&alice),
+        &[("content-type", "application/cloudevents+json")],
+        &event(bob_source, "bob-1", "alice", "mine now"),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("is not alice's"), "{body}");
+    // Under bob's source, as bob: refused too (a user acts only as itself).
+    let (status, _) = http(
+        port,
+        "POST",
+        "/v1/events",
+        Some(&alice),
+        &[("content-type", "application/cloudevents+json")],
+        &event(bob_source, "bob-1", "bob", "in your name"),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Straight onto the bus with bob's source: ingest refuses it.
+    let payload = event(bob_source, "bob-1", "alice", "from the bus");
+    pipeline
+        .publish_raw(
+            "im.ingest.message.send",
+            async_nats::HeaderMap::new(),
+            payload.clone().into_bytes(),
+        )
+        .await;
+    let letter = pipeline.wait_dead_letter(payload.as_bytes(), WAIT).await;
+    assert_eq!(letter["Im-Dlq-Code"], "forbidden", "{letter:?}");
+    // Bob's send with that id is his.
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    bob.send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": "bob-1", "kind": "text", "body": {"text": "bob's own words"}}))
+        .await;
+    let ack = bob.expect("ack", WAIT).await;
+    let seq = ack["seq"].as_u64().unwrap();
+    let history = pipeline
+        .conversations()
+        .history("dm:alice:bob", None, 10)
+        .unwrap();
+    assert_eq!(history.len(), 1, "{history:#?}");
+    assert_eq!(history[0].seq, seq);
+    assert_eq!(history[0].sender_id, "bob");
+    assert_eq!(history[0].body, json!({"text": "bob's own words"}));
+    assert_eq!(history[0].source, bob_source);
+}
+
+/// A device reusing one of its client ids for a different message gets a
+/// conflict, never the earlier message's ack: both inside JetStream's
+/// duplicate window (the gateway finds the earlier commit in the store) and
+/// past it (dedupe compares the events).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_client_id_for_another_message_is_a_conflict() {
+    let mut pipeline = Pipeline::start().await;
+    pipeline
+        .create_group("g:team", &["bob".to_string(), "carol".to_string()])
+        .await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    let send = |conversation: &str, id: &str| json!({"op": "send", "conversation_id": conversation, "client_msg_id": id, "kind": "text", "body": {"text": "hi"}});
+    bob.send(send("dm:alice:bob", "c1")).await;
+    let first = bob.expect("ack", WAIT).await;
+    // The same message again: the same ack.
+    bob.send(send("dm:alice:bob", "c1")).await;
+    let again = bob.expect("ack", WAIT).await;
+    assert_eq!(again["seq"], first["seq"]);
+    // Another conversation under the same id, within the duplicate window.
+    bob.send(send("g:team", "c1")).await;
+    let refused: Value = bob.expect("error", WAIT).await;
+    assert_eq!(refused["code"], "conflict", "{refused}");
+    assert_eq!(refused["client_msg_id"], "c1");
+    // Past the window (no Nats-Msg-Id, as a publisher retrying days later):
+    // dedupe itself refuses it.
+    let payload = json!({"specversion": "1.0", "id": "c1", "source": "urn:im:device:bob:phone", "type": "im.message.send",
+        "datacontenttype": "application/json",
+        "data": {"conversation_id": "g:team", "sender_id": "bob", "kind": "text", "body": {"text": "late"}}})
+    .to_string();
+    pipeline
+        .publish_raw(
+            "im.ingest.message.send",
+            async_nats::HeaderMap::new(),
+            payload.clone().into_bytes(),
+        )
+        .await;
+    // dedupe dead-letters the accepted (normalized) event it refused.
+    let deadline = std::time::Instant::now() + WAIT;
+    let letter = loop {
+        let found = pipeline
+            .dead_letters()
+            .await
+            .into_iter()
+            .find(|(headers, body)| {
+                headers.get("Im-Dlq-Function").map(String::as_str) == Some("dedupe")
+                    && String::from_utf8_lossy(body).contains("\"late\"")
+            });
+        if let Some((headers, _)) = found {
+            break headers;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no dead letter from dedupe"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(letter["Im-Dlq-Code"], "conflict", "{letter:?}");
+    assert!(letter["Im-Dlq-Reason"].contains("new id"), "{letter:?}");
+    assert!(pipeline
+        .conversations()
+        .history("g:team", None, 10)
+        .unwrap()
+        .is_empty());
+}
