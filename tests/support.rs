@@ -5,26 +5,24 @@
 pub mod standins;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::HeaderMap;
 use futures::StreamExt;
+use im_harness::{Durability, Kind, Proc, System};
 use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
-use im_test_support::{workspace_binary, NatsServer, Process};
 use serde_json::{json, Value};
 
 pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
 pub const JWT_SECRET: &str = "test-secret";
 
 pub struct Pipeline {
-    pub nats: NatsServer,
-    pub data: tempfile::TempDir,
-    pub processes: HashMap<String, Process>,
+    /// nats-server, the functions and any gateways, as processes.
+    pub system: System,
     pub client: async_nats::Client,
     pub js: jetstream::Context,
-    pub extra_env: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -34,89 +32,78 @@ impl Pipeline {
 
     /// Start with extra environment for every function (e.g. a short recall window).
     pub async fn start_with(extra_env: Vec<(String, String)>) -> Pipeline {
-        let nats = NatsServer::start().expect("nats-server starts");
-        let data = tempfile::Builder::new()
-            .prefix("im-data-")
-            .tempdir()
-            .unwrap();
-        let client = async_nats::connect(nats.url()).await.expect("connect");
-        let js = jetstream::new(client.clone());
-        im_runtime::topology::ensure_streams(&js)
+        let system = System::builder()
+            .gateways(0)
+            // Process crashes are what these tests inflict: relaxed (and
+            // NORMAL SQLite) survives them, and keeps the suite quick.
+            .durability(Durability::Relaxed)
+            .env("IM_SQLITE_SYNC", "normal")
+            .env("IM_LEASE_TTL_MS", "1500")
+            .envs(extra_env)
+            .start()
             .await
-            .expect("streams");
-        let mut pipeline = Pipeline {
-            nats,
-            data,
-            processes: HashMap::new(),
-            client,
-            js,
-            extra_env,
-        };
-        for function in FUNCTIONS {
-            pipeline.spawn(function, function);
-        }
+            .expect("the pipeline starts");
+        let client = async_nats::connect(system.nats_url.as_str())
+            .await
+            .expect("connect");
+        let js = jetstream::new(client.clone());
+        let pipeline = Pipeline { system, client, js };
         pipeline.wait_for_consumers(Duration::from_secs(30)).await;
         pipeline
     }
 
+    pub fn nats_url(&self) -> String {
+        self.system.nats_url.clone()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.system.data_dir
+    }
+
+    /// The environment of a process named `instance`.
     pub fn env(&self, instance: &str) -> Vec<(String, String)> {
-        let mut env = vec![
-            ("IM_NATS_URL".to_string(), self.nats.url()),
-            (
-                "IM_DATA_DIR".to_string(),
-                self.data.path().display().to_string(),
-            ),
-            // Process crashes are what these tests inflict; NORMAL survives them.
-            ("IM_SQLITE_SYNC".to_string(), "normal".to_string()),
-            ("IM_LEASE_TTL_MS".to_string(), "1500".to_string()),
-            ("IM_INSTANCE".to_string(), instance.to_string()),
-            ("IM_LOG".to_string(), "info,async_nats=warn".to_string()),
-        ];
-        env.extend(self.extra_env.iter().cloned());
-        env
+        self.system.env_for(instance, &[])
     }
 
     /// Start a gateway named `instance`; returns its HTTP port.
     pub async fn start_gateway(&mut self, instance: &str, extra: &[(&str, &str)]) -> u16 {
-        let port = im_test_support::free_port();
-        let binary = workspace_binary("im-gateway").expect("gateway binary");
-        let mut env = self.env(instance);
-        env.push(("IM_HTTP".into(), format!("127.0.0.1:{port}")));
-        env.push(("IM_JWT_SECRET".into(), JWT_SECRET.into()));
+        let mut env = vec![("IM_JWT_SECRET".to_string(), JWT_SECRET.to_string())];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let log = self.data.path().join(format!("{instance}.log"));
-        let process = Process::start(instance, binary, vec![], env, log).expect("gateway starts");
-        self.processes.insert(instance.to_string(), process);
-        assert!(
-            im_test_support::wait_for_port(port, Duration::from_secs(30)),
-            "gateway {instance} did not listen"
-        );
-        port
+        self.system
+            .add_gateway(instance, &env)
+            .await
+            .expect("gateway starts")
     }
 
     /// Start a replica of `function` under the name `instance`.
     pub fn spawn(&mut self, function: &str, instance: &str) {
-        let binary = workspace_binary(&format!("im-{function}")).expect("function binary");
-        let log = self.data.path().join(format!("{instance}.log"));
-        let process = Process::start(instance, binary, vec![], self.env(instance), log)
+        self.system
+            .add_function(function, instance, &[])
             .expect("function starts");
-        self.processes.insert(instance.to_string(), process);
     }
 
-    pub fn process(&mut self, instance: &str) -> &mut Process {
-        self.processes.get_mut(instance).expect("known process")
+    pub fn process(&mut self, instance: &str) -> &mut Proc {
+        self.system.proc(instance).expect("known process")
+    }
+
+    /// The function and gateway processes (not nats-server).
+    pub fn processes(&mut self) -> impl Iterator<Item = &mut Proc> {
+        self.system
+            .procs
+            .iter_mut()
+            .filter(|p| p.kind != Kind::Nats)
     }
 
     pub fn conversations(&self) -> SqliteConversationStore {
-        im_store::sqlite::conversations_in(self.data.path(), None).unwrap()
+        im_store::sqlite::conversations_in(self.data_dir(), None).unwrap()
     }
 
     pub fn users(&self) -> SqliteUserStore {
-        im_store::sqlite::users_in(self.data.path(), None).unwrap()
+        im_store::sqlite::users_in(self.data_dir(), None).unwrap()
     }
 
     pub fn data_path(&self, file: &str) -> PathBuf {
-        self.data.path().join(file)
+        self.data_dir().join(file)
     }
 
     /// Publish a structured-mode CloudEvent to im.ingest.<type>.
@@ -226,10 +213,14 @@ impl Pipeline {
     /// The last lines of every process's log, for failure messages.
     pub fn log_tails(&self) -> String {
         let mut text = String::new();
-        for (name, process) in &self.processes {
+        for process in self.system.procs.iter().filter(|p| p.kind != Kind::Nats) {
             let log = process.log_text();
             let lines: Vec<&str> = log.lines().collect();
-            text.push_str(&format!("--- {name} (last 15 of {} lines)\n", lines.len()));
+            text.push_str(&format!(
+                "--- {} (last 15 of {} lines)\n",
+                process.name,
+                lines.len()
+            ));
             for line in &lines[lines.len().saturating_sub(15)..] {
                 text.push_str(line);
                 text.push('\n');
@@ -338,7 +329,7 @@ impl Pipeline {
 
     /// Stop every function gracefully.
     pub fn stop_functions(&mut self) {
-        for process in self.processes.values_mut() {
+        for process in self.processes() {
             process.stop(Duration::from_secs(10));
         }
     }
@@ -348,7 +339,7 @@ impl Drop for Pipeline {
     fn drop(&mut self) {
         // Keep a failed test's data and logs for a post-mortem.
         if std::thread::panicking() {
-            let kept = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap()).keep();
+            let kept = self.system.keep();
             eprintln!("test failed: data and logs kept in {}", kept.display());
         }
     }
@@ -391,6 +382,10 @@ pub struct Device {
     pub socket: Socket,
     /// Frames read while waiting for another op.
     pub backlog: std::collections::VecDeque<Value>,
+    /// What a client keeps to show each message once: the message ids it
+    /// has shown, and the `sync_seq` each one got (a message pushed from
+    /// its commit comes first without one, then again with it).
+    pub shown: HashMap<String, Option<u64>>,
 }
 
 impl Device {
@@ -409,6 +404,7 @@ impl Device {
         Ok(Device {
             socket,
             backlog: Default::default(),
+            shown: HashMap::new(),
         })
     }
 
@@ -444,6 +440,81 @@ impl Device {
                 _ => continue,
             }
         }
+    }
+
+    /// The next message this device has not shown yet, as a client shows
+    /// it: a repeat of a message id (the fast path's frame, then the one
+    /// with its `sync_seq`) is not shown again; its `sync_seq` is noted.
+    /// Other frames are kept for later.
+    pub async fn expect_message(&mut self, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        let mut skipped = Vec::new();
+        let found = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(frame) = self.next(left).await else {
+                break None;
+            };
+            if frame["op"] != "message" {
+                skipped.push(frame);
+                continue;
+            }
+            let id = frame["message_id"].as_str().unwrap_or_default().to_string();
+            let sync_seq = frame["sync_seq"].as_u64();
+            match self.shown.get_mut(&id) {
+                Some(known) => {
+                    *known = known.or(sync_seq);
+                }
+                None => {
+                    self.shown.insert(id, sync_seq);
+                    break Some(frame);
+                }
+            }
+        };
+        for frame in skipped.into_iter().rev() {
+            self.backlog.push_front(frame);
+        }
+        found.unwrap_or_else(|| {
+            panic!(
+                "no new message within {timeout:?}; other frames: {:?}",
+                self.backlog
+            )
+        })
+    }
+
+    /// `count` new messages, in the order they were first shown, each with
+    /// the `sync_seq` the device learnt for it (waiting for the frames that
+    /// carry them if the first came from the fast path).
+    pub async fn collect_messages(&mut self, count: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut messages = Vec::with_capacity(count);
+        for _ in 0..count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            messages.push(self.expect_message(left).await);
+        }
+        let ids: Vec<String> = messages
+            .iter()
+            .map(|m| m["message_id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let mut others = Vec::new();
+        while ids.iter().any(|id| self.shown[id].is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(frame) = self.next(left).await else {
+                panic!("some of {count} messages never got a sync_seq within {timeout:?}");
+            };
+            if frame["op"] == "message" {
+                let id = frame["message_id"].as_str().unwrap_or_default().to_string();
+                let sync_seq = frame["sync_seq"].as_u64();
+                let known = self.shown.entry(id).or_insert(None);
+                *known = known.or(sync_seq);
+            } else {
+                others.push(frame);
+            }
+        }
+        self.backlog.extend(others);
+        for (message, id) in messages.iter_mut().zip(&ids) {
+            message["sync_seq"] = json!(self.shown[id]);
+        }
+        messages
     }
 
     /// The next frame with this op; other frames are kept for later.

@@ -41,9 +41,9 @@ async fn expect_dead_letter(
         "reason {reason:?} should mention {mention:?}"
     );
     assert_eq!(headers["Im-Dlq-Subject"].split('.').next(), Some("im"));
-    for process in pipeline.processes.values_mut() {
+    for process in pipeline.processes() {
         assert!(
-            process.is_running(),
+            process.running(),
             "{} crashed:\n{}",
             process.name,
             process.log_text()
@@ -239,8 +239,8 @@ async fn read_mark_beyond_last_seq() {
         conversations.message("dm:ann:ben", 2).ok().flatten()
     })
     .await;
-    for process in pipeline.processes.values_mut() {
-        assert!(process.is_running(), "{} crashed", process.name);
+    for process in pipeline.processes() {
+        assert!(process.running(), "{} crashed", process.name);
     }
 }
 

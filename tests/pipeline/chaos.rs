@@ -11,7 +11,7 @@ fn a_bounded_chaos_run_has_no_violations() {
         .prefix("im-chaos-")
         .tempdir()
         .unwrap();
-    let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
+    let output = Command::new(im_harness::workspace_binary("imctl").unwrap())
         .args([
             "chaos",
             "--duration",

@@ -6,8 +6,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use im_harness::workspace_binary;
 use im_pipeline_tests::{Device, Pipeline, JWT_SECRET};
-use im_test_support::workspace_binary;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use im_test_support::{free_port, nats_server_binary, workspace_binary};
+use im_harness::{free_port, nats_server_binary, workspace_binary};
 
 fn imctl(args: &[&str]) -> std::process::Output {
     Command::new(workspace_binary("imctl").unwrap())

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use im_harness::NatsServer;
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming};
 use im_store::ConversationStore;
-use im_test_support::NatsServer;
 use serde_json::json;
 
 fn accepted(id: &str, event_type: &str, data: serde_json::Value) -> Incoming {
@@ -46,6 +46,8 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
         store: store.clone(),
         config: im_dedupe::decide::Config::default(),
         conversation_partitions: 16,
+        user_partitions: 16,
+        fast_path: true,
     };
     // The stale owner took the partition at epoch 5; the new owner at 9.
     let stale = Claim::unleased("dedupe", 3, 5);

@@ -46,9 +46,11 @@ async fn alice_with_two_devices_and_bob_chat() {
         );
     }
 
-    // Bob and Alice's other device get every message once, with contiguous sync_seq.
+    // Bob and Alice's other device get every message once, with contiguous
+    // sync_seq (each shown once: a message pushed from its commit first
+    // comes without a sync_seq, then again with it).
     for device in [&mut bob, &mut laptop] {
-        let messages = device.collect("message", 20, WAIT).await;
+        let messages = device.collect_messages(20, WAIT).await;
         let seqs: Vec<u64> = messages
             .iter()
             .map(|m| m["seq"].as_u64().unwrap())
@@ -74,11 +76,19 @@ async fn alice_with_two_devices_and_bob_chat() {
     let first = acks.iter().find(|a| a["client_msg_id"] == "c5").unwrap();
     assert_eq!(again["seq"], first["seq"]);
     assert_eq!(again["message_id"], first["message_id"]);
-    // And Bob sees no duplicate.
-    assert!(bob
-        .next(Duration::from_millis(500))
-        .await
-        .is_none_or(|f| f["op"] != "message"));
+    // And Bob sees no duplicate: no frame of a message he has not shown.
+    while let Some(frame) = bob.next(Duration::from_millis(500)).await {
+        if frame["op"] == "message" {
+            assert!(
+                bob.shown
+                    .contains_key(frame["message_id"].as_str().unwrap()),
+                "a resend made a new message: {frame}"
+            );
+        } else {
+            bob.backlog.push_back(frame);
+            break;
+        }
+    }
 
     // Bob reads: unread goes to zero; the list agrees.
     // Pushed unread frames came with the messages; the last says 20.
@@ -345,8 +355,8 @@ async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
     );
     good.send(json!({"op": "ping"})).await;
     good.expect("pong", WAIT).await;
-    for process in pipeline.processes.values_mut() {
-        assert!(process.is_running(), "{} died", process.name);
+    for process in pipeline.processes() {
+        assert!(process.running(), "{} died", process.name);
     }
 }
 
@@ -495,7 +505,7 @@ async fn edits_recalls_typing_and_delivered_cursors() {
     ann.expect("pong", WAIT).await;
     pipeline.process("gateway").kill9();
     pipeline.process("gateway").restart().unwrap();
-    assert!(im_test_support::wait_for_port(port, WAIT));
+    assert!(im_harness::wait_for_port(port, WAIT));
     let cursors = pipeline.js.get_key_value("IM_DELIVERED").await.unwrap();
     let stored = cursors
         .get(im_events::subjects::device_key("ann", "phone"))
@@ -752,7 +762,7 @@ async fn devices_on_two_gateways_each_get_their_pushes() {
     ben.send(send("g:two", "b1", "hello both gateways")).await;
     let ack = ben.expect("ack", WAIT).await;
     for device in [&mut ann_phone, &mut ann_laptop, &mut cid] {
-        let message = device.expect("message", WAIT).await;
+        let message = device.expect_message(WAIT).await;
         assert_eq!(message["seq"], ack["seq"]);
         assert_eq!(message["body"]["text"], "hello both gateways");
         let unread = device.expect("unread", WAIT).await;
@@ -761,15 +771,15 @@ async fn devices_on_two_gateways_each_get_their_pushes() {
     // Ann's phone writes: her laptop (other gateway) gets it, the phone not.
     ann_phone.send(send("g:two", "a1", "from the phone")).await;
     ann_phone.expect("ack", WAIT).await;
-    let echoed = ann_laptop.expect("message", WAIT).await;
+    let echoed = ann_laptop.expect_message(WAIT).await;
     assert_eq!(echoed["body"]["text"], "from the phone");
     assert_eq!(
-        ben.expect("message", WAIT).await["body"]["text"],
+        ben.expect_message(WAIT).await["body"]["text"],
         "from the phone"
     );
     while let Some(frame) = ann_phone.next(Duration::from_millis(500)).await {
-        assert_ne!(
-            frame["op"], "message",
+        assert!(
+            frame["op"] != "message" || frame["source"] != "urn:im:device:ann:phone",
             "the sending device got its own message: {frame}"
         );
     }
@@ -783,4 +793,55 @@ async fn devices_on_two_gateways_each_get_their_pushes() {
     while let Some(frame) = ben.next(Duration::from_millis(500)).await {
         assert_ne!(frame["op"], "typing", "the typist got its own typing frame");
     }
+}
+
+/// The fast path (issue 12): a message reaches the online recipient from
+/// its commit, before unread has placed it in the recipient's sync log:
+/// with unread stopped, bob still gets it, with its conversation seq and no
+/// sync_seq. When unread runs again it arrives again with its sync_seq, and
+/// the sync log holds it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_reaches_an_online_device_from_its_commit() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    pipeline
+        .wait_online(&[("alice", "phone"), ("bob", "phone")])
+        .await;
+    alice.send(send("dm:alice:bob", "warm-up", "hi")).await;
+    alice.expect("ack", WAIT).await;
+    bob.collect_messages(1, WAIT).await;
+    pipeline.process("unread").kill9();
+    alice
+        .send(send("dm:alice:bob", "fast-1", "while unread is down"))
+        .await;
+    let ack = alice.expect("ack", WAIT).await;
+    let fast = bob.expect_message(WAIT).await;
+    assert_eq!(fast["body"]["text"], "while unread is down");
+    assert_eq!(fast["seq"], ack["seq"]);
+    assert!(
+        fast.get("sync_seq").is_none(),
+        "it came before its sync item existed: {fast}"
+    );
+    pipeline.process("unread").restart().unwrap();
+    let id = fast["message_id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + WAIT;
+    while bob.shown[&id].is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no frame with its sync_seq"
+        );
+        if let Some(frame) = bob.next(Duration::from_millis(500)).await {
+            if frame["op"] == "message" && frame["message_id"] == id.as_str() {
+                bob.shown.insert(id.clone(), frame["sync_seq"].as_u64());
+            }
+        }
+    }
+    let items = bob.sync_all(0, 100).await;
+    let copies = items
+        .iter()
+        .filter(|i| i["type"] == "message" && i["message_id"] == id.as_str())
+        .count();
+    assert_eq!(copies, 1, "{items:#?}");
 }

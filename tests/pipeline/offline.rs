@@ -324,10 +324,10 @@ async fn offline_devices_get_one_coalesced_notification_per_conversation() {
     )
     .await;
     assert_eq!(status, 400, "{body}");
-    let imctl = im_test_support::workspace_binary("imctl").unwrap();
+    let imctl = im_harness::workspace_binary("imctl").unwrap();
     let output = std::process::Command::new(imctl)
         .args(["notifications", "--user", "bob", "--json", "--data-dir"])
-        .arg(pipeline.data.path())
+        .arg(pipeline.data_dir())
         .output()
         .unwrap();
     assert!(
@@ -465,8 +465,8 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
     // The receiver is fixed: redriving the dead letter sends it once, and
     // redriving it again sends nothing more.
     standins.always("hook-broken", (200, vec![], "{}".into()));
-    let imctl = im_test_support::workspace_binary("imctl").unwrap();
-    let url = pipeline.nats.url();
+    let imctl = im_harness::workspace_binary("imctl").unwrap();
+    let url = pipeline.nats_url();
     let redrive = |keep: bool| {
         let mut command = std::process::Command::new(&imctl);
         command.args([

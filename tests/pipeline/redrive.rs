@@ -8,7 +8,7 @@ use im_pipeline_tests::Pipeline;
 use serde_json::json;
 
 fn imctl(args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
+    let output = Command::new(im_harness::workspace_binary("imctl").unwrap())
         .args(args)
         .output()
         .expect("imctl runs");
@@ -22,7 +22,7 @@ fn imctl(args: &[&str]) -> (bool, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
     let pipeline = Pipeline::start().await;
-    let url = pipeline.nats.url();
+    let url = pipeline.nats_url();
     // Sent before its conversation exists: refused, dead-lettered.
     pipeline
         .publish(

@@ -161,7 +161,7 @@ async fn imctl_replay_rebuilds_a_fresh_store_resumably_and_verifies() {
     traffic(&pipeline).await;
     pipeline.settle(Duration::from_secs(60)).await;
     let target = tempfile::tempdir().unwrap();
-    let imctl = im_test_support::workspace_binary("imctl").unwrap();
+    let imctl = im_harness::workspace_binary("imctl").unwrap();
     let replay = |extra: &[&str]| {
         let mut command = Command::new(&imctl);
         command
@@ -170,12 +170,12 @@ async fn imctl_replay_rebuilds_a_fresh_store_resumably_and_verifies() {
                 "--batch",
                 "10",
                 "--nats-url",
-                &pipeline.nats.url(),
+                &pipeline.nats_url(),
                 "--into",
             ])
             .arg(target.path())
             .arg("--data-dir")
-            .arg(pipeline.data.path())
+            .arg(pipeline.data_dir())
             .args(extra);
         command
     };

@@ -11,10 +11,10 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use im_harness::NatsCluster;
 use im_runtime::topology::{
     consumer_config, epoch_durable_name, stream_config, take_over_consumer, topology, TakeOverError,
 };
-use im_test_support::NatsCluster;
 
 async fn fetch(
     consumer: &async_nats::jetstream::consumer::PullConsumer,

@@ -34,7 +34,7 @@ fn message(conversation: &str, seq: u64, sent_ms: i64) -> StoredMessage {
 }
 
 fn archive_command(data: &std::path::Path) -> Command {
-    let mut command = Command::new(im_test_support::workspace_binary("imctl").unwrap());
+    let mut command = Command::new(im_harness::workspace_binary("imctl").unwrap());
     command
         .args([
             "archive",
@@ -254,7 +254,7 @@ async fn the_running_system_reads_and_edits_across_tiers() {
         messages[2]["body"]["text"], "edited 3",
         "the edit reached the archived message"
     );
-    let output = Command::new(im_test_support::workspace_binary("imctl").unwrap())
+    let output = Command::new(im_harness::workspace_binary("imctl").unwrap())
         .args([
             "history",
             "--conversation",
@@ -265,7 +265,7 @@ async fn the_running_system_reads_and_edits_across_tiers() {
             "2",
             "--data-dir",
         ])
-        .arg(pipeline.data.path())
+        .arg(pipeline.data_dir())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);

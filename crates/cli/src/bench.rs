@@ -34,6 +34,9 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Durability profile of the system the suite starts: strict or relaxed.
+    #[arg(long, default_value = "strict")]
+    pub durability: im_harness::Durability,
     /// Scenario tiers: messages to write.
     #[arg(long, default_value_t = 100_000)]
     pub messages: u64,
@@ -150,6 +153,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         });
         let push_samples = samples.clone();
         tokio::spawn(async move {
+            // The first frame of each message counts (the fast path's; the
+            // one with its sync_seq follows).
+            let mut seen = std::collections::HashSet::new();
             while let Some(Ok(Message::Text(text))) = pushes.next().await {
                 let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                     continue;
@@ -158,6 +164,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     continue;
                 }
                 let id = frame["body"]["id"].as_str().unwrap_or_default().to_string();
+                if !seen.insert(id.clone()) {
+                    continue;
+                }
                 let mut samples = push_samples.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(sent) = samples.sent.get(&id).copied() {
                     samples.push.push(sent.elapsed());

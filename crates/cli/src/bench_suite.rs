@@ -17,117 +17,42 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::bench::percentile;
-use crate::procs::{free_base, free_port, wait_port, Proc};
-use crate::up::{ensure_topology, nats_nodes, FUNCTIONS};
+use im_harness::{Durability, System};
 
 pub const SECRET: &str = "bench-secret";
 
-/// A system the suite started, stopped when dropped.
-pub struct System {
-    procs: Vec<Proc>,
-    pub nats_url: String,
-    pub gateway_port: u16,
-    pub data_dir: PathBuf,
-    _scratch: tempfile::TempDir,
+/// Start the system the suite measures: one node (the shipped `nats.conf`
+/// under `durability`), every function, one gateway, in a scratch directory.
+pub async fn start_system(
+    durability: Durability,
+    extra_env: &[(&str, &str)],
+) -> anyhow::Result<System> {
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    let system = System::builder()
+        .durability(durability)
+        .bin_dir(bin_dir)
+        .log("warn")
+        .jwt_secret(SECRET)
+        .env("IM_RATE_PER_SECOND", "100000")
+        .env("IM_RATE_BURST", "100000")
+        .env("IM_IDLE_TIMEOUT_SECS", "3600")
+        .envs(
+            extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+        .start()
+        .await?;
+    // Leases are taken a moment after start.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(system)
 }
 
-impl System {
-    pub async fn start(extra_env: &[(&str, &str)]) -> anyhow::Result<System> {
-        let scratch = tempfile::Builder::new().prefix("im-bench-").tempdir()?;
-        let data_dir = scratch.path().to_path_buf();
-        let logs = data_dir.join("logs");
-        std::fs::create_dir_all(&logs)?;
-        let bin_dir = std::env::current_exe()?
-            .parent()
-            .map(PathBuf::from)
-            .unwrap_or_default();
-        let base = free_base();
-        let mut procs = Vec::new();
-        for node in nats_nodes(
-            &crate::up::find_nats_server()?,
-            &data_dir,
-            base,
-            base + 5000,
-            false,
-        )? {
-            procs.push(Proc::nats(&node, &logs));
-        }
-        procs[0].spawn()?;
-        anyhow::ensure!(
-            wait_port(base, Duration::from_secs(20)).await,
-            "nats-server did not start"
-        );
-        let nats_url = format!("nats://127.0.0.1:{base}");
-        ensure_topology(&nats_url).await?;
-        let gateway_port = free_port();
-        let env = |name: &str| {
-            let mut env = vec![
-                ("IM_NATS_URL".to_string(), nats_url.clone()),
-                ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
-                ("IM_INSTANCE".to_string(), name.to_string()),
-                ("IM_LOG".to_string(), "warn".to_string()),
-                ("IM_JWT_SECRET".to_string(), SECRET.to_string()),
-                ("IM_HTTP".to_string(), format!("127.0.0.1:{gateway_port}")),
-                ("IM_RATE_PER_SECOND".to_string(), "100000".to_string()),
-                ("IM_RATE_BURST".to_string(), "100000".to_string()),
-                ("IM_IDLE_TIMEOUT_SECS".to_string(), "3600".to_string()),
-            ];
-            env.extend(
-                extra_env
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string())),
-            );
-            env
-        };
-        for function in FUNCTIONS.iter().chain(&["gateway"]) {
-            procs.push(Proc {
-                name: function.to_string(),
-                kind: "process",
-                program: bin_dir.join(format!("im-{function}")),
-                args: vec![],
-                env: env(function),
-                log: logs.join(format!("{function}.log")),
-                child: None,
-            });
-            procs.last_mut().expect("pushed").spawn()?;
-        }
-        anyhow::ensure!(
-            wait_port(gateway_port, Duration::from_secs(30)).await,
-            "the gateway did not start; see {}",
-            logs.display()
-        );
-        // Leases are taken a moment after start.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        Ok(System {
-            procs,
-            nats_url,
-            gateway_port,
-            data_dir,
-            _scratch: scratch,
-        })
-    }
-
-    pub fn gateway_pid(&self) -> Option<u32> {
-        self.procs
-            .iter()
-            .find(|p| p.name == "gateway")
-            .and_then(|p| p.child.as_ref().map(|c| c.id()))
-    }
-
-    pub async fn js(&self) -> anyhow::Result<jetstream::Context> {
-        Ok(jetstream::new(
-            im_runtime::config::connect(&self.nats_url, "imctl-bench").await?,
-        ))
-    }
-}
-
-impl Drop for System {
-    fn drop(&mut self) {
-        for proc in self.procs.iter().filter(|p| p.kind != "nats") {
-            proc.signal("TERM");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn gateway_pid(system: &mut System) -> Option<u32> {
+    system.proc("gateway").and_then(|p| p.pid())
 }
 
 type Socket =
@@ -249,13 +174,17 @@ pub async fn throughput(
     for pair in 0..pairs {
         let (from, to) = (format!("t{run}s{pair}"), format!("t{run}r{pair}"));
         let conversation = im_events::ids::direct_conversation_id(&from, &to);
-        let sender = device(system.gateway_port, &from).await?;
-        let receiver = device(system.gateway_port, &to).await?;
+        let sender = device(system.gateway_port(), &from).await?;
+        let receiver = device(system.gateway_port(), &to).await?;
         let (_, mut incoming) = receiver.split();
         let counter = pushed.clone();
         tasks.push(tokio::spawn(async move {
+            // Delivered: a message in the recipient's sync log and pushed
+            // with its sync_seq (the fast path's earlier frame is not counted).
             while let Some(Ok(Message::Text(text))) = incoming.next().await {
-                if text.as_str().contains("\"op\":\"message\"") {
+                if text.as_str().contains("\"op\":\"message\"")
+                    && text.as_str().contains("\"sync_seq\"")
+                {
                     counter.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -370,8 +299,8 @@ pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result
     for pair in 0..pairs {
         let (from, to) = (format!("l{run}s{pair}"), format!("l{run}r{pair}"));
         let conversation = im_events::ids::direct_conversation_id(&from, &to);
-        let (sink, mut ack_stream) = device(system.gateway_port, &from).await?.split();
-        let (_, mut push_stream) = device(system.gateway_port, &to).await?.split();
+        let (sink, mut ack_stream) = device(system.gateway_port(), &from).await?.split();
+        let (_, mut push_stream) = device(system.gateway_port(), &to).await?.split();
         let (sent_a, acks_a) = (sent.clone(), acks.clone());
         tasks.push(tokio::spawn(async move {
             while let Some(Ok(Message::Text(text))) = ack_stream.next().await {
@@ -394,11 +323,16 @@ pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result
         }));
         let (sent_p, pushes_p) = (sent.clone(), pushes.clone());
         tasks.push(tokio::spawn(async move {
+            // The first frame of each message counts (the fast path's; the
+            // one with its sync_seq follows).
+            let mut seen = std::collections::HashSet::new();
             while let Some(Ok(Message::Text(text))) = push_stream.next().await {
                 let Ok(frame) = serde_json::from_str::<Value>(&text) else {
                     continue;
                 };
-                if frame["op"] == "message" {
+                if frame["op"] == "message"
+                    && seen.insert(frame["message_id"].as_str().unwrap_or_default().to_string())
+                {
                     if let Some(at) = sent_p
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
@@ -552,7 +486,7 @@ pub async fn fanout(
     let mut readers = Vec::new();
     eprint!("fanout: connecting {online} members");
     for n in 0..online {
-        let (_, mut stream) = device(system.gateway_port, &member(n)).await?.split();
+        let (_, mut stream) = device(system.gateway_port(), &member(n)).await?.split();
         let arrivals = arrivals.clone();
         readers.push(tokio::spawn(async move {
             while let Some(Ok(Message::Text(text))) = stream.next().await {
@@ -573,7 +507,7 @@ pub async fn fanout(
     }
     eprintln!();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (mut socket_sink, _) = device(system.gateway_port, &sender).await?.split();
+    let (mut socket_sink, _) = device(system.gateway_port(), &sender).await?.split();
     let deliveries = |js: jetstream::Context| async move {
         js.get_stream("IM_DELIVERY")
             .await?
@@ -638,15 +572,13 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// `count` idle connections on the gateway, from several 127.0.0.x source
 /// addresses: resident memory per connection and connect rate.
-pub async fn connections(system: &System, count: usize) -> anyhow::Result<Value> {
-    let pid = system
-        .gateway_pid()
-        .ok_or_else(|| anyhow::anyhow!("no gateway pid"))?;
+pub async fn connections(system: &mut System, count: usize) -> anyhow::Result<Value> {
+    let pid = gateway_pid(system).ok_or_else(|| anyhow::anyhow!("no gateway pid"))?;
     let before = rss_kib(pid).unwrap_or(0);
     let run = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(count);
-    let port = system.gateway_port;
+    let port = system.gateway_port();
     for chunk in (0..count).collect::<Vec<_>>().chunks(200) {
         let attempts = chunk.iter().map(|n| {
             let n = *n;
@@ -712,7 +644,7 @@ pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value>
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     eprintln!();
-    let mut socket = device(system.gateway_port, &to).await?;
+    let mut socket = device(system.gateway_port(), &to).await?;
     let started = Instant::now();
     let mut after = 0u64;
     let mut received = 0usize;
@@ -750,10 +682,12 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
     let seconds = im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64;
     let wants = |name: &str| args.scenario == "all" || args.scenario == name;
     eprintln!("bench: starting a system (nats-server, every function, the gateway)");
-    let system = System::start(&[("IM_LARGE_GROUP_THRESHOLD", "500")]).await?;
+    let mut system = start_system(args.durability, &[("IM_LARGE_GROUP_THRESHOLD", "500")]).await?;
     let machine = json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        "nats_sync": "always (nats.conf)", "sqlite": "synchronous=FULL",
+        "durability": args.durability.as_str(),
+        "nats_sync": args.durability.nats_sync_interval(),
+        "sqlite": match args.durability { Durability::Strict => "synchronous=FULL", Durability::Relaxed => "synchronous=NORMAL, WAL fsynced every 100 ms" },
     });
     let mut report = json!({"machine": machine});
     if wants("baseline") || wants("throughput") {
@@ -802,7 +736,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
     }
     if wants("connections") {
         eprintln!("bench: {} idle connections", args.connections);
-        report["connections"] = connections(&system, args.connections).await?;
+        report["connections"] = connections(&mut system, args.connections).await?;
     }
     if wants("recovery") {
         drain(&system).await?;

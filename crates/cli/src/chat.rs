@@ -41,6 +41,41 @@ fn text_of(message: &Value) -> String {
 }
 
 /// How a frame reads in the terminal (pure).
+/// The messages a session has shown, by id, so each is shown once: a
+/// message pushed from its commit arrives first without a `sync_seq`, then
+/// again with it once it is in the user's sync log. Bounded: the oldest ids
+/// are forgotten first.
+#[derive(Default)]
+pub struct Shown {
+    ids: std::collections::HashSet<String>,
+    order: std::collections::VecDeque<String>,
+}
+
+impl Shown {
+    const KEEP: usize = 10_000;
+
+    /// Whether `frame` should be shown: anything but a message this session
+    /// has shown already.
+    pub fn first_time(&mut self, frame: &Value) -> bool {
+        if frame["op"] != "message" {
+            return true;
+        }
+        let Some(id) = frame["message_id"].as_str() else {
+            return true;
+        };
+        if !self.ids.insert(id.to_string()) {
+            return false;
+        }
+        self.order.push_back(id.to_string());
+        if self.order.len() > Self::KEEP {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
 pub fn render(frame: &Value) -> Option<String> {
     Some(match frame["op"].as_str()? {
         "message" => format!(
@@ -155,6 +190,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         .await?;
     }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut shown = Shown::default();
     let mut ping = tokio::time::interval(std::time::Duration::from_secs(20));
     loop {
         tokio::select! {
@@ -212,6 +248,9 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                 if frame["op"] == "message" && frame["conversation_id"].as_str() == open.as_deref() {
                     newest = newest.max(frame["seq"].as_u64().unwrap_or(0));
                 }
+                if !shown.first_time(&frame) {
+                    continue;
+                }
                 if let Some(text) = render(&frame) {
                     println!("{text}");
                 }
@@ -226,6 +265,17 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_shown_once_however_often_it_is_pushed() {
+        let mut shown = Shown::default();
+        let fast = json!({"op": "message", "message_id": "m1", "seq": 3});
+        let durable = json!({"op": "message", "message_id": "m1", "seq": 3, "sync_seq": 9});
+        assert!(shown.first_time(&fast));
+        assert!(!shown.first_time(&durable));
+        assert!(shown.first_time(&json!({"op": "message", "message_id": "m2"})));
+        assert!(shown.first_time(&json!({"op": "unread"})));
+    }
 
     #[test]
     fn frames_render_as_lines() {

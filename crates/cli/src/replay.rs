@@ -143,12 +143,11 @@ impl Pipeline {
             self.conversations.apply(&dedupe_fence, &decision.effects)?;
         }
         let mut deliveries = Vec::new();
-        for event in decision.outputs {
+        for (event, time) in decision.outputs {
             if matches!(event, im_events::TimelineEvent::Committed(_)) {
                 counts.committed += 1;
             }
-            let outgoing = im_dedupe::timeline_message(event, 1).map_err(anyhow::Error::msg)?;
-            let timeline: Timeline = serde_json::from_slice(&outgoing.payload)?;
+            let (_, timeline): (u32, Timeline) = im_dedupe::timeline_event(event, time, 1);
             let users = im_fanout::recipients(
                 &timeline.payload,
                 &im_fanout::StoreMembers(self.conversations.as_ref()),

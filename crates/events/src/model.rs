@@ -259,6 +259,86 @@ impl<T> Envelope<T> {
 /// and `source` are the publisher's.
 pub type Accepted = Envelope<Command>;
 
+/// What a committed send's ack names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedRef {
+    pub message_id: String,
+    pub conversation_id: String,
+    pub seq: u64,
+}
+
+/// The pipeline's answer to a publisher waiting on an event (the gateway,
+/// through `Im-Reply-To`): sent only once the event's effects are durable,
+/// or when it is refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub ok: bool,
+    /// A committed send: what its ack names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<CommittedRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Verdict {
+    /// Applied; nothing to name (a read, an edit, a membership change).
+    pub fn applied() -> Self {
+        Verdict {
+            ok: true,
+            message: None,
+            code: None,
+            reason: None,
+        }
+    }
+
+    pub fn committed(message_id: &str, conversation_id: &str, seq: u64) -> Self {
+        Verdict {
+            message: Some(CommittedRef {
+                message_id: message_id.to_string(),
+                conversation_id: conversation_id.to_string(),
+                seq,
+            }),
+            ..Verdict::applied()
+        }
+    }
+
+    pub fn refused(error: &crate::EventError) -> Self {
+        Verdict {
+            ok: false,
+            message: None,
+            code: Some(error.code.as_str().to_string()),
+            reason: Some(error.reason.clone()),
+        }
+    }
+}
+
+/// One accepted event and the subject its publisher waits on for the
+/// verdict (the gateway's `Im-Reply-To`), if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptedItem {
+    pub event: Accepted,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// What ingest forwards to one conversation partition per batch, on
+/// `im.accepted.<p>.batch`: the accepted events in stream order. One stream
+/// write (one fsync) carries a whole batch instead of one per event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AcceptedBatch {
+    pub events: Vec<AcceptedItem>,
+}
+
+/// What dedupe commits for one conversation partition per batch, on
+/// `im.timeline.<p>.batch`, in order. Each event is also published alone on
+/// the public `im.events.<type>` subjects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineBatch {
+    pub events: Vec<Timeline>,
+}
+
 /// The committed message: the contract's `im.message.committed` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CommittedMessage {

@@ -44,6 +44,34 @@ pub fn timeline_subject(partition: u32, event_type: &str) -> String {
     )
 }
 
+/// `im.accepted.<p>.batch`: an [`crate::AcceptedBatch`].
+pub fn accepted_batch_subject(partition: u32) -> String {
+    format!("im.accepted.{partition}.batch")
+}
+
+/// `im.timeline.<p>.batch`: a [`crate::TimelineBatch`].
+pub fn timeline_batch_subject(partition: u32) -> String {
+    format!("im.timeline.{partition}.batch")
+}
+
+/// The public subject of an outbound event: `im.events.<type without im.>`.
+pub fn events_subject(event_type: &str) -> String {
+    format!(
+        "im.events.{}",
+        event_type.strip_prefix("im.").unwrap_or(event_type)
+    )
+}
+
+/// The partition of a partitioned stage's subject (`im.accepted.3.…` → 3).
+pub fn partition_of_subject(subject: &str) -> Option<u32> {
+    subject.split('.').nth(2)?.parse().ok()
+}
+
+/// Whether a stream message on `subject` is a batch envelope.
+pub fn is_batch_subject(subject: &str) -> bool {
+    subject.ends_with(".batch")
+}
+
 pub fn delivery_subject(partition: u32, kind: &str) -> String {
     format!("im.delivery.{partition}.{kind}")
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
+use im_events::Verdict;
 use im_runtime::lease::kv_bucket;
 use im_store::{ConversationStore, NotificationStore, UserStore};
 use serde_json::{json, Value};
@@ -283,7 +284,7 @@ impl Gateway {
         source: &str,
         id: &str,
         data: Value,
-    ) -> Result<Value, (String, String)> {
+    ) -> Result<Verdict, (String, String)> {
         self.begin(event_type, source, id, data)
             .await?
             .finish(self)
@@ -432,7 +433,7 @@ impl Gateway {
         source: &str,
         id: &str,
         conversation: &str,
-    ) -> Option<Result<Value, (String, String)>> {
+    ) -> Option<Result<Verdict, (String, String)>> {
         let store = self.conversations.clone();
         let (source, event_id) = (source.to_string(), id.to_string());
         let found = tokio::task::spawn_blocking(move || {
@@ -451,7 +452,11 @@ impl Gateway {
                 format!("client_msg_id {id} was already used for another message; send this one with a new id"),
             )));
         }
-        Some(Ok(json!({"ok": true, "message": found})))
+        Some(Ok(Verdict::committed(
+            &found.message_id,
+            &found.conversation_id,
+            found.seq,
+        )))
     }
 
     async fn await_committed(
@@ -459,7 +464,7 @@ impl Gateway {
         source: &str,
         id: &str,
         conversation: &str,
-    ) -> Result<Value, (String, String)> {
+    ) -> Result<Verdict, (String, String)> {
         let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
         loop {
             if let Some(verdict) = self.committed(source, id, conversation).await {
@@ -602,7 +607,7 @@ pub struct Pending {
 }
 
 impl Pending {
-    pub async fn finish(self, gateway: &Gateway) -> Result<Value, (String, String)> {
+    pub async fn finish(self, gateway: &Gateway) -> Result<Verdict, (String, String)> {
         let result = if self.duplicate {
             // JetStream dropped a quick resend: the original carries the
             // answer. Find it in the store once dedupe has applied it.
@@ -629,13 +634,13 @@ impl Pending {
             };
             let verdict = tokio::select! {
                 verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict.map(|reply| reply.map(|reply| {
-                    if reply["ok"] == json!(true) {
-                        Ok(reply)
-                    } else {
-                        Err((
-                            reply["code"].as_str().unwrap_or("rejected").to_string(),
-                            reply["reason"].as_str().unwrap_or_default().to_string(),
-                        ))
+                    match serde_json::from_value::<Verdict>(reply) {
+                        Ok(verdict) if verdict.ok => Ok(verdict),
+                        Ok(verdict) => Err((
+                            verdict.code.unwrap_or_else(|| "rejected".to_string()),
+                            verdict.reason.unwrap_or_default(),
+                        )),
+                        Err(error) => Err(("internal".to_string(), format!("unreadable verdict: {error}"))),
                     }
                 })),
                 verdict = from_store => Ok(Ok(verdict)),

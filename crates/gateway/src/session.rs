@@ -268,11 +268,20 @@ async fn handle(
             let (gateway, context) = (gateway.clone(), context.clone());
             tokio::spawn(async move {
                 let frame = match pending.finish(&gateway).await {
-                    Ok(reply) => {
-                        let message = &reply["message"];
-                        json!({"op": "ack", "client_msg_id": client_msg_id, "message_id": message["message_id"],
-                               "conversation_id": message["conversation_id"], "seq": message["seq"]})
+                    Ok(im_events::Verdict {
+                        message: Some(message),
+                        ..
+                    }) => {
+                        json!({"op": "ack", "client_msg_id": client_msg_id, "message_id": message.message_id,
+                               "conversation_id": message.conversation_id, "seq": message.seq})
                     }
+                    Ok(_) => pipeline_error(
+                        (
+                            "internal".to_string(),
+                            "the pipeline applied the send but named no message; resend with the same id".to_string(),
+                        ),
+                        Some(&client_msg_id),
+                    ),
                     Err(error) => pipeline_error(error, Some(&client_msg_id)),
                 };
                 context.send(frame).await;

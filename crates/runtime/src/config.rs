@@ -25,9 +25,15 @@ pub struct CommonArgs {
     /// How long a partition lease lives without renewal; failover takes about this long.
     #[arg(long, env = "IM_LEASE_TTL_MS", default_value_t = 6000)]
     pub lease_ttl_ms: u64,
-    /// SQLite durability: `full` (fsync every commit, survives power loss) or `normal` (survives process crashes).
-    #[arg(long, env = "IM_SQLITE_SYNC", default_value = "full")]
-    pub sqlite_sync: String,
+    /// Durability profile: `strict` (every acked message and every store
+    /// commit it depends on fsynced first) or `relaxed` (synced at most every
+    /// 100 ms). See the README.
+    #[arg(long = "durability", env = "IM_DURABILITY", default_value = "strict")]
+    pub profile: Durability,
+    /// Override the profile's SQLite sync: `full` (fsync every commit),
+    /// `relaxed` (fsync every 100 ms) or `normal` (checkpoints only).
+    #[arg(long, env = "IM_SQLITE_SYNC")]
+    pub sqlite_sync: Option<String>,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "IM_LOG_JSON", default_value_t = false)]
     pub log_json: bool,
@@ -59,13 +65,74 @@ impl CommonArgs {
         )?))
     }
 
+    /// How this process's SQLite stores sync: as `--sqlite-sync` says, else
+    /// as the profile says.
     pub fn durability(&self) -> anyhow::Result<im_store::sqlite::Durability> {
-        im_store::sqlite::Durability::parse(&self.sqlite_sync).ok_or_else(|| {
-            anyhow::anyhow!(
-                "--sqlite-sync must be full or normal, not {:?}",
-                self.sqlite_sync
-            )
-        })
+        match &self.sqlite_sync {
+            None => Ok(self.profile.sqlite()),
+            Some(text) => im_store::sqlite::Durability::parse(text).ok_or_else(|| {
+                anyhow::anyhow!("--sqlite-sync must be full, relaxed or normal, not {text:?}")
+            }),
+        }
+    }
+}
+
+/// The durability profile of the whole system (the contract's §6): what an
+/// ack means. `imctl up --durability` sets it for nats-server and every
+/// function alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every acked message is fsynced before its ack, and so is every store
+    /// commit it depends on: survives power loss. The single-node default.
+    #[default]
+    Strict,
+    /// Disks sync at most every 100 ms: a process crash loses nothing; an OS
+    /// crash or power loss may lose the last 100 ms of acks.
+    Relaxed,
+}
+
+impl Durability {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Durability::Strict => "strict",
+            Durability::Relaxed => "relaxed",
+        }
+    }
+
+    /// nats-server's `jetstream.sync_interval`.
+    pub fn nats_sync_interval(&self) -> &'static str {
+        match self {
+            Durability::Strict => "always",
+            Durability::Relaxed => "100ms",
+        }
+    }
+
+    /// How the SQLite stores sync.
+    pub fn sqlite(&self) -> im_store::sqlite::Durability {
+        match self {
+            Durability::Strict => im_store::sqlite::Durability::Full,
+            Durability::Relaxed => im_store::sqlite::Durability::Relaxed,
+        }
+    }
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "strict" => Ok(Durability::Strict),
+            "relaxed" => Ok(Durability::Relaxed),
+            _ => Err(format!(
+                "durability must be strict or relaxed, not {text:?}"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -66,6 +66,21 @@ pub enum Outcome {
     /// progress, and hands it back with the next batch, first, with
     /// `held_ms` set; a handler stops holding after [`hold_limit`].
     Hold,
+    /// Done, but some of the events this message carries (an envelope of
+    /// several) were refused: each is dead-lettered on its own, with its
+    /// reason, before the message is acknowledged.
+    Partial(Vec<Rejection>),
+}
+
+/// One refused event inside an envelope.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    pub error: im_events::EventError,
+    pub identity: Identity,
+    /// The subject the event would have had on its own.
+    pub subject: String,
+    /// The event as it was in the envelope.
+    pub payload: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -432,7 +447,7 @@ async fn settle(
         event_id: identity.event_id,
         event_type: identity.event_type,
     };
-    let dead = match outcome {
+    let (letters, done_ack) = match outcome {
         Outcome::Done => {
             metrics::counter!(PROCESSED, "function" => function.clone()).increment(1);
             let _ = message.ack().await;
@@ -443,35 +458,62 @@ async fn settle(
             let _ = message.ack_with(AckKind::Nak(None)).await;
             return;
         }
-        Outcome::Retry(reason) => letter(
-            ErrorCode::MaxDeliveries,
-            format!("gave up after {max_deliver} attempts; last error: {reason}"),
-            Identity::default(),
+        Outcome::Retry(reason) => (
+            vec![letter(
+                ErrorCode::MaxDeliveries,
+                format!("gave up after {max_deliver} attempts; last error: {reason}"),
+                Identity::default(),
+            )],
+            AckKind::Term,
         ),
-        Outcome::Reject { error, identity } => letter(error.code, error.reason, identity),
+        Outcome::Reject { error, identity } => (
+            vec![letter(error.code, error.reason, identity)],
+            AckKind::Term,
+        ),
+        Outcome::Partial(rejections) => {
+            metrics::counter!(PROCESSED, "function" => function.clone()).increment(1);
+            let letters = rejections
+                .into_iter()
+                .map(|rejection| DeadLetter {
+                    original_subject: rejection.subject,
+                    original_headers: Vec::new(),
+                    payload: rejection.payload,
+                    ..letter(
+                        rejection.error.code,
+                        rejection.error.reason,
+                        rejection.identity,
+                    )
+                })
+                .collect();
+            (letters, AckKind::Ack)
+        }
     };
-    let mut published = publish_dead_letter(js, &dead, now_ms()).await;
-    for attempt in 1..max_deliver {
-        let Err(error) = &published else { break };
-        tracing::warn!(%error, attempt, "dead letter not published, retrying");
-        let _ = message.ack_with(AckKind::Progress).await;
-        tokio::time::sleep(backoff(attempt)).await;
-        published = publish_dead_letter(js, &dead, now_ms()).await;
-    }
-    match published {
-        Ok(()) => {
-            metrics::counter!(DEAD_LETTERED, "function" => function.clone()).increment(1);
-            tracing::info!(code = %dead.code, reason = %dead.reason, subject = %dead.original_subject, "dead-lettered");
-            let _ = message.ack_with(AckKind::Term).await;
+    for dead in &letters {
+        let mut published = publish_dead_letter(js, dead, now_ms()).await;
+        for attempt in 1..max_deliver {
+            let Err(error) = &published else { break };
+            tracing::warn!(%error, attempt, "dead letter not published, retrying");
+            let _ = message.ack_with(AckKind::Progress).await;
+            tokio::time::sleep(backoff(attempt)).await;
+            published = publish_dead_letter(js, dead, now_ms()).await;
         }
-        Err(error) => {
-            // The dead letter is not durable: keep the message to try again.
-            tracing::warn!(%error, "dead letter not published, will retry");
-            let _ = message
-                .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
-                .await;
+        match published {
+            Ok(()) => {
+                metrics::counter!(DEAD_LETTERED, "function" => function.clone()).increment(1);
+                tracing::info!(code = %dead.code, reason = %dead.reason, subject = %dead.original_subject, "dead-lettered");
+            }
+            Err(error) => {
+                // The dead letter is not durable: keep the message to try
+                // again (what it carries is idempotent).
+                tracing::warn!(%error, "dead letter not published, will retry");
+                let _ = message
+                    .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
+                    .await;
+                return;
+            }
         }
     }
+    let _ = message.ack_with(done_ack).await;
 }
 
 /// Run a function: ensure the topology, then process every partition this

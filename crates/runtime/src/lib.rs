@@ -23,7 +23,7 @@ pub mod topology;
 pub use config::CommonArgs;
 pub use consumer::{
     blocking, hold_limit, parse_internal, run_function, BatchHandler, HandlerError, Incoming,
-    Outcome,
+    Outcome, Rejection,
 };
 pub use lease::Claim;
 pub use shutdown::Shutdown;

@@ -88,6 +88,11 @@ pub fn stream_replicas() -> usize {
 }
 
 pub fn stream_config(def: &StreamDef) -> stream::Config {
+    stream_config_with(def, stream_replicas())
+}
+
+/// A stream's configuration with `replicas` copies.
+pub fn stream_config_with(def: &StreamDef, replicas: usize) -> stream::Config {
     stream::Config {
         name: def.name.clone(),
         description: Some(def.description.clone()),
@@ -95,7 +100,7 @@ pub fn stream_config(def: &StreamDef) -> stream::Config {
         max_age: Duration::from_secs(def.max_age_secs),
         duplicate_window: Duration::from_secs(def.duplicate_window_secs),
         storage: stream::StorageType::File,
-        num_replicas: stream_replicas(),
+        num_replicas: replicas,
         republish: def.republish.as_ref().map(|r| stream::Republish {
             source: r.src.clone(),
             destination: r.dest.clone(),
@@ -107,8 +112,13 @@ pub fn stream_config(def: &StreamDef) -> stream::Config {
 
 /// Create every stream, or bring an existing one's config up to date.
 pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
+    ensure_streams_with(js, stream_replicas()).await
+}
+
+/// [`ensure_streams`] with `replicas` copies of every stream.
+pub async fn ensure_streams_with(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
     for def in &topology().streams {
-        let config = stream_config(def);
+        let config = stream_config_with(def, replicas);
         match js.get_stream(&def.name).await {
             Ok(_) => {
                 js.update_stream(&config)

@@ -18,7 +18,7 @@ pub use types::*;
 
 /// What can go wrong in a store. The runtime maps `Fenced` to "stop owning
 /// this partition", the others to a retry.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error(
         "fenced: partition {partition} of {scope} is owned by epoch {current}, not {attempted}"

@@ -27,20 +27,69 @@ use crate::{
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// fsync the WAL on every commit.
+    /// fsync the WAL on every commit (the `strict` profile): a commit that
+    /// returned survives power loss.
     #[default]
     Full,
-    /// fsync only at checkpoints.
+    /// fsync the WAL at most every [`RELAXED_SYNC_EVERY`] (the `relaxed`
+    /// profile): commits survive any process crash; an OS crash or power
+    /// loss may lose the last 100 ms of them, which replay from JetStream
+    /// restores.
+    Relaxed,
+    /// fsync only at checkpoints (tests, replay into a scratch directory):
+    /// survives process crashes only.
     Normal,
 }
+
+/// How often the `relaxed` profile makes committed transactions durable.
+pub const RELAXED_SYNC_EVERY: Duration = Duration::from_millis(100);
 
 impl Durability {
     pub fn parse(text: &str) -> Option<Self> {
         match text.to_ascii_lowercase().as_str() {
             "full" => Some(Durability::Full),
+            "relaxed" => Some(Durability::Relaxed),
             "normal" => Some(Durability::Normal),
             _ => None,
         }
+    }
+}
+
+/// The `relaxed` profile's syncer: every [`RELAXED_SYNC_EVERY`], fsync the
+/// WAL if anything was committed since the last time (an fsync through any
+/// descriptor makes every written page of the file durable). Stops when the
+/// store is dropped.
+fn spawn_wal_syncer(path: &Path, commits: std::sync::Weak<std::sync::atomic::AtomicU64>) {
+    let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let spawned = std::thread::Builder::new()
+        .name("im-wal-sync".into())
+        .spawn(move || {
+            let mut synced = 0u64;
+            let mut file: Option<std::fs::File> = None;
+            loop {
+                std::thread::sleep(RELAXED_SYNC_EVERY);
+                let Some(commits) = commits.upgrade() else {
+                    return;
+                };
+                let now = commits.load(std::sync::atomic::Ordering::Acquire);
+                if now == synced {
+                    continue;
+                }
+                if file.is_none() {
+                    file = std::fs::File::open(&wal).ok();
+                }
+                match file.as_ref().map(std::fs::File::sync_data) {
+                    Some(Ok(())) => synced = now,
+                    // Reopen next time (the WAL may have been recreated).
+                    _ => file = None,
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        eprintln!(
+            "cannot start the WAL syncer for {}: {error}",
+            path.display()
+        );
     }
 }
 
@@ -113,6 +162,61 @@ fn json_error(error: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("stored json: {error}"))
 }
 
+/// Run a group's jobs in one transaction, each in a savepoint, and hand
+/// every job its result.
+fn run_group(connection: &mut Connection, jobs: Vec<GroupJob>) {
+    let fail_all = |jobs: Vec<GroupJob>, error: StoreError| {
+        for job in jobs {
+            *job.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
+        }
+    };
+    let transaction =
+        match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(transaction) => transaction,
+            Err(error) => return fail_all(jobs, group_error("begin", error)),
+        };
+    let mut outcomes = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Err(error) = transaction.execute_batch("SAVEPOINT job") {
+            let error = group_error("savepoint", error);
+            outcomes.push((job.result, Err(error.clone())));
+            let rest: Vec<_> = outcomes.into_iter().map(|(result, _)| result).collect();
+            for result in rest {
+                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
+            }
+            return;
+        }
+        let outcome = (job.work)(&transaction);
+        let closed = if outcome.is_err() {
+            transaction.execute_batch("ROLLBACK TO job; RELEASE job")
+        } else {
+            transaction.execute_batch("RELEASE job")
+        };
+        if let Err(error) = closed {
+            let error = group_error("release", error);
+            outcomes.push((job.result, Err(error.clone())));
+            for (result, _) in outcomes {
+                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
+            }
+            return;
+        }
+        outcomes.push((job.result, outcome));
+    }
+    match transaction.commit() {
+        Ok(()) => {
+            for (result, outcome) in outcomes {
+                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+            }
+        }
+        Err(error) => {
+            let error = group_error("commit", error);
+            for (result, _) in outcomes {
+                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
+            }
+        }
+    }
+}
+
 /// The schema changes of one store file since its first release, in order:
 /// entry `i` takes a file from schema version `i` to `i + 1` (SQLite's
 /// `user_version`). A new file is created with the current schema and the
@@ -182,6 +286,25 @@ struct Db {
     path: PathBuf,
     writer: Option<Mutex<Connection>>,
     reader: Mutex<Connection>,
+    /// Applies waiting for the next group commit (see [`Db::apply_grouped`]).
+    queue: Mutex<Vec<GroupJob>>,
+    /// Transactions committed, for the `relaxed` profile's syncer.
+    commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// One caller's share of a group commit: its writes, run inside a savepoint
+/// of the group's transaction, and where its result goes.
+type GroupWork = Box<dyn FnOnce(&Transaction<'_>) -> StoreResult<()> + Send>;
+
+struct GroupJob {
+    work: GroupWork,
+    result: std::sync::Arc<Mutex<Option<StoreResult<()>>>>,
+}
+
+/// A failure of the group's transaction itself: every job of the group is
+/// retried by its caller.
+fn group_error(what: &str, error: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("group commit ({what}): {error}"))
 }
 
 impl Db {
@@ -235,7 +358,7 @@ impl Db {
         let writer = if writable {
             let sync = match durability {
                 Durability::Full => "FULL",
-                Durability::Normal => "NORMAL",
+                Durability::Relaxed | Durability::Normal => "NORMAL",
             };
             init.pragma_update(None, "synchronous", sync)
                 .map_err(backend)?;
@@ -256,11 +379,62 @@ impl Db {
             .busy_timeout(Duration::from_secs(10))
             .map_err(backend)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        if writer.is_some() && durability == Durability::Relaxed {
+            spawn_wal_syncer(path, std::sync::Arc::downgrade(&commits));
+        }
         Ok(Db {
             path: path.to_path_buf(),
             writer,
             reader: Mutex::new(reader),
+            queue: Mutex::new(Vec::new()),
+            commits,
         })
+    }
+
+    /// Group commit: every apply that arrives while another is committing
+    /// waits, and the next committer takes all of them into one transaction,
+    /// so concurrent partitions of a process share one fsync instead of
+    /// paying one each. Each caller's writes run in a savepoint of their
+    /// own: one that fails (its fence refuses it, a seq conflict) is rolled
+    /// back alone and gets its error; the others commit. If the commit
+    /// itself fails, every caller gets the error and retries in place (its
+    /// writes are not durable). Nothing waits when nothing else is
+    /// committing, so a lone write is as fast as before.
+    fn apply_grouped(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> StoreResult<()> + Send + 'static,
+    ) -> StoreResult<()> {
+        let Some(writer) = &self.writer else {
+            return Err(StoreError::Backend(format!(
+                "{} is opened read-only in this process",
+                self.path.display()
+            )));
+        };
+        let result = std::sync::Arc::new(Mutex::new(None));
+        self.queue
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .push(GroupJob {
+                work: Box::new(work),
+                result: result.clone(),
+            });
+        let mut connection = writer.lock().unwrap_or_else(|poison| poison.into_inner());
+        // A committer that held the connection before us took our job.
+        if let Some(done) = result.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            return done;
+        }
+        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        metrics::histogram!("im_store_group_commit_size").record(jobs.len() as f64);
+        run_group(&mut connection, jobs);
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
+        let done = result
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_else(|| Err(StoreError::Backend("group commit lost a job".into())));
+        done
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -293,6 +467,8 @@ impl Db {
             .map_err(backend)?;
         let result = f(&transaction)?;
         transaction.commit().map_err(backend)?;
+        self.commits
+            .fetch_add(1, std::sync::atomic::Ordering::Release);
         Ok(result)
     }
 }
@@ -574,9 +750,10 @@ impl ConversationStore for SqliteConversationStore {
     }
 
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()> {
-        self.db.write(|t| {
-            check_fence(t, fence)?;
-            for effect in effects {
+        let (fence, effects) = (fence.clone(), effects.to_vec());
+        self.db.apply_grouped(move |t| {
+            check_fence(t, &fence)?;
+            for effect in &effects {
                 apply_conversation_effect(t, effect)?;
             }
             Ok(())
@@ -1011,9 +1188,10 @@ impl UserStore for SqliteUserStore {
     }
 
     fn apply(&self, fence: &Fence, effects: &[UserEffect]) -> StoreResult<()> {
-        self.db.write(|t| {
-            check_fence(t, fence)?;
-            for effect in effects {
+        let (fence, effects) = (fence.clone(), effects.to_vec());
+        self.db.apply_grouped(move |t| {
+            check_fence(t, &fence)?;
+            for effect in &effects {
                 apply_user_effect(t, effect)?;
             }
             Ok(())

@@ -12,12 +12,16 @@ pub mod decide;
 use std::sync::Arc;
 
 use im_events::partition::partition_of;
-use im_events::subjects::timeline_subject;
-use im_events::{Accepted, Envelope, Timeline, TimelineEvent, PIPELINE_SOURCE};
+use im_events::subjects::{accepted_subject, events_subject, push_subject, timeline_batch_subject};
+use im_events::{
+    Accepted, AcceptedBatch, AcceptedItem, CommittedMessage, Diffusion, Envelope, Timeline,
+    TimelineBatch, TimelineEvent, Verdict, PIPELINE_SOURCE,
+};
 use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
-use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
+use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome, Rejection};
 use im_store::{ConversationEffect, ConversationStore};
+use serde_json::Value;
 
 use crate::decide::{decide, referenced_users, Config, MemoryView};
 
@@ -28,6 +32,10 @@ pub struct Dedupe {
     pub store: Arc<dyn ConversationStore>,
     pub config: Config,
     pub conversation_partitions: u32,
+    pub user_partitions: u32,
+    /// Push committed messages to online members straight from the commit
+    /// (see [`fast_notices`]).
+    pub fast_path: bool,
 }
 
 /// Load into `view` everything deciding `event` may read.
@@ -95,17 +103,37 @@ fn identity(event: &Accepted) -> Identity {
     }
 }
 
+/// The accepted events one stream message carries: one event (its reply
+/// subject in the `Im-Reply-To` header), or an ingest envelope of several.
+enum Carried {
+    One(Box<AcceptedItem>),
+    Several(Vec<AcceptedItem>),
+}
+
+fn carried(message: &Incoming) -> Result<Carried, Outcome> {
+    if im_events::subjects::is_batch_subject(&message.subject) {
+        let batch: AcceptedBatch = im_runtime::parse_internal(message, "accepted batch")?;
+        return Ok(Carried::Several(batch.events));
+    }
+    let event: Accepted = im_runtime::parse_internal(message, "accepted event")?;
+    Ok(Carried::One(Box::new(AcceptedItem {
+        event,
+        reply_to: reply_subject(&message.headers).map(str::to_string),
+    })))
+}
+
 /// The decisions of a whole batch.
 pub struct BatchDecision {
     /// Applied in one transaction.
     pub effects: Vec<ConversationEffect>,
-    /// Published after the transaction commits.
-    pub outputs: Vec<TimelineEvent>,
+    /// Published after the transaction commits, each with the time it is
+    /// stamped with (when its event was received: stable under replay).
+    pub outputs: Vec<(TimelineEvent, String)>,
     /// One per message, in order.
     pub outcomes: Vec<Outcome>,
-    /// One per message: what a waiting publisher is told once the batch is
-    /// durable (the committed message for a send, or the refusal).
-    pub answers: Vec<serde_json::Value>,
+    /// What each waiting publisher is told once the batch is durable (the
+    /// committed message for a send, or the refusal): (reply subject, verdict).
+    pub answers: Vec<(String, Verdict)>,
 }
 
 pub fn decide_batch(
@@ -114,77 +142,173 @@ pub fn decide_batch(
     batch: &[Incoming],
 ) -> Result<BatchDecision, im_store::StoreError> {
     let mut view = MemoryView::default();
-    let mut effects = Vec::new();
-    let mut outputs = Vec::new();
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut decision = BatchDecision {
+        effects: Vec::new(),
+        outputs: Vec::new(),
+        outcomes: Vec::with_capacity(batch.len()),
+        answers: Vec::new(),
+    };
     for message in batch {
-        let event: Accepted = match im_runtime::parse_internal(message, "accepted event") {
-            Ok(event) => event,
+        let (items, single) = match carried(message) {
+            Ok(Carried::One(item)) => (vec![*item], true),
+            Ok(Carried::Several(items)) => (items, false),
             Err(rejected) => {
-                outcomes.push(rejected);
-                answers.push(serde_json::json!({"ok": false, "code": "not_cloudevent", "reason": "accepted event does not parse"}));
+                decision.outcomes.push(rejected);
                 continue;
             }
         };
-        prefetch(store, &mut view, &event)?;
-        match decide(&event, &view, config) {
-            Ok(decision) => {
-                let committed = decision.outputs.iter().find_map(|output| match output {
-                    TimelineEvent::Committed(message) => Some(message),
-                    _ => None,
-                });
-                answers.push(match committed {
-                    Some(message) => serde_json::json!({"ok": true, "message": message}),
-                    None => serde_json::json!({"ok": true}),
-                });
-                view.absorb(&decision.effects);
-                effects.extend(decision.effects);
-                outputs.extend(decision.outputs);
-                outcomes.push(Outcome::Done);
-            }
-            Err(error) => {
-                answers.push(serde_json::json!({"ok": false, "code": error.code.as_str(), "reason": error.reason}));
-                outcomes.push(Outcome::Reject {
-                    error,
-                    identity: identity(&event),
-                })
+        let mut rejections = Vec::new();
+        for item in items {
+            let event = &item.event;
+            prefetch(store, &mut view, event)?;
+            let received = event
+                .imreceived
+                .clone()
+                .unwrap_or_else(|| event.time.clone());
+            match decide(event, &view, config) {
+                Ok(decided) => {
+                    let committed = decided.outputs.iter().find_map(|output| match output {
+                        TimelineEvent::Committed(message) => Some(message),
+                        _ => None,
+                    });
+                    if let Some(reply_to) = &item.reply_to {
+                        let verdict = match committed {
+                            Some(message) => Verdict::committed(
+                                &message.message_id,
+                                &message.conversation_id,
+                                message.seq,
+                            ),
+                            None => Verdict::applied(),
+                        };
+                        decision.answers.push((reply_to.clone(), verdict));
+                    }
+                    view.absorb(&decided.effects);
+                    decision.effects.extend(decided.effects);
+                    decision.outputs.extend(
+                        decided
+                            .outputs
+                            .into_iter()
+                            .map(|output| (output, received.clone())),
+                    );
+                }
+                Err(error) => {
+                    if let Some(reply_to) = &item.reply_to {
+                        decision
+                            .answers
+                            .push((reply_to.clone(), Verdict::refused(&error)));
+                    }
+                    rejections.push(Rejection {
+                        identity: identity(event),
+                        subject: accepted_subject(
+                            im_events::subjects::partition_of_subject(&message.subject)
+                                .unwrap_or_default(),
+                            event.payload.type_name(),
+                        ),
+                        payload: serde_json::to_vec(event).unwrap_or_default().into(),
+                        error,
+                    });
+                }
             }
         }
+        decision.outcomes.push(match (single, rejections.pop()) {
+            (_, None) => Outcome::Done,
+            // A message of one event: dead-lettered as it is.
+            (true, Some(rejection)) => Outcome::Reject {
+                error: rejection.error,
+                identity: rejection.identity,
+            },
+            (false, Some(last)) => {
+                rejections.push(last);
+                Outcome::Partial(rejections)
+            }
+        });
     }
-    Ok(BatchDecision {
-        effects,
-        outputs,
-        outcomes,
-        answers,
-    })
+    Ok(decision)
 }
 
-pub fn timeline_message(event: TimelineEvent, partitions: u32) -> Result<Outgoing, String> {
-    let key = event.effect_key();
+/// A timeline event as it is published: its conversation partition and
+/// its CloudEvent, stamped with `time`.
+pub fn timeline_event(event: TimelineEvent, time: String, partitions: u32) -> (u32, Timeline) {
     let id = match &event {
         TimelineEvent::Committed(message) => message.message_id.clone(),
-        _ => key.clone(),
+        _ => event.effect_key(),
     };
     let time = match &event {
         TimelineEvent::Committed(message) => message.sent_at.clone(),
         TimelineEvent::Edited(edit) => edit.edited_at.clone(),
         TimelineEvent::Recalled(recall) => recall.recalled_at.clone(),
-        _ => im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis()),
+        _ => time,
     };
-    let subject = timeline_subject(
-        partition_of(event.conversation_id(), partitions),
-        event.type_name(),
-    );
-    let envelope: Timeline = Envelope::new(PIPELINE_SOURCE, id, time, event);
-    Ok(Outgoing {
-        subject,
-        message_id: Some(format!("tl:{key}")),
-        headers: None,
-        payload: serde_json::to_vec(&envelope)
-            .map_err(|e| e.to_string())?
-            .into(),
-    })
+    let partition = partition_of(event.conversation_id(), partitions);
+    (partition, Envelope::new(PIPELINE_SOURCE, id, time, event))
+}
+
+/// Pure: a batch's timeline events as one envelope per conversation
+/// partition on `im.timeline.<p>.batch`, in order: one stream write per
+/// partition per batch. The id is derived from the events it carries, so a
+/// redelivered batch is dropped as a duplicate (regrouped, fanout and its
+/// consumers still apply each event once).
+pub fn timeline_envelopes(events: &[(u32, Timeline)]) -> Result<Vec<Outgoing>, serde_json::Error> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<Timeline>> =
+        std::collections::BTreeMap::new();
+    for (partition, event) in events {
+        by_partition
+            .entry(*partition)
+            .or_default()
+            .push(event.clone());
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, events)| {
+            let keys: Vec<String> = events.iter().map(|e| e.payload.effect_key()).collect();
+            let message_id = format!(
+                "tlb:{partition}:{}:{:016x}",
+                events.len(),
+                im_events::partition::fnv1a64(keys.join("\n").as_bytes())
+            );
+            Ok(Outgoing {
+                subject: timeline_batch_subject(partition),
+                message_id: Some(message_id),
+                headers: None,
+                payload: serde_json::to_vec(&TimelineBatch { events })?.into(),
+            })
+        })
+        .collect()
+}
+
+/// The push notices of the fast path: each committed write-diffusion
+/// message for every member, grouped by user partition. They carry no
+/// `sync_seq` (unread assigns it later and pushes again with it); the
+/// device treats `message_id` as the identity, so it shows the message once.
+pub fn fast_notices(
+    committed: &[(CommittedMessage, Vec<String>)],
+    user_partitions: u32,
+) -> Vec<(u32, Vec<Value>)> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<Value>> =
+        std::collections::BTreeMap::new();
+    for (message, members) in committed {
+        let mut item = serde_json::to_value(message).unwrap_or_default();
+        item["type"] = Value::from("message");
+        for member in members {
+            by_partition
+                .entry(partition_of(member, user_partitions))
+                .or_default()
+                .push(serde_json::json!({"user_id": member, "item": item}));
+        }
+    }
+    by_partition.into_iter().collect()
+}
+
+/// Who gets a committed message now (for the fast path): the members as of
+/// its seq; a direct conversation's two users without a read.
+fn members_of(
+    store: &dyn ConversationStore,
+    message: &CommittedMessage,
+) -> Result<Vec<String>, im_store::StoreError> {
+    if let Some((a, b)) = im_events::ids::direct_members(&message.conversation_id) {
+        return Ok(vec![a.to_string(), b.to_string()]);
+    }
+    store.members_at(&message.conversation_id, message.seq)
 }
 
 impl BatchHandler for Dedupe {
@@ -196,16 +320,23 @@ impl BatchHandler for Dedupe {
         let store = self.store.clone();
         let config = self.config.clone();
         let fence = claim.fence();
-        let reply_subjects: Vec<Option<String>> = batch
-            .iter()
-            .map(|message| reply_subject(&message.headers).map(str::to_string))
-            .collect();
-        let decision = im_runtime::blocking(move || {
+        let fast_path = self.fast_path;
+        let (decision, committed) = im_runtime::blocking(move || {
             let decision = decide_batch(store.as_ref(), &config, &batch)?;
             if !decision.effects.is_empty() {
                 store.apply(&fence, &decision.effects)?;
             }
-            Ok::<_, im_store::StoreError>(decision)
+            let mut committed = Vec::new();
+            if fast_path {
+                for (output, _) in &decision.outputs {
+                    if let TimelineEvent::Committed(message) = output {
+                        if message.diffusion == Diffusion::Write {
+                            committed.push((message.clone(), members_of(store.as_ref(), message)?));
+                        }
+                    }
+                }
+            }
+            Ok::<_, im_store::StoreError>((decision, committed))
         })
         .await?;
         let BatchDecision {
@@ -214,19 +345,41 @@ impl BatchHandler for Dedupe {
             answers,
             ..
         } = decision;
-        let outgoing = outputs
+        // Durable now (the commit): the waiting publishers get their
+        // verdicts and online devices the messages, while the timeline goes
+        // on to fanout and unread.
+        let client = self.js.client();
+        for (subject, verdict) in &answers {
+            reply(
+                &client,
+                subject,
+                &serde_json::to_value(verdict).unwrap_or_default(),
+            )
+            .await;
+        }
+        for (partition, notices) in fast_notices(&committed, self.user_partitions) {
+            let _ = client
+                .publish(
+                    push_subject(partition),
+                    Value::Array(notices).to_string().into(),
+                )
+                .await;
+        }
+        let events: Vec<(u32, Timeline)> = outputs
             .into_iter()
-            .map(|event| timeline_message(event, self.conversation_partitions))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(HandlerError::Transient)?;
+            .map(|(event, time)| timeline_event(event, time, self.conversation_partitions))
+            .collect();
+        let outgoing =
+            timeline_envelopes(&events).map_err(|e| HandlerError::Transient(e.to_string()))?;
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;
-        // Only now is every effect durable: tell the waiting publishers.
-        let client = self.js.client();
-        for (subject, answer) in reply_subjects.iter().zip(&answers) {
-            if let Some(subject) = subject {
-                reply(&client, subject, answer).await;
+        // The public feed, one CloudEvent each (core NATS: live subscribers).
+        for (_, event) in &events {
+            if let Ok(payload) = serde_json::to_vec(event) {
+                let _ = client
+                    .publish(events_subject(event.payload.type_name()), payload.into())
+                    .await;
             }
         }
         Ok(outcomes)
@@ -241,11 +394,14 @@ pub async fn run(
     lease_ttl: std::time::Duration,
     shutdown: im_runtime::Shutdown,
 ) -> anyhow::Result<()> {
+    let topology = im_runtime::topology::topology();
     let handler = Arc::new(Dedupe {
         js: async_nats::jetstream::new(client.clone()),
         store,
         config,
-        conversation_partitions: im_runtime::topology::topology().partitions.conversation,
+        conversation_partitions: topology.partitions.conversation,
+        user_partitions: topology.partitions.user,
+        fast_path: true,
     });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }

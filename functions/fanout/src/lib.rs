@@ -14,8 +14,8 @@ use std::sync::Arc;
 use im_events::partition::partition_of;
 use im_events::subjects::delivery_subject;
 use im_events::{
-    Delivery, DeliveryData, DeliveryPayload, Diffusion, Envelope, Timeline, TimelineEvent,
-    PIPELINE_SOURCE,
+    Delivery, DeliveryData, DeliveryPayload, Diffusion, Envelope, Timeline, TimelineBatch,
+    TimelineEvent, PIPELINE_SOURCE,
 };
 use im_runtime::publish::{publish_all, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
@@ -229,22 +229,30 @@ impl BatchHandler for Fanout {
             let mut group_pushes: Vec<serde_json::Value> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
-                let timeline: Timeline = match im_runtime::parse_internal(message, "timeline event")
-                {
-                    Ok(timeline) => timeline,
+                let carried = if im_events::subjects::is_batch_subject(&message.subject) {
+                    im_runtime::parse_internal::<TimelineBatch>(message, "timeline batch")
+                        .map(|batch| batch.events)
+                } else {
+                    im_runtime::parse_internal::<Timeline>(message, "timeline event")
+                        .map(|timeline| vec![timeline])
+                };
+                let timelines = match carried {
+                    Ok(timelines) => timelines,
                     Err(rejected) => {
                         outcomes.push(rejected);
                         continue;
                     }
                 };
-                if let TimelineEvent::Committed(message) = &timeline.payload {
-                    if message.diffusion == Diffusion::Read {
-                        group_pushes.push(serde_json::to_value(message).unwrap_or_default());
+                for timeline in timelines {
+                    if let TimelineEvent::Committed(message) = &timeline.payload {
+                        if message.diffusion == Diffusion::Read {
+                            group_pushes.push(serde_json::to_value(message).unwrap_or_default());
+                        }
                     }
+                    let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
+                    time = timeline.time.clone();
+                    events.push((timeline.payload, users));
                 }
-                let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
-                time = timeline.time.clone();
-                events.push((timeline.payload, users));
                 outcomes.push(Outcome::Done);
             }
             let mut outgoing = Vec::new();

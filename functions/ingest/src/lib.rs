@@ -11,13 +11,13 @@ use std::sync::Arc;
 use im_events::ids::{direct_conversation_id, direct_members};
 use im_events::inbound::{Inbound, Limits};
 use im_events::partition::partition_of;
-use im_events::subjects::accepted_subject;
+use im_events::subjects::{accepted_batch_subject, accepted_subject};
 use im_events::{
-    message_id_for, parse_inbound, rfc3339_ms, Accepted, Command, ConversationKind, Envelope,
-    ErrorCode, EventError, InboundMessage,
+    message_id_for, parse_inbound, rfc3339_ms, Accepted, AcceptedBatch, AcceptedItem, Command,
+    ConversationKind, Envelope, ErrorCode, EventError, InboundMessage,
 };
 use im_runtime::consumer::Identity;
-use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing, REPLY_HEADER};
+use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 
 pub const FUNCTION: &str = "ingest";
@@ -209,7 +209,7 @@ pub fn accepted_msg_id(accepted: &Accepted) -> String {
 
 /// The answer to a publisher waiting on a refused event.
 pub fn refusal(error: &EventError) -> serde_json::Value {
-    serde_json::json!({"ok": false, "code": error.code.as_str(), "reason": error.reason})
+    serde_json::to_value(im_events::Verdict::refused(error)).unwrap_or_default()
 }
 
 /// Best effort: the identity of an event that could not be parsed fully.
@@ -243,6 +243,41 @@ pub struct Ingest {
     pub config: Config,
 }
 
+/// Pure: a batch's accepted events as one envelope per conversation
+/// partition (in stream order inside each), so one stream write carries
+/// the whole batch's events of a partition. The message id is derived from
+/// what the envelope carries, so a redelivered batch grouped the same way is
+/// dropped as a duplicate (and one grouped differently is still applied
+/// once: dedupe's idempotency answers repeats).
+pub fn envelopes(items: Vec<(u32, AcceptedItem)>) -> Result<Vec<Outgoing>, serde_json::Error> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<AcceptedItem>> =
+        std::collections::BTreeMap::new();
+    for (partition, item) in items {
+        by_partition.entry(partition).or_default().push(item);
+    }
+    by_partition
+        .into_iter()
+        .map(|(partition, events)| {
+            let ids: Vec<String> = events
+                .iter()
+                .map(|item| accepted_msg_id(&item.event))
+                .collect();
+            let message_id = format!(
+                "acc:{partition}:{}:{:016x}",
+                events.len(),
+                im_events::partition::fnv1a64(ids.join("\n").as_bytes())
+            );
+            let payload = serde_json::to_vec(&AcceptedBatch { events })?;
+            Ok(Outgoing {
+                subject: accepted_batch_subject(partition),
+                message_id: Some(message_id),
+                headers: None,
+                payload: payload.into(),
+            })
+        })
+        .collect()
+}
+
 impl BatchHandler for Ingest {
     async fn handle(
         &self,
@@ -250,23 +285,19 @@ impl BatchHandler for Ingest {
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut outgoing = Vec::new();
+        let mut items = Vec::new();
         for message in &batch {
             match decide(message, &self.config) {
                 Ok((subject, accepted)) => {
-                    let payload = serde_json::to_vec(&accepted)
-                        .map_err(|e| HandlerError::Transient(e.to_string()))?;
-                    let headers = reply_subject(&message.headers).map(|reply| {
-                        let mut headers = async_nats::HeaderMap::new();
-                        headers.insert(REPLY_HEADER, reply);
-                        headers
-                    });
-                    outgoing.push(Outgoing {
-                        subject,
-                        message_id: Some(accepted_msg_id(&accepted)),
-                        headers,
-                        payload: payload.into(),
-                    });
+                    let partition =
+                        im_events::subjects::partition_of_subject(&subject).unwrap_or_default();
+                    items.push((
+                        partition,
+                        AcceptedItem {
+                            event: accepted,
+                            reply_to: reply_subject(&message.headers).map(str::to_string),
+                        },
+                    ));
                     outcomes.push(Outcome::Done);
                 }
                 Err(error) => {
@@ -282,6 +313,7 @@ impl BatchHandler for Ingest {
         }
         // One connection publishes in order, so a conversation's events keep
         // the order they had in IM_INGEST.
+        let outgoing = envelopes(items).map_err(|e| HandlerError::Transient(e.to_string()))?;
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;

@@ -23,8 +23,10 @@ use serde_json::{json, Value};
 
 pub const FUNCTION: &str = "push";
 
-/// The frame a device gets for a sync item (pure).
-pub fn frame_for(sync_seq: u64, item: &Value) -> Option<Value> {
+/// The frame a device gets for a sync item (pure); without a `sync_seq` for
+/// the fast path (the message pushed from its commit, before unread has
+/// placed it in the user's sync log).
+pub fn frame_for(sync_seq: Option<u64>, item: &Value) -> Option<Value> {
     let op = match item["type"].as_str()? {
         "message" => "message",
         "edit" => "edited",
@@ -37,7 +39,9 @@ pub fn frame_for(sync_seq: u64, item: &Value) -> Option<Value> {
     object.remove("type");
     object.remove("recipients");
     object.insert("op".into(), json!(op));
-    object.insert("sync_seq".into(), json!(sync_seq));
+    if let Some(sync_seq) = sync_seq {
+        object.insert("sync_seq".into(), json!(sync_seq));
+    }
     Some(frame)
 }
 
@@ -80,13 +84,15 @@ impl Push {
             if subjects.is_empty() {
                 continue;
             }
-            let Some(frame) = frame_for(notice["sync_seq"].as_u64().unwrap_or(0), &notice["item"])
-            else {
+            let sync_seq = notice["sync_seq"].as_u64();
+            let Some(frame) = frame_for(sync_seq, &notice["item"]) else {
                 continue;
             };
             self.publish(subjects, frame.to_string().into()).await;
             metrics::counter!("im_pushed_total").increment(1);
-            if matches!(frame["op"].as_str(), Some("message" | "read")) {
+            // Unread counts follow the durable notice (the fast one comes
+            // before unread has counted the message).
+            if sync_seq.is_some() && matches!(frame["op"].as_str(), Some("message" | "read")) {
                 let key = (
                     user.to_string(),
                     frame["conversation_id"]
@@ -236,23 +242,25 @@ mod tests {
     fn items_become_frames_with_their_sync_seq() {
         let item =
             json!({"type": "message", "conversation_id": "c", "seq": 3, "body": {"text": "hi"}});
-        let frame = frame_for(7, &item).unwrap();
+        let frame = frame_for(Some(7), &item).unwrap();
         assert_eq!(frame["op"], "message");
         assert_eq!(frame["sync_seq"], 7);
         assert_eq!(frame["seq"], 3);
         assert!(frame.get("type").is_none());
         assert_eq!(
-            frame_for(8, &json!({"type": "edit", "recipients": ["a"]})).unwrap()["op"],
+            frame_for(Some(8), &json!({"type": "edit", "recipients": ["a"]})).unwrap()["op"],
             "edited"
         );
-        assert!(frame_for(8, &json!({"type": "edit", "recipients": ["a"]}))
-            .unwrap()
-            .get("recipients")
-            .is_none());
+        assert!(
+            frame_for(Some(8), &json!({"type": "edit", "recipients": ["a"]}))
+                .unwrap()
+                .get("recipients")
+                .is_none()
+        );
         assert_eq!(
-            frame_for(9, &json!({"type": "recall"})).unwrap()["op"],
+            frame_for(Some(9), &json!({"type": "recall"})).unwrap()["op"],
             "recalled"
         );
-        assert_eq!(frame_for(9, &json!({"type": "mystery"})), None);
+        assert_eq!(frame_for(Some(9), &json!({"type": "mystery"})), None);
     }
 }

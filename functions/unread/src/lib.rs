@@ -492,7 +492,9 @@ impl BatchHandler for Unread {
         // Committed: now devices may be told, and waiting gateways answered.
         if let Some(client) = &self.client {
             for subject in &reply_subjects {
-                im_runtime::publish::reply(client, subject, &json!({"ok": true})).await;
+                let applied =
+                    serde_json::to_value(im_events::Verdict::applied()).unwrap_or_default();
+                im_runtime::publish::reply(client, subject, &applied).await;
             }
             let subject = im_events::subjects::push_subject(claim.partition);
             for chunk in notices {

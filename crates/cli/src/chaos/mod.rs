@@ -22,8 +22,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::procs::{free_base, free_port, wait_port, Proc};
-use crate::up::{ensure_topology, nats_nodes, nats_url_of, FUNCTIONS};
+use im_harness::{Durability, Kind, System};
 
 #[derive(Args, Debug, Clone)]
 pub struct ChaosArgs {
@@ -53,6 +52,10 @@ pub struct ChaosArgs {
     /// every acked message to them must be notified exactly once.
     #[arg(long, default_value_t = 2)]
     pub offline_users: usize,
+    /// Durability profile: relaxed (R3 plus 100 ms syncs, the cluster's
+    /// usual choice) or strict (every message synced on every node).
+    #[arg(long, default_value = "relaxed")]
+    pub durability: Durability,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -352,107 +355,41 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("im-chaos-{seed}")),
     };
-    std::fs::create_dir_all(data_dir.join("logs"))?;
-    let data_dir = data_dir.canonicalize()?;
-    let logs = data_dir.join("logs");
     let bin_dir = std::env::current_exe()?
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let nats_binary = crate::up::find_nats_server()?;
-    let base = free_base();
-    eprintln!(
-        "chaos: seed {seed}, data {}, NATS ports {base}..{}, started {}",
-        data_dir.display(),
-        base + 2,
-        chrono::Utc::now().format("%H:%M:%S%.3f")
-    );
-
-    // The cluster: 3 NATS nodes, R3 everything.
-    std::env::set_var("IM_STREAM_REPLICAS", "3");
-    let mut procs: Vec<Proc> = Vec::new();
-    for node in nats_nodes(&nats_binary, &data_dir, base, base + 5000, true)? {
-        procs.push(Proc::nats(&node, &logs));
-    }
-    let nats_ports = [base, base + 1, base + 2];
-    let nats_url = (0..3)
-        .map(|n| format!("nats://127.0.0.1:{}", base + n))
-        .collect::<Vec<_>>()
-        .join(",");
-    let _ = nats_url_of;
-    for proc in procs.iter_mut() {
-        proc.spawn()?;
-    }
-    for port in nats_ports {
-        anyhow::ensure!(
-            wait_port(port, Duration::from_secs(20)).await,
-            "NATS node on {port} did not start; see {}",
-            logs.display()
-        );
-    }
-    ensure_topology(&nats_url).await?;
     // The push provider: a webhook receiver that records every notification.
     let received = webhook::Received::default();
     let webhook_url = webhook::start(received.clone()).await?;
-    let common_env = |instance: &str| {
-        vec![
-            ("IM_NATS_URL".to_string(), nats_url.clone()),
-            ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
-            ("IM_SQLITE_SYNC".to_string(), "normal".to_string()),
-            ("IM_STREAM_REPLICAS".to_string(), "3".to_string()),
-            ("IM_LEASE_TTL_MS".to_string(), args.lease_ttl_ms.to_string()),
-            ("IM_INSTANCE".to_string(), instance.to_string()),
-            ("IM_LOG".to_string(), "info,async_nats=warn".to_string()),
-            ("IM_JWT_SECRET".to_string(), SECRET.to_string()),
-            ("IM_RATE_PER_SECOND".to_string(), "1000".to_string()),
-            ("IM_PRESENCE_TTL_SECS".to_string(), "5".to_string()),
-            ("IM_WEBHOOK_URL".to_string(), webhook_url.clone()),
-            (
-                "IM_WEBHOOK_SECRET".to_string(),
-                "chaos-webhook-secret".to_string(),
-            ),
-            ("IM_NOTIFY_WINDOW_MS".to_string(), "1000".to_string()),
-        ]
-    };
-    for function in FUNCTIONS {
-        for replica in 1..=2 {
-            let name = format!("{function}-{replica}");
-            procs.push(Proc {
-                name: name.clone(),
-                kind: "function",
-                program: bin_dir.join(format!("im-{function}")),
-                args: vec![],
-                env: common_env(&name),
-                log: logs.join(format!("{name}.log")),
-                child: None,
-            });
-        }
-    }
-    let gateway_ports = [free_port(), free_port()];
-    for (n, port) in gateway_ports.iter().enumerate() {
-        let name = format!("gateway-{}", n + 1);
-        let mut env = common_env(&name);
-        env.push(("IM_HTTP".into(), format!("127.0.0.1:{port}")));
-        procs.push(Proc {
-            name: name.clone(),
-            kind: "gateway",
-            program: bin_dir.join("im-gateway"),
-            args: vec![],
-            env,
-            log: logs.join(format!("{name}.log")),
-            child: None,
-        });
-    }
-    for proc in procs.iter_mut().filter(|p| p.kind != "nats") {
-        proc.spawn()?;
-    }
-    for port in gateway_ports {
-        anyhow::ensure!(
-            wait_port(port, Duration::from_secs(30)).await,
-            "gateway on {port} did not start; see {}",
-            logs.display()
-        );
-    }
+    eprintln!(
+        "chaos: seed {seed}, data {}, durability {}, started {}",
+        data_dir.display(),
+        args.durability,
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
+    // The cluster: 3 NATS nodes, R3 everything, two replicas of every
+    // function, two gateways.
+    let mut system = System::builder()
+        .cluster(3)
+        .replicas(2)
+        .gateways(2)
+        .durability(args.durability)
+        .data_dir(&data_dir)
+        .bin_dir(bin_dir)
+        .jwt_secret(SECRET)
+        .env("IM_LEASE_TTL_MS", args.lease_ttl_ms.to_string())
+        .env("IM_RATE_PER_SECOND", "1000")
+        .env("IM_PRESENCE_TTL_SECS", "5")
+        .env("IM_WEBHOOK_URL", webhook_url)
+        .env("IM_WEBHOOK_SECRET", "chaos-webhook-secret")
+        .env("IM_NOTIFY_WINDOW_MS", "1000")
+        .start()
+        .await?;
+    let data_dir = system.data_dir.clone();
+    let logs = system.logs.clone();
+    let nats_url = system.nats_url.clone();
+    let gateway_ports: Vec<u16> = system.gateways.iter().map(|g| g.port).collect();
     let client = im_runtime::config::connect(&nats_url, "imctl-chaos").await?;
     let js = jetstream::new(client);
     let mut members: Vec<String> = (0..args.users).map(|n| format!("c{n}")).collect();
@@ -513,7 +450,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         // Bring back a NATS node that has been down a while.
         if let Some((index, since)) = nats_down {
             if since.elapsed() > Duration::from_secs(3) {
-                procs[index].spawn()?;
+                system.procs[index].spawn()?;
                 nats_down = None;
             }
         }
@@ -538,31 +475,34 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         // Half of the NATS kills take the node leading IM_INGEST.
         let leader = stream_leader(&js).await;
         let candidates: Vec<usize> = if roll < 0.45 {
-            procs
+            system
+                .procs
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.kind == "function")
+                .filter(|(_, p)| matches!(p.kind, Kind::Function(_)))
                 .map(|(i, _)| i)
                 .collect()
         } else if roll < 0.65 {
-            procs
+            system
+                .procs
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.kind == "gateway")
+                .filter(|(_, p)| p.kind == Kind::Gateway)
                 .map(|(i, _)| i)
                 .collect()
         } else if roll < 0.85 && nats_down.is_none() && cluster_whole(&js).await {
-            let nodes: Vec<usize> = procs
+            let nodes: Vec<usize> = system
+                .procs
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.kind == "nats")
+                .filter(|(_, p)| p.kind == Kind::Nats)
                 .map(|(i, _)| i)
                 .collect();
             match leader.as_deref().and_then(|name| {
                 nodes
                     .iter()
                     .copied()
-                    .find(|i| procs[*i].name.ends_with(name))
+                    .find(|i| system.procs[*i].name.ends_with(name))
             }) {
                 Some(leading) if round == 1 || rng.random_bool(0.5) => vec![leading],
                 _ => nodes,
@@ -574,10 +514,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             // Pause a function replica past its lease, then resume it: it
             // must notice it lost its partitions (the fence refuses it).
             let mut functions = Vec::new();
-            for (i, p) in procs
+            for (i, p) in system
+                .procs
                 .iter()
                 .enumerate()
-                .filter(|(_, p)| p.kind == "function")
+                .filter(|(_, p)| matches!(p.kind, Kind::Function(_)))
             {
                 if !held_by(&leases, &p.name).await.is_empty() {
                     functions.push(i);
@@ -587,14 +528,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 continue;
             }
             let victim = functions[rng.random_range(0..functions.len())];
-            procs[victim].signal("STOP");
+            system.procs[victim].signal("STOP");
             let paused = Instant::now();
-            let instance = procs[victim].name.clone();
+            let instance = system.procs[victim].name.clone();
             let held = held_by(&leases, &instance).await;
             let moved =
                 wait_moved(&leases, &held, Duration::from_millis(args.lease_ttl_ms * 4)).await;
             max_failover = max_failover.max(moved.unwrap_or(paused.elapsed()));
-            procs[victim].signal("CONT");
+            system.procs[victim].signal("CONT");
             *faults.entry("pause").or_default() += 1;
             eprintln!(
                 "chaos {:>5.0}s: paused {instance}, {} partitions moved in {:?}",
@@ -605,14 +546,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             continue;
         }
         let victim = candidates[rng.random_range(0..candidates.len())];
-        let name = procs[victim].name.clone();
-        let kind = procs[victim].kind;
+        let name = system.procs[victim].name.clone();
+        let kind = system.procs[victim].kind.label();
         let held = if kind == "function" {
             held_by(&leases, &name).await
         } else {
             vec![]
         };
-        procs[victim].kill9();
+        system.procs[victim].kill9();
         *faults.entry(kind).or_default() += 1;
         match kind {
             "nats" => {
@@ -637,7 +578,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 if let Some(moved) = moved {
                     max_failover = max_failover.max(moved);
                 }
-                procs[victim].spawn()?;
+                system.procs[victim].spawn()?;
                 eprintln!(
                     "chaos {:>5.0}s: SIGKILL {name}, {} partitions moved in {:?}, restarted",
                     started.elapsed().as_secs_f64(),
@@ -647,7 +588,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             }
             _ => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
-                procs[victim].spawn()?;
+                system.procs[victim].spawn()?;
                 eprintln!(
                     "chaos {:>5.0}s: SIGKILL {name}, restarted",
                     started.elapsed().as_secs_f64()
@@ -656,9 +597,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
     }
     if let Some((index, _)) = nats_down {
-        procs[index].spawn()?;
+        system.procs[index].spawn()?;
     }
-    for proc in procs.iter_mut() {
+    for proc in system.procs.iter_mut() {
         if !proc.running() {
             proc.spawn()?;
         }
@@ -778,11 +719,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     });
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     // Stop everything that uses NATS first, then NATS.
-    for proc in procs.iter_mut().filter(|p| p.kind != "nats") {
-        proc.signal("TERM");
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    drop(procs);
+    tokio::task::spawn_blocking(move || system.shutdown()).await?;
     if args.json {
         println!("{summary}");
     } else {

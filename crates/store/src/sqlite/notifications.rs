@@ -212,9 +212,10 @@ impl NotificationStore for SqliteNotificationStore {
     }
 
     fn apply(&self, fence: &Fence, effects: &[NotifyEffect]) -> StoreResult<()> {
-        self.db.write(|t| {
-            check_fence(t, fence)?;
-            for effect in effects {
+        let (fence, effects) = (fence.clone(), effects.to_vec());
+        self.db.apply_grouped(move |t| {
+            check_fence(t, &fence)?;
+            for effect in &effects {
                 apply_notify_effect(t, effect)?;
             }
             Ok(())

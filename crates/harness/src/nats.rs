@@ -1,82 +1,14 @@
-//! Test harness: a real nats-server on its own port and store directory,
-//! killed when dropped, and handles on the pipeline's function processes.
-//!
-//! The nats-server binary is found at `$IM_NATS_SERVER`, then at
-//! `.tools/nats/bin/nats-server` in the workspace (where
-//! `infra/install-nats.sh` puts it), then on `PATH`.
+//! nats-server for tests of the runtime (a bare server, a cluster whose
+//! nodes can be killed one at a time) and the node configurations the
+//! system runs on, for a durability profile.
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .expect("workspace root")
-}
-
-pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
-    if let Ok(path) = std::env::var("IM_NATS_SERVER") {
-        return Ok(PathBuf::from(path));
-    }
-    let local = workspace_root().join(".tools/nats/bin/nats-server");
-    if local.exists() {
-        return Ok(local);
-    }
-    if let Ok(output) = Command::new("which").arg("nats-server").output() {
-        if output.status.success() {
-            return Ok(PathBuf::from(
-                String::from_utf8_lossy(&output.stdout).trim(),
-            ));
-        }
-    }
-    anyhow::bail!("nats-server not found: run infra/install-nats.sh (or set IM_NATS_SERVER)")
-}
-
-/// The directory cargo put this build's binaries in.
-pub fn target_bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("IM_BIN_DIR") {
-        return PathBuf::from(dir);
-    }
-    // Test executables live in <target>/<profile>/deps.
-    let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().expect("exe dir");
-    if dir.ends_with("deps") {
-        dir.parent().expect("profile dir").to_path_buf()
-    } else {
-        dir.to_path_buf()
-    }
-}
-
-/// A binary of this workspace, built by `cargo build --workspace --bins`.
-pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let path = target_bin_dir().join(name);
-    if path.exists() {
-        Ok(path)
-    } else {
-        anyhow::bail!("{} is missing: run `cargo build --workspace --bins` before the tests (infra/test.sh does)", path.display())
-    }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port on 127.0.0.1")
-}
-
-pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    false
-}
+use crate::binaries::nats_server_binary;
+use crate::process::{free_port, wait_for_port, Kind, Proc};
+use im_runtime::config::Durability;
 
 /// A nats-server with JetStream on 127.0.0.1, a port and store of its own.
 pub struct NatsServer {
@@ -151,109 +83,98 @@ impl Drop for NatsServer {
     }
 }
 
-/// A child process that is killed on drop and can be killed and restarted.
-pub struct Process {
-    pub name: String,
-    command: PathBuf,
-    args: Vec<String>,
-    env: Vec<(String, String)>,
-    log: PathBuf,
-    child: Option<Child>,
-}
+/// The single-node configuration (`nats.conf`) and the cluster node's
+/// (`infra/nats/cluster.conf`); the harness fills their variables.
+const NATS_CONF: &str = include_str!("../../../nats.conf");
+const CLUSTER_CONF: &str = include_str!("../../../infra/nats/cluster.conf");
 
-impl Process {
-    pub fn start(
-        name: &str,
-        command: PathBuf,
-        args: Vec<String>,
-        env: Vec<(String, String)>,
-        log: PathBuf,
-    ) -> anyhow::Result<Self> {
-        let mut process = Process {
-            name: name.to_string(),
-            command,
-            args,
+/// The nats-server nodes of a system: one (`nats.conf`) or a cluster of
+/// `nodes` (`cluster.conf`), their configs written into `data_dir`, ports
+/// from `port` (clients), `port + 2000` (routes), `monitor_port`
+/// (monitoring), as processes ready to spawn.
+pub fn node_procs(
+    data_dir: &Path,
+    logs: &Path,
+    nodes: usize,
+    port: u16,
+    monitor_port: u16,
+    durability: Durability,
+) -> anyhow::Result<Vec<(Proc, u16)>> {
+    let binary = nats_server_binary()?;
+    let common = |extra: Vec<(String, String)>| {
+        let mut env = vec![(
+            "IM_NATS_SYNC".to_string(),
+            durability.nats_sync_interval().to_string(),
+        )];
+        env.extend(extra);
+        env
+    };
+    if nodes <= 1 {
+        let conf = data_dir.join("nats.conf");
+        std::fs::write(&conf, NATS_CONF)?;
+        let env = common(vec![
+            ("IM_NATS_PORT".into(), port.to_string()),
+            ("IM_NATS_MONITOR_PORT".into(), monitor_port.to_string()),
+            (
+                "IM_NATS_STORE".into(),
+                data_dir.join("nats").display().to_string(),
+            ),
+        ]);
+        let proc = Proc::new(
+            "nats-server",
+            Kind::Nats,
+            binary,
+            vec!["-c".into(), conf.display().to_string()],
             env,
-            log,
-            child: None,
-        };
-        process.spawn()?;
-        Ok(process)
+            logs.join("nats-server.log"),
+        );
+        return Ok(vec![(proc, port)]);
     }
+    anyhow::ensure!(
+        nodes == 3,
+        "a local cluster has 3 nodes (infra/nats/cluster.conf routes to three), not {nodes}"
+    );
+    let conf = data_dir.join("nats-cluster.conf");
+    std::fs::write(&conf, CLUSTER_CONF)?;
+    let route_port = |n: usize| port + 2000 + n as u16;
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)?;
-        let child = Command::new(&self.command)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|error| anyhow::anyhow!("start {}: {error}", self.command.display()))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(child) => matches!(child.try_wait(), Ok(None)),
-            None => false,
-        }
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn signal(&self, signal: &str) {
-        if let Some(pid) = self.pid() {
-            let _ = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(pid.to_string())
-                .status();
-        }
-    }
-
-    /// SIGTERM and wait for a graceful exit (SIGKILL after `grace`).
-    pub fn stop(&mut self, grace: Duration) {
-        self.signal("TERM");
-        let deadline = Instant::now() + grace;
-        if let Some(child) = self.child.as_mut() {
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    self.child = None;
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+    (0..nodes)
+        .map(|n| {
+            let name = format!("nats-server-{}", n + 1);
+            let env = common(vec![
+                ("IM_NATS_NAME".into(), format!("im-{}", n + 1)),
+                ("IM_NATS_PORT".into(), (port + n as u16).to_string()),
+                (
+                    "IM_NATS_MONITOR_PORT".into(),
+                    (monitor_port + n as u16).to_string(),
+                ),
+                ("IM_NATS_CLUSTER_PORT".into(), route_port(n).to_string()),
+                (
+                    "IM_NATS_STORE".into(),
+                    data_dir
+                        .join(format!("nats-{}", n + 1))
+                        .display()
+                        .to_string(),
+                ),
+            ]);
+            let mut env = env;
+            for m in 0..nodes {
+                env.push((
+                    format!("IM_NATS_ROUTE_{}", m + 1),
+                    format!("nats://127.0.0.1:{}", route_port(m)),
+                ));
             }
-        }
-        self.kill9();
-    }
-
-    pub fn restart(&mut self) -> anyhow::Result<()> {
-        self.kill9();
-        self.spawn()
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+            let proc = Proc::new(
+                name.clone(),
+                Kind::Nats,
+                binary.clone(),
+                vec!["-c".into(), conf.display().to_string()],
+                env,
+                logs.join(format!("{name}.log")),
+            );
+            Ok((proc, port + n as u16))
+        })
+        .collect()
 }
 
 /// A JetStream cluster of nats-server processes on 127.0.0.1, each with its
