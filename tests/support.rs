@@ -34,6 +34,9 @@ impl Pipeline {
     pub async fn start_with(extra_env: Vec<(String, String)>) -> Pipeline {
         let system = System::builder()
             .gateways(0)
+            // The count this test process's topology has, so that what the
+            // tests compute (subjects, partitions) agrees with the system.
+            .partitions(im_runtime::topology::topology().partitions.conversation)
             // Process crashes are what these tests inflict: relaxed (and
             // NORMAL SQLite) survives them, and keeps the suite quick.
             .durability(Durability::Relaxed)
@@ -171,7 +174,7 @@ impl Pipeline {
                 let stream = self.js.get_stream(stream).await.unwrap();
                 count += stream.consumer_names().count().await;
             }
-            if count == 1 + 4 * 16 {
+            if count == 1 + 4 * im_runtime::topology::topology().partitions.conversation as usize {
                 return;
             }
             assert!(

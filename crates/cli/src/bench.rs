@@ -37,6 +37,9 @@ pub struct BenchArgs {
     /// Durability profile of the system the suite starts: strict or relaxed.
     #[arg(long, default_value = "strict")]
     pub durability: im_harness::Durability,
+    /// Partitions of the system the suite starts (default: schemas/streams.json).
+    #[arg(long, env = "IM_PARTITIONS")]
+    pub partitions: Option<u32>,
     /// Scenario tiers: messages to write.
     #[arg(long, default_value_t = 100_000)]
     pub messages: u64,
@@ -92,16 +95,18 @@ struct Samples {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if [
+    // The suite starts its own system: every scenario but `latency` alone
+    // (which measures a running one) and `tiers`; a list such as
+    // `throughput,latency` runs those on one system.
+    let suite = [
         "all",
         "baseline",
         "throughput",
         "fanout",
         "connections",
         "recovery",
-    ]
-    .contains(&args.scenario.as_str())
-    {
+    ];
+    if suite.contains(&args.scenario.as_str()) || args.scenario.contains(',') {
         return crate::bench_suite::suite(&args).await;
     }
     if args.scenario == "tiers" {

@@ -25,13 +25,18 @@ pub const SECRET: &str = "bench-secret";
 /// under `durability`), every function, one gateway, in a scratch directory.
 pub async fn start_system(
     durability: Durability,
+    partitions: Option<u32>,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<System> {
     let bin_dir = std::env::current_exe()?
         .parent()
         .map(PathBuf::from)
         .unwrap_or_default();
-    let system = System::builder()
+    let mut builder = System::builder();
+    if let Some(partitions) = partitions {
+        builder = builder.partitions(partitions);
+    }
+    let system = builder
         .durability(durability)
         .bin_dir(bin_dir)
         .log("warn")
@@ -53,6 +58,78 @@ pub async fn start_system(
 
 fn gateway_pid(system: &mut System) -> Option<u32> {
     system.proc("gateway").and_then(|p| p.pid())
+}
+
+/// User + system CPU time of a process so far, in clock ticks
+/// (`/proc/<pid>/stat` fields 14 and 15).
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; fields after it are plain.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// CPU time of every process of the system (nats-server included), by name.
+#[derive(Clone, Default)]
+pub struct CpuSample(Vec<(String, bool, u64)>);
+
+pub fn cpu_sample(system: &System) -> CpuSample {
+    CpuSample(
+        system
+            .procs
+            .iter()
+            .filter_map(|p| {
+                let pid = p.pid()?;
+                Some((
+                    p.name.clone(),
+                    p.kind == im_harness::Kind::Nats,
+                    cpu_ticks(pid)?,
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// CPU per message between two samples: all processes, the broker's share
+/// apart, and each process's.
+pub fn cpu_per_message(before: &CpuSample, after: &CpuSample, messages: u64) -> Value {
+    let per_tick_us = 1_000_000.0 / clock_ticks_per_second();
+    let messages = messages.max(1) as f64;
+    let mut total = 0.0;
+    let mut broker = 0.0;
+    let mut by_process = serde_json::Map::new();
+    for (name, is_nats, ticks) in &after.0 {
+        let start = before
+            .0
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, t)| *t)
+            .unwrap_or(*ticks);
+        let us = ticks.saturating_sub(start) as f64 * per_tick_us / messages;
+        total += us;
+        if *is_nats {
+            broker += us;
+        }
+        by_process.insert(name.clone(), json!((us * 10.0).round() / 10.0));
+    }
+    json!({
+        "cpu_us_per_message": total.round(),
+        "broker_cpu_us_per_message": broker.round(),
+        "pipeline_cpu_us_per_message": (total - broker).round(),
+        "cpu_us_per_message_by_process": by_process,
+    })
 }
 
 type Socket =
@@ -222,6 +299,7 @@ pub async fn throughput(
         acked.load(Ordering::Relaxed),
         pushed.load(Ordering::Relaxed),
     );
+    let cpu_before = cpu_sample(system);
     let started = Instant::now();
     for second in 0..seconds {
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -232,11 +310,13 @@ pub async fn throughput(
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_sample(system);
     let backlog = consumer_backlog(&js).await;
     let (acked_n, pushed_n) = (
         acked.load(Ordering::Relaxed) - acked_at_start,
         pushed.load(Ordering::Relaxed) - pushed_at_start,
     );
+    let cpu = cpu_per_message(&cpu_before, &cpu_after, acked_n);
     stop.store(true, Ordering::Relaxed);
     eprintln!();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -245,14 +325,16 @@ pub async fn throughput(
     }
     let after = stream_messages(&js).await?;
     let total_acked = acked.load(Ordering::Relaxed).max(1);
-    Ok(json!({
+    let mut report = json!({
         "pairs": pairs, "window": window, "seconds": seconds,
         "acked_per_sec": (acked_n as f64 / elapsed).round(),
         "delivered_per_sec": (pushed_n as f64 / elapsed).round(),
         "errors": errors.load(Ordering::Relaxed),
         "stream_writes_per_message": ((after - before) as f64 / total_acked as f64 * 100.0).round() / 100.0,
         "backlog_at_end_by_function": backlog,
-    }))
+    });
+    merge(&mut report, cpu);
+    Ok(report)
 }
 
 /// Messages waiting per function (summed over its partitions): where a
@@ -288,8 +370,62 @@ async fn drain(system: &System) -> anyhow::Result<()> {
 
 /// Latency at a fixed offered rate: send → ack and send → push (online
 /// partner), and send → visible in the sync log of an offline recipient.
-pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result<Value> {
-    let pairs = 10usize;
+fn merge(into: &mut Value, from: Value) {
+    if let (Some(into), Value::Object(from)) = (into.as_object_mut(), from) {
+        into.extend(from);
+    }
+}
+
+/// Raw JetStream publish → ack latency at a fixed rate on the same server
+/// (one stream, the same payload and sync policy): what one persisted hop
+/// costs, next to the pipeline's send → push.
+pub async fn publish_latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result<Value> {
+    let js = system.js().await?;
+    let payload = bytes::Bytes::from(send_event("raw", "dm:a:b", "a"));
+    let name = format!("BENCH_LATENCY_{}", chrono::Utc::now().timestamp_millis());
+    js.get_or_create_stream(jetstream::stream::Config {
+        name: name.clone(),
+        subjects: vec![format!("bench.latency.{name}")],
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let subject = format!("bench.latency.{name}");
+    let samples: Arc<Mutex<Vec<Duration>>> = Arc::default();
+    let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let total = (rate * seconds as f64) as usize;
+    let mut next = Instant::now();
+    let mut waits = Vec::with_capacity(total);
+    for _ in 0..total {
+        let at = Instant::now();
+        let ack = js.publish(subject.clone(), payload.clone()).await?;
+        let samples = samples.clone();
+        waits.push(tokio::spawn(async move {
+            if ack.await.is_ok() {
+                samples
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(at.elapsed());
+            }
+        }));
+        next += interval;
+        tokio::time::sleep_until(next.into()).await;
+    }
+    for wait in waits {
+        let _ = wait.await;
+    }
+    let _ = js.delete_stream(&name).await;
+    let taken = std::mem::take(&mut *samples.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(json!({"rate_per_sec": rate, "publish_to_ack_ms": quantiles(taken)}))
+}
+
+pub async fn latency(
+    system: &System,
+    rate: f64,
+    pairs: usize,
+    seconds: u64,
+) -> anyhow::Result<Value> {
+    let pairs = pairs.max(1);
     let run = chrono::Utc::now().timestamp_millis();
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let acks: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -392,13 +528,16 @@ pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result
                         }
                     }
                 }
-                std::thread::sleep(Duration::from_micros(500));
+                // Every 2 ms: finer polling made this watcher (the load
+                // client, not the system) one of the busiest processes.
+                std::thread::sleep(Duration::from_millis(2));
             }
         })
     };
     tokio::time::sleep(Duration::from_millis(800)).await;
     let interval = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let total = (rate * seconds as f64) as usize;
+    let cpu_before = cpu_sample(system);
     let mut next = Instant::now();
     for n in 0..total {
         let id = format!("lat{n}");
@@ -423,6 +562,7 @@ pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result
         tokio::time::sleep_until(next.into()).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu_after = cpu_sample(system);
     watching.store(false, Ordering::Relaxed);
     let _ = watcher.await;
     for task in tasks {
@@ -431,12 +571,17 @@ pub async fn latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result
     let take = |v: &Arc<Mutex<Vec<Duration>>>| {
         std::mem::take(&mut *v.lock().unwrap_or_else(|p| p.into_inner()))
     };
-    Ok(json!({
-        "rate_per_sec": rate, "seconds": seconds, "sent": total,
+    let mut report = json!({
+        "rate_per_sec": rate, "pairs": pairs, "seconds": seconds, "sent": total,
         "send_to_ack_ms": quantiles(take(&acks)),
         "send_to_push_ms": quantiles(take(&pushes)),
         "send_to_offline_sync_ms": quantiles(take(&visible)),
-    }))
+    });
+    merge(
+        &mut report,
+        cpu_per_message(&cpu_before, &cpu_after, total as u64),
+    );
+    Ok(report)
 }
 
 /// A group of `members` with `online` of them connected: send → the last
@@ -680,17 +825,26 @@ pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value>
 /// started for the purpose, and print the figures with the baseline.
 pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
     let seconds = im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64;
-    let wants = |name: &str| args.scenario == "all" || args.scenario == name;
+    // `all`, or a comma-separated list (`throughput,latency`).
+    let wants = |name: &str| {
+        args.scenario == "all" || args.scenario.split(',').any(|wanted| wanted == name)
+    };
     eprintln!("bench: starting a system (nats-server, every function, the gateway)");
-    let mut system = start_system(args.durability, &[("IM_LARGE_GROUP_THRESHOLD", "500")]).await?;
+    let mut system = start_system(
+        args.durability,
+        args.partitions,
+        &[("IM_LARGE_GROUP_THRESHOLD", "500")],
+    )
+    .await?;
     let machine = json!({
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "durability": args.durability.as_str(),
+        "partitions": system.partitions,
         "nats_sync": args.durability.nats_sync_interval(),
         "sqlite": match args.durability { Durability::Strict => "synchronous=FULL", Durability::Relaxed => "synchronous=NORMAL, WAL fsynced every 100 ms" },
     });
     let mut report = json!({"machine": machine});
-    if wants("baseline") || wants("throughput") {
+    if wants("baseline") || wants("throughput") || wants("latency") {
         eprintln!("bench: broker baseline ({}s each)", seconds.min(10));
         report["baseline"] = baseline(&system, seconds.min(10)).await?;
     }
@@ -714,16 +868,20 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
                 .round()
                 / 1000.0
         );
-        if args.scenario == "all" {
-            let saturation = report["throughput"]["acked_per_sec"]
-                .as_f64()
-                .unwrap_or(100.0);
-            for share in [25, 50] {
-                drain(&system).await?;
-                let rate = (saturation * share as f64 / 100.0).max(1.0);
-                eprintln!("bench: latency at {share}% of saturation ({rate:.0}/s, {seconds}s)");
-                report[format!("latency_{share}pct")] = latency(&system, rate, seconds).await?;
-            }
+    }
+    if wants("latency") {
+        // The fixed rates: 100/s over 10 pairs, 1,000/s over 40
+        // pairs (25/s each, inside the default per-user limit), each next
+        // to a raw JetStream publish at the same rate.
+        for (rate, pairs) in [(100.0, 10usize), (1000.0, 40)] {
+            drain(&system).await?;
+            eprintln!("bench: raw JetStream publish latency at {rate:.0}/s ({seconds}s)");
+            let raw = publish_latency(&system, rate, seconds).await?;
+            drain(&system).await?;
+            eprintln!("bench: latency at {rate:.0}/s over {pairs} pairs ({seconds}s)");
+            let mut figures = latency(&system, rate, pairs, seconds).await?;
+            figures["raw_publish_to_ack_ms"] = raw["publish_to_ack_ms"].clone();
+            report[format!("latency_{rate:.0}")] = figures;
         }
     }
     if wants("fanout") {
@@ -792,22 +950,38 @@ fn print_report(report: &Value) {
             t["backlog_at_end_by_function"].to_string(),
         );
     }
-    for share in [25, 50] {
-        if let Some(l) = report.get(format!("latency_{share}pct")) {
+    if let Some(t) = report.get("throughput") {
+        row(
+            "CPU µs per message: all / broker / pipeline",
+            format!(
+                "{} / {} / {}",
+                t["cpu_us_per_message"],
+                t["broker_cpu_us_per_message"],
+                t["pipeline_cpu_us_per_message"]
+            ),
+        );
+    }
+    for rate in [100, 1000] {
+        if let Some(l) = report.get(format!("latency_{rate}")) {
             for (what, key) in [
+                ("raw publish->ack", "raw_publish_to_ack_ms"),
                 ("send->ack", "send_to_ack_ms"),
                 ("send->push", "send_to_push_ms"),
                 ("send->offline sync", "send_to_offline_sync_ms"),
             ] {
                 let q = &l[key];
                 row(
-                    &format!(
-                        "{share}% load ({}/s) {what} ms p50/p99/p99.9",
-                        l["rate_per_sec"].as_f64().unwrap_or(0.0).round()
-                    ),
+                    &format!("{rate}/s ({} pairs) {what} ms p50/p99/p99.9", l["pairs"]),
                     format!("{} / {} / {}", q["p50"], q["p99"], q["p99.9"]),
                 );
             }
+            row(
+                &format!("{rate}/s CPU µs per message: all / broker"),
+                format!(
+                    "{} / {}",
+                    l["cpu_us_per_message"], l["broker_cpu_us_per_message"]
+                ),
+            );
         }
     }
     if let Some(f) = report.get("fanout") {

@@ -49,6 +49,10 @@ pub struct UpArgs {
     /// Override the profile's SQLite sync: full, relaxed or normal.
     #[arg(long, env = "IM_SQLITE_SYNC")]
     pub sqlite_sync: Option<String>,
+    /// Partitions of every partitioned stage (default: schemas/streams.json).
+    /// Must match what the streams were created with (see the README).
+    #[arg(long, env = "IM_PARTITIONS")]
+    pub partitions: Option<u32>,
 }
 
 fn exe_dir() -> PathBuf {
@@ -80,10 +84,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(sync) = &args.sqlite_sync {
         builder = builder.env("IM_SQLITE_SYNC", sync);
     }
+    if let Some(partitions) = args.partitions {
+        builder = builder.partitions(partitions);
+    }
     let mut system = builder.start().await?;
     let replicas = args.replicas.unwrap_or(if args.cluster { 2 } else { 1 });
     println!(
-        "ready: gateway {}, nats {}, functions {}{}, durability {}, data {}, logs {}",
+        "ready: gateway {}, nats {}, functions {}{}, durability {}, partitions {}, data {}, logs {}",
         system
             .gateways
             .iter()
@@ -98,6 +105,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             String::new()
         },
         args.durability,
+        system.partitions,
         system.data_dir.display(),
         system.logs.display()
     );

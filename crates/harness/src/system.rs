@@ -41,9 +41,17 @@ pub struct Builder {
     jwt_secret: Option<String>,
     log_filter: String,
     bin_dir: Option<PathBuf>,
+    partitions: Option<u32>,
 }
 
 impl Builder {
+    /// Partitions of every partitioned stage (`IM_PARTITIONS`; default: the
+    /// count in `schemas/streams.json`).
+    pub fn partitions(mut self, partitions: u32) -> Self {
+        self.partitions = Some(partitions);
+        self
+    }
+
     /// A cluster of `nodes` NATS nodes (3), R3 streams.
     pub fn cluster(mut self, nodes: usize) -> Self {
         self.nodes = nodes.max(1);
@@ -168,12 +176,18 @@ impl Builder {
             data_dir: data_dir.clone(),
             logs: logs.clone(),
             durability: self.durability,
+            partitions: 0,
             metrics: Vec::new(),
             env: Vec::new(),
             bin_dir,
             scratch,
         };
         let stream_replicas = if self.nodes > 1 { 3 } else { 1 };
+        let partitions = match self.partitions {
+            Some(partitions) => partitions,
+            None => chosen_partitions(&system.nats_url, self.nodes).await,
+        };
+        system.partitions = partitions;
         match &self.external_nats {
             Some(url) => system.nats_url = url.clone(),
             None => {
@@ -206,7 +220,7 @@ impl Builder {
                     .join(",");
             }
         }
-        ensure_topology(&system.nats_url, stream_replicas).await?;
+        ensure_topology(&system.nats_url, stream_replicas, partitions).await?;
         system.env = vec![
             ("IM_NATS_URL".to_string(), system.nats_url.clone()),
             ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
@@ -216,6 +230,7 @@ impl Builder {
                 "IM_STREAM_REPLICAS".to_string(),
                 stream_replicas.to_string(),
             ),
+            ("IM_PARTITIONS".to_string(), partitions.to_string()),
         ];
         system.env.extend(self.env.iter().cloned());
         let mut metrics_port = self.metrics_port;
@@ -273,15 +288,45 @@ impl Builder {
     }
 }
 
+/// Partitions when none are asked for: what the streams already on the
+/// server were created with, else [`default_partitions`].
+async fn chosen_partitions(nats_url: &str, nodes: usize) -> u32 {
+    let Ok(client) = im_runtime::config::connect(nats_url, "im-harness").await else {
+        return default_partitions(nodes);
+    };
+    let js = async_nats::jetstream::new(client);
+    im_runtime::topology::existing_partitions(&js)
+        .await
+        .unwrap_or_else(|| default_partitions(nodes))
+}
+
+/// The partition count a new deployment gets: 4 on one machine (every
+/// partition costs a consumer per stage, a lease and an outbox, and on two
+/// cores fewer, fuller batches measure faster: docs/BENCHMARKS.md), 16 for
+/// a cluster, whose replicas share them out.
+pub fn default_partitions(nodes: usize) -> u32 {
+    if nodes > 1 {
+        16
+    } else {
+        4
+    }
+}
+
 /// Create the streams; a fresh cluster elects its meta leader first, so
 /// retry for a while.
-pub async fn ensure_topology(nats_url: &str, replicas: usize) -> anyhow::Result<()> {
+pub async fn ensure_topology(
+    nats_url: &str,
+    replicas: usize,
+    partitions: u32,
+) -> anyhow::Result<()> {
     let client = im_runtime::config::connect(nats_url, "im-harness").await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match im_runtime::topology::ensure_streams_with(&js, replicas).await {
+        match im_runtime::topology::ensure_streams_with(&js, replicas, partitions).await {
             Ok(()) => return Ok(()),
+            // A refusal (another partition count) will not change.
+            Err(error) if error.to_string().contains("IM_PARTITIONS") => return Err(error),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -299,6 +344,8 @@ pub struct System {
     pub data_dir: PathBuf,
     pub logs: PathBuf,
     pub durability: Durability,
+    /// Partitions of every partitioned stage.
+    pub partitions: u32,
     /// Each function replica's `/metrics` port, if they have one.
     pub metrics: Vec<(String, u16)>,
     /// What every function and gateway gets.
@@ -325,6 +372,7 @@ impl System {
             jwt_secret: None,
             log_filter: "info,async_nats=warn".to_string(),
             bin_dir: None,
+            partitions: None,
         }
     }
 

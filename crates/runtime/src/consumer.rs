@@ -207,7 +207,7 @@ async fn run_partition<H: BatchHandler>(
 ) {
     let function = def.function.clone();
     let defaults = &topology().consumer_defaults;
-    let consumer = loop {
+    let mut consumer = loop {
         if !claim.is_valid() {
             return;
         }
@@ -232,128 +232,213 @@ async fn run_partition<H: BatchHandler>(
     let mut held: Vec<(jetstream::Message, Instant)> = Vec::new();
     let mut last_progress = Instant::now();
     let mut last_retry = Instant::now();
+    // A continuous pull: one subscription, with pull requests for up to a
+    // batch kept outstanding, instead of a fetch per cycle (each fetch makes
+    // and removes a subscription on the server, and waits for a request
+    // round trip before the next batch).
+    let mut incoming: Option<jetstream::consumer::pull::Stream> = None;
     while claim.is_valid() && !shutdown.is_triggered() {
-        let fetched = consumer
-            .fetch()
-            .max_messages(defaults.fetch_batch)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await;
-        let mut stream = match fetched {
-            Ok(stream) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "fetch failed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
-            }
+        let stream = match incoming.as_mut() {
+            Some(stream) => stream,
+            None => match consumer
+                .stream()
+                .max_messages_per_batch(defaults.fetch_batch)
+                .expires(Duration::from_secs(30))
+                .heartbeat(Duration::from_secs(5))
+                .messages()
+                .await
+            {
+                Ok(stream) => incoming.insert(stream),
+                Err(error) => {
+                    tracing::warn!(%error, "pull failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
         };
         let mut fresh = Vec::new();
-        while let Some(next) = stream.next().await {
-            match next {
-                Ok(message) => fresh.push(message),
-                Err(error) => {
-                    tracing::debug!(%error, "fetch ended");
-                    break;
-                }
-            }
-        }
-        if !held.is_empty() && last_progress.elapsed() >= HELD_PROGRESS_EVERY {
-            for (message, _) in &held {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-            last_progress = Instant::now();
-        }
-        if fresh.is_empty() && (held.is_empty() || last_retry.elapsed() < HELD_RETRY_EVERY) {
-            continue;
-        }
-        last_retry = Instant::now();
-        let mut messages = Vec::with_capacity(held.len() + fresh.len());
-        let mut held_since = Vec::with_capacity(held.len() + fresh.len());
-        for (message, since) in held.drain(..) {
-            messages.push(message);
-            held_since.push(Some(since));
-        }
-        for message in fresh {
-            messages.push(message);
-            held_since.push(None);
-        }
-        let started = Instant::now();
-        let incoming: Vec<Incoming> = messages
-            .iter()
-            .zip(&held_since)
-            .map(|(message, since)| {
-                let info = message.info().ok();
-                Incoming {
-                    subject: message.subject.to_string(),
-                    headers: headers_of(message),
-                    payload: message.payload.clone(),
-                    stream_seq: info.as_ref().map(|i| i.stream_sequence).unwrap_or(0),
-                    delivered: info.as_ref().map(|i| i.delivered).unwrap_or(1),
-                    published_ms: info
-                        .as_ref()
-                        .map(|i| i.published.timestamp_millis())
-                        .unwrap_or(0),
-                    held_ms: since.map_or(0, |since| since.elapsed().as_millis() as u64),
-                }
-            })
-            .collect();
-        if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
-            metrics::gauge!(LAG, "function" => function.clone()).set(info.pending as f64);
-        }
-        let keep_alive = |index: usize| {
-            let message = &messages[index];
-            async move {
-                let _ = message.ack_with(AckKind::Progress).await;
-            }
-        };
-        let result = handle_in_order(
-            handler.as_ref(),
-            &claim,
-            incoming.clone(),
-            0,
-            &keep_alive,
-            RetryPolicy::standard(),
-            &shutdown,
-        )
-        .await;
-        metrics::histogram!(BATCH_SECONDS, "function" => function.clone())
-            .record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(outcomes) => {
-                for (((message, incoming), outcome), since) in messages
-                    .into_iter()
-                    .zip(&incoming)
-                    .zip(outcomes)
-                    .zip(held_since)
-                {
-                    if let Outcome::Hold = outcome {
-                        held.push((message, since.unwrap_or_else(Instant::now)));
-                        continue;
+        // Wait for the first message a little (held messages come back and
+        // the claim is looked at in between), then take what is ready.
+        match tokio::time::timeout(HELD_RETRY_EVERY / 2, stream.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(message))) => fresh.push(message),
+            Ok(next) => {
+                incoming = None;
+                if let Some(Err(error)) = &next {
+                    if error.kind() == jetstream::consumer::pull::MessagesErrorKind::ConsumerDeleted
+                    {
+                        // Only a newer owner deletes our consumer.
+                        tracing::warn!(
+                            "our consumer was deleted: a newer owner took the partition over"
+                        );
+                        claim.revoke();
+                        break;
                     }
-                    settle(&js, &def, &message, incoming, outcome).await;
+                    tracing::info!(%error, "pull interrupted; resuming from the ack floor");
+                }
+                // What the interrupted pull had delivered but we never saw
+                // would come back only after ack_wait, behind newer messages
+                // (a conversation's events out of order): start again from
+                // the ack floor, in order. Held messages come again too.
+                match consumer.reset(None).await {
+                    Ok(_) => held.clear(),
+                    Err(error)
+                        if error.kind() == jetstream::stream::ConsumerResetErrorKind::NotFound =>
+                    {
+                        tracing::warn!(
+                            "our consumer is gone: a newer owner took the partition over"
+                        );
+                        claim.revoke();
+                        break;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot reset the consumer to its ack floor; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+                continue;
+            }
+        }
+        if let Some(stream) = incoming.as_mut() {
+            while fresh.len() < defaults.fetch_batch {
+                match futures::FutureExt::now_or_never(stream.next()) {
+                    Some(Some(Ok(message))) => fresh.push(message),
+                    _ => break,
                 }
             }
-            Err(HandlerError::Fenced(reason)) => {
-                tracing::warn!(partition = claim.partition, %reason, "partition fenced, giving it up");
-                claim.revoke();
-                for message in &messages {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                }
-            }
-            Err(HandlerError::Transient(reason)) => {
-                // Only at shutdown: leave the batch to the next owner, in order.
-                tracing::info!(partition = claim.partition, %reason, "batch left unacknowledged at shutdown");
-                for message in &messages {
-                    let _ = message.ack_with(AckKind::Nak(None)).await;
-                }
-                break;
-            }
+        }
+        if !handle_fetched(
+            &js,
+            &def,
+            &claim,
+            &handler,
+            &shutdown,
+            &function,
+            fresh,
+            &mut held,
+            &mut last_progress,
+            &mut last_retry,
+        )
+        .await
+        {
+            break;
         }
     }
     // Whoever owns the partition next takes what is still held.
     for (message, _) in &held {
         let _ = message.ack_with(AckKind::Nak(None)).await;
     }
+}
+
+/// Handle what one pull cycle got (with the held messages first), settle
+/// it, and keep what the handler holds. False when the loop must stop (at
+/// shutdown, with the batch left unacknowledged).
+#[allow(clippy::too_many_arguments)]
+async fn handle_fetched<H: BatchHandler>(
+    js: &jetstream::Context,
+    def: &ConsumerDef,
+    claim: &Claim,
+    handler: &Arc<H>,
+    shutdown: &Shutdown,
+    function: &str,
+    fresh: Vec<jetstream::Message>,
+    held: &mut Vec<(jetstream::Message, Instant)>,
+    last_progress: &mut Instant,
+    last_retry: &mut Instant,
+) -> bool {
+    if !held.is_empty() && last_progress.elapsed() >= HELD_PROGRESS_EVERY {
+        for (message, _) in held.iter() {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+        *last_progress = Instant::now();
+    }
+    if fresh.is_empty() && (held.is_empty() || last_retry.elapsed() < HELD_RETRY_EVERY) {
+        return true;
+    }
+    *last_retry = Instant::now();
+    let mut messages = Vec::with_capacity(held.len() + fresh.len());
+    let mut held_since = Vec::with_capacity(held.len() + fresh.len());
+    for (message, since) in held.drain(..) {
+        messages.push(message);
+        held_since.push(Some(since));
+    }
+    for message in fresh {
+        messages.push(message);
+        held_since.push(None);
+    }
+    let started = Instant::now();
+    let incoming: Vec<Incoming> = messages
+        .iter()
+        .zip(&held_since)
+        .map(|(message, since)| {
+            let info = message.info().ok();
+            Incoming {
+                subject: message.subject.to_string(),
+                headers: headers_of(message),
+                payload: message.payload.clone(),
+                stream_seq: info.as_ref().map(|i| i.stream_sequence).unwrap_or(0),
+                delivered: info.as_ref().map(|i| i.delivered).unwrap_or(1),
+                published_ms: info
+                    .as_ref()
+                    .map(|i| i.published.timestamp_millis())
+                    .unwrap_or(0),
+                held_ms: since.map_or(0, |since| since.elapsed().as_millis() as u64),
+            }
+        })
+        .collect();
+    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+        metrics::gauge!(LAG, "function" => function.to_string()).set(info.pending as f64);
+    }
+    let keep_alive = |index: usize| {
+        let message = &messages[index];
+        async move {
+            let _ = message.ack_with(AckKind::Progress).await;
+        }
+    };
+    let result = handle_in_order(
+        handler.as_ref(),
+        claim,
+        incoming.clone(),
+        0,
+        &keep_alive,
+        RetryPolicy::standard(),
+        shutdown,
+    )
+    .await;
+    metrics::histogram!(BATCH_SECONDS, "function" => function.to_string())
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(outcomes) => {
+            for (((message, incoming), outcome), since) in messages
+                .into_iter()
+                .zip(&incoming)
+                .zip(outcomes)
+                .zip(held_since)
+            {
+                if let Outcome::Hold = outcome {
+                    held.push((message, since.unwrap_or_else(Instant::now)));
+                    return true;
+                }
+                settle(js, def, &message, incoming, outcome).await;
+            }
+        }
+        Err(HandlerError::Fenced(reason)) => {
+            tracing::warn!(partition = claim.partition, %reason, "partition fenced, giving it up");
+            claim.revoke();
+            for message in &messages {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+        }
+        Err(HandlerError::Transient(reason)) => {
+            // Only at shutdown: leave the batch to the next owner, in order.
+            tracing::info!(partition = claim.partition, %reason, "batch left unacknowledged at shutdown");
+            for message in &messages {
+                let _ = message.ack_with(AckKind::Nak(None)).await;
+            }
+            return false;
+        }
+    }
+    true
 }
 
 /// How often held messages are marked in progress (well within `ack_wait`).

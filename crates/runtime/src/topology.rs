@@ -57,11 +57,43 @@ pub struct ConsumerDefaults {
     pub fetch_batch: usize,
 }
 
+/// The topology of this process: `schemas/streams.json`, with the partition
+/// count of every partitioned stage set by `IM_PARTITIONS` if it is (every
+/// process of a deployment must agree; [`ensure_streams`] refuses to start
+/// when the streams were created with another count).
 pub fn topology() -> &'static Topology {
     static TOPOLOGY: OnceLock<Topology> = OnceLock::new();
-    TOPOLOGY
-        .get_or_init(|| serde_json::from_str(STREAMS_JSON).expect("schemas/streams.json is valid"))
+    TOPOLOGY.get_or_init(|| {
+        let mut topology: Topology =
+            serde_json::from_str(STREAMS_JSON).expect("schemas/streams.json is valid");
+        if let Some(count) = partitions_from_env() {
+            topology.partitions.conversation = count;
+            topology.partitions.user = count;
+        }
+        topology
+    })
 }
+
+/// Most partitions a stage may have: one process owns at most this many
+/// partitions' publishers at once.
+pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
+
+fn partitions_from_env() -> Option<u32> {
+    let text = std::env::var("IM_PARTITIONS").ok()?;
+    match text.trim().parse::<u32>() {
+        Ok(count) if (1..=MAX_PARTITIONS).contains(&count) => Some(count),
+        _ => {
+            eprintln!(
+                "IM_PARTITIONS={text:?} is not a partition count of 1..={MAX_PARTITIONS}; using schemas/streams.json's"
+            );
+            None
+        }
+    }
+}
+
+/// The stream metadata key that records the partition count the pipeline's
+/// streams were created for.
+pub const PARTITIONS_METADATA: &str = "im.partitions";
 
 impl Topology {
     pub fn consumer(&self, function: &str) -> Option<&ConsumerDef> {
@@ -88,14 +120,18 @@ pub fn stream_replicas() -> usize {
 }
 
 pub fn stream_config(def: &StreamDef) -> stream::Config {
-    stream_config_with(def, stream_replicas())
+    stream_config_with(def, stream_replicas(), topology().partitions.conversation)
 }
 
-/// A stream's configuration with `replicas` copies.
-pub fn stream_config_with(def: &StreamDef, replicas: usize) -> stream::Config {
+/// A stream's configuration with `replicas` copies, for `partitions`.
+pub fn stream_config_with(def: &StreamDef, replicas: usize, partitions: u32) -> stream::Config {
     stream::Config {
         name: def.name.clone(),
         description: Some(def.description.clone()),
+        metadata: std::collections::HashMap::from([(
+            PARTITIONS_METADATA.to_string(),
+            partitions.to_string(),
+        )]),
         subjects: def.subjects.clone(),
         max_age: Duration::from_secs(def.max_age_secs),
         duplicate_window: Duration::from_secs(def.duplicate_window_secs),
@@ -112,15 +148,26 @@ pub fn stream_config_with(def: &StreamDef, replicas: usize) -> stream::Config {
 
 /// Create every stream, or bring an existing one's config up to date.
 pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
-    ensure_streams_with(js, stream_replicas()).await
+    ensure_streams_with(js, stream_replicas(), topology().partitions.conversation).await
 }
 
-/// [`ensure_streams`] with `replicas` copies of every stream.
-pub async fn ensure_streams_with(js: &jetstream::Context, replicas: usize) -> anyhow::Result<()> {
+/// [`ensure_streams`] with `replicas` copies of every stream, for
+/// `partitions` partitions.
+pub async fn ensure_streams_with(
+    js: &jetstream::Context,
+    replicas: usize,
+    partitions: u32,
+) -> anyhow::Result<()> {
     for def in &topology().streams {
-        let config = stream_config_with(def, replicas);
+        let config = stream_config_with(def, replicas, partitions);
         match js.get_stream(&def.name).await {
-            Ok(_) => {
+            Ok(mut existing) => {
+                let created_for = existing
+                    .info()
+                    .await
+                    .ok()
+                    .and_then(|info| info.config.metadata.get(PARTITIONS_METADATA).cloned());
+                check_partitions(&def.name, created_for.as_deref(), partitions)?;
                 js.update_stream(&config)
                     .await
                     .map_err(|error| anyhow::anyhow!("update stream {}: {error}", def.name))?;
@@ -135,6 +182,40 @@ pub async fn ensure_streams_with(js: &jetstream::Context, replicas: usize) -> an
             }
         }
     }
+    Ok(())
+}
+
+/// The partition count the pipeline's streams on this server were created
+/// for, if they exist (streams from before the count was recorded: 16).
+pub async fn existing_partitions(js: &jetstream::Context) -> Option<u32> {
+    let mut stream = js
+        .get_stream(im_events::subjects::STREAM_ACCEPTED)
+        .await
+        .ok()?;
+    let info = stream.info().await.ok()?;
+    Some(
+        info.config
+            .metadata
+            .get(PARTITIONS_METADATA)
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(16),
+    )
+}
+
+/// Refuse to run against streams made for another partition count: events
+/// would be routed to partitions nobody reads, and a conversation's events
+/// could be split over two owners.
+pub fn check_partitions(
+    stream: &str,
+    created_for: Option<&str>,
+    configured: u32,
+) -> anyhow::Result<()> {
+    // Streams from before the count was recorded were made with 16.
+    let created_for = created_for.unwrap_or("16");
+    anyhow::ensure!(
+        created_for == configured.to_string(),
+        "stream {stream} was created for {created_for} partitions, but this process is configured for {configured} (IM_PARTITIONS): run every process with IM_PARTITIONS={created_for}, or repartition as the README says (`imctl replay --into` a new data dir against a system started with the new count)"
+    );
     Ok(())
 }
 
@@ -377,6 +458,23 @@ mod tests {
             Some(96),
             "order of the names does not matter"
         );
+    }
+
+    #[test]
+    fn streams_made_for_another_partition_count_are_refused() {
+        assert!(check_partitions("IM_ACCEPTED", Some("16"), 16).is_ok());
+        assert!(
+            check_partitions("IM_ACCEPTED", None, 16).is_ok(),
+            "older streams had 16"
+        );
+        let refused = check_partitions("IM_ACCEPTED", Some("64"), 16)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("created for 64") && refused.contains("IM_PARTITIONS=64"),
+            "{refused}"
+        );
+        assert!(check_partitions("IM_ACCEPTED", None, 4).is_err());
     }
 
     #[test]

@@ -97,6 +97,12 @@ pub trait UserStore: Send + Sync {
         conversation_id: &str,
     ) -> StoreResult<Option<UserConversation>>;
     fn user_conversations(&self, user_id: &str) -> StoreResult<Vec<UserConversation>>;
+    /// The user's conversations without their last-message previews: all
+    /// that unread counts need, and cheaper to read (push reads it for
+    /// every unread frame).
+    fn user_conversation_counts(&self, user_id: &str) -> StoreResult<Vec<UserConversation>> {
+        self.user_conversations(user_id)
+    }
     fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64>;
     fn effect_applied(&self, user_id: &str, key: &str) -> StoreResult<bool>;
     /// Sync items with sync_seq > `after`, ascending, at most `limit`.
@@ -152,8 +158,24 @@ pub fn unread_summary(
     conversations: &dyn ConversationStore,
     user_id: &str,
 ) -> StoreResult<UnreadSummary> {
-    let mut items = Vec::new();
-    for mut row in users.user_conversations(user_id)? {
+    summarize(users.user_conversations(user_id)?, conversations)
+}
+
+/// [`unread_summary`] without the last-message previews: for unread frames.
+pub fn unread_counts(
+    users: &dyn UserStore,
+    conversations: &dyn ConversationStore,
+    user_id: &str,
+) -> StoreResult<UnreadSummary> {
+    summarize(users.user_conversation_counts(user_id)?, conversations)
+}
+
+fn summarize(
+    rows: Vec<UserConversation>,
+    conversations: &dyn ConversationStore,
+) -> StoreResult<UnreadSummary> {
+    let mut items = Vec::with_capacity(rows.len());
+    for mut row in rows {
         if row.diffusion == im_events::Diffusion::Read {
             if let Some(conversation) = conversations.conversation(&row.conversation_id)? {
                 row.last_seq = row.last_seq.max(conversation.last_seq);

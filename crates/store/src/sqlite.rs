@@ -162,45 +162,62 @@ fn json_error(error: serde_json::Error) -> StoreError {
     StoreError::Backend(format!("stored json: {error}"))
 }
 
-/// Run a group's jobs in one transaction, each in a savepoint, and hand
-/// every job its result.
+/// Run a group's jobs in one transaction, each in a savepoint (a lone job
+/// needs none: its failure rolls the transaction back), and hand every job
+/// its result. The savepoint statements come from the statement cache: a
+/// text parsed per commit cost more than the commit's own writes.
 fn run_group(connection: &mut Connection, jobs: Vec<GroupJob>) {
-    let fail_all = |jobs: Vec<GroupJob>, error: StoreError| {
-        for job in jobs {
-            *job.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
+    let fail_all = |results: Vec<std::sync::Arc<Mutex<Option<StoreResult<()>>>>>,
+                    error: StoreError| {
+        for result in results {
+            *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
         }
     };
     let transaction =
         match connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(transaction) => transaction,
-            Err(error) => return fail_all(jobs, group_error("begin", error)),
+            Err(error) => {
+                return fail_all(
+                    jobs.into_iter().map(|job| job.result).collect(),
+                    group_error("begin", error),
+                )
+            }
         };
+    let alone = jobs.len() == 1;
     let mut outcomes = Vec::with_capacity(jobs.len());
     for job in jobs {
-        if let Err(error) = transaction.execute_batch("SAVEPOINT job") {
-            let error = group_error("savepoint", error);
-            outcomes.push((job.result, Err(error.clone())));
-            let rest: Vec<_> = outcomes.into_iter().map(|(result, _)| result).collect();
-            for result in rest {
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
-            }
-            return;
+        if alone {
+            let outcome = (job.work)(&transaction);
+            outcomes.push((job.result, outcome));
+            continue;
+        }
+        if let Err(error) = transaction.run("SAVEPOINT job", []) {
+            let mut results: Vec<_> = outcomes.into_iter().map(|(result, _)| result).collect();
+            results.push(job.result);
+            return fail_all(results, group_error("savepoint", error));
         }
         let outcome = (job.work)(&transaction);
         let closed = if outcome.is_err() {
-            transaction.execute_batch("ROLLBACK TO job; RELEASE job")
+            transaction
+                .run("ROLLBACK TO job", [])
+                .and_then(|_| transaction.run("RELEASE job", []))
         } else {
-            transaction.execute_batch("RELEASE job")
+            transaction.run("RELEASE job", [])
         };
         if let Err(error) = closed {
-            let error = group_error("release", error);
-            outcomes.push((job.result, Err(error.clone())));
-            for (result, _) in outcomes {
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
-            }
-            return;
+            let mut results: Vec<_> = outcomes.into_iter().map(|(result, _)| result).collect();
+            results.push(job.result);
+            return fail_all(results, group_error("release", error));
         }
         outcomes.push((job.result, outcome));
+    }
+    if alone && outcomes.iter().any(|(_, outcome)| outcome.is_err()) {
+        // Nothing of a lone failed job may commit.
+        drop(transaction);
+        for (result, outcome) in outcomes {
+            *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        }
+        return;
     }
     match transaction.commit() {
         Ok(()) => {
@@ -208,12 +225,10 @@ fn run_group(connection: &mut Connection, jobs: Vec<GroupJob>) {
                 *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
             }
         }
-        Err(error) => {
-            let error = group_error("commit", error);
-            for (result, _) in outcomes {
-                *result.lock().unwrap_or_else(|p| p.into_inner()) = Some(Err(error.clone()));
-            }
-        }
+        Err(error) => fail_all(
+            outcomes.into_iter().map(|(result, _)| result).collect(),
+            group_error("commit", error),
+        ),
     }
 }
 
@@ -731,12 +746,16 @@ impl ConversationStore for SqliteConversationStore {
         let mut messages = self.db.read_with(|c| {
             let mut statement = c
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 AND seq < ?2 ORDER BY seq DESC"
                 ))
                 .map_err(backend)?;
+            // No `LIMIT ?`: the bundled SQLite (STAT4) re-prepares a
+            // statement whose LIMIT is a parameter on every new binding;
+            // rows come in key order, so taking `limit` of them stops early.
             let mut messages = statement
-                .query_map(params![conversation_id, before, limit as i64], message_from_row)
+                .query_map(params![conversation_id, before], message_from_row)
                 .map_err(backend)?
+                .take(limit)
                 .collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(backend)?;
             if messages.len() < limit {
@@ -1145,6 +1164,17 @@ impl UserStore for SqliteUserStore {
         })
     }
 
+    fn user_conversation_counts(&self, user_id: &str) -> StoreResult<Vec<UserConversation>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, NULL
+                 FROM user_conversations WHERE user_id = ?1 ORDER BY conversation_id",
+            )?;
+            let rows = statement.query_map(params![user_id], user_conversation_from_row)?;
+            rows.collect()
+        })
+    }
+
     fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64> {
         self.db.read(|c| {
             c.row(
@@ -1172,9 +1202,10 @@ impl UserStore for SqliteUserStore {
         self.db.read(|c| {
             let mut statement = c.prepare_cached(
                 "SELECT user_id, sync_seq, event_key, item FROM user_sync WHERE user_id = ?1 AND sync_seq > ?2
-                 ORDER BY sync_seq LIMIT ?3",
+                 ORDER BY sync_seq",
             )?;
-            let rows = statement.query_map(params![user_id, after as i64, limit as i64], |row| {
+            // In key order: `take` stops early (see `history` on `LIMIT ?`).
+            let rows = statement.query_map(params![user_id, after as i64], |row| {
                 let item: String = row.get(3)?;
                 Ok(SyncRecord {
                     user_id: row.get(0)?,
@@ -1183,7 +1214,7 @@ impl UserStore for SqliteUserStore {
                     item: serde_json::from_str(&item).unwrap_or(Value::Null),
                 })
             })?;
-            rows.collect()
+            rows.take(limit).collect()
         })
     }
 

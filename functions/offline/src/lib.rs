@@ -428,6 +428,18 @@ pub fn decide_batch(
     now_ms: i64,
     settings: &Settings,
 ) -> Result<(Vec<NotifyEffect>, Vec<Outcome>), StoreError> {
+    count_batch(store, batch, partition, now_ms, settings)
+        .map(|counted| (counted.effects, counted.outcomes))
+}
+
+/// [`decide_batch`], also saying whether the outbox must look again.
+pub fn count_batch(
+    store: &dyn NotificationStore,
+    batch: &[Incoming],
+    partition: u32,
+    now_ms: i64,
+    settings: &Settings,
+) -> Result<CountedBatch, StoreError> {
     let limit = im_runtime::hold_limit().as_millis() as u64;
     let mut work = Counting {
         store,
@@ -436,6 +448,7 @@ pub fn decide_batch(
         settings,
         states: HashMap::new(),
         changed: Vec::new(),
+        outbox_affected: false,
     };
     // Per (user, conversation): (batch index, event, stored time) waiting
     // for an earlier message.
@@ -490,14 +503,28 @@ pub fn decide_batch(
     let Counting {
         mut states,
         changed,
+        outbox_affected,
         ..
     } = work;
-    let effects = changed
+    let effects: Vec<NotifyEffect> = changed
         .into_iter()
         .filter_map(|key| states.remove(&key).flatten())
         .map(NotifyEffect::PutState)
         .collect();
-    Ok((effects, outcomes))
+    Ok(CountedBatch {
+        effects,
+        outcomes,
+        outbox_affected,
+    })
+}
+
+/// What counting a batch decided.
+pub struct CountedBatch {
+    pub effects: Vec<NotifyEffect>,
+    pub outcomes: Vec<Outcome>,
+    /// A state became pending (a new due time) or stopped being: the outbox
+    /// has to look again. Otherwise its timer is still right.
+    pub outbox_affected: bool,
 }
 
 /// A batch's coalescing states: read once per (user, conversation) and
@@ -509,6 +536,7 @@ struct Counting<'a> {
     settings: &'a Settings,
     states: HashMap<(String, String), Option<NotifyState>>,
     changed: Vec<(String, String)>,
+    outbox_affected: bool,
 }
 
 impl Counting<'_> {
@@ -532,6 +560,7 @@ impl Counting<'_> {
     ) -> Result<(), StoreError> {
         let (partition, now_ms, settings) = (self.partition, self.now_ms, self.settings);
         let current = self.state(key)?;
+        let was_pending = current.is_some_and(|state| state.pending > 0);
         if let Some(next) = accumulate(
             current,
             &key.0,
@@ -541,6 +570,9 @@ impl Counting<'_> {
             now_ms,
             settings,
         ) {
+            // A new due time (or a cleared one): the outbox must look again.
+            // One more message in a pending burst changes nothing for it.
+            self.outbox_affected |= was_pending != (next.pending > 0);
             self.states.insert(key.clone(), Some(next));
             if !self.changed.contains(key) {
                 self.changed.push(key.clone());
@@ -931,18 +963,19 @@ impl BatchHandler for Handler {
         let fence = claim.fence();
         let (partition, settings) = (claim.partition, self.0.settings);
         let sync = self.0.partition_sync(partition);
-        let outcomes = im_runtime::blocking(move || {
+        let counted = im_runtime::blocking(move || {
             let _writes = sync.writes.lock().unwrap_or_else(|p| p.into_inner());
-            let (effects, outcomes) =
-                decide_batch(store.as_ref(), &batch, partition, now_ms(), &settings)?;
-            if !effects.is_empty() {
-                store.apply(&fence, &effects)?;
+            let counted = count_batch(store.as_ref(), &batch, partition, now_ms(), &settings)?;
+            if !counted.effects.is_empty() {
+                store.apply(&fence, &counted.effects)?;
             }
-            Ok(outcomes)
+            Ok(counted)
         })
         .await?;
-        self.0.partition_sync(claim.partition).wake.notify_one();
-        Ok(outcomes)
+        if counted.outbox_affected {
+            self.0.partition_sync(claim.partition).wake.notify_one();
+        }
+        Ok(counted.outcomes)
     }
 
     fn owner_task(

@@ -18,7 +18,7 @@ use im_events::subjects::{gateway_user_subject, push_subject};
 use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
-use im_store::{unread_summary, ConversationStore, UserStore};
+use im_store::{unread_counts, ConversationStore, UserStore};
 use serde_json::{json, Value};
 
 pub const FUNCTION: &str = "push";
@@ -110,7 +110,7 @@ impl Push {
             let (users, conversations, who) =
                 (self.users.clone(), self.conversations.clone(), user.clone());
             let summary = tokio::task::spawn_blocking(move || {
-                unread_summary(users.as_ref(), conversations.as_ref(), &who)
+                unread_counts(users.as_ref(), conversations.as_ref(), &who)
             })
             .await;
             let Ok(Ok(summary)) = summary else { continue };

@@ -56,6 +56,9 @@ pub struct ChaosArgs {
     /// usual choice) or strict (every message synced on every node).
     #[arg(long, default_value = "relaxed")]
     pub durability: Durability,
+    /// Partitions of every partitioned stage (default: schemas/streams.json).
+    #[arg(long, env = "IM_PARTITIONS")]
+    pub partitions: Option<u32>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -370,7 +373,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     );
     // The cluster: 3 NATS nodes, R3 everything, two replicas of every
     // function, two gateways.
-    let mut system = System::builder()
+    let mut builder = System::builder();
+    if let Some(partitions) = args.partitions {
+        builder = builder.partitions(partitions);
+    }
+    let mut system = builder
         .cluster(3)
         .replicas(2)
         .gateways(2)

@@ -137,15 +137,14 @@ pub(super) fn move_segment(
 ) -> StoreResult<usize> {
     let mut statement = c
         .prepare_cached(&format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY seq LIMIT ?2"
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1 ORDER BY seq"
         ))
         .map_err(backend)?;
+    // In key order: `take` stops early (no `LIMIT ?`: see `history`).
     let oldest = statement
-        .query_map(
-            params![conversation_id, policy.segment_messages.max(1) as i64],
-            message_from_row,
-        )
+        .query_map(params![conversation_id], message_from_row)
         .map_err(backend)?
+        .take(policy.segment_messages.max(1))
         .collect::<rusqlite::Result<Vec<_>>>()
         .map_err(backend)?;
     let segment: Vec<StoredMessage> = oldest

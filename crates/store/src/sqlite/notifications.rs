@@ -138,11 +138,12 @@ impl NotificationStore for SqliteNotificationStore {
         self.db.read(|c| {
             let mut statement = c.prepare_cached(&format!(
                 "SELECT {STATE_COLUMNS} FROM notify_state WHERE partition = ?1 AND pending > 0 AND due_ms <= ?2
-                 ORDER BY due_ms LIMIT ?3"
+                 ORDER BY due_ms"
             ))?;
-            let rows =
-                statement.query_map(params![partition, now_ms, limit as i64], state_from_row)?;
-            rows.collect()
+            // In index order: `take` stops early. (A `LIMIT ?` would make
+            // the bundled SQLite re-prepare the statement on every call.)
+            let rows = statement.query_map(params![partition, now_ms], state_from_row)?;
+            rows.take(limit).collect()
         })
     }
 
@@ -155,11 +156,11 @@ impl NotificationStore for SqliteNotificationStore {
         self.db.read(|c| {
             let mut statement = c.prepare_cached(&format!(
                 "SELECT {RECORD_COLUMNS} FROM notifications WHERE partition = ?1 AND status = 'queued'
-                 AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id LIMIT ?3"
+                 AND next_attempt_ms <= ?2 ORDER BY next_attempt_ms, id"
             ))?;
-            let rows =
-                statement.query_map(params![partition, now_ms, limit as i64], record_from_row)?;
-            rows.collect()
+            // Sorted, then the first `limit` (no `LIMIT ?`, see above).
+            let rows = statement.query_map(params![partition, now_ms], record_from_row)?;
+            rows.take(limit).collect()
         })
     }
 
@@ -196,16 +197,16 @@ impl NotificationStore for SqliteNotificationStore {
             Some(user) => {
                 let mut statement = c.prepare_cached(&format!(
                     "SELECT {RECORD_COLUMNS} FROM notifications WHERE user_id = ?1
-                     ORDER BY created_ms DESC, id DESC LIMIT ?2"
+                     ORDER BY created_ms DESC, id DESC LIMIT {limit}"
                 ))?;
-                let rows = statement.query_map(params![user, limit as i64], record_from_row)?;
+                let rows = statement.query_map(params![user], record_from_row)?;
                 rows.collect()
             }
             None => {
                 let mut statement = c.prepare_cached(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM notifications ORDER BY created_ms DESC, id DESC LIMIT ?1"
+                    "SELECT {RECORD_COLUMNS} FROM notifications ORDER BY created_ms DESC, id DESC LIMIT {limit}"
                 ))?;
-                let rows = statement.query_map(params![limit as i64], record_from_row)?;
+                let rows = statement.query_map([], record_from_row)?;
                 rows.collect()
             }
         })
