@@ -301,7 +301,7 @@ async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
             "gateway",
             &[
                 ("IM_MAX_FRAME_BYTES", "4096"),
-                ("IM_RATE_PER_SECOND", "5"),
+                ("IM_RATE_PER_SECOND", "2"),
                 ("IM_RATE_BURST", "5"),
             ],
         )
@@ -318,7 +318,10 @@ async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
         (missing["code"].as_str(), missing["client_msg_id"].as_str()),
         (Some("bad_frame"), Some("m1"))
     );
-    // Flood: the burst passes, the rest is refused with rate_limited.
+    // Flood: the burst passes, the rest is refused with rate_limited but
+    // for the tokens refilled while the sends went out (a loaded machine
+    // may take seconds to send them).
+    let flood_started = std::time::Instant::now();
     for n in 0..15 {
         bad.send(send("dm:bad:good", &format!("f{n}"), "flood"))
             .await;
@@ -333,9 +336,10 @@ async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
             _ => {}
         }
     }
+    let refilled = (flood_started.elapsed().as_secs_f64() * 2.0).ceil() as usize;
     assert!(
-        limited >= 9 && acked >= 5,
-        "acked {acked}, limited {limited}"
+        acked >= 5 && acked <= 5 + refilled && limited == 15 - acked && limited > 0,
+        "acked {acked}, limited {limited}, {refilled} tokens refilled meanwhile"
     );
     // Oversize: an error frame or close 1009, and the others are unaffected.
     bad.send_text(json!({"op": "ping", "pad": "x".repeat(8000)}).to_string())

@@ -72,6 +72,7 @@ fn ten_thousand_messages_survive_a_killed_archiver_and_read_once_in_order() {
             diffusion: Diffusion::Write,
             member_count: 2,
             created_at: im_events::rfc3339_ms(an_hour_ago),
+            history_visibility: im_events::HistoryVisibility::Shared,
         })];
         effects.extend(
             (1..=PER_CONVERSATION)

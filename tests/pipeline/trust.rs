@@ -142,3 +142,98 @@ async fn a_reused_client_id_for_another_message_is_a_conflict() {
         .unwrap()
         .is_empty());
 }
+
+/// What a refusal may say: a non-member learns neither who wrote a message
+/// nor that it exists, and a member added later to a `joined` conversation
+/// reads only what followed the join, over WebSocket and HTTP alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_history_reveal_only_what_the_reader_may_see() {
+    let mut pipeline = Pipeline::start().await;
+    pipeline
+        .create_group("g:team", &["alice".to_string(), "bob".to_string()])
+        .await;
+    for (id, text) in [("t1", "before dan 1"), ("t2", "before dan 2")] {
+        pipeline.send_text("g:team", "alice", id, text).await;
+    }
+    pipeline
+        .publish(
+            "im.conversation.members.add",
+            "urn:test",
+            "add-dan",
+            json!({"conversation_id": "g:team", "members": ["dan"]}),
+            true,
+        )
+        .await;
+    pipeline
+        .send_text("g:team", "alice", "t3", "welcome dan")
+        .await;
+    pipeline.settle(Duration::from_secs(30)).await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+
+    // Mallory edits seq 1 of a conversation she is not in, and of one that
+    // does not exist: the same refusal, naming neither alice nor the message.
+    let mut mallory = Device::connect(port, "mallory", "laptop").await;
+    let mut refusals = Vec::new();
+    for conversation in ["g:team", "g:nothing"] {
+        mallory
+            .send(json!({"op": "edit", "conversation_id": conversation, "seq": 1, "body": {"text": "mine"}}))
+            .await;
+        let refused = mallory.expect("error", WAIT).await;
+        assert_eq!(refused["code"], "not_member", "{refused}");
+        let message = refused["message"].as_str().unwrap().to_string();
+        assert!(!message.contains("alice"), "{message}");
+        refusals.push(message.replace(conversation, "<c>"));
+    }
+    assert_eq!(refusals[0], refusals[1]);
+    mallory
+        .send(json!({"op": "history", "conversation_id": "g:team"}))
+        .await;
+    assert_eq!(mallory.expect("error", WAIT).await["code"], "not_member");
+
+    // Dan reads from his join: seq 3 only, however far back he pages.
+    let mut dan = Device::connect(port, "dan", "phone").await;
+    let seqs = |page: &Value| -> Vec<u64> {
+        page["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["seq"].as_u64().unwrap())
+            .collect()
+    };
+    dan.send(json!({"op": "history", "conversation_id": "g:team"}))
+        .await;
+    assert_eq!(seqs(&dan.expect("history_result", WAIT).await), vec![3]);
+    dan.send(json!({"op": "history", "conversation_id": "g:team", "before_seq": 3}))
+        .await;
+    assert_eq!(
+        seqs(&dan.expect("history_result", WAIT).await),
+        Vec::<u64>::new()
+    );
+    let path = "/v1/conversations/g:team/messages?before_seq=3";
+    let (status, body) = http(
+        port,
+        "GET",
+        path,
+        Some(&token("dan", "phone", 600)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        seqs(&serde_json::from_str(&body).unwrap()),
+        Vec::<u64>::new()
+    );
+    // Bob, there from the start, reads everything.
+    let (status, body) = http(
+        port,
+        "GET",
+        "/v1/conversations/g:team/messages",
+        Some(&token("bob", "phone", 600)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(seqs(&serde_json::from_str(&body).unwrap()), vec![1, 2, 3]);
+}

@@ -87,6 +87,7 @@ pub fn measure(messages: u64, page: usize) -> anyhow::Result<TierFigures> {
             diffusion: Diffusion::Write,
             member_count: 50,
             created_at: im_events::rfc3339_ms(old),
+            history_visibility: im_events::HistoryVisibility::Shared,
         })];
         for seq in 1..=per {
             effects.push(ConversationEffect::InsertMessage(StoredMessage {

@@ -22,6 +22,32 @@ pub enum MessageKind {
     Custom,
 }
 
+/// What a member added later may read: messages from the seq at which they
+/// joined (`joined`, the default), or the whole history (`shared`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryVisibility {
+    #[default]
+    Joined,
+    Shared,
+}
+
+impl HistoryVisibility {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HistoryVisibility::Joined => "joined",
+            HistoryVisibility::Shared => "shared",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "joined" => Some(HistoryVisibility::Joined),
+            "shared" => Some(HistoryVisibility::Shared),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ConversationKind {
@@ -102,6 +128,9 @@ pub struct CreateData {
     /// contract's data; absent means no admins.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admins: Vec<String>,
+    /// What members added later may read (default `joined`).
+    #[serde(default)]
+    pub history_visibility: HistoryVisibility,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use im_events::inbound::{parse_inbound, Limits};
 use im_events::{Command, InboundMessage};
+use im_store::{readable_history, Reader};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -211,16 +212,18 @@ async fn messages(
     let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let (conversation, user, service) = (id.clone(), claims.sub.clone(), claims.svc);
     let result = tokio::task::spawn_blocking(move || {
-        if !service
-            && store
-                .memberships(&conversation, std::slice::from_ref(&user))?
-                .is_empty()
-        {
-            return Ok(None);
-        }
-        store
-            .history(&conversation, query.before_seq, limit)
-            .map(Some)
+        let reader = if service {
+            Reader::Service
+        } else {
+            Reader::User(&user)
+        };
+        readable_history(
+            store.as_ref(),
+            reader,
+            &conversation,
+            query.before_seq,
+            limit,
+        )
     })
     .await;
     match result {

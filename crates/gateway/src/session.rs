@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::{SinkExt, StreamExt};
-use im_store::unread_summary;
+use im_store::{readable_history, unread_summary, Reader};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -218,13 +218,17 @@ async fn require_member(
     .map_err(store_error)?
     .map_err(store_error)?;
     if members.is_empty() {
-        Err(FrameError::new(
-            "not_member",
-            format!("{user} is not a member of {conversation_id}"),
-        ))
+        Err(not_member(user, conversation_id))
     } else {
         Ok(())
     }
+}
+
+fn not_member(user: &str, conversation_id: &str) -> FrameError {
+    FrameError::new(
+        "not_member",
+        format!("{user} is not a member of {conversation_id}"),
+    )
 }
 
 async fn handle(
@@ -329,16 +333,22 @@ async fn handle(
             before_seq,
             limit,
         } => {
-            require_member(gateway, &conversation_id, &context.user).await?;
             let store = gateway.conversations.clone();
             let limit = limit.unwrap_or(50).clamp(1, 500);
-            let conversation = conversation_id.clone();
+            let (conversation, user) = (conversation_id.clone(), context.user.clone());
             let messages = tokio::task::spawn_blocking(move || {
-                store.history(&conversation, before_seq, limit)
+                readable_history(
+                    store.as_ref(),
+                    Reader::User(&user),
+                    &conversation,
+                    before_seq,
+                    limit,
+                )
             })
             .await
             .map_err(store_error)?
-            .map_err(store_error)?;
+            .map_err(store_error)?
+            .ok_or_else(|| not_member(&context.user, &conversation_id))?;
             context.send(json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages})).await;
         }
         ClientFrame::Conversations {} => {

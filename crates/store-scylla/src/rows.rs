@@ -119,12 +119,25 @@ pub fn message_from_row(row: MessageRow) -> Result<StoredMessage, StoreError> {
 }
 
 pub const CONVERSATION_COLUMNS: &str =
-    "conversation_id, kind, title, last_seq, diffusion, member_count, created_at";
-pub type ConversationRow = (String, String, Option<String>, i64, String, i64, String);
+    "conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility";
+pub type ConversationRow = (
+    String,
+    String,
+    Option<String>,
+    i64,
+    String,
+    i64,
+    String,
+    Option<String>,
+);
 
 pub fn conversation_from_row(row: ConversationRow) -> Result<ConversationRecord, StoreError> {
-    let (conversation_id, kind, title, last_seq, diffusion, member_count, created_at) = row;
+    let (conversation_id, kind, title, last_seq, diffusion, member_count, created_at, visibility) =
+        row;
+    let visibility = visibility.unwrap_or_else(|| "joined".to_string());
     Ok(ConversationRecord {
+        history_visibility: im_events::HistoryVisibility::parse(&visibility)
+            .ok_or_else(|| bad("history visibility", &visibility))?,
         conversation_id,
         kind: ConversationKind::parse(&kind).ok_or_else(|| bad("conversation kind", &kind))?,
         title,
@@ -144,6 +157,7 @@ pub fn conversation_values(c: &ConversationRecord, last_seq: u64) -> Values {
         text(c.diffusion.as_str()),
         big(c.member_count),
         text(&c.created_at),
+        text(c.history_visibility.as_str()),
     ]
 }
 
@@ -466,6 +480,7 @@ mod tests {
             "write".into(),
             0,
             "t".into(),
+            None,
         );
         assert!(conversation_from_row(conversation).is_err());
     }

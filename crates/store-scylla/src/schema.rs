@@ -22,7 +22,7 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', {replication}}} AND durable_writes = true"),
         // Partition ownership epochs (the fence of a stale owner).
         format!("CREATE TABLE IF NOT EXISTS {ks}.fences (scope text, partition int, epoch bigint, PRIMARY KEY ((scope, partition)))"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.conversations (conversation_id text PRIMARY KEY, kind text, title text, last_seq bigint, diffusion text, member_count bigint, created_at text, archived_seq bigint)"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.conversations (conversation_id text PRIMARY KEY, kind text, title text, last_seq bigint, diffusion text, member_count bigint, created_at text, archived_seq bigint, history_visibility text)"),
         // Lets the archiver and dumps enumerate conversations shard by shard.
         format!("CREATE TABLE IF NOT EXISTS {ks}.conversation_index (shard int, conversation_id text, kind text, PRIMARY KEY ((shard), conversation_id))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.members (conversation_id text, user_id text, added_after_seq bigint, role text, removed_after_seq bigint, PRIMARY KEY ((conversation_id), user_id, added_after_seq))"),
@@ -59,6 +59,8 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<String> {
         // Idempotency records remember what event they are (type and actor),
         // so a reused (source, id) with other contents is a conflict.
         format!("ALTER TABLE {ks}.idempotency ADD fingerprint text"),
+        // What members added later may read (absent: `joined`).
+        format!("ALTER TABLE {ks}.conversations ADD history_visibility text"),
     ]
 }
 
@@ -115,7 +117,10 @@ mod tests {
         assert!(all.contains("recorded_at_ms bigint, fingerprint text"));
         assert_eq!(
             migrations(&defaults()),
-            ["ALTER TABLE im.idempotency ADD fingerprint text"]
+            [
+                "ALTER TABLE im.idempotency ADD fingerprint text",
+                "ALTER TABLE im.conversations ADD history_visibility text"
+            ]
         );
         assert!(already_applied(
             "Invalid column name fingerprint because it conflicts with an existing column"

@@ -46,8 +46,8 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("fence_read", "SELECT epoch FROM {ks}.fences WHERE scope = ? AND partition = ?"),
     ("fence_create", "INSERT INTO {ks}.fences (scope, partition, epoch) VALUES (?, ?, ?) IF NOT EXISTS"),
     ("fence_raise", "UPDATE {ks}.fences SET epoch = ? WHERE scope = ? AND partition = ? IF epoch <= ?"),
-    ("conversation", "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at FROM {ks}.conversations WHERE conversation_id = ?"),
-    ("conversation_put", "INSERT INTO {ks}.conversations (conversation_id, kind, title, last_seq, diffusion, member_count, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"),
+    ("conversation", "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility FROM {ks}.conversations WHERE conversation_id = ?"),
+    ("conversation_put", "INSERT INTO {ks}.conversations (conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
     ("conversation_archived", "SELECT archived_seq FROM {ks}.conversations WHERE conversation_id = ?"),
     ("conversation_archived_set", "UPDATE {ks}.conversations SET archived_seq = ? WHERE conversation_id = ?"),
     ("index_put", "INSERT INTO {ks}.conversation_index (shard, conversation_id, kind) VALUES (?, ?, ?)"),
@@ -103,7 +103,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("log_days", "SELECT day FROM {ks}.notification_days WHERE shard = 0"),
     ("log_days_put", "INSERT INTO {ks}.notification_days (shard, day) VALUES (0, ?)"),
     ("log_day_put", "INSERT INTO {ks}.notifications_by_day (day, created_ms, id) VALUES (?, ?, ?)"),
-    ("dump_conversations", "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at FROM {ks}.conversations"),
+    ("dump_conversations", "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility FROM {ks}.conversations"),
     ("dump_members", "SELECT conversation_id, user_id, role, added_after_seq, removed_after_seq FROM {ks}.members"),
     ("dump_idempotency", "SELECT source, event_id, conversation_id, seq, message_id, outputs FROM {ks}.idempotency"),
     ("dump_user_conversations", "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message FROM {ks}.user_conversations"),
@@ -433,12 +433,13 @@ impl ConversationStore for ScyllaStore {
             for user in users {
                 let rows: Vec<(i64, String, Option<i64>)> =
                     db.select("member", vec![text(&id), text(&user)]).await?;
-                if let Some((_, role, _)) =
+                if let Some((joined_seq, role, _)) =
                     rows.into_iter().find(|(_, _, removed)| removed.is_none())
                 {
                     found.push(Membership {
                         user_id: user,
                         role: Role::parse(&role),
+                        joined_seq: joined_seq as u64,
                     });
                 }
             }
@@ -575,10 +576,11 @@ impl ConversationStore for ScyllaStore {
             let mut conversations: Vec<ConversationRow> =
                 db.scan("dump_conversations", vec![]).await?;
             conversations.sort_by(|a, b| a.0.cmp(&b.0));
-            for (id, kind, title, last_seq, diffusion, members, created) in &conversations {
+            for (id, kind, title, last_seq, diffusion, members, created, visibility) in &conversations {
                 lines.push(format!(
-                    "conversation\t{id}\t{kind}\t{}\t{last_seq}\t{diffusion}\t{members}\t{created}",
-                    title.clone().unwrap_or_default()
+                    "conversation\t{id}\t{kind}\t{}\t{last_seq}\t{diffusion}\t{members}\t{created}\t{}",
+                    title.clone().unwrap_or_default(),
+                    visibility.as_deref().unwrap_or("joined")
                 ));
             }
             let mut members: Vec<(String, String, String, i64, Option<i64>)> =

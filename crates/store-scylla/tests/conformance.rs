@@ -43,6 +43,7 @@ conformance_tests!(
     conversation_round_trip,
     membership_intervals,
     messages_and_history,
+    history_as_members_may_read_it,
     seq_fence_refuses_a_second_message,
     epoch_fence_refuses_stale_owner,
     idempotency_records,

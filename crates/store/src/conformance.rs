@@ -5,10 +5,10 @@ use im_events::{ConversationKind, Diffusion, MessageKind};
 use serde_json::json;
 
 use crate::{
-    unread_summary, ConversationEffect, ConversationRecord, ConversationStore, Fence,
-    IdempotencyRecord, NotificationRecord, NotificationStatus, NotificationStore, NotifyEffect,
-    NotifyState, Role, StoreError, StoredMessage, SyncRecord, TieringPolicy, UserConversation,
-    UserEffect, UserStore,
+    readable_history, unread_summary, ConversationEffect, ConversationRecord, ConversationStore,
+    Fence, IdempotencyRecord, NotificationRecord, NotificationStatus, NotificationStore,
+    NotifyEffect, NotifyState, Reader, Role, StoreError, StoredMessage, SyncRecord, TieringPolicy,
+    UserConversation, UserEffect, UserStore,
 };
 
 pub fn fence(epoch: u64) -> Fence {
@@ -28,6 +28,7 @@ fn record(conversation_id: &str, last_seq: u64, diffusion: Diffusion) -> Convers
         diffusion,
         member_count: 2,
         created_at: "2026-01-01T00:00:00.000Z".into(),
+        history_visibility: im_events::HistoryVisibility::Joined,
     }
 }
 
@@ -177,6 +178,62 @@ pub fn messages_and_history(conversations: &dyn ConversationStore, _users: &dyn 
         .history("c:other", None, 10)
         .unwrap()
         .is_empty());
+}
+
+pub fn history_as_members_may_read_it(
+    conversations: &dyn ConversationStore,
+    _users: &dyn UserStore,
+) {
+    let add = |conversation: &str, user: &str, after_seq: u64| ConversationEffect::AddMember {
+        conversation_id: conversation.into(),
+        user_id: user.into(),
+        role: Role::Member,
+        after_seq,
+    };
+    let mut shared = record("g:shared", 6, Diffusion::Write);
+    shared.history_visibility = im_events::HistoryVisibility::Shared;
+    let mut effects = vec![
+        ConversationEffect::PutConversation(record("g:joined", 6, Diffusion::Write)),
+        ConversationEffect::PutConversation(shared),
+        add("g:joined", "alice", 0),
+        add("g:joined", "dan", 4),
+        add("g:shared", "dan", 4),
+    ];
+    for conversation in ["g:joined", "g:shared"] {
+        effects.extend((1..=6).map(|seq| {
+            ConversationEffect::InsertMessage(message(
+                conversation,
+                seq,
+                &format!("{conversation}-{seq}"),
+            ))
+        }));
+    }
+    conversations.apply(&fence(1), &effects).unwrap();
+    let seqs = |reader: Reader<'_>, conversation: &str, before: Option<u64>| {
+        readable_history(conversations, reader, conversation, before, 10)
+            .unwrap()
+            .map(|page| page.iter().map(|m| m.seq).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        seqs(Reader::User("alice"), "g:joined", None),
+        Some((1..=6).collect())
+    );
+    // Added after seq 4 of a `joined` conversation: 5 and 6 only, however
+    // far back the page asks.
+    assert_eq!(
+        seqs(Reader::User("dan"), "g:joined", None),
+        Some(vec![5, 6])
+    );
+    assert_eq!(seqs(Reader::User("dan"), "g:joined", Some(5)), Some(vec![]));
+    assert_eq!(seqs(Reader::User("dan"), "g:joined", Some(3)), Some(vec![]));
+    assert_eq!(
+        seqs(Reader::User("dan"), "g:shared", None),
+        Some((1..=6).collect())
+    );
+    assert_eq!(seqs(Reader::Service, "g:joined", Some(3)), Some(vec![1, 2]));
+    // A non-member and a missing conversation answer alike.
+    assert_eq!(seqs(Reader::User("mallory"), "g:joined", None), None);
+    assert_eq!(seqs(Reader::User("mallory"), "g:missing", None), None);
 }
 
 pub fn seq_fence_refuses_a_second_message(

@@ -161,6 +161,52 @@ pub fn unread_summary(
     summarize(users.user_conversations(user_id)?, conversations)
 }
 
+/// Who reads a conversation's history: a service (every message) or a user.
+#[derive(Debug, Clone, Copy)]
+pub enum Reader<'a> {
+    Service,
+    User(&'a str),
+}
+
+/// A page of history as `reader` may see it: `None` when the reader is not a
+/// member (a missing conversation answers the same, so a refusal reveals
+/// nothing); with `joined` history a member sees only messages after the seq
+/// at which they joined, however far back they page.
+pub fn readable_history(
+    conversations: &dyn ConversationStore,
+    reader: Reader<'_>,
+    conversation_id: &str,
+    before_seq: Option<u64>,
+    limit: usize,
+) -> StoreResult<Option<Vec<StoredMessage>>> {
+    let floor = match reader {
+        Reader::Service => 0,
+        Reader::User(user) => {
+            let Some(member) = conversations
+                .memberships(conversation_id, &[user.to_string()])?
+                .pop()
+            else {
+                return Ok(None);
+            };
+            match conversations.conversation(conversation_id)? {
+                Some(record)
+                    if record.history_visibility == im_events::HistoryVisibility::Shared =>
+                {
+                    0
+                }
+                Some(_) => member.joined_seq,
+                None => return Ok(None),
+            }
+        }
+    };
+    if before_seq.is_some_and(|before| before <= floor + 1) {
+        return Ok(Some(Vec::new()));
+    }
+    let mut messages = conversations.history(conversation_id, before_seq, limit)?;
+    messages.retain(|message| message.seq > floor);
+    Ok(Some(messages))
+}
+
 /// [`unread_summary`] without the last-message previews: for unread frames.
 pub fn unread_counts(
     users: &dyn UserStore,

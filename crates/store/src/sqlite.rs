@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use im_events::{ConversationKind, Diffusion, MessageKind};
+use im_events::{ConversationKind, Diffusion, HistoryVisibility, MessageKind};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use serde_json::Value;
 
@@ -525,7 +525,8 @@ fn check_fence(transaction: &Transaction<'_>, fence: &Fence) -> StoreResult<()> 
 const CONVERSATION_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS conversations(
   conversation_id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT, last_seq INTEGER NOT NULL,
-  diffusion TEXT NOT NULL, member_count INTEGER NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+  diffusion TEXT NOT NULL, member_count INTEGER NOT NULL, created_at TEXT NOT NULL,
+  history_visibility TEXT NOT NULL DEFAULT 'joined') WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS members(
   conversation_id TEXT NOT NULL, user_id TEXT NOT NULL, role TEXT NOT NULL,
   added_after_seq INTEGER NOT NULL, removed_after_seq INTEGER,
@@ -549,6 +550,10 @@ const CONVERSATION_MIGRATIONS: Migrations = &[
     // v1: idempotency records remember what event they are, so a reused
     // (source, id) with other contents is refused as a conflict.
     "ALTER TABLE idempotency ADD COLUMN fingerprint TEXT NOT NULL DEFAULT ''",
+    // v2: what members added later may read. Conversations made before it
+    // get `joined`, the default of the event that made them, so a replay of
+    // their events rebuilds the same rows.
+    "ALTER TABLE conversations ADD COLUMN history_visibility TEXT NOT NULL DEFAULT 'joined'",
 ];
 
 pub struct SqliteConversationStore {
@@ -620,7 +625,7 @@ impl ConversationStore for SqliteConversationStore {
     fn conversation(&self, conversation_id: &str) -> StoreResult<Option<ConversationRecord>> {
         self.db.read(|c| {
             c.row(
-                "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at
+                "SELECT conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility
                  FROM conversations WHERE conversation_id = ?1",
                 params![conversation_id],
                 |row| {
@@ -632,6 +637,7 @@ impl ConversationStore for SqliteConversationStore {
                         diffusion: parse_kind(row.get(4)?, Diffusion::parse)?,
                         member_count: row.get::<_, i64>(5)? as u64,
                         created_at: row.get(6)?,
+                        history_visibility: parse_kind(row.get(7)?, HistoryVisibility::parse)?,
                     })
                 },
             )
@@ -642,17 +648,20 @@ impl ConversationStore for SqliteConversationStore {
     fn memberships(&self, conversation_id: &str, users: &[String]) -> StoreResult<Vec<Membership>> {
         self.db.read(|c| {
             let mut statement = c.prepare_cached(
-                "SELECT role FROM members WHERE conversation_id = ?1 AND user_id = ?2 AND removed_after_seq IS NULL",
+                "SELECT role, added_after_seq FROM members WHERE conversation_id = ?1 AND user_id = ?2 AND removed_after_seq IS NULL",
             )?;
             let mut found = Vec::new();
             for user in users {
-                let role: Option<String> = statement
-                    .query_row(params![conversation_id, user], |row| row.get(0))
+                let member: Option<(String, i64)> = statement
+                    .query_row(params![conversation_id, user], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
                     .optional()?;
-                if let Some(role) = role {
+                if let Some((role, joined_seq)) = member {
                     found.push(Membership {
                         user_id: user.clone(),
                         role: Role::parse(&role),
+                        joined_seq: joined_seq as u64,
                     });
                 }
             }
@@ -783,7 +792,7 @@ impl ConversationStore for SqliteConversationStore {
         let mut lines = self.db.read(|c| {
             let mut lines = Vec::new();
             let queries = [
-                "SELECT 'conversation', conversation_id, kind, IFNULL(title,''), last_seq, diffusion, member_count, created_at FROM conversations ORDER BY conversation_id",
+                "SELECT 'conversation', conversation_id, kind, IFNULL(title,''), last_seq, diffusion, member_count, created_at, history_visibility FROM conversations ORDER BY conversation_id",
                 "SELECT 'member', conversation_id, user_id, role, added_after_seq, IFNULL(removed_after_seq,-1) FROM members ORDER BY conversation_id, user_id, added_after_seq",
                 "SELECT 'idempotency', source, event_id, conversation_id, IFNULL(seq,-1), IFNULL(message_id,''), outputs FROM idempotency ORDER BY source, event_id",
             ];
@@ -936,11 +945,11 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
     match effect {
         ConversationEffect::PutConversation(record) => {
             t.run(
-                "INSERT INTO conversations(conversation_id, kind, title, last_seq, diffusion, member_count, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO conversations(conversation_id, kind, title, last_seq, diffusion, member_count, created_at, history_visibility)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(conversation_id) DO UPDATE SET kind = excluded.kind, title = excluded.title,
                    last_seq = MAX(last_seq, excluded.last_seq), diffusion = excluded.diffusion,
-                   member_count = excluded.member_count",
+                   member_count = excluded.member_count, history_visibility = excluded.history_visibility",
                 params![
                     record.conversation_id,
                     record.kind.as_str(),
@@ -948,7 +957,8 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                     record.last_seq as i64,
                     record.diffusion.as_str(),
                     record.member_count as i64,
-                    record.created_at
+                    record.created_at,
+                    record.history_visibility.as_str()
                 ],
             )
             .map_err(backend)?;
@@ -1356,6 +1366,7 @@ mod tests {
         conversation_round_trip,
         membership_intervals,
         messages_and_history,
+        history_as_members_may_read_it,
         seq_fence_refuses_a_second_message,
         epoch_fence_refuses_stale_owner,
         idempotency_records,
@@ -1391,7 +1402,8 @@ mod tests {
     );
 
     /// A dedupe.db as the first release made it: no user_version, and an
-    /// idempotency table without the fingerprint column.
+    /// idempotency table without the fingerprint column, a conversations
+    /// table without history visibility.
     fn first_release_file(path: &Path) {
         let connection = Connection::open(path).unwrap();
         connection
@@ -1401,7 +1413,11 @@ mod tests {
                    source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
                    message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
                    PRIMARY KEY(source, event_id)) WITHOUT ROWID;
-                 INSERT INTO idempotency VALUES ('urn:old', 'e1', 'g:1', 3, 'm3', '[]', 1000);",
+                 INSERT INTO idempotency VALUES ('urn:old', 'e1', 'g:1', 3, 'm3', '[]', 1000);
+                 CREATE TABLE conversations(
+                   conversation_id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT, last_seq INTEGER NOT NULL,
+                   diffusion TEXT NOT NULL, member_count INTEGER NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+                 INSERT INTO conversations VALUES ('g:1', 'group', 'Old', 3, 'write', 2, '2026-01-01T00:00:00.000Z');",
             )
             .unwrap();
     }
@@ -1416,6 +1432,12 @@ mod tests {
         let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
         let old = store.idempotency("urn:old", "e1").unwrap().unwrap();
         assert_eq!((old.seq, old.fingerprint.as_str()), (Some(3), ""));
+        // Conversations made before history visibility keep `joined`.
+        let conversation = reader.conversation("g:1").unwrap().unwrap();
+        assert_eq!(
+            (conversation.last_seq, conversation.history_visibility),
+            (3, HistoryVisibility::Joined)
+        );
         let mut new = old.clone();
         new.event_id = "e2".into();
         new.fingerprint = "im.message.send a".into();

@@ -13,6 +13,7 @@ pub struct ConversationRecord {
     pub diffusion: Diffusion,
     pub member_count: u64,
     pub created_at: String,
+    pub history_visibility: im_events::HistoryVisibility,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,9 @@ impl Role {
 pub struct Membership {
     pub user_id: String,
     pub role: Role,
+    /// The conversation's last seq when this membership began: with
+    /// `joined` history the member reads only messages after it.
+    pub joined_seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

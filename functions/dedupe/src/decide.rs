@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use im_events::ids::direct_members;
 use im_events::{
     message_id_for, parse_rfc3339_ms, Accepted, Command, CommittedMessage, ConversationChanged,
-    ConversationKind, Diffusion, ErrorCode, EventError, MessageEdited, MessageRecalled, ReadMarked,
-    TimelineEvent, UserMuted,
+    ConversationKind, Diffusion, ErrorCode, EventError, HistoryVisibility, MessageEdited,
+    MessageRecalled, ReadMarked, TimelineEvent, UserMuted,
 };
 use im_store::{ConversationEffect, ConversationRecord, IdempotencyRecord, Role, StoredMessage};
 
@@ -160,6 +160,22 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             )
         })
     };
+    // What a user may learn when acting in a conversation: a missing one
+    // answers exactly like one the user is not a member of, and membership
+    // is checked before anything about its messages.
+    let not_member = |user: &str| {
+        EventError::new(
+            ErrorCode::NotMember,
+            format!("{user} is not a member of {conversation_id}"),
+        )
+    };
+    let require_conversation_as_member = |user: &str| match &conversation {
+        Some(record) => view
+            .role(&conversation_id, user)
+            .map(|role| (record.clone(), role))
+            .ok_or_else(|| not_member(user)),
+        None => Err(not_member(user)),
+    };
     let require_member = |user: &str| {
         view.role(&conversation_id, user).ok_or_else(|| {
             EventError::new(
@@ -190,6 +206,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                             diffusion: Diffusion::Write,
                             member_count: 2,
                             created_at: received.clone(),
+                            history_visibility: HistoryVisibility::Joined,
                         };
                         let members = vec![a.to_string(), b.to_string()];
                         for member in &members {
@@ -217,12 +234,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                             }));
                         record
                     }
-                    None => {
-                        return refuse(
-                            ErrorCode::NotFound,
-                            format!("conversation {conversation_id} does not exist"),
-                        )
-                    }
+                    None => return Err(not_member(&send.sender_id)),
                 },
             };
             if conversation.is_some() {
@@ -262,8 +274,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 .push(record_event(Some(seq), Some(message.message_id), &[]));
         }
         Command::Read(read) => {
-            let record = require_conversation()?;
-            require_member(&read.user_id)?;
+            let (record, _) = require_conversation_as_member(&read.user_id)?;
             if read.seq > record.last_seq {
                 return refuse(
                     ErrorCode::ReadBeyondLastSeq,
@@ -300,6 +311,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                     diffusion,
                     member_count,
                     created_at: received.clone(),
+                    history_visibility: create.history_visibility,
                 }));
             for member in &create.members {
                 let role = if create.admins.contains(member) {
@@ -405,8 +417,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 .push(ConversationEffect::PutConversation(record));
         }
         Command::Mute(mute) => {
-            require_conversation()?;
-            require_member(&mute.user_id)?;
+            require_conversation_as_member(&mute.user_id)?;
             let until_ms = match &mute.until {
                 None => None,
                 Some(text) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
@@ -425,7 +436,7 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             }));
         }
         Command::Edit(edit) => {
-            require_conversation()?;
+            require_conversation_as_member(&edit.editor_id)?;
             let message = view.message(&conversation_id, edit.seq).ok_or_else(|| {
                 EventError::new(
                     ErrorCode::NotFound,
@@ -435,13 +446,9 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             if message.sender_id != edit.editor_id {
                 return refuse(
                     ErrorCode::Forbidden,
-                    format!(
-                        "only the sender {} may edit message {}",
-                        message.sender_id, edit.seq
-                    ),
+                    format!("only its sender may edit message {}", edit.seq),
                 );
             }
-            require_member(&edit.editor_id)?;
             if message.recalled_at.is_some() {
                 return refuse(
                     ErrorCode::Conflict,
@@ -467,14 +474,13 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             }));
         }
         Command::Recall(recall) => {
-            require_conversation()?;
+            let (_, role) = require_conversation_as_member(&recall.actor_id)?;
             let message = view.message(&conversation_id, recall.seq).ok_or_else(|| {
                 EventError::new(
                     ErrorCode::NotFound,
                     format!("{conversation_id} has no message {}", recall.seq),
                 )
             })?;
-            let role = require_member(&recall.actor_id)?;
             if message.recalled_at.is_some() {
                 return refuse(
                     ErrorCode::Conflict,
@@ -760,6 +766,7 @@ mod tests {
             members: members.iter().map(|m| m.to_string()).collect(),
             title: None,
             admins: admins.iter().map(|m| m.to_string()).collect(),
+            history_visibility: Default::default(),
         })
     }
 
@@ -927,7 +934,8 @@ mod tests {
             let error = decide(&accepted("x", 1000, command), &view, &config).unwrap_err();
             assert_eq!(error.code, code, "{}", error.reason);
         };
-        check(send("g:none", "a"), ErrorCode::NotFound);
+        // A missing conversation answers like one the sender is not in.
+        check(send("g:none", "a"), ErrorCode::NotMember);
         check(send("g:1", "mallory"), ErrorCode::NotMember);
         check(create("g:1", &["a"], &[]), ErrorCode::Conflict);
         check(
@@ -956,6 +964,18 @@ mod tests {
             }),
             ErrorCode::NotFound,
         );
+        // A non-member's edit learns neither the author nor that seq 1 exists.
+        for seq in [1, 9] {
+            let edit = Command::Edit(EditData {
+                conversation_id: "g:1".into(),
+                seq,
+                editor_id: "mallory".into(),
+                body: json!({}),
+            });
+            let error = decide(&accepted("x", 1000, edit), &view, &config).unwrap_err();
+            assert_eq!(error.code, ErrorCode::NotMember);
+            assert_eq!(error.reason, "mallory is not a member of g:1");
+        }
         check(
             Command::AddMembers(MembersData {
                 conversation_id: "dm:a:b".into(),
