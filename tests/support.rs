@@ -16,7 +16,8 @@ use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
 use serde_json::{json, Value};
 
 pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
-pub const JWT_SECRET: &str = "test-secret";
+/// Long enough for the gateway (a short or well-known secret is refused).
+pub const JWT_SECRET: &str = "pipeline-tests-only-7c1f0a9e2b4d46e8a3f5";
 
 pub struct Pipeline {
     /// nats-server, the functions and any gateways, as processes.
@@ -597,6 +598,19 @@ pub async fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = http_full(port, method, path, bearer, headers, body).await;
+    (status, body)
+}
+
+/// [`http`] with the response head too: (status, head, body).
+pub async fn http_full(
+    port: u16,
+    method: &str,
+    path: &str,
+    bearer: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
@@ -617,11 +631,11 @@ pub async fn http(
         .get(9..12)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
+    let (head, body) = response
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
+        .map(|(h, b)| (h.to_string(), b.to_string()))
         .unwrap_or_default();
-    (status, body)
+    (status, head, body)
 }
 
 pub fn service_token() -> String {

@@ -43,12 +43,8 @@ fn imctl_up_send_tail_and_dlq() {
             "--sqlite-sync",
             "normal",
         ])
-        .args([
-            "--http",
-            &format!("127.0.0.1:{http_port}"),
-            "--jwt-secret",
-            "cli-secret",
-        ])
+        // No --jwt-secret: imctl up makes one in the data directory.
+        .args(["--http", &format!("127.0.0.1:{http_port}")])
         .args(["--nats-monitor-port", &free_port().to_string()])
         .env("IM_NATS_SERVER", nats_server_binary().unwrap())
         .stdout(Stdio::piped())
@@ -146,21 +142,45 @@ fn imctl_up_send_tail_and_dlq() {
     assert!(metrics.contains("im_processed_total"), "{metrics}");
     assert!(metrics.contains("im_dead_lettered_total"), "{metrics}");
 
-    // The gateway is up, with the secret given to imctl up.
+    // The gateway is up with the secret imctl up made; imctl token reads
+    // it from the data directory, and the secrets that used to be defaults
+    // open nothing.
     let health = http_get(http_port, "/healthz");
     assert!(health.contains("\"ok\""), "{health}");
-    let token = imctl(&[
+    let data_dir = data.path().to_str().unwrap();
+    let minted = imctl(&[
         "token",
         "--user",
         "cli",
         "--device",
         "d",
-        "--secret",
-        "cli-secret",
+        "--data-dir",
+        data_dir,
         "--ttl",
         "5m",
     ]);
-    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    assert!(minted.status.success(), "{minted:?}");
+    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    for known in ["dev-secret-change-me", "change-me"] {
+        let forged = im_gateway::auth::mint(
+            known,
+            &im_gateway::auth::Claims {
+                sub: "ops".into(),
+                dev: String::new(),
+                exp: chrono::Utc::now().timestamp() + 300,
+                svc: true,
+            },
+        );
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
+        write!(
+            stream,
+            "GET /v1/conversations/g:x/messages HTTP/1.0\r\nAuthorization: Bearer {forged}\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).unwrap();
+        assert!(text.contains(" 401 "), "{known}: {text}");
+    }
     let list = {
         let mut stream = std::net::TcpStream::connect(("127.0.0.1", http_port)).unwrap();
         write!(

@@ -12,6 +12,7 @@ mod failover;
 mod fence;
 mod gateway;
 mod idempotency;
+mod limits;
 mod offline;
 mod redrive;
 mod replay;

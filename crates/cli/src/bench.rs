@@ -20,8 +20,13 @@ pub struct BenchArgs {
     pub scenario: String,
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub gateway: String,
-    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
-    pub secret: String,
+    /// The gateway's JWT secret; by default the one `imctl up` made in
+    /// --data-dir.
+    #[arg(long, env = "IM_JWT_SECRET")]
+    pub secret: Option<String>,
+    /// Data directory whose `credentials/jwt-secret` to use.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
     /// How long to send, e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub duration: String,
@@ -73,7 +78,7 @@ type Socket =
 
 async fn connect(args: &BenchArgs, user: &str) -> anyhow::Result<Socket> {
     let token = im_gateway::auth::mint_device(
-        &args.secret,
+        &im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?,
         user,
         "bench",
         chrono::Utc::now().timestamp(),

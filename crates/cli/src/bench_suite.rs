@@ -19,7 +19,9 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::bench::percentile;
 use im_harness::{Durability, System};
 
-pub const SECRET: &str = "bench-secret";
+/// A fresh secret per run: these systems are made and thrown away.
+pub static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(im_runtime::secrets::generate);
 
 /// Start the system the suite measures: one node (the shipped `nats.conf`
 /// under `durability`), every function, one gateway, in a scratch directory.
@@ -40,7 +42,7 @@ pub async fn start_system(
         .durability(durability)
         .bin_dir(bin_dir)
         .log("warn")
-        .jwt_secret(SECRET)
+        .jwt_secret(SECRET.as_str())
         .env("IM_RATE_PER_SECOND", "100000")
         .env("IM_RATE_BURST", "100000")
         .env("IM_IDLE_TIMEOUT_SECS", "3600")
@@ -137,7 +139,7 @@ type Socket =
 
 pub async fn device(port: u16, user: &str) -> anyhow::Result<Socket> {
     let token =
-        im_gateway::auth::mint_device(SECRET, user, "bench", chrono::Utc::now().timestamp(), 7200);
+        im_gateway::auth::mint_device(&SECRET, user, "bench", chrono::Utc::now().timestamp(), 7200);
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
     let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
     Ok(socket)
@@ -733,7 +735,7 @@ pub async fn connections(system: &mut System, count: usize) -> anyhow::Result<Va
                 socket.bind((source, 0).into())?;
                 let stream = socket.connect(([127, 0, 0, 1], port).into()).await?;
                 let token = im_gateway::auth::mint_device(
-                    SECRET,
+                    &SECRET,
                     &format!("idle{run}u{n}"),
                     "d",
                     chrono::Utc::now().timestamp(),

@@ -23,8 +23,13 @@ pub struct ChatArgs {
     /// A token; by default one is minted with --secret.
     #[arg(long)]
     pub token: Option<String>,
-    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
-    pub secret: String,
+    /// The gateway's JWT secret; by default the one `imctl up` made in
+    /// --data-dir.
+    #[arg(long, env = "IM_JWT_SECRET")]
+    pub secret: Option<String>,
+    /// Data directory whose `credentials/jwt-secret` to use.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
     /// Open this conversation at start.
     #[arg(long)]
     pub open: Option<String>,
@@ -156,7 +161,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let token = match &args.token {
         Some(token) => token.clone(),
         None => im_gateway::auth::mint_device(
-            &args.secret,
+            &im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?,
             &args.user,
             &args.device,
             chrono::Utc::now().timestamp(),

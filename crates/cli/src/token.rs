@@ -9,8 +9,13 @@ pub struct TokenArgs {
     /// Device id (the `dev` claim).
     #[arg(long, default_value = "cli")]
     pub device: String,
-    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
-    pub secret: String,
+    /// The gateway's JWT secret; by default the one `imctl up` made in
+    /// --data-dir.
+    #[arg(long, env = "IM_JWT_SECRET")]
+    pub secret: Option<String>,
+    /// Data directory whose `credentials/jwt-secret` to use.
+    #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
+    pub data_dir: std::path::PathBuf,
     /// Lifetime: 90s, 30m, 1h, 7d, or seconds.
     #[arg(long, default_value = "1h")]
     pub ttl: String,
@@ -35,7 +40,13 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         exp: chrono::Utc::now().timestamp() + parse_ttl(&args.ttl)?,
         svc: args.service,
     };
-    println!("{}", im_gateway::auth::mint(&args.secret, &claims));
+    println!(
+        "{}",
+        im_gateway::auth::mint(
+            &im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?,
+            &claims
+        )
+    );
     Ok(())
 }
 

@@ -28,9 +28,10 @@ pub struct UpArgs {
     /// Gateway address (WebSocket /v1/ws and the HTTP API).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: String,
-    /// Secret for the gateway's JWTs.
-    #[arg(long, env = "IM_JWT_SECRET", default_value = "dev-secret-change-me")]
-    pub jwt_secret: String,
+    /// Secret for the gateway's JWTs (at least 32 bytes). Without one, the
+    /// data directory's `credentials/jwt-secret` is used, made on first start.
+    #[arg(long, env = "IM_JWT_SECRET")]
+    pub jwt_secret: Option<String>,
     /// First port of the functions' /metrics endpoints (one each, in order).
     #[arg(long, default_value_t = 9190)]
     pub metrics_port: u16,
@@ -63,6 +64,23 @@ fn exe_dir() -> PathBuf {
 }
 
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let jwt_secret = match &args.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => {
+            let (secret, created) = im_runtime::secrets::load_or_create(&args.data_dir)?;
+            let path = im_runtime::secrets::secret_path(&args.data_dir);
+            if created {
+                eprintln!(
+                    "imctl: made a JWT secret in {} (mode 0600); `imctl token` reads it",
+                    path.display()
+                );
+            }
+            secret
+        }
+    };
+    if let Err(reason) = im_runtime::secrets::check(&jwt_secret) {
+        anyhow::bail!("{reason}");
+    }
     let mut builder = System::builder()
         .data_dir(&args.data_dir)
         .durability(args.durability)
@@ -70,7 +88,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         .monitor_port(args.nats_monitor_port)
         .http(&args.http)?
         .metrics_from(args.metrics_port)
-        .jwt_secret(&args.jwt_secret)
+        .jwt_secret(&jwt_secret)
         .bin_dir(exe_dir());
     if args.cluster {
         builder = builder.cluster(3).gateways(2).replicas(2);

@@ -56,9 +56,13 @@ pub enum ClientFrame {
         token: String,
     },
     UnregisterPush {},
+    /// A fresh token for this session, before the current one expires.
+    Auth {
+        token: String,
+    },
 }
 
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 13] = [
     "send",
     "sync",
     "history",
@@ -71,7 +75,30 @@ pub const OPS: [&str; 12] = [
     "delivered",
     "register_push",
     "unregister_push",
+    "auth",
 ];
+
+impl ClientFrame {
+    /// Frames that change state or reach other users: they share the
+    /// user's write limit. Reads of one's own state do not.
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            ClientFrame::Sync { .. }
+                | ClientFrame::History { .. }
+                | ClientFrame::Conversations {}
+                | ClientFrame::Ping {}
+                | ClientFrame::Auth { .. }
+        )
+    }
+
+    pub fn client_msg_id(&self) -> Option<&str> {
+        match self {
+            ClientFrame::Send { client_msg_id, .. } => Some(client_msg_id),
+            _ => None,
+        }
+    }
+}
 
 /// A refused frame: becomes an `error` frame.
 #[derive(Debug, Clone, PartialEq)]

@@ -94,6 +94,9 @@ async fn post_event(
         Ok(claims) => claims,
         Err(response) => return response,
     };
+    if let Err(response) = limit_writes(&gateway, &claims) {
+        return response;
+    }
     let pairs = header_pairs(&headers);
     let binary = pairs
         .iter()
@@ -294,7 +297,32 @@ fn acting_for(gateway: &Gateway, headers: &HeaderMap, user: &str) -> Result<Clai
             format!("{} may only manage its own devices", claims.sub),
         ));
     }
+    limit_writes(gateway, &claims)?;
     Ok(claims)
+}
+
+/// A user's write over HTTP takes from the same budget as its WebSocket
+/// frames; past it, 429 with `Retry-After` (whole seconds, at least 1).
+/// Service tokens are not limited here.
+#[allow(clippy::result_large_err)]
+fn limit_writes(gateway: &Gateway, claims: &Claims) -> Result<(), Response> {
+    if claims.svc {
+        return Ok(());
+    }
+    gateway.check_write(&claims.sub).map_err(|wait| {
+        let mut response = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            crate::session::rate_limited(gateway.config.messages_per_second, wait),
+        );
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        if let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string()) {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
+    })
 }
 
 fn registration_response(error_value: crate::push_tokens::RegistrationError) -> Response {

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod frames;
 pub mod http;
 pub mod limits;
+pub mod outbox;
 pub mod push_tokens;
 pub mod session;
 
@@ -31,7 +32,7 @@ use im_events::Verdict;
 use im_runtime::lease::kv_bucket;
 use im_store::{ConversationStore, NotificationStore, UserStore};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -47,6 +48,15 @@ pub struct Config {
     /// Read and write buffer of each WebSocket (the frame limit still
     /// applies; buffers grow for larger frames and shrink back).
     pub ws_buffer_bytes: usize,
+    /// Bytes of output one connection may have queued before it is closed
+    /// as a slow consumer.
+    pub max_queued_bytes: usize,
+    /// How long one write to a socket may take before the connection is
+    /// closed as a slow consumer.
+    pub write_timeout: Duration,
+    /// Largest history or sync reply, bytes (pages are cut to fit; the
+    /// client pages on).
+    pub max_reply_bytes: usize,
     pub data_dir: PathBuf,
 }
 
@@ -63,6 +73,9 @@ impl Config {
             ack_timeout: Duration::from_secs(30),
             presence_ttl: Duration::from_secs(30),
             ws_buffer_bytes: 4 * 1024,
+            max_queued_bytes: 8 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
+            max_reply_bytes: 1024 * 1024,
             data_dir,
         }
     }
@@ -75,12 +88,11 @@ pub struct Connection {
     pub id: u64,
     pub device: String,
     pub source: String,
-    pub outbox: mpsc::Sender<Value>,
+    pub outbox: outbox::Outbox,
 }
 
 struct UserEntry {
     connections: Vec<Connection>,
-    bucket: limits::TokenBucket,
 }
 
 pub struct Gateway {
@@ -96,6 +108,8 @@ pub struct Gateway {
     /// The offline function's notification log (read-only).
     pub notifications: Arc<dyn NotificationStore>,
     sessions: Mutex<HashMap<String, UserEntry>>,
+    /// Every user's write budget, WebSocket and HTTP alike.
+    writes: limits::WriteLimit,
     pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     next_id: std::sync::atomic::AtomicU64,
     pub metrics: Option<metrics_exporter::Handle>,
@@ -140,6 +154,7 @@ impl Gateway {
             None,
         )
         .await?;
+        let writes = limits::WriteLimit::new(config.messages_per_second, config.burst);
         let gateway = Arc::new(Gateway {
             config,
             client,
@@ -150,6 +165,7 @@ impl Gateway {
             delivered,
             push_tokens,
             notifications,
+            writes,
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
@@ -213,6 +229,9 @@ impl Gateway {
     /// Send an ephemeral frame (typing) for `users` to every gateway; each
     /// hands it to the connections of those users it holds.
     pub async fn broadcast(&self, users: &[String], frame: &Value) {
+        if users.is_empty() {
+            return;
+        }
         let payload = json!({"users": users, "frame": frame}).to_string();
         let _ = self
             .client
@@ -237,8 +256,9 @@ impl Gateway {
         };
         for connection in &entry.connections {
             if origin != Some(connection.source.as_str()) {
-                // A full outbox means a slow device: it will sync instead.
-                let _ = connection.outbox.try_send(frame.clone());
+                // Past its bound the device is closed as slow; it will
+                // reconnect and sync.
+                let _ = connection.outbox.push(frame);
             }
         }
     }
@@ -485,7 +505,7 @@ impl Gateway {
         user: &str,
         device: &str,
         source: &str,
-        outbox: mpsc::Sender<Value>,
+        outbox: outbox::Outbox,
     ) -> Result<u64, String> {
         let id = self
             .next_id
@@ -503,11 +523,6 @@ impl Gateway {
             .entry(user.to_string())
             .or_insert_with(|| UserEntry {
                 connections: Vec::new(),
-                bucket: limits::TokenBucket::new(
-                    self.config.messages_per_second,
-                    self.config.burst,
-                    chrono::Utc::now().timestamp_millis(),
-                ),
             });
         entry.connections.push(Connection {
             id,
@@ -547,13 +562,14 @@ impl Gateway {
         }
     }
 
-    /// Take a token from the user's send budget.
-    pub fn allow_send(&self, user: &str) -> bool {
-        let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        sessions
-            .get_mut(user)
-            .map(|entry| entry.bucket.try_take(chrono::Utc::now().timestamp_millis()))
-            .unwrap_or(false)
+    /// One write by `user`, over any path: allowed, or refused with how
+    /// long to wait.
+    pub fn check_write(&self, user: &str) -> Result<(), Duration> {
+        let checked = self.writes.check(user);
+        if checked.is_err() {
+            metrics::counter!("im_gateway_rate_limited_total").increment(1);
+        }
+        checked
     }
 
     /// Keep presence entries alive while their devices are connected.
@@ -561,6 +577,7 @@ impl Gateway {
         let every = self.config.presence_ttl / 3;
         loop {
             tokio::time::sleep(every).await;
+            self.writes.forget_idle();
             let devices: Vec<(String, String)> = {
                 let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 sessions

@@ -40,12 +40,26 @@ struct Args {
     /// connection's memory (tungstenite's default is 128 KiB each).
     #[arg(long, env = "IM_WS_BUFFER_BYTES", default_value_t = 4096)]
     ws_buffer_bytes: usize,
+    /// Output one connection may have queued (bytes) before it is closed
+    /// with `slow_consumer` and code 1008.
+    #[arg(long, env = "IM_MAX_QUEUED_BYTES", default_value_t = 8 * 1024 * 1024)]
+    max_queued_bytes: usize,
+    /// A write to a socket that takes longer (seconds) closes it as slow.
+    #[arg(long, env = "IM_WRITE_TIMEOUT_SECS", default_value_t = 10)]
+    write_timeout_secs: u64,
+    /// Largest history or sync reply (bytes); longer pages are cut and the
+    /// client pages on.
+    #[arg(long, env = "IM_MAX_REPLY_BYTES", default_value_t = 1024 * 1024)]
+    max_reply_bytes: usize,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     im_runtime::telemetry::init_tracing(args.common.log_json);
+    if let Err(reason) = im_runtime::secrets::check(&args.jwt_secret) {
+        anyhow::bail!("refusing to start: {reason} (IM_JWT_SECRET / --jwt-secret)");
+    }
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
     let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
@@ -65,6 +79,9 @@ async fn main() -> anyhow::Result<()> {
         ack_timeout: Duration::from_secs(args.ack_timeout_secs),
         presence_ttl: Duration::from_secs(args.presence_ttl_secs.max(1)),
         ws_buffer_bytes: args.ws_buffer_bytes.max(1024),
+        max_queued_bytes: args.max_queued_bytes.max(64 * 1024),
+        write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
+        max_reply_bytes: args.max_reply_bytes.max(16 * 1024),
         data_dir,
     };
     let gateway = im_gateway::Gateway::new(

@@ -3,29 +3,21 @@
 
 use std::sync::Arc;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use im_store::{readable_history, unread_summary, Reader};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::auth::{self, Claims};
 use crate::frames::{self, ClientFrame, FrameError};
+use crate::outbox::{Outbox, CLOSE_POLICY, CLOSE_TOO_BIG};
 use crate::{device_source, Gateway};
-
-/// Close codes: 1008 policy violation, 1009 message too big.
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
-/// An outbox entry that tells the writer to close the connection.
-const CLOSE_MARKER: &str = "__close";
-
-fn close_frame(code: u16, reason: &str) -> Value {
-    json!({CLOSE_MARKER: code, "reason": reason})
-}
 
 pub async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
@@ -71,68 +63,63 @@ struct Context {
     user: String,
     device: String,
     source: String,
-    outbox: mpsc::Sender<Value>,
+    outbox: Outbox,
+    /// When the session's token expires (unix seconds); an `auth` frame
+    /// with a fresh token moves it.
+    expires_at: AtomicI64,
 }
 
 impl Context {
     async fn send(&self, frame: Value) {
-        let _ = self.outbox.send(frame).await;
+        // A refused frame means the connection is closing as slow.
+        let _ = self.outbox.push(&frame);
     }
 }
 
 async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = mpsc::channel::<Value>(1024);
+    let (sink, mut stream) = socket.split();
+    let (outbox, writer) = Outbox::new(gateway.config.max_queued_bytes);
+    let writer = tokio::spawn(writer.run(sink, gateway.config.write_timeout));
     let connection = match gateway.connect(&claims.sub, &claims.dev, &source, outbox.clone()) {
         Ok(id) => id,
         Err(reason) => {
             let frame = FrameError::new("too_many_connections", reason).to_frame();
-            let _ = sink.send(Message::Text(frame.to_string().into())).await;
-            let _ = sink
-                .send(Message::Close(Some(CloseFrame {
-                    code: CLOSE_POLICY,
-                    reason: "too many connections".into(),
-                })))
-                .await;
+            outbox.close(Some(&frame), CLOSE_POLICY, "too many connections");
+            let _ = writer.await;
             return;
         }
     };
-    // Close requests travel in the same queue as frames, so a close never
-    // overtakes the error frame that explains it.
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = outgoing.recv().await {
-            if let Some(code) = frame.get(CLOSE_MARKER).and_then(Value::as_u64) {
-                let reason = frame["reason"].as_str().unwrap_or_default().to_string();
-                let _ = sink
-                    .send(Message::Close(Some(CloseFrame {
-                        code: code as u16,
-                        reason: reason.into(),
-                    })))
-                    .await;
-                break;
-            }
-            if sink
-                .send(Message::Text(frame.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-        }
-    });
     let context = Arc::new(Context {
         user: claims.sub.clone(),
         device: claims.dev.clone(),
         source,
         outbox,
+        expires_at: AtomicI64::new(claims.exp),
     });
     loop {
-        let next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()).await;
+        let left = context.expires_at.load(Ordering::Acquire) - chrono::Utc::now().timestamp();
+        let expiry = tokio::time::sleep(std::time::Duration::from_secs(left.max(0) as u64));
+        let next = tokio::select! {
+            next = tokio::time::timeout(gateway.config.idle_timeout, stream.next()) => next,
+            _ = expiry => {
+                if context.expires_at.load(Ordering::Acquire) > chrono::Utc::now().timestamp() {
+                    continue; // re-authenticated meanwhile
+                }
+                let error = FrameError::new(
+                    "token_expired",
+                    "the session's token expired: send {\"op\":\"auth\",\"token\"} with a fresh token before it does, or reconnect with one",
+                )
+                .to_frame();
+                context.outbox.close(Some(&error), CLOSE_POLICY, "token expired");
+                break;
+            }
+            _ = context.outbox.done() => break,
+        };
         let message = match next {
             Err(_) => {
                 context
-                    .send(close_frame(1000, "idle timeout: send ping frames"))
-                    .await;
+                    .outbox
+                    .close(None, 1000, "idle timeout: send ping frames");
                 break;
             }
             Ok(None) => break,
@@ -142,18 +129,14 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
                     || text.to_ascii_lowercase().contains("capacity")
                     || text.contains("size")
                 {
+                    let error = FrameError::new(
+                        "frame_too_large",
+                        format!("frame exceeds {} bytes", gateway.config.max_frame_bytes),
+                    )
+                    .to_frame();
                     context
-                        .send(
-                            FrameError::new(
-                                "frame_too_large",
-                                format!("frame exceeds {} bytes", gateway.config.max_frame_bytes),
-                            )
-                            .to_frame(),
-                        )
-                        .await;
-                    context
-                        .send(close_frame(CLOSE_TOO_BIG, "frame too large"))
-                        .await;
+                        .outbox
+                        .close(Some(&error), CLOSE_TOO_BIG, "frame too large");
                 }
                 break;
             }
@@ -177,8 +160,15 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
         }
     }
     gateway.disconnect(&claims.sub, &claims.dev, connection);
+    // Whatever was queued gets the write timeout to go out; then the writer
+    // is stopped, so no task outlives its connection.
+    context.outbox.close(None, 1000, "closing");
     drop(context);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    let mut writer = writer;
+    let grace = gateway.config.write_timeout + std::time::Duration::from_secs(1);
+    if tokio::time::timeout(grace, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str) {
@@ -190,6 +180,29 @@ async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str)
         }
         Err(error) => context.send(error.to_frame()).await,
     }
+}
+
+/// How many of `items`, in the order given, fit in a reply of `budget`
+/// bytes; at least one, so a client always gets on.
+fn fitting<'a>(items: impl Iterator<Item = &'a Value>, budget: usize) -> usize {
+    let mut used = 0;
+    let mut count = 0;
+    for item in items {
+        used += item.to_string().len() + 1;
+        if count > 0 && used > budget {
+            break;
+        }
+        count += 1;
+    }
+    count
+}
+
+/// Why a write was refused, and when to try again.
+pub fn rate_limited(per_second: f64, wait: std::time::Duration) -> String {
+    format!(
+        "more than {per_second} writes per second; retry in {} ms",
+        wait.as_millis().max(1)
+    )
 }
 
 fn store_error(error: impl std::fmt::Display) -> FrameError {
@@ -236,8 +249,36 @@ async fn handle(
     context: &Arc<Context>,
     frame: ClientFrame,
 ) -> Result<(), FrameError> {
+    if frame.is_write() {
+        if let Err(wait) = gateway.check_write(&context.user) {
+            return Err(FrameError {
+                code: "rate_limited",
+                message: rate_limited(gateway.config.messages_per_second, wait),
+                client_msg_id: frame.client_msg_id().map(str::to_string),
+            });
+        }
+    }
     match frame {
         ClientFrame::Ping {} => context.send(json!({"op": "pong"})).await,
+        ClientFrame::Auth { token } => {
+            // The same user and device, and a user token: a session never
+            // changes whose it is.
+            let claims = auth::verify(&gateway.config.jwt_secret, &token)
+                .map_err(|error| FrameError::new(error.code(), error.to_string()))?;
+            if claims.svc || claims.sub != context.user || claims.dev != context.device {
+                return Err(FrameError::new(
+                    "forbidden",
+                    format!(
+                        "the token is not for {} on {}; a session keeps its user and device",
+                        context.user, context.device
+                    ),
+                ));
+            }
+            context.expires_at.store(claims.exp, Ordering::Release);
+            context
+                .send(json!({"op": "authenticated", "exp": claims.exp}))
+                .await
+        }
         ClientFrame::Send {
             conversation_id,
             client_msg_id,
@@ -245,16 +286,6 @@ async fn handle(
             body,
             mentions,
         } => {
-            if !gateway.allow_send(&context.user) {
-                return Err(FrameError {
-                    code: "rate_limited",
-                    message: format!(
-                        "more than {} messages per second; slow down and resend",
-                        gateway.config.messages_per_second
-                    ),
-                    client_msg_id: Some(client_msg_id),
-                });
-            }
             let data = json!({"conversation_id": conversation_id, "sender_id": context.user, "kind": kind, "body": body, "mentions": mentions});
             // Published in frame order; the verdicts are awaited concurrently.
             let pending = match gateway
@@ -315,10 +346,9 @@ async fn handle(
                     .await
                     .map_err(store_error)?
                     .map_err(store_error)?;
-            let has_more = records.len() > limit;
+            let mut has_more = records.len() > limit;
             records.truncate(limit);
-            let next = records.last().map(|r| r.sync_seq).unwrap_or(after);
-            let items: Vec<Value> = records
+            let mut items: Vec<Value> = records
                 .into_iter()
                 .map(|record| {
                     let mut item = record.item;
@@ -326,6 +356,14 @@ async fn handle(
                     item
                 })
                 .collect();
+            // Oldest first: keep the head that fits, the rest comes next.
+            let fits = fitting(items.iter(), gateway.config.max_reply_bytes);
+            has_more |= fits < items.len();
+            items.truncate(fits);
+            let next = items
+                .last()
+                .and_then(|item| item["sync_seq"].as_u64())
+                .unwrap_or(after);
             context.send(json!({"op": "sync_result", "items": items, "next": next, "has_more": has_more})).await;
         }
         ClientFrame::History {
@@ -349,7 +387,17 @@ async fn handle(
             .map_err(store_error)?
             .map_err(store_error)?
             .ok_or_else(|| not_member(&context.user, &conversation_id))?;
-            context.send(json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages})).await;
+            // Ascending: keep the newest that fit; `truncated` tells the
+            // client to page on from the oldest it got.
+            let messages: Vec<Value> = messages.iter().map(|m| json!(m)).collect();
+            let fits = fitting(messages.iter().rev(), gateway.config.max_reply_bytes);
+            let truncated = fits < messages.len();
+            let messages = &messages[messages.len() - fits..];
+            let mut frame = json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages});
+            if truncated {
+                frame["truncated"] = json!(true);
+            }
+            context.send(frame).await;
         }
         ClientFrame::Conversations {} => {
             let (users, conversations, user) = (
@@ -419,7 +467,15 @@ async fn handle(
             require_member(gateway, &conversation_id, &context.user).await?;
             let store = gateway.conversations.clone();
             let conversation = conversation_id.clone();
-            let members = tokio::task::spawn_blocking(move || store.current_members(&conversation))
+            // Large groups (read diffusion) get no typing at all: one frame
+            // would reach every gateway for thousands of members.
+            let members =
+                tokio::task::spawn_blocking(move || match store.conversation(&conversation)? {
+                    Some(record) if record.diffusion == im_events::Diffusion::Write => {
+                        store.current_members(&conversation)
+                    }
+                    _ => Ok(Vec::new()),
+                })
                 .await
                 .map_err(store_error)?
                 .map_err(store_error)?;

@@ -179,6 +179,10 @@ impl Builder {
             partitions: 0,
             metrics: Vec::new(),
             env: Vec::new(),
+            jwt_secret: self
+                .jwt_secret
+                .clone()
+                .unwrap_or_else(im_runtime::secrets::generate),
             bin_dir,
             scratch,
         };
@@ -260,10 +264,10 @@ impl Builder {
                 Some((host, first)) => (host.clone(), first + n as u16),
                 None => ("127.0.0.1".to_string(), free_port()),
             };
-            let mut extra = vec![("IM_HTTP".to_string(), format!("{host}:{port}"))];
-            if let Some(secret) = &self.jwt_secret {
-                extra.push(("IM_JWT_SECRET".to_string(), secret.clone()));
-            }
+            let extra = vec![
+                ("IM_HTTP".to_string(), format!("{host}:{port}")),
+                ("IM_JWT_SECRET".to_string(), system.jwt_secret.clone()),
+            ];
             system.spawn_gateway(&name, &host, port, &extra)?;
         }
         for gateway in system.gateways.clone() {
@@ -350,6 +354,8 @@ pub struct System {
     pub metrics: Vec<(String, u16)>,
     /// What every function and gateway gets.
     env: Vec<(String, String)>,
+    /// The gateways' JWT secret: the one given, or a fresh random one.
+    pub jwt_secret: String,
     bin_dir: PathBuf,
     scratch: Option<tempfile::TempDir>,
 }

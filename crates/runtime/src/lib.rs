@@ -15,6 +15,7 @@ pub mod dlq;
 pub mod lease;
 pub mod presence;
 pub mod publish;
+pub mod secrets;
 pub mod shutdown;
 pub mod stores;
 pub mod telemetry;

@@ -64,7 +64,9 @@ pub struct ChaosArgs {
     pub json: bool,
 }
 
-const SECRET: &str = "chaos-secret";
+/// A fresh secret per run: these systems are made and thrown away.
+static SECRET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(im_runtime::secrets::generate);
 
 /// Everything the clients saw, and when each send first went out (for
 /// resends).
@@ -105,7 +107,7 @@ type Socket =
 
 async fn connect(ports: &[u16], user: &str, device: &str, attempt: usize) -> Option<Socket> {
     let token =
-        im_gateway::auth::mint_device(SECRET, user, device, chrono::Utc::now().timestamp(), 7200);
+        im_gateway::auth::mint_device(&SECRET, user, device, chrono::Utc::now().timestamp(), 7200);
     let port = ports[attempt % ports.len()];
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
     tokio::time::timeout(
@@ -384,7 +386,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         .durability(args.durability)
         .data_dir(&data_dir)
         .bin_dir(bin_dir)
-        .jwt_secret(SECRET)
+        .jwt_secret(SECRET.as_str())
         .env("IM_LEASE_TTL_MS", args.lease_ttl_ms.to_string())
         .env("IM_RATE_PER_SECOND", "1000")
         .env("IM_PRESENCE_TTL_SECS", "5")

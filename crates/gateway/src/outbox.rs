@@ -1,0 +1,309 @@
+//! A connection's queued output, bounded in bytes, and the task that writes
+//! it to the socket with a timeout per write.
+//!
+//! Frames are serialized when they are queued, so the bound counts what
+//! will go on the wire. A device whose queue passes the bound, or whose
+//! socket takes longer than the write timeout to accept a frame, gets an
+//! `error` frame `slow_consumer` (when the socket takes it) and close 1008:
+//! whatever a client does, the gateway holds at most the bound for it. A
+//! closing is its own kind of entry, so no frame's contents (pushed from the
+//! bus, say) can close a connection.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use futures::{Sink, SinkExt};
+use serde_json::Value;
+use tokio::sync::{mpsc, Notify};
+
+use crate::frames::FrameError;
+
+/// Close codes: 1008 policy violation, 1009 message too big.
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+
+enum Entry {
+    Frame(String),
+    /// Close after this last frame (if any); everything queued before it
+    /// is still written unless the connection is being dropped as slow.
+    Close {
+        last: Option<String>,
+        code: u16,
+        reason: String,
+    },
+}
+
+struct Shared {
+    queued: AtomicUsize,
+    limit: usize,
+    /// Set when the connection is dropped as slow: the writer skips what is
+    /// still queued and sends only the closing.
+    slow: AtomicBool,
+    /// Signalled when the writer stops, so the reader stops too.
+    done: Notify,
+}
+
+#[derive(Clone)]
+pub struct Outbox {
+    entries: mpsc::UnboundedSender<Entry>,
+    shared: Arc<Shared>,
+}
+
+/// What a queued frame met: the connection is (being) closed.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Closed;
+
+impl Outbox {
+    pub fn new(limit: usize) -> (Outbox, Writer) {
+        let (entries, queue) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            queued: AtomicUsize::new(0),
+            limit,
+            slow: AtomicBool::new(false),
+            done: Notify::new(),
+        });
+        (
+            Outbox {
+                entries,
+                shared: shared.clone(),
+            },
+            Writer { queue, shared },
+        )
+    }
+
+    /// Queue a frame; past the bound the connection is closed as slow.
+    pub fn push(&self, frame: &Value) -> Result<(), Closed> {
+        if self.shared.slow.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
+        let text = frame.to_string();
+        let size = text.len();
+        let queued = self.shared.queued.fetch_add(size, Ordering::AcqRel) + size;
+        if queued > self.shared.limit {
+            self.shared.queued.fetch_sub(size, Ordering::AcqRel);
+            self.drop_as_slow(format!(
+                "more than {} bytes queued for this connection: read faster, then reconnect and sync",
+                self.shared.limit
+            ));
+            return Err(Closed);
+        }
+        self.entries.send(Entry::Frame(text)).map_err(|_| Closed)
+    }
+
+    /// Write what is queued, then `last` (if any), then close.
+    pub fn close(&self, last: Option<&Value>, code: u16, reason: &str) {
+        let _ = self.entries.send(Entry::Close {
+            last: last.map(Value::to_string),
+            code,
+            reason: reason.to_string(),
+        });
+    }
+
+    fn drop_as_slow(&self, message: String) {
+        if !self.shared.slow.swap(true, Ordering::AcqRel) {
+            metrics::counter!("im_gateway_slow_consumers_total").increment(1);
+            let error = FrameError::new("slow_consumer", message).to_frame();
+            self.close(Some(&error), CLOSE_POLICY, "slow consumer");
+        }
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued_bytes(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the writer has stopped (closed, failed or too slow).
+    pub async fn done(&self) {
+        self.shared.done.notified().await
+    }
+}
+
+pub struct Writer {
+    queue: mpsc::UnboundedReceiver<Entry>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Write entries until a close, a failed or stalled write, or until every
+    /// outbox handle is gone.
+    pub async fn run<S>(mut self, mut sink: S, write_timeout: Duration)
+    where
+        S: Sink<Message> + Unpin,
+    {
+        let slow = |shared: &Shared| shared.slow.load(Ordering::Acquire);
+        while let Some(entry) = self.queue.recv().await {
+            match entry {
+                Entry::Frame(text) => {
+                    let size = text.len();
+                    if !slow(&self.shared) {
+                        let sent = tokio::time::timeout(
+                            write_timeout,
+                            sink.send(Message::Text(text.into())),
+                        )
+                        .await;
+                        match sent {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => break,
+                            Err(_) => {
+                                // Stalled: the close goes out only if the
+                                // socket takes it within a short grace.
+                                self.shared.slow.store(true, Ordering::Release);
+                                metrics::counter!("im_gateway_slow_consumers_total").increment(1);
+                                let error = FrameError::new(
+                                    "slow_consumer",
+                                    format!("a write stalled for {write_timeout:?}: read faster, then reconnect and sync"),
+                                )
+                                .to_frame();
+                                let grace = Duration::from_secs(1);
+                                let _ = tokio::time::timeout(grace, async {
+                                    sink.send(Message::Text(error.to_string().into())).await?;
+                                    sink.send(close_message(CLOSE_POLICY, "slow consumer"))
+                                        .await
+                                })
+                                .await;
+                                break;
+                            }
+                        }
+                    }
+                    self.shared.queued.fetch_sub(size, Ordering::AcqRel);
+                }
+                Entry::Close { last, code, reason } => {
+                    let _ = tokio::time::timeout(write_timeout, async {
+                        if let Some(text) = last {
+                            sink.send(Message::Text(text.into())).await?;
+                        }
+                        sink.send(close_message(code, &reason)).await
+                    })
+                    .await;
+                    break;
+                }
+            }
+        }
+        self.shared.done.notify_one();
+    }
+}
+
+fn close_message(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.to_string().into(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A sink that records what it is given, or never accepts anything.
+    struct Recorder {
+        sent: Arc<std::sync::Mutex<Vec<Message>>>,
+        stalled: bool,
+    }
+
+    impl Sink<Message> for Recorder {
+        type Error = std::io::Error;
+        fn poll_ready(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            if self.stalled {
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        fn start_send(self: std::pin::Pin<&mut Self>, item: Message) -> Result<(), Self::Error> {
+            self.sent.lock().unwrap().push(item);
+            Ok(())
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_close(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn texts(sent: &[Message]) -> Vec<String> {
+        sent.iter()
+            .map(|m| match m {
+                Message::Text(t) => t.to_string(),
+                Message::Close(Some(c)) => format!("close {}", c.code),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn past_the_bound_the_queue_is_dropped_and_the_connection_closed() {
+        let (outbox, writer) = Outbox::new(100);
+        let frame = json!({"op": "message", "pad": "x".repeat(30)});
+        let mut accepted = 0;
+        while outbox.push(&frame).is_ok() {
+            accepted += 1;
+        }
+        assert_eq!(accepted, 100 / frame.to_string().len());
+        assert_eq!(outbox.push(&json!({"op": "pong"})), Err(Closed));
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Recorder {
+            sent: sent.clone(),
+            stalled: false,
+        };
+        writer.run(sink, Duration::from_secs(1)).await;
+        let sent = texts(&sent.lock().unwrap());
+        assert_eq!(sent.len(), 2, "{sent:?}");
+        assert!(sent[0].contains("slow_consumer"), "{sent:?}");
+        assert_eq!(sent[1], "close 1008");
+        outbox.done().await;
+    }
+
+    #[tokio::test]
+    async fn a_stalled_write_ends_the_writer() {
+        let (outbox, writer) = Outbox::new(1 << 20);
+        outbox.push(&json!({"op": "pong"})).unwrap();
+        let sink = Recorder {
+            sent: Default::default(),
+            stalled: true,
+        };
+        let started = std::time::Instant::now();
+        writer.run(sink, Duration::from_millis(50)).await;
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(outbox.push(&json!({"op": "pong"})), Err(Closed));
+        outbox.done().await;
+    }
+
+    #[tokio::test]
+    async fn a_close_follows_what_was_queued_and_frames_cannot_close() {
+        let (outbox, writer) = Outbox::new(1 << 20);
+        outbox
+            .push(&json!({"__close": 1000, "reason": "from the bus"}))
+            .unwrap();
+        outbox.push(&json!({"op": "pong"})).unwrap();
+        outbox.close(
+            Some(&json!({"op": "error", "code": "token_expired"})),
+            1008,
+            "expired",
+        );
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = Recorder {
+            sent: sent.clone(),
+            stalled: false,
+        };
+        writer.run(sink, Duration::from_secs(1)).await;
+        let sent = texts(&sent.lock().unwrap());
+        assert_eq!(sent.len(), 4, "{sent:?}");
+        assert!(sent[0].contains("__close"));
+        assert!(sent[2].contains("token_expired"));
+        assert_eq!(sent[3], "close 1008");
+        assert_eq!(outbox.queued_bytes(), 0);
+    }
+}

@@ -1,0 +1,150 @@
+//! The gateway's JWT secret: never a default. `imctl up` makes one per data
+//! directory (`credentials/jwt-secret`, mode 0600) unless given one, `imctl
+//! token` and friends read it from there, and the gateway refuses to start
+//! with a secret that is short or well known.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rand::RngCore;
+
+/// Where a data directory keeps its secret.
+pub fn secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials").join("jwt-secret")
+}
+
+/// The shortest secret accepted (bytes): HS256 wants at least its output size.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Secrets that were shipped, documented or are common: refused whatever
+/// their length.
+const WELL_KNOWN: &[&str] = &[
+    "dev-secret-change-me",
+    "change-me",
+    "changeme",
+    "secret",
+    "test-secret",
+    "bench-secret",
+    "chaos-secret",
+];
+
+/// 32 random bytes, hex.
+pub fn generate() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why `secret` must not sign tokens, if it must not.
+pub fn check(secret: &str) -> Result<(), String> {
+    let advice = "use the one `imctl up` generates in <data-dir>/credentials/jwt-secret, or `openssl rand -hex 32`";
+    if WELL_KNOWN
+        .iter()
+        .any(|known| known.eq_ignore_ascii_case(secret.trim()))
+    {
+        return Err(format!("the JWT secret is a well-known one; {advice}"));
+    }
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the JWT secret has {} bytes, fewer than {MIN_SECRET_BYTES}; {advice}",
+            secret.len()
+        ));
+    }
+    let first = secret.chars().next();
+    if secret.chars().all(|c| Some(c) == first) {
+        return Err(format!("the JWT secret repeats one character; {advice}"));
+    }
+    Ok(())
+}
+
+/// The data directory's secret, made (mode 0600) if there is none yet.
+/// Returns it and whether it was just made.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    let path = secret_path(data_dir);
+    if path.exists() {
+        return Ok((read(data_dir)?, false));
+    }
+    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
+    let secret = generate();
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(&path) {
+        Ok(mut file) => {
+            file.write_all(secret.as_bytes())?;
+            file.sync_all()?;
+            Ok((secret, true))
+        }
+        // Another process made it first: use theirs.
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok((read(data_dir)?, false))
+        }
+        Err(error) => Err(anyhow::anyhow!("create {}: {error}", path.display())),
+    }
+}
+
+/// The data directory's secret, or what to do when it has none.
+pub fn read(data_dir: &Path) -> anyhow::Result<String> {
+    let path = secret_path(data_dir);
+    let secret = std::fs::read_to_string(&path).map_err(|error| {
+        anyhow::anyhow!(
+            "no JWT secret at {} ({error}): start the system with `imctl up --data-dir {}` first, or pass --secret / IM_JWT_SECRET",
+            path.display(),
+            data_dir.display()
+        )
+    })?;
+    Ok(secret.trim().to_string())
+}
+
+/// `--secret` if given, else the data directory's.
+pub fn resolve(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    match given {
+        Some(secret) => Ok(secret.to_string()),
+        None => read(data_dir),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weak_and_well_known_secrets_are_refused() {
+        for weak in [
+            "dev-secret-change-me",
+            "change-me",
+            "short",
+            &"a".repeat(40),
+        ] {
+            assert!(check(weak).is_err(), "{weak}");
+        }
+        assert!(check(&generate()).is_ok());
+        assert_ne!(generate(), generate());
+    }
+
+    #[test]
+    fn a_data_dir_gets_one_secret_readable_only_by_its_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(read(dir.path())
+            .unwrap_err()
+            .to_string()
+            .contains("imctl up"));
+        let (secret, created) = load_or_create(dir.path()).unwrap();
+        assert!(created);
+        assert_eq!(load_or_create(dir.path()).unwrap(), (secret.clone(), false));
+        assert_eq!(read(dir.path()).unwrap(), secret);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(secret_path(dir.path()))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

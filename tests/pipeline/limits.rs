@@ -1,0 +1,257 @@
+//! Bounded clients (issue 13): what one user or one connection can make
+//! the gateway hold or do, tried against the real gateway.
+
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use im_pipeline_tests::{http_full, token, Device, Pipeline};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Wait for a frame with `op` (and `code`, if given), skipping others, or
+/// for the connection to end: Some(frame) or None when it ended first.
+async fn until_error_or_end(device: &mut Device, code: &str, timeout: Duration) -> Option<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "neither {code} nor the end within {timeout:?}"
+        );
+        match device.next(left).await {
+            Some(frame) if frame["op"] == "error" && frame["code"] == code => return Some(frame),
+            Some(frame) if frame["op"] == "closed" => return Some(frame),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+}
+
+/// A client that asks for big history pages and never reads: before, each
+/// connection queued up to 1,024 frames of any size and the gateway grew by
+/// the size of every reply. Now its queue is bounded in bytes, it is closed
+/// as a slow consumer, the gateway's memory stays flat, and other clients
+/// are served throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_closed_and_the_gateway_stays_bounded() {
+    let mut pipeline = Pipeline::start().await;
+    pipeline
+        .create_group("g:big", &["hoarder".to_string(), "reader".to_string()])
+        .await;
+    let text = "x".repeat(48 * 1024);
+    for n in 0..24 {
+        pipeline
+            .send_text("g:big", "reader", &format!("big-{n}"), &text)
+            .await;
+    }
+    pipeline.settle(Duration::from_secs(60)).await;
+    let port = pipeline
+        .start_gateway(
+            "gateway",
+            &[
+                ("IM_MAX_QUEUED_BYTES", "1048576"),
+                ("IM_WRITE_TIMEOUT_SECS", "2"),
+                ("IM_MAX_REPLY_BYTES", "524288"),
+                ("IM_RATE_PER_SECOND", "100000"),
+                ("IM_RATE_BURST", "100000"),
+            ],
+        )
+        .await;
+    let gateway_pid = pipeline.process("gateway").pid().unwrap();
+    let mut good = Device::connect(port, "reader", "phone").await;
+    // A warm-up page, so the baseline holds what serving one page costs.
+    good.send(json!({"op": "history", "conversation_id": "g:big", "limit": 50}))
+        .await;
+    let page = good.expect("history_result", WAIT).await;
+    let got = page["messages"].as_array().unwrap().len();
+    assert!(
+        got < 24 && page["truncated"] == true,
+        "a page is cut to the reply bound: {got}"
+    );
+    let before = resident_kib(gateway_pid);
+
+    // The hoarder: 300 requests for ~512 KiB pages (~150 MiB asked for),
+    // and not one frame read.
+    let url = format!(
+        "ws://127.0.0.1:{port}/v1/ws?token={}",
+        token("hoarder", "d", 600)
+    );
+    let (mut hoarder, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let request = json!({"op": "history", "conversation_id": "g:big", "limit": 50}).to_string();
+    let mut sent = 0;
+    for _ in 0..300 {
+        let send = hoarder.send(Message::Text(request.clone().into()));
+        match tokio::time::timeout(Duration::from_secs(5), send).await {
+            Ok(Ok(())) => sent += 1,
+            _ => break, // closed by the gateway (or it stopped reading us)
+        }
+    }
+    assert!(sent > 20, "only {sent} requests went out");
+    // Others are served meanwhile.
+    good.send(json!({"op": "ping"})).await;
+    good.expect("pong", WAIT).await;
+    // The hoarder's connection ends: with a slow_consumer error and close
+    // 1008 if those could still be written, by the socket closing if not.
+    let ended = tokio::time::timeout(Duration::from_secs(60), async {
+        let mut saw = Vec::new();
+        while let Some(message) = hoarder.next().await {
+            match message {
+                Ok(Message::Text(text)) if text.contains("slow_consumer") => {
+                    saw.push("slow_consumer".to_string())
+                }
+                Ok(Message::Close(frame)) => {
+                    saw.push(format!(
+                        "close {}",
+                        frame.map(|f| u16::from(f.code)).unwrap_or(0)
+                    ));
+                    break;
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        saw
+    })
+    .await
+    .expect("the hoarder's connection ended");
+    if ended.iter().any(|s| s.starts_with("close")) {
+        assert!(ended.contains(&"close 1008".to_string()), "{ended:?}");
+    }
+    let after = resident_kib(gateway_pid);
+    eprintln!(
+        "hoarder: {sent} requests sent, ended with {ended:?}, gateway {before} -> {after} KiB"
+    );
+    let grown_mib = after.saturating_sub(before) as f64 / 1024.0;
+    // The bound is 1 MiB queued plus what the kernel's socket buffers hold;
+    // before the fix this grew by most of the ~150 MiB asked for.
+    assert!(
+        grown_mib < 48.0,
+        "the gateway grew by {grown_mib:.1} MiB ({before} -> {after} KiB)"
+    );
+    good.send(json!({"op": "ping"})).await;
+    good.expect("pong", WAIT).await;
+    let metrics = im_pipeline_tests::http(port, "GET", "/metrics", None, &[], "")
+        .await
+        .1;
+    assert!(
+        metrics.contains("im_gateway_slow_consumers_total"),
+        "{metrics}"
+    );
+}
+
+/// A session ends when its token does, unless a fresh token arrived in an
+/// `auth` frame first; a token for someone else is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ends_at_its_tokens_expiry_unless_renewed() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut renewed = Device::try_connect(port, &token("alice", "phone", 3))
+        .await
+        .unwrap();
+    let mut lapsing = Device::try_connect(port, &token("bob", "phone", 3))
+        .await
+        .unwrap();
+    renewed
+        .send(json!({"op": "auth", "token": token("mallory", "phone", 600)}))
+        .await;
+    assert_eq!(renewed.expect("error", WAIT).await["code"], "forbidden");
+    renewed
+        .send(json!({"op": "auth", "token": token("alice", "phone", 8)}))
+        .await;
+    assert!(renewed.expect("authenticated", WAIT).await["exp"].is_i64());
+    // bob's session ends at its exp, however busy it is.
+    let started = Instant::now();
+    let mut expired = None;
+    while started.elapsed() < Duration::from_secs(15) {
+        lapsing.send(json!({"op": "ping"})).await;
+        match lapsing.next(Duration::from_millis(500)).await {
+            Some(frame) if frame["op"] == "error" => {
+                expired = Some(frame);
+                break;
+            }
+            Some(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+            None => break,
+        }
+    }
+    let expired = expired.expect("an error frame when the token expired");
+    assert_eq!(expired["code"], "token_expired", "{expired}");
+    let closed = until_error_or_end(&mut lapsing, "none", WAIT).await;
+    assert_eq!(closed.map(|f| f["code"].clone()), Some(json!(1008)));
+    // alice, renewed, is still served past her first token's expiry.
+    renewed.send(json!({"op": "ping"})).await;
+    renewed.expect("pong", WAIT).await;
+}
+
+/// One write budget per user covers HTTP too: a burst of POST /v1/events
+/// gets 429 with Retry-After past it, never a 5xx.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_burst_gets_429_with_retry_after_and_never_a_5xx() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway(
+            "gateway",
+            &[("IM_RATE_PER_SECOND", "0.5"), ("IM_RATE_BURST", "5")],
+        )
+        .await;
+    let alice = token("alice", "laptop", 600);
+    let started = Instant::now();
+    let (mut accepted, mut limited) = (0, 0);
+    for n in 0..40 {
+        let event = json!({"specversion": "1.0", "id": format!("burst-{n}"), "source": "urn:im:user:alice",
+            "type": "im.message.send", "datacontenttype": "application/json",
+            "data": {"conversation_id": "dm:alice:bob", "sender_id": "alice", "kind": "text", "body": {"text": "burst"}}});
+        let (status, head, body) = http_full(
+            port,
+            "POST",
+            "/v1/events",
+            Some(&alice),
+            &[("content-type", "application/cloudevents+json")],
+            &event.to_string(),
+        )
+        .await;
+        match status {
+            202 => accepted += 1,
+            429 => {
+                limited += 1;
+                assert!(body.contains("rate_limited"), "{body}");
+                let retry_after = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("retry-after:")
+                            .map(|v| v.trim().to_string())
+                    })
+                    .expect("a Retry-After header");
+                assert!(retry_after.parse::<u64>().unwrap() >= 1, "{retry_after}");
+            }
+            other => panic!("status {other}: {body}"),
+        }
+    }
+    let refilled = (started.elapsed().as_secs_f64() * 0.5).ceil() as usize;
+    assert!(
+        accepted >= 5 && accepted <= 5 + refilled,
+        "accepted {accepted}, {refilled} refilled"
+    );
+    assert_eq!(accepted + limited, 40);
+    // The same budget as the user's WebSocket frames: spent now, so of
+    // three typing frames (well within a fresh burst of 5) one is refused.
+    let mut device = Device::connect(port, "alice", "phone").await;
+    for _ in 0..3 {
+        device
+            .send(json!({"op": "typing", "conversation_id": "dm:alice:bob"}))
+            .await;
+    }
+    let refused = device.expect("error", WAIT).await;
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+}
