@@ -47,9 +47,8 @@ impl Pipeline {
             .start()
             .await
             .expect("the pipeline starts");
-        let client = async_nats::connect(system.nats_url.as_str())
-            .await
-            .expect("connect");
+        // The tests act as the operator: the admin role.
+        let client = system.client("pipeline-tests").await.expect("connect");
         let js = jetstream::new(client.clone());
         let pipeline = Pipeline { system, client, js };
         pipeline.wait_for_consumers(Duration::from_secs(30)).await;
@@ -64,9 +63,9 @@ impl Pipeline {
         &self.system.data_dir
     }
 
-    /// The environment of a process named `instance`.
+    /// The environment of an operator's process (imctl) named `instance`.
     pub fn env(&self, instance: &str) -> Vec<(String, String)> {
-        self.system.env_for(instance, &[])
+        self.system.env_for("admin", instance, &[])
     }
 
     /// Start a gateway named `instance`; returns its HTTP port.

@@ -7,8 +7,11 @@ use std::time::{Duration, Instant};
 
 use im_harness::{free_port, nats_server_binary, workspace_binary};
 
-fn imctl(args: &[&str]) -> std::process::Output {
+/// imctl as an operator on this machine: it finds the data directory's
+/// admin credentials for the bus through IM_DATA_DIR.
+fn imctl_in(data: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(workspace_binary("imctl").unwrap())
+        .env("IM_DATA_DIR", data)
         .args(args)
         .output()
         .expect("imctl runs")
@@ -67,6 +70,7 @@ fn imctl_up_send_tail_and_dlq() {
     let url = format!("nats://127.0.0.1:{nats_port}");
 
     let mut tail = Command::new(workspace_binary("imctl").unwrap())
+        .env("IM_DATA_DIR", data.path())
         .args([
             "tail",
             "--nats-url",
@@ -81,32 +85,38 @@ fn imctl_up_send_tail_and_dlq() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    let sent = imctl(&[
-        "send",
-        "--nats-url",
-        &url,
-        "--conversation",
-        "dm:cli:user",
-        "--sender",
-        "cli",
-        "--text",
-        "from the cli",
-    ]);
+    let sent = imctl_in(
+        data.path(),
+        &[
+            "send",
+            "--nats-url",
+            &url,
+            "--conversation",
+            "dm:cli:user",
+            "--sender",
+            "cli",
+            "--text",
+            "from the cli",
+        ],
+    );
     assert!(
         sent.status.success(),
         "{}",
         String::from_utf8_lossy(&sent.stderr)
     );
-    let sent = imctl(&[
-        "send",
-        "--nats-url",
-        &url,
-        "--binary",
-        "--type",
-        "im.message.read",
-        "--data",
-        r#"{"conversation_id":"dm:cli:user","user_id":"user","seq":9}"#,
-    ]);
+    let sent = imctl_in(
+        data.path(),
+        &[
+            "send",
+            "--nats-url",
+            &url,
+            "--binary",
+            "--type",
+            "im.message.read",
+            "--data",
+            r#"{"conversation_id":"dm:cli:user","user_id":"user","seq":9}"#,
+        ],
+    );
     assert!(sent.status.success());
     let deadline = Instant::now() + Duration::from_secs(30);
     while tail.try_wait().unwrap().is_none() {
@@ -122,7 +132,7 @@ fn imctl_up_send_tail_and_dlq() {
     assert!(tailed.contains("from the cli"), "{tailed}");
 
     let listing = loop {
-        let listing = imctl(&["dlq", "list", "--nats-url", &url]);
+        let listing = imctl_in(data.path(), &["dlq", "list", "--nats-url", &url]);
         let text = String::from_utf8_lossy(&listing.stdout).into_owned();
         if text.contains("read_beyond_last_seq") || Instant::now() > deadline {
             break text;
@@ -130,7 +140,7 @@ fn imctl_up_send_tail_and_dlq() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(listing.contains("read_beyond_last_seq"), "{listing}");
-    let shown = imctl(&["dlq", "show", "--nats-url", &url, "1"]);
+    let shown = imctl_in(data.path(), &["dlq", "show", "--nats-url", &url, "1"]);
     let shown = String::from_utf8_lossy(&shown.stdout);
     assert!(
         shown.contains("\"seq\": 9") && shown.contains("Im-Dlq-Reason"),
@@ -148,17 +158,20 @@ fn imctl_up_send_tail_and_dlq() {
     let health = http_get(http_port, "/healthz");
     assert!(health.contains("\"ok\""), "{health}");
     let data_dir = data.path().to_str().unwrap();
-    let minted = imctl(&[
-        "token",
-        "--user",
-        "cli",
-        "--device",
-        "d",
-        "--data-dir",
-        data_dir,
-        "--ttl",
-        "5m",
-    ]);
+    let minted = imctl_in(
+        data.path(),
+        &[
+            "token",
+            "--user",
+            "cli",
+            "--device",
+            "d",
+            "--data-dir",
+            data_dir,
+            "--ttl",
+            "5m",
+        ],
+    );
     assert!(minted.status.success(), "{minted:?}");
     let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
     for known in ["dev-secret-change-me", "change-me"] {

@@ -469,6 +469,7 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
     let url = pipeline.nats_url();
     let redrive = |keep: bool| {
         let mut command = std::process::Command::new(&imctl);
+        command.envs(pipeline.env("imctl"));
         command.args([
             "dlq",
             "redrive",

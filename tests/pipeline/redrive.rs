@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use im_pipeline_tests::Pipeline;
 use serde_json::json;
 
-fn imctl(args: &[&str]) -> (bool, String, String) {
+fn imctl(pipeline: &Pipeline, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(im_harness::workspace_binary("imctl").unwrap())
+        .envs(pipeline.env("imctl"))
         .args(args)
         .output()
         .expect("imctl runs");
@@ -35,7 +36,7 @@ async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let sequence = loop {
-        let (_, listing, _) = imctl(&["dlq", "list", "--json", "--nats-url", &url]);
+        let (_, listing, _) = imctl(&pipeline, &["dlq", "list", "--json", "--nats-url", &url]);
         if let Some(line) = listing.lines().find(|l| l.contains("\"dedupe\"")) {
             let letter: serde_json::Value = serde_json::from_str(line).unwrap();
             break letter["sequence"].as_u64().unwrap();
@@ -53,7 +54,10 @@ async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
     pipeline.settle(Duration::from_secs(30)).await;
     let seq = sequence.to_string();
     for _ in 0..2 {
-        let (ok, out, err) = imctl(&["dlq", "redrive", "--keep", "--nats-url", &url, &seq]);
+        let (ok, out, err) = imctl(
+            &pipeline,
+            &["dlq", "redrive", "--keep", "--nats-url", &url, &seq],
+        );
         assert!(ok && out.contains("redriven 1, failed 0"), "{out}{err}");
         pipeline.settle(Duration::from_secs(30)).await;
     }
@@ -65,9 +69,9 @@ async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
         "redriven twice, applied once: {messages:#?}"
     );
     assert_eq!(messages[0].body, json!({"text": "too early"}));
-    let (ok, out, _) = imctl(&["dlq", "redrive", "--nats-url", &url, &seq]);
+    let (ok, out, _) = imctl(&pipeline, &["dlq", "redrive", "--nats-url", &url, &seq]);
     assert!(ok && out.contains("redriven 1"), "{out}");
-    let (_, listing, _) = imctl(&["dlq", "list", "--json", "--nats-url", &url]);
+    let (_, listing, _) = imctl(&pipeline, &["dlq", "list", "--json", "--nats-url", &url]);
     assert!(
         !listing.contains(&format!("\"sequence\":{sequence},")),
         "redriven letters are deleted: {listing}"
@@ -80,7 +84,7 @@ async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
         )
         .await;
     let deadline = Instant::now() + Duration::from_secs(30);
-    while imctl(&["dlq", "list", "--json", "--nats-url", &url])
+    while imctl(&pipeline, &["dlq", "list", "--json", "--nats-url", &url])
         .1
         .is_empty()
     {
@@ -90,9 +94,12 @@ async fn a_fixed_dead_letter_is_redriven_and_applies_once() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let (ok, out, _) = imctl(&["dlq", "purge", "--all", "--nats-url", &url]);
+    let (ok, out, _) = imctl(&pipeline, &["dlq", "purge", "--all", "--nats-url", &url]);
     assert!(ok && out.starts_with("purged "), "{out}");
-    assert_eq!(imctl(&["dlq", "list", "--json", "--nats-url", &url]).1, "");
-    let (ok, _, err) = imctl(&["dlq", "redrive", "--nats-url", &url]);
+    assert_eq!(
+        imctl(&pipeline, &["dlq", "list", "--json", "--nats-url", &url]).1,
+        ""
+    );
+    let (ok, _, err) = imctl(&pipeline, &["dlq", "redrive", "--nats-url", &url]);
     assert!(!ok && err.contains("--all"), "{err}");
 }

@@ -164,6 +164,7 @@ async fn imctl_replay_rebuilds_a_fresh_store_resumably_and_verifies() {
     let imctl = im_harness::workspace_binary("imctl").unwrap();
     let replay = |extra: &[&str]| {
         let mut command = Command::new(&imctl);
+        command.envs(pipeline.env("imctl"));
         command
             .args([
                 "replay",

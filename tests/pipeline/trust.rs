@@ -1,6 +1,7 @@
 //! The trust boundary (issue 13), tried as an attacker would against the
 //! real gateway and pipeline.
 
+use futures::StreamExt;
 use std::time::Duration;
 
 use im_pipeline_tests::{http, token, Device, Pipeline};
@@ -236,4 +237,113 @@ async fn refusals_and_history_reveal_only_what_the_reader_may_see() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(seqs(&serde_json::from_str(&body).unwrap()), vec![1, 2, 3]);
+}
+
+/// The bus authenticates everyone and each role reaches only its subjects:
+/// before, any process reaching the port could publish past every check,
+/// read every message and push frames to any device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bus_refuses_strangers_and_keeps_publishers_to_ingest() {
+    let pipeline = Pipeline::start().await;
+    let url = pipeline.nats_url();
+    // Anonymous: refused.
+    let anonymous = tokio::time::timeout(WAIT, async_nats::connect(url.as_str())).await;
+    match anonymous {
+        Ok(Err(error)) => assert!(
+            error.to_string().to_ascii_lowercase().contains("authoriz"),
+            "{error}"
+        ),
+        Ok(Ok(_)) => panic!("an anonymous client connected"),
+        Err(_) => panic!("no answer to an anonymous connect"),
+    }
+    // A wrong password: refused too.
+    let wrong =
+        async_nats::ConnectOptions::with_user_and_password("publisher".into(), "guess".into())
+            .connect(url.as_str())
+            .await;
+    assert!(wrong.is_err(), "a wrong password connected");
+
+    let credentials = pipeline.system.credentials_of("publisher").unwrap();
+    let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = errors.clone();
+    let publisher = async_nats::ConnectOptions::with_user_and_password(
+        credentials.user.clone(),
+        credentials.password.clone(),
+    )
+    .custom_inbox_prefix(im_runtime::nats_auth::inbox_prefix(&credentials.user))
+    .event_callback(move |event| {
+        let seen = seen.clone();
+        async move {
+            if let async_nats::Event::ServerError(error) = event {
+                seen.lock().unwrap().push(error.to_string());
+            }
+        }
+    })
+    .connect(url.as_str())
+    .await
+    .expect("the publisher connects");
+    let js = async_nats::jetstream::new(publisher.clone());
+    // Its own job: an event into im.ingest, committed.
+    let send = event(
+        "urn:service:bridge",
+        "bridge-1",
+        "alice",
+        "through the front door",
+    );
+    js.publish("im.ingest.message.send", send.into())
+        .await
+        .unwrap()
+        .await
+        .expect("the publisher may publish im.ingest.>");
+    // Past the checks: straight onto the internal stages, a device, a lease.
+    let forged = event(
+        "urn:service:bridge",
+        "bridge-2",
+        "alice",
+        "past every check",
+    );
+    for subject in [
+        "im.accepted.0.message.send",
+        "im.timeline.0.message.committed",
+        "im.delivery.0.message",
+        "im.gw.gateway.user.626f62",
+        "$KV.IM_LEASES.dedupe.0",
+    ] {
+        publisher
+            .publish(subject, forged.clone().into())
+            .await
+            .unwrap();
+    }
+    // Reading what it may not: every committed event, every timeline.
+    let mut spy = publisher.subscribe("im.events.>").await.unwrap();
+    publisher.flush().await.unwrap();
+    pipeline.settle(Duration::from_secs(30)).await;
+    let history = pipeline
+        .conversations()
+        .history("dm:alice:bob", None, 10)
+        .unwrap();
+    let texts: Vec<String> = history.iter().map(|m| m.body["text"].to_string()).collect();
+    assert_eq!(
+        texts,
+        vec!["\"through the front door\"".to_string()],
+        "{history:#?}"
+    );
+    pipeline
+        .send_text("dm:alice:bob", "alice", "after-spy", "not for the spy")
+        .await;
+    pipeline.settle(Duration::from_secs(30)).await;
+    let spied = tokio::time::timeout(Duration::from_secs(2), spy.next()).await;
+    assert!(
+        !matches!(spied, Ok(Some(_))),
+        "the publisher read a committed event"
+    );
+    let errors = errors.lock().unwrap().clone();
+    let violations = errors
+        .iter()
+        .filter(|e| e.to_ascii_lowercase().contains("permissions violation"))
+        .count();
+    // Five publishes and one subscription refused.
+    assert!(violations >= 6, "{errors:#?}");
+    // Its JetStream API is closed too: no consumer to read a stream with.
+    assert!(js.get_stream("IM_TIMELINE").await.is_err());
 }

@@ -205,7 +205,7 @@ pub async fn baseline(system: &System, seconds: u64) -> anyhow::Result<Value> {
     drop(stream);
     let _ = js.delete_stream("BENCH_BASELINE").await;
     // Core NATS: one publisher, one subscriber.
-    let client = im_runtime::config::connect(&system.nats_url, "imctl-bench-core").await?;
+    let client = system.client("imctl-bench-core").await?;
     let mut subscription = client.subscribe("bench.core").await?;
     let received = Arc::new(AtomicU64::new(0));
     let counter = received.clone();

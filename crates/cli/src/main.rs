@@ -60,6 +60,13 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     im_runtime::telemetry::init_tracing(false);
+    let operator = matches!(
+        cli.command,
+        Command::Send(_) | Command::Tail(_) | Command::Dlq(_) | Command::Replay(_)
+    );
+    if operator {
+        use_local_admin_credentials();
+    }
     let result = match cli.command {
         Command::Up(args) => up::run(args).await,
         Command::Send(args) => send::run(args).await,
@@ -78,5 +85,24 @@ async fn main() {
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// An operator's command on the machine `imctl up` runs on: with no NATS
+/// credentials given, the data directory's `admin` ones (IM_DATA_DIR, or
+/// ./data), so `imctl tail` works on an authenticated local bus.
+fn use_local_admin_credentials() {
+    let given = ["IM_NATS_CREDS", "IM_NATS_USER"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()));
+    if given {
+        return;
+    }
+    let data_dir = std::env::var_os("IM_DATA_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "./data".into());
+    let admin = im_runtime::nats_auth::credentials_path(&data_dir, "admin");
+    if admin.exists() {
+        std::env::set_var("IM_NATS_CREDS", admin);
     }
 }

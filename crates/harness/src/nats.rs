@@ -92,6 +92,11 @@ const CLUSTER_CONF: &str = include_str!("../../../infra/nats/cluster.conf");
 /// `nodes` (`cluster.conf`), their configs written into `data_dir`, ports
 /// from `port` (clients), `port + 2000` (routes), `monitor_port`
 /// (monitoring), as processes ready to spawn.
+///
+/// With `authorization` (an `authorization` block, see
+/// [`im_runtime::nats_auth::server_config`]) the nodes refuse anonymous
+/// clients: the block goes into `nats-auth.conf` (mode 0600) beside the
+/// config, which includes it.
 pub fn node_procs(
     data_dir: &Path,
     logs: &Path,
@@ -99,7 +104,26 @@ pub fn node_procs(
     port: u16,
     monitor_port: u16,
     durability: Durability,
+    authorization: Option<&str>,
 ) -> anyhow::Result<Vec<(Proc, u16)>> {
+    let with_auth = |conf: &str| -> anyhow::Result<String> {
+        let Some(block) = authorization else {
+            return Ok(conf.to_string());
+        };
+        let path = data_dir.join("nats-auth.conf");
+        let _ = std::fs::remove_file(&path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        std::io::Write::write_all(&mut options.open(&path)?, block.as_bytes())?;
+        Ok(format!(
+            "{conf}\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n"
+        ))
+    };
     let binary = nats_server_binary()?;
     let common = |extra: Vec<(String, String)>| {
         let mut env = vec![(
@@ -111,7 +135,7 @@ pub fn node_procs(
     };
     if nodes <= 1 {
         let conf = data_dir.join("nats.conf");
-        std::fs::write(&conf, NATS_CONF)?;
+        std::fs::write(&conf, with_auth(NATS_CONF)?)?;
         let env = common(vec![
             ("IM_NATS_PORT".into(), port.to_string()),
             ("IM_NATS_MONITOR_PORT".into(), monitor_port.to_string()),
@@ -135,7 +159,7 @@ pub fn node_procs(
         "a local cluster has 3 nodes (infra/nats/cluster.conf routes to three), not {nodes}"
     );
     let conf = data_dir.join("nats-cluster.conf");
-    std::fs::write(&conf, CLUSTER_CONF)?;
+    std::fs::write(&conf, with_auth(CLUSTER_CONF)?)?;
     let route_port = |n: usize| port + 2000 + n as u16;
 
     (0..nodes)

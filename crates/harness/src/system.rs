@@ -39,6 +39,7 @@ pub struct Builder {
     http: Option<(String, u16)>,
     metrics_port: Option<u16>,
     jwt_secret: Option<String>,
+    auth: bool,
     log_filter: String,
     bin_dir: Option<PathBuf>,
     partitions: Option<u32>,
@@ -136,6 +137,13 @@ impl Builder {
         self
     }
 
+    /// Whether the nodes it starts authenticate every client, each process
+    /// connecting as its role (default: yes). Ignored with an external NATS.
+    pub fn nats_auth(mut self, on: bool) -> Self {
+        self.auth = on;
+        self
+    }
+
     pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
         self.jwt_secret = Some(secret.into());
         self
@@ -183,15 +191,11 @@ impl Builder {
                 .jwt_secret
                 .clone()
                 .unwrap_or_else(im_runtime::secrets::generate),
+            credentials: None,
             bin_dir,
             scratch,
         };
         let stream_replicas = if self.nodes > 1 { 3 } else { 1 };
-        let partitions = match self.partitions {
-            Some(partitions) => partitions,
-            None => chosen_partitions(&system.nats_url, self.nodes).await,
-        };
-        system.partitions = partitions;
         match &self.external_nats {
             Some(url) => system.nats_url = url.clone(),
             None => {
@@ -200,9 +204,28 @@ impl Builder {
                     None => free_base(),
                 };
                 let monitor = self.monitor_port.unwrap_or(base + 5000);
-                for (mut proc, port) in
-                    node_procs(&data_dir, &logs, self.nodes, base, monitor, self.durability)?
-                {
+                let authorization = if self.auth {
+                    use im_runtime::nats_auth;
+                    let all = nats_auth::ensure_credentials(&data_dir)?;
+                    let admin = all
+                        .iter()
+                        .find(|c| c.user == "admin")
+                        .cloned()
+                        .expect("an admin role");
+                    system.credentials = Some((nats_auth::credentials_dir(&data_dir), admin));
+                    Some(nats_auth::server_config(&all))
+                } else {
+                    None
+                };
+                for (mut proc, port) in node_procs(
+                    &data_dir,
+                    &logs,
+                    self.nodes,
+                    base,
+                    monitor,
+                    self.durability,
+                    authorization.as_deref(),
+                )? {
                     proc.spawn()?;
                     system.procs.push(proc);
                     system.nats_ports.push(port);
@@ -224,7 +247,19 @@ impl Builder {
                     .join(",");
             }
         }
-        ensure_topology(&system.nats_url, stream_replicas, partitions).await?;
+        let admin = system.admin();
+        let partitions = match self.partitions {
+            Some(partitions) => partitions,
+            None => chosen_partitions(&system.nats_url, admin.as_ref(), self.nodes).await,
+        };
+        system.partitions = partitions;
+        ensure_topology(
+            &system.nats_url,
+            admin.as_ref(),
+            stream_replicas,
+            partitions,
+        )
+        .await?;
         system.env = vec![
             ("IM_NATS_URL".to_string(), system.nats_url.clone()),
             ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
@@ -294,8 +329,12 @@ impl Builder {
 
 /// Partitions when none are asked for: what the streams already on the
 /// server were created with, else [`default_partitions`].
-async fn chosen_partitions(nats_url: &str, nodes: usize) -> u32 {
-    let Ok(client) = im_runtime::config::connect(nats_url, "im-harness").await else {
+async fn chosen_partitions(
+    nats_url: &str,
+    admin: Option<&im_runtime::nats_auth::Credentials>,
+    nodes: usize,
+) -> u32 {
+    let Ok(client) = im_runtime::config::connect_as(nats_url, "im-harness", admin).await else {
         return default_partitions(nodes);
     };
     let js = async_nats::jetstream::new(client);
@@ -320,10 +359,11 @@ pub fn default_partitions(nodes: usize) -> u32 {
 /// retry for a while.
 pub async fn ensure_topology(
     nats_url: &str,
+    admin: Option<&im_runtime::nats_auth::Credentials>,
     replicas: usize,
     partitions: u32,
 ) -> anyhow::Result<()> {
-    let client = im_runtime::config::connect(nats_url, "im-harness").await?;
+    let client = im_runtime::config::connect_as(nats_url, "im-harness", admin).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -356,6 +396,9 @@ pub struct System {
     env: Vec<(String, String)>,
     /// The gateways' JWT secret: the one given, or a fresh random one.
     pub jwt_secret: String,
+    /// With an authenticated bus: where the roles' credentials are, and the
+    /// `admin` ones in-process clients use.
+    pub credentials: Option<(PathBuf, im_runtime::nats_auth::Credentials)>,
     bin_dir: PathBuf,
     scratch: Option<tempfile::TempDir>,
 }
@@ -376,6 +419,7 @@ impl System {
             http: None,
             metrics_port: None,
             jwt_secret: None,
+            auth: true,
             log_filter: "info,async_nats=warn".to_string(),
             bin_dir: None,
             partitions: None,
@@ -384,9 +428,22 @@ impl System {
 
     /// The environment a process named `instance` gets, with `extra` last
     /// (so it overrides).
-    pub fn env_for(&self, instance: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+    /// The environment of a process of `role`: what every process gets,
+    /// its instance name and, on an authenticated bus, its credentials.
+    pub fn env_for(
+        &self,
+        role: &str,
+        instance: &str,
+        extra: &[(String, String)],
+    ) -> Vec<(String, String)> {
         let mut env = self.env.clone();
         env.push(("IM_INSTANCE".to_string(), instance.to_string()));
+        if let Some((dir, _)) = &self.credentials {
+            env.push((
+                "IM_NATS_CREDS".to_string(),
+                dir.join(role).display().to_string(),
+            ));
+        }
         env.extend(extra.iter().cloned());
         env
     }
@@ -409,7 +466,7 @@ impl System {
             kind,
             program,
             vec![],
-            self.env_for(instance, extra),
+            self.env_for(function, instance, extra),
             self.logs.join(format!("{instance}.log")),
         );
         proc.spawn()?;
@@ -449,7 +506,7 @@ impl System {
             Kind::Gateway,
             program,
             vec![],
-            self.env_for(name, extra),
+            self.env_for("gateway", name, extra),
             self.logs.join(format!("{name}.log")),
         );
         proc.spawn()?;
@@ -482,8 +539,20 @@ impl System {
         self.gateways.first().map(|g| g.port).unwrap_or(0)
     }
 
+    /// A client of the `admin` role (or anonymous on an open bus).
     pub async fn client(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        im_runtime::config::connect(&self.nats_url, name).await
+        im_runtime::config::connect_as(&self.nats_url, name, self.admin().as_ref()).await
+    }
+
+    /// The `admin` credentials, on an authenticated bus.
+    pub fn admin(&self) -> Option<im_runtime::nats_auth::Credentials> {
+        self.credentials.as_ref().map(|(_, admin)| admin.clone())
+    }
+
+    /// Credentials of `role`, on an authenticated bus.
+    pub fn credentials_of(&self, role: &str) -> Option<im_runtime::nats_auth::Credentials> {
+        let (dir, _) = self.credentials.as_ref()?;
+        im_runtime::nats_auth::Credentials::read(&dir.join(role)).ok()
     }
 
     pub async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {

@@ -152,18 +152,48 @@ pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
         })
 }
 
-/// Connect to NATS, retrying while the server starts; says what to do if it
-/// never answers.
+/// Connect to NATS as the environment says (`IM_NATS_CREDS`, or
+/// `IM_NATS_USER` / `IM_NATS_PASSWORD`), retrying while the server starts;
+/// says what to do if it never answers.
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    let credentials = crate::nats_auth::Credentials::from_env()?;
+    connect_as(url, name, credentials.as_ref()).await
+}
+
+/// Connect to NATS with these credentials (or none). A role reads its
+/// replies on its own inbox prefix, which its permissions allow.
+pub async fn connect_as(
+    url: &str,
+    name: &str,
+    credentials: Option<&crate::nats_auth::Credentials>,
+) -> anyhow::Result<async_nats::Client> {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let attempt = async_nats::ConnectOptions::new()
+        let mut options = async_nats::ConnectOptions::new()
             .name(name)
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(2))
-            .connect(server_addrs(url)?);
+            // Permission violations and refused credentials come back as
+            // server errors: say them, with what to do.
+            .event_callback(|event| async move {
+                if let async_nats::Event::ServerError(error) = &event {
+                    tracing::error!(%error, "nats refused an operation: check this process's role (IM_NATS_CREDS) and its permissions");
+                }
+            });
+        if let Some(credentials) = credentials {
+            options = options
+                .user_and_password(credentials.user.clone(), credentials.password.clone())
+                .custom_inbox_prefix(crate::nats_auth::inbox_prefix(&credentials.user));
+        }
+        let attempt = options.connect(server_addrs(url)?);
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
             Ok(Ok(client)) => return Ok(client),
+            Ok(Err(error)) if error.to_string().to_ascii_lowercase().contains("authoriz") => {
+                anyhow::bail!(
+                    "NATS at {url} refused {}: {error}; give this process its role's credentials (IM_NATS_CREDS=<data-dir>/credentials/nats/<role>, made by imctl up)",
+                    credentials.map(|c| format!("user {:?}", c.user)).unwrap_or_else(|| "an anonymous connection".into())
+                )
+            }
             Ok(Err(error)) if std::time::Instant::now() < deadline => {
                 tracing::warn!(%error, url, "nats not reachable yet, retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;

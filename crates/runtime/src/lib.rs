@@ -13,6 +13,7 @@ pub mod config;
 pub mod consumer;
 pub mod dlq;
 pub mod lease;
+pub mod nats_auth;
 pub mod presence;
 pub mod publish;
 pub mod secrets;

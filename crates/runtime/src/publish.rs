@@ -27,12 +27,26 @@ pub struct Outgoing {
 /// IM_INGEST to IM_ACCEPTED; dedupe, or ingest on refusal, answers.
 pub const REPLY_HEADER: &str = "Im-Reply-To";
 
+/// The reply subject an event carries, if it names a gateway's reply
+/// subject (`im.gw.<gateway>.reply.<token>`): anything else, which a
+/// publisher could point at an internal subject, is not answered.
 pub fn reply_subject(headers: &[(String, String)]) -> Option<&str> {
     headers
         .iter()
         .find(|(name, _)| name.eq_ignore_ascii_case(REPLY_HEADER))
         .map(|(_, value)| value.as_str())
-        .filter(|subject| !subject.is_empty())
+        .filter(|subject| is_gateway_reply_subject(subject))
+}
+
+pub fn is_gateway_reply_subject(subject: &str) -> bool {
+    let tokens: Vec<&str> = subject.split('.').collect();
+    tokens.len() >= 5
+        && tokens[0] == "im"
+        && tokens[1] == "gw"
+        && tokens[tokens.len() - 2] == "reply"
+        && tokens
+            .iter()
+            .all(|t| !t.is_empty() && !t.contains(['*', '>', ' ']))
 }
 
 /// Answer a publisher; best effort (it times out and retries if lost).
@@ -76,4 +90,28 @@ pub async fn publish_all(js: &jetstream::Context, outgoing: Vec<Outgoing>) -> Re
             .map_err(|error| format!("publish ack: {error}"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+
+    #[test]
+    fn only_gateway_reply_subjects_are_answered() {
+        let with = |subject: &str| vec![(REPLY_HEADER.to_string(), subject.to_string())];
+        assert_eq!(
+            reply_subject(&with("im.gw.gateway-1.reply.abc")),
+            Some("im.gw.gateway-1.reply.abc")
+        );
+        for hostile in [
+            "im.accepted.3.message.send",
+            "im.gw.g1.user.616c696365",
+            "im.gw.g1.reply.>",
+            "im.gw.*.reply.x",
+            "$KV.IM_LEASES.x",
+            "",
+        ] {
+            assert_eq!(reply_subject(&with(hostile)), None, "{hostile}");
+        }
+    }
 }

@@ -397,9 +397,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         .await?;
     let data_dir = system.data_dir.clone();
     let logs = system.logs.clone();
-    let nats_url = system.nats_url.clone();
     let gateway_ports: Vec<u16> = system.gateways.iter().map(|g| g.port).collect();
-    let client = im_runtime::config::connect(&nats_url, "imctl-chaos").await?;
+    let client = system.client("imctl-chaos").await?;
     let js = jetstream::new(client);
     let mut members: Vec<String> = (0..args.users).map(|n| format!("c{n}")).collect();
     members.extend((0..args.offline_users).map(|n| format!("o{n}")));

@@ -1,0 +1,323 @@
+//! Who may do what on the bus: one NATS identity per role, each with
+//! nats-server permissions that reach only that role's subjects.
+//!
+//! `imctl up` (and the test harness) makes a password per role in
+//! `<data-dir>/credentials/nats/<role>` (mode 0600, `user:password`) and
+//! the server's `authorization` block from them; every process connects as
+//! its role (`IM_NATS_CREDS`). Anonymous clients are refused. `publisher`
+//! (for services that only inject events) may publish `im.ingest.>` and
+//! nothing else: the internal stages, the pushes to devices, the KV buckets
+//! and every public event stream are beyond it. Each role reads its
+//! replies on an inbox prefix of its own (`_INBOX_<role>.`), so no role sees
+//! another's replies (pull consumers deliver there).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// A role's permissions: subjects it may publish to and subscribe to.
+pub struct Role {
+    pub name: &'static str,
+    pub publish: &'static [&'static str],
+    pub subscribe: &'static [&'static str],
+    /// Uses JetStream (its API, acks, flow control) beyond plain publishes.
+    pub jetstream: bool,
+    /// Answers core requests (`allow_responses`).
+    pub responds: bool,
+}
+
+const LEASES: &str = "$KV.IM_LEASES.>";
+const REPLIES: &str = "im.gw.*.reply.>";
+
+pub const ROLES: &[Role] = &[
+    Role {
+        name: "ingest",
+        publish: &[
+            "im.accepted.>",
+            "im.events.message.rejected",
+            "im.dlq.ingest",
+            REPLIES,
+            LEASES,
+        ],
+        subscribe: &[],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "dedupe",
+        publish: &[
+            "im.timeline.>",
+            "im.events.>",
+            "im.dlq.dedupe",
+            "im.gw.*.user.*",
+            "im.push.>",
+            REPLIES,
+            LEASES,
+        ],
+        subscribe: &[],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "fanout",
+        publish: &["im.delivery.>", "im.push.>", "im.dlq.fanout", LEASES],
+        subscribe: &[],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "unread",
+        publish: &["im.push.>", "im.dlq.unread", REPLIES, LEASES],
+        subscribe: &[],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "push",
+        publish: &["im.gw.*.user.*", "im.dlq.push", LEASES],
+        subscribe: &["im.push.>"],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "offline",
+        publish: &["im.dlq.offline", "$KV.IM_PUSH_TOKENS.>", LEASES],
+        subscribe: &["im.offline.redrive.*"],
+        jetstream: true,
+        responds: true,
+    },
+    Role {
+        name: "gateway",
+        publish: &[
+            "im.ingest.>",
+            "im.gw.>",
+            "im.delivery.>",
+            "im.dlq.gateway",
+            "$KV.IM_PRESENCE.>",
+            "$KV.IM_DELIVERED.>",
+            "$KV.IM_PUSH_TOKENS.>",
+        ],
+        subscribe: &["im.gw.>"],
+        jetstream: true,
+        responds: false,
+    },
+    Role {
+        name: "admin",
+        publish: &[">"],
+        subscribe: &[">"],
+        jetstream: true,
+        responds: true,
+    },
+    Role {
+        name: "publisher",
+        publish: &["im.ingest.>"],
+        subscribe: &[],
+        jetstream: false,
+        responds: false,
+    },
+];
+
+/// JetStream operations no role but `admin` may use: they destroy stored
+/// events, which replay and every guarantee rest on.
+const DESTRUCTIVE: &[&str] = &[
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.ACCOUNT.PURGE.>",
+];
+
+pub fn role(name: &str) -> Option<&'static Role> {
+    ROLES.iter().find(|role| role.name == name)
+}
+
+/// The role each function binary connects as.
+pub fn role_of_process(process: &str) -> &'static str {
+    let name = process.strip_prefix("im-").unwrap_or(process);
+    match role(name) {
+        Some(role) => role.name,
+        None => "admin",
+    }
+}
+
+/// The inbox prefix of a role's connections.
+pub fn inbox_prefix(user: &str) -> String {
+    format!("_INBOX_{user}")
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// `user:password` from a file.
+    pub fn read(path: &Path) -> anyhow::Result<Credentials> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read NATS credentials {} ({error}); `imctl up` makes them in <data-dir>/credentials/nats/",
+                path.display()
+            )
+        })?;
+        let (user, password) = text
+            .trim()
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("{} is not `user:password`", path.display()))?;
+        Ok(Credentials {
+            user: user.to_string(),
+            password: password.to_string(),
+        })
+    }
+
+    /// What this process connects with: `IM_NATS_CREDS` (a file), or
+    /// `IM_NATS_USER` and `IM_NATS_PASSWORD`, or none.
+    pub fn from_env() -> anyhow::Result<Option<Credentials>> {
+        if let Some(path) = std::env::var_os("IM_NATS_CREDS").filter(|p| !p.is_empty()) {
+            return Credentials::read(Path::new(&path)).map(Some);
+        }
+        match (
+            std::env::var("IM_NATS_USER"),
+            std::env::var("IM_NATS_PASSWORD"),
+        ) {
+            (Ok(user), Ok(password)) if !user.is_empty() => {
+                Ok(Some(Credentials { user, password }))
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+pub fn credentials_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials").join("nats")
+}
+
+pub fn credentials_path(data_dir: &Path, role: &str) -> PathBuf {
+    credentials_dir(data_dir).join(role)
+}
+
+/// Every role's credentials, made (random, mode 0600) where missing.
+pub fn ensure_credentials(data_dir: &Path) -> anyhow::Result<Vec<Credentials>> {
+    let dir = credentials_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut all = Vec::new();
+    for role in ROLES {
+        let path = dir.join(role.name);
+        if !path.exists() {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            match options.open(&path) {
+                Ok(mut file) => {
+                    write!(file, "{}:{}", role.name, crate::secrets::generate())?;
+                    file.sync_all()?;
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(error) => anyhow::bail!("create {}: {error}", path.display()),
+            }
+        }
+        all.push(Credentials::read(&path)?);
+    }
+    Ok(all)
+}
+
+fn quoted(subjects: &[&str]) -> String {
+    subjects
+        .iter()
+        .map(|s| format!("{s:?}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// nats-server's `authorization` block for these credentials.
+pub fn server_config(credentials: &[Credentials]) -> String {
+    let mut users = Vec::new();
+    for credential in credentials {
+        let Some(role) = role(&credential.user) else {
+            continue;
+        };
+        let inbox = format!("{}.>", inbox_prefix(role.name));
+        let mut publish: Vec<&str> = role.publish.to_vec();
+        let mut subscribe: Vec<&str> = role.subscribe.to_vec();
+        subscribe.push(&inbox);
+        if role.jetstream {
+            publish.extend(["$JS.API.>", "$JS.ACK.>", "$JS.FC.>"]);
+        }
+        let deny = if role.name == "admin" || !role.jetstream {
+            String::new()
+        } else {
+            format!(", deny: [{}]", quoted(DESTRUCTIVE))
+        };
+        let responses = if role.responds {
+            ", allow_responses: true"
+        } else {
+            ""
+        };
+        users.push(format!(
+            "    {{user: {:?}, password: {:?}, permissions: {{publish: {{allow: [{}]{deny}}}, subscribe: {{allow: [{}]}}{responses}}}}}",
+            credential.user,
+            credential.password,
+            quoted(&publish),
+            quoted(&subscribe),
+        ));
+    }
+    format!(
+        "# Made by imctl from {} role credentials: who may do what on the bus.\nauthorization {{\n  users: [\n{}\n  ]\n}}\n",
+        users.len(),
+        users.join(",\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_role_gets_credentials_and_a_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let credentials = ensure_credentials(dir.path()).unwrap();
+        assert_eq!(credentials.len(), ROLES.len());
+        assert_eq!(
+            ensure_credentials(dir.path()).unwrap(),
+            credentials,
+            "stable"
+        );
+        let config = server_config(&credentials);
+        let publisher = config
+            .lines()
+            .find(|line| line.contains("\"publisher\""))
+            .unwrap();
+        assert!(
+            publisher.contains("allow: [\"im.ingest.>\"]"),
+            "{publisher}"
+        );
+        assert!(!publisher.contains("$JS.API"), "{publisher}");
+        let unread = config
+            .lines()
+            .find(|line| line.contains("\"unread\""))
+            .unwrap();
+        assert!(
+            unread.contains("$JS.API.STREAM.DELETE.>"),
+            "denied: {unread}"
+        );
+        assert!(unread.contains("_INBOX_unread.>"), "{unread}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(credentials_path(dir.path(), "publisher"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn processes_connect_as_their_role() {
+        assert_eq!(role_of_process("im-dedupe"), "dedupe");
+        assert_eq!(role_of_process("im-gateway"), "gateway");
+        assert_eq!(role_of_process("imctl-tail"), "admin");
+    }
+}
