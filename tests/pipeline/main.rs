@@ -16,6 +16,7 @@ mod limits;
 mod offline;
 mod redrive;
 mod replay;
+mod scaleout;
 mod takeover;
 mod tiering;
 mod timeline_changes;

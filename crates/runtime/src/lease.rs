@@ -22,6 +22,9 @@ pub struct Claim {
     pub partition: u32,
     pub epoch: u64,
     valid: Arc<AtomicBool>,
+    /// Set once the partition's worker has stopped: a lease being handed
+    /// over is released only then.
+    stopped: Arc<AtomicBool>,
 }
 
 impl Claim {
@@ -32,6 +35,7 @@ impl Claim {
             partition,
             epoch,
             valid: Arc::new(AtomicBool::new(true)),
+            stopped: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -95,6 +99,123 @@ struct Held {
     revision: u64,
     /// When the lease was last written: it is ours until `ttl` after that.
     renewed: std::time::Instant,
+    /// Being handed over to the replica the assignment gives it: the
+    /// worker was told to stop; the lease goes once it has.
+    handing_over: bool,
+}
+
+/// Which replica owns each of `partitions`: every replica that sees the
+/// same live set computes the same answer. Balanced — with k replicas each
+/// owns ⌊P/k⌋ or ⌈P/k⌉ — and stable: each partition goes to the replica
+/// that ranks highest for it (rendezvous hashing) among those with room
+/// left, so a join or a leave moves few partitions.
+pub fn assignment(function: &str, partitions: &[u32], members: &[String]) -> HashMap<u32, String> {
+    let mut members: Vec<&String> = members.iter().collect();
+    members.sort();
+    members.dedup();
+    let mut owners = HashMap::new();
+    if members.is_empty() {
+        return owners;
+    }
+    let (base, extra) = (
+        partitions.len() / members.len(),
+        partitions.len() % members.len(),
+    );
+    let mut room: Vec<usize> = (0..members.len())
+        .map(|i| base + usize::from(i < extra))
+        .collect();
+    for partition in partitions {
+        let mut ranked: Vec<(u64, usize)> = members
+            .iter()
+            .enumerate()
+            .map(|(i, member)| {
+                let key = format!("{function}/{partition}/{member}");
+                (im_events::partition::fnv1a64(key.as_bytes()), i)
+            })
+            .collect();
+        ranked.sort_unstable_by(|a, b| b.cmp(a));
+        if let Some(&(_, chosen)) = ranked.iter().find(|(_, i)| room[*i] > 0) {
+            room[chosen] -= 1;
+            owners.insert(*partition, members[chosen].clone());
+        }
+    }
+    owners
+}
+
+fn member_key(function: &str, owner: &str) -> String {
+    format!("members.{function}.{owner}")
+}
+
+/// The replicas of `function` seen alive (their member entry written within
+/// the TTL), followed through a watch on the lease bucket. `None` until the
+/// watch has started, or if it fails: then every replica competes for every
+/// partition, as before replicas shared.
+#[derive(Clone, Default)]
+struct Members {
+    seen: Arc<std::sync::Mutex<Option<HashMap<String, i64>>>>,
+}
+
+impl Members {
+    fn follow(bucket: kv::Store, function: String, shutdown: crate::Shutdown) -> Members {
+        use futures::StreamExt;
+        let members = Members::default();
+        let seen = members.seen.clone();
+        tokio::spawn(async move {
+            let prefix = format!("members.{function}.");
+            let mut watch = match bucket.watch_with_history(format!("{prefix}*")).await {
+                Ok(watch) => watch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot follow the other replicas; competing for every partition");
+                    return;
+                }
+            };
+            *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashMap::new());
+            loop {
+                let entry = tokio::select! {
+                    entry = watch.next() => entry,
+                    _ = shutdown.wait() => break,
+                };
+                let Some(Ok(entry)) = entry else {
+                    tracing::warn!(
+                        "the watch of the other replicas ended; competing for every partition"
+                    );
+                    *seen.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    break;
+                };
+                let Some(member) = entry.key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                let mut guard = seen.lock().unwrap_or_else(|p| p.into_inner());
+                let map = guard.get_or_insert_with(HashMap::new);
+                match entry.operation {
+                    kv::Operation::Put => {
+                        let written_ms = entry.created.timestamp_millis();
+                        map.insert(member.to_string(), written_ms);
+                    }
+                    _ => {
+                        map.remove(member);
+                    }
+                }
+            }
+        });
+        members
+    }
+
+    /// The live replicas (written within `ttl`), this one included.
+    fn live(&self, me: &str, ttl: Duration) -> Option<Vec<String>> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let map = guard.as_ref()?;
+        let mut live: Vec<String> = map
+            .iter()
+            .filter(|(_, written)| now - **written < ttl.as_millis() as i64)
+            .map(|(member, _)| member.clone())
+            .collect();
+        if !live.iter().any(|m| m == me) {
+            live.push(me.to_string());
+        }
+        Some(live)
+    }
 }
 
 /// Whether a failed renewal leaves the lease ours: yes if the write did not
@@ -124,13 +245,45 @@ where
     let function_label = function.clone();
     let mut held: HashMap<u32, Held> = HashMap::new();
     let renew_every = ttl / 3;
+    let members = Members::follow(bucket.clone(), function.clone(), shutdown.clone());
+    let me = member_key(&function, &owner);
     loop {
+        if let Err(error) = bucket.put(&me, owner.clone().into()).await {
+            tracing::info!(%error, "could not announce this replica; retrying");
+        }
+        // Who should own what, if the other replicas can be seen.
+        let shares = members
+            .live(&owner, ttl)
+            .map(|live| (assignment(&function, &partitions, &live), live));
         for partition in &partitions {
             let key = format!("{function}.{partition}");
+            let share = shares.as_ref().map(|(owners, live)| {
+                let to = owners.get(partition).cloned().unwrap_or_default();
+                let to_live = live.contains(&to);
+                (to, to_live)
+            });
+            let mine = share.as_ref().is_none_or(|(to, _)| *to == owner);
             if let Some(current) = held.get_mut(partition) {
-                if !current.claim.is_valid() {
+                if current.handing_over && current.claim.stopped.load(Ordering::Acquire) {
+                    // Drained: let the replica it belongs to take it now.
+                    let _ = bucket
+                        .delete_expect_revision(&key, Some(current.revision))
+                        .await;
+                    tracing::info!(partition, "handed partition over");
+                    held.remove(partition);
+                    metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
+                    continue;
+                }
+                if !current.claim.is_valid() && !current.handing_over {
                     held.remove(partition);
                     continue;
+                }
+                if !mine && !current.handing_over {
+                    if let Some((to, true)) = &share {
+                        tracing::info!(partition, to = %to, "handing partition over: stopping after the batch in flight");
+                        current.handing_over = true;
+                        current.claim.revoke();
+                    }
                 }
                 let attempted = std::time::Instant::now();
                 match bucket
@@ -154,12 +307,15 @@ where
                         metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
                     }
                 }
+            } else if !mine {
+                // Another live replica's share: it takes it.
             } else if let Ok(revision) = bucket.create(&key, owner.clone().into()).await {
                 let claim = Claim {
                     function: function.clone(),
                     partition: *partition,
                     epoch: revision,
                     valid: Arc::new(AtomicBool::new(true)),
+                    stopped: Arc::new(AtomicBool::new(false)),
                 };
                 tracing::info!(partition, epoch = revision, "took partition lease");
                 metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone())
@@ -170,6 +326,7 @@ where
                         claim: claim.clone(),
                         revision,
                         renewed: std::time::Instant::now(),
+                        handing_over: false,
                     },
                 );
                 on_claim(claim);
@@ -181,6 +338,8 @@ where
         }
     }
     let _ = function_label;
+    // Leaving: the others take this replica's share at once.
+    let _ = bucket.delete(&me).await;
     held.into_iter()
         .map(|(partition, current)| {
             current.claim.revoke();
@@ -233,7 +392,12 @@ where
             claim = claims_rx.recv() => {
                 let Some(claim) = claim else { break };
                 let span = tracing::info_span!("partition", function, partition = claim.partition, epoch = claim.epoch);
-                workers.spawn(work(claim).instrument(span));
+                let stopped = claim.stopped.clone();
+                let worker = work(claim);
+                workers.spawn(async move {
+                    worker.await;
+                    stopped.store(true, Ordering::Release);
+                }.instrument(span));
             }
             Some(_) = workers.join_next(), if !workers.is_empty() => {}
             _ = shutdown.wait() => break,
@@ -248,6 +412,62 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn shares(owners: &HashMap<u32, String>) -> HashMap<String, usize> {
+        let mut count = HashMap::new();
+        for owner in owners.values() {
+            *count.entry(owner.clone()).or_default() += 1;
+        }
+        count
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (1..=n).map(|i| format!("unread-{i}")).collect()
+    }
+
+    #[test]
+    fn every_replica_owns_an_even_share_and_each_partition_has_one_owner() {
+        for partitions in [1u32, 4, 16, 64] {
+            let all: Vec<u32> = (0..partitions).collect();
+            for k in 1..=5 {
+                let owners = assignment("unread", &all, &names(k));
+                assert_eq!(owners.len(), partitions as usize, "every partition owned");
+                let (low, high) = (partitions as usize / k, (partitions as usize).div_ceil(k));
+                for (owner, count) in shares(&owners) {
+                    assert!(
+                        count >= low && count <= high,
+                        "{owner} owns {count} of {partitions} with {k}"
+                    );
+                }
+                // Every replica computes the same, whatever order it lists them in.
+                let mut reversed = names(k);
+                reversed.reverse();
+                assert_eq!(assignment("unread", &all, &reversed), owners);
+            }
+        }
+    }
+
+    #[test]
+    fn a_join_or_a_leave_moves_few_partitions() {
+        let all: Vec<u32> = (0..64).collect();
+        let two = assignment("unread", &all, &names(2));
+        let three = assignment("unread", &all, &names(3));
+        let moved = all.iter().filter(|p| two[p] != three[p]).count();
+        // The minimum is 21 (the newcomer's share); far fewer than a
+        // reshuffle (about two thirds, 43).
+        assert!(
+            moved <= 32,
+            "{moved} of 64 moved when a third replica joined"
+        );
+        let survivors: Vec<String> = names(3).into_iter().filter(|m| m != "unread-2").collect();
+        let after_leave = assignment("unread", &all, &survivors);
+        // Survivors keep most of what they had.
+        let kept = all
+            .iter()
+            .filter(|p| three[*p] != "unread-2" && three[*p] == after_leave[*p])
+            .count();
+        assert!(kept >= 32, "survivors kept only {kept} of their partitions");
+    }
 
     #[test]
     fn a_renewal_that_did_not_reach_the_bucket_keeps_the_lease_for_a_while() {

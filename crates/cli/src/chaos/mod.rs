@@ -809,6 +809,10 @@ async fn held_by(leases: &Option<jetstream::kv::Store>, instance: &str) -> Vec<(
     let mut held = Vec::new();
     if let Ok(mut keys) = bucket.keys().await {
         while let Some(Ok(key)) = keys.next().await {
+            // Replicas' own entries (`members.…`) are not partitions.
+            if key.starts_with("members.") {
+                continue;
+            }
             if let Ok(Some(entry)) = bucket.entry(&key).await {
                 if entry.value.as_ref() == instance.as_bytes() {
                     held.push((key, entry.revision));
