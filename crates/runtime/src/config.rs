@@ -240,6 +240,10 @@ pub struct TieringArgs {
     /// Most messages per cold segment.
     #[arg(long, env = "IM_SEGMENT_MESSAGES", default_value_t = 256)]
     pub segment_messages: usize,
+    /// Forget idempotency keys older than this (at least 7d; 0 keeps them
+    /// forever). A repeat of a forgotten (source, id) is applied as new.
+    #[arg(long, env = "IM_KEEP_IDEMPOTENCY", default_value = "30d")]
+    pub keep_idempotency: String,
 }
 
 impl TieringArgs {
@@ -253,7 +257,14 @@ impl TieringArgs {
             retain_direct_ms: keep(&self.retain_direct)?,
             retain_group_ms: keep(&self.retain_group)?,
             segment_messages: self.segment_messages.max(1),
+            keep_idempotency_ms: keep(&self.keep_idempotency)?,
         };
+        if let Some(keep) = policy.keep_idempotency_ms {
+            anyhow::ensure!(
+                keep >= 7 * 86_400_000,
+                "IM_KEEP_IDEMPOTENCY must be at least 7d (or 0 to keep keys forever): a publisher retrying within a week must still be answered as a repeat"
+            );
+        }
         for retain in [policy.retain_direct_ms, policy.retain_group_ms]
             .into_iter()
             .flatten()

@@ -275,6 +275,52 @@ pub fn seq_fence_refuses_a_second_message(
     );
 }
 
+/// Idempotency keys older than the policy keeps are forgotten by an
+/// archiver pass, and only those (embedded backend: ScyllaDB would expire
+/// them by TTL).
+pub fn idempotency_keys_are_purged_by_age(
+    conversations: &dyn ConversationStore,
+    _users: &dyn UserStore,
+) {
+    const DAY_MS: i64 = 86_400_000;
+    let now = 100 * DAY_MS;
+    let key = |id: &str, age_days: i64| IdempotencyRecord {
+        source: "urn:age".into(),
+        event_id: id.into(),
+        conversation_id: "g:age".into(),
+        seq: None,
+        message_id: None,
+        outputs: json!([]),
+        recorded_at_ms: now - age_days * DAY_MS,
+        fingerprint: "im.message.read a".into(),
+    };
+    let effects: Vec<ConversationEffect> = [("old", 40), ("edge", 31), ("recent", 10), ("new", 0)]
+        .into_iter()
+        .map(|(id, age)| ConversationEffect::RecordEvent(key(id, age)))
+        .collect();
+    conversations.apply(&fence(1), &effects).unwrap();
+    let policy = TieringPolicy {
+        keep_idempotency_ms: Some(30 * DAY_MS),
+        ..TieringPolicy::default()
+    };
+    let report = conversations.archive(&policy, now, &mut |_| {}).unwrap();
+    assert_eq!(report.keys_purged, 2);
+    for (id, kept) in [
+        ("old", false),
+        ("edge", false),
+        ("recent", true),
+        ("new", true),
+    ] {
+        assert_eq!(
+            conversations.idempotency("urn:age", id).unwrap().is_some(),
+            kept,
+            "{id}"
+        );
+    }
+    let again = conversations.archive(&policy, now, &mut |_| {}).unwrap();
+    assert_eq!(again.keys_purged, 0);
+}
+
 pub fn epoch_fence_refuses_stale_owner(
     conversations: &dyn ConversationStore,
     users: &dyn UserStore,
@@ -920,6 +966,7 @@ pub fn retention_deletes_by_kind(conversations: &dyn ConversationStore, _users: 
         retain_direct_ms: Some(30 * DAY_MS),
         retain_group_ms: None,
         segment_messages: 3,
+        keep_idempotency_ms: None,
     };
     conversations.archive(&policy, NOW_MS, &mut |_| {}).unwrap();
     let report = conversations

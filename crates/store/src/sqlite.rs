@@ -543,6 +543,7 @@ CREATE TABLE IF NOT EXISTS idempotency(
   message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
   fingerprint TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(source, event_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(recorded_at_ms);
 ";
 
 /// Changes to `dedupe.db` since its first release (see [`Migrations`]).
@@ -554,6 +555,8 @@ const CONVERSATION_MIGRATIONS: Migrations = &[
     // get `joined`, the default of the event that made them, so a replay of
     // their events rebuilds the same rows.
     "ALTER TABLE conversations ADD COLUMN history_visibility TEXT NOT NULL DEFAULT 'joined'",
+    // v3: keys are purged by age, so find them by age.
+    "CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(recorded_at_ms)",
 ];
 
 pub struct SqliteConversationStore {
@@ -838,6 +841,24 @@ impl ConversationStore for SqliteConversationStore {
             rows.collect()
         })?;
         let mut report = ArchiveReport::default();
+        if let Some(keep) = policy.keep_idempotency_ms {
+            // In runs of 10,000 keys, each its own transaction, so a long
+            // purge never holds the writer for long.
+            loop {
+                let purged = self.db.write(|t| {
+                    t.execute(
+                        "DELETE FROM idempotency WHERE (source, event_id) IN
+                           (SELECT source, event_id FROM idempotency WHERE recorded_at_ms < ?1 LIMIT 10000)",
+                        params![now_ms - keep],
+                    )
+                    .map_err(backend)
+                })?;
+                report.keys_purged += purged as u64;
+                if purged == 0 {
+                    break;
+                }
+            }
+        }
         for (conversation_id, kind) in conversations {
             let retain = match ConversationKind::parse(&kind) {
                 Some(ConversationKind::Direct) => policy.retain_direct_ms,
@@ -1376,6 +1397,7 @@ mod tests {
         apply_is_atomic,
         tiers_read_as_one,
         retention_deletes_by_kind,
+        idempotency_keys_are_purged_by_age,
     );
 
     macro_rules! notification_conformance_tests {

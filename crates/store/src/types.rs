@@ -276,6 +276,11 @@ pub struct TieringPolicy {
     pub retain_group_ms: Option<i64>,
     /// Most messages one cold segment holds.
     pub segment_messages: usize,
+    /// Forget idempotency keys older than this (None: keep them forever).
+    /// A `(source, id)` repeated after its key is gone is applied as new,
+    /// so keep them at least as long as anything may still redeliver or
+    /// republish an event: the ingest stream's 30 days by default.
+    pub keep_idempotency_ms: Option<i64>,
 }
 
 impl Default for TieringPolicy {
@@ -285,6 +290,7 @@ impl Default for TieringPolicy {
             retain_direct_ms: None,
             retain_group_ms: None,
             segment_messages: 256,
+            keep_idempotency_ms: Some(30 * 24 * 3600 * 1000),
         }
     }
 }
@@ -296,6 +302,8 @@ pub struct ArchiveReport {
     pub moved: u64,
     pub segments: u64,
     pub deleted: u64,
+    /// Idempotency keys forgotten for their age.
+    pub keys_purged: u64,
 }
 
 /// Size of each tier, for reporting bytes per message.
