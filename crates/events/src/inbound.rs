@@ -132,6 +132,17 @@ pub fn parse_inbound(message: &InboundMessage<'_>, limits: &Limits) -> Result<In
             "event source and id must be at most 512 bytes",
         ));
     }
+    // Nats-Msg-Id joins source and id with a space: neither may hold one
+    // (or any other whitespace or control character), so the pair is read
+    // back one way only and no two pairs share a JetStream message id.
+    for (what, value) in [("source", &source), ("id", &id)] {
+        if value.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(EventError::new(
+                ErrorCode::InvalidId,
+                format!("event {what} {value:?} must be non-empty, without spaces or control characters"),
+            ));
+        }
+    }
     check_ids(&command)?;
     Ok(Inbound {
         source,

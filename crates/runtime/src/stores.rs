@@ -97,6 +97,24 @@ impl Stores {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// Store URIs from the environment never panic the parser, in any
+        /// shape (the fuzzing of issue 13).
+        #[test]
+        fn hostile_store_uris_never_panic(
+            scheme in prop::sample::select(vec!["scylla://", "sqlite://", "", "SCYLLA://", "scylla:/"]),
+            rest in "\\PC{0,80}",
+            query in "[a-z=&%?0-9_]{0,40}",
+        ) {
+            let uri = format!("{scheme}{rest}?{query}");
+            let _ = StoreUri::parse(Some(&uri), Path::new("./data"));
+            let _ = StoreUri::parse(Some(&format!("{scheme}{rest}")), Path::new("./data"));
+        }
+    }
 
     #[test]
     fn store_uris_select_the_backend() {

@@ -1170,6 +1170,69 @@ mod tests {
         ]
     }
 
+    /// Commands over ids an attacker picks: separators of our formats,
+    /// look-alike direct ids, someone else's name.
+    fn hostile_command() -> impl Strategy<Value = Command> {
+        let id = prop::sample::select(vec![
+            "a", "b", "mallory", "g:1", "dm:a:b", "dm:b:a", "dm:a:a", "x:y:z", "..", "@", "a.b",
+        ]);
+        let edit = |c: &str, u: &str, seq: u64| {
+            Command::Edit(EditData {
+                conversation_id: c.into(),
+                seq,
+                editor_id: u.into(),
+                body: json!({"text": "x"}),
+            })
+        };
+        prop_oneof![
+            (id.clone(), id.clone()).prop_map(|(c, u)| send(c, u)),
+            (id.clone(), id.clone(), 0..4u64).prop_map(move |(c, u, seq)| edit(c, u, seq)),
+            (id.clone(), id.clone(), 0..4u64).prop_map(|(c, u, seq)| Command::Recall(RecallData {
+                conversation_id: c.into(),
+                seq,
+                actor_id: u.into()
+            })),
+            (id.clone(), id.clone(), 0..4u64).prop_map(|(c, u, seq)| Command::Read(ReadData {
+                conversation_id: c.into(),
+                user_id: u.into(),
+                seq
+            })),
+            (id.clone(), id.clone(), id).prop_map(|(c, a, b)| create(c, &[a, b], &[a])),
+        ]
+    }
+
+    fn actor(command: &Command) -> Option<&str> {
+        command.actor()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any sequence of hostile commands: no panic, and a refusal for
+        /// not being a member names nobody but the actor (it never tells
+        /// who wrote a message or who is in a conversation).
+        #[test]
+        fn hostile_ids_never_panic_or_leak(commands in prop::collection::vec(hostile_command(), 1..24)) {
+            let config = Config::default();
+            let mut view = MemoryView::default();
+            let events: Vec<Accepted> = commands.iter().cloned().enumerate().map(|(n, c)| accepted(&format!("h{n}"), n as i64, c)).collect();
+            for (event, result) in events.iter().zip(run(&mut view, &config, &events)) {
+                if let Err(error) = result {
+                    if error.code == ErrorCode::NotMember {
+                        let actor = actor(&event.payload).unwrap_or_default();
+                        let conversation = event.payload.conversation_id();
+                        let rest = error.reason.replacen(actor, "", 1).replacen(conversation, "", 1);
+                        for other in ["mallory", "a.b"] {
+                            if other != actor && !conversation.contains(other) {
+                                prop_assert!(!rest.contains(other), "{}", error.reason);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     proptest! {
         /// Handling any sequence of events, each delivered once or twice in
         /// a row, ends in the same state and publishes the same first outputs
