@@ -17,6 +17,41 @@ fn imctl_in(data: &std::path::Path, args: &[&str]) -> std::process::Output {
         .expect("imctl runs")
 }
 
+/// A child that is stopped if the test ends early (a failed assertion):
+/// SIGTERM (imctl up then stops everything it started), SIGKILL after 10 s,
+/// so nothing outlives the test.
+struct Reaped(std::process::Child);
+
+impl std::ops::Deref for Reaped {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while matches!(self.0.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn http_get(port: u16, path: &str) -> String {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
@@ -35,25 +70,27 @@ fn imctl_up_send_tail_and_dlq() {
         .find(|base| (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
         .expect("six free ports");
     let http_port = free_port();
-    let mut up = Command::new(workspace_binary("imctl").unwrap())
-        .args(["up", "--data-dir"])
-        .arg(data.path())
-        .args([
-            "--nats-port",
-            &nats_port.to_string(),
-            "--metrics-port",
-            &metrics_port.to_string(),
-            "--sqlite-sync",
-            "normal",
-        ])
-        // No --jwt-secret: imctl up makes one in the data directory.
-        .args(["--http", &format!("127.0.0.1:{http_port}")])
-        .args(["--nats-monitor-port", &free_port().to_string()])
-        .env("IM_NATS_SERVER", nats_server_binary().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut up = Reaped(
+        Command::new(workspace_binary("imctl").unwrap())
+            .args(["up", "--data-dir"])
+            .arg(data.path())
+            .args([
+                "--nats-port",
+                &nats_port.to_string(),
+                "--metrics-port",
+                &metrics_port.to_string(),
+                "--sqlite-sync",
+                "normal",
+            ])
+            // No --jwt-secret: imctl up makes one in the data directory.
+            .args(["--http", &format!("127.0.0.1:{http_port}")])
+            .args(["--nats-monitor-port", &free_port().to_string()])
+            .env("IM_NATS_SERVER", nats_server_binary().unwrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
     let first = match lines.next() {
         Some(line) => line.unwrap(),
@@ -69,21 +106,23 @@ fn imctl_up_send_tail_and_dlq() {
     assert!(first.contains("ready"), "{first}");
     let url = format!("nats://127.0.0.1:{nats_port}");
 
-    let mut tail = Command::new(workspace_binary("imctl").unwrap())
-        .env("IM_DATA_DIR", data.path())
-        .args([
-            "tail",
-            "--nats-url",
-            &url,
-            "--subject",
-            "im.events.message.committed",
-            "--count",
-            "1",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut tail = Reaped(
+        Command::new(workspace_binary("imctl").unwrap())
+            .env("IM_DATA_DIR", data.path())
+            .args([
+                "tail",
+                "--nats-url",
+                &url,
+                "--subject",
+                "im.events.message.committed",
+                "--count",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let sent = imctl_in(
         data.path(),

@@ -70,7 +70,10 @@ async fn wait_shares(
 async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     let mut pipeline = Pipeline::start().await;
     let partitions = im_runtime::topology::topology().partitions.user;
-    assert!(partitions >= 2 && partitions.is_multiple_of(2), "{partitions}");
+    assert!(
+        partitions >= 2 && partitions.is_multiple_of(2),
+        "{partitions}"
+    );
     let half = partitions as usize / 2;
     round(&pipeline, 0).await;
     // A second replica joins: the first hands it half.

@@ -24,15 +24,19 @@ use crate::frames::FrameError;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// Small on purpose: the channel allocates its slots in blocks, and an
+/// idle connection holds one block.
 enum Entry {
     Frame(String),
     /// Close after this last frame (if any); everything queued before it
     /// is still written unless the connection is being dropped as slow.
-    Close {
-        last: Option<String>,
-        code: u16,
-        reason: String,
-    },
+    Close(Box<Closing>),
+}
+
+struct Closing {
+    last: Option<String>,
+    code: u16,
+    reason: String,
 }
 
 struct Shared {
@@ -78,7 +82,14 @@ impl Outbox {
         if self.shared.slow.load(Ordering::Acquire) {
             return Err(Closed);
         }
-        let text = frame.to_string();
+        self.push_text(frame.to_string())
+    }
+
+    /// Queue a frame already serialized (a reply whose size was checked).
+    pub fn push_text(&self, text: String) -> Result<(), Closed> {
+        if self.shared.slow.load(Ordering::Acquire) {
+            return Err(Closed);
+        }
         let size = text.len();
         let queued = self.shared.queued.fetch_add(size, Ordering::AcqRel) + size;
         if queued > self.shared.limit {
@@ -94,11 +105,11 @@ impl Outbox {
 
     /// Write what is queued, then `last` (if any), then close.
     pub fn close(&self, last: Option<&Value>, code: u16, reason: &str) {
-        let _ = self.entries.send(Entry::Close {
+        let _ = self.entries.send(Entry::Close(Box::new(Closing {
             last: last.map(Value::to_string),
             code,
             reason: reason.to_string(),
-        });
+        })));
     }
 
     fn drop_as_slow(&self, message: String) {
@@ -169,7 +180,8 @@ impl Writer {
                     }
                     self.shared.queued.fetch_sub(size, Ordering::AcqRel);
                 }
-                Entry::Close { last, code, reason } => {
+                Entry::Close(closing) => {
+                    let Closing { last, code, reason } = *closing;
                     let _ = tokio::time::timeout(write_timeout, async {
                         if let Some(text) = last {
                             sink.send(Message::Text(text.into())).await?;

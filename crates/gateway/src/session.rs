@@ -356,15 +356,23 @@ async fn handle(
                     item
                 })
                 .collect();
-            // Oldest first: keep the head that fits, the rest comes next.
-            let fits = fitting(items.iter(), gateway.config.max_reply_bytes);
-            has_more |= fits < items.len();
-            items.truncate(fits);
-            let next = items
-                .last()
-                .and_then(|item| item["sync_seq"].as_u64())
-                .unwrap_or(after);
-            context.send(json!({"op": "sync_result", "items": items, "next": next, "has_more": has_more})).await;
+            let reply = |items: &[Value], has_more: bool| {
+                let next = items
+                    .last()
+                    .and_then(|item| item["sync_seq"].as_u64())
+                    .unwrap_or(after);
+                json!({"op": "sync_result", "items": items, "next": next, "has_more": has_more})
+                    .to_string()
+            };
+            let mut text = reply(&items, has_more);
+            if text.len() > gateway.config.max_reply_bytes {
+                // Oldest first: keep the head that fits, the rest comes next.
+                let fits = fitting(items.iter(), gateway.config.max_reply_bytes);
+                has_more |= fits < items.len();
+                items.truncate(fits);
+                text = reply(&items, has_more);
+            }
+            let _ = context.outbox.push_text(text);
         }
         ClientFrame::History {
             conversation_id,
@@ -389,15 +397,18 @@ async fn handle(
             .ok_or_else(|| not_member(&context.user, &conversation_id))?;
             // Ascending: keep the newest that fit; `truncated` tells the
             // client to page on from the oldest it got.
-            let messages: Vec<Value> = messages.iter().map(|m| json!(m)).collect();
-            let fits = fitting(messages.iter().rev(), gateway.config.max_reply_bytes);
-            let truncated = fits < messages.len();
-            let messages = &messages[messages.len() - fits..];
-            let mut frame = json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages});
-            if truncated {
-                frame["truncated"] = json!(true);
+            let mut text = json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages}).to_string();
+            if text.len() > gateway.config.max_reply_bytes {
+                let messages: Vec<Value> = messages.iter().map(|m| json!(m)).collect();
+                let fits = fitting(messages.iter().rev(), gateway.config.max_reply_bytes);
+                let kept = &messages[messages.len() - fits..];
+                let mut frame = json!({"op": "history_result", "conversation_id": conversation_id, "messages": kept});
+                if fits < messages.len() {
+                    frame["truncated"] = json!(true);
+                }
+                text = frame.to_string();
             }
-            context.send(frame).await;
+            let _ = context.outbox.push_text(text);
         }
         ClientFrame::Conversations {} => {
             let (users, conversations, user) = (
