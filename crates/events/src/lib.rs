@@ -19,3 +19,15 @@ pub mod subjects;
 pub use codes::{ErrorCode, EventError};
 pub use inbound::{parse_inbound, InboundMessage};
 pub use model::*;
+
+/// Shared by the property tests of every crate.
+pub mod testing {
+    /// Cases per property: `PROPTEST_CASES` if set, else 4,096 (the fuzzing
+    /// budget `./infra/test.sh` runs with).
+    pub fn property_cases() -> u32 {
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(4096)
+    }
+}

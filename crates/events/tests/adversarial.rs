@@ -8,13 +8,7 @@ use proptest::prelude::*;
 use serde_json::json;
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(4096),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_cases(im_events::testing::property_cases())
 }
 
 /// Strings the way an attacker picks them: separators of our own formats,

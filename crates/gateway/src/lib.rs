@@ -254,11 +254,13 @@ impl Gateway {
         let Some(entry) = sessions.get(user) else {
             return;
         };
+        let mut text: Option<String> = None;
         for connection in &entry.connections {
             if origin != Some(connection.source.as_str()) {
-                // Past its bound the device is closed as slow; it will
-                // reconnect and sync.
-                let _ = connection.outbox.push(frame);
+                // Serialized once for all of the user's devices. Past its
+                // bound a device is closed as slow; it reconnects and syncs.
+                let text = text.get_or_insert_with(|| frame.to_string()).clone();
+                let _ = connection.outbox.push_text(text);
             }
         }
     }

@@ -80,7 +80,7 @@ impl Outbox {
     /// Queue a frame; past the bound the connection is closed as slow.
     pub fn push(&self, frame: &Value) -> Result<(), Closed> {
         if self.shared.slow.load(Ordering::Acquire) {
-            return Err(Closed);
+            return Err(Closed); // not worth serializing
         }
         self.push_text(frame.to_string())
     }

@@ -11,13 +11,7 @@ use serde_json::json;
 const SECRET: &str = "adversarial-tests-secret-0123456789abcdef";
 
 fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES")
-            .ok()
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(4096),
-        ..ProptestConfig::default()
-    }
+    ProptestConfig::with_cases(im_events::testing::property_cases())
 }
 
 fn hostile() -> impl Strategy<Value = String> {

@@ -112,14 +112,7 @@ pub fn node_procs(
         };
         let path = data_dir.join("nats-auth.conf");
         let _ = std::fs::remove_file(&path);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        std::io::Write::write_all(&mut options.open(&path)?, block.as_bytes())?;
+        im_runtime::secrets::create_private(&path, block.as_bytes())?;
         Ok(format!(
             "{conf}\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n"
         ))

@@ -201,6 +201,13 @@ impl Members {
         members
     }
 
+    /// Whether the watch has delivered this replica's own announcement:
+    /// entries come in bucket order, so it has seen everyone before it.
+    fn has_seen(&self, me: &str) -> bool {
+        let guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().is_some_and(|map| map.contains_key(me))
+    }
+
     /// The live replicas (written within `ttl`), this one included.
     fn live(&self, me: &str, ttl: Duration) -> Option<Vec<String>> {
         let now = chrono::Utc::now().timestamp_millis();
@@ -247,6 +254,15 @@ where
     let renew_every = ttl / 3;
     let members = Members::follow(bucket.clone(), function.clone(), shutdown.clone());
     let me = member_key(&function, &owner);
+    // Before the first round, see who else is there (briefly): otherwise a
+    // replica starting beside others would take every free partition and
+    // then hand most of them back.
+    if bucket.put(&me, owner.clone().into()).await.is_ok() {
+        let deadline = std::time::Instant::now() + renew_every;
+        while !members.has_seen(&owner) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     loop {
         if let Err(error) = bucket.put(&me, owner.clone().into()).await {
             tracing::info!(%error, "could not announce this replica; retrying");

@@ -11,7 +11,6 @@
 //! replies on an inbox prefix of its own (`_INBOX_<role>.`), so no role sees
 //! another's replies (pull consumers deliver there).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// A role's permissions: subjects it may publish to and subscribe to.
@@ -202,21 +201,8 @@ pub fn ensure_credentials(data_dir: &Path) -> anyhow::Result<Vec<Credentials>> {
     for role in ROLES {
         let path = dir.join(role.name);
         if !path.exists() {
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            match options.open(&path) {
-                Ok(mut file) => {
-                    write!(file, "{}:{}", role.name, crate::secrets::generate())?;
-                    file.sync_all()?;
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(error) => anyhow::bail!("create {}: {error}", path.display()),
-            }
+            let line = format!("{}:{}", role.name, crate::secrets::generate());
+            crate::secrets::create_private(&path, line.as_bytes())?;
         }
         all.push(Credentials::read(&path)?);
     }

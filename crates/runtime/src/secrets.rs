@@ -57,15 +57,13 @@ pub fn check(secret: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The data directory's secret, made (mode 0600) if there is none yet.
-/// Returns it and whether it was just made.
-pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
-    let path = secret_path(data_dir);
-    if path.exists() {
-        return Ok((read(data_dir)?, false));
+/// Write a file only its owner can read (mode 0600), if it does not exist
+/// yet: true if this call made it, false if it was already there (another
+/// process may have been first). Secrets and credentials are made here.
+pub fn create_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
     }
-    std::fs::create_dir_all(path.parent().expect("a file in a directory"))?;
-    let secret = generate();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -73,18 +71,23 @@ pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    match options.open(&path) {
+    match options.open(path) {
         Ok(mut file) => {
-            file.write_all(secret.as_bytes())?;
+            file.write_all(contents)?;
             file.sync_all()?;
-            Ok((secret, true))
+            Ok(true)
         }
-        // Another process made it first: use theirs.
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-            Ok((read(data_dir)?, false))
-        }
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
         Err(error) => Err(anyhow::anyhow!("create {}: {error}", path.display())),
     }
+}
+
+/// The data directory's secret, made (mode 0600) if there is none yet.
+/// Returns it and whether it was just made.
+pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    let path = secret_path(data_dir);
+    let created = !path.exists() && create_private(&path, generate().as_bytes())?;
+    Ok((read(data_dir)?, created))
 }
 
 /// The data directory's secret, or what to do when it has none.

@@ -100,7 +100,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(4096))]
+        #![proptest_config(ProptestConfig::with_cases(im_events::testing::property_cases()))]
 
         /// Store URIs from the environment never panic the parser, in any
         /// shape (the fuzzing of issue 13).

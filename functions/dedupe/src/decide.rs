@@ -1206,7 +1206,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(2048))]
+        #![proptest_config(ProptestConfig::with_cases(im_events::testing::property_cases() / 2))]
 
         /// Any sequence of hostile commands: no panic, and a refusal for
         /// not being a member names nobody but the actor (it never tells
