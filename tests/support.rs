@@ -33,7 +33,13 @@ impl Pipeline {
 
     /// Start with extra environment for every function (e.g. a short recall window).
     pub async fn start_with(extra_env: Vec<(String, String)>) -> Pipeline {
-        let system = System::builder()
+        Self::start_on(System::builder().envs(extra_env)).await
+    }
+
+    /// Start from a builder the test has set up (TLS, say), with the
+    /// settings every pipeline test runs with.
+    pub async fn start_on(builder: im_harness::Builder) -> Pipeline {
+        let system = builder
             .gateways(0)
             // The count this test process's topology has, so that what the
             // tests compute (subjects, partitions) agrees with the system.
@@ -43,7 +49,6 @@ impl Pipeline {
             .durability(Durability::Relaxed)
             .env("IM_SQLITE_SYNC", "normal")
             .env("IM_LEASE_TTL_MS", "1500")
-            .envs(extra_env)
             .start()
             .await
             .expect("the pipeline starts");
@@ -367,6 +372,22 @@ pub fn users(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i:03}")).collect()
 }
 
+/// A TLS client configuration that trusts only the CA certificate at `ca`.
+pub fn tls_client(ca: &Path) -> rustls::ClientConfig {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(ca).expect("the CA file") {
+        roots.add(cert.expect("a PEM certificate")).expect("a CA certificate");
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth()
+}
+
 pub fn token(user: &str, device: &str, ttl_secs: i64) -> String {
     im_gateway::auth::mint_device(
         JWT_SECRET,
@@ -404,11 +425,29 @@ impl Device {
     ) -> Result<Device, tokio_tungstenite::tungstenite::Error> {
         let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
         let (socket, _) = tokio_tungstenite::connect_async(url).await?;
-        Ok(Device {
+        Ok(Device::on(socket))
+    }
+
+    /// Connect over TLS (`wss://localhost`), trusting only the CA at `ca`.
+    pub async fn try_connect_tls(
+        port: u16,
+        token: &str,
+        ca: &Path,
+    ) -> Result<Device, tokio_tungstenite::tungstenite::Error> {
+        let url = format!("wss://localhost:{port}/v1/ws?token={token}");
+        let connector = tokio_tungstenite::Connector::Rustls(std::sync::Arc::new(tls_client(ca)));
+        let (socket, _) =
+            tokio_tungstenite::connect_async_tls_with_config(url, None, false, Some(connector))
+                .await?;
+        Ok(Device::on(socket))
+    }
+
+    fn on(socket: Socket) -> Device {
+        Device {
             socket,
             backlog: Default::default(),
             shown: HashMap::new(),
-        })
+        }
     }
 
     pub async fn send(&mut self, frame: Value) {

@@ -20,4 +20,5 @@ mod scaleout;
 mod takeover;
 mod tiering;
 mod timeline_changes;
+mod tls;
 mod trust;

@@ -105,4 +105,9 @@ fn use_local_admin_credentials() {
     if admin.exists() {
         std::env::set_var("IM_NATS_CREDS", admin);
     }
+    if let Some(ca) = im_harness::certs::ca_in_use(&data_dir) {
+        if std::env::var_os("IM_NATS_CA").is_none() {
+            std::env::set_var("IM_NATS_CA", ca);
+        }
+    }
 }

@@ -54,6 +54,11 @@ pub struct UpArgs {
     /// Must match what the streams were created with (see the README).
     #[arg(long, env = "IM_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// TLS for NATS (clients and routes) and the gateways (wss://, https://),
+    /// with a CA made for the data directory
+    /// (`<data-dir>/credentials/tls/ca.pem`: clients trust it).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 fn exe_dir() -> PathBuf {
@@ -105,14 +110,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(partitions) = args.partitions {
         builder = builder.partitions(partitions);
     }
+    builder = builder.tls(args.tls);
     let mut system = builder.start().await?;
+    if let Some(tls) = &system.tls {
+        eprintln!(
+            "imctl: TLS on; clients trust the CA {} (IM_NATS_CA for NATS clients)",
+            tls.ca.display()
+        );
+    }
     let replicas = args.replicas.unwrap_or(if args.cluster { 2 } else { 1 });
     println!(
         "ready: gateway {}, nats {}, functions {}{}, durability {}, partitions {}, data {}, logs {}",
         system
             .gateways
             .iter()
-            .map(|g| format!("ws://{}/v1/ws", g.address))
+            .map(|g| format!("{}://{}/v1/ws", system.ws_scheme(), g.address))
             .collect::<Vec<_>>()
             .join(" "),
         system.nats_url,

@@ -20,6 +20,7 @@ pub mod limits;
 pub mod outbox;
 pub mod push_tokens;
 pub mod session;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -51,6 +51,13 @@ struct Args {
     /// client pages on.
     #[arg(long, env = "IM_MAX_REPLY_BYTES", default_value_t = 1024 * 1024)]
     max_reply_bytes: usize,
+    /// TLS certificate chain (PEM); with --tls-key the gateway speaks only
+    /// HTTPS and WSS.
+    #[arg(long, env = "IM_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "IM_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -101,10 +108,23 @@ async fn main() -> anyhow::Result<()> {
                 args.http
             )
         })?;
-    tracing::info!(addr = %listener.local_addr()?, "gateway listening");
     let shutdown = Shutdown::on_signals();
-    axum::serve(listener, im_gateway::http::app(gateway))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await?;
+    let app = im_gateway::http::app(gateway);
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let config = im_gateway::tls::server_config(cert, key)?;
+            let listener = im_gateway::tls::TlsListener::new(listener, config)?;
+            tracing::info!(addr = %axum::serve::Listener::local_addr(&listener)?, tls = true, "gateway listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await?;
+        }
+        _ => {
+            tracing::info!(addr = %listener.local_addr()?, tls = false, "gateway listening");
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .await?;
+        }
+    }
     Ok(())
 }

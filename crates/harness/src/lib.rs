@@ -1,6 +1,7 @@
 //! One way to start the system, for everyone who starts it: the tests,
 //! `imctl up`, the benchmarks and the chaos lab.
 //!
+//! - [`certs`]: a data directory's CA and server certificate for TLS.
 //! - [`binaries`]: where nats-server and this workspace's binaries are.
 //! - [`process`]: a child process that can be killed, paused, restarted
 //!   and is killed when dropped; free loopback ports.
@@ -11,6 +12,7 @@
 //!   every function (with replicas), gateways, streams created, ready.
 
 pub mod binaries;
+pub mod certs;
 pub mod nats;
 pub mod process;
 pub mod system;

@@ -88,15 +88,26 @@ impl Drop for NatsServer {
 const NATS_CONF: &str = include_str!("../../../nats.conf");
 const CLUSTER_CONF: &str = include_str!("../../../infra/nats/cluster.conf");
 
+/// What a system's nats-server nodes demand of who connects.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// An `authorization` block ([`im_runtime::nats_auth::server_config`]):
+    /// the nodes refuse anonymous clients. In a cluster the routes between
+    /// nodes then authenticate too, with a password of their own.
+    pub authorization: Option<String>,
+    /// TLS for client connections and, in a cluster, the routes.
+    pub tls: Option<crate::certs::TlsFiles>,
+}
+
 /// The nats-server nodes of a system: one (`nats.conf`) or a cluster of
 /// `nodes` (`cluster.conf`), their configs written into `data_dir`, ports
 /// from `port` (clients), `port + 2000` (routes), `monitor_port`
 /// (monitoring), as processes ready to spawn.
 ///
-/// With `authorization` (an `authorization` block, see
-/// [`im_runtime::nats_auth::server_config`]) the nodes refuse anonymous
-/// clients: the block goes into `nats-auth.conf` (mode 0600) beside the
-/// config, which includes it.
+/// What [`Security`] asks for goes into files beside the config that it
+/// includes, mode 0600: `nats-auth.conf` (who may do what), `nats-tls.conf`
+/// (the server's certificate) and, in a cluster, `nats-routes.conf` (the
+/// routes, their password and TLS).
 pub fn node_procs(
     data_dir: &Path,
     logs: &Path,
@@ -104,18 +115,33 @@ pub fn node_procs(
     port: u16,
     monitor_port: u16,
     durability: Durability,
-    authorization: Option<&str>,
+    security: &Security,
 ) -> anyhow::Result<Vec<(Proc, u16)>> {
-    let with_auth = |conf: &str| -> anyhow::Result<String> {
-        let Some(block) = authorization else {
-            return Ok(conf.to_string());
-        };
-        let path = data_dir.join("nats-auth.conf");
+    let private = |name: &str, text: &str| -> anyhow::Result<()> {
+        let path = data_dir.join(name);
         let _ = std::fs::remove_file(&path);
-        im_runtime::secrets::create_private(&path, block.as_bytes())?;
-        Ok(format!(
-            "{conf}\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n"
-        ))
+        im_runtime::secrets::create_private(&path, text.as_bytes())?;
+        Ok(())
+    };
+    let tls_block = |verify: bool| {
+        security.tls.as_ref().map(|tls| {
+            format!(
+                "tls {{\n  cert_file: {:?}\n  key_file: {:?}\n  ca_file: {:?}\n  verify: {verify}\n  timeout: 5\n}}\n",
+                tls.cert, tls.key, tls.ca
+            )
+        })
+    };
+    let with_security = |conf: &str| -> anyhow::Result<String> {
+        let mut conf = conf.to_string();
+        if let Some(block) = &security.authorization {
+            private("nats-auth.conf", block)?;
+            conf.push_str("\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n");
+        }
+        if let Some(block) = tls_block(false) {
+            private("nats-tls.conf", &block)?;
+            conf.push_str("\n# Clients connect with TLS only (made by imctl).\ninclude \"nats-tls.conf\"\n");
+        }
+        Ok(conf)
     };
     let binary = nats_server_binary()?;
     let common = |extra: Vec<(String, String)>| {
@@ -128,7 +154,7 @@ pub fn node_procs(
     };
     if nodes <= 1 {
         let conf = data_dir.join("nats.conf");
-        std::fs::write(&conf, with_auth(NATS_CONF)?)?;
+        std::fs::write(&conf, with_security(NATS_CONF)?)?;
         let env = common(vec![
             ("IM_NATS_PORT".into(), port.to_string()),
             ("IM_NATS_MONITOR_PORT".into(), monitor_port.to_string()),
@@ -152,8 +178,36 @@ pub fn node_procs(
         "a local cluster has 3 nodes (infra/nats/cluster.conf routes to three), not {nodes}"
     );
     let conf = data_dir.join("nats-cluster.conf");
-    std::fs::write(&conf, with_auth(CLUSTER_CONF)?)?;
+    std::fs::write(&conf, with_security(CLUSTER_CONF)?)?;
     let route_port = |n: usize| port + 2000 + n as u16;
+    // The routes: authenticated whenever clients are (a stray process must
+    // not join the cluster as a node and read every stream), over TLS when
+    // clients are, each node verifying the others' certificates.
+    let mut routes = String::from("# The routes between the nodes (made by imctl).\n");
+    let login = match &security.authorization {
+        Some(_) => {
+            let path = data_dir.join("credentials").join("nats-route");
+            im_runtime::secrets::create_private(&path, im_runtime::secrets::generate().as_bytes())?;
+            let password = std::fs::read_to_string(&path)?.trim().to_string();
+            routes.push_str(&format!(
+                "authorization {{ user: route, password: \"{password}\", timeout: 5 }}\n"
+            ));
+            format!("route:{password}@")
+        }
+        None => String::new(),
+    };
+    routes.push_str("routes: [\n");
+    for m in 0..nodes {
+        routes.push_str(&format!(
+            "  nats://{login}127.0.0.1:{}\n",
+            route_port(m)
+        ));
+    }
+    routes.push_str("]\n");
+    if let Some(block) = tls_block(true) {
+        routes.push_str(&block);
+    }
+    private("nats-routes.conf", &routes)?;
 
     (0..nodes)
         .map(|n| {
@@ -174,13 +228,6 @@ pub fn node_procs(
                         .to_string(),
                 ),
             ]);
-            let mut env = env;
-            for m in 0..nodes {
-                env.push((
-                    format!("IM_NATS_ROUTE_{}", m + 1),
-                    format!("nats://127.0.0.1:{}", route_port(m)),
-                ));
-            }
             let proc = Proc::new(
                 name.clone(),
                 Kind::Nats,

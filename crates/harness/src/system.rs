@@ -40,6 +40,7 @@ pub struct Builder {
     metrics_port: Option<u16>,
     jwt_secret: Option<String>,
     auth: bool,
+    tls: bool,
     log_filter: String,
     bin_dir: Option<PathBuf>,
     partitions: Option<u32>,
@@ -144,6 +145,14 @@ impl Builder {
         self
     }
 
+    /// TLS everywhere it faces a client: nats-server (clients and routes)
+    /// and the gateways, with a CA made for the data directory
+    /// ([`crate::certs::TlsFiles`]) that every process trusts. Default: off.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
         self.jwt_secret = Some(secret.into());
         self
@@ -192,6 +201,7 @@ impl Builder {
                 .clone()
                 .unwrap_or_else(im_runtime::secrets::generate),
             credentials: None,
+            tls: None,
             bin_dir,
             scratch,
         };
@@ -204,6 +214,9 @@ impl Builder {
                     None => free_base(),
                 };
                 let monitor = self.monitor_port.unwrap_or(base + 5000);
+                if self.tls {
+                    system.tls = Some(crate::certs::TlsFiles::ensure(&data_dir)?);
+                }
                 let authorization = if self.auth {
                     use im_runtime::nats_auth;
                     let all = nats_auth::ensure_credentials(&data_dir)?;
@@ -224,7 +237,10 @@ impl Builder {
                     base,
                     monitor,
                     self.durability,
-                    authorization.as_deref(),
+                    &crate::nats::Security {
+                        authorization,
+                        tls: system.tls.clone(),
+                    },
                 )? {
                     proc.spawn()?;
                     system.procs.push(proc);
@@ -247,15 +263,15 @@ impl Builder {
                     .join(",");
             }
         }
-        let admin = system.admin();
+        let access = system.access();
         let partitions = match self.partitions {
             Some(partitions) => partitions,
-            None => chosen_partitions(&system.nats_url, admin.as_ref(), self.nodes).await,
+            None => chosen_partitions(&system.nats_url, &access, self.nodes).await,
         };
         system.partitions = partitions;
         ensure_topology(
             &system.nats_url,
-            admin.as_ref(),
+            &access,
             stream_replicas,
             partitions,
         )
@@ -271,6 +287,11 @@ impl Builder {
             ),
             ("IM_PARTITIONS".to_string(), partitions.to_string()),
         ];
+        if let Some(tls) = &system.tls {
+            system
+                .env
+                .push(("IM_NATS_CA".to_string(), tls.ca.display().to_string()));
+        }
         system.env.extend(self.env.iter().cloned());
         let mut metrics_port = self.metrics_port;
         for function in &self.functions {
@@ -331,10 +352,10 @@ impl Builder {
 /// server were created with, else [`default_partitions`].
 async fn chosen_partitions(
     nats_url: &str,
-    admin: Option<&im_runtime::nats_auth::Credentials>,
+    access: &im_runtime::config::NatsAccess,
     nodes: usize,
 ) -> u32 {
-    let Ok(client) = im_runtime::config::connect_as(nats_url, "im-harness", admin).await else {
+    let Ok(client) = im_runtime::config::connect_as(nats_url, "im-harness", access).await else {
         return default_partitions(nodes);
     };
     let js = async_nats::jetstream::new(client);
@@ -359,11 +380,11 @@ pub fn default_partitions(nodes: usize) -> u32 {
 /// retry for a while.
 pub async fn ensure_topology(
     nats_url: &str,
-    admin: Option<&im_runtime::nats_auth::Credentials>,
+    access: &im_runtime::config::NatsAccess,
     replicas: usize,
     partitions: u32,
 ) -> anyhow::Result<()> {
-    let client = im_runtime::config::connect_as(nats_url, "im-harness", admin).await?;
+    let client = im_runtime::config::connect_as(nats_url, "im-harness", access).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -399,6 +420,8 @@ pub struct System {
     /// With an authenticated bus: where the roles' credentials are, and the
     /// `admin` ones in-process clients use.
     pub credentials: Option<(PathBuf, im_runtime::nats_auth::Credentials)>,
+    /// With TLS: the CA every process trusts and the servers' certificate.
+    pub tls: Option<crate::certs::TlsFiles>,
     bin_dir: PathBuf,
     scratch: Option<tempfile::TempDir>,
 }
@@ -420,6 +443,7 @@ impl System {
             metrics_port: None,
             jwt_secret: None,
             auth: true,
+            tls: false,
             log_filter: "info,async_nats=warn".to_string(),
             bin_dir: None,
             partitions: None,
@@ -501,12 +525,18 @@ impl System {
         extra: &[(String, String)],
     ) -> anyhow::Result<()> {
         let program = self.binary("im-gateway")?;
+        let mut env = Vec::new();
+        if let Some(tls) = &self.tls {
+            env.push(("IM_TLS_CERT".to_string(), tls.cert.display().to_string()));
+            env.push(("IM_TLS_KEY".to_string(), tls.key.display().to_string()));
+        }
+        env.extend(extra.iter().cloned());
         let mut proc = Proc::new(
             name,
             Kind::Gateway,
             program,
             vec![],
-            self.env_for("gateway", name, extra),
+            self.env_for("gateway", name, &env),
             self.logs.join(format!("{name}.log")),
         );
         proc.spawn()?;
@@ -541,7 +571,32 @@ impl System {
 
     /// A client of the `admin` role (or anonymous on an open bus).
     pub async fn client(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        im_runtime::config::connect_as(&self.nats_url, name, self.admin().as_ref()).await
+        im_runtime::config::connect_as(&self.nats_url, name, &self.access()).await
+    }
+
+    /// How in-process clients reach the bus: as `admin`, trusting the CA.
+    pub fn access(&self) -> im_runtime::config::NatsAccess {
+        self.access_as(self.admin())
+    }
+
+    /// The bus with these credentials (or none), trusting the system's CA.
+    pub fn access_as(
+        &self,
+        credentials: Option<im_runtime::nats_auth::Credentials>,
+    ) -> im_runtime::config::NatsAccess {
+        im_runtime::config::NatsAccess {
+            credentials,
+            ca: self.tls.as_ref().map(|tls| tls.ca.clone()),
+        }
+    }
+
+    /// The gateways' scheme for WebSocket URLs: `wss` with TLS.
+    pub fn ws_scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        }
     }
 
     /// The `admin` credentials, on an authenticated bus.

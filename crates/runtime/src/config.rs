@@ -152,21 +152,57 @@ pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
         })
 }
 
-/// Connect to NATS as the environment says (`IM_NATS_CREDS`, or
-/// `IM_NATS_USER` / `IM_NATS_PASSWORD`), retrying while the server starts;
-/// says what to do if it never answers.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    let credentials = crate::nats_auth::Credentials::from_env()?;
-    connect_as(url, name, credentials.as_ref()).await
+/// How a process reaches NATS besides the URL: its role's credentials and
+/// the CA it trusts for TLS (`IM_NATS_CA`; given one, the connection must
+/// be TLS and the server's certificate must chain to it).
+#[derive(Debug, Clone, Default)]
+pub struct NatsAccess {
+    pub credentials: Option<crate::nats_auth::Credentials>,
+    pub ca: Option<PathBuf>,
 }
 
-/// Connect to NATS with these credentials (or none). A role reads its
-/// replies on its own inbox prefix, which its permissions allow.
+impl NatsAccess {
+    /// As the environment says: `IM_NATS_CREDS` (or `IM_NATS_USER` /
+    /// `IM_NATS_PASSWORD`) and `IM_NATS_CA`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let ca = std::env::var_os("IM_NATS_CA")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        if let Some(ca) = &ca {
+            anyhow::ensure!(
+                ca.exists(),
+                "IM_NATS_CA {} does not exist; `imctl up --tls` makes one in <data-dir>/credentials/tls/ca.pem",
+                ca.display()
+            );
+        }
+        Ok(NatsAccess {
+            credentials: crate::nats_auth::Credentials::from_env()?,
+            ca,
+        })
+    }
+
+    pub fn with_credentials(credentials: Option<crate::nats_auth::Credentials>) -> Self {
+        NatsAccess {
+            credentials,
+            ca: None,
+        }
+    }
+}
+
+/// Connect to NATS as the environment says ([`NatsAccess::from_env`]),
+/// retrying while the server starts; says what to do if it never answers.
+pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    connect_as(url, name, &NatsAccess::from_env()?).await
+}
+
+/// Connect to NATS with this access. A role reads its replies on its own
+/// inbox prefix, which its permissions allow.
 pub async fn connect_as(
     url: &str,
     name: &str,
-    credentials: Option<&crate::nats_auth::Credentials>,
+    access: &NatsAccess,
 ) -> anyhow::Result<async_nats::Client> {
+    let credentials = access.credentials.as_ref();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut options = async_nats::ConnectOptions::new()
@@ -185,6 +221,9 @@ pub async fn connect_as(
                 .user_and_password(credentials.user.clone(), credentials.password.clone())
                 .custom_inbox_prefix(crate::nats_auth::inbox_prefix(&credentials.user));
         }
+        if let Some(ca) = &access.ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
         let attempt = options.connect(server_addrs(url)?);
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
             Ok(Ok(client)) => return Ok(client),
@@ -192,6 +231,11 @@ pub async fn connect_as(
                 anyhow::bail!(
                     "NATS at {url} refused {}: {error}; give this process its role's credentials (IM_NATS_CREDS=<data-dir>/credentials/nats/<role>, made by imctl up)",
                     credentials.map(|c| format!("user {:?}", c.user)).unwrap_or_else(|| "an anonymous connection".into())
+                )
+            }
+            Ok(Err(error)) if is_tls_refusal(&error.to_string()) => {
+                anyhow::bail!(
+                    "NATS at {url} refused the TLS connection: {error}; the server requires TLS: give the CA that signed its certificate with IM_NATS_CA (imctl up --tls: <data-dir>/credentials/tls/ca.pem)"
                 )
             }
             Ok(Err(error)) if std::time::Instant::now() < deadline => {
@@ -203,6 +247,13 @@ pub async fn connect_as(
             Err(_) => anyhow::bail!("cannot connect to NATS at {url}: timed out; is nats-server running (imctl up starts one)?"),
         }
     }
+}
+
+fn is_tls_refusal(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    ["certificate", "tls required", "unknownissuer", "handshake"]
+        .iter()
+        .any(|word| error.contains(word))
 }
 
 /// A duration as people write it: `90s`, `30m`, `1h`, `7d` (bare numbers
