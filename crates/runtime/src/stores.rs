@@ -1,6 +1,6 @@
 //! Which store backend a process uses: `IM_STORE=sqlite:///path` (the
 //! default: the embedded files in the data directory) or
-//! `IM_STORE=scylla://host1,host2/keyspace`. Every function, the gateway and
+//! `IM_STORE=scylla://[user:password@]host1,host2/keyspace[?tls=true&ca=/path/ca.pem]`. Every function, the gateway and
 //! imctl open their stores here.
 
 use std::path::{Path, PathBuf};

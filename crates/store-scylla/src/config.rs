@@ -1,4 +1,4 @@
-//! `IM_STORE=scylla://host1,host2:9042/keyspace?dc=dc1&rf=3&consistency=local_quorum&hot_ttl=14d`
+//! `IM_STORE=scylla://[user:password@]host1,host2:9042/keyspace?dc=dc1&rf=3&consistency=local_quorum&hot_ttl=14d&tls=true&ca=/path/ca.pem`
 
 use scylla::statement::Consistency;
 
@@ -14,6 +14,65 @@ pub struct ScyllaConfig {
     /// Time-to-live of hot message rows (seconds): the hot window plus the
     /// archiver's grace.
     pub hot_ttl_secs: i64,
+    /// Authenticate with a user and password (`user:password@` in the URI).
+    pub login: Option<Login>,
+    /// Connect with TLS (`tls=true`, or `ca=` a CA file to trust instead of
+    /// the system's roots).
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, PartialEq)]
+pub struct Login {
+    pub user: String,
+    pub password: String,
+}
+
+/// The password never shows in logs or errors.
+impl std::fmt::Debug for Login {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Login {{ user: {:?}, password: \"***\" }}", self.user)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tls {
+    /// A CA certificate file (PEM) to trust; none: the system's roots.
+    pub ca: Option<std::path::PathBuf>,
+}
+
+impl Tls {
+    /// The rustls client configuration: the CA given, or the system's roots.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        match &self.ca {
+            Some(ca) => {
+                let certs = rustls::pki_types::CertificateDer::pem_file_iter(ca)
+                    .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+                    .map_err(|e| format!("scylla ca={}: {e}", ca.display()))?;
+                for cert in certs {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("scylla ca={}: {e}", ca.display()))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err("scylla tls=true: no CA certificate to trust; give ca=/path/ca.pem".into());
+        }
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())
+        .map(|builder| builder.with_root_certificates(roots).with_no_client_auth())
+    }
 }
 
 pub const DEFAULT_PORT: u16 = 9042;
@@ -48,16 +107,50 @@ fn parse_secs(text: &str) -> Option<i64> {
     )
 }
 
+/// The URI with its password hidden, for messages.
+pub fn redact(uri: &str) -> String {
+    let Some(rest) = uri.strip_prefix("scylla://") else {
+        return uri.to_string();
+    };
+    let end = rest.find('?').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((userinfo, _)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("scylla://{user}:***@{}", &rest[userinfo.len() + 1..])
+        }
+        None => uri.to_string(),
+    }
+}
+
 impl ScyllaConfig {
     /// Parse a `scylla://` URI.
     pub fn parse(uri: &str) -> Result<Self, String> {
+        let shown = redact(uri);
         let rest = uri
             .strip_prefix("scylla://")
-            .ok_or_else(|| format!("{uri:?} is not a scylla:// URI"))?;
+            .ok_or_else(|| format!("{shown:?} is not a scylla:// URI"))?;
         let (location, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (login, location) = match location.rsplit_once('@') {
+            Some((userinfo, location)) => {
+                let (user, password) = userinfo.split_once(':').ok_or_else(|| {
+                    "scylla:// credentials must be user:password@ before the hosts".to_string()
+                })?;
+                if user.is_empty() {
+                    return Err("scylla:// credentials name no user".into());
+                }
+                (
+                    Some(Login {
+                        user: user.to_string(),
+                        password: password.to_string(),
+                    }),
+                    location,
+                )
+            }
+            None => (None, location),
+        };
         let (hosts, keyspace) = location
             .split_once('/')
-            .ok_or_else(|| format!("{uri:?} names no keyspace: scylla://host1,host2/keyspace"))?;
+            .ok_or_else(|| format!("{shown:?} names no keyspace: scylla://host1,host2/keyspace"))?;
         let hosts: Vec<String> = hosts
             .split(',')
             .filter(|h| !h.is_empty())
@@ -70,7 +163,7 @@ impl ScyllaConfig {
             })
             .collect();
         if hosts.is_empty() {
-            return Err(format!("{uri:?} names no host"));
+            return Err(format!("{shown:?} names no host"));
         }
         let keyspace = keyspace.trim_end_matches('/').to_string();
         if keyspace.is_empty()
@@ -91,6 +184,8 @@ impl ScyllaConfig {
             replication_factor: 3,
             consistency: Consistency::LocalQuorum,
             hot_ttl_secs: 14 * 86_400,
+            login,
+            tls: None,
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -113,9 +208,24 @@ impl ScyllaConfig {
                         .filter(|s| *s > 0)
                         .ok_or_else(|| format!("hot_ttl={value:?}: expected e.g. 14d"))?
                 }
+                "tls" => match value {
+                    "true" | "1" => {
+                        config.tls.get_or_insert(Tls { ca: None });
+                    }
+                    "false" | "0" => config.tls = None,
+                    _ => return Err(format!("tls={value:?} must be true or false")),
+                },
+                "ca" => {
+                    if value.is_empty() {
+                        return Err("ca= names no file".into());
+                    }
+                    config.tls = Some(Tls {
+                        ca: Some(value.into()),
+                    })
+                }
                 other => {
                     return Err(format!(
-                        "unknown scylla:// option {other:?} (dc, rf, consistency, hot_ttl)"
+                        "unknown scylla:// option {other:?} (dc, rf, consistency, hot_ttl, tls, ca)"
                     ))
                 }
             }
@@ -146,6 +256,34 @@ mod tests {
     }
 
     #[test]
+    fn credentials_and_tls_come_from_the_uri() {
+        let plain = ScyllaConfig::parse("scylla://a/im").unwrap();
+        assert_eq!((plain.login, plain.tls), (None, None));
+        let config =
+            ScyllaConfig::parse("scylla://im_app:p@ss:w0rd@10.0.0.1,10.0.0.2/im?tls=true").unwrap();
+        let login = config.login.clone().unwrap();
+        assert_eq!(
+            (login.user.as_str(), login.password.as_str()),
+            ("im_app", "p@ss:w0rd")
+        );
+        assert_eq!(config.hosts, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
+        assert_eq!(config.tls, Some(Tls { ca: None }));
+        assert!(!format!("{config:?}").contains("w0rd"), "the password is not logged");
+        let error = ScyllaConfig::parse("scylla://u:hunter2@h").unwrap_err();
+        assert!(!error.contains("hunter2"), "{error}");
+        assert_eq!(redact("scylla://u:pw@h/im?tls=1"), "scylla://u:***@h/im?tls=1");
+        let pinned = ScyllaConfig::parse("scylla://h/im?ca=/etc/im/scylla-ca.pem").unwrap();
+        assert_eq!(
+            pinned.tls.unwrap().ca.as_deref(),
+            Some(std::path::Path::new("/etc/im/scylla-ca.pem"))
+        );
+        let missing = Tls {
+            ca: Some("/nonexistent/ca.pem".into()),
+        };
+        assert!(missing.client_config().unwrap_err().contains("ca="));
+    }
+
+    #[test]
     fn bad_uris_say_what_is_wrong() {
         for (uri, needle) in [
             ("sqlite:///x", "not a scylla"),
@@ -156,6 +294,10 @@ mod tests {
             ("scylla://h/im?rf=0", "rf="),
             ("scylla://h/im?consistency=most", "consistency"),
             ("scylla://h/im?color=red", "unknown"),
+            ("scylla://nopassword@h/im", "user:password"),
+            ("scylla://:pw@h/im", "no user"),
+            ("scylla://h/im?tls=maybe", "tls="),
+            ("scylla://h/im?ca=", "no file"),
         ] {
             let error = ScyllaConfig::parse(uri).unwrap_err();
             assert!(error.contains(needle), "{uri}: {error}");

@@ -214,9 +214,17 @@ impl ScyllaStore {
             .serial_consistency(Some(SerialConsistency::LocalSerial))
             .load_balancing_policy(policy.build())
             .build();
-        SessionBuilder::new()
+        let mut builder = SessionBuilder::new()
             .known_nodes(&config.hosts)
-            .default_execution_profile_handle(profile.into_handle())
+            .default_execution_profile_handle(profile.into_handle());
+        if let Some(login) = &config.login {
+            builder = builder.user(login.user.clone(), login.password.clone());
+        }
+        if let Some(tls) = &config.tls {
+            let client = tls.client_config().map_err(StoreError::Backend)?;
+            builder = builder.tls_context(Some(Arc::new(client)));
+        }
+        builder
             .build()
             .await
             .map_err(|e| map_error(&format!("connect to {}", config.hosts.join(",")), e))
