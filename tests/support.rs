@@ -18,6 +18,8 @@ use serde_json::{json, Value};
 pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
 /// Long enough for the gateway (a short or well-known secret is refused).
 pub const JWT_SECRET: &str = "pipeline-tests-only-7c1f0a9e2b4d46e8a3f5";
+/// The key of service tokens: another than the users'.
+pub const SERVICE_SECRET: &str = "pipeline-tests-services-3b8e51d0c94f4a7a";
 
 pub struct Pipeline {
     /// nats-server, the functions and any gateways, as processes.
@@ -75,7 +77,10 @@ impl Pipeline {
 
     /// Start a gateway named `instance`; returns its HTTP port.
     pub async fn start_gateway(&mut self, instance: &str, extra: &[(&str, &str)]) -> u16 {
-        let mut env = vec![("IM_JWT_SECRET".to_string(), JWT_SECRET.to_string())];
+        let mut env = vec![
+            ("IM_JWT_SECRET".to_string(), JWT_SECRET.to_string()),
+            ("IM_SERVICE_SECRET".to_string(), SERVICE_SECRET.to_string()),
+        ];
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self.system
             .add_gateway(instance, &env)
@@ -677,15 +682,7 @@ pub async fn http_full(
 }
 
 pub fn service_token() -> String {
-    im_gateway::auth::mint(
-        JWT_SECRET,
-        &im_gateway::auth::Claims {
-            sub: "ops".into(),
-            dev: String::new(),
-            exp: chrono::Utc::now().timestamp() + 600,
-            svc: true,
-        },
-    )
+    im_gateway::auth::mint_service(SERVICE_SECRET, "ops", chrono::Utc::now().timestamp(), 600)
 }
 
 impl Pipeline {

@@ -59,6 +59,7 @@ enum Command {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
+    im_runtime::config::install_crypto_provider();
     im_runtime::telemetry::init_tracing(false);
     let operator = matches!(
         cli.command,

@@ -19,9 +19,13 @@ pub struct TokenArgs {
     /// Lifetime: 90s, 30m, 1h, 7d, or seconds.
     #[arg(long, default_value = "1h")]
     pub ttl: String,
-    /// A service token (`svc: true`) for the HTTP API.
+    /// A service token for the HTTP API, signed with the service key
+    /// (`--service-secret`, or the data directory's `credentials/service-secret`).
     #[arg(long)]
     pub service: bool,
+    /// The gateway's service-token key.
+    #[arg(long, env = "IM_SERVICE_SECRET")]
+    pub service_secret: Option<String>,
 }
 
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
@@ -40,13 +44,15 @@ pub fn run(args: TokenArgs) -> anyhow::Result<()> {
         exp: chrono::Utc::now().timestamp() + parse_ttl(&args.ttl)?,
         svc: args.service,
     };
-    println!(
-        "{}",
-        im_gateway::auth::mint(
-            &im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?,
-            &claims
-        )
-    );
+    let key = if args.service {
+        match &args.service_secret {
+            Some(secret) => secret.clone(),
+            None => im_runtime::secrets::read_service(&args.data_dir)?,
+        }
+    } else {
+        im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?
+    };
+    println!("{}", im_gateway::auth::mint(&key, &claims));
     Ok(())
 }
 

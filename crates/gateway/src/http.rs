@@ -58,7 +58,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
 
 /// The caller's claims, or the 401 to answer with.
 #[allow(clippy::result_large_err)]
-fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<Claims, Response> {
+async fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<Claims, Response> {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -69,7 +69,10 @@ fn authorize(gateway: &Gateway, headers: &HeaderMap) -> Result<Claims, Response>
             auth::AuthError::Missing.to_string(),
         ));
     };
-    auth::verify(&gateway.config.jwt_secret, &token)
+    gateway
+        .verifier
+        .verify(&token)
+        .await
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.code(), e.to_string()))
 }
 
@@ -90,7 +93,7 @@ async fn post_event(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let claims = match authorize(&gateway, &headers) {
+    let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
@@ -207,7 +210,7 @@ async fn messages(
     Path(id): Path<String>,
     Query(query): Query<HistoryQuery>,
 ) -> Response {
-    let claims = match authorize(&gateway, &headers) {
+    let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
@@ -252,7 +255,7 @@ async fn user_conversations(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let claims = match authorize(&gateway, &headers) {
+    let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };
@@ -288,8 +291,8 @@ async fn user_conversations(
 
 /// A user token acts for its own user; a service token for anyone.
 #[allow(clippy::result_large_err)]
-fn acting_for(gateway: &Gateway, headers: &HeaderMap, user: &str) -> Result<Claims, Response> {
-    let claims = authorize(gateway, headers)?;
+async fn acting_for(gateway: &Gateway, headers: &HeaderMap, user: &str) -> Result<Claims, Response> {
+    let claims = authorize(gateway, headers).await?;
     if !claims.svc && claims.sub != user {
         return Err(error(
             StatusCode::FORBIDDEN,
@@ -351,7 +354,7 @@ async fn register_push(
     Path((id, device)): Path<(String, String)>,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = acting_for(&gateway, &headers, &id) {
+    if let Err(response) = acting_for(&gateway, &headers, &id).await {
         return response;
     }
     let body: RegisterBody = match serde_json::from_slice(&body) {
@@ -379,7 +382,7 @@ async fn unregister_push(
     headers: HeaderMap,
     Path((id, device)): Path<(String, String)>,
 ) -> Response {
-    if let Err(response) = acting_for(&gateway, &headers, &id) {
+    if let Err(response) = acting_for(&gateway, &headers, &id).await {
         return response;
     }
     match gateway.unregister_push(&id, &device).await {
@@ -401,7 +404,7 @@ async fn notifications(
     headers: HeaderMap,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let claims = match authorize(&gateway, &headers) {
+    let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
         Err(response) => return response,
     };

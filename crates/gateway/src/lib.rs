@@ -37,7 +37,8 @@ use tokio::sync::oneshot;
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub jwt_secret: String,
+    /// The keys tokens are checked with.
+    pub keys: auth::KeySettings,
     pub gateway_id: String,
     pub max_frame_bytes: usize,
     pub messages_per_second: f64,
@@ -64,7 +65,10 @@ pub struct Config {
 impl Config {
     pub fn for_tests(jwt_secret: &str, data_dir: PathBuf) -> Self {
         Config {
-            jwt_secret: jwt_secret.to_string(),
+            keys: auth::KeySettings {
+                user_secret: Some(jwt_secret.to_string()),
+                ..Default::default()
+            },
             gateway_id: format!("gw-{}", std::process::id()),
             max_frame_bytes: 1024 * 1024,
             messages_per_second: 50.0,
@@ -108,6 +112,8 @@ pub struct Gateway {
     pub push_tokens: kv::Store,
     /// The offline function's notification log (read-only).
     pub notifications: Arc<dyn NotificationStore>,
+    /// Checks every token, with the key its header names.
+    pub verifier: auth::Verifier,
     sessions: Mutex<HashMap<String, UserEntry>>,
     /// Every user's write budget, WebSocket and HTTP alike.
     writes: limits::WriteLimit,
@@ -156,7 +162,9 @@ impl Gateway {
         )
         .await?;
         let writes = limits::WriteLimit::new(config.messages_per_second, config.burst);
+        let verifier = auth::Verifier::new(config.keys.clone())?;
         let gateway = Arc::new(Gateway {
+            verifier,
             config,
             client,
             js,

@@ -12,9 +12,27 @@ struct Args {
     /// Address to listen on.
     #[arg(long, env = "IM_HTTP", default_value = "127.0.0.1:8080")]
     http: String,
-    /// HS256 secret of the JWTs.
+    /// HS256 key of user tokens (optional with --jwks-url).
     #[arg(long, env = "IM_JWT_SECRET")]
-    jwt_secret: String,
+    jwt_secret: Option<String>,
+    /// HS256 key of service tokens, another than the users' (without it,
+    /// no service token is accepted).
+    #[arg(long, env = "IM_SERVICE_SECRET")]
+    service_secret: Option<String>,
+    /// An identity provider's key set (RS256/ES256 user tokens); needs
+    /// --jwt-issuer and --jwt-audience.
+    #[arg(long, env = "IM_JWKS_URL", requires_all = ["jwt_issuer", "jwt_audience"])]
+    jwks_url: Option<String>,
+    /// The `iss` the identity provider's tokens must carry.
+    #[arg(long, env = "IM_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The `aud` the identity provider's tokens must include.
+    #[arg(long, env = "IM_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// How often the key set is fetched again (seconds); a key the provider
+    /// removed stops working by then.
+    #[arg(long, env = "IM_JWKS_REFRESH_SECS", default_value_t = 300)]
+    jwks_refresh_secs: u64,
     /// Largest WebSocket frame or HTTP body, bytes.
     #[arg(long, env = "IM_MAX_FRAME_BYTES", default_value_t = 1024 * 1024)]
     max_frame_bytes: usize,
@@ -64,9 +82,31 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     im_runtime::telemetry::init_tracing(args.common.log_json);
-    if let Err(reason) = im_runtime::secrets::check(&args.jwt_secret) {
-        anyhow::bail!("refusing to start: {reason} (IM_JWT_SECRET / --jwt-secret)");
+    for (secret, name) in [
+        (&args.jwt_secret, "IM_JWT_SECRET / --jwt-secret"),
+        (&args.service_secret, "IM_SERVICE_SECRET / --service-secret"),
+    ] {
+        if let Some(Err(reason)) = secret.as_deref().map(im_runtime::secrets::check) {
+            anyhow::bail!("refusing to start: {reason} ({name})");
+        }
     }
+    if args.jwt_secret.is_some() && args.jwt_secret == args.service_secret {
+        anyhow::bail!("refusing to start: the service key must differ from the user-token key (IM_SERVICE_SECRET)");
+    }
+    if args.jwt_secret.is_none() && args.jwks_url.is_none() {
+        anyhow::bail!("refusing to start: no key for user tokens; give IM_JWT_SECRET (imctl up makes one) or IM_JWKS_URL");
+    }
+    let keys = im_gateway::auth::KeySettings {
+        user_secret: args.jwt_secret.clone(),
+        service_secret: args.service_secret.clone(),
+        jwks: args.jwks_url.clone().map(|url| im_gateway::auth::JwksSettings {
+            url,
+            issuer: args.jwt_issuer.clone().unwrap_or_default(),
+            audience: args.jwt_audience.clone().unwrap_or_default(),
+            refresh: Duration::from_secs(args.jwks_refresh_secs.max(10)),
+            min_refetch: im_gateway::auth::MIN_REFETCH,
+        }),
+    };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
     let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
@@ -76,7 +116,7 @@ async fn main() -> anyhow::Result<()> {
     let users = stores.users(None)?;
     let notifications = stores.notifications(None)?;
     let config = im_gateway::Config {
-        jwt_secret: args.jwt_secret,
+        keys,
         gateway_id: args.common.instance_name("gateway"),
         max_frame_bytes: args.max_frame_bytes,
         messages_per_second: args.rate_per_second,

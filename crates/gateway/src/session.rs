@@ -30,7 +30,7 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok());
     let claims = match auth::token_from(authorization, query.as_deref()) {
         None => Err(auth::AuthError::Missing),
-        Some(token) => auth::verify(&gateway.config.jwt_secret, &token),
+        Some(token) => gateway.verifier.verify(&token).await,
     };
     let claims = match claims {
         Ok(claims) if claims.svc => {
@@ -263,7 +263,10 @@ async fn handle(
         ClientFrame::Auth { token } => {
             // The same user and device, and a user token: a session never
             // changes whose it is.
-            let claims = auth::verify(&gateway.config.jwt_secret, &token)
+            let claims = gateway
+                .verifier
+                .verify(&token)
+                .await
                 .map_err(|error| FrameError::new(error.code(), error.to_string()))?;
             if claims.svc || claims.sub != context.user || claims.dev != context.device {
                 return Err(FrameError::new(

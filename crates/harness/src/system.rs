@@ -39,6 +39,7 @@ pub struct Builder {
     http: Option<(String, u16)>,
     metrics_port: Option<u16>,
     jwt_secret: Option<String>,
+    service_secret: Option<String>,
     auth: bool,
     tls: bool,
     log_filter: String,
@@ -158,6 +159,13 @@ impl Builder {
         self
     }
 
+    /// The key of service tokens (default: the data directory's
+    /// `credentials/service-secret`, made on first start).
+    pub fn service_secret(mut self, secret: impl Into<String>) -> Self {
+        self.service_secret = Some(secret.into());
+        self
+    }
+
     /// `IM_LOG` of every process (default `info,async_nats=warn`).
     pub fn log(mut self, filter: impl Into<String>) -> Self {
         self.log_filter = filter.into();
@@ -200,6 +208,10 @@ impl Builder {
                 .jwt_secret
                 .clone()
                 .unwrap_or_else(im_runtime::secrets::generate),
+            service_secret: match &self.service_secret {
+                Some(secret) => secret.clone(),
+                None => im_runtime::secrets::load_or_create_service(&data_dir)?.0,
+            },
             credentials: None,
             tls: None,
             bin_dir,
@@ -417,6 +429,8 @@ pub struct System {
     env: Vec<(String, String)>,
     /// The gateways' JWT secret: the one given, or a fresh random one.
     pub jwt_secret: String,
+    /// The key of service tokens, another than the users'.
+    pub service_secret: String,
     /// With an authenticated bus: where the roles' credentials are, and the
     /// `admin` ones in-process clients use.
     pub credentials: Option<(PathBuf, im_runtime::nats_auth::Credentials)>,
@@ -442,6 +456,7 @@ impl System {
             http: None,
             metrics_port: None,
             jwt_secret: None,
+            service_secret: None,
             auth: true,
             tls: false,
             log_filter: "info,async_nats=warn".to_string(),
@@ -525,7 +540,10 @@ impl System {
         extra: &[(String, String)],
     ) -> anyhow::Result<()> {
         let program = self.binary("im-gateway")?;
-        let mut env = Vec::new();
+        let mut env = vec![(
+            "IM_SERVICE_SECRET".to_string(),
+            self.service_secret.clone(),
+        )];
         if let Some(tls) = &self.tls {
             env.push(("IM_TLS_CERT".to_string(), tls.cert.display().to_string()));
             env.push(("IM_TLS_KEY".to_string(), tls.key.display().to_string()));

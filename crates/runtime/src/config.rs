@@ -202,6 +202,7 @@ pub async fn connect_as(
     name: &str,
     access: &NatsAccess,
 ) -> anyhow::Result<async_nats::Client> {
+    install_crypto_provider();
     let credentials = access.credentials.as_ref();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
@@ -247,6 +248,14 @@ pub async fn connect_as(
             Err(_) => anyhow::bail!("cannot connect to NATS at {url}: timed out; is nats-server running (imctl up starts one)?"),
         }
     }
+}
+
+/// Make ring the process's TLS provider. Two are linked (the ScyllaDB
+/// driver's TLS brings aws-lc-rs), and a library that asks rustls for the
+/// default (the NATS client does) panics when it cannot tell which. Every
+/// configuration this workspace builds itself names ring.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn is_tls_refusal(error: &str) -> bool {

@@ -13,6 +13,13 @@ pub fn secret_path(data_dir: &Path) -> PathBuf {
     data_dir.join("credentials").join("jwt-secret")
 }
 
+/// Where a data directory keeps the key that signs service tokens: another
+/// key than the users', so a leaked or guessed user-token key cannot mint a
+/// token that reads every conversation.
+pub fn service_secret_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("credentials").join("service-secret")
+}
+
 /// The shortest secret accepted (bytes): HS256 wants at least its output size.
 pub const MIN_SECRET_BYTES: usize = 32;
 
@@ -85,15 +92,31 @@ pub fn create_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
 /// The data directory's secret, made (mode 0600) if there is none yet.
 /// Returns it and whether it was just made.
 pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
-    let path = secret_path(data_dir);
-    let created = !path.exists() && create_private(&path, generate().as_bytes())?;
-    Ok((read(data_dir)?, created))
+    load_or_create_at(&secret_path(data_dir), data_dir)
+}
+
+/// The data directory's service-token key, made (mode 0600) if missing.
+pub fn load_or_create_service(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    load_or_create_at(&service_secret_path(data_dir), data_dir)
+}
+
+fn load_or_create_at(path: &Path, data_dir: &Path) -> anyhow::Result<(String, bool)> {
+    let created = !path.exists() && create_private(path, generate().as_bytes())?;
+    Ok((read_at(path, data_dir)?, created))
 }
 
 /// The data directory's secret, or what to do when it has none.
 pub fn read(data_dir: &Path) -> anyhow::Result<String> {
-    let path = secret_path(data_dir);
-    let secret = std::fs::read_to_string(&path).map_err(|error| {
+    read_at(&secret_path(data_dir), data_dir)
+}
+
+/// The data directory's service-token key.
+pub fn read_service(data_dir: &Path) -> anyhow::Result<String> {
+    read_at(&service_secret_path(data_dir), data_dir)
+}
+
+fn read_at(path: &Path, data_dir: &Path) -> anyhow::Result<String> {
+    let secret = std::fs::read_to_string(path).map_err(|error| {
         anyhow::anyhow!(
             "no JWT secret at {} ({error}): start the system with `imctl up --data-dir {}` first, or pass --secret / IM_JWT_SECRET",
             path.display(),
