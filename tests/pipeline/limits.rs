@@ -255,3 +255,58 @@ async fn an_http_burst_gets_429_with_retry_after_and_never_a_5xx() {
     let refused = device.expect("error", WAIT).await;
     assert_eq!(refused["code"], "rate_limited", "{refused}");
 }
+
+/// One user may register push tokens for only so many devices: before, a
+/// user could fill the registrations bucket (which the offline function
+/// holds in memory) with any number of made-up device ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_registrations_are_capped_per_user() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway("gateway", &[("IM_MAX_PUSH_DEVICES", "3")])
+        .await;
+    let register = |user: &'static str, device: String| async move {
+        im_pipeline_tests::http(
+            port,
+            "PUT",
+            &format!("/v1/users/{user}/devices/{device}/push"),
+            Some(&token(user, "admin-device", 600)),
+            &[("content-type", "application/json")],
+            &json!({"provider": "webhook", "token": format!("hook-{user}-{device}")}).to_string(),
+        )
+        .await
+    };
+    for n in 0..3 {
+        let (status, body) = register("mallory", format!("d{n}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = register("mallory", "d3".into()).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("limit_reached") && body.contains("unregister one first"), "{body}");
+    // Replacing a device's token is not a new device.
+    let (status, body) = register("mallory", "d1".into()).await;
+    assert_eq!(status, 200, "{body}");
+    // Another user is not affected.
+    let (status, body) = register("alice", "phone".into()).await;
+    assert_eq!(status, 200, "{body}");
+    // Over WebSocket too.
+    let mut device = Device::connect(port, "mallory", "d9").await;
+    device
+        .send(json!({"op": "register_push", "provider": "webhook", "token": "hook-mallory-d9"}))
+        .await;
+    let refused = device.expect("error", Duration::from_secs(20)).await;
+    assert_eq!(refused["code"], "limit_reached", "{refused}");
+    // Unregistering one makes room.
+    let (status, body) = im_pipeline_tests::http(
+        port,
+        "DELETE",
+        "/v1/users/mallory/devices/d0/push",
+        Some(&token("mallory", "admin-device", 600)),
+        &[],
+        "",
+    )
+    .await;
+    assert!(status == 200 || status == 204, "{status} {body}");
+    let (status, body) = register("mallory", "d3".into()).await;
+    assert_eq!(status, 200, "{body}");
+}

@@ -333,6 +333,9 @@ fn registration_response(error_value: crate::push_tokens::RegistrationError) -> 
         crate::push_tokens::RegistrationError::Invalid(message) => {
             error(StatusCode::BAD_REQUEST, "bad_request", message)
         }
+        crate::push_tokens::RegistrationError::Limit(message) => {
+            error(StatusCode::CONFLICT, "limit_reached", message)
+        }
         crate::push_tokens::RegistrationError::Unavailable(message) => {
             error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
         }

@@ -59,6 +59,8 @@ pub struct Config {
     /// Largest history or sync reply, bytes (pages are cut to fit; the
     /// client pages on).
     pub max_reply_bytes: usize,
+    /// Devices one user may have push registrations for.
+    pub max_push_devices: usize,
     pub data_dir: PathBuf,
 }
 
@@ -81,6 +83,7 @@ impl Config {
             max_queued_bytes: 8 * 1024 * 1024,
             write_timeout: Duration::from_secs(10),
             max_reply_bytes: 1024 * 1024,
+            max_push_devices: 20,
             data_dir,
         }
     }

@@ -69,6 +69,9 @@ struct Args {
     /// client pages on.
     #[arg(long, env = "IM_MAX_REPLY_BYTES", default_value_t = 1024 * 1024)]
     max_reply_bytes: usize,
+    /// Devices one user may register for push notifications.
+    #[arg(long, env = "IM_MAX_PUSH_DEVICES", default_value_t = 20)]
+    max_push_devices: usize,
     /// TLS certificate chain (PEM); with --tls-key the gateway speaks only
     /// HTTPS and WSS.
     #[arg(long, env = "IM_TLS_CERT", requires = "tls_key")]
@@ -129,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
         max_queued_bytes: args.max_queued_bytes.max(64 * 1024),
         write_timeout: Duration::from_secs(args.write_timeout_secs.max(1)),
         max_reply_bytes: args.max_reply_bytes.max(16 * 1024),
+        max_push_devices: args.max_push_devices.max(1),
         data_dir,
     };
     let gateway = im_gateway::Gateway::new(

@@ -548,6 +548,9 @@ fn registration_error(error: crate::push_tokens::RegistrationError) -> FrameErro
         crate::push_tokens::RegistrationError::Invalid(message) => {
             FrameError::new("bad_frame", message)
         }
+        crate::push_tokens::RegistrationError::Limit(message) => {
+            FrameError::new("limit_reached", message)
+        }
         crate::push_tokens::RegistrationError::Unavailable(message) => {
             FrameError::new("unavailable", message)
         }
