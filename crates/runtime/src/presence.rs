@@ -36,6 +36,30 @@ impl Presence {
         }
     }
 
+    /// Forget devices that have not refreshed within `ttl_ms` (they are
+    /// offline already: an expired entry leaves the bucket without a
+    /// delete, so without this the view would keep every device ever
+    /// seen). Returns how many were forgotten.
+    pub fn sweep(&mut self, now_ms: i64, ttl_ms: i64) -> usize {
+        let mut forgotten = 0;
+        self.devices.retain(|_, devices| {
+            let before = devices.len();
+            devices.retain(|_, (at, _)| now_ms - *at <= ttl_ms);
+            forgotten += before - devices.len();
+            !devices.is_empty()
+        });
+        forgotten
+    }
+
+    /// Devices in the view.
+    pub fn len(&self) -> usize {
+        self.devices.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.devices.is_empty()
+    }
+
     /// Online if any device refreshed within `ttl_ms` (expired entries
     /// vanish from the bucket without a delete, so age is checked here).
     pub fn is_online(&self, user: &str, now_ms: i64, ttl_ms: i64) -> bool {
@@ -185,7 +209,22 @@ pub async fn follow(
         watch_presence(bucket, view, Some(signal))
     })
     .await;
+    tokio::spawn(sweep_every(Arc::downgrade(&presence), ttl));
     Ok(presence)
+}
+
+/// Sweep the view every `ttl` while anyone holds it.
+async fn sweep_every(presence: std::sync::Weak<Mutex<Presence>>, ttl: Duration) {
+    let ttl_ms = ttl.as_millis() as i64;
+    loop {
+        tokio::time::sleep(ttl.max(Duration::from_secs(1))).await;
+        let Some(presence) = presence.upgrade() else {
+            return;
+        };
+        let mut view = presence.lock().unwrap_or_else(|p| p.into_inner());
+        view.sweep(chrono::Utc::now().timestamp_millis(), ttl_ms);
+        metrics::gauge!("im_presence_devices").set(view.len() as f64);
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +249,23 @@ mod tests {
         presence.gone("bob", "phone");
         assert!(!presence.is_online("bob", 40_000, 30_000));
         assert!(!presence.is_online("carol", 0, 30_000));
+    }
+
+    #[test]
+    fn the_view_forgets_devices_that_stopped_refreshing() {
+        let mut presence = Presence::default();
+        for n in 0..1000 {
+            presence.seen(&format!("u{n}"), "phone", 1_000, "gw-a");
+        }
+        presence.seen("bob", "phone", 1_000, "gw-a");
+        presence.seen("bob", "laptop", 35_000, "gw-b");
+        assert_eq!(presence.len(), 1002);
+        assert_eq!(presence.sweep(40_000, 30_000), 1001);
+        assert_eq!(presence.len(), 1);
+        assert!(presence.device_online("bob", "laptop", 40_000, 30_000));
+        assert_eq!(presence.sweep(40_000, 30_000), 0, "what is fresh stays");
+        assert_eq!(presence.sweep(100_000, 30_000), 1);
+        assert!(presence.is_empty());
     }
 
     #[test]
