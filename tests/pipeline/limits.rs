@@ -310,3 +310,81 @@ async fn push_registrations_are_capped_per_user() {
     let (status, body) = register("mallory", "d3".into()).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// A full event log refuses new messages with a reason, and nothing it
+/// acked is lost: every stream is bounded (`max_bytes`, discard new), so
+/// one user cannot fill the disk until every publish fails. Before, the
+/// streams had no bound and a full one would have dropped nothing only
+/// because it never filled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_log_refuses_with_a_reason_and_loses_nothing() {
+    let mut pipeline = Pipeline::start_with(vec![(
+        "IM_STREAM_MAX_BYTES".to_string(),
+        "IM_INGEST=65536".to_string(),
+    )])
+    .await;
+    let info = pipeline
+        .js
+        .get_stream("IM_INGEST")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
+    assert_eq!(info.config.max_bytes, 65536);
+    assert_eq!(
+        info.config.discard,
+        async_nats::jetstream::stream::DiscardPolicy::New
+    );
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    let text = "x".repeat(1500);
+    const SENDS: usize = 80;
+    for n in 0..SENDS {
+        alice
+            .send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": format!("m{n}"),
+                         "kind": "text", "body": {"text": text}}))
+            .await;
+    }
+    let (mut acked, mut refused) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.len() + refused.len() < SENDS && Instant::now() < deadline {
+        let Some(frame) = alice.next(Duration::from_secs(40)).await else {
+            break;
+        };
+        match frame["op"].as_str() {
+            Some("ack") => acked.push(frame["seq"].as_u64().unwrap()),
+            Some("error") => refused.push(frame),
+            _ => {}
+        }
+    }
+    assert_eq!(acked.len() + refused.len(), SENDS, "every send is answered");
+    assert!(!acked.is_empty() && !refused.is_empty(), "{} acked, {} refused", acked.len(), refused.len());
+    for frame in &refused {
+        assert_eq!(frame["code"], "storage_full", "{frame}");
+        assert!(frame["client_msg_id"].is_string(), "{frame}");
+        assert!(frame["message"].as_str().unwrap().contains("nothing was stored"), "{frame}");
+    }
+    // Every acked message is in history.
+    let (status, body) = im_pipeline_tests::http(
+        port,
+        "GET",
+        "/v1/conversations/dm:alice:bob/messages?limit=100",
+        Some(&token("alice", "phone", 600)),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let history: Value = serde_json::from_str(&body).unwrap();
+    let mut stored: Vec<u64> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_u64().unwrap())
+        .collect();
+    stored.sort();
+    acked.sort();
+    assert_eq!(stored, acked, "history holds exactly the acked messages");
+}

@@ -194,6 +194,13 @@ async fn post_event(
             Json(json!({"id": inbound.id, "source": inbound.source, "type": event_type, "stream_seq": ack.sequence, "duplicate": ack.duplicate})),
         )
             .into_response(),
+        Err(e) if im_runtime::publish::is_storage_full(&e.to_string()) => {
+            let (code, message) = crate::storage_full(
+                &im_events::subjects::ingest_subject(event_type),
+                &e.to_string(),
+            );
+            error(StatusCode::INSUFFICIENT_STORAGE, &code, message)
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry")),
     }
 }

@@ -427,6 +427,11 @@ impl Gateway {
             }
             .await;
             match result {
+                // A full stream stays full until an operator acts: say so
+                // at once rather than retry.
+                Err(error) if im_runtime::publish::is_storage_full(&error.1) => {
+                    break Err(storage_full(&subject, &error.1));
+                }
                 Err(error) if tokio::time::Instant::now() < give_up => {
                     attempt += 1;
                     metrics::counter!("im_gateway_publish_retries_total").increment(1);
@@ -614,6 +619,15 @@ impl Gateway {
             }
         }
     }
+}
+
+pub(crate) fn storage_full(subject: &str, error: &str) -> (String, String) {
+    metrics::counter!("im_gateway_storage_full_total").increment(1);
+    tracing::error!(subject, error, "the event log refuses new events: a stream is full (max_bytes); free space or raise the bound (IM_STREAM_MAX_BYTES / schemas/streams.json)");
+    (
+        "storage_full".to_string(),
+        "the server cannot store new messages right now (its event log is full); nothing was stored; retry later with the same id".to_string(),
+    )
 }
 
 fn unavailable(error: String) -> (String, String) {

@@ -281,11 +281,24 @@ impl Builder {
             None => chosen_partitions(&system.nats_url, &access, self.nodes).await,
         };
         system.partitions = partitions;
+        // Stream bounds as every process will see them: the system's
+        // environment, else this process's.
+        let max_bytes = self
+            .env
+            .iter()
+            .rev()
+            .find(|(key, _)| key == "IM_STREAM_MAX_BYTES")
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var("IM_STREAM_MAX_BYTES").ok())
+            .unwrap_or_default();
+        let bounds =
+            im_runtime::topology::MaxBytes::parse(&max_bytes).map_err(|e| anyhow::anyhow!(e))?;
         ensure_topology(
             &system.nats_url,
             &access,
             stream_replicas,
             partitions,
+            &bounds,
         )
         .await?;
         system.env = vec![
@@ -298,6 +311,7 @@ impl Builder {
                 stream_replicas.to_string(),
             ),
             ("IM_PARTITIONS".to_string(), partitions.to_string()),
+            ("IM_STREAM_MAX_BYTES".to_string(), max_bytes),
         ];
         if let Some(tls) = &system.tls {
             system
@@ -395,12 +409,13 @@ pub async fn ensure_topology(
     access: &im_runtime::config::NatsAccess,
     replicas: usize,
     partitions: u32,
+    bounds: &im_runtime::topology::MaxBytes,
 ) -> anyhow::Result<()> {
     let client = im_runtime::config::connect_as(nats_url, "im-harness", access).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match im_runtime::topology::ensure_streams_with(&js, replicas, partitions).await {
+        match im_runtime::topology::ensure_streams_with(&js, replicas, partitions, bounds).await {
             Ok(()) => return Ok(()),
             // A refusal (another partition count) will not change.
             Err(error) if error.to_string().contains("IM_PARTITIONS") => return Err(error),

@@ -61,6 +61,20 @@ pub const PUBLISH_WINDOW: usize = 128;
 /// Concurrent publishers one context supports without exhausting its permits.
 pub const MAX_CONCURRENT_PUBLISHERS: usize = 5_000 / PUBLISH_WINDOW;
 
+/// Whether a publish failed because its stream is full (`max_bytes` with
+/// discard new, or the server's store limit): retrying will not help.
+pub fn is_storage_full(error: &str) -> bool {
+    let error = error.to_ascii_lowercase();
+    [
+        "maximum bytes exceeded",
+        "maximum messages exceeded",
+        "insufficient resources",
+        "storage limit",
+    ]
+    .iter()
+    .any(|sign| error.contains(sign))
+}
+
 pub async fn publish_all(js: &jetstream::Context, outgoing: Vec<Outgoing>) -> Result<(), String> {
     let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(outgoing.len().min(PUBLISH_WINDOW));
     for message in outgoing {

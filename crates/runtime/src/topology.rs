@@ -34,6 +34,9 @@ pub struct StreamDef {
     pub name: String,
     pub subjects: Vec<String>,
     pub max_age_secs: u64,
+    /// The most the stream keeps on disk; full, it refuses new messages.
+    #[serde(default)]
+    pub max_bytes: Option<i64>,
     pub duplicate_window_secs: u64,
     #[serde(default)]
     pub republish: Option<Republish>,
@@ -119,13 +122,74 @@ pub fn stream_replicas() -> usize {
         .unwrap_or(1)
 }
 
+/// `IM_STREAM_MAX_BYTES`: lower bounds than `schemas/streams.json` gives,
+/// for small disks (and tests): a number of bytes for every stream, or
+/// `STREAM=bytes,…` for some.
+pub fn stream_max_bytes_override() -> Result<MaxBytes, String> {
+    MaxBytes::parse(&std::env::var("IM_STREAM_MAX_BYTES").unwrap_or_default())
+}
+
+/// Bounds on streams' sizes beyond `schemas/streams.json`'s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MaxBytes {
+    every: Option<i64>,
+    by_stream: Vec<(String, i64)>,
+}
+
+impl MaxBytes {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let mut bounds = MaxBytes::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (stream, bytes) = match part.split_once('=') {
+                Some((stream, bytes)) => (Some(stream.trim()), bytes.trim()),
+                None => (None, part),
+            };
+            let bytes: i64 = bytes
+                .parse()
+                .ok()
+                .filter(|b| *b > 0)
+                .ok_or_else(|| format!("IM_STREAM_MAX_BYTES: {part:?} is not a positive number of bytes (e.g. 1073741824 or IM_INGEST=1073741824)"))?;
+            match stream {
+                Some(stream) => bounds.by_stream.push((stream.to_string(), bytes)),
+                None => bounds.every = Some(bytes),
+            }
+        }
+        Ok(bounds)
+    }
+
+    /// The bound of `def`: the lowest of its own and these.
+    pub fn of(&self, def: &StreamDef) -> Option<i64> {
+        let named = self
+            .by_stream
+            .iter()
+            .find(|(stream, _)| *stream == def.name)
+            .map(|(_, bytes)| *bytes);
+        [def.max_bytes, self.every, named].into_iter().flatten().min()
+    }
+}
+
 pub fn stream_config(def: &StreamDef) -> stream::Config {
-    stream_config_with(def, stream_replicas(), topology().partitions.conversation)
+    stream_config_with(
+        def,
+        stream_replicas(),
+        topology().partitions.conversation,
+        &stream_max_bytes_override().unwrap_or_default(),
+    )
 }
 
 /// A stream's configuration with `replicas` copies, for `partitions`.
-pub fn stream_config_with(def: &StreamDef, replicas: usize, partitions: u32) -> stream::Config {
+pub fn stream_config_with(
+    def: &StreamDef,
+    replicas: usize,
+    partitions: u32,
+    bounds: &MaxBytes,
+) -> stream::Config {
+    let max_bytes = bounds.of(def);
     stream::Config {
+        max_bytes: max_bytes.unwrap_or(-1),
+        // Full, a stream refuses what comes: an acked message is never
+        // dropped to make room.
+        discard: stream::DiscardPolicy::New,
         name: def.name.clone(),
         description: Some(def.description.clone()),
         metadata: std::collections::HashMap::from([(
@@ -148,7 +212,8 @@ pub fn stream_config_with(def: &StreamDef, replicas: usize, partitions: u32) -> 
 
 /// Create every stream, or bring an existing one's config up to date.
 pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
-    ensure_streams_with(js, stream_replicas(), topology().partitions.conversation).await
+    let bounds = stream_max_bytes_override().map_err(|e| anyhow::anyhow!(e))?;
+    ensure_streams_with(js, stream_replicas(), topology().partitions.conversation, &bounds).await
 }
 
 /// [`ensure_streams`] with `replicas` copies of every stream, for
@@ -157,9 +222,10 @@ pub async fn ensure_streams_with(
     js: &jetstream::Context,
     replicas: usize,
     partitions: u32,
+    bounds: &MaxBytes,
 ) -> anyhow::Result<()> {
     for def in &topology().streams {
-        let config = stream_config_with(def, replicas, partitions);
+        let config = stream_config_with(def, replicas, partitions, bounds);
         match js.get_stream(&def.name).await {
             Ok(mut existing) => {
                 let created_for = existing
@@ -431,6 +497,31 @@ async fn consumer_names(stream: &jetstream::stream::Stream) -> Result<Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_stream_is_bounded_and_refuses_when_full() {
+        let none = MaxBytes::default();
+        for def in &topology().streams {
+            let config = stream_config_with(def, 1, 4, &none);
+            assert!(config.max_bytes > 0, "{} has no max_bytes", def.name);
+            assert_eq!(config.discard, stream::DiscardPolicy::New, "{}", def.name);
+        }
+        let total: i64 = topology()
+            .streams
+            .iter()
+            .filter_map(|def| def.max_bytes)
+            .sum();
+        assert!(total < 20_000_000_000, "under nats.conf's max_file_store: {total}");
+        let lower = MaxBytes::parse("1000000, IM_INGEST=5000").unwrap();
+        let ingest = topology().streams.iter().find(|d| d.name == "IM_INGEST").unwrap();
+        let dlq = topology().streams.iter().find(|d| d.name == "IM_DLQ").unwrap();
+        assert_eq!(lower.of(ingest), Some(5000));
+        assert_eq!(lower.of(dlq), Some(1_000_000));
+        assert_eq!(MaxBytes::parse("").unwrap(), MaxBytes::default());
+        for bad in ["-5", "IM_INGEST=", "lots", "IM_INGEST=0"] {
+            assert!(MaxBytes::parse(bad).unwrap_err().contains("IM_STREAM_MAX_BYTES"), "{bad}");
+        }
+    }
 
     #[test]
     fn consumer_names_carry_the_owners_epoch() {
