@@ -511,7 +511,7 @@ mod tests {
             .iter()
             .filter_map(|def| def.max_bytes)
             .sum();
-        assert!(total < 20_000_000_000, "under nats.conf's max_file_store: {total}");
+        assert!(total < 20 << 30, "under nats.conf's max_file_store (20GB: GiB to nats-server): {total}");
         let lower = MaxBytes::parse("1000000, IM_INGEST=5000").unwrap();
         let ingest = topology().streams.iter().find(|d| d.name == "IM_INGEST").unwrap();
         let dlq = topology().streams.iter().find(|d| d.name == "IM_DLQ").unwrap();
