@@ -223,6 +223,7 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
         .unwrap(),
     );
     let handler = Arc::new(im_unread::Unread {
+        retention: None,
         store: store.clone(),
         client: None,
         conversations: None,

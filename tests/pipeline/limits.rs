@@ -388,3 +388,52 @@ async fn a_full_event_log_refuses_with_a_reason_and_loses_nothing() {
     acked.sort();
     assert_eq!(stored, acked, "history holds exactly the acked messages");
 }
+
+/// A user's sync log is compacted to its last items (`IM_KEEP_SYNC_ITEMS`):
+/// a device far behind is told to resync from history, with where to sync
+/// from next; one that is not behind syncs as before. Before, every sync
+/// log only grew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_sync_log_tells_a_device_far_behind_to_resync() {
+    let mut pipeline = Pipeline::start_with(vec![(
+        "IM_KEEP_SYNC_ITEMS".to_string(),
+        "20".to_string(),
+    )])
+    .await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    for n in 0..40 {
+        alice
+            .send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": format!("m{n}"),
+                         "kind": "text", "body": {"text": format!("hello {n}")}}))
+            .await;
+    }
+    alice.collect("ack", 40, Duration::from_secs(30)).await;
+    pipeline.settle(Duration::from_secs(30)).await;
+
+    let mut bob = Device::connect(port, "bob", "laptop").await;
+    bob.send(json!({"op": "sync", "after": 0, "limit": 100})).await;
+    let behind = bob.expect("sync_result", Duration::from_secs(10)).await;
+    assert_eq!(behind["resync"], true, "{behind}");
+    assert!(behind["items"].as_array().unwrap().is_empty(), "{behind}");
+    assert!(behind["message"].as_str().unwrap().contains("history"), "{behind}");
+    let floor = behind["next"].as_u64().unwrap();
+    assert!(floor >= 20, "compacted to keep about 20: floor {floor}");
+    // From `next`: the rest of the log, through the newest message.
+    let kept = bob.sync_all(floor, 100).await;
+    assert!(
+        (20..=21).contains(&kept.len()),
+        "the last ~20 items are kept: {}",
+        kept.len()
+    );
+    assert_eq!(kept.last().unwrap()["body"]["text"], "hello 39");
+    // Everything is still in history.
+    bob.send(json!({"op": "history", "conversation_id": "dm:alice:bob", "limit": 100}))
+        .await;
+    let history = bob.expect("history_result", Duration::from_secs(10)).await;
+    assert_eq!(history["messages"].as_array().unwrap().len(), 40);
+    // A device that is not behind syncs as before.
+    let recent = kept[kept.len() - 6]["sync_seq"].as_u64().unwrap();
+    let tail = bob.sync_all(recent, 100).await;
+    assert_eq!(tail.len(), 5);
+}

@@ -344,11 +344,26 @@ async fn handle(
             }
             let store = gateway.users.clone();
             let user = context.user.clone();
-            let mut records =
-                tokio::task::spawn_blocking(move || store.sync_items(&user, after, limit + 1))
-                    .await
-                    .map_err(store_error)?
-                    .map_err(store_error)?;
+            let (floor, mut records) = tokio::task::spawn_blocking(move || {
+                let floor = store.sync_floor(&user)?;
+                if after < floor {
+                    return Ok((floor, Vec::new()));
+                }
+                store.sync_items(&user, after, limit + 1).map(|items| (floor, items))
+            })
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)?;
+            if after < floor {
+                // The log before `floor` was compacted: this device missed
+                // items it can no longer get from it.
+                context
+                    .send(json!({"op": "sync_result", "items": [], "next": floor, "has_more": true,
+                                 "resync": true,
+                                 "message": format!("the sync log before {} was compacted: read `conversations` and each conversation's `history` for what changed, then sync from next", floor + 1)}))
+                    .await;
+                return Ok(());
+            }
             let mut has_more = records.len() > limit;
             records.truncate(limit);
             let mut items: Vec<Value> = records

@@ -38,6 +38,9 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         // column, so one single-partition batch moves both.
         format!("CREATE TABLE IF NOT EXISTS {ks}.user_conversations (user_id text, conversation_id text, last_seq bigint, read_seq bigint, joined_seq bigint, diffusion text, muted_until_ms bigint, last_message text, last_sync_seq bigint STATIC, PRIMARY KEY ((user_id), conversation_id))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.user_sync (user_id text, bucket bigint, sync_seq bigint, event_key text, item text, PRIMARY KEY ((user_id, bucket), sync_seq))"),
+        // How far each user's sync log was compacted (items at or below it
+        // are gone; a device below it resyncs from history).
+        format!("CREATE TABLE IF NOT EXISTS {ks}.user_sync_floor (user_id text PRIMARY KEY, floor bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.user_effects (user_id text, event_key text, PRIMARY KEY ((user_id), event_key))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.notify_state (user_id text, conversation_id text, partition int, counted_seq bigint, pending bigint, first_seq bigint, last_seq bigint, mentioned boolean, due_ms bigint, last_message text, PRIMARY KEY ((user_id), conversation_id))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.notify_due (partition int, due_ms bigint, user_id text, conversation_id text, PRIMARY KEY ((partition), due_ms, user_id, conversation_id))"),

@@ -107,6 +107,9 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("dump_members", "SELECT conversation_id, user_id, role, added_after_seq, removed_after_seq FROM {ks}.members"),
     ("dump_idempotency", "SELECT source, event_id, conversation_id, seq, message_id, outputs FROM {ks}.idempotency"),
     ("dump_user_conversations", "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message FROM {ks}.user_conversations"),
+    ("sync_floor", "SELECT floor FROM {ks}.user_sync_floor WHERE user_id = ?"),
+    ("sync_floor_put", "INSERT INTO {ks}.user_sync_floor (user_id, floor) VALUES (?, ?)"),
+    ("sync_compact", "DELETE FROM {ks}.user_sync WHERE user_id = ? AND bucket = ? AND sync_seq <= ?"),
     ("dump_sync", "SELECT user_id, sync_seq, event_key, item FROM {ks}.user_sync"),
     ("dump_effects", "SELECT user_id, event_key FROM {ks}.user_effects"),
     ("dump_notify_state", "SELECT user_id, conversation_id, partition, counted_seq, pending, first_seq, last_seq, mentioned, due_ms, last_message FROM {ks}.notify_state"),
@@ -971,6 +974,30 @@ impl UserStore for ScyllaStore {
         })
     }
 
+    fn compact_sync(&self, user_id: &str, through: u64) -> StoreResult<u64> {
+        let user = user_id.to_string();
+        self.run(move |db| async move {
+            let old = floor(&db, &user).await?;
+            if through <= old {
+                return Ok(old);
+            }
+            // The floor first: a reader that sees it resyncs, whether or
+            // not the rows below are gone yet.
+            db.exec("sync_floor_put", vec![text(&user), big(through)])
+                .await?;
+            for bucket in sync_buckets(old, through) {
+                db.exec("sync_compact", vec![text(&user), big(bucket), big(through)])
+                    .await?;
+            }
+            Ok(through)
+        })
+    }
+
+    fn sync_floor(&self, user_id: &str) -> StoreResult<u64> {
+        let user = user_id.to_string();
+        self.run(|db| async move { floor(&db, &user).await })
+    }
+
     fn sync_items(&self, user_id: &str, after: u64, limit: usize) -> StoreResult<Vec<SyncRecord>> {
         let user = user_id.to_string();
         self.run(move |db| async move {
@@ -1121,6 +1148,15 @@ impl UserStore for ScyllaStore {
             Ok(lines)
         })
     }
+}
+
+async fn floor(db: &Inner, user: &str) -> StoreResult<u64> {
+    Ok(db
+        .one::<(Option<i64>,)>("sync_floor", vec![text(user)])
+        .await?
+        .and_then(|(floor,)| floor)
+        .unwrap_or(0)
+        .max(0) as u64)
 }
 
 async fn head(db: &Inner, user: &str) -> StoreResult<u64> {

@@ -50,6 +50,7 @@ conformance_tests!(
     edits_and_recalls,
     user_conversations_and_unread,
     sync_log_pages_in_order,
+    sync_log_compaction_keeps_the_head,
     apply_is_atomic,
 );
 

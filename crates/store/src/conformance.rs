@@ -554,6 +554,44 @@ pub fn sync_log_pages_in_order(_conversations: &dyn ConversationStore, users: &d
     assert!(again.is_err());
 }
 
+pub fn sync_log_compaction_keeps_the_head(
+    _conversations: &dyn ConversationStore,
+    users: &dyn UserStore,
+) {
+    let append = |from: u64, to: u64| -> Vec<UserEffect> {
+        (from..=to)
+            .map(|n| {
+                UserEffect::AppendSync(SyncRecord {
+                    user_id: "bob".into(),
+                    sync_seq: n,
+                    event_key: format!("m:c:{n}"),
+                    item: json!({"type": "message", "seq": n}),
+                })
+            })
+            .collect()
+    };
+    users.apply(&fence(1), &append(1, 30)).unwrap();
+    assert_eq!(users.sync_floor("bob").unwrap(), 0);
+    assert_eq!(users.compact_sync("bob", 20).unwrap(), 20);
+    assert_eq!(users.sync_floor("bob").unwrap(), 20);
+    let page = users.sync_items("bob", 0, 100).unwrap();
+    let seqs: Vec<u64> = page.iter().map(|r| r.sync_seq).collect();
+    assert_eq!(seqs, (21..=30).collect::<Vec<_>>(), "what is kept still pages");
+    assert_eq!(users.last_sync_seq("bob").unwrap(), 30);
+    // The floor only rises.
+    assert_eq!(users.compact_sync("bob", 10).unwrap(), 20);
+    // Everything compacted: the head stays, and the next item takes the
+    // next sync_seq, never a reused one.
+    assert_eq!(users.compact_sync("bob", 30).unwrap(), 30);
+    assert!(users.sync_items("bob", 0, 100).unwrap().is_empty());
+    assert_eq!(users.last_sync_seq("bob").unwrap(), 30);
+    users.apply(&fence(1), &append(31, 31)).unwrap();
+    let page = users.sync_items("bob", 30, 100).unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].sync_seq, 31);
+    assert_eq!(users.sync_floor("carol").unwrap(), 0, "per user");
+}
+
 pub fn apply_is_atomic(conversations: &dyn ConversationStore, users: &dyn UserStore) {
     conversations
         .apply(

@@ -108,6 +108,13 @@ pub trait UserStore: Send + Sync {
     /// Sync items with sync_seq > `after`, ascending, at most `limit`.
     fn sync_items(&self, user_id: &str, after: u64, limit: usize) -> StoreResult<Vec<SyncRecord>>;
     fn apply(&self, fence: &Fence, effects: &[UserEffect]) -> StoreResult<()>;
+    /// Compaction: forget the user's sync items up to and including
+    /// `through`. A device whose cursor is below the floor this leaves can
+    /// no longer sync from it and is told to resync from history. The floor
+    /// only rises. Returns it.
+    fn compact_sync(&self, user_id: &str, through: u64) -> StoreResult<u64>;
+    /// The highest sync_seq compacted away (0: none).
+    fn sync_floor(&self, user_id: &str) -> StoreResult<u64>;
     /// Canonical lines describing every table. The sync log appears as
     /// (user, effect key, item) sorted, plus each user's last sync_seq: the
     /// interleaving of independent conversations in a user's log depends on

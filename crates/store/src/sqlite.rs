@@ -1127,6 +1127,8 @@ CREATE TABLE IF NOT EXISTS user_sync(
   PRIMARY KEY(user_id, sync_seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS user_effects(
   user_id TEXT NOT NULL, event_key TEXT NOT NULL, PRIMARY KEY(user_id, event_key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS user_sync_floor(
+  user_id TEXT NOT NULL PRIMARY KEY, floor INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// Changes to `unread.db` since its first release (see [`Migrations`]).
@@ -1209,7 +1211,8 @@ impl UserStore for SqliteUserStore {
     fn last_sync_seq(&self, user_id: &str) -> StoreResult<u64> {
         self.db.read(|c| {
             c.row(
-                "SELECT IFNULL(MAX(sync_seq), 0) FROM user_sync WHERE user_id = ?1",
+                "SELECT MAX(IFNULL((SELECT MAX(sync_seq) FROM user_sync WHERE user_id = ?1), 0),
+                            IFNULL((SELECT floor FROM user_sync_floor WHERE user_id = ?1), 0))",
                 params![user_id],
                 |row| row.get::<_, i64>(0),
             )
@@ -1246,6 +1249,42 @@ impl UserStore for SqliteUserStore {
                 })
             })?;
             rows.take(limit).collect()
+        })
+    }
+
+    fn compact_sync(&self, user_id: &str, through: u64) -> StoreResult<u64> {
+        self.db.write(|t| {
+            let floor: i64 = t
+                .query_row(
+                    "SELECT IFNULL(MAX(floor), 0) FROM user_sync_floor WHERE user_id = ?1",
+                    params![user_id],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            let floor = floor.max(through as i64);
+            t.execute(
+                "INSERT INTO user_sync_floor(user_id, floor) VALUES (?1, ?2)
+                 ON CONFLICT(user_id) DO UPDATE SET floor = excluded.floor",
+                params![user_id, floor],
+            )
+            .map_err(backend)?;
+            t.execute(
+                "DELETE FROM user_sync WHERE user_id = ?1 AND sync_seq <= ?2",
+                params![user_id, floor],
+            )
+            .map_err(backend)?;
+            Ok(floor as u64)
+        })
+    }
+
+    fn sync_floor(&self, user_id: &str) -> StoreResult<u64> {
+        self.db.read(|c| {
+            c.row(
+                "SELECT IFNULL(MAX(floor), 0) FROM user_sync_floor WHERE user_id = ?1",
+                params![user_id],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n as u64)
         })
     }
 
@@ -1394,6 +1433,7 @@ mod tests {
         edits_and_recalls,
         user_conversations_and_unread,
         sync_log_pages_in_order,
+        sync_log_compaction_keeps_the_head,
         apply_is_atomic,
         tiers_read_as_one,
         retention_deletes_by_kind,

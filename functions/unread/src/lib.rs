@@ -436,7 +436,51 @@ fn materialize(
     Ok(head)
 }
 
+/// Pure: the compactions a batch's effects call for. A user's sync log
+/// keeps its last `keep` items; each time its head reaches a multiple of
+/// `every` past that, what is older goes (so compaction runs once every
+/// `every` appends, not on each). Returns (user, compact through).
+pub fn compactions(effects: &[UserEffect], keep: u64, every: u64) -> Vec<(String, u64)> {
+    let every = every.max(1);
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            UserEffect::AppendSync(record)
+                if record.sync_seq > keep && record.sync_seq % every == 0 =>
+            {
+                Some((record.user_id.clone(), record.sync_seq - keep))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// How many sync items a user's log keeps (`IM_KEEP_SYNC_ITEMS`); a device
+/// whose cursor falls further behind resyncs from history.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SyncRetention {
+    pub keep: u64,
+    pub every: u64,
+}
+
+impl SyncRetention {
+    pub fn keeping(keep: u64) -> Self {
+        SyncRetention {
+            keep,
+            every: (keep / 10).max(1),
+        }
+    }
+}
+
+impl Default for SyncRetention {
+    fn default() -> Self {
+        Self::keeping(10_000)
+    }
+}
+
 pub struct Unread {
+    /// How long each user's sync log is (none: kept whole).
+    pub retention: Option<SyncRetention>,
     pub store: Arc<dyn UserStore>,
     /// Where committed sync items are announced for the push function.
     pub client: Option<async_nats::Client>,
@@ -480,11 +524,20 @@ impl BatchHandler for Unread {
                 im_runtime::publish::reply_subject(&message.headers).map(str::to_string)
             })
             .collect();
+        let retention = self.retention;
         let (outcomes, notices) = im_runtime::blocking(move || {
             let (effects, outcomes) =
                 decide_batch(store.as_ref(), conversations.as_deref(), &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
+            }
+            if let Some(retention) = retention {
+                for (user, through) in compactions(&effects, retention.keep, retention.every) {
+                    // After the commit, and idempotent: a redelivered batch
+                    // compacts to the same floor.
+                    store.compact_sync(&user, through)?;
+                    metrics::counter!("im_unread_sync_compactions_total").increment(1);
+                }
             }
             Ok::<_, StoreError>((outcomes, push_notices(&effects)))
         })
@@ -513,14 +566,50 @@ pub async fn run(
     conversations: Arc<dyn ConversationStore>,
     instance: String,
     lease_ttl: std::time::Duration,
+    retention: Option<SyncRetention>,
     shutdown: im_runtime::Shutdown,
 ) -> anyhow::Result<()> {
     let handler = Arc::new(Unread {
+        retention,
         store,
         client: Some(client.clone()),
         conversations: Some(conversations),
     });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
+}
+
+#[cfg(test)]
+mod compaction_tests {
+    use super::*;
+
+    fn appended(user: &str, seqs: std::ops::RangeInclusive<u64>) -> Vec<UserEffect> {
+        seqs.map(|n| {
+            UserEffect::AppendSync(SyncRecord {
+                user_id: user.into(),
+                sync_seq: n,
+                event_key: format!("k{n}"),
+                item: json!({}),
+            })
+        })
+        .collect()
+    }
+
+    #[test]
+    fn a_log_is_compacted_once_every_so_many_appends_past_what_it_keeps() {
+        assert!(compactions(&appended("bob", 1..=100), 100, 10).is_empty());
+        assert_eq!(
+            compactions(&appended("bob", 101..=125), 100, 10),
+            vec![("bob".to_string(), 10), ("bob".to_string(), 20)]
+        );
+        let mut both = appended("bob", 105..=110);
+        both.extend(appended("ann", 108..=111));
+        assert_eq!(
+            compactions(&both, 100, 10),
+            vec![("bob".to_string(), 10), ("ann".to_string(), 10)]
+        );
+        assert_eq!(SyncRetention::keeping(10_000).every, 1_000);
+        assert_eq!(SyncRetention::keeping(3).every, 1);
+    }
 }
 
 #[cfg(test)]

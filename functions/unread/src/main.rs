@@ -7,6 +7,10 @@ use im_runtime::{CommonArgs, Shutdown};
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
+    /// Sync items each user's log keeps (0: all); a device whose cursor
+    /// falls further behind is told to resync from history.
+    #[arg(long, env = "IM_KEEP_SYNC_ITEMS", default_value_t = 10_000)]
+    keep_sync_items: u64,
 }
 
 #[tokio::main]
@@ -23,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
         conversations,
         args.common.instance_name("unread"),
         args.common.lease_ttl(),
+        (args.keep_sync_items > 0).then(|| im_unread::SyncRetention::keeping(args.keep_sync_items)),
         Shutdown::on_signals(),
     )
     .await
