@@ -7,6 +7,7 @@ mod bench_suite;
 mod bench_tiers;
 mod chaos;
 mod chat;
+mod credentials;
 mod dlq;
 mod notifications;
 mod procs;
@@ -42,6 +43,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
     Token(token::TokenArgs),
+    /// Make every secret a deployment needs (NATS roles, token keys) and say where they are.
+    Credentials(credentials::CredentialsArgs),
     /// Move messages past the hot window into the compressed cold tier; apply retention.
     Archive(archive::ArchiveArgs),
     /// A conversation's history, across the hot and cold tiers.
@@ -74,6 +77,7 @@ async fn main() {
         Command::Tail(args) => tail::run(args).await,
         Command::Dlq(args) => dlq::run(args).await,
         Command::Token(args) => token::run(args),
+        Command::Credentials(args) => credentials::run(args),
         Command::Chat(args) => chat::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Notifications(args) => notifications::run(args),

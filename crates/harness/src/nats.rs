@@ -183,30 +183,14 @@ pub fn node_procs(
     // The routes: authenticated whenever clients are (a stray process must
     // not join the cluster as a node and read every stream), over TLS when
     // clients are, each node verifying the others' certificates.
-    let mut routes = String::from("# The routes between the nodes (made by imctl).\n");
-    let login = match &security.authorization {
-        Some(_) => {
-            let path = data_dir.join("credentials").join("nats-route");
-            im_runtime::secrets::create_private(&path, im_runtime::secrets::generate().as_bytes())?;
-            let password = std::fs::read_to_string(&path)?.trim().to_string();
-            routes.push_str(&format!(
-                "authorization {{ user: route, password: \"{password}\", timeout: 5 }}\n"
-            ));
-            format!("route:{password}@")
-        }
-        None => String::new(),
+    let password = match &security.authorization {
+        Some(_) => Some(route_password(data_dir)?),
+        None => None,
     };
-    routes.push_str("routes: [\n");
-    for m in 0..nodes {
-        routes.push_str(&format!(
-            "  nats://{login}127.0.0.1:{}\n",
-            route_port(m)
-        ));
-    }
-    routes.push_str("]\n");
-    if let Some(block) = tls_block(true) {
-        routes.push_str(&block);
-    }
+    let hosts: Vec<String> = (0..nodes)
+        .map(|m| format!("127.0.0.1:{}", route_port(m)))
+        .collect();
+    let routes = routes_conf(&hosts, password.as_deref(), tls_block(true).as_deref());
     private("nats-routes.conf", &routes)?;
 
     (0..nodes)
@@ -239,6 +223,38 @@ pub fn node_procs(
             Ok((proc, port + n as u16))
         })
         .collect()
+}
+
+/// The data directory's route password (made, mode 0600, if missing).
+pub fn route_password(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join("credentials").join("nats-route");
+    im_runtime::secrets::create_private(&path, im_runtime::secrets::generate().as_bytes())?;
+    Ok(std::fs::read_to_string(&path)?.trim().to_string())
+}
+
+/// What goes inside a node's `cluster { }` block about its routes: the
+/// routes to every node (`host:port`), the password they authenticate with
+/// (when given) and their TLS block (when given).
+pub fn routes_conf(hosts: &[String], password: Option<&str>, tls: Option<&str>) -> String {
+    let mut routes = String::from("# The routes between the nodes (made by imctl).\n");
+    let login = match password {
+        Some(password) => {
+            routes.push_str(&format!(
+                "authorization {{ user: route, password: \"{password}\", timeout: 5 }}\n"
+            ));
+            format!("route:{password}@")
+        }
+        None => String::new(),
+    };
+    routes.push_str("routes: [\n");
+    for host in hosts {
+        routes.push_str(&format!("  nats://{login}{host}\n"));
+    }
+    routes.push_str("]\n");
+    if let Some(block) = tls {
+        routes.push_str(block);
+    }
+    routes
 }
 
 /// A JetStream cluster of nats-server processes on 127.0.0.1, each with its
