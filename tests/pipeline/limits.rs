@@ -282,7 +282,10 @@ async fn push_registrations_are_capped_per_user() {
     }
     let (status, body) = register("mallory", "d3".into()).await;
     assert_eq!(status, 409, "{body}");
-    assert!(body.contains("limit_reached") && body.contains("unregister one first"), "{body}");
+    assert!(
+        body.contains("limit_reached") && body.contains("unregister one first"),
+        "{body}"
+    );
     // Replacing a device's token is not a new device.
     let (status, body) = register("mallory", "d1".into()).await;
     assert_eq!(status, 200, "{body}");
@@ -360,11 +363,22 @@ async fn a_full_event_log_refuses_with_a_reason_and_loses_nothing() {
         }
     }
     assert_eq!(acked.len() + refused.len(), SENDS, "every send is answered");
-    assert!(!acked.is_empty() && !refused.is_empty(), "{} acked, {} refused", acked.len(), refused.len());
+    assert!(
+        !acked.is_empty() && !refused.is_empty(),
+        "{} acked, {} refused",
+        acked.len(),
+        refused.len()
+    );
     for frame in &refused {
         assert_eq!(frame["code"], "storage_full", "{frame}");
         assert!(frame["client_msg_id"].is_string(), "{frame}");
-        assert!(frame["message"].as_str().unwrap().contains("nothing was stored"), "{frame}");
+        assert!(
+            frame["message"]
+                .as_str()
+                .unwrap()
+                .contains("nothing was stored"),
+            "{frame}"
+        );
     }
     // Every acked message is in history.
     let (status, body) = im_pipeline_tests::http(
@@ -395,11 +409,8 @@ async fn a_full_event_log_refuses_with_a_reason_and_loses_nothing() {
 /// log only grew.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compacted_sync_log_tells_a_device_far_behind_to_resync() {
-    let mut pipeline = Pipeline::start_with(vec![(
-        "IM_KEEP_SYNC_ITEMS".to_string(),
-        "20".to_string(),
-    )])
-    .await;
+    let mut pipeline =
+        Pipeline::start_with(vec![("IM_KEEP_SYNC_ITEMS".to_string(), "20".to_string())]).await;
     let port = pipeline.start_gateway("gateway", &[]).await;
     let mut alice = Device::connect(port, "alice", "phone").await;
     for n in 0..40 {
@@ -412,11 +423,15 @@ async fn a_compacted_sync_log_tells_a_device_far_behind_to_resync() {
     pipeline.settle(Duration::from_secs(30)).await;
 
     let mut bob = Device::connect(port, "bob", "laptop").await;
-    bob.send(json!({"op": "sync", "after": 0, "limit": 100})).await;
+    bob.send(json!({"op": "sync", "after": 0, "limit": 100}))
+        .await;
     let behind = bob.expect("sync_result", Duration::from_secs(10)).await;
     assert_eq!(behind["resync"], true, "{behind}");
     assert!(behind["items"].as_array().unwrap().is_empty(), "{behind}");
-    assert!(behind["message"].as_str().unwrap().contains("history"), "{behind}");
+    assert!(
+        behind["message"].as_str().unwrap().contains("history"),
+        "{behind}"
+    );
     let floor = behind["next"].as_u64().unwrap();
     assert!(floor >= 20, "compacted to keep about 20: floor {floor}");
     // From `next`: the rest of the log, through the newest message.

@@ -68,8 +68,10 @@ async fn the_bus_and_the_gateway_speak_only_tls() {
         .wait_online(&[("alice", "phone"), ("bob", "phone")])
         .await;
     alice
-        .send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": "t1",
-                     "kind": "text", "body": {"text": "over TLS"}}))
+        .send(
+            json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": "t1",
+                     "kind": "text", "body": {"text": "over TLS"}}),
+        )
         .await;
     let ack = alice.expect("ack", WAIT).await;
     assert_eq!(ack["seq"], 1, "{ack}");
@@ -93,10 +95,21 @@ async fn cluster_routes_need_tls_and_their_password() {
         .expect("a TLS cluster forms and takes R3 streams");
     let tls = system.tls.clone().unwrap();
     let js = system.js().await.unwrap();
-    let info = js.get_stream("IM_INGEST").await.unwrap().info().await.unwrap().clone();
+    let info = js
+        .get_stream("IM_INGEST")
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
     assert_eq!(info.config.num_replicas, 3);
     let replicas = info.cluster.as_ref().map(|c| c.replicas.len()).unwrap_or(0);
-    assert_eq!(replicas, 2, "two followers beside the leader: {:?}", info.cluster);
+    assert_eq!(
+        replicas, 2,
+        "two followers beside the leader: {:?}",
+        info.cluster
+    );
 
     // The stray: TLS with a certificate the CA signed, but no password.
     let dir = tempfile::tempdir().unwrap();
@@ -129,7 +142,10 @@ async fn cluster_routes_need_tls_and_their_password() {
     let deadline = std::time::Instant::now() + WAIT;
     let refused = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.to_ascii_lowercase().contains("authorization violation") {
+        if text
+            .to_ascii_lowercase()
+            .contains("authorization violation")
+        {
             break true;
         }
         if std::time::Instant::now() > deadline {

@@ -92,7 +92,11 @@ pub fn mint_device(secret: &str, user: &str, device: &str, now: i64, ttl_secs: i
 /// A user token signed HS256 with `secret`. A token that claims to be a
 /// service token is refused: only the service key makes one.
 pub fn verify(secret: &str, token: &str) -> Result<Claims, AuthError> {
-    let claims = decode(token, &DecodingKey::from_secret(secret.as_bytes()), validation(Algorithm::HS256))?;
+    let claims = decode(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        validation(Algorithm::HS256),
+    )?;
     user_claims(claims)
 }
 
@@ -253,9 +257,9 @@ impl Verifier {
                         "{alg:?} tokens need IM_JWKS_URL, which is not set"
                     )));
                 };
-                let kid = header.kid.ok_or_else(|| {
-                    AuthError::Invalid("the token names no key (kid)".into())
-                })?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| AuthError::Invalid("the token names no key (kid)".into()))?;
                 let (key, key_alg) = jwks.key(&kid).await?;
                 if key_alg != alg {
                     return Err(AuthError::Invalid(format!(
@@ -268,7 +272,9 @@ impl Verifier {
                 validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
                 user_claims(decode(token, &key, validation)?)
             }
-            alg => Err(AuthError::Invalid(format!("algorithm {alg:?} is not accepted"))),
+            alg => Err(AuthError::Invalid(format!(
+                "algorithm {alg:?} is not accepted"
+            ))),
         }
     }
 }
@@ -296,9 +302,7 @@ impl Jwks {
             match keys.by_id.get(kid) {
                 Some(found) if !stale(&keys) => return Ok(found.clone()),
                 None if recent => {
-                    return Err(AuthError::Invalid(format!(
-                        "unknown signing key {kid:?}"
-                    )))
+                    return Err(AuthError::Invalid(format!("unknown signing key {kid:?}")))
                 }
                 _ => {}
             }
@@ -319,8 +323,11 @@ impl Jwks {
                         "the identity provider's keys are unavailable: {error}"
                     )));
                 }
-                keys.fetched = Instant::now()
-                    .checked_sub(self.settings.refresh.saturating_sub(self.settings.min_refetch));
+                keys.fetched = Instant::now().checked_sub(
+                    self.settings
+                        .refresh
+                        .saturating_sub(self.settings.min_refetch),
+                );
             }
         }
         self.keys

@@ -298,7 +298,11 @@ async fn user_conversations(
 
 /// A user token acts for its own user; a service token for anyone.
 #[allow(clippy::result_large_err)]
-async fn acting_for(gateway: &Gateway, headers: &HeaderMap, user: &str) -> Result<Claims, Response> {
+async fn acting_for(
+    gateway: &Gateway,
+    headers: &HeaderMap,
+    user: &str,
+) -> Result<Claims, Response> {
     let claims = authorize(gateway, headers).await?;
     if !claims.svc && claims.sub != user {
         return Err(error(

@@ -102,13 +102,16 @@ async fn main() -> anyhow::Result<()> {
     let keys = im_gateway::auth::KeySettings {
         user_secret: args.jwt_secret.clone(),
         service_secret: args.service_secret.clone(),
-        jwks: args.jwks_url.clone().map(|url| im_gateway::auth::JwksSettings {
-            url,
-            issuer: args.jwt_issuer.clone().unwrap_or_default(),
-            audience: args.jwt_audience.clone().unwrap_or_default(),
-            refresh: Duration::from_secs(args.jwks_refresh_secs.max(10)),
-            min_refetch: im_gateway::auth::MIN_REFETCH,
-        }),
+        jwks: args
+            .jwks_url
+            .clone()
+            .map(|url| im_gateway::auth::JwksSettings {
+                url,
+                issuer: args.jwt_issuer.clone().unwrap_or_default(),
+                audience: args.jwt_audience.clone().unwrap_or_default(),
+                refresh: Duration::from_secs(args.jwks_refresh_secs.max(10)),
+                min_refetch: im_gateway::auth::MIN_REFETCH,
+            }),
     };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());

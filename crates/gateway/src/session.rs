@@ -349,7 +349,9 @@ async fn handle(
                 if after < floor {
                     return Ok((floor, Vec::new()));
                 }
-                store.sync_items(&user, after, limit + 1).map(|items| (floor, items))
+                store
+                    .sync_items(&user, after, limit + 1)
+                    .map(|items| (floor, items))
             })
             .await
             .map_err(store_error)?

@@ -40,7 +40,8 @@ fn es256_key(kid: &str) -> (EncodingKey, Value) {
 /// The RSA test key (a fixture: ring cannot make RSA keys) and its JWK.
 fn rs256_key(kid: &str) -> (EncodingKey, Value) {
     let pem = include_bytes!("fixtures/rsa-test-key.pem");
-    let public: Value = serde_json::from_str(include_str!("fixtures/rsa-test-key.jwk.json")).unwrap();
+    let public: Value =
+        serde_json::from_str(include_str!("fixtures/rsa-test-key.jwk.json")).unwrap();
     let jwk = json!({"kty": "RSA", "n": public["n"], "e": public["e"], "kid": kid, "alg": "RS256", "use": "sig"});
     (EncodingKey::from_rsa_pem(pem).unwrap(), jwk)
 }
@@ -123,7 +124,12 @@ async fn a_service_token_is_one_only_the_service_key_signed() {
     // With the service key's id it is checked with the service key, which
     // did not sign it; without, with the users' key, which makes no
     // service tokens.
-    let svc = Claims { sub: "ops".into(), dev: String::new(), exp: now() + 60, svc: true };
+    let svc = Claims {
+        sub: "ops".into(),
+        dev: String::new(),
+        exp: now() + 60,
+        svc: true,
+    };
     let forged = auth::mint(USER_SECRET, &svc);
     assert!(invalid(verifier.verify(&forged).await).contains("InvalidSignature"));
     let unmarked = jsonwebtoken::encode(
@@ -137,7 +143,12 @@ async fn a_service_token_is_one_only_the_service_key_signed() {
     // is tried, and it did not sign it).
     let odd = auth::mint(
         SERVICE_SECRET,
-        &Claims { sub: "alice".into(), dev: "d".into(), exp: now() + 60, svc: false },
+        &Claims {
+            sub: "alice".into(),
+            dev: "d".into(),
+            exp: now() + 60,
+            svc: false,
+        },
     );
     assert!(verifier.verify(&odd).await.is_err());
     // A gateway without a service key takes no service tokens at all.
@@ -155,25 +166,57 @@ async fn identity_provider_tokens_verify_against_its_jwks() {
     let idp = idp(json!({"keys": [es_jwk, rs_jwk]})).await;
     let verifier = verifier(&idp, Duration::from_secs(300));
 
-    for (alg, kid, key) in [(Algorithm::ES256, "es-1", &es_key), (Algorithm::RS256, "rs-1", &rs_key)] {
+    for (alg, kid, key) in [
+        (Algorithm::ES256, "es-1", &es_key),
+        (Algorithm::RS256, "rs-1", &rs_key),
+    ] {
         let token = idp_token(alg, kid, key, claims("alice", ISSUER, AUDIENCE));
         let verified = verifier.verify(&token).await.unwrap();
-        assert_eq!((verified.sub.as_str(), verified.dev.as_str(), verified.svc), ("alice", "phone", false));
+        assert_eq!(
+            (verified.sub.as_str(), verified.dev.as_str(), verified.svc),
+            ("alice", "phone", false)
+        );
         // Another issuer or audience: refused.
-        let other_iss = idp_token(alg, kid, key, claims("alice", "https://evil.test", AUDIENCE));
-        assert!(verifier.verify(&other_iss).await.is_err(), "{alg:?} with another iss");
+        let other_iss = idp_token(
+            alg,
+            kid,
+            key,
+            claims("alice", "https://evil.test", AUDIENCE),
+        );
+        assert!(
+            verifier.verify(&other_iss).await.is_err(),
+            "{alg:?} with another iss"
+        );
         let other_aud = idp_token(alg, kid, key, claims("alice", ISSUER, "another-app"));
-        assert!(verifier.verify(&other_aud).await.is_err(), "{alg:?} with another aud");
+        assert!(
+            verifier.verify(&other_aud).await.is_err(),
+            "{alg:?} with another aud"
+        );
         // Missing iss/aud: refused.
-        let bare = idp_token(alg, kid, key, json!({"sub": "alice", "dev": "d", "exp": now() + 60}));
-        assert!(verifier.verify(&bare).await.is_err(), "{alg:?} without iss/aud");
+        let bare = idp_token(
+            alg,
+            kid,
+            key,
+            json!({"sub": "alice", "dev": "d", "exp": now() + 60}),
+        );
+        assert!(
+            verifier.verify(&bare).await.is_err(),
+            "{alg:?} without iss/aud"
+        );
         // An IdP token cannot make itself a service token.
         let mut svc = claims("ops", ISSUER, AUDIENCE);
         svc["svc"] = json!(true);
-        assert!(invalid(verifier.verify(&idp_token(alg, kid, key, svc)).await).contains("service key"));
+        assert!(
+            invalid(verifier.verify(&idp_token(alg, kid, key, svc)).await).contains("service key")
+        );
     }
     // The ES key's id on an RS256 token: refused (a key is for one algorithm).
-    let swapped = idp_token(Algorithm::RS256, "es-1", &rs_key, claims("alice", ISSUER, AUDIENCE));
+    let swapped = idp_token(
+        Algorithm::RS256,
+        "es-1",
+        &rs_key,
+        claims("alice", ISSUER, AUDIENCE),
+    );
     assert!(invalid(verifier.verify(&swapped).await).contains("ES256"));
     // Algorithm confusion: an HS256 token "signed" with the RSA public key
     // as a shared secret goes to the HS256 key, which did not sign it.
@@ -188,7 +231,8 @@ async fn identity_provider_tokens_verify_against_its_jwks() {
     // No kid: refused with the reason.
     let mut header = Header::new(Algorithm::ES256);
     header.kid = None;
-    let nameless = jsonwebtoken::encode(&header, &claims("alice", ISSUER, AUDIENCE), &es_key).unwrap();
+    let nameless =
+        jsonwebtoken::encode(&header, &claims("alice", ISSUER, AUDIENCE), &es_key).unwrap();
     assert!(invalid(verifier.verify(&nameless).await).contains("kid"));
     // Expired: its own code.
     let mut old = claims("alice", ISSUER, AUDIENCE);
@@ -203,15 +247,29 @@ async fn rotated_keys_are_picked_up_and_removed_ones_stop_working() {
     let (old_key, old_jwk) = es256_key("2026-11");
     let idp = idp(json!({"keys": [old_jwk]})).await;
     let verifier = verifier(&idp, Duration::from_secs(1));
-    let old = idp_token(Algorithm::ES256, "2026-11", &old_key, claims("alice", ISSUER, AUDIENCE));
+    let old = idp_token(
+        Algorithm::ES256,
+        "2026-11",
+        &old_key,
+        claims("alice", ISSUER, AUDIENCE),
+    );
     verifier.verify(&old).await.unwrap();
 
     // The provider rotates: a new key, published before it signs anything;
     // the old one is withdrawn.
     let (new_key, new_jwk) = es256_key("2026-12");
     *idp.keys.lock().unwrap() = json!({"keys": [new_jwk]});
-    let new = idp_token(Algorithm::ES256, "2026-12", &new_key, claims("bob", ISSUER, AUDIENCE));
-    assert_eq!(verifier.verify(&new).await.unwrap().sub, "bob", "an unknown kid fetches the keys again");
+    let new = idp_token(
+        Algorithm::ES256,
+        "2026-12",
+        &new_key,
+        claims("bob", ISSUER, AUDIENCE),
+    );
+    assert_eq!(
+        verifier.verify(&new).await.unwrap().sub,
+        "bob",
+        "an unknown kid fetches the keys again"
+    );
     // The old key is gone from the fetched set: refused.
     assert!(invalid(verifier.verify(&old).await).contains("unknown signing key"));
 

@@ -81,9 +81,10 @@ pub fn generate(names: &[&str]) -> anyhow::Result<Generated> {
     let key = KeyPair::generate()?;
     let mut server =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
-    server
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("localhost"));
+    server.distinguished_name.push(
+        DnType::CommonName,
+        names.first().copied().unwrap_or("localhost"),
+    );
     let cert = server.signed_by(&key, &issuer)?;
     Ok(Generated {
         ca_pem: ca_cert.pem(),

@@ -135,11 +135,15 @@ pub fn node_procs(
         let mut conf = conf.to_string();
         if let Some(block) = &security.authorization {
             private("nats-auth.conf", block)?;
-            conf.push_str("\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n");
+            conf.push_str(
+                "\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n",
+            );
         }
         if let Some(block) = tls_block(false) {
             private("nats-tls.conf", &block)?;
-            conf.push_str("\n# Clients connect with TLS only (made by imctl).\ninclude \"nats-tls.conf\"\n");
+            conf.push_str(
+                "\n# Clients connect with TLS only (made by imctl).\ninclude \"nats-tls.conf\"\n",
+            );
         }
         Ok(conf)
     };

@@ -555,10 +555,7 @@ impl System {
         extra: &[(String, String)],
     ) -> anyhow::Result<()> {
         let program = self.binary("im-gateway")?;
-        let mut env = vec![(
-            "IM_SERVICE_SECRET".to_string(),
-            self.service_secret.clone(),
-        )];
+        let mut env = vec![("IM_SERVICE_SECRET".to_string(), self.service_secret.clone())];
         if let Some(tls) = &self.tls {
             env.push(("IM_TLS_CERT".to_string(), tls.cert.display().to_string()));
             env.push(("IM_TLS_KEY".to_string(), tls.key.display().to_string()));

@@ -21,7 +21,9 @@ fn every_process_takes_its_own_role_and_nothing_is_shipped() {
             "{function} does not mount its role"
         );
         assert!(
-            im_runtime::nats_auth::ROLES.iter().any(|r| r.name == function),
+            im_runtime::nats_auth::ROLES
+                .iter()
+                .any(|r| r.name == function),
             "no role {function}"
         );
     }
@@ -35,7 +37,10 @@ fn every_process_takes_its_own_role_and_nothing_is_shipped() {
     let nats = manifest("nats.yaml");
     assert!(nats.contains("include \"auth/nats-auth.conf\""));
     assert!(nats.contains("include \"auth/nats-routes.conf\""));
-    assert!(!nats.contains("name: monitor, port"), "the monitoring port is in the Service");
+    assert!(
+        !nats.contains("name: monitor, port"),
+        "the monitoring port is in the Service"
+    );
     assert!(manifest("kustomization.yaml").contains("- network.yaml"));
     let network = manifest("network.yaml");
     assert!(network.contains("name: default-deny"));
@@ -47,7 +52,12 @@ fn every_process_takes_its_own_role_and_nothing_is_shipped() {
         "schema-job.yaml",
     ] {
         let text = manifest(name);
-        for shipped in ["change-me", "IM_JWT_SECRET:", "IM_SERVICE_SECRET:", "password:"] {
+        for shipped in [
+            "change-me",
+            "IM_JWT_SECRET:",
+            "IM_SERVICE_SECRET:",
+            "password:",
+        ] {
             assert!(!text.contains(shipped), "{name} ships {shipped:?}");
         }
     }
@@ -73,12 +83,18 @@ fn the_nats_configuration_with_its_secrets_is_valid() {
     let output = std::process::Command::new(im_harness::workspace_binary("imctl").unwrap())
         .args(["credentials", "--data-dir"])
         .arg(&secrets)
-        .args(["--routes", "nats-0.nats:6222,nats-1.nats:6222,nats-2.nats:6222"])
+        .args([
+            "--routes",
+            "nats-0.nats:6222,nats-1.nats:6222,nats-2.nats:6222",
+        ])
         .output()
         .expect("imctl runs");
     assert!(output.status.success(), "{output:?}");
     let routes = std::fs::read_to_string(secrets.join("nats-routes.conf")).unwrap();
-    assert!(routes.contains("nats://route:") && routes.contains("@nats-2.nats:6222"), "{routes}");
+    assert!(
+        routes.contains("nats://route:") && routes.contains("@nats-2.nats:6222"),
+        "{routes}"
+    );
     let store = dir.path().join("store");
     let conf = conf.replace("/data/jetstream", &store.display().to_string());
     let path: PathBuf = dir.path().join("nats.conf");

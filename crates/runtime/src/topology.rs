@@ -164,7 +164,10 @@ impl MaxBytes {
             .iter()
             .find(|(stream, _)| *stream == def.name)
             .map(|(_, bytes)| *bytes);
-        [def.max_bytes, self.every, named].into_iter().flatten().min()
+        [def.max_bytes, self.every, named]
+            .into_iter()
+            .flatten()
+            .min()
     }
 }
 
@@ -213,7 +216,13 @@ pub fn stream_config_with(
 /// Create every stream, or bring an existing one's config up to date.
 pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
     let bounds = stream_max_bytes_override().map_err(|e| anyhow::anyhow!(e))?;
-    ensure_streams_with(js, stream_replicas(), topology().partitions.conversation, &bounds).await
+    ensure_streams_with(
+        js,
+        stream_replicas(),
+        topology().partitions.conversation,
+        &bounds,
+    )
+    .await
 }
 
 /// [`ensure_streams`] with `replicas` copies of every stream, for
@@ -511,15 +520,31 @@ mod tests {
             .iter()
             .filter_map(|def| def.max_bytes)
             .sum();
-        assert!(total < 20 << 30, "under nats.conf's max_file_store (20GB: GiB to nats-server): {total}");
+        assert!(
+            total < 20 << 30,
+            "under nats.conf's max_file_store (20GB: GiB to nats-server): {total}"
+        );
         let lower = MaxBytes::parse("1000000, IM_INGEST=5000").unwrap();
-        let ingest = topology().streams.iter().find(|d| d.name == "IM_INGEST").unwrap();
-        let dlq = topology().streams.iter().find(|d| d.name == "IM_DLQ").unwrap();
+        let ingest = topology()
+            .streams
+            .iter()
+            .find(|d| d.name == "IM_INGEST")
+            .unwrap();
+        let dlq = topology()
+            .streams
+            .iter()
+            .find(|d| d.name == "IM_DLQ")
+            .unwrap();
         assert_eq!(lower.of(ingest), Some(5000));
         assert_eq!(lower.of(dlq), Some(1_000_000));
         assert_eq!(MaxBytes::parse("").unwrap(), MaxBytes::default());
         for bad in ["-5", "IM_INGEST=", "lots", "IM_INGEST=0"] {
-            assert!(MaxBytes::parse(bad).unwrap_err().contains("IM_STREAM_MAX_BYTES"), "{bad}");
+            assert!(
+                MaxBytes::parse(bad)
+                    .unwrap_err()
+                    .contains("IM_STREAM_MAX_BYTES"),
+                "{bad}"
+            );
         }
     }
 

@@ -268,10 +268,16 @@ mod tests {
         );
         assert_eq!(config.hosts, vec!["10.0.0.1:9042", "10.0.0.2:9042"]);
         assert_eq!(config.tls, Some(Tls { ca: None }));
-        assert!(!format!("{config:?}").contains("w0rd"), "the password is not logged");
+        assert!(
+            !format!("{config:?}").contains("w0rd"),
+            "the password is not logged"
+        );
         let error = ScyllaConfig::parse("scylla://u:hunter2@h").unwrap_err();
         assert!(!error.contains("hunter2"), "{error}");
-        assert_eq!(redact("scylla://u:pw@h/im?tls=1"), "scylla://u:***@h/im?tls=1");
+        assert_eq!(
+            redact("scylla://u:pw@h/im?tls=1"),
+            "scylla://u:***@h/im?tls=1"
+        );
         let pinned = ScyllaConfig::parse("scylla://h/im?ca=/etc/im/scylla-ca.pem").unwrap();
         assert_eq!(
             pinned.tls.unwrap().ca.as_deref(),

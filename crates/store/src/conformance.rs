@@ -576,7 +576,11 @@ pub fn sync_log_compaction_keeps_the_head(
     assert_eq!(users.sync_floor("bob").unwrap(), 20);
     let page = users.sync_items("bob", 0, 100).unwrap();
     let seqs: Vec<u64> = page.iter().map(|r| r.sync_seq).collect();
-    assert_eq!(seqs, (21..=30).collect::<Vec<_>>(), "what is kept still pages");
+    assert_eq!(
+        seqs,
+        (21..=30).collect::<Vec<_>>(),
+        "what is kept still pages"
+    );
     assert_eq!(users.last_sync_seq("bob").unwrap(), 30);
     // The floor only rises.
     assert_eq!(users.compact_sync("bob", 10).unwrap(), 20);
