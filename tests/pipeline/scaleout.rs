@@ -66,6 +66,44 @@ async fn wait_shares(
     }
 }
 
+/// `imctl status --json`, as the operator of this pipeline.
+fn status(pipeline: &Pipeline) -> serde_json::Value {
+    let output = std::process::Command::new(im_harness::workspace_binary("imctl").unwrap())
+        .args(["status", "--json", "--nats-url", &pipeline.nats_url()])
+        .envs(pipeline.env("imctl"))
+        .output()
+        .expect("imctl status runs");
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
+/// What `imctl status` says of unread: (instance, pid, partitions).
+fn unread_replicas(status: &serde_json::Value) -> Vec<(String, Option<u64>, Vec<u64>)> {
+    let unread = status["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "unread")
+        .expect("unread in the status");
+    unread["replicas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["instance"].as_str().unwrap().to_string(),
+                r["pid"].as_u64(),
+                r["partitions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_u64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     let mut pipeline = Pipeline::start().await;
@@ -86,6 +124,31 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     )
     .await;
     round(&pipeline, 1).await;
+    // The operator sees it: each replica with its pid and its share, each
+    // partition once; every function listed, ingest included.
+    let seen = status(&pipeline);
+    let names: Vec<&str> = seen["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, im_harness::FUNCTIONS, "{seen}");
+    let replicas = unread_replicas(&seen);
+    assert_eq!(replicas.len(), 2, "{seen}");
+    let mut all: Vec<u64> = Vec::new();
+    for (instance, pid, owned) in &replicas {
+        assert_eq!(owned.len(), half, "{instance}: {seen}");
+        assert_eq!(
+            *pid,
+            pipeline.process(instance).pid().map(u64::from),
+            "{instance}"
+        );
+        all.extend(owned);
+    }
+    all.sort();
+    assert_eq!(all, (0..partitions as u64).collect::<Vec<_>>(), "{seen}");
+    assert!(!seen["nats"].as_array().unwrap().is_empty(), "{seen}");
     // SIGKILL one: the survivor takes its share within the TTL and a margin.
     pipeline.process("unread-2").kill9();
     let failover = wait_shares(

@@ -14,6 +14,7 @@ mod procs;
 mod replay;
 mod schema;
 mod send;
+mod status;
 mod tail;
 mod token;
 mod up;
@@ -25,6 +26,14 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// NATS role of this command: a `user:password` file (IM_NATS_CREDS;
+    /// default for send, tail, dlq and replay: the data directory's admin).
+    #[arg(long, global = true)]
+    nats_creds: Option<std::path::PathBuf>,
+    /// The CA that signed nats-server's certificate (IM_NATS_CA; default:
+    /// the data directory's, when it runs with TLS).
+    #[arg(long, global = true)]
+    nats_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -43,6 +52,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
     Token(token::TokenArgs),
+    /// What runs: functions' replicas and their partitions and lag, gateways, NATS nodes.
+    Status(status::StatusArgs),
     /// Make every secret a deployment needs (NATS roles, token keys) and say where they are.
     Credentials(credentials::CredentialsArgs),
     /// Move messages past the hot window into the compressed cold tier; apply retention.
@@ -63,10 +74,23 @@ enum Command {
 async fn main() {
     let cli = Cli::parse();
     im_runtime::config::install_crypto_provider();
+    // Flags win over the variables every NATS connection reads.
+    for (flag, variable) in [
+        (&cli.nats_creds, "IM_NATS_CREDS"),
+        (&cli.nats_ca, "IM_NATS_CA"),
+    ] {
+        if let Some(path) = flag {
+            std::env::set_var(variable, path);
+        }
+    }
     im_runtime::telemetry::init_tracing(false);
     let operator = matches!(
         cli.command,
-        Command::Send(_) | Command::Tail(_) | Command::Dlq(_) | Command::Replay(_)
+        Command::Send(_)
+            | Command::Tail(_)
+            | Command::Dlq(_)
+            | Command::Replay(_)
+            | Command::Status(_)
     );
     if operator {
         use_local_admin_credentials();
@@ -78,6 +102,7 @@ async fn main() {
         Command::Dlq(args) => dlq::run(args).await,
         Command::Token(args) => token::run(args),
         Command::Credentials(args) => credentials::run(args),
+        Command::Status(args) => status::run(args).await,
         Command::Chat(args) => chat::run(args).await,
         Command::Bench(args) => bench::run(args).await,
         Command::Notifications(args) => notifications::run(args),

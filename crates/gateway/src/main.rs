@@ -115,7 +115,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
-    let client = im_runtime::config::connect(&args.common.nats_url, "im-gateway").await?;
+    let client = args.common.connect("im-gateway").await?;
     let data_dir = args.common.data_dir.clone();
     let stores = args.common.stores()?;
     let conversations = stores.conversations(None)?;

@@ -10,6 +10,15 @@ pub struct CommonArgs {
     /// NATS server URL.
     #[arg(long, env = "IM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
+    /// This process's NATS role: a `user:password` file (`imctl up` and
+    /// `imctl credentials` make them in <data-dir>/credentials/nats/).
+    /// Without it, IM_NATS_USER / IM_NATS_PASSWORD, else anonymous.
+    #[arg(long, env = "IM_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// The CA that signed nats-server's certificate: the connection must
+    /// be TLS and the certificate must chain to it.
+    #[arg(long, env = "IM_NATS_CA")]
+    pub nats_ca: Option<PathBuf>,
     /// Directory of the embedded store's files.
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
@@ -54,7 +63,29 @@ impl CommonArgs {
     pub async fn start(&self, process: &str) -> anyhow::Result<async_nats::Client> {
         crate::telemetry::init_tracing(self.log_json);
         crate::telemetry::init_metrics(&self.metrics_addr)?;
-        connect(&self.nats_url, process).await
+        self.connect(process).await
+    }
+
+    /// Connect to NATS as the flags (or their variables) say.
+    pub async fn connect(&self, process: &str) -> anyhow::Result<async_nats::Client> {
+        connect_as(&self.nats_url, process, &self.nats_access()?).await
+    }
+
+    /// `--nats-creds` and `--nats-ca`, read.
+    pub fn nats_access(&self) -> anyhow::Result<NatsAccess> {
+        let mut access = NatsAccess::from_env()?;
+        if let Some(path) = &self.nats_creds {
+            access.credentials = Some(crate::nats_auth::Credentials::read(path)?);
+        }
+        if let Some(ca) = &self.nats_ca {
+            anyhow::ensure!(
+                ca.exists(),
+                "--nats-ca {} does not exist; `imctl up --tls` makes one in <data-dir>/credentials/tls/ca.pem",
+                ca.display()
+            );
+            access.ca = Some(ca.clone());
+        }
+        Ok(access)
     }
 
     /// The stores this process opens, as `--store` / `IM_STORE` selects.

@@ -254,17 +254,26 @@ where
     let renew_every = ttl / 3;
     let members = Members::follow(bucket.clone(), function.clone(), shutdown.clone());
     let me = member_key(&function, &owner);
+    // What `imctl status` shows of this replica.
+    let announcement = serde_json::json!({
+        "instance": owner,
+        "pid": std::process::id(),
+        "host": std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    })
+    .to_string();
     // Before the first round, see who else is there (briefly): otherwise a
     // replica starting beside others would take every free partition and
     // then hand most of them back.
-    if bucket.put(&me, owner.clone().into()).await.is_ok() {
+    if bucket.put(&me, announcement.clone().into()).await.is_ok() {
         let deadline = std::time::Instant::now() + renew_every;
         while !members.has_seen(&owner) && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     loop {
-        if let Err(error) = bucket.put(&me, owner.clone().into()).await {
+        if let Err(error) = bucket.put(&me, announcement.clone().into()).await {
             tracing::info!(%error, "could not announce this replica; retrying");
         }
         // Who should own what, if the other replicas can be seen.

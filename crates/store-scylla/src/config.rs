@@ -14,6 +14,9 @@ pub struct ScyllaConfig {
     /// Time-to-live of hot message rows (seconds): the hot window plus the
     /// archiver's grace.
     pub hot_ttl_secs: i64,
+    /// How long idempotency keys live (seconds; `keep_idempotency=30d`, at
+    /// least 7 days): the table's TTL.
+    pub keep_idempotency_secs: i64,
     /// Authenticate with a user and password (`user:password@` in the URI).
     pub login: Option<Login>,
     /// Connect with TLS (`tls=true`, or `ca=` a CA file to trust instead of
@@ -184,6 +187,7 @@ impl ScyllaConfig {
             replication_factor: 3,
             consistency: Consistency::LocalQuorum,
             hot_ttl_secs: 14 * 86_400,
+            keep_idempotency_secs: 30 * 86_400,
             login,
             tls: None,
         };
@@ -208,6 +212,13 @@ impl ScyllaConfig {
                         .filter(|s| *s > 0)
                         .ok_or_else(|| format!("hot_ttl={value:?}: expected e.g. 14d"))?
                 }
+                "keep_idempotency" => {
+                    config.keep_idempotency_secs = parse_secs(value)
+                        .filter(|s| *s >= 7 * 86_400)
+                        .ok_or_else(|| {
+                            format!("keep_idempotency={value:?}: at least 7d (a publisher retrying within a week must still be answered as a repeat), e.g. 30d")
+                        })?
+                }
                 "tls" => match value {
                     "true" | "1" => {
                         config.tls.get_or_insert(Tls { ca: None });
@@ -225,7 +236,7 @@ impl ScyllaConfig {
                 }
                 other => {
                     return Err(format!(
-                        "unknown scylla:// option {other:?} (dc, rf, consistency, hot_ttl, tls, ca)"
+                        "unknown scylla:// option {other:?} (dc, rf, consistency, hot_ttl, keep_idempotency, tls, ca)"
                     ))
                 }
             }
@@ -253,6 +264,9 @@ mod tests {
         assert_eq!(tuned.replication_factor, 5);
         assert_eq!(tuned.consistency, Consistency::Quorum);
         assert_eq!(tuned.hot_ttl_secs, 30 * 86_400);
+        assert_eq!(config.keep_idempotency_secs, 30 * 86_400);
+        let kept = ScyllaConfig::parse("scylla://a/im?keep_idempotency=14d").unwrap();
+        assert_eq!(kept.keep_idempotency_secs, 14 * 86_400);
     }
 
     #[test]
@@ -303,6 +317,7 @@ mod tests {
             ("scylla://nopassword@h/im", "user:password"),
             ("scylla://:pw@h/im", "no user"),
             ("scylla://h/im?tls=maybe", "tls="),
+            ("scylla://h/im?keep_idempotency=3d", "at least 7d"),
             ("scylla://h/im?ca=", "no file"),
         ] {
             let error = ScyllaConfig::parse(uri).unwrap_err();

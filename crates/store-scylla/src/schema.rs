@@ -33,7 +33,7 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {ks}.message_heads (conversation_id text PRIMARY KEY, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND default_time_to_live = {} AND compaction = {{'class': 'SizeTieredCompactionStrategy'}}", config.hot_ttl_secs),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages_cold ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 30}} AND compression = {{'sstable_compression': 'ZstdCompressor', 'chunk_length_in_kb': 64}}"),
-        format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, fingerprint text, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {IDEMPOTENCY_TTL_SECS}"),
+        format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, fingerprint text, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {}", config.keep_idempotency_secs),
         // Per user: the conversation list, with the sync head as a static
         // column, so one single-partition batch moves both.
         format!("CREATE TABLE IF NOT EXISTS {ks}.user_conversations (user_id text, conversation_id text, last_seq bigint, read_seq bigint, joined_seq bigint, diffusion text, muted_until_ms bigint, last_message text, last_sync_seq bigint STATIC, PRIMARY KEY ((user_id), conversation_id))"),
@@ -64,6 +64,13 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<String> {
         format!("ALTER TABLE {ks}.idempotency ADD fingerprint text"),
         // What members added later may read (absent: `joined`).
         format!("ALTER TABLE {ks}.conversations ADD history_visibility text"),
+        // Idempotency keys live as long as the URI's keep_idempotency says
+        // (applied on every schema apply, so changing it takes effect for
+        // keys written from then on).
+        format!(
+            "ALTER TABLE {ks}.idempotency WITH default_time_to_live = {}",
+            config.keep_idempotency_secs
+        ),
     ]
 }
 
@@ -122,7 +129,8 @@ mod tests {
             migrations(&defaults()),
             [
                 "ALTER TABLE im.idempotency ADD fingerprint text",
-                "ALTER TABLE im.conversations ADD history_visibility text"
+                "ALTER TABLE im.conversations ADD history_visibility text",
+                "ALTER TABLE im.idempotency WITH default_time_to_live = 2592000"
             ]
         );
         assert!(already_applied(

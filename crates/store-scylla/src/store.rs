@@ -109,6 +109,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("dump_user_conversations", "SELECT user_id, conversation_id, last_seq, read_seq, joined_seq, diffusion, muted_until_ms, last_message FROM {ks}.user_conversations"),
     ("sync_floor", "SELECT floor FROM {ks}.user_sync_floor WHERE user_id = ?"),
     ("sync_floor_put", "INSERT INTO {ks}.user_sync_floor (user_id, floor) VALUES (?, ?)"),
+    ("effect_delete", "DELETE FROM {ks}.user_effects WHERE user_id = ? AND event_key = ?"),
     ("sync_compact", "DELETE FROM {ks}.user_sync WHERE user_id = ? AND bucket = ? AND sync_seq <= ?"),
     ("dump_sync", "SELECT user_id, sync_seq, event_key, item FROM {ks}.user_sync"),
     ("dump_effects", "SELECT user_id, event_key FROM {ks}.user_effects"),
@@ -986,6 +987,23 @@ impl UserStore for ScyllaStore {
             db.exec("sync_floor_put", vec![text(&user), big(through)])
                 .await?;
             for bucket in sync_buckets(old, through) {
+                // The applied-event markers of the items going, first.
+                let rows: Vec<SyncRow> = db
+                    .select(
+                        "sync_page",
+                        vec![
+                            text(&user),
+                            big(bucket),
+                            big(old),
+                            big(through),
+                            int(u32::MAX >> 1),
+                        ],
+                    )
+                    .await?;
+                for row in rows.into_iter().map(sync_from_row) {
+                    db.exec("effect_delete", vec![text(&user), text(&row.event_key)])
+                        .await?;
+                }
                 db.exec("sync_compact", vec![text(&user), big(bucket), big(through)])
                     .await?;
             }

@@ -571,6 +571,14 @@ pub fn sync_log_compaction_keeps_the_head(
             .collect()
     };
     users.apply(&fence(1), &append(1, 30)).unwrap();
+    let marks: Vec<UserEffect> = [5, 25]
+        .iter()
+        .map(|n| UserEffect::MarkApplied {
+            user_id: "bob".into(),
+            key: format!("m:c:{n}"),
+        })
+        .collect();
+    users.apply(&fence(1), &marks).unwrap();
     assert_eq!(users.sync_floor("bob").unwrap(), 0);
     assert_eq!(users.compact_sync("bob", 20).unwrap(), 20);
     assert_eq!(users.sync_floor("bob").unwrap(), 20);
@@ -582,6 +590,9 @@ pub fn sync_log_compaction_keeps_the_head(
         "what is kept still pages"
     );
     assert_eq!(users.last_sync_seq("bob").unwrap(), 30);
+    // The markers of compacted items went with them; the kept ones stay.
+    assert!(!users.effect_applied("bob", "m:c:5").unwrap());
+    assert!(users.effect_applied("bob", "m:c:25").unwrap());
     // The floor only rises.
     assert_eq!(users.compact_sync("bob", 10).unwrap(), 20);
     // Everything compacted: the head stays, and the next item takes the

@@ -109,7 +109,7 @@ pub trait UserStore: Send + Sync {
     fn sync_items(&self, user_id: &str, after: u64, limit: usize) -> StoreResult<Vec<SyncRecord>>;
     fn apply(&self, fence: &Fence, effects: &[UserEffect]) -> StoreResult<()>;
     /// Compaction: forget the user's sync items up to and including
-    /// `through`. A device whose cursor is below the floor this leaves can
+    /// `through`, and the applied-event markers of those items' events. A device whose cursor is below the floor this leaves can
     /// no longer sync from it and is told to resync from history. The floor
     /// only rises. Returns it.
     fn compact_sync(&self, user_id: &str, through: u64) -> StoreResult<u64>;

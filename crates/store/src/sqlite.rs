@@ -1268,6 +1268,15 @@ impl UserStore for SqliteUserStore {
                 params![user_id, floor],
             )
             .map_err(backend)?;
+            // The applied-event markers of the compacted items go with
+            // them: their events are long acked (a redelivery is bounded by
+            // the consumer's ack window, far fewer than the items kept).
+            t.execute(
+                "DELETE FROM user_effects WHERE user_id = ?1 AND event_key IN
+                   (SELECT event_key FROM user_sync WHERE user_id = ?1 AND sync_seq <= ?2)",
+                params![user_id, floor],
+            )
+            .map_err(backend)?;
             t.execute(
                 "DELETE FROM user_sync WHERE user_id = ?1 AND sync_seq <= ?2",
                 params![user_id, floor],
