@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// Partitions of the system the suite starts (default: schemas/streams.json).
     #[arg(long, env = "IM_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// Replicas of every function in the system the suite starts (they
+    /// share the partitions).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: usize,
     /// Scenario tiers: messages to write.
     #[arg(long, default_value_t = 100_000)]
     pub messages: u64,

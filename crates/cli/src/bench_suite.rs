@@ -28,6 +28,7 @@ pub static SECRET: std::sync::LazyLock<String> =
 pub async fn start_system(
     durability: Durability,
     partitions: Option<u32>,
+    replicas: usize,
     extra_env: &[(&str, &str)],
 ) -> anyhow::Result<System> {
     let bin_dir = std::env::current_exe()?
@@ -40,6 +41,7 @@ pub async fn start_system(
     }
     let system = builder
         .durability(durability)
+        .replicas(replicas)
         .bin_dir(bin_dir)
         .log("warn")
         .jwt_secret(SECRET.as_str())
@@ -53,8 +55,8 @@ pub async fn start_system(
         )
         .start()
         .await?;
-    // Leases are taken a moment after start.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Leases are taken a moment after start (and shared out, with replicas).
+    tokio::time::sleep(Duration::from_secs(if replicas > 1 { 8 } else { 2 })).await;
     Ok(system)
 }
 
@@ -835,6 +837,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
     let mut system = start_system(
         args.durability,
         args.partitions,
+        args.replicas,
         &[("IM_LARGE_GROUP_THRESHOLD", "500")],
     )
     .await?;
@@ -842,6 +845,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "durability": args.durability.as_str(),
         "partitions": system.partitions,
+        "replicas": args.replicas,
         "nats_sync": args.durability.nats_sync_interval(),
         "sqlite": match args.durability { Durability::Strict => "synchronous=FULL", Durability::Relaxed => "synchronous=NORMAL, WAL fsynced every 100 ms" },
     });

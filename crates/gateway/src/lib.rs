@@ -125,6 +125,9 @@ pub struct Gateway {
     pub metrics: Option<metrics_exporter::Handle>,
 }
 
+/// Presence refreshes in flight at once.
+const PRESENCE_REFRESH_CONCURRENCY: usize = 256;
+
 /// The Prometheus render handle, if this process installed the recorder.
 pub mod metrics_exporter {
     pub type Handle = Box<dyn Fn() -> String + Send + Sync>;
@@ -609,14 +612,22 @@ impl Gateway {
                     })
                     .collect()
             };
-            for (user, device) in devices {
-                let value =
-                    im_runtime::presence::presence_value(&user, &device, &self.config.gateway_id);
-                let _ = self
-                    .presence
-                    .put(kv_key(&user, &device), value.into())
-                    .await;
-            }
+            // Many at once: one at a time, a gateway with 100,000 devices
+            // would take longer than the TTL (each put is a round trip) and
+            // its devices would flicker offline.
+            futures::stream::iter(devices)
+                .for_each_concurrent(PRESENCE_REFRESH_CONCURRENCY, |(user, device)| {
+                    let value = im_runtime::presence::presence_value(
+                        &user,
+                        &device,
+                        &self.config.gateway_id,
+                    );
+                    let presence = &self.presence;
+                    async move {
+                        let _ = presence.put(kv_key(&user, &device), value.into()).await;
+                    }
+                })
+                .await;
         }
     }
 }

@@ -449,6 +449,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let mut max_failover = Duration::ZERO;
     let mut nats_down: Option<(usize, Instant)> = None;
     let mut rounds = 0u64;
+    // The replica a scale fault added, until it leaves again.
+    let mut extra: Option<String> = None;
+    let mut joins = 0u32;
     while started.elapsed() < duration {
         let wait = fault_every.mul_f64(rng.random_range(0.5..1.5));
         tokio::time::sleep(wait.min(duration.saturating_sub(started.elapsed()))).await;
@@ -470,8 +473,51 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             1 if nats_down.is_none() => 0.7,
             2 => 0.5,
             3 => 0.95,
+            4 => 0.9,
             _ => rng.random(),
         };
+        // Scale: a replica joins (one more of a function), or the one that
+        // joined leaves again, gracefully (SIGTERM: it hands its partitions
+        // over after the batch in flight).
+        if (0.85..0.95).contains(&roll) {
+            let now = started.elapsed().as_secs_f64();
+            match extra.take() {
+                None => {
+                    let function =
+                        im_harness::FUNCTIONS[rng.random_range(0..im_harness::FUNCTIONS.len())];
+                    joins += 1;
+                    let instance = format!("{function}-x{joins}");
+                    system.add_function(function, &instance, &[])?;
+                    *faults.entry("join").or_default() += 1;
+                    eprintln!("chaos {now:>5.0}s: {instance} joins");
+                    extra = Some(instance);
+                }
+                Some(instance) => {
+                    let held = held_by(&leases, &instance).await;
+                    let left = Instant::now();
+                    if let Some(index) = system.procs.iter().position(|p| p.name == instance) {
+                        system.procs[index].signal("TERM");
+                        let clean = system.procs[index].wait_exit(Duration::from_secs(20));
+                        let moved = wait_moved(
+                            &leases,
+                            &held,
+                            Duration::from_millis(args.lease_ttl_ms * 4),
+                        )
+                        .await;
+                        system.procs.remove(index);
+                        *faults.entry("leave").or_default() += 1;
+                        eprintln!(
+                            "chaos {now:>5.0}s: {instance} leaves{}, its {} partitions taken over in {:?} ({:?} after SIGTERM)",
+                            if clean { "" } else { " (killed after 20 s)" },
+                            held.len(),
+                            moved,
+                            left.elapsed()
+                        );
+                    }
+                }
+            }
+            continue;
+        }
         // A NATS node may go down only while the cluster is whole. Looked
         // at once per fault (a second look could disagree: under steady
         // writes a follower is a message behind at any instant), sampled
