@@ -1,7 +1,8 @@
 //! The chaos suite, bounded for CI: `imctl chaos` on a 3-node JetStream
 //! cluster with two replicas of every function and two gateways, faults of
 //! every kind (a function replica, a gateway, the NATS node leading
-//! IM_INGEST, a paused owner), then every acked message verified.
+//! IM_INGEST, a paused owner, a replica joining and leaving), then every
+//! acked message verified.
 
 use std::process::Command;
 
@@ -37,7 +38,7 @@ fn a_bounded_chaos_run_has_no_violations() {
     assert_eq!(summary["violations"], 0, "{summary:#}");
     assert!(output.status.success());
     let faults = &summary["faults"];
-    for kind in ["function", "gateway", "nats", "pause", "nats_leader"] {
+    for kind in ["function", "gateway", "nats", "pause", "nats_leader", "join", "leave"] {
         assert!(
             faults[kind].as_u64().unwrap_or(0) >= 1,
             "no {kind} fault: {summary:#}"

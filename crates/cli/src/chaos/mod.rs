@@ -473,7 +473,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             1 if nats_down.is_none() => 0.7,
             2 => 0.5,
             3 => 0.95,
-            4 => 0.9,
+            4 | 5 => 0.9,
             _ => rng.random(),
         };
         // Scale: a replica joins (one more of a function), or the one that
