@@ -38,7 +38,15 @@ fn a_bounded_chaos_run_has_no_violations() {
     assert_eq!(summary["violations"], 0, "{summary:#}");
     assert!(output.status.success());
     let faults = &summary["faults"];
-    for kind in ["function", "gateway", "nats", "pause", "nats_leader", "join", "leave"] {
+    for kind in [
+        "function",
+        "gateway",
+        "nats",
+        "pause",
+        "nats_leader",
+        "join",
+        "leave",
+    ] {
         assert!(
             faults[kind].as_u64().unwrap_or(0) >= 1,
             "no {kind} fault: {summary:#}"

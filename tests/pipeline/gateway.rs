@@ -849,3 +849,134 @@ async fn a_message_reaches_an_online_device_from_its_commit() {
         .count();
     assert_eq!(copies, 1, "{items:#?}");
 }
+
+/// A device never sees its own read undone (issue 16): bob has 5 unread
+/// in a group and reads up to 3; the answer says 2 unread, and his very
+/// next `conversations` says read_seq 3 and 2 unread — three times over.
+/// Before, the answer was computed from the read the gateway forwarded and
+/// the list from the store, which the unread function had not updated yet
+/// (read_seq 0, unread 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_sticks_for_the_device_that_made_it() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    for round in 0..3 {
+        let group = format!("g:reads{round}");
+        pipeline
+            .create_group(&group, &["alice".to_string(), "bob".to_string()])
+            .await;
+        for n in 1..=5 {
+            pipeline
+                .send_text(&group, "alice", &format!("{group}-{n}"), &format!("m{n}"))
+                .await;
+        }
+        // Wait until bob's list shows the five.
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            bob.send(json!({"op": "conversations"})).await;
+            let list = bob.expect("conversations_result", WAIT).await;
+            let row = list["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|row| row["conversation_id"] == group.as_str())
+                .cloned();
+            if row.as_ref().is_some_and(|row| row["unread"] == 5) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{list}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bob.backlog.clear();
+        bob.send(json!({"op": "read", "conversation_id": group, "seq": 3}))
+            .await;
+        // The answer to this read (pushed unread frames of other
+        // conversations may come in between).
+        let answer = loop {
+            let frame = bob.expect("unread", WAIT).await;
+            if frame["conversation_id"] == group.as_str() {
+                break frame;
+            }
+        };
+        assert_eq!(answer["unread"], 2, "round {round}: {answer}");
+        bob.send(json!({"op": "conversations"})).await;
+        let list = bob.expect("conversations_result", WAIT).await;
+        let row = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["conversation_id"] == group.as_str())
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (row["read_seq"].as_u64(), row["unread"].as_u64()),
+            (Some(3), Some(2)),
+            "round {round}: the read was undone: {row}"
+        );
+        assert_eq!(list["total_unread"], answer["total"], "round {round}");
+    }
+}
+
+/// Mute over the WebSocket (issue 16): answered once the conversation
+/// list shows it; null unmutes; a time that is not one is refused with the
+/// reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_mutes_and_unmutes_a_conversation() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    pipeline
+        .create_group("g:quiet", &["alice".to_string(), "bob".to_string()])
+        .await;
+    pipeline.send_text("g:quiet", "alice", "q1", "hello").await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    let muted_in_list = |list: &Value| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["conversation_id"] == "g:quiet")
+            .map(|row| row["muted_until"].clone())
+    };
+    // Wait for bob's row.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        bob.send(json!({"op": "conversations"})).await;
+        let list = bob.expect("conversations_result", WAIT).await;
+        if muted_in_list(&list).is_some() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bob.send(json!({"op": "mute", "conversation_id": "g:quiet", "until": "2030-01-01T00:00:00Z"}))
+        .await;
+    let muted = bob.expect("muted", WAIT).await;
+    assert_eq!(muted["until"], "2030-01-01T00:00:00.000Z", "{muted}");
+    bob.send(json!({"op": "conversations"})).await;
+    let list = bob.expect("conversations_result", WAIT).await;
+    assert_eq!(
+        muted_in_list(&list),
+        Some(json!("2030-01-01T00:00:00.000Z")),
+        "{list}"
+    );
+    bob.send(json!({"op": "mute", "conversation_id": "g:quiet", "until": null}))
+        .await;
+    let unmuted = bob.expect("muted", WAIT).await;
+    assert_eq!(unmuted["until"], Value::Null, "{unmuted}");
+    bob.send(json!({"op": "conversations"})).await;
+    let list = bob.expect("conversations_result", WAIT).await;
+    assert_eq!(muted_in_list(&list), Some(Value::Null), "{list}");
+    bob.send(json!({"op": "mute", "conversation_id": "g:quiet", "until": "next tuesday"}))
+        .await;
+    let refused = bob.expect("error", WAIT).await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("RFC 3339"),
+        "{refused}"
+    );
+    // Not a member: refused like any other conversation it may not see.
+    bob.send(json!({"op": "mute", "conversation_id": "g:elsewhere", "until": null}))
+        .await;
+    let refused = bob.expect("error", WAIT).await;
+    assert_eq!(refused["code"], "not_member", "{refused}");
+}

@@ -60,9 +60,15 @@ pub enum ClientFrame {
     Auth {
         token: String,
     },
+    /// Mute the conversation until a time (RFC 3339), or unmute (null).
+    Mute {
+        conversation_id: String,
+        #[serde(default)]
+        until: Option<String>,
+    },
 }
 
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "send",
     "sync",
     "history",
@@ -76,6 +82,7 @@ pub const OPS: [&str; 13] = [
     "register_push",
     "unregister_push",
     "auth",
+    "mute",
 ];
 
 impl ClientFrame {
@@ -182,7 +189,10 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
         | ClientFrame::Recall {
             conversation_id, ..
         }
-        | ClientFrame::Typing { conversation_id } => Some(conversation_id),
+        | ClientFrame::Typing { conversation_id }
+        | ClientFrame::Mute {
+            conversation_id, ..
+        } => Some(conversation_id),
         _ => None,
     };
     match conversation {
@@ -209,6 +219,8 @@ mod tests {
             r#"{"op":"edit","conversation_id":"g:1","seq":1,"body":{"text":"x"}}"#,
             r#"{"op":"recall","conversation_id":"g:1","seq":1}"#,
             r#"{"op":"typing","conversation_id":"g:1"}"#,
+            r#"{"op":"mute","conversation_id":"g:1","until":"2030-01-01T00:00:00Z"}"#,
+            r#"{"op":"mute","conversation_id":"g:1","until":null}"#,
             r#"{"op":"delivered","sync_seq":7}"#,
             r#"{"op":"register_push","provider":"apns","token":"a1b2"}"#,
             r#"{"op":"unregister_push"}"#,

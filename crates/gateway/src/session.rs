@@ -2,6 +2,7 @@
 //! them; pushed frames reach the device through its outbox.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -478,6 +479,38 @@ async fn handle(
                 context.send(frame).await;
             });
         }
+        ClientFrame::Mute {
+            conversation_id,
+            until,
+        } => {
+            let id = uuid::Uuid::new_v4().to_string();
+            let data = json!({"user_id": context.user, "conversation_id": conversation_id, "until": until});
+            let pending = gateway
+                .begin("im.user.mute", &context.source, &id, data)
+                .await;
+            let (gateway, context) = (gateway.clone(), context.clone());
+            tokio::spawn(async move {
+                let verdict = match pending {
+                    Ok(pending) => pending.finish(&gateway).await,
+                    Err(error) => Err(error),
+                };
+                let frame = match verdict {
+                    Ok(_) => {
+                        // Answered once the list shows it, like a read.
+                        let wanted = until.as_deref().and_then(im_events::parse_rfc3339_ms);
+                        let row =
+                            stored_row_once(&gateway, &context.user, &conversation_id, |row| {
+                                row.muted_until_ms == wanted
+                            })
+                            .await;
+                        json!({"op": "muted", "conversation_id": conversation_id,
+                               "until": row.and_then(|row| row.muted_until_ms).map(im_events::rfc3339_ms)})
+                    }
+                    Err(error) => pipeline_error(error, None),
+                };
+                context.send(frame).await;
+            });
+        }
         ClientFrame::Edit {
             conversation_id,
             seq,
@@ -594,14 +627,67 @@ async fn submit_in_background(
     });
 }
 
-/// The unread frame after a read mark was accepted: the stored count, with
-/// the new mark applied (the unread function may not have applied it yet).
+/// Whether the stored row shows a read mark of `seq`: the mark is at
+/// least `seq`, or at the conversation's end if `seq` was beyond it (the
+/// unread function clamps it there).
+pub fn read_applied(row: &im_store::UserConversation, seq: u64) -> bool {
+    match row.diffusion {
+        im_events::Diffusion::Write => row.read_seq >= seq.min(row.last_seq),
+        // Large groups: dedupe checked the mark against the conversation.
+        im_events::Diffusion::Read => row.read_seq >= seq,
+    }
+}
+
+/// The user's row of a conversation once `applied` holds for it (the
+/// unread function applies what dedupe accepted a moment later), or as it
+/// is when the ack timeout passes first; None without a row.
+pub async fn stored_row_once(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    conversation_id: &str,
+    applied: impl Fn(&im_store::UserConversation) -> bool,
+) -> Option<im_store::UserConversation> {
+    let deadline = tokio::time::Instant::now() + gateway.config.ack_timeout;
+    let mut wait = Duration::from_millis(2);
+    loop {
+        let (users, who, conversation) = (
+            gateway.users.clone(),
+            user.to_string(),
+            conversation_id.to_string(),
+        );
+        let row = tokio::task::spawn_blocking(move || users.user_conversation(&who, &conversation))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        let done = row.as_ref().is_none_or(&applied);
+        if done || tokio::time::Instant::now() >= deadline {
+            if !done {
+                tracing::warn!(
+                    user,
+                    conversation_id,
+                    "change not applied within the ack timeout; answering with the stored state"
+                );
+            }
+            return row;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// The unread frame after a read mark was accepted, from the stored state
+/// once the unread function has applied the mark (dedupe's verdict comes
+/// first): a `conversations` request sent after it then returns the same
+/// counts, and the device never sees its own read undone. If the mark does
+/// not show within the ack timeout, the stored state as it is.
 pub async fn unread_after_read(
     gateway: &Arc<Gateway>,
     user: &str,
     conversation_id: &str,
     seq: u64,
 ) -> Value {
+    stored_row_once(gateway, user, conversation_id, |row| read_applied(row, seq)).await;
     let (users, conversations, who) = (
         gateway.users.clone(),
         gateway.conversations.clone(),
@@ -616,16 +702,11 @@ pub async fn unread_after_read(
     let Some(summary) = summary else {
         return json!({"op": "error", "code": "unavailable", "message": "unread counts not readable; send conversations"});
     };
-    let mut total = summary.total_unread;
-    let mut unread = 0;
-    if let Some(row) = summary
+    let unread = summary
         .items
         .iter()
         .find(|row| row.conversation_id == conversation_id)
-    {
-        let before = row.unread();
-        unread = row.last_seq.saturating_sub(row.read_seq.max(seq));
-        total = total - before + unread;
-    }
-    json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": total})
+        .map(|row| row.unread())
+        .unwrap_or(0);
+    json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread})
 }

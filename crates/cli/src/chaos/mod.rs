@@ -32,6 +32,9 @@ pub struct ChaosArgs {
     /// Mean time between faults.
     #[arg(long, default_value = "4s")]
     pub fault_every: String,
+    /// Leave out the scale faults (replicas joining and leaving).
+    #[arg(long)]
+    pub no_scale: bool,
     /// Users (each one device); pairs chat 1:1 and everyone is in one group.
     #[arg(long, default_value_t = 8)]
     pub users: usize,
@@ -479,7 +482,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         // Scale: a replica joins (one more of a function), or the one that
         // joined leaves again, gracefully (SIGTERM: it hands its partitions
         // over after the batch in flight).
-        if (0.85..0.95).contains(&roll) {
+        if !args.no_scale && (0.85..0.95).contains(&roll) {
             let now = started.elapsed().as_secs_f64();
             match extra.take() {
                 None => {
