@@ -377,6 +377,17 @@ pub fn users(prefix: &str, count: usize) -> Vec<String> {
     (0..count).map(|i| format!("{prefix}{i:03}")).collect()
 }
 
+/// A stream's info, as JetStream has it now.
+pub async fn stream_info(js: &jetstream::Context, name: &str) -> jetstream::stream::Info {
+    js.get_stream(name)
+        .await
+        .expect("the stream exists")
+        .info()
+        .await
+        .expect("its info")
+        .clone()
+}
+
 /// A TLS client configuration that trusts only the CA certificate at `ca`.
 pub fn tls_client(ca: &Path) -> rustls::ClientConfig {
     use rustls::pki_types::pem::PemObject;
@@ -615,6 +626,22 @@ impl Device {
             found.len()
         );
         found
+    }
+
+    /// Ask for the conversation list: the whole `conversations_result`
+    /// and this conversation's row in it, if there is one.
+    pub async fn conversation_row(&mut self, conversation: &str) -> (Value, Option<Value>) {
+        self.send(json!({"op": "conversations"})).await;
+        let list = self
+            .expect("conversations_result", Duration::from_secs(20))
+            .await;
+        let row = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|row| row["conversation_id"] == conversation)
+            .cloned();
+        (list, row)
     }
 
     /// Sync from `after` in pages until has_more is false.

@@ -874,14 +874,7 @@ async fn a_read_sticks_for_the_device_that_made_it() {
         // Wait until bob's list shows the five.
         let deadline = std::time::Instant::now() + WAIT;
         loop {
-            bob.send(json!({"op": "conversations"})).await;
-            let list = bob.expect("conversations_result", WAIT).await;
-            let row = list["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|row| row["conversation_id"] == group.as_str())
-                .cloned();
+            let (list, row) = bob.conversation_row(&group).await;
             if row.as_ref().is_some_and(|row| row["unread"] == 5) {
                 break;
             }
@@ -909,15 +902,8 @@ async fn a_read_sticks_for_the_device_that_made_it() {
             }
         };
         assert_eq!(answer["unread"], 2, "round {round}: {answer}");
-        bob.send(json!({"op": "conversations"})).await;
-        let list = bob.expect("conversations_result", WAIT).await;
-        let row = list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["conversation_id"] == group.as_str())
-            .cloned()
-            .unwrap();
+        let (list, row) = bob.conversation_row(&group).await;
+        let row = row.expect("bob's row");
         assert_eq!(
             (row["read_seq"].as_u64(), row["unread"].as_u64()),
             (Some(3), Some(2)),
@@ -939,20 +925,11 @@ async fn a_device_mutes_and_unmutes_a_conversation() {
         .await;
     pipeline.send_text("g:quiet", "alice", "q1", "hello").await;
     let mut bob = Device::connect(port, "bob", "phone").await;
-    let muted_in_list = |list: &Value| {
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["conversation_id"] == "g:quiet")
-            .map(|row| row["muted_until"].clone())
-    };
     // Wait for bob's row.
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        bob.send(json!({"op": "conversations"})).await;
-        let list = bob.expect("conversations_result", WAIT).await;
-        if muted_in_list(&list).is_some() {
+        let (list, row) = bob.conversation_row("g:quiet").await;
+        if row.is_some() {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{list}");
@@ -962,10 +939,9 @@ async fn a_device_mutes_and_unmutes_a_conversation() {
         .await;
     let muted = bob.expect("muted", WAIT).await;
     assert_eq!(muted["until"], "2030-01-01T00:00:00.000Z", "{muted}");
-    bob.send(json!({"op": "conversations"})).await;
-    let list = bob.expect("conversations_result", WAIT).await;
+    let (list, row) = bob.conversation_row("g:quiet").await;
     assert_eq!(
-        muted_in_list(&list),
+        row.map(|row| row["muted_until"].clone()),
         Some(json!("2030-01-01T00:00:00.000Z")),
         "{list}"
     );
@@ -973,9 +949,12 @@ async fn a_device_mutes_and_unmutes_a_conversation() {
         .await;
     let unmuted = bob.expect("muted", WAIT).await;
     assert_eq!(unmuted["until"], Value::Null, "{unmuted}");
-    bob.send(json!({"op": "conversations"})).await;
-    let list = bob.expect("conversations_result", WAIT).await;
-    assert_eq!(muted_in_list(&list), Some(Value::Null), "{list}");
+    let (list, row) = bob.conversation_row("g:quiet").await;
+    assert_eq!(
+        row.map(|row| row["muted_until"].clone()),
+        Some(Value::Null),
+        "{list}"
+    );
     bob.send(json!({"op": "mute", "conversation_id": "g:quiet", "until": "next tuesday"}))
         .await;
     let refused = bob.expect("error", WAIT).await;

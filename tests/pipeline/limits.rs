@@ -326,15 +326,7 @@ async fn a_full_event_log_refuses_with_a_reason_and_loses_nothing() {
         "IM_INGEST=65536".to_string(),
     )])
     .await;
-    let info = pipeline
-        .js
-        .get_stream("IM_INGEST")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = im_pipeline_tests::stream_info(&pipeline.js, "IM_INGEST").await;
     assert_eq!(info.config.max_bytes, 65536);
     assert_eq!(
         info.config.discard,

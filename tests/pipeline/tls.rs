@@ -58,6 +58,11 @@ async fn the_bus_and_the_gateway_speak_only_tls() {
             .is_err(),
         "a plaintext WebSocket was accepted on the TLS port"
     );
+    // A client that opens the socket and never speaks holds no one up: the
+    // handshakes run apart, each with its deadline.
+    let _silent: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
     let mut alice = Device::try_connect_tls(port, &token("alice", "phone", 600), &tls.ca)
         .await
         .expect("wss connects");
@@ -95,14 +100,7 @@ async fn cluster_routes_need_tls_and_their_password() {
         .expect("a TLS cluster forms and takes R3 streams");
     let tls = system.tls.clone().unwrap();
     let js = system.js().await.unwrap();
-    let info = js
-        .get_stream("IM_INGEST")
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .clone();
+    let info = im_pipeline_tests::stream_info(&js, "IM_INGEST").await;
     assert_eq!(info.config.num_replicas, 3);
     let replicas = info.cluster.as_ref().map(|c| c.replicas.len()).unwrap_or(0);
     assert_eq!(

@@ -169,15 +169,25 @@ pub fn functions(
         .collect()
 }
 
+/// Every key's current value in one pass (a watch of the bucket's last
+/// values, not a request per key: the presence bucket holds one key per
+/// connected device).
 async fn entries(bucket: &kv::Store) -> anyhow::Result<Vec<kv::Entry>> {
     let mut found = Vec::new();
-    let mut keys = bucket.keys().await?.boxed();
-    while let Some(key) = keys.next().await {
-        let key = key?;
-        if let Some(entry) = bucket.entry(&key).await? {
-            if entry.operation == kv::Operation::Put {
-                found.push(entry);
-            }
+    let held = bucket.stream.get_info().await?.state.messages;
+    if held == 0 {
+        return Ok(found);
+    }
+    let mut watch = bucket.watch_with_history(">").await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while let Ok(Some(entry)) = tokio::time::timeout_at(deadline, watch.next()).await {
+        let entry = entry?;
+        let last = entry.delta == 0;
+        if entry.operation == kv::Operation::Put {
+            found.push(entry);
+        }
+        if last {
+            break;
         }
     }
     Ok(found)

@@ -458,58 +458,35 @@ async fn handle(
             conversation_id,
             seq,
         } => {
-            let id = uuid::Uuid::new_v4().to_string();
             let data =
                 json!({"conversation_id": conversation_id, "user_id": context.user, "seq": seq});
-            let pending = gateway
-                .begin("im.message.read", &context.source, &id, data)
-                .await;
-            let (gateway, context) = (gateway.clone(), context.clone());
-            tokio::spawn(async move {
-                let verdict = match pending {
-                    Ok(pending) => pending.finish(&gateway).await,
-                    Err(error) => Err(error),
-                };
-                let frame = match verdict {
-                    Ok(_) => {
-                        unread_after_read(&gateway, &context.user, &conversation_id, seq).await
-                    }
-                    Err(error) => pipeline_error(error, None),
-                };
-                context.send(frame).await;
-            });
+            submit_then(
+                gateway,
+                context,
+                "im.message.read",
+                data,
+                move |gateway, context| async move {
+                    Some(unread_after_read(&gateway, &context.user, &conversation_id, seq).await)
+                },
+            )
+            .await;
         }
         ClientFrame::Mute {
             conversation_id,
             until,
         } => {
-            let id = uuid::Uuid::new_v4().to_string();
             let data = json!({"user_id": context.user, "conversation_id": conversation_id, "until": until});
-            let pending = gateway
-                .begin("im.user.mute", &context.source, &id, data)
+            submit_then(gateway, context, "im.user.mute", data, move |gateway, context| async move {
+                // Answered once the list shows it, like a read.
+                let wanted = until.as_deref().and_then(im_events::parse_rfc3339_ms);
+                let row = stored_row_once(&gateway, &context.user, &conversation_id, |row| {
+                    row.muted_until_ms == wanted
+                })
                 .await;
-            let (gateway, context) = (gateway.clone(), context.clone());
-            tokio::spawn(async move {
-                let verdict = match pending {
-                    Ok(pending) => pending.finish(&gateway).await,
-                    Err(error) => Err(error),
-                };
-                let frame = match verdict {
-                    Ok(_) => {
-                        // Answered once the list shows it, like a read.
-                        let wanted = until.as_deref().and_then(im_events::parse_rfc3339_ms);
-                        let row =
-                            stored_row_once(&gateway, &context.user, &conversation_id, |row| {
-                                row.muted_until_ms == wanted
-                            })
-                            .await;
-                        json!({"op": "muted", "conversation_id": conversation_id,
-                               "until": row.and_then(|row| row.muted_until_ms).map(im_events::rfc3339_ms)})
-                    }
-                    Err(error) => pipeline_error(error, None),
-                };
-                context.send(frame).await;
-            });
+                Some(json!({"op": "muted", "conversation_id": conversation_id,
+                            "until": row.and_then(|row| row.muted_until_ms).map(im_events::rfc3339_ms)}))
+            })
+            .await;
         }
         ClientFrame::Edit {
             conversation_id,
@@ -613,6 +590,22 @@ async fn submit_in_background(
     event_type: &'static str,
     data: Value,
 ) {
+    submit_then(gateway, context, event_type, data, |_, _| async { None }).await
+}
+
+/// Publish an event for this device and, in the background, wait for the
+/// pipeline's verdict: a refusal becomes an `error` frame; once accepted,
+/// `answer` may say what to send back.
+async fn submit_then<F, A>(
+    gateway: &Arc<Gateway>,
+    context: &Arc<Context>,
+    event_type: &'static str,
+    data: Value,
+    answer: F,
+) where
+    F: FnOnce(Arc<Gateway>, Arc<Context>) -> A + Send + 'static,
+    A: std::future::Future<Output = Option<Value>> + Send,
+{
     let id = uuid::Uuid::new_v4().to_string();
     let pending = gateway.begin(event_type, &context.source, &id, data).await;
     let (gateway, context) = (gateway.clone(), context.clone());
@@ -621,8 +614,12 @@ async fn submit_in_background(
             Ok(pending) => pending.finish(&gateway).await,
             Err(error) => Err(error),
         };
-        if let Err(error) = verdict {
-            context.send(pipeline_error(error, None)).await;
+        let frame = match verdict {
+            Ok(_) => answer(gateway, context.clone()).await,
+            Err(error) => Some(pipeline_error(error, None)),
+        };
+        if let Some(frame) = frame {
+            context.send(frame).await;
         }
     });
 }

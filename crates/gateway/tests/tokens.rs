@@ -278,3 +278,46 @@ async fn rotated_keys_are_picked_up_and_removed_ones_stop_working() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(verifier.verify(&new).await.unwrap().sub, "bob");
 }
+
+/// A flood of tokens naming made-up keys costs one fetch per refetch
+/// interval, not one per token: the provider is not hammered on an
+/// attacker's behalf.
+#[tokio::test]
+async fn made_up_key_ids_cost_one_fetch_per_interval() {
+    let (key, jwk) = es256_key("real");
+    let idp = idp(json!({"keys": [jwk]})).await;
+    let verifier = Verifier::new(KeySettings {
+        user_secret: None,
+        service_secret: None,
+        jwks: Some(JwksSettings {
+            url: idp.url.clone(),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            refresh: Duration::from_secs(300),
+            min_refetch: Duration::from_secs(60),
+        }),
+    })
+    .unwrap();
+    let real = idp_token(
+        Algorithm::ES256,
+        "real",
+        &key,
+        claims("alice", ISSUER, AUDIENCE),
+    );
+    verifier.verify(&real).await.unwrap();
+    for n in 0..200 {
+        let forged = idp_token(
+            Algorithm::ES256,
+            &format!("made-up-{n}"),
+            &key,
+            claims("alice", ISSUER, AUDIENCE),
+        );
+        assert!(invalid(verifier.verify(&forged).await).contains("unknown signing key"));
+    }
+    assert_eq!(
+        *idp.fetches.lock().unwrap(),
+        1,
+        "made-up kids fetched the keys again"
+    );
+    verifier.verify(&real).await.unwrap();
+}

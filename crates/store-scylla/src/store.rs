@@ -988,19 +988,7 @@ impl UserStore for ScyllaStore {
                 .await?;
             for bucket in sync_buckets(old, through) {
                 // The applied-event markers of the items going, first.
-                let rows: Vec<SyncRow> = db
-                    .select(
-                        "sync_page",
-                        vec![
-                            text(&user),
-                            big(bucket),
-                            big(old),
-                            big(through),
-                            int(u32::MAX >> 1),
-                        ],
-                    )
-                    .await?;
-                for row in rows.into_iter().map(sync_from_row) {
+                for row in sync_page(&db, &user, bucket, old, through, i32::MAX as u32).await? {
                     db.exec("effect_delete", vec![text(&user), text(&row.event_key)])
                         .await?;
                 }
@@ -1028,19 +1016,7 @@ impl UserStore for ScyllaStore {
             }
             for bucket in sync_buckets(after, until) {
                 let wanted = limit - items.len();
-                let rows: Vec<SyncRow> = db
-                    .select(
-                        "sync_page",
-                        vec![
-                            text(&user),
-                            big(bucket),
-                            big(after),
-                            big(until),
-                            int(wanted as u32),
-                        ],
-                    )
-                    .await?;
-                items.extend(rows.into_iter().map(sync_from_row));
+                items.extend(sync_page(&db, &user, bucket, after, until, wanted as u32).await?);
                 if items.len() >= limit {
                     break;
                 }
@@ -1166,6 +1142,24 @@ impl UserStore for ScyllaStore {
             Ok(lines)
         })
     }
+}
+
+/// One sync bucket's items with after < sync_seq <= until, ascending.
+async fn sync_page(
+    db: &Inner,
+    user: &str,
+    bucket: i64,
+    after: u64,
+    until: u64,
+    limit: u32,
+) -> StoreResult<Vec<SyncRecord>> {
+    let rows: Vec<SyncRow> = db
+        .select(
+            "sync_page",
+            vec![text(user), big(bucket), big(after), big(until), int(limit)],
+        )
+        .await?;
+    Ok(rows.into_iter().map(sync_from_row).collect())
 }
 
 async fn floor(db: &Inner, user: &str) -> StoreResult<u64> {
