@@ -94,6 +94,21 @@ pub async fn kv_bucket(
     }
 }
 
+/// What a round does to one partition's lease.
+#[derive(Clone, Copy)]
+enum Step {
+    Create,
+    Renew(u64),
+    Release(u64),
+}
+
+/// What came of a [`Step`].
+enum Written {
+    Created(Option<u64>),
+    Renewed(Result<u64, kv::UpdateError>),
+    Released,
+}
+
 struct Held {
     claim: Claim,
     revision: u64,
@@ -249,7 +264,6 @@ pub async fn manage_leases<F>(
 where
     F: FnMut(Claim) + Send,
 {
-    let function_label = function.clone();
     let mut held: HashMap<u32, Held> = HashMap::new();
     let renew_every = ttl / 3;
     let members = Members::follow(bucket.clone(), function.clone(), shutdown.clone());
@@ -272,97 +286,174 @@ where
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    let mut last_live: Option<Vec<String>> = None;
+    let mut stable_since = std::time::Instant::now();
     loop {
-        if let Err(error) = bucket.put(&me, announcement.clone().into()).await {
-            tracing::info!(%error, "could not announce this replica; retrying");
-        }
+        let round = std::time::Instant::now();
         // Who should own what, if the other replicas can be seen.
         let shares = members
             .live(&owner, ttl)
             .map(|live| (assignment(&function, &partitions, &live), live));
+        // Hand partitions over only once the live set has held still for a
+        // TTL: a replica that misses one announcement (a starved machine)
+        // must not send partitions back and forth. Free partitions are
+        // taken at once either way.
+        let live_now = shares.as_ref().map(|(_, live)| {
+            let mut live = live.clone();
+            live.sort();
+            live
+        });
+        if live_now != last_live {
+            last_live = live_now;
+            stable_since = round;
+        }
+        let settled = stable_since.elapsed() >= ttl;
+        // Decide every partition's step first, then write them all at once:
+        // a round costs one round trip to the bucket, not one per partition
+        // (done one after another, 16 renewals under load took longer than
+        // a short TTL, and leases expired before their turn came).
+        let mut steps: Vec<(u32, Step)> = Vec::new();
         for partition in &partitions {
-            let key = format!("{function}.{partition}");
             let share = shares.as_ref().map(|(owners, live)| {
                 let to = owners.get(partition).cloned().unwrap_or_default();
                 let to_live = live.contains(&to);
                 (to, to_live)
             });
             let mine = share.as_ref().is_none_or(|(to, _)| *to == owner);
-            if let Some(current) = held.get_mut(partition) {
-                if current.handing_over && current.claim.stopped.load(Ordering::Acquire) {
-                    // Drained: let the replica it belongs to take it now.
-                    let _ = bucket
-                        .delete_expect_revision(&key, Some(current.revision))
+            let Some(current) = held.get_mut(partition) else {
+                // Another live replica's share is left to it.
+                if mine {
+                    steps.push((*partition, Step::Create));
+                }
+                continue;
+            };
+            if current.handing_over && current.claim.stopped.load(Ordering::Acquire) {
+                // Drained: let the replica it belongs to take it now.
+                steps.push((*partition, Step::Release(current.revision)));
+                continue;
+            }
+            if !current.claim.is_valid() && !current.handing_over {
+                held.remove(partition);
+                continue;
+            }
+            if !mine && !current.handing_over && settled {
+                if let Some((to, true)) = &share {
+                    tracing::info!(partition, to = %to, "handing partition over: stopping after the batch in flight");
+                    current.handing_over = true;
+                    current.claim.revoke();
+                }
+            }
+            steps.push((*partition, Step::Renew(current.revision)));
+        }
+        let writes = steps.iter().map(|(partition, step)| {
+            let (bucket, key, value) = (
+                bucket.clone(),
+                format!("{function}.{partition}"),
+                owner.clone(),
+            );
+            let step = *step;
+            async move {
+                // A write stuck longer than a round counts as not done.
+                let limit = renew_every;
+                match step {
+                    Step::Create => Written::Created(
+                        tokio::time::timeout(limit, bucket.create(&key, value.into()))
+                            .await
+                            .ok()
+                            .and_then(Result::ok),
+                    ),
+                    Step::Release(revision) => {
+                        let _ = tokio::time::timeout(
+                            limit,
+                            bucket.delete_expect_revision(&key, Some(revision)),
+                        )
                         .await;
+                        Written::Released
+                    }
+                    Step::Renew(revision) => Written::Renewed(
+                        match tokio::time::timeout(
+                            limit,
+                            bucket.update(&key, value.into(), revision),
+                        )
+                        .await
+                        {
+                            Ok(result) => result,
+                            Err(_) => Err(kv::UpdateError::new(kv::UpdateErrorKind::TimedOut)),
+                        },
+                    ),
+                }
+            }
+        });
+        let announce = async {
+            if let Err(error) = bucket.put(&me, announcement.clone().into()).await {
+                tracing::info!(%error, "could not announce this replica; retrying");
+            }
+        };
+        let (written, ()) = futures::join!(futures::future::join_all(writes), announce);
+        for ((partition, _), written) in steps.iter().zip(written) {
+            let partition = *partition;
+            match written {
+                Written::Released => {
                     tracing::info!(partition, "handed partition over");
-                    held.remove(partition);
+                    held.remove(&partition);
                     metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
-                    continue;
                 }
-                if !current.claim.is_valid() && !current.handing_over {
-                    held.remove(partition);
-                    continue;
-                }
-                if !mine && !current.handing_over {
-                    if let Some((to, true)) = &share {
-                        tracing::info!(partition, to = %to, "handing partition over: stopping after the batch in flight");
-                        current.handing_over = true;
-                        current.claim.revoke();
+                Written::Renewed(result) => {
+                    let Some(current) = held.get_mut(&partition) else {
+                        continue;
+                    };
+                    match result {
+                        Ok(revision) => {
+                            current.revision = revision;
+                            current.renewed = round;
+                        }
+                        Err(error) if keep_through(&error, current.renewed.elapsed(), ttl) => {
+                            // The bucket is unreachable for a moment (its stream
+                            // is electing a leader): nobody else can take the
+                            // lease meanwhile, so keep working and try again.
+                            tracing::info!(partition, %error, "lease not renewed, still ours; retrying");
+                        }
+                        Err(error) => {
+                            tracing::warn!(partition, %error, "lost partition lease");
+                            current.claim.revoke();
+                            held.remove(&partition);
+                            metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
+                        }
                     }
                 }
-                let attempted = std::time::Instant::now();
-                match bucket
-                    .update(&key, owner.clone().into(), current.revision)
-                    .await
-                {
-                    Ok(revision) => {
-                        current.revision = revision;
-                        current.renewed = attempted;
-                    }
-                    Err(error) if keep_through(&error, current.renewed.elapsed(), ttl) => {
-                        // The bucket is unreachable for a moment (its stream
-                        // is electing a leader): nobody else can take the
-                        // lease meanwhile, so keep working and try again.
-                        tracing::info!(partition, %error, "lease not renewed, still ours; retrying");
-                    }
-                    Err(error) => {
-                        tracing::warn!(partition, %error, "lost partition lease");
-                        current.claim.revoke();
-                        held.remove(partition);
-                        metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone()).decrement(1.0);
-                    }
+                Written::Created(None) => {}
+                Written::Created(Some(revision)) => {
+                    let claim = Claim {
+                        function: function.clone(),
+                        partition,
+                        epoch: revision,
+                        valid: Arc::new(AtomicBool::new(true)),
+                        stopped: Arc::new(AtomicBool::new(false)),
+                    };
+                    tracing::info!(partition, epoch = revision, "took partition lease");
+                    metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone())
+                        .increment(1.0);
+                    held.insert(
+                        partition,
+                        Held {
+                            claim: claim.clone(),
+                            revision,
+                            renewed: round,
+                            handing_over: false,
+                        },
+                    );
+                    on_claim(claim);
                 }
-            } else if !mine {
-                // Another live replica's share: it takes it.
-            } else if let Ok(revision) = bucket.create(&key, owner.clone().into()).await {
-                let claim = Claim {
-                    function: function.clone(),
-                    partition: *partition,
-                    epoch: revision,
-                    valid: Arc::new(AtomicBool::new(true)),
-                    stopped: Arc::new(AtomicBool::new(false)),
-                };
-                tracing::info!(partition, epoch = revision, "took partition lease");
-                metrics::gauge!(crate::telemetry::OWNED_PARTITIONS, "function" => function.clone())
-                    .increment(1.0);
-                held.insert(
-                    *partition,
-                    Held {
-                        claim: claim.clone(),
-                        revision,
-                        renewed: std::time::Instant::now(),
-                        handing_over: false,
-                    },
-                );
-                on_claim(claim);
             }
         }
+        // The next round a third of the TTL after this one began, however
+        // long its writes took.
+        let pause = renew_every.saturating_sub(round.elapsed());
         tokio::select! {
             _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(renew_every) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
-    let _ = function_label;
     // Leaving: the others take this replica's share at once.
     let _ = bucket.delete(&me).await;
     held.into_iter()
