@@ -272,6 +272,7 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
             body: json!({"text": seq}),
             mentions: vec![],
             diffusion: Diffusion::Write,
+            reply_to: None,
         })
     };
     let log = || -> Vec<u64> {

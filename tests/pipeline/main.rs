@@ -9,6 +9,7 @@ mod cli;
 mod crash;
 mod delivery;
 mod failover;
+mod features;
 mod fence;
 mod gateway;
 mod idempotency;

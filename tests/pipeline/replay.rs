@@ -71,6 +71,70 @@ async fn traffic(pipeline: &Pipeline) {
             true,
         )
         .await;
+    // Issue 16's state: reactions (one taken back), a reply, receipts, and
+    // a block that refuses a direct message, lifted again.
+    let events = [
+        (
+            "im.message.react",
+            "rx-1",
+            json!({"conversation_id": "g:replay", "seq": 5, "user_id": "r004", "emoji": "👍"}),
+        ),
+        (
+            "im.message.react",
+            "rx-2",
+            json!({"conversation_id": "g:replay", "seq": 5, "user_id": "r005", "emoji": "👍"}),
+        ),
+        (
+            "im.message.react",
+            "rx-3",
+            json!({"conversation_id": "g:replay", "seq": 5, "user_id": "r005", "emoji": "👍", "remove": true}),
+        ),
+        (
+            "im.message.react",
+            "rx-4",
+            json!({"conversation_id": "g:replay", "seq": 6, "user_id": "r004", "emoji": ":tada:"}),
+        ),
+        (
+            "im.message.send",
+            "ry-1",
+            json!({"conversation_id": "g:replay", "sender_id": "r006", "kind": "text", "body": {"text": "re"}, "reply_to": 5}),
+        ),
+        (
+            "im.message.delivered",
+            "rv-1",
+            json!({"conversation_id": "g:replay", "user_id": "r007", "seq": 50}),
+        ),
+        (
+            "im.message.read",
+            "rr-2",
+            json!({"conversation_id": "g:replay", "user_id": "r007", "seq": 30}),
+        ),
+        (
+            "im.user.block",
+            "rb-1",
+            json!({"user_id": "zed", "blocked_user_id": "r008"}),
+        ),
+        (
+            "im.message.send",
+            "rb-2",
+            json!({"conversation_id": "dm:r008:zed", "sender_id": "r008", "kind": "text", "body": {"text": "refused"}}),
+        ),
+        (
+            "im.user.unblock",
+            "rb-3",
+            json!({"user_id": "zed", "blocked_user_id": "r008"}),
+        ),
+        (
+            "im.user.block",
+            "rb-4",
+            json!({"user_id": "r009", "blocked_user_id": "zed"}),
+        ),
+    ];
+    for (event_type, id, data) in events {
+        pipeline
+            .publish(event_type, "urn:test", id, data, true)
+            .await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,6 +146,32 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
     let original_conversations = pipeline.conversations().dump().unwrap();
     let original_users = pipeline.users().dump().unwrap();
     assert!(original_conversations.len() > 120 && original_users.len() > 100);
+    // The new state is there to rebuild: one reaction each left on seqs 5
+    // and 6, receipts of r007, the block still standing, the reply.
+    let lines_of = |kind: &str| {
+        original_conversations
+            .iter()
+            .filter(|line| line.starts_with(&format!("{kind}\t")))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(lines_of("reaction").len(), 2, "{:?}", lines_of("reaction"));
+    assert_eq!(lines_of("block"), vec!["block\tr009\tzed".to_string()]);
+    assert!(
+        lines_of("receipt")
+            .iter()
+            .any(|l| l.contains("r007\t30\t50")),
+        "{:?}",
+        lines_of("receipt")
+    );
+    assert!(
+        lines_of("message").iter().any(|l| l.ends_with("\t5")),
+        "the reply"
+    );
+    assert!(
+        !lines_of("message").iter().any(|l| l.contains("refused")),
+        "the blocked message"
+    );
 
     // Wipe: stop everything, delete the store files, the derived streams and
     // the ingest consumer; IM_INGEST is the source of truth and stays.

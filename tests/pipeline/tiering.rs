@@ -30,6 +30,8 @@ fn message(conversation: &str, seq: u64, sent_ms: i64) -> StoredMessage {
         edited_at: None,
         recalled_at: None,
         recalled_by: None,
+        reply_to: None,
+        reactions: vec![],
     }
 }
 

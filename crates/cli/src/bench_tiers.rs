@@ -104,6 +104,8 @@ pub fn measure(messages: u64, page: usize) -> anyhow::Result<TierFigures> {
                 edited_at: None,
                 recalled_at: None,
                 recalled_by: None,
+                reply_to: None,
+                reactions: vec![],
             }));
         }
         store.apply(&fence, &effects)?;

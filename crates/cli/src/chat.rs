@@ -2,8 +2,12 @@
 //!
 //! Type a line to send it to the open conversation. Commands:
 //! `/list` conversations with unread counts, `/open ID` open one (shows its
-//! recent history and marks it read), `/history` older messages, `/read`
-//! mark the open conversation read, `/quit`. Incoming messages print live.
+//! recent history, marks it read, and follows the other members' presence),
+//! `/history` older messages, `/read` mark the open conversation read,
+//! `/reply SEQ TEXT`, `/react SEQ EMOJI`, `/unreact SEQ EMOJI`, `/receipts`
+//! who has received and read what, `/presence USER…`, `/block USER`,
+//! `/unblock USER`, `/quit`. Incoming messages print live, and the open
+//! conversation is marked read as they are shown.
 
 use clap::Args;
 use futures::{SinkExt, StreamExt};
@@ -39,10 +43,41 @@ fn text_of(message: &Value) -> String {
     if message["recalled_at"].is_string() {
         return "(recalled)".into();
     }
-    match message["body"]["text"].as_str() {
+    let mut text = match message["body"]["text"].as_str() {
         Some(text) => text.to_string(),
         None => message["body"].to_string(),
+    };
+    if let Some(seq) = message["reply_to"].as_u64() {
+        text = format!("↪#{seq} {text}");
     }
+    if let Some(groups) = message["reactions"].as_array() {
+        let shown: Vec<String> = groups
+            .iter()
+            .filter_map(|g| {
+                Some(format!(
+                    "{} {}",
+                    g["emoji"].as_str()?,
+                    g["users"].as_array()?.len()
+                ))
+            })
+            .collect();
+        if !shown.is_empty() {
+            text = format!("{text}  [{}]", shown.join(", "));
+        }
+    }
+    text
+}
+
+fn presence_line(entry: &Value) -> Option<String> {
+    let user = entry["user_id"].as_str()?;
+    Some(if entry["online"] == true {
+        format!("{user} is online")
+    } else {
+        match entry["last_seen"].as_str() {
+            Some(at) => format!("{user} is offline (last seen {at})"),
+            None => format!("{user} is offline"),
+        }
+    })
 }
 
 /// How a frame reads in the terminal (pure).
@@ -129,6 +164,63 @@ pub fn render(frame: &Value) -> Option<String> {
             }
             lines.join("\n")
         }
+        "reacted" => format!(
+            "[{}] {} {} {} on #{}",
+            frame["conversation_id"].as_str()?,
+            frame["user_id"].as_str()?,
+            if frame["removed"] == true {
+                "took back"
+            } else {
+                "reacted"
+            },
+            frame["emoji"].as_str()?,
+            frame["seq"]
+        ),
+        "receipt" => match (frame["read_seq"].as_u64(), frame["delivered_seq"].as_u64()) {
+            (Some(seq), _) => format!(
+                "[{}] {} read up to #{seq}",
+                frame["conversation_id"].as_str()?,
+                frame["user_id"].as_str()?
+            ),
+            (None, Some(seq)) => format!(
+                "[{}] {} received up to #{seq}",
+                frame["conversation_id"].as_str()?,
+                frame["user_id"].as_str()?
+            ),
+            _ => return None,
+        },
+        "receipts_result" => {
+            if let Some(counts) = frame["counts"].as_object() {
+                format!(
+                    "#{}: read by {} and received by {} of {} members",
+                    counts["at_seq"], counts["read"], counts["delivered"], counts["members"]
+                )
+            } else {
+                frame["members"]
+                    .as_array()?
+                    .iter()
+                    .map(|m| {
+                        format!(
+                            "  {:<20} read #{}, received #{}",
+                            m["user_id"].as_str().unwrap_or("?"),
+                            m["read_seq"],
+                            m["delivered_seq"]
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            }
+        }
+        "presence" => presence_line(frame)?,
+        "presence_result" => frame["users"]
+            .as_array()?
+            .iter()
+            .filter_map(presence_line)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        "blocked" => format!("blocked {}", frame["user_id"].as_str()?),
+        "unblocked" => format!("unblocked {}", frame["user_id"].as_str()?),
+        "presence_unsubscribed" | "read" => return None,
         "history_result" => {
             let messages = frame["messages"].as_array()?;
             if messages.is_empty() {
@@ -157,6 +249,14 @@ pub fn render(frame: &Value) -> Option<String> {
     })
 }
 
+/// The other member of a direct conversation, whose presence the chat
+/// follows once the conversation has a message (before that the two share
+/// nothing, and the gateway tells a stranger nothing).
+pub fn peer_of(conversation_id: &str, me: &str) -> Option<String> {
+    let (a, b) = im_events::ids::direct_members(conversation_id)?;
+    Some(if a == me { b } else { a }.to_string())
+}
+
 pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let token = match &args.token {
         Some(token) => token.clone(),
@@ -179,12 +279,14 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         })?;
     let (mut sink, mut stream) = socket.split();
     println!(
-        "connected as {} ({}); /list, /open ID, /history, /read, /quit",
+        "connected as {} ({}); /list, /open ID, /history, /read, /reply SEQ TEXT, /react SEQ EMOJI, /unreact SEQ EMOJI, /receipts, /presence USER…, /block USER, /unblock USER, /quit",
         args.user, args.device
     );
     let mut open = args.open.clone();
     let mut oldest: Option<u64> = None;
     let mut newest: u64 = 0;
+    let mut read_mark: u64 = 0;
+    let mut delivered: u64 = 0;
     let mut counter = 0u64;
     let send = |frame: Value| Message::Text(frame.to_string().into());
     sink.send(send(json!({"op": "conversations"}))).await?;
@@ -194,6 +296,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         ))
         .await?;
     }
+    let mut following: Option<String> = None;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut shown = Shown::default();
     let mut ping = tokio::time::interval(std::time::Duration::from_secs(20));
@@ -211,8 +314,37 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                     ("/open", id) if !id.is_empty() => {
                         open = Some(id.to_string());
                         oldest = None;
+                        newest = 0;
+                        read_mark = 0;
                         println!("opened {id}");
                         json!({"op": "history", "conversation_id": id, "limit": 20})
+                    }
+                    ("/receipts", _) => match &open {
+                        Some(id) => json!({"op": "receipts", "conversation_id": id}),
+                        None => { println!("open a conversation first: /open ID"); continue; }
+                    },
+                    ("/presence", users) if !users.is_empty() => {
+                        json!({"op": "presence", "users": users.split_whitespace().collect::<Vec<_>>()})
+                    }
+                    ("/block", user) if !user.is_empty() => json!({"op": "block", "user_id": user}),
+                    ("/unblock", user) if !user.is_empty() => json!({"op": "unblock", "user_id": user}),
+                    (command @ ("/react" | "/unreact"), rest) => {
+                        let (Some(id), Some((seq, emoji))) = (&open, rest.split_once(' ')) else {
+                            println!("usage: {command} SEQ EMOJI in an open conversation");
+                            continue;
+                        };
+                        let Ok(seq) = seq.parse::<u64>() else { println!("SEQ is a message number"); continue };
+                        json!({"op": &command[1..], "conversation_id": id, "seq": seq, "emoji": emoji.trim()})
+                    }
+                    ("/reply", rest) => {
+                        let (Some(id), Some((seq, text))) = (&open, rest.split_once(' ')) else {
+                            println!("usage: /reply SEQ TEXT in an open conversation");
+                            continue;
+                        };
+                        let Ok(seq) = seq.parse::<u64>() else { println!("SEQ is a message number"); continue };
+                        counter += 1;
+                        let client_msg_id = format!("{}-{}-{counter}", args.device, chrono::Utc::now().timestamp_millis());
+                        json!({"op": "send", "conversation_id": id, "client_msg_id": client_msg_id, "kind": "text", "body": {"text": text}, "reply_to": seq})
                     }
                     ("/history", _) => match &open {
                         Some(id) => json!({"op": "history", "conversation_id": id, "before_seq": oldest, "limit": 20}),
@@ -245,13 +377,39 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                     }
                     if let Some(last) = seqs.last() {
                         newest = newest.max(*last);
-                        if let Some(id) = &open {
-                            sink.send(send(json!({"op": "read", "conversation_id": id, "seq": newest}))).await?;
-                        }
+                    } else if oldest.is_none() {
+                        println!("(no messages yet)");
+                        continue;
                     }
                 }
                 if frame["op"] == "message" && frame["conversation_id"].as_str() == open.as_deref() {
                     newest = newest.max(frame["seq"].as_u64().unwrap_or(0));
+                }
+                // What this device holds: the senders get delivery receipts.
+                if let Some(sync_seq) = frame["sync_seq"].as_u64() {
+                    if frame["op"] == "message" && sync_seq > delivered {
+                        delivered = sync_seq;
+                        sink.send(send(json!({"op": "delivered", "sync_seq": sync_seq}))).await?;
+                    }
+                }
+                // A direct conversation with messages: follow the other's presence.
+                if newest > 0 {
+                    if let Some(peer) = open.as_deref().and_then(|id| peer_of(id, &args.user)) {
+                        if following.as_deref() != Some(peer.as_str()) {
+                            if let Some(old) = following.take() {
+                                sink.send(send(json!({"op": "presence_unsubscribe", "users": [old]}))).await?;
+                            }
+                            sink.send(send(json!({"op": "presence_subscribe", "users": [peer.clone()]}))).await?;
+                            following = Some(peer);
+                        }
+                    }
+                }
+                // The open conversation is read as its messages are shown.
+                if newest > read_mark && matches!(frame["op"].as_str(), Some("message" | "history_result")) {
+                    if let Some(id) = &open {
+                        read_mark = newest;
+                        sink.send(send(json!({"op": "read", "conversation_id": id, "seq": newest}))).await?;
+                    }
                 }
                 if !shown.first_time(&frame) {
                     continue;
@@ -291,5 +449,25 @@ mod tests {
         assert_eq!(render(&json!({"op": "pong"})), None);
         let recalled = json!({"op": "history_result", "messages": [{"seq": 1, "sender_id": "a", "recalled_at": "t", "body": {}}]});
         assert!(render(&recalled).unwrap().contains("(recalled)"));
+        let page = json!({"op": "history_result", "messages": [{"seq": 2, "sender_id": "b", "reply_to": 1, "body": {"text": "yes"},
+                          "reactions": [{"emoji": "👍", "users": ["a", "c"]}]}]});
+        assert_eq!(render(&page).unwrap(), "  #2 b: ↪#1 yes  [👍 2]");
+        let receipt =
+            json!({"op": "receipt", "conversation_id": "dm:a:b", "user_id": "b", "read_seq": 4});
+        assert_eq!(render(&receipt).unwrap(), "[dm:a:b] b read up to #4");
+        let presence = json!({"op": "presence", "user_id": "b", "online": false, "last_seen": "2026-12-01T10:00:00.000Z"});
+        assert_eq!(
+            render(&presence).unwrap(),
+            "b is offline (last seen 2026-12-01T10:00:00.000Z)"
+        );
+        let reacted = json!({"op": "reacted", "conversation_id": "g:1", "user_id": "c", "emoji": "🎉", "seq": 5});
+        assert_eq!(render(&reacted).unwrap(), "[g:1] c reacted 🎉 on #5");
+    }
+
+    #[test]
+    fn a_direct_conversation_has_one_other_member() {
+        assert_eq!(peer_of("dm:alice:bob", "bob").as_deref(), Some("alice"));
+        assert_eq!(peer_of("dm:alice:bob", "alice").as_deref(), Some("bob"));
+        assert_eq!(peer_of("g:team", "bob"), None);
     }
 }

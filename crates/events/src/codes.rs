@@ -23,6 +23,12 @@ pub enum ErrorCode {
     MaxDeliveries,
     /// A push provider refused a notification or kept failing.
     ProviderFailed,
+    /// The recipient of a direct message blocks its sender.
+    Blocked,
+    /// A reaction that is not one emoji or `:shortcode:`.
+    InvalidEmoji,
+    /// `reply_to` names no message of the conversation.
+    InvalidReply,
 }
 
 impl ErrorCode {
@@ -43,6 +49,9 @@ impl ErrorCode {
             ErrorCode::Conflict => "conflict",
             ErrorCode::MaxDeliveries => "max_deliveries",
             ErrorCode::ProviderFailed => "provider_failed",
+            ErrorCode::Blocked => "blocked",
+            ErrorCode::InvalidEmoji => "invalid_emoji",
+            ErrorCode::InvalidReply => "invalid_reply",
         }
     }
 }

@@ -260,11 +260,22 @@ fn check_body_size(command: &Command, limits: &Limits) -> Result<(), EventError>
 /// The schema already enforces the id pattern; this repeats it in code so a
 /// schema edit cannot silently let bad ids through.
 fn check_ids(command: &Command) -> Result<(), EventError> {
-    check_id("conversation_id", command.conversation_id())?;
+    check_id("conversation_id", &command.conversation_id())?;
     if let Some(actor) = command.actor() {
         check_id("user id", actor)?;
     }
     let members = match command {
+        Command::React(react) => return crate::reactions::check_emoji(&react.emoji),
+        Command::Block(block) | Command::Unblock(block) => {
+            check_id("blocked_user_id", &block.blocked_user_id)?;
+            if block.blocked_user_id == block.user_id {
+                return Err(EventError::new(
+                    ErrorCode::SchemaViolation,
+                    format!("{} cannot block themselves", block.user_id),
+                ));
+            }
+            return Ok(());
+        }
         Command::Create(create) => &create.members,
         Command::AddMembers(change) | Command::RemoveMembers(change) => &change.members,
         _ => return Ok(()),

@@ -13,6 +13,7 @@ pub mod inbound;
 pub mod model;
 pub mod partition;
 pub mod push;
+pub mod reactions;
 pub mod schema;
 pub mod subjects;
 

@@ -106,6 +106,9 @@ pub struct SendData {
     pub body: Value,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mentions: Vec<String>,
+    /// The seq of the message (of the same conversation) this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,6 +161,35 @@ pub struct EditData {
     pub body: Value,
 }
 
+/// A reaction added, or with `remove` taken back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReactData {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub user_id: String,
+    pub emoji: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
+}
+
+/// `user_id` blocks (or unblocks) `blocked_user_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockData {
+    pub user_id: String,
+    pub blocked_user_id: String,
+}
+
+/// A device of `user_id` holds the conversation's messages up to `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveredData {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub seq: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecallData {
@@ -187,10 +219,18 @@ pub enum Command {
     Edit(EditData),
     #[serde(rename = "im.message.recall")]
     Recall(RecallData),
+    #[serde(rename = "im.message.react")]
+    React(ReactData),
+    #[serde(rename = "im.user.block")]
+    Block(BlockData),
+    #[serde(rename = "im.user.unblock")]
+    Unblock(BlockData),
+    #[serde(rename = "im.message.delivered")]
+    Delivered(DeliveredData),
 }
 
 /// Every inbound type of the contract.
-pub const INBOUND_TYPES: [&str; 8] = [
+pub const INBOUND_TYPES: [&str; 12] = [
     "im.message.send",
     "im.message.read",
     "im.conversation.create",
@@ -199,6 +239,10 @@ pub const INBOUND_TYPES: [&str; 8] = [
     "im.user.mute",
     "im.message.edit",
     "im.message.recall",
+    "im.message.react",
+    "im.user.block",
+    "im.user.unblock",
+    "im.message.delivered",
 ];
 
 impl Command {
@@ -212,19 +256,31 @@ impl Command {
             Command::Mute(_) => "im.user.mute",
             Command::Edit(_) => "im.message.edit",
             Command::Recall(_) => "im.message.recall",
+            Command::React(_) => "im.message.react",
+            Command::Block(_) => "im.user.block",
+            Command::Unblock(_) => "im.user.unblock",
+            Command::Delivered(_) => "im.message.delivered",
         }
     }
 
-    /// The conversation the event is about: the key that orders it.
-    pub fn conversation_id(&self) -> &str {
+    /// The conversation the event is about: the key that orders it. A
+    /// block is about the two users' direct conversation, so it is ordered
+    /// with the direct messages it refuses (and replay decides them alike).
+    pub fn conversation_id(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
         match self {
-            Command::Send(d) => &d.conversation_id,
-            Command::Read(d) => &d.conversation_id,
-            Command::Create(d) => &d.conversation_id,
-            Command::AddMembers(d) | Command::RemoveMembers(d) => &d.conversation_id,
-            Command::Mute(d) => &d.conversation_id,
-            Command::Edit(d) => &d.conversation_id,
-            Command::Recall(d) => &d.conversation_id,
+            Command::Send(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Read(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Create(d) => Cow::Borrowed(&d.conversation_id),
+            Command::AddMembers(d) | Command::RemoveMembers(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Mute(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Edit(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Recall(d) => Cow::Borrowed(&d.conversation_id),
+            Command::React(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Delivered(d) => Cow::Borrowed(&d.conversation_id),
+            Command::Block(d) | Command::Unblock(d) => Cow::Owned(
+                crate::ids::direct_conversation_id(&d.user_id, &d.blocked_user_id),
+            ),
         }
     }
 
@@ -243,6 +299,9 @@ impl Command {
             Command::Mute(d) => Some(&d.user_id),
             Command::Edit(d) => Some(&d.editor_id),
             Command::Recall(d) => Some(&d.actor_id),
+            Command::React(d) => Some(&d.user_id),
+            Command::Block(d) | Command::Unblock(d) => Some(&d.user_id),
+            Command::Delivered(d) => Some(&d.user_id),
             Command::Create(_) | Command::AddMembers(_) | Command::RemoveMembers(_) => None,
         }
     }
@@ -385,6 +444,9 @@ pub struct CommittedMessage {
     /// How fanout delivers it; decided by dedupe from the member count.
     #[serde(default)]
     pub diffusion: Diffusion,
+    /// The seq of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -422,6 +484,55 @@ pub struct ReadMarked {
     pub conversation_id: String,
     pub user_id: String,
     pub seq: u64,
+    pub source: String,
+    pub event_id: String,
+    /// The other members told of the read (a `receipt` pushed to their
+    /// online devices); empty in large groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipt_to: Vec<String>,
+}
+
+/// A member's devices hold the conversation up to `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryMarked {
+    pub conversation_id: String,
+    pub user_id: String,
+    pub seq: u64,
+    pub source: String,
+    pub event_id: String,
+    /// The other members told of it (a pushed `receipt`); empty in large
+    /// groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub receipt_to: Vec<String>,
+}
+
+/// A reaction added to (or taken back from) a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageReacted {
+    /// Members when it took effect; empty in read diffusion.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recipients: Vec<String>,
+    pub conversation_id: String,
+    pub seq: u64,
+    pub message_id: String,
+    pub user_id: String,
+    pub emoji: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    pub reacted_at: String,
+    pub source: String,
+    pub event_id: String,
+}
+
+/// A block taken effect (or lifted): the public record; nobody's view
+/// changes but dedupe's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserBlocked {
+    /// The two users' direct conversation (the block's ordering key).
+    pub conversation_id: String,
+    pub user_id: String,
+    pub blocked_user_id: String,
+    pub blocked: bool,
     pub source: String,
     pub event_id: String,
 }
@@ -477,6 +588,12 @@ pub enum TimelineEvent {
     Changed(ConversationChanged),
     #[serde(rename = "im.user.muted")]
     Muted(UserMuted),
+    #[serde(rename = "im.message.reacted")]
+    Reacted(MessageReacted),
+    #[serde(rename = "im.user.blocked")]
+    Blocked(UserBlocked),
+    #[serde(rename = "im.message.delivered")]
+    Delivered(DeliveryMarked),
 }
 
 impl TimelineEvent {
@@ -488,6 +605,9 @@ impl TimelineEvent {
             TimelineEvent::Read(_) => "im.message.read",
             TimelineEvent::Changed(_) => "im.conversation.changed",
             TimelineEvent::Muted(_) => "im.user.muted",
+            TimelineEvent::Reacted(_) => "im.message.reacted",
+            TimelineEvent::Blocked(_) => "im.user.blocked",
+            TimelineEvent::Delivered(_) => "im.message.delivered",
         }
     }
 
@@ -499,6 +619,9 @@ impl TimelineEvent {
             TimelineEvent::Read(r) => &r.conversation_id,
             TimelineEvent::Changed(c) => &c.conversation_id,
             TimelineEvent::Muted(m) => &m.conversation_id,
+            TimelineEvent::Reacted(r) => &r.conversation_id,
+            TimelineEvent::Blocked(b) => &b.conversation_id,
+            TimelineEvent::Delivered(d) => &d.conversation_id,
         }
     }
 
@@ -511,6 +634,9 @@ impl TimelineEvent {
             TimelineEvent::Read(r) => format!("r:{}:{}", r.source, r.event_id),
             TimelineEvent::Changed(c) => format!("c:{}:{}", c.source, c.event_id),
             TimelineEvent::Muted(m) => format!("u:{}:{}", m.source, m.event_id),
+            TimelineEvent::Reacted(r) => format!("a:{}:{}", r.source, r.event_id),
+            TimelineEvent::Blocked(b) => format!("b:{}:{}", b.source, b.event_id),
+            TimelineEvent::Delivered(d) => format!("d:{}:{}", d.source, d.event_id),
         }
     }
 }

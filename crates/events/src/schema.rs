@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::codes::{ErrorCode, EventError};
 
-const SCHEMA_FILES: [(&str, &str); 10] = [
+const SCHEMA_FILES: [(&str, &str); 14] = [
     (
         "im.message.send",
         include_str!("../../../schemas/events/im.message.send.json"),
@@ -41,6 +41,22 @@ const SCHEMA_FILES: [(&str, &str); 10] = [
     (
         "im.message.recall",
         include_str!("../../../schemas/events/im.message.recall.json"),
+    ),
+    (
+        "im.message.react",
+        include_str!("../../../schemas/events/im.message.react.json"),
+    ),
+    (
+        "im.user.block",
+        include_str!("../../../schemas/events/im.user.block.json"),
+    ),
+    (
+        "im.user.unblock",
+        include_str!("../../../schemas/events/im.user.unblock.json"),
+    ),
+    (
+        "im.message.delivered",
+        include_str!("../../../schemas/events/im.message.delivered.json"),
     ),
     (
         "im.message.committed",

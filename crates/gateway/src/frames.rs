@@ -15,6 +15,9 @@ pub enum ClientFrame {
         body: Value,
         #[serde(default)]
         mentions: Vec<String>,
+        /// The seq of the message (of this conversation) it answers.
+        #[serde(default)]
+        reply_to: Option<u64>,
     },
     Sync {
         #[serde(default)]
@@ -66,9 +69,44 @@ pub enum ClientFrame {
         #[serde(default)]
         until: Option<String>,
     },
+    React {
+        conversation_id: String,
+        seq: u64,
+        emoji: String,
+    },
+    Unreact {
+        conversation_id: String,
+        seq: u64,
+        emoji: String,
+    },
+    /// Refuse direct messages from this user.
+    Block {
+        user_id: String,
+    },
+    Unblock {
+        user_id: String,
+    },
+    /// Every member's read and delivered marks (counts in large groups).
+    Receipts {
+        conversation_id: String,
+    },
+    /// Whether these users are online, and when they were last seen.
+    Presence {
+        users: Vec<String>,
+    },
+    /// The same, and pushed `presence` frames when it changes.
+    PresenceSubscribe {
+        users: Vec<String>,
+    },
+    PresenceUnsubscribe {
+        users: Vec<String>,
+    },
 }
 
-pub const OPS: [&str; 14] = [
+/// Users one presence frame may name, and one connection follow.
+pub const MAX_PRESENCE_USERS: usize = 200;
+
+pub const OPS: [&str; 22] = [
     "send",
     "sync",
     "history",
@@ -83,6 +121,14 @@ pub const OPS: [&str; 14] = [
     "unregister_push",
     "auth",
     "mute",
+    "react",
+    "unreact",
+    "block",
+    "unblock",
+    "receipts",
+    "presence",
+    "presence_subscribe",
+    "presence_unsubscribe",
 ];
 
 impl ClientFrame {
@@ -96,6 +142,9 @@ impl ClientFrame {
                 | ClientFrame::Conversations {}
                 | ClientFrame::Ping {}
                 | ClientFrame::Auth { .. }
+                | ClientFrame::Receipts { .. }
+                | ClientFrame::Presence { .. }
+                | ClientFrame::PresenceUnsubscribe { .. }
         )
     }
 
@@ -166,6 +215,23 @@ pub fn parse(text: &str) -> Result<ClientFrame, FrameError> {
 }
 
 fn check_ids(frame: &ClientFrame) -> Result<(), String> {
+    let users: &[String] = match frame {
+        ClientFrame::Block { user_id } | ClientFrame::Unblock { user_id } => {
+            std::slice::from_ref(user_id)
+        }
+        ClientFrame::Presence { users }
+        | ClientFrame::PresenceSubscribe { users }
+        | ClientFrame::PresenceUnsubscribe { users } => {
+            if users.is_empty() || users.len() > MAX_PRESENCE_USERS {
+                return Err(format!("users must name 1 to {MAX_PRESENCE_USERS} users"));
+            }
+            users
+        }
+        _ => &[],
+    };
+    if let Some(bad) = users.iter().find(|u| !im_events::ids::is_valid_id(u)) {
+        return Err(format!("user id {bad:?} is not a valid id"));
+    }
     let conversation = match frame {
         ClientFrame::Send {
             conversation_id,
@@ -192,7 +258,14 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
         | ClientFrame::Typing { conversation_id }
         | ClientFrame::Mute {
             conversation_id, ..
-        } => Some(conversation_id),
+        }
+        | ClientFrame::React {
+            conversation_id, ..
+        }
+        | ClientFrame::Unreact {
+            conversation_id, ..
+        }
+        | ClientFrame::Receipts { conversation_id } => Some(conversation_id),
         _ => None,
     };
     match conversation {
@@ -224,7 +297,31 @@ mod tests {
             r#"{"op":"delivered","sync_seq":7}"#,
             r#"{"op":"register_push","provider":"apns","token":"a1b2"}"#,
             r#"{"op":"unregister_push"}"#,
+            r#"{"op":"auth","token":"t"}"#,
+            r#"{"op":"send","conversation_id":"g:1","client_msg_id":"c2","kind":"text","body":{},"reply_to":1}"#,
+            r#"{"op":"react","conversation_id":"g:1","seq":1,"emoji":"👍"}"#,
+            r#"{"op":"unreact","conversation_id":"g:1","seq":1,"emoji":"👍"}"#,
+            r#"{"op":"block","user_id":"mallory"}"#,
+            r#"{"op":"unblock","user_id":"mallory"}"#,
+            r#"{"op":"receipts","conversation_id":"g:1"}"#,
+            r#"{"op":"presence","users":["bob"]}"#,
+            r#"{"op":"presence_subscribe","users":["bob"]}"#,
+            r#"{"op":"presence_unsubscribe","users":["bob"]}"#,
         ];
+        let mut seen: Vec<String> = frames
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<Value>(text).unwrap()["op"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
+        seen.sort();
+        seen.dedup();
+        let mut ops: Vec<String> = OPS.iter().map(|op| op.to_string()).collect();
+        ops.sort();
+        assert_eq!(seen, ops, "every op in OPS is tried here");
         for text in frames {
             parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
         }
@@ -250,6 +347,14 @@ mod tests {
             parse(r#"{"op":"read","conversation_id":"bad id","seq":1}"#)
                 .unwrap_err()
                 .code,
+            "bad_frame"
+        );
+        assert_eq!(
+            parse(r#"{"op":"presence","users":[]}"#).unwrap_err().code,
+            "bad_frame"
+        );
+        assert_eq!(
+            parse(r#"{"op":"block","user_id":"a b"}"#).unwrap_err().code,
             "bad_frame"
         );
     }

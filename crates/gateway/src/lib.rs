@@ -18,6 +18,7 @@ pub mod frames;
 pub mod http;
 pub mod limits;
 pub mod outbox;
+pub mod presence;
 pub mod push_tokens;
 pub mod session;
 pub mod tls;
@@ -115,6 +116,8 @@ pub struct Gateway {
     pub push_tokens: kv::Store,
     /// The offline function's notification log (read-only).
     pub notifications: Arc<dyn NotificationStore>,
+    /// Presence for clients: who is online, last seen, subscriptions.
+    pub presence_hub: Arc<presence::PresenceHub>,
     /// Checks every token, with the key its header names.
     pub verifier: auth::Verifier,
     sessions: Mutex<HashMap<String, UserEntry>>,
@@ -167,6 +170,7 @@ impl Gateway {
             None,
         )
         .await?;
+        let presence_hub = presence::PresenceHub::start(&js, config.presence_ttl).await?;
         let writes = limits::WriteLimit::new(config.messages_per_second, config.burst);
         let verifier = auth::Verifier::new(config.keys.clone())?;
         let gateway = Arc::new(Gateway {
@@ -180,6 +184,7 @@ impl Gateway {
             delivered,
             push_tokens,
             notifications,
+            presence_hub,
             writes,
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -557,8 +562,10 @@ impl Gateway {
         let presence = self.presence.clone();
         let key = kv_key(user, device);
         let value = im_runtime::presence::presence_value(user, device, &self.config.gateway_id);
+        let (hub, who) = (self.presence_hub.clone(), user.to_string());
         tokio::spawn(async move {
             let _ = presence.put(key, value.into()).await;
+            hub.seen([who]).await;
         });
         Ok(id)
     }
@@ -566,12 +573,19 @@ impl Gateway {
     pub fn disconnect(&self, user: &str, device: &str, id: u64) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let mut device_still_connected = false;
+        let mut user_left = false;
         if let Some(entry) = sessions.get_mut(user) {
             entry.connections.retain(|c| c.id != id);
             device_still_connected = entry.connections.iter().any(|c| c.device == device);
             if entry.connections.is_empty() {
                 sessions.remove(user);
+                user_left = true;
             }
+        }
+        self.presence_hub.drop_connection(id);
+        if user_left {
+            let (hub, who) = (self.presence_hub.clone(), user.to_string());
+            tokio::spawn(async move { hub.seen([who]).await });
         }
         metrics::gauge!("im_gateway_connections").decrement(1.0);
         drop(sessions);
@@ -626,6 +640,18 @@ impl Gateway {
                     async move {
                         let _ = presence.put(kv_key(&user, &device), value.into()).await;
                     }
+                })
+                .await;
+            // When each user was last online, for `presence` after they
+            // leave (or after this gateway dies).
+            let users: Vec<String> = {
+                let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                sessions.keys().cloned().collect()
+            };
+            let hub = &self.presence_hub;
+            futures::stream::iter(users)
+                .for_each_concurrent(PRESENCE_REFRESH_CONCURRENCY, |user| async move {
+                    hub.seen([user]).await
                 })
                 .await;
         }

@@ -65,6 +65,8 @@ struct Context {
     device: String,
     source: String,
     outbox: Outbox,
+    /// This connection's id at the gateway.
+    connection: u64,
     /// When the session's token expires (unix seconds); an `auth` frame
     /// with a fresh token moves it.
     expires_at: AtomicI64,
@@ -95,6 +97,7 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
         device: claims.dev.clone(),
         source,
         outbox,
+        connection,
         expires_at: AtomicI64::new(claims.exp),
     });
     loop {
@@ -259,6 +262,11 @@ async fn handle(
             });
         }
     }
+    let frame_kind = match &frame {
+        ClientFrame::Unreact { .. } => FrameKind::Unreact,
+        ClientFrame::Block { .. } => FrameKind::Block,
+        _ => FrameKind::Other,
+    };
     match frame {
         ClientFrame::Ping {} => context.send(json!({"op": "pong"})).await,
         ClientFrame::Auth { token } => {
@@ -289,8 +297,12 @@ async fn handle(
             kind,
             body,
             mentions,
+            reply_to,
         } => {
-            let data = json!({"conversation_id": conversation_id, "sender_id": context.user, "kind": kind, "body": body, "mentions": mentions});
+            let mut data = json!({"conversation_id": conversation_id, "sender_id": context.user, "kind": kind, "body": body, "mentions": mentions});
+            if let Some(reply_to) = reply_to {
+                data["reply_to"] = json!(reply_to);
+            }
             // Published in frame order; the verdicts are awaited concurrently.
             let pending = match gateway
                 .begin("im.message.send", &context.source, &client_msg_id, data)
@@ -414,8 +426,19 @@ async fn handle(
             })
             .await
             .map_err(store_error)?
-            .map_err(store_error)?
-            .ok_or_else(|| not_member(&context.user, &conversation_id))?;
+            .map_err(store_error)?;
+            let messages = match messages {
+                Some(messages) => messages,
+                // A direct conversation exists from its first message: one
+                // of the user's own that has none yet is simply empty.
+                None if im_events::ids::direct_members(&conversation_id)
+                    .is_some_and(|(a, b)| a == context.user || b == context.user)
+                    && !conversation_exists(gateway, &conversation_id).await? =>
+                {
+                    Vec::new()
+                }
+                None => return Err(not_member(&context.user, &conversation_id)),
+            };
             // Ascending: keep the newest that fit; `truncated` tells the
             // client to page on from the oldest it got.
             let mut text = json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages}).to_string();
@@ -547,6 +570,98 @@ async fn handle(
                 .send(json!({"op": "push_unregistered", "device_id": context.device}))
                 .await;
         }
+        ClientFrame::React {
+            conversation_id,
+            seq,
+            emoji,
+        }
+        | ClientFrame::Unreact {
+            conversation_id,
+            seq,
+            emoji,
+        } => {
+            let remove = matches!(frame_kind, FrameKind::Unreact);
+            let mut data = json!({"conversation_id": conversation_id, "seq": seq, "user_id": context.user, "emoji": emoji});
+            if remove {
+                data["remove"] = json!(true);
+            }
+            // The pushed `reacted` reaches every member's devices, this
+            // one's too; a refusal comes back as an error frame.
+            submit_in_background(gateway, context, "im.message.react", data).await;
+        }
+        ClientFrame::Block { user_id } | ClientFrame::Unblock { user_id } => {
+            let (event_type, op) = match frame_kind {
+                FrameKind::Block => ("im.user.block", "blocked"),
+                _ => ("im.user.unblock", "unblocked"),
+            };
+            let data = json!({"user_id": context.user, "blocked_user_id": user_id});
+            submit_then(gateway, context, event_type, data, move |_, _| async move {
+                Some(json!({"op": op, "user_id": user_id}))
+            })
+            .await;
+        }
+        ClientFrame::Receipts { conversation_id } => {
+            require_member(gateway, &conversation_id, &context.user).await?;
+            let store = gateway.conversations.clone();
+            let conversation = conversation_id.clone();
+            let frame = tokio::task::spawn_blocking(move || {
+                let Some(record) = store.conversation(&conversation)? else {
+                    return Ok(None);
+                };
+                let receipts = store.receipts(&conversation)?;
+                Ok::<_, im_store::StoreError>(Some(receipts_frame(
+                    &record,
+                    if record.diffusion == im_events::Diffusion::Write {
+                        store.current_members(&conversation)?
+                    } else {
+                        vec![]
+                    },
+                    receipts,
+                )))
+            })
+            .await
+            .map_err(store_error)?
+            .map_err(store_error)?
+            .ok_or_else(|| not_member(&context.user, &conversation_id))?;
+            context.send(frame).await;
+        }
+        ClientFrame::Presence { users } => {
+            require_shared(gateway, &context.user, &users).await?;
+            let entries = gateway.presence_hub.lookup(&users).await;
+            context
+                .send(json!({"op": "presence_result", "users": entries}))
+                .await;
+        }
+        ClientFrame::PresenceSubscribe { users } => {
+            require_shared(gateway, &context.user, &users).await?;
+            gateway
+                .presence_hub
+                .subscribe(
+                    context.connection,
+                    &context.outbox,
+                    &users,
+                    frames::MAX_PRESENCE_USERS,
+                )
+                .map_err(|wanted| {
+                    FrameError::new(
+                        "limit_reached",
+                        format!(
+                            "a connection follows at most {} users ({wanted} asked); unsubscribe some first",
+                            frames::MAX_PRESENCE_USERS
+                        ),
+                    )
+                })?;
+            let entries = gateway.presence_hub.lookup(&users).await;
+            context
+                .send(json!({"op": "presence_result", "users": entries}))
+                .await;
+        }
+        ClientFrame::PresenceUnsubscribe { users } => {
+            gateway.presence_hub.unsubscribe(context.connection, &users);
+            context
+                .send(json!({"op": "presence_unsubscribed", "users": users}))
+                .await;
+        }
         ClientFrame::Delivered { sync_seq } => {
             let key = crate::kv_key(&context.user, &context.device);
             let current = match gateway.delivered.get(&key).await {
@@ -554,6 +669,7 @@ async fn handle(
                 _ => 0,
             };
             if sync_seq > current {
+                report_delivery(gateway, context, current, sync_seq).await;
                 gateway
                     .delivered
                     .put(&key, sync_seq.to_string().into())
@@ -568,6 +684,152 @@ async fn handle(
         }
     }
     Ok(())
+}
+
+/// Which of a shared match arm's frames it was.
+enum FrameKind {
+    Unreact,
+    Block,
+    Other,
+}
+
+async fn conversation_exists(
+    gateway: &Arc<Gateway>,
+    conversation_id: &str,
+) -> Result<bool, FrameError> {
+    let (store, id) = (gateway.conversations.clone(), conversation_id.to_string());
+    Ok(tokio::task::spawn_blocking(move || store.conversation(&id))
+        .await
+        .map_err(store_error)?
+        .map_err(store_error)?
+        .is_some())
+}
+
+/// The `receipts_result` of a conversation (pure): every member's marks in
+/// write diffusion (a read counts as delivered too); in large groups only
+/// how many members have read and received up to the last seq.
+pub fn receipts_frame(
+    record: &im_store::ConversationRecord,
+    members: Vec<String>,
+    receipts: Vec<im_store::Receipt>,
+) -> Value {
+    let marks: std::collections::HashMap<&str, (u64, u64)> = receipts
+        .iter()
+        .map(|r| {
+            (
+                r.user_id.as_str(),
+                (r.read_seq, r.delivered_seq.max(r.read_seq)),
+            )
+        })
+        .collect();
+    if record.diffusion == im_events::Diffusion::Read {
+        let last = record.last_seq;
+        let read = marks.values().filter(|(r, _)| *r >= last).count();
+        let delivered = marks.values().filter(|(_, d)| *d >= last).count();
+        return json!({"op": "receipts_result", "conversation_id": record.conversation_id,
+                      "members": [], "counts": {"members": record.member_count, "at_seq": last,
+                                                "read": read, "delivered": delivered}});
+    }
+    let members: Vec<Value> = members
+        .iter()
+        .map(|user| {
+            let (read, delivered) = marks.get(user.as_str()).copied().unwrap_or_default();
+            json!({"user_id": user, "read_seq": read, "delivered_seq": delivered})
+        })
+        .collect();
+    json!({"op": "receipts_result", "conversation_id": record.conversation_id, "members": members})
+}
+
+/// Presence only of users who share a conversation with the requester
+/// (themselves included); asking about anyone else is refused whole, and
+/// the refusal is the same whether that user exists or not.
+async fn require_shared(
+    gateway: &Arc<Gateway>,
+    user: &str,
+    others: &[String],
+) -> Result<(), FrameError> {
+    let (store, me, others) = (gateway.users.clone(), user.to_string(), others.to_vec());
+    let strangers = tokio::task::spawn_blocking(move || {
+        let mine: std::collections::HashSet<String> = store
+            .user_conversations(&me)?
+            .into_iter()
+            .map(|row| row.conversation_id)
+            .collect();
+        let mut strangers = Vec::new();
+        for other in others.iter().filter(|o| **o != me) {
+            let shared = store
+                .user_conversations(other)?
+                .iter()
+                .any(|row| mine.contains(&row.conversation_id));
+            if !shared {
+                strangers.push(other.clone());
+            }
+        }
+        Ok::<_, im_store::StoreError>(strangers)
+    })
+    .await
+    .map_err(store_error)?
+    .map_err(store_error)?;
+    if strangers.is_empty() {
+        Ok(())
+    } else {
+        Err(FrameError::new(
+            "forbidden",
+            format!(
+                "presence only of users you share a conversation with; not of {}",
+                strangers.join(", ")
+            ),
+        ))
+    }
+}
+
+/// Most sync items one `delivered` frame turns into receipts.
+const DELIVERY_SCAN: u64 = 1000;
+
+/// A device's delivered cursor moved from `from` to `to` (sync_seqs): the
+/// messages of others in that part of its log become `im.message.delivered`
+/// events, one per conversation with the highest seq, so their senders get
+/// receipts. Refusals (a conversation left meanwhile) are only logged.
+async fn report_delivery(gateway: &Arc<Gateway>, context: &Arc<Context>, from: u64, to: u64) {
+    let (store, user) = (gateway.users.clone(), context.user.clone());
+    let after = from.max(to.saturating_sub(DELIVERY_SCAN));
+    let items =
+        tokio::task::spawn_blocking(move || store.sync_items(&user, after, (to - after) as usize))
+            .await;
+    let Ok(Ok(items)) = items else { return };
+    let mut highest: std::collections::BTreeMap<String, u64> = Default::default();
+    for record in items.iter().filter(|r| r.sync_seq <= to) {
+        let item = &record.item;
+        if item["type"] != "message" || item["sender_id"] == context.user.as_str() {
+            continue;
+        }
+        if let (Some(conversation), Some(seq)) =
+            (item["conversation_id"].as_str(), item["seq"].as_u64())
+        {
+            let entry = highest.entry(conversation.to_string()).or_default();
+            *entry = (*entry).max(seq);
+        }
+    }
+    for (conversation_id, seq) in highest {
+        let data = json!({"conversation_id": conversation_id, "user_id": context.user, "seq": seq});
+        let id = uuid::Uuid::new_v4().to_string();
+        match gateway
+            .begin("im.message.delivered", &context.source, &id, data)
+            .await
+        {
+            Ok(pending) => {
+                let gateway = gateway.clone();
+                tokio::spawn(async move {
+                    if let Err((code, reason)) = pending.finish(&gateway).await {
+                        tracing::debug!(%code, %reason, "delivery receipt not applied");
+                    }
+                });
+            }
+            Err((code, reason)) => {
+                tracing::debug!(%code, %reason, "delivery receipt not published")
+            }
+        }
+    }
 }
 
 fn registration_error(error: crate::push_tokens::RegistrationError) -> FrameError {

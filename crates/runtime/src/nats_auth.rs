@@ -92,6 +92,7 @@ pub const ROLES: &[Role] = &[
             "im.delivery.>",
             "im.dlq.gateway",
             "$KV.IM_PRESENCE.>",
+            "$KV.IM_LAST_SEEN.>",
             "$KV.IM_DELIVERED.>",
             "$KV.IM_PUSH_TOKENS.>",
         ],

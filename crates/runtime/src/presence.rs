@@ -78,6 +78,13 @@ impl Presence {
         gateways
     }
 
+    /// The newest refresh of any of the user's devices still in the view.
+    pub fn last_refresh(&self, user: &str) -> Option<i64> {
+        self.devices
+            .get(user)
+            .and_then(|devices| devices.values().map(|(at, _)| *at).max())
+    }
+
     /// One device of the user is connected (refreshed within `ttl_ms`).
     pub fn device_online(&self, user: &str, device: &str, now_ms: i64, ttl_ms: i64) -> bool {
         self.devices

@@ -33,7 +33,7 @@ fn bad(what: &str, value: &str) -> StoreError {
     StoreError::Backend(format!("stored {what} {value:?} is not readable"))
 }
 
-pub const MESSAGE_COLUMNS: &str = "conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by";
+pub const MESSAGE_COLUMNS: &str = "conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to";
 
 pub type MessageRow = (
     String,
@@ -50,6 +50,7 @@ pub type MessageRow = (
     Option<String>,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 pub fn kind_str(kind: MessageKind) -> String {
@@ -80,6 +81,7 @@ pub fn message_values(m: &StoredMessage) -> Values {
         opt_text(&m.edited_at),
         opt_text(&m.recalled_at),
         opt_text(&m.recalled_by),
+        m.reply_to.map(|seq| CqlValue::BigInt(seq as i64)),
     ]
 }
 
@@ -99,6 +101,7 @@ pub fn message_from_row(row: MessageRow) -> Result<StoredMessage, StoreError> {
         edited_at,
         recalled_at,
         recalled_by,
+        reply_to,
     ) = row;
     Ok(StoredMessage {
         conversation_id,
@@ -115,6 +118,8 @@ pub fn message_from_row(row: MessageRow) -> Result<StoredMessage, StoreError> {
         edited_at,
         recalled_at,
         recalled_by,
+        reply_to: reply_to.map(|seq| seq as u64),
+        reactions: vec![],
     })
 }
 
@@ -392,6 +397,8 @@ mod tests {
             edited_at: Some("2026-01-02T00:00:00.000Z".into()),
             recalled_at: None,
             recalled_by: None,
+            reply_to: Some(1200),
+            reactions: vec![],
         }
     }
 
@@ -426,6 +433,7 @@ mod tests {
             text_of(&values[11]),
             text_of(&values[12]),
             text_of(&values[13]),
+            Some(big_of(&values[14])),
         );
         assert_eq!(message_from_row(row).unwrap(), message);
     }
@@ -448,6 +456,7 @@ mod tests {
             None,
             None,
             None,
+            None,
         );
         assert!(
             matches!(message_from_row(row), Err(StoreError::Backend(text)) if text.contains("hologram"))
@@ -463,6 +472,7 @@ mod tests {
             "t".into(),
             "text".into(),
             "{\"text\":\"hi\"}".into(),
+            None,
             None,
             None,
             None,

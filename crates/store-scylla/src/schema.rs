@@ -17,7 +17,7 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
     };
     let message_columns = "conversation_id text, bucket bigint, seq bigint, message_id text, sender_id text, \
          source text, event_id text, sent_at text, kind text, body text, mentions list<text>, \
-         edited_at text, recalled_at text, recalled_by text, PRIMARY KEY ((conversation_id, bucket), seq)";
+         edited_at text, recalled_at text, recalled_by text, reply_to bigint, PRIMARY KEY ((conversation_id, bucket), seq)";
     vec![
         format!("CREATE KEYSPACE IF NOT EXISTS {ks} WITH replication = {{'class': 'NetworkTopologyStrategy', {replication}}} AND durable_writes = true"),
         // Partition ownership epochs (the fence of a stale owner).
@@ -33,6 +33,12 @@ pub fn statements(config: &ScyllaConfig) -> Vec<String> {
         format!("CREATE TABLE IF NOT EXISTS {ks}.message_heads (conversation_id text PRIMARY KEY, max_seq bigint)"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND default_time_to_live = {} AND compaction = {{'class': 'SizeTieredCompactionStrategy'}}", config.hot_ttl_secs),
         format!("CREATE TABLE IF NOT EXISTS {ks}.messages_cold ({message_columns}) WITH CLUSTERING ORDER BY (seq DESC) AND compaction = {{'class': 'TimeWindowCompactionStrategy', 'compaction_window_unit': 'DAYS', 'compaction_window_size': 30}} AND compression = {{'sstable_compression': 'ZstdCompressor', 'chunk_length_in_kb': 64}}"),
+        // Reactions next to the messages they are on (same buckets).
+        format!("CREATE TABLE IF NOT EXISTS {ks}.reactions (conversation_id text, bucket bigint, seq bigint, emoji text, user_id text, PRIMARY KEY ((conversation_id, bucket), seq, emoji, user_id))"),
+        // Who blocks whom (read by dedupe for direct messages).
+        format!("CREATE TABLE IF NOT EXISTS {ks}.blocks (user_id text, blocked_user_id text, PRIMARY KEY ((user_id), blocked_user_id))"),
+        // Each member's read and delivered marks, per conversation.
+        format!("CREATE TABLE IF NOT EXISTS {ks}.receipts (conversation_id text, user_id text, read_seq bigint, delivered_seq bigint, PRIMARY KEY ((conversation_id), user_id))"),
         format!("CREATE TABLE IF NOT EXISTS {ks}.idempotency (source text, event_id text, conversation_id text, seq bigint, message_id text, outputs text, recorded_at_ms bigint, fingerprint text, PRIMARY KEY ((source, event_id))) WITH default_time_to_live = {}", config.keep_idempotency_secs),
         // Per user: the conversation list, with the sync head as a static
         // column, so one single-partition batch moves both.
@@ -71,6 +77,9 @@ pub fn migrations(config: &ScyllaConfig) -> Vec<String> {
             "ALTER TABLE {ks}.idempotency WITH default_time_to_live = {}",
             config.keep_idempotency_secs
         ),
+        // Replies (absent: the message answers nothing).
+        format!("ALTER TABLE {ks}.messages ADD reply_to bigint"),
+        format!("ALTER TABLE {ks}.messages_cold ADD reply_to bigint"),
     ]
 }
 
@@ -130,7 +139,9 @@ mod tests {
             [
                 "ALTER TABLE im.idempotency ADD fingerprint text",
                 "ALTER TABLE im.conversations ADD history_visibility text",
-                "ALTER TABLE im.idempotency WITH default_time_to_live = 2592000"
+                "ALTER TABLE im.idempotency WITH default_time_to_live = 2592000",
+                "ALTER TABLE im.messages ADD reply_to bigint",
+                "ALTER TABLE im.messages_cold ADD reply_to bigint"
             ]
         );
         assert!(already_applied(

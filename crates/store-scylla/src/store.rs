@@ -20,8 +20,8 @@ use futures::TryStreamExt;
 use im_store::{
     ArchiveReport, ConversationEffect, ConversationRecord, ConversationStore, Fence,
     IdempotencyRecord, Membership, NotificationRecord, NotificationStatus, NotificationStore,
-    NotifyEffect, NotifyState, Role, StoreError, StoreResult, StoredMessage, SyncRecord, TierStats,
-    TieringPolicy, UserConversation, UserEffect, UserStore,
+    NotifyEffect, NotifyState, Reaction, Receipt, Role, StoreError, StoreResult, StoredMessage,
+    SyncRecord, TierStats, TieringPolicy, UserConversation, UserEffect, UserStore,
 };
 use scylla::client::execution_profile::ExecutionProfile;
 use scylla::client::session::Session;
@@ -60,15 +60,15 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("seq_claimed", "SELECT message_id FROM {ks}.seq_claims WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("message_head", "SELECT max_seq FROM {ks}.message_heads WHERE conversation_id = ?"),
     ("message_head_put", "INSERT INTO {ks}.message_heads (conversation_id, max_seq) VALUES (?, ?)"),
-    ("hot_put", "INSERT INTO {ks}.messages (conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-    ("hot_get", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
-    ("hot_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
-    ("hot_ascending", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?"),
+    ("hot_put", "INSERT INTO {ks}.messages (conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    ("hot_get", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
+    ("hot_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
+    ("hot_ascending", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM {ks}.messages WHERE conversation_id = ? AND bucket = ? AND seq > ? ORDER BY seq ASC LIMIT ?"),
     ("hot_edit", "UPDATE {ks}.messages SET body = ?, edited_at = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("hot_recall", "UPDATE {ks}.messages SET body = '{}', recalled_at = ?, recalled_by = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
-    ("cold_put", "INSERT INTO {ks}.messages_cold (conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
-    ("cold_get", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages_cold WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
-    ("cold_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by FROM {ks}.messages_cold WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
+    ("cold_put", "INSERT INTO {ks}.messages_cold (conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) USING TTL ?"),
+    ("cold_get", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM {ks}.messages_cold WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
+    ("cold_page", "SELECT conversation_id, bucket, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM {ks}.messages_cold WHERE conversation_id = ? AND bucket = ? AND seq < ? LIMIT ?"),
     ("cold_edit", "UPDATE {ks}.messages_cold SET body = ?, edited_at = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("cold_recall", "UPDATE {ks}.messages_cold SET body = '{}', recalled_at = ?, recalled_by = ? WHERE conversation_id = ? AND bucket = ? AND seq = ?"),
     ("idempotency", "SELECT conversation_id, seq, message_id, outputs, recorded_at_ms, fingerprint FROM {ks}.idempotency WHERE source = ? AND event_id = ?"),
@@ -115,6 +115,18 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("dump_effects", "SELECT user_id, event_key FROM {ks}.user_effects"),
     ("dump_notify_state", "SELECT user_id, conversation_id, partition, counted_seq, pending, first_seq, last_seq, mentioned, due_ms, last_message FROM {ks}.notify_state"),
     ("dump_notifications", "SELECT id, user_id, device_id, provider, conversation_id, payload, status FROM {ks}.notifications"),
+    ("reaction_put", "INSERT INTO {ks}.reactions (conversation_id, bucket, seq, emoji, user_id) VALUES (?, ?, ?, ?, ?)"),
+    ("reaction_delete", "DELETE FROM {ks}.reactions WHERE conversation_id = ? AND bucket = ? AND seq = ? AND emoji = ? AND user_id = ?"),
+    ("reactions", "SELECT seq, emoji, user_id FROM {ks}.reactions WHERE conversation_id = ? AND bucket = ? AND seq >= ? AND seq <= ?"),
+    ("block_put", "INSERT INTO {ks}.blocks (user_id, blocked_user_id) VALUES (?, ?)"),
+    ("block_delete", "DELETE FROM {ks}.blocks WHERE user_id = ? AND blocked_user_id = ?"),
+    ("block", "SELECT blocked_user_id FROM {ks}.blocks WHERE user_id = ? AND blocked_user_id = ?"),
+    ("receipts", "SELECT user_id, read_seq, delivered_seq FROM {ks}.receipts WHERE conversation_id = ?"),
+    ("receipt", "SELECT read_seq, delivered_seq FROM {ks}.receipts WHERE conversation_id = ? AND user_id = ?"),
+    ("receipt_put", "INSERT INTO {ks}.receipts (conversation_id, user_id, read_seq, delivered_seq) VALUES (?, ?, ?, ?)"),
+    ("dump_reactions", "SELECT conversation_id, seq, emoji, user_id FROM {ks}.reactions"),
+    ("dump_blocks", "SELECT user_id, blocked_user_id FROM {ks}.blocks"),
+    ("dump_receipts", "SELECT conversation_id, user_id, read_seq, delivered_seq FROM {ks}.receipts"),
     ("size_estimates", "SELECT table_name, partitions_count, mean_partition_size FROM system.size_estimates WHERE keyspace_name = ?"),
 ];
 
@@ -528,6 +540,76 @@ impl ConversationStore for ScyllaStore {
         self.run(move |db| async move { history(&db, &id, before_seq, limit).await })
     }
 
+    fn reactions(
+        &self,
+        conversation_id: &str,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> StoreResult<Vec<Reaction>> {
+        let id = conversation_id.to_string();
+        self.run(move |db| async move {
+            let mut found = Vec::new();
+            if from_seq > to_seq {
+                return Ok(found);
+            }
+            for bucket in message_bucket(from_seq)..=message_bucket(to_seq) {
+                let rows: Vec<(i64, String, String)> = db
+                    .select(
+                        "reactions",
+                        vec![text(&id), big(bucket), big(from_seq), big(to_seq)],
+                    )
+                    .await?;
+                found.extend(rows.into_iter().map(|(seq, emoji, user_id)| Reaction {
+                    conversation_id: id.clone(),
+                    seq: seq as u64,
+                    emoji,
+                    user_id,
+                }));
+            }
+            found.sort();
+            Ok(found)
+        })
+    }
+
+    fn blocked(&self, user_id: &str, blocked_user_id: &str) -> StoreResult<bool> {
+        let key = vec![text(user_id), text(blocked_user_id)];
+        self.run(move |db| async move { Ok(db.one::<(String,)>("block", key).await?.is_some()) })
+    }
+
+    fn receipts(&self, conversation_id: &str) -> StoreResult<Vec<Receipt>> {
+        let id = conversation_id.to_string();
+        self.run(move |db| async move {
+            let rows: Vec<(String, i64, i64)> = db.select("receipts", vec![text(&id)]).await?;
+            let mut receipts: Vec<Receipt> = rows
+                .into_iter()
+                .map(|(user_id, read, delivered)| Receipt {
+                    user_id,
+                    read_seq: read as u64,
+                    delivered_seq: delivered as u64,
+                })
+                .collect();
+            receipts.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+            Ok(receipts)
+        })
+    }
+
+    fn receipt(&self, conversation_id: &str, user_id: &str) -> StoreResult<Option<Receipt>> {
+        let (key, user) = (
+            vec![text(conversation_id), text(user_id)],
+            user_id.to_string(),
+        );
+        self.run(move |db| async move {
+            Ok(db
+                .one::<(i64, i64)>("receipt", key)
+                .await?
+                .map(|(read, delivered)| Receipt {
+                    user_id: user,
+                    read_seq: read as u64,
+                    delivered_seq: delivered as u64,
+                }))
+        })
+    }
+
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()> {
         let (fence, effects) = (fence.clone(), effects.to_vec());
         self.run(|db| async move {
@@ -623,6 +705,23 @@ impl ConversationStore for ScyllaStore {
                     seq.unwrap_or(-1),
                     message.unwrap_or_default()
                 ));
+            }
+            let mut reactions: Vec<(String, i64, String, String)> =
+                db.scan("dump_reactions", vec![]).await?;
+            reactions.sort();
+            for (conversation, seq, emoji, user) in reactions {
+                lines.push(format!("reaction\t{conversation}\t{seq}\t{emoji}\t{user}"));
+            }
+            let mut blocks: Vec<(String, String)> = db.scan("dump_blocks", vec![]).await?;
+            blocks.sort();
+            for (user, blocked) in blocks {
+                lines.push(format!("block\t{user}\t{blocked}"));
+            }
+            let mut receipts: Vec<(String, String, i64, i64)> =
+                db.scan("dump_receipts", vec![]).await?;
+            receipts.sort();
+            for (conversation, user, read, delivered) in receipts {
+                lines.push(format!("receipt\t{conversation}\t{user}\t{read}\t{delivered}"));
             }
             Ok(lines)
         })
@@ -897,6 +996,67 @@ async fn apply_conversation_effect(db: &Inner, effect: &ConversationEffect) -> S
                     .await?;
                 }
             }
+        }
+        ConversationEffect::React {
+            conversation_id,
+            seq,
+            emoji,
+            user_id,
+            add,
+        } => {
+            let key = vec![
+                text(conversation_id),
+                big(message_bucket(*seq)),
+                big(*seq),
+                text(emoji),
+                text(user_id),
+            ];
+            db.exec(
+                if *add {
+                    "reaction_put"
+                } else {
+                    "reaction_delete"
+                },
+                key,
+            )
+            .await?;
+        }
+        ConversationEffect::Block {
+            user_id,
+            blocked_user_id,
+            blocked,
+        } => {
+            let key = vec![text(user_id), text(blocked_user_id)];
+            db.exec(
+                if *blocked {
+                    "block_put"
+                } else {
+                    "block_delete"
+                },
+                key,
+            )
+            .await?;
+        }
+        ConversationEffect::Receipt {
+            conversation_id,
+            user_id,
+            read_seq,
+            delivered_seq,
+        } => {
+            // One writer per conversation (its partition's owner, fenced),
+            // so read-then-raise needs no transaction.
+            let key = vec![text(conversation_id), text(user_id)];
+            let (read, delivered) = db
+                .one::<(i64, i64)>("receipt", key.clone())
+                .await?
+                .map(|(r, d)| (r as u64, d as u64))
+                .unwrap_or_default();
+            let (read, delivered) = (read.max(*read_seq), delivered.max(*delivered_seq));
+            db.exec(
+                "receipt_put",
+                [key, vec![big(read), big(delivered)]].concat(),
+            )
+            .await?;
         }
         ConversationEffect::RecordEvent(record) => {
             // The first record of an event wins, as in every backend.

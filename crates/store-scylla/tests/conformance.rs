@@ -48,6 +48,7 @@ conformance_tests!(
     epoch_fence_refuses_stale_owner,
     idempotency_records,
     edits_and_recalls,
+    replies_reactions_blocks_and_receipts,
     user_conversations_and_unread,
     sync_log_pages_in_order,
     sync_log_compaction_keeps_the_head,

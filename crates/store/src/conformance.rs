@@ -47,6 +47,8 @@ pub fn message(conversation_id: &str, seq: u64, id: &str) -> StoredMessage {
         edited_at: None,
         recalled_at: None,
         recalled_by: None,
+        reply_to: None,
+        reactions: vec![],
     }
 }
 
@@ -427,6 +429,160 @@ pub fn edits_and_recalls(conversations: &dyn ConversationStore, _users: &dyn Use
     let recalled = conversations.message("c:x", 2).unwrap().unwrap();
     assert_eq!(recalled.recalled_by.as_deref(), Some("alice"));
     assert_eq!(recalled.body, json!({}), "a recalled body is erased");
+}
+
+/// Replies are stored with their message; reactions, blocks and receipts
+/// are idempotent sets and maxima, and history shows reactions per emoji.
+pub fn replies_reactions_blocks_and_receipts(
+    conversations: &dyn ConversationStore,
+    _users: &dyn UserStore,
+) {
+    let mut reply = message("c:r", 2, "r2");
+    reply.reply_to = Some(1);
+    let member = |user: &str| ConversationEffect::AddMember {
+        conversation_id: "c:r".into(),
+        user_id: user.into(),
+        role: Role::Member,
+        after_seq: 0,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                ConversationEffect::PutConversation(record("c:r", 2, Diffusion::Write)),
+                member("alice"),
+                member("bob"),
+                ConversationEffect::InsertMessage(message("c:r", 1, "r1")),
+                ConversationEffect::InsertMessage(reply),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        conversations.message("c:r", 2).unwrap().unwrap().reply_to,
+        Some(1)
+    );
+    assert_eq!(
+        conversations.message("c:r", 1).unwrap().unwrap().reply_to,
+        None
+    );
+    let react = |seq: u64, emoji: &str, user: &str, add: bool| ConversationEffect::React {
+        conversation_id: "c:r".into(),
+        seq,
+        emoji: emoji.into(),
+        user_id: user.into(),
+        add,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                react(1, "👍", "bob", true),
+                react(1, "👍", "bob", true),
+                react(1, "👍", "alice", true),
+                react(1, ":tada:", "bob", true),
+                react(2, "❤️", "alice", true),
+                react(2, "❤️", "alice", false),
+                react(2, "❤️", "carol", false),
+            ],
+        )
+        .unwrap();
+    let reactions = conversations.reactions("c:r", 1, 2).unwrap();
+    let listed: Vec<(u64, &str, &str)> = reactions
+        .iter()
+        .map(|r| (r.seq, r.emoji.as_str(), r.user_id.as_str()))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![(1, ":tada:", "bob"), (1, "👍", "alice"), (1, "👍", "bob")]
+    );
+    assert!(conversations.reactions("c:r", 2, 2).unwrap().is_empty());
+    let page = readable_history(conversations, Reader::User("bob"), "c:r", None, 10)
+        .unwrap()
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    assert_eq!(
+        page[0].reactions,
+        vec![
+            crate::ReactionGroup {
+                emoji: ":tada:".into(),
+                users: vec!["bob".into()]
+            },
+            crate::ReactionGroup {
+                emoji: "👍".into(),
+                users: vec!["alice".into(), "bob".into()]
+            },
+        ]
+    );
+    assert!(page[1].reactions.is_empty());
+    assert_eq!(page[1].reply_to, Some(1));
+
+    let block = |user: &str, other: &str, blocked: bool| ConversationEffect::Block {
+        user_id: user.into(),
+        blocked_user_id: other.into(),
+        blocked,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                block("alice", "mallory", true),
+                block("alice", "mallory", true),
+            ],
+        )
+        .unwrap();
+    assert!(conversations.blocked("alice", "mallory").unwrap());
+    assert!(
+        !conversations.blocked("mallory", "alice").unwrap(),
+        "a block goes one way"
+    );
+    conversations
+        .apply(&fence(1), &[block("alice", "mallory", false)])
+        .unwrap();
+    assert!(!conversations.blocked("alice", "mallory").unwrap());
+
+    let receipt = |user: &str, read_seq: u64, delivered_seq: u64| ConversationEffect::Receipt {
+        conversation_id: "c:r".into(),
+        user_id: user.into(),
+        read_seq,
+        delivered_seq,
+    };
+    conversations
+        .apply(
+            &fence(1),
+            &[
+                receipt("bob", 0, 2),
+                receipt("bob", 1, 1),
+                receipt("alice", 2, 0),
+                receipt("bob", 0, 0),
+            ],
+        )
+        .unwrap();
+    assert_eq!(
+        conversations.receipts("c:r").unwrap(),
+        vec![
+            crate::Receipt {
+                user_id: "alice".into(),
+                read_seq: 2,
+                delivered_seq: 0
+            },
+            crate::Receipt {
+                user_id: "bob".into(),
+                read_seq: 1,
+                delivered_seq: 2
+            },
+        ],
+        "marks only rise"
+    );
+    assert!(conversations.receipts("c:none").unwrap().is_empty());
+    assert_eq!(
+        conversations.receipt("c:r", "bob").unwrap(),
+        Some(crate::Receipt {
+            user_id: "bob".into(),
+            read_seq: 1,
+            delivered_seq: 2
+        })
+    );
+    assert_eq!(conversations.receipt("c:r", "carol").unwrap(), None);
 }
 
 fn user_row(

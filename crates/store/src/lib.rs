@@ -70,6 +70,20 @@ pub trait ConversationStore: Send + Sync {
         before_seq: Option<u64>,
         limit: usize,
     ) -> StoreResult<Vec<StoredMessage>>;
+    /// Reactions to the messages `from_seq..=to_seq`, ordered by seq,
+    /// emoji and user.
+    fn reactions(
+        &self,
+        conversation_id: &str,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> StoreResult<Vec<Reaction>>;
+    /// Whether `user_id` blocks `blocked_user_id`.
+    fn blocked(&self, user_id: &str, blocked_user_id: &str) -> StoreResult<bool>;
+    /// Every member's read and delivered marks that were ever raised, by user.
+    fn receipts(&self, conversation_id: &str) -> StoreResult<Vec<Receipt>>;
+    /// One member's marks.
+    fn receipt(&self, conversation_id: &str, user_id: &str) -> StoreResult<Option<Receipt>>;
     /// Apply effects atomically, or none of them.
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()>;
     /// Canonical lines describing every table, for replay comparison. A
@@ -211,7 +225,28 @@ pub fn readable_history(
     }
     let mut messages = conversations.history(conversation_id, before_seq, limit)?;
     messages.retain(|message| message.seq > floor);
+    with_reactions(conversations, conversation_id, &mut messages)?;
     Ok(Some(messages))
+}
+
+/// Fill in the reactions of a page of messages (one read for the page).
+pub fn with_reactions(
+    conversations: &dyn ConversationStore,
+    conversation_id: &str,
+    messages: &mut [StoredMessage],
+) -> StoreResult<()> {
+    let (Some(first), Some(last)) = (messages.first(), messages.last()) else {
+        return Ok(());
+    };
+    let mut grouped =
+        group_reactions(conversations.reactions(conversation_id, first.seq, last.seq)?);
+    for message in messages.iter_mut() {
+        // A recalled message shows no reactions.
+        if message.recalled_at.is_none() {
+            message.reactions = grouped.remove(&message.seq).unwrap_or_default();
+        }
+    }
+    Ok(())
 }
 
 /// [`unread_summary`] without the last-message previews: for unread frames.

@@ -21,8 +21,8 @@ pub use notifications::{notifications_in, SqliteNotificationStore, NOTIFICATIONS
 
 use crate::{
     ArchiveReport, ConversationEffect, ConversationRecord, ConversationStore, Fence,
-    IdempotencyRecord, Membership, Role, StoreError, StoreResult, StoredMessage, SyncRecord,
-    TierStats, TieringPolicy, UserConversation, UserEffect, UserStore,
+    IdempotencyRecord, Membership, Reaction, Receipt, Role, StoreError, StoreResult, StoredMessage,
+    SyncRecord, TierStats, TieringPolicy, UserConversation, UserEffect, UserStore,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -278,7 +278,7 @@ fn prepare_schema(
         connection.execute_batch("BEGIN IMMEDIATE")?;
         let applied = (|| {
             if version(connection)? == step as i64 {
-                connection.execute_batch(sql)?;
+                run_migration(connection, sql)?;
                 connection.pragma_update(None, "user_version", step as i64 + 1)?;
             }
             Ok::<_, rusqlite::Error>(())
@@ -293,6 +293,26 @@ fn prepare_schema(
     }
     // Tables added in the current schema (IF NOT EXISTS) for older files.
     connection.execute_batch(schema)?;
+    Ok(())
+}
+
+/// One migration step, statement by statement. `ALTER TABLE t ADD COLUMN c`
+/// is skipped where `t` does not exist yet (the current schema, applied
+/// after the steps, creates it with `c`) or already has `c`.
+fn run_migration(connection: &Connection, sql: &str) -> rusqlite::Result<()> {
+    for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let words: Vec<&str> = statement.split_whitespace().collect();
+        if let ["ALTER", "TABLE", table, "ADD", "COLUMN", column, ..] = words.as_slice() {
+            let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
+            let names: Vec<String> = columns
+                .query_map([], |row| row.get::<_, String>(1))?
+                .collect::<rusqlite::Result<_>>()?;
+            if names.is_empty() || names.iter().any(|name| name == column) {
+                continue;
+            }
+        }
+        connection.execute_batch(statement)?;
+    }
     Ok(())
 }
 
@@ -536,8 +556,18 @@ CREATE TABLE IF NOT EXISTS messages(
   conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE,
   sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
   kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
-  edited_at TEXT, recalled_at TEXT, recalled_by TEXT,
+  edited_at TEXT, recalled_at TEXT, recalled_by TEXT, reply_to INTEGER,
   PRIMARY KEY(conversation_id, seq)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reactions(
+  conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
+  PRIMARY KEY(conversation_id, seq, emoji, user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blocks(
+  user_id TEXT NOT NULL, blocked_user_id TEXT NOT NULL,
+  PRIMARY KEY(user_id, blocked_user_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts(
+  conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
+  read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL,
+  PRIMARY KEY(conversation_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency(
   source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
   message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
@@ -557,6 +587,20 @@ const CONVERSATION_MIGRATIONS: Migrations = &[
     "ALTER TABLE conversations ADD COLUMN history_visibility TEXT NOT NULL DEFAULT 'joined'",
     // v3: keys are purged by age, so find them by age.
     "CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(recorded_at_ms)",
+    // v4: replies, reactions, blocks and receipts. Older messages answer
+    // nothing; the new tables start empty, as the events that fill them
+    // did not exist before.
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+     CREATE TABLE IF NOT EXISTS reactions(
+       conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
+       PRIMARY KEY(conversation_id, seq, emoji, user_id)) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS blocks(
+       user_id TEXT NOT NULL, blocked_user_id TEXT NOT NULL,
+       PRIMARY KEY(user_id, blocked_user_id)) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS receipts(
+       conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
+       read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL,
+       PRIMARY KEY(conversation_id, user_id)) WITHOUT ROWID",
 ];
 
 pub struct SqliteConversationStore {
@@ -602,7 +646,7 @@ fn message_kind_str(kind: MessageKind) -> String {
         .unwrap_or_default()
 }
 
-const MESSAGE_COLUMNS: &str = "conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by";
+const MESSAGE_COLUMNS: &str = "conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to";
 
 fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     let body: String = row.get(8)?;
@@ -621,6 +665,8 @@ fn message_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> 
         edited_at: row.get(10)?,
         recalled_at: row.get(11)?,
         recalled_by: row.get(12)?,
+        reply_to: row.get::<_, Option<i64>>(13)?.map(|seq| seq as u64),
+        reactions: vec![],
     })
 }
 
@@ -780,6 +826,77 @@ impl ConversationStore for SqliteConversationStore {
         Ok(messages)
     }
 
+    fn reactions(
+        &self,
+        conversation_id: &str,
+        from_seq: u64,
+        to_seq: u64,
+    ) -> StoreResult<Vec<Reaction>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT seq, emoji, user_id FROM reactions WHERE conversation_id = ?1 AND seq >= ?2 AND seq <= ?3
+                 ORDER BY seq, emoji, user_id",
+            )?;
+            let rows = statement.query_map(
+                params![conversation_id, from_seq as i64, to_seq as i64],
+                |row| {
+                    Ok(Reaction {
+                        conversation_id: conversation_id.to_string(),
+                        seq: row.get::<_, i64>(0)? as u64,
+                        emoji: row.get(1)?,
+                        user_id: row.get(2)?,
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+    }
+
+    fn blocked(&self, user_id: &str, blocked_user_id: &str) -> StoreResult<bool> {
+        self.db.read(|c| {
+            c.row(
+                "SELECT 1 FROM blocks WHERE user_id = ?1 AND blocked_user_id = ?2",
+                params![user_id, blocked_user_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|found| found.is_some())
+        })
+    }
+
+    fn receipts(&self, conversation_id: &str) -> StoreResult<Vec<Receipt>> {
+        self.db.read(|c| {
+            let mut statement = c.prepare_cached(
+                "SELECT user_id, read_seq, delivered_seq FROM receipts WHERE conversation_id = ?1 ORDER BY user_id",
+            )?;
+            let rows = statement.query_map(params![conversation_id], |row| {
+                Ok(Receipt {
+                    user_id: row.get(0)?,
+                    read_seq: row.get::<_, i64>(1)? as u64,
+                    delivered_seq: row.get::<_, i64>(2)? as u64,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn receipt(&self, conversation_id: &str, user_id: &str) -> StoreResult<Option<Receipt>> {
+        self.db.read(|c| {
+            c.row(
+                "SELECT read_seq, delivered_seq FROM receipts WHERE conversation_id = ?1 AND user_id = ?2",
+                params![conversation_id, user_id],
+                |row| {
+                    Ok(Receipt {
+                        user_id: user_id.to_string(),
+                        read_seq: row.get::<_, i64>(0)? as u64,
+                        delivered_seq: row.get::<_, i64>(1)? as u64,
+                    })
+                },
+            )
+            .optional()
+        })
+    }
+
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()> {
         let (fence, effects) = (fence.clone(), effects.to_vec());
         self.db.apply_grouped(move |t| {
@@ -798,6 +915,9 @@ impl ConversationStore for SqliteConversationStore {
                 "SELECT 'conversation', conversation_id, kind, IFNULL(title,''), last_seq, diffusion, member_count, created_at, history_visibility FROM conversations ORDER BY conversation_id",
                 "SELECT 'member', conversation_id, user_id, role, added_after_seq, IFNULL(removed_after_seq,-1) FROM members ORDER BY conversation_id, user_id, added_after_seq",
                 "SELECT 'idempotency', source, event_id, conversation_id, IFNULL(seq,-1), IFNULL(message_id,''), outputs FROM idempotency ORDER BY source, event_id",
+                "SELECT 'reaction', conversation_id, seq, emoji, user_id FROM reactions ORDER BY conversation_id, seq, emoji, user_id",
+                "SELECT 'block', user_id, blocked_user_id FROM blocks ORDER BY user_id, blocked_user_id",
+                "SELECT 'receipt', conversation_id, user_id, read_seq, delivered_seq FROM receipts ORDER BY conversation_id, user_id",
             ];
             for query in queries {
                 dump_query(c, query, &mut lines)?;
@@ -933,6 +1053,7 @@ pub fn message_line(m: &StoredMessage) -> String {
         m.edited_at.clone().unwrap_or_default(),
         m.recalled_at.clone().unwrap_or_default(),
         m.recalled_by.clone().unwrap_or_default(),
+        m.reply_to.map(|seq| seq.to_string()).unwrap_or_default(),
     ]
     .join("\t")
 }
@@ -1036,7 +1157,7 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                 }
                 None => {
                     t.run(
-                        &format!("INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+                        &format!("INSERT INTO messages({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"),
                         params![
                             message.conversation_id,
                             message.seq as i64,
@@ -1050,7 +1171,8 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                             serde_json::to_string(&message.mentions).map_err(json_error)?,
                             message.edited_at,
                             message.recalled_at,
-                            message.recalled_by
+                            message.recalled_by,
+                            message.reply_to.map(|seq| seq as i64)
                         ],
                     )
                     .map_err(backend)?;
@@ -1095,6 +1217,48 @@ fn apply_conversation_effect(t: &Transaction<'_>, effect: &ConversationEffect) -
                     m.recalled_by = Some(recalled_by.clone());
                 })?;
             }
+        }
+        ConversationEffect::React {
+            conversation_id,
+            seq,
+            emoji,
+            user_id,
+            add,
+        } => {
+            let sql = if *add {
+                "INSERT INTO reactions(conversation_id, seq, emoji, user_id) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM reactions WHERE conversation_id = ?1 AND seq = ?2 AND emoji = ?3 AND user_id = ?4"
+            };
+            t.run(sql, params![conversation_id, *seq as i64, emoji, user_id])
+                .map_err(backend)?;
+        }
+        ConversationEffect::Block {
+            user_id,
+            blocked_user_id,
+            blocked,
+        } => {
+            let sql = if *blocked {
+                "INSERT INTO blocks(user_id, blocked_user_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING"
+            } else {
+                "DELETE FROM blocks WHERE user_id = ?1 AND blocked_user_id = ?2"
+            };
+            t.run(sql, params![user_id, blocked_user_id])
+                .map_err(backend)?;
+        }
+        ConversationEffect::Receipt {
+            conversation_id,
+            user_id,
+            read_seq,
+            delivered_seq,
+        } => {
+            t.run(
+                "INSERT INTO receipts(conversation_id, user_id, read_seq, delivered_seq) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(conversation_id, user_id) DO UPDATE SET
+                   read_seq = MAX(read_seq, excluded.read_seq), delivered_seq = MAX(delivered_seq, excluded.delivered_seq)",
+                params![conversation_id, user_id, *read_seq as i64, *delivered_seq as i64],
+            )
+            .map_err(backend)?;
         }
         ConversationEffect::RecordEvent(record) => {
             t.run(
@@ -1440,6 +1604,7 @@ mod tests {
         epoch_fence_refuses_stale_owner,
         idempotency_records,
         edits_and_recalls,
+        replies_reactions_blocks_and_receipts,
         user_conversations_and_unread,
         sync_log_pages_in_order,
         sync_log_compaction_keeps_the_head,
@@ -1523,6 +1688,53 @@ mod tests {
         assert_eq!(version, CONVERSATION_MIGRATIONS.len() as i64);
         // Opening again applies nothing twice.
         SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    }
+
+    /// A file of the release before replies and reactions (version 3):
+    /// messages gain `reply_to`, the new tables appear, old rows read on.
+    #[test]
+    fn a_file_from_before_replies_and_reactions_is_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(CONVERSATIONS_FILE);
+        {
+            let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+            store
+                .apply(
+                    &fence(1),
+                    &[ConversationEffect::InsertMessage(conformance::message(
+                        "g:1", 1, "m1",
+                    ))],
+                )
+                .unwrap();
+        }
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
+             DROP TABLE receipts; PRAGMA user_version = 3;",
+        )
+        .unwrap();
+        drop(old);
+        let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+        assert_eq!(store.message("g:1", 1).unwrap().unwrap().reply_to, None);
+        let mut reply = conformance::message("g:1", 2, "m2");
+        reply.reply_to = Some(1);
+        store
+            .apply(
+                &fence(1),
+                &[
+                    ConversationEffect::InsertMessage(reply),
+                    ConversationEffect::Block {
+                        user_id: "a".into(),
+                        blocked_user_id: "b".into(),
+                        blocked: true,
+                    },
+                ],
+            )
+            .unwrap();
+        assert_eq!(store.message("g:1", 2).unwrap().unwrap().reply_to, Some(1));
+        assert!(store.blocked("a", "b").unwrap());
+        assert!(store.reactions("g:1", 1, 2).unwrap().is_empty());
+        assert!(store.receipts("g:1").unwrap().is_empty());
     }
 
     #[test]

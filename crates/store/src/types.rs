@@ -63,6 +63,62 @@ pub struct StoredMessage {
     pub edited_at: Option<String>,
     pub recalled_at: Option<String>,
     pub recalled_by: Option<String>,
+    /// The seq of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    /// Reactions per emoji, as history shows them: not part of the message
+    /// row (the store keeps them apart), filled in by [`crate::readable_history`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionGroup>,
+}
+
+/// One emoji on a message and who reacted with it (sorted).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReactionGroup {
+    pub emoji: String,
+    pub users: Vec<String>,
+}
+
+/// One user's reaction to one message.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Reaction {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub emoji: String,
+    pub user_id: String,
+}
+
+/// How far a member has read and received a conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub user_id: String,
+    pub read_seq: u64,
+    pub delivered_seq: u64,
+}
+
+/// Group reactions by message seq, then by emoji (in the order first
+/// seen, which for a store's ordered read is by emoji).
+pub fn group_reactions(
+    reactions: Vec<Reaction>,
+) -> std::collections::BTreeMap<u64, Vec<ReactionGroup>> {
+    let mut grouped: std::collections::BTreeMap<u64, Vec<ReactionGroup>> = Default::default();
+    for reaction in reactions {
+        let groups = grouped.entry(reaction.seq).or_default();
+        match groups.iter_mut().find(|g| g.emoji == reaction.emoji) {
+            Some(group) => group.users.push(reaction.user_id),
+            None => groups.push(ReactionGroup {
+                emoji: reaction.emoji,
+                users: vec![reaction.user_id],
+            }),
+        }
+    }
+    for groups in grouped.values_mut() {
+        groups.sort_by(|a, b| a.emoji.cmp(&b.emoji));
+        for group in groups.iter_mut() {
+            group.users.sort();
+        }
+    }
+    grouped
 }
 
 /// What dedupe remembers of an event it applied, to answer its duplicates
@@ -114,6 +170,27 @@ pub enum ConversationEffect {
         recalled_by: String,
     },
     RecordEvent(IdempotencyRecord),
+    /// Add (or with `add: false` remove) one user's reaction; idempotent.
+    React {
+        conversation_id: String,
+        seq: u64,
+        emoji: String,
+        user_id: String,
+        add: bool,
+    },
+    /// `user_id` blocks (or unblocks) `blocked_user_id`; idempotent.
+    Block {
+        user_id: String,
+        blocked_user_id: String,
+        blocked: bool,
+    },
+    /// Raise a member's read and delivered marks (never lowers them).
+    Receipt {
+        conversation_id: String,
+        user_id: String,
+        read_seq: u64,
+        delivered_seq: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use im_events::ids::direct_members;
 use im_events::{
     message_id_for, parse_rfc3339_ms, Accepted, Command, CommittedMessage, ConversationChanged,
-    ConversationKind, Diffusion, ErrorCode, EventError, HistoryVisibility, MessageEdited,
-    MessageRecalled, ReadMarked, TimelineEvent, UserMuted,
+    ConversationKind, DeliveryMarked, Diffusion, ErrorCode, EventError, HistoryVisibility,
+    MessageEdited, MessageReacted, MessageRecalled, ReadMarked, TimelineEvent, UserBlocked,
+    UserMuted,
 };
 use im_store::{ConversationEffect, ConversationRecord, IdempotencyRecord, Role, StoredMessage};
 
@@ -37,14 +38,59 @@ pub trait View {
     fn message(&self, conversation_id: &str, seq: u64) -> Option<StoredMessage>;
     /// Current members, for the commands that name them as recipients.
     fn members(&self, conversation_id: &str) -> Vec<String>;
+    /// Whether `user_id` blocks `other`.
+    fn blocked(&self, user_id: &str, other: &str) -> bool;
+    /// Whether `user_id` reacted to the message with `emoji`.
+    fn reacted(&self, conversation_id: &str, seq: u64, emoji: &str, user_id: &str) -> bool;
+    /// A member's (read, delivered) marks as receipts hold them.
+    fn receipt(&self, conversation_id: &str, user_id: &str) -> (u64, u64);
 }
 
-/// Commands whose outputs list the conversation's current members.
+/// Commands whose outputs list the conversation's current members (in
+/// write diffusion; the shell loads none for large groups).
 pub fn needs_members(command: &Command) -> bool {
     matches!(
         command,
-        Command::Edit(_) | Command::Recall(_) | Command::AddMembers(_) | Command::RemoveMembers(_)
+        Command::Edit(_)
+            | Command::Recall(_)
+            | Command::AddMembers(_)
+            | Command::RemoveMembers(_)
+            | Command::React(_)
+            | Command::Read(_)
+            | Command::Delivered(_)
     )
+}
+
+/// The pair of users whose block a command reads: (who would block, who
+/// is blocked). A send in a direct conversation reads whether the other
+/// member blocks the sender; a block reads its own pair.
+pub fn block_pair(command: &Command, direct_peer: Option<&str>) -> Option<(String, String)> {
+    match command {
+        Command::Send(send) => direct_peer.map(|peer| (peer.to_string(), send.sender_id.clone())),
+        Command::Block(block) | Command::Unblock(block) => {
+            Some((block.user_id.clone(), block.blocked_user_id.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// The other member of a direct conversation, from its `dm:` id or, for a
+/// direct conversation made under another id, from its members.
+pub fn direct_peer(
+    conversation_id: &str,
+    record: Option<&ConversationRecord>,
+    me: &str,
+    members: &[String],
+) -> Option<String> {
+    if let Some((a, b)) = direct_members(conversation_id) {
+        return Some(if a == me { b } else { a }.to_string());
+    }
+    match record {
+        Some(record) if record.kind == ConversationKind::Direct => {
+            members.iter().find(|m| *m != me).cloned()
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -63,7 +109,7 @@ pub fn referenced_users(command: &Command) -> Vec<String> {
         }
         _ => {}
     }
-    if let Some((a, b)) = direct_members(command.conversation_id()) {
+    if let Some((a, b)) = direct_members(&command.conversation_id()) {
         users.push(a.to_string());
         users.push(b.to_string());
     }
@@ -83,6 +129,7 @@ pub fn committed_from_stored(message: &StoredMessage, diffusion: Diffusion) -> C
         body: message.body.clone(),
         mentions: message.mentions.clone(),
         diffusion,
+        reply_to: message.reply_to,
     }
 }
 
@@ -104,6 +151,19 @@ fn recipients_of(
         Some(record) if record.diffusion == Diffusion::Write => view.members(conversation_id),
         _ => vec![],
     }
+}
+
+/// Who is told of a member's receipt: the other members, in write
+/// diffusion (large groups get counts on request, never pushes).
+fn receipt_recipients(
+    view: &dyn View,
+    conversation_id: &str,
+    conversation: &Option<ConversationRecord>,
+    user: &str,
+) -> Vec<String> {
+    let mut others = recipients_of(view, conversation_id, conversation);
+    others.retain(|member| member != user);
+    others
 }
 
 fn refuse<T>(code: ErrorCode, reason: String) -> Result<T, EventError> {
@@ -240,6 +300,35 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             if conversation.is_some() {
                 require_member(&send.sender_id)?;
             }
+            if let Some(reply_to) = send.reply_to {
+                if reply_to == 0 || reply_to > record.last_seq {
+                    return refuse(
+                        ErrorCode::InvalidReply,
+                        format!(
+                            "reply_to {reply_to} is not a message of {conversation_id} (its last seq is {})",
+                            record.last_seq
+                        ),
+                    );
+                }
+            }
+            let peer = direct_peer(
+                &conversation_id,
+                Some(&record),
+                &send.sender_id,
+                &view.members(&conversation_id),
+            );
+            if let Some(peer) = peer {
+                if view.blocked(&peer, &send.sender_id) {
+                    // Seed 002: the letter goes back to its sender.
+                    return refuse(
+                        ErrorCode::Blocked,
+                        format!(
+                            "{peer} does not accept direct messages from {}",
+                            send.sender_id
+                        ),
+                    );
+                }
+            }
             let seq = record.last_seq + 1;
             let message = StoredMessage {
                 conversation_id: conversation_id.clone(),
@@ -255,6 +344,8 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                 edited_at: None,
                 recalled_at: None,
                 recalled_by: None,
+                reply_to: send.reply_to,
+                reactions: vec![],
             };
             record.last_seq = seq;
             decision
@@ -284,13 +375,110 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
                     ),
                 );
             }
+            let (read_seq, _) = view.receipt(&conversation_id, &read.user_id);
+            let receipt_to = if read.seq > read_seq {
+                decision.effects.push(ConversationEffect::Receipt {
+                    conversation_id: conversation_id.clone(),
+                    user_id: read.user_id.clone(),
+                    read_seq: read.seq,
+                    delivered_seq: 0,
+                });
+                receipt_recipients(view, &conversation_id, &conversation, &read.user_id)
+            } else {
+                vec![]
+            };
             decision.outputs.push(TimelineEvent::Read(ReadMarked {
                 conversation_id: conversation_id.clone(),
                 user_id: read.user_id.clone(),
                 seq: read.seq,
                 source: event.source.clone(),
                 event_id: event.id.clone(),
+                receipt_to,
             }));
+        }
+        Command::Delivered(delivered) => {
+            let (record, _) = require_conversation_as_member(&delivered.user_id)?;
+            // A device cannot hold what was never sent: clamp to the end.
+            let seq = delivered.seq.min(record.last_seq);
+            let (_, delivered_seq) = view.receipt(&conversation_id, &delivered.user_id);
+            if seq > delivered_seq {
+                decision.effects.push(ConversationEffect::Receipt {
+                    conversation_id: conversation_id.clone(),
+                    user_id: delivered.user_id.clone(),
+                    read_seq: 0,
+                    delivered_seq: seq,
+                });
+                decision
+                    .outputs
+                    .push(TimelineEvent::Delivered(DeliveryMarked {
+                        conversation_id: conversation_id.clone(),
+                        user_id: delivered.user_id.clone(),
+                        seq,
+                        source: event.source.clone(),
+                        event_id: event.id.clone(),
+                        receipt_to: receipt_recipients(
+                            view,
+                            &conversation_id,
+                            &conversation,
+                            &delivered.user_id,
+                        ),
+                    }));
+            }
+        }
+        Command::React(react) => {
+            require_conversation_as_member(&react.user_id)?;
+            let message = view
+                .message(&conversation_id, react.seq)
+                .filter(|message| message.recalled_at.is_none())
+                .ok_or_else(|| {
+                    EventError::new(
+                        ErrorCode::NotFound,
+                        format!("{conversation_id} has no message {} to react to", react.seq),
+                    )
+                })?;
+            let present = view.reacted(&conversation_id, react.seq, &react.emoji, &react.user_id);
+            // Idempotent per (user, emoji): a repeat changes nothing.
+            if present == react.remove {
+                decision.effects.push(ConversationEffect::React {
+                    conversation_id: conversation_id.clone(),
+                    seq: react.seq,
+                    emoji: react.emoji.clone(),
+                    user_id: react.user_id.clone(),
+                    add: !react.remove,
+                });
+                decision
+                    .outputs
+                    .push(TimelineEvent::Reacted(MessageReacted {
+                        recipients: recipients_of(view, &conversation_id, &conversation),
+                        conversation_id: conversation_id.clone(),
+                        seq: react.seq,
+                        message_id: message.message_id,
+                        user_id: react.user_id.clone(),
+                        emoji: react.emoji.clone(),
+                        removed: react.remove,
+                        reacted_at: received.clone(),
+                        source: event.source.clone(),
+                        event_id: event.id.clone(),
+                    }));
+            }
+        }
+        Command::Block(block) | Command::Unblock(block) => {
+            let blocking = matches!(event.payload, Command::Block(_));
+            if view.blocked(&block.user_id, &block.blocked_user_id) != blocking {
+                decision.effects.push(ConversationEffect::Block {
+                    user_id: block.user_id.clone(),
+                    blocked_user_id: block.blocked_user_id.clone(),
+                    blocked: blocking,
+                });
+                decision.outputs.push(TimelineEvent::Blocked(UserBlocked {
+                    conversation_id: conversation_id.clone(),
+                    user_id: block.user_id.clone(),
+                    blocked_user_id: block.blocked_user_id.clone(),
+                    blocked: blocking,
+                    source: event.source.clone(),
+                    event_id: event.id.clone(),
+                }));
+            }
         }
         Command::Create(create) => {
             if conversation.is_some() {
@@ -593,6 +781,12 @@ pub struct MemoryView {
     /// loaded yet: applied on top of the store's (pre-batch) members when
     /// they are loaded.
     pub member_changes: HashMap<String, Vec<(String, bool)>>,
+    /// (user, blocked user) → blocks.
+    pub blocks: HashMap<(String, String), bool>,
+    /// (conversation, seq, emoji, user) → reacted.
+    pub reactions: HashMap<(String, u64, String, String), bool>,
+    /// (conversation, user) → (read, delivered) marks.
+    pub receipts: HashMap<(String, String), (u64, u64)>,
 }
 
 impl View for MemoryView {
@@ -621,6 +815,29 @@ impl View for MemoryView {
         self.members
             .get(conversation_id)
             .map(|members| members.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+    fn blocked(&self, user_id: &str, other: &str) -> bool {
+        self.blocks
+            .get(&(user_id.to_string(), other.to_string()))
+            .copied()
+            .unwrap_or(false)
+    }
+    fn reacted(&self, conversation_id: &str, seq: u64, emoji: &str, user_id: &str) -> bool {
+        self.reactions
+            .get(&(
+                conversation_id.to_string(),
+                seq,
+                emoji.to_string(),
+                user_id.to_string(),
+            ))
+            .copied()
+            .unwrap_or(false)
+    }
+    fn receipt(&self, conversation_id: &str, user_id: &str) -> (u64, u64) {
+        self.receipts
+            .get(&(conversation_id.to_string(), user_id.to_string()))
+            .copied()
             .unwrap_or_default()
     }
 }
@@ -728,6 +945,44 @@ impl MemoryView {
                         Some(record.clone()),
                     );
                 }
+                ConversationEffect::React {
+                    conversation_id,
+                    seq,
+                    emoji,
+                    user_id,
+                    add,
+                } => {
+                    self.reactions.insert(
+                        (
+                            conversation_id.clone(),
+                            *seq,
+                            emoji.clone(),
+                            user_id.clone(),
+                        ),
+                        *add,
+                    );
+                }
+                ConversationEffect::Block {
+                    user_id,
+                    blocked_user_id,
+                    blocked,
+                } => {
+                    self.blocks
+                        .insert((user_id.clone(), blocked_user_id.clone()), *blocked);
+                }
+                ConversationEffect::Receipt {
+                    conversation_id,
+                    user_id,
+                    read_seq,
+                    delivered_seq,
+                } => {
+                    let marks = self
+                        .receipts
+                        .entry((conversation_id.clone(), user_id.clone()))
+                        .or_default();
+                    marks.0 = marks.0.max(*read_seq);
+                    marks.1 = marks.1.max(*delivered_seq);
+                }
             }
         }
     }
@@ -756,6 +1011,7 @@ mod tests {
             kind: MessageKind::Text,
             body: json!({"text": "hi"}),
             mentions: vec![],
+            reply_to: None,
         })
     }
 
@@ -802,6 +1058,182 @@ mod tests {
 
     fn committed_seqs(results: &[Result<Decision, EventError>]) -> Vec<u64> {
         committed(results).into_iter().map(|(_, seq)| seq).collect()
+    }
+
+    fn send_reply(conversation: &str, sender: &str, reply_to: u64) -> Command {
+        let Command::Send(mut data) = send(conversation, sender) else {
+            unreachable!()
+        };
+        data.reply_to = Some(reply_to);
+        Command::Send(data)
+    }
+
+    fn react(seq: u64, user: &str, emoji: &str, remove: bool) -> Command {
+        Command::React(im_events::ReactData {
+            conversation_id: "g:r".into(),
+            seq,
+            user_id: user.into(),
+            emoji: emoji.into(),
+            remove,
+        })
+    }
+
+    fn block(blocking: bool) -> Command {
+        let data = im_events::BlockData {
+            user_id: "alice".into(),
+            blocked_user_id: "mallory".into(),
+        };
+        if blocking {
+            Command::Block(data)
+        } else {
+            Command::Unblock(data)
+        }
+    }
+
+    fn code(result: &Result<Decision, EventError>) -> Option<ErrorCode> {
+        result.as_ref().err().map(|error| error.code)
+    }
+
+    /// Seed 002: the blocked user's direct messages go back; the blocker's
+    /// still go; after the unblock the blocked user's go again.
+    #[test]
+    fn a_block_refuses_the_blocked_users_direct_messages_only() {
+        let mut view = MemoryView::default();
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted("1", 0, send("dm:alice:mallory", "mallory")),
+                accepted("2", 1, block(true)),
+                accepted("3", 2, send("dm:alice:mallory", "mallory")),
+                accepted("4", 3, send("dm:alice:mallory", "alice")),
+                accepted("5", 4, block(true)),
+                accepted("6", 5, block(false)),
+                accepted("7", 6, send("dm:alice:mallory", "mallory")),
+            ],
+        );
+        assert_eq!(committed_seqs(&results), vec![1, 2, 3]);
+        assert_eq!(code(&results[2]), Some(ErrorCode::Blocked));
+        assert!(results[2].as_ref().unwrap_err().reason.contains("alice"));
+        // A repeated block changes nothing and says so by producing nothing.
+        assert!(results[4].as_ref().unwrap().outputs.is_empty());
+        assert_eq!(
+            Command::Block(im_events::BlockData {
+                user_id: "alice".into(),
+                blocked_user_id: "mallory".into()
+            })
+            .conversation_id(),
+            "dm:alice:mallory"
+        );
+    }
+
+    /// Reactions: idempotent per (user, emoji), to existing messages by
+    /// members only, told to the members; never a seq.
+    #[test]
+    fn reactions_are_idempotent_and_need_a_message_and_a_member() {
+        let mut view = MemoryView::default();
+        view.load_members("g:r", vec![]);
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted("c", 0, create("g:r", &["alice", "bob"], &[])),
+                accepted("s", 1, send("g:r", "alice")),
+                accepted("r1", 2, react(1, "bob", "👍", false)),
+                accepted("r2", 3, react(1, "bob", "👍", false)),
+                accepted("r3", 4, react(1, "bob", "👍", true)),
+                accepted("r4", 5, react(1, "bob", "👍", true)),
+                accepted("r5", 6, react(9, "bob", "👍", false)),
+                accepted("r6", 7, react(1, "carol", "👍", false)),
+            ],
+        );
+        let reacted: Vec<(bool, Vec<String>)> = results
+            .iter()
+            .flat_map(|r| r.as_ref().map(|d| d.outputs.clone()).unwrap_or_default())
+            .filter_map(|o| match o {
+                TimelineEvent::Reacted(r) => Some((r.removed, r.recipients)),
+                _ => None,
+            })
+            .collect();
+        let members = vec!["alice".to_string(), "bob".to_string()];
+        assert_eq!(reacted, vec![(false, members.clone()), (true, members)]);
+        assert_eq!(code(&results[6]), Some(ErrorCode::NotFound));
+        assert_eq!(code(&results[7]), Some(ErrorCode::NotMember));
+        assert_eq!(committed_seqs(&results), vec![1]);
+    }
+
+    #[test]
+    fn a_reply_names_a_message_of_its_conversation() {
+        let mut view = MemoryView::default();
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted("1", 0, send("dm:a:b", "a")),
+                accepted("2", 1, send_reply("dm:a:b", "b", 1)),
+                accepted("3", 2, send_reply("dm:a:b", "b", 3)),
+                accepted("4", 3, send_reply("dm:a:b", "b", 0)),
+            ],
+        );
+        assert_eq!(committed_seqs(&results), vec![1, 2]);
+        let reply = results[1].as_ref().unwrap();
+        assert!(matches!(&reply.outputs[0], TimelineEvent::Committed(m) if m.reply_to == Some(1)));
+        assert_eq!(code(&results[2]), Some(ErrorCode::InvalidReply));
+        assert_eq!(code(&results[3]), Some(ErrorCode::InvalidReply));
+    }
+
+    /// Receipts only rise; each rise is told to the other members, a
+    /// repeat to no one; a delivery past the end is clamped to it.
+    #[test]
+    fn receipts_rise_and_tell_the_others() {
+        let mut view = MemoryView::default();
+        view.load_members("g:r", vec![]);
+        let read = |seq| {
+            Command::Read(ReadData {
+                conversation_id: "g:r".into(),
+                user_id: "bob".into(),
+                seq,
+            })
+        };
+        let delivered = |seq| {
+            Command::Delivered(im_events::DeliveredData {
+                conversation_id: "g:r".into(),
+                user_id: "bob".into(),
+                seq,
+            })
+        };
+        let results = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted("c", 0, create("g:r", &["alice", "bob"], &[])),
+                accepted("s1", 1, send("g:r", "alice")),
+                accepted("s2", 2, send("g:r", "alice")),
+                accepted("d1", 3, delivered(7)),
+                accepted("d2", 4, delivered(2)),
+                accepted("r1", 5, read(1)),
+                accepted("r2", 6, read(1)),
+            ],
+        );
+        let told: Vec<(String, u64, Vec<String>)> = results
+            .iter()
+            .flat_map(|r| r.as_ref().map(|d| d.outputs.clone()).unwrap_or_default())
+            .filter_map(|o| match o {
+                TimelineEvent::Delivered(d) => Some(("delivered".into(), d.seq, d.receipt_to)),
+                TimelineEvent::Read(r) => Some(("read".into(), r.seq, r.receipt_to)),
+                _ => None,
+            })
+            .collect();
+        let alice = vec!["alice".to_string()];
+        assert_eq!(
+            told,
+            vec![
+                ("delivered".to_string(), 2, alice.clone()),
+                ("read".to_string(), 1, alice),
+                ("read".to_string(), 1, vec![]),
+            ]
+        );
+        assert_eq!(view.receipt("g:r", "bob"), (1, 2));
     }
 
     /// Issue 13: a known (source, id) answers only the same event. The
@@ -1221,7 +1653,7 @@ mod tests {
                     if error.code == ErrorCode::NotMember {
                         let actor = actor(&event.payload).unwrap_or_default();
                         let conversation = event.payload.conversation_id();
-                        let rest = error.reason.replacen(actor, "", 1).replacen(conversation, "", 1);
+                        let rest = error.reason.replacen(actor, "", 1).replacen(&*conversation, "", 1);
                         for other in ["mallory", "a.b"] {
                             if other != actor && !conversation.contains(other) {
                                 prop_assert!(!rest.contains(other), "{}", error.reason);

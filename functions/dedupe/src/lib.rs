@@ -14,8 +14,8 @@ use std::sync::Arc;
 use im_events::partition::partition_of;
 use im_events::subjects::{accepted_subject, events_subject, push_subject, timeline_batch_subject};
 use im_events::{
-    Accepted, AcceptedBatch, AcceptedItem, CommittedMessage, Diffusion, Envelope, Timeline,
-    TimelineBatch, TimelineEvent, Verdict, PIPELINE_SOURCE,
+    Accepted, AcceptedBatch, AcceptedItem, Command, CommittedMessage, Diffusion, Envelope,
+    Timeline, TimelineBatch, TimelineEvent, Verdict, PIPELINE_SOURCE,
 };
 use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
@@ -23,7 +23,7 @@ use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome, Rejection
 use im_store::{ConversationEffect, ConversationStore};
 use serde_json::Value;
 
-use crate::decide::{decide, referenced_users, Config, MemoryView};
+use crate::decide::{decide, referenced_users, Config, MemoryView, View};
 
 pub const FUNCTION: &str = "dedupe";
 
@@ -68,15 +68,73 @@ fn prefetch(
             view.roles.insert((conversation_id.clone(), user), role);
         }
     }
-    if crate::decide::needs_members(&event.payload) && !view.members.contains_key(&conversation_id)
-    {
+    let record = view.conversations.get(&conversation_id).cloned().flatten();
+    let write_diffusion = record
+        .as_ref()
+        .is_some_and(|record| record.diffusion == im_events::Diffusion::Write);
+    let members_needed = match &event.payload {
+        // Receipts and reactions name recipients only in write diffusion:
+        // a large group's members are never loaded for them.
+        Command::Read(_) | Command::Delivered(_) | Command::React(_) => write_diffusion,
+        // A direct conversation under an id of its own: its two members
+        // say whose block applies.
+        Command::Send(_) => record.as_ref().is_some_and(|record| {
+            record.kind == im_events::ConversationKind::Direct
+                && im_events::ids::direct_members(&conversation_id).is_none()
+        }),
+        command => crate::decide::needs_members(command),
+    };
+    if members_needed && !view.members.contains_key(&conversation_id) {
         let stored = store.current_members(&conversation_id)?;
         view.load_members(&conversation_id, stored);
     }
+    let actor = event.payload.actor().unwrap_or_default().to_string();
+    let peer = crate::decide::direct_peer(
+        &conversation_id,
+        record.as_ref(),
+        &actor,
+        &view.members(&conversation_id),
+    );
+    if let Some(pair) = crate::decide::block_pair(&event.payload, peer.as_deref()) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = view.blocks.entry(pair) {
+            let (user, other) = slot.key().clone();
+            slot.insert(store.blocked(&user, &other)?);
+        }
+    }
+    match &event.payload {
+        Command::Read(im_events::ReadData { user_id, .. })
+        | Command::Delivered(im_events::DeliveredData { user_id, .. }) => {
+            let key = (conversation_id.clone(), user_id.clone());
+            if let std::collections::hash_map::Entry::Vacant(slot) = view.receipts.entry(key) {
+                let marks = store
+                    .receipt(&conversation_id, user_id)?
+                    .map(|r| (r.read_seq, r.delivered_seq))
+                    .unwrap_or_default();
+                slot.insert(marks);
+            }
+        }
+        Command::React(react) => {
+            let key = (
+                conversation_id.clone(),
+                react.seq,
+                react.emoji.clone(),
+                react.user_id.clone(),
+            );
+            if let std::collections::hash_map::Entry::Vacant(slot) = view.reactions.entry(key) {
+                let present = store
+                    .reactions(&conversation_id, react.seq, react.seq)?
+                    .iter()
+                    .any(|r| r.emoji == react.emoji && r.user_id == react.user_id);
+                slot.insert(present);
+            }
+        }
+        _ => {}
+    }
     let mut seqs = Vec::new();
     match &event.payload {
-        im_events::Command::Edit(edit) => seqs.push(edit.seq),
-        im_events::Command::Recall(recall) => seqs.push(recall.seq),
+        Command::Edit(edit) => seqs.push(edit.seq),
+        Command::Recall(recall) => seqs.push(recall.seq),
+        Command::React(react) => seqs.push(react.seq),
         _ => {}
     }
     if let Some(Some(record)) = view
@@ -282,13 +340,18 @@ pub fn timeline_envelopes(events: &[(u32, Timeline)]) -> Result<Vec<Outgoing>, s
 /// device treats `message_id` as the identity, so it shows the message once.
 pub fn fast_notices(
     committed: &[(CommittedMessage, Vec<String>)],
+    receipts: &[(Value, Vec<String>)],
     user_partitions: u32,
 ) -> Vec<(u32, Vec<Value>)> {
     let mut by_partition: std::collections::BTreeMap<u32, Vec<Value>> =
         std::collections::BTreeMap::new();
-    for (message, members) in committed {
+    let messages = committed.iter().map(|(message, members)| {
         let mut item = serde_json::to_value(message).unwrap_or_default();
         item["type"] = Value::from("message");
+        (item, members)
+    });
+    let receipts = receipts.iter().map(|(item, users)| (item.clone(), users));
+    for (item, members) in messages.chain(receipts) {
         for member in members {
             by_partition
                 .entry(partition_of(member, user_partitions))
@@ -297,6 +360,27 @@ pub fn fast_notices(
         }
     }
     by_partition.into_iter().collect()
+}
+
+/// The receipts a batch's outputs push to the other members' online
+/// devices (pushes only: `receipts` answers what they say at any time).
+pub fn receipt_items(outputs: &[(TimelineEvent, String)]) -> Vec<(Value, Vec<String>)> {
+    outputs
+        .iter()
+        .filter_map(|(event, _)| match event {
+            TimelineEvent::Read(read) if !read.receipt_to.is_empty() => Some((
+                serde_json::json!({"type": "receipt", "conversation_id": read.conversation_id,
+                                   "user_id": read.user_id, "read_seq": read.seq}),
+                read.receipt_to.clone(),
+            )),
+            TimelineEvent::Delivered(delivered) if !delivered.receipt_to.is_empty() => Some((
+                serde_json::json!({"type": "receipt", "conversation_id": delivered.conversation_id,
+                                   "user_id": delivered.user_id, "delivered_seq": delivered.seq}),
+                delivered.receipt_to.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Who gets a committed message now (for the fast path): the members as of
@@ -357,7 +441,8 @@ impl BatchHandler for Dedupe {
             )
             .await;
         }
-        for (partition, notices) in fast_notices(&committed, self.user_partitions) {
+        let receipts = receipt_items(&outputs);
+        for (partition, notices) in fast_notices(&committed, &receipts, self.user_partitions) {
             let _ = client
                 .publish(
                     push_subject(partition),

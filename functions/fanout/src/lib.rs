@@ -75,6 +75,10 @@ pub fn recipients(
         TimelineEvent::Recalled(recall) => recall.recipients.clone(),
         TimelineEvent::Read(read) => vec![read.user_id.clone()],
         TimelineEvent::Muted(mute) => vec![mute.user_id.clone()],
+        TimelineEvent::Reacted(reaction) => reaction.recipients.clone(),
+        // Dedupe keeps blocks and receipts itself (receipts are pushed from
+        // its commit): no user's list or log changes.
+        TimelineEvent::Blocked(_) | TimelineEvent::Delivered(_) => vec![],
         TimelineEvent::Changed(change) => {
             if change.mode_changed {
                 change
@@ -105,6 +109,9 @@ fn delivery_kind(event: &TimelineEvent) -> &'static str {
         TimelineEvent::Recalled(_) => "recall",
         TimelineEvent::Read(_) => "read",
         TimelineEvent::Muted(_) => "mute",
+        TimelineEvent::Reacted(_) => "reaction",
+        TimelineEvent::Blocked(_) => "block",
+        TimelineEvent::Delivered(_) => "delivered",
         TimelineEvent::Changed(_) => "membership",
     }
 }
@@ -334,6 +341,7 @@ mod tests {
             body: serde_json::json!({}),
             mentions: vec![],
             diffusion,
+            reply_to: None,
         })
     }
 
@@ -457,6 +465,7 @@ mod tests {
             seq: 1,
             source: "s".into(),
             event_id: "e".into(),
+            receipt_to: vec![],
         });
         assert_eq!(recipients(&read, &group(5)).unwrap(), vec!["u3"]);
         let change = |mode_changed| {

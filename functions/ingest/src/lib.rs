@@ -51,7 +51,7 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
     check_source(&source, &command)?;
     let received = rfc3339_ms(message.published_ms);
     let subject = accepted_subject(
-        partition_of(command.conversation_id(), config.conversation_partitions),
+        partition_of(&command.conversation_id(), config.conversation_partitions),
         command.type_name(),
     );
     let mut accepted = Envelope::new(
@@ -190,6 +190,17 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
             recall.conversation_id = normalize_dm(&recall.conversation_id)?;
             Command::Recall(recall)
         }
+        Command::React(mut react) => {
+            react.conversation_id = normalize_dm(&react.conversation_id)?;
+            Command::React(react)
+        }
+        Command::Delivered(mut delivered) => {
+            delivered.conversation_id = normalize_dm(&delivered.conversation_id)?;
+            Command::Delivered(delivered)
+        }
+        // Ordered by the two users' direct conversation (its id is made
+        // from them, already in order).
+        block @ (Command::Block(_) | Command::Unblock(_)) => block,
     })
 }
 

@@ -16,6 +16,7 @@ fn message(seq: u64, sender: &str, mentions: &[&str]) -> TimelineEvent {
         body: json!({"text": format!("hello {seq}")}),
         mentions: mentions.iter().map(|m| m.to_string()).collect(),
         diffusion: Diffusion::Write,
+        reply_to: None,
     })
 }
 
@@ -26,6 +27,7 @@ fn read(seq: u64, user: &str) -> TimelineEvent {
         seq,
         source: "urn:test".into(),
         event_id: format!("r{seq}"),
+        receipt_to: vec![],
     })
 }
 

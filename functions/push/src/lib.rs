@@ -32,6 +32,8 @@ pub fn frame_for(sync_seq: Option<u64>, item: &Value) -> Option<Value> {
         "edit" => "edited",
         "recall" => "recalled",
         "read" => "read",
+        "reaction" => "reacted",
+        "receipt" => "receipt",
         _ => return None,
     };
     let mut frame = item.clone();

@@ -130,6 +130,17 @@ pub fn decide(
             });
             next.applied = true;
         }
+        TimelineEvent::Reacted(reaction) => {
+            let mut item = serde_json::to_value(reaction).unwrap_or_default();
+            item["type"] = json!("reaction");
+            append(&mut next, event.effect_key(), item);
+            effects.push(UserEffect::MarkApplied {
+                user_id: user_id.to_string(),
+                key: event.effect_key(),
+            });
+            next.applied = true;
+        }
+        TimelineEvent::Blocked(_) | TimelineEvent::Delivered(_) => {}
         TimelineEvent::Recalled(recall) => {
             let mut item = serde_json::to_value(recall).unwrap_or_default();
             item["type"] = json!("recall");
@@ -182,7 +193,10 @@ pub fn decide(
 }
 
 fn needs_applied_check(event: &TimelineEvent) -> bool {
-    matches!(event, TimelineEvent::Edited(_) | TimelineEvent::Recalled(_))
+    matches!(
+        event,
+        TimelineEvent::Edited(_) | TimelineEvent::Recalled(_) | TimelineEvent::Reacted(_)
+    )
 }
 
 /// Whether `event` must wait, for the user whose row this is, for an
@@ -634,6 +648,7 @@ mod tests {
             body: json!({"text": seq}),
             mentions: vec![],
             diffusion: Diffusion::Write,
+            reply_to: None,
         })
     }
 
@@ -644,6 +659,7 @@ mod tests {
             seq,
             source: "s".into(),
             event_id: id.into(),
+            receipt_to: vec![],
         })
     }
 
