@@ -1,6 +1,7 @@
 //! Pipeline tests against a real nats-server and the real function
 //! processes. Run `cargo build --workspace --bins` first (infra/test.sh does).
 
+mod access;
 mod backlog;
 mod bad_input;
 mod chaos;

@@ -57,6 +57,10 @@ pub struct Replica {
 pub struct Gateway {
     pub name: String,
     pub connections: usize,
+    /// Where clients reach it (from its registration).
+    pub url: Option<String>,
+    /// Shutting down: closing its sessions, taking no new ones.
+    pub draining: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -286,10 +290,39 @@ pub async fn gather(client: async_nats::Client) -> anyhow::Result<Status> {
             }
         }
     }
-    let gateways = gateways
-        .into_iter()
-        .map(|(name, connections)| Gateway { name, connections })
-        .collect();
+    // The registry names every live gateway, devices or not; presence
+    // fills in any that does not register (an older version).
+    let mut registered: BTreeMap<String, Gateway> = BTreeMap::new();
+    if let Ok(bucket) = js.get_key_value(im_gateway::access::GATEWAYS_BUCKET).await {
+        let ttl = im_gateway::access::REGISTRATION_TTL.as_millis() as i64;
+        for entry in entries(&bucket).await? {
+            let Ok(registration) =
+                serde_json::from_slice::<im_gateway::access::Registration>(&entry.value)
+            else {
+                continue;
+            };
+            if age_ms(&entry) <= ttl {
+                registered.insert(
+                    registration.id.clone(),
+                    Gateway {
+                        name: registration.id,
+                        connections: registration.connections as usize,
+                        url: Some(registration.url),
+                        draining: registration.draining,
+                    },
+                );
+            }
+        }
+    }
+    for (name, connections) in gateways {
+        registered.entry(name.clone()).or_insert(Gateway {
+            name,
+            connections,
+            url: None,
+            draining: false,
+        });
+    }
+    let gateways = registered.into_values().collect();
 
     let mut nodes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let here = client.server_info().server_name;
@@ -385,12 +418,25 @@ fn render(status: &Status) -> String {
     let mut table = Table::new();
     table
         .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(vec!["gateway", "connections"]);
+        .set_header(vec!["gateway", "connections", "url"]);
     for gateway in &status.gateways {
-        table.add_row(vec![gateway.name.clone(), gateway.connections.to_string()]);
+        let url = gateway.url.clone().unwrap_or_default();
+        table.add_row(vec![
+            gateway.name.clone(),
+            gateway.connections.to_string(),
+            if gateway.draining {
+                format!("{url} (draining)")
+            } else {
+                url
+            },
+        ]);
     }
     if status.gateways.is_empty() {
-        table.add_row(vec!["(no connected devices)".to_string(), String::new()]);
+        table.add_row(vec![
+            "(no gateway)".to_string(),
+            String::new(),
+            String::new(),
+        ]);
     }
     out.push_str(&format!("{table}\n"));
     let mut table = Table::new();

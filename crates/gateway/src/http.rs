@@ -18,8 +18,9 @@ use crate::auth::{self, Claims};
 use crate::Gateway;
 
 /// Every route, as documented in `schemas/openapi.json`.
-pub const ROUTES: [(&str, &str); 9] = [
+pub const ROUTES: [(&str, &str); 10] = [
     ("get", "/v1/ws"),
+    ("get", "/v1/connect"),
     ("post", "/v1/events"),
     ("get", "/v1/conversations/{id}/messages"),
     ("get", "/v1/users/{id}/conversations"),
@@ -34,6 +35,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.config.max_frame_bytes;
     Router::new()
         .route("/v1/ws", get(crate::session::upgrade))
+        .route("/v1/connect", get(connect))
         .route("/v1/events", post(post_event))
         .route("/v1/conversations/{id}/messages", get(messages))
         .route("/v1/users/{id}/conversations", get(user_conversations))
@@ -83,6 +85,25 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
             Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
         })
         .collect()
+}
+
+/// `GET /v1/connect`: the gateway this user should open its WebSocket on
+/// (the access layer's strategy over the live, non-draining gateways).
+async fn connect(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
+    let claims = match authorize(&gateway, &headers).await {
+        Ok(claims) => claims,
+        Err(response) => return response,
+    };
+    match gateway.registry.choose_for(&claims.sub) {
+        Some(chosen) => Json(json!({"url": chosen.url, "gateway": chosen.id,
+                                    "strategy": gateway.registry.strategy.as_str()}))
+        .into_response(),
+        None => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_gateway",
+            "no live gateway is registered; try again in a few seconds",
+        ),
+    }
 }
 
 /// `POST /v1/events`: a CloudEvent in structured or binary HTTP mode, the

@@ -13,6 +13,7 @@
 //! expiring with a dead gateway. Typing goes to every gateway at once
 //! (`im.gw.all`, with the users it is for).
 
+pub mod access;
 pub mod auth;
 pub mod frames;
 pub mod http;
@@ -63,6 +64,15 @@ pub struct Config {
     /// Devices one user may have push registrations for.
     pub max_push_devices: usize,
     pub data_dir: PathBuf,
+    /// Where clients reach this gateway's WebSocket (`ws://host:port/v1/ws`),
+    /// as `GET /v1/connect` names it.
+    pub public_url: String,
+    /// How `GET /v1/connect` picks a gateway.
+    pub connect_strategy: access::Strategy,
+    /// This gateway's weight for `weighted_random`.
+    pub weight: u32,
+    /// Over how long a draining gateway closes its sessions.
+    pub drain_period: Duration,
 }
 
 impl Config {
@@ -86,6 +96,10 @@ impl Config {
             max_reply_bytes: 1024 * 1024,
             max_push_devices: 20,
             data_dir,
+            public_url: String::new(),
+            connect_strategy: access::Strategy::LeastConnections,
+            weight: 1,
+            drain_period: Duration::from_secs(10),
         }
     }
 }
@@ -98,6 +112,9 @@ pub struct Connection {
     pub device: String,
     pub source: String,
     pub outbox: outbox::Outbox,
+    /// Sends of this connection waiting for their verdict: a draining
+    /// gateway answers them before it closes the connection.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 struct UserEntry {
@@ -118,6 +135,10 @@ pub struct Gateway {
     pub notifications: Arc<dyn NotificationStore>,
     /// Presence for clients: who is online, last seen, subscriptions.
     pub presence_hub: Arc<presence::PresenceHub>,
+    /// The access layer: this gateway's registration, everyone's view.
+    pub registry: Arc<access::Registry>,
+    /// Set on SIGTERM: no new sessions; the open ones are closed in turn.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Checks every token, with the key its header names.
     pub verifier: auth::Verifier,
     sessions: Mutex<HashMap<String, UserEntry>>,
@@ -171,6 +192,7 @@ impl Gateway {
         )
         .await?;
         let presence_hub = presence::PresenceHub::start(&js, config.presence_ttl).await?;
+        let registry = access::Registry::start(&js, config.connect_strategy).await?;
         let writes = limits::WriteLimit::new(config.messages_per_second, config.burst);
         let verifier = auth::Verifier::new(config.keys.clone())?;
         let gateway = Arc::new(Gateway {
@@ -185,6 +207,8 @@ impl Gateway {
             push_tokens,
             notifications,
             presence_hub,
+            registry,
+            draining: std::sync::atomic::AtomicBool::new(false),
             writes,
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -194,7 +218,74 @@ impl Gateway {
         gateway.clone().start_reply_listener().await?;
         gateway.clone().start_push_listener().await?;
         tokio::spawn(gateway.clone().refresh_presence());
+        let weak = Arc::downgrade(&gateway);
+        let registry = gateway.registry.clone();
+        gateway.registry.announce(&gateway.registration()).await;
+        tokio::spawn(registry.keep_announcing(move || match weak.upgrade() {
+            Some(gateway) => gateway.registration(),
+            None => access::Registration {
+                id: String::new(),
+                url: String::new(),
+                connections: 0,
+                draining: true,
+                weight: 0,
+            },
+        }));
         Ok(gateway)
+    }
+
+    /// What this gateway says of itself in the registry.
+    pub fn registration(&self) -> access::Registration {
+        access::Registration {
+            id: self.config.gateway_id.clone(),
+            url: self.config.public_url.clone(),
+            connections: self.connection_count(),
+            draining: self.draining.load(std::sync::atomic::Ordering::Acquire),
+            weight: self.config.weight.max(1),
+        }
+    }
+
+    /// Open WebSocket sessions on this gateway.
+    pub fn connection_count(&self) -> u64 {
+        let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        sessions.values().map(|e| e.connections.len() as u64).sum()
+    }
+
+    /// SIGTERM: refuse new sessions, tell the registry (so `/v1/connect`
+    /// sends clients elsewhere), then close the open sessions with 1001 one
+    /// after another over `drain_period` — each once its sends in flight
+    /// are answered — so their clients reconnect to the other gateways
+    /// spread out, not all at once. Returns when every session is closed.
+    pub async fn drain(self: &Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        self.draining.store(true, Ordering::Release);
+        self.registry.announce(&self.registration()).await;
+        let connections: Vec<(outbox::Outbox, Arc<std::sync::atomic::AtomicUsize>)> = {
+            let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+            sessions
+                .values()
+                .flat_map(|e| e.connections.iter())
+                .map(|c| (c.outbox.clone(), c.in_flight.clone()))
+                .collect()
+        };
+        let count = connections.len().max(1) as u32;
+        tracing::info!(sessions = connections.len(), period = ?self.config.drain_period, "draining: closing sessions");
+        let started = tokio::time::Instant::now();
+        for (index, (outbox, in_flight)) in connections.into_iter().enumerate() {
+            tokio::time::sleep_until(started + self.config.drain_period * index as u32 / count)
+                .await;
+            let answered_by = tokio::time::Instant::now() + self.config.ack_timeout;
+            while in_flight.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < answered_by
+            {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let frame = json!({"op": "error", "code": "going_away",
+                               "message": "this gateway is shutting down: reconnect (GET /v1/connect names another) and resend what is not acked"});
+            outbox.close(Some(&frame), 1001, "gateway draining");
+        }
+        // Give the last closes a moment to go out, then leave the registry.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.registry.withdraw(&self.config.gateway_id).await;
     }
 
     fn reply_prefix(&self) -> String {
@@ -533,6 +624,7 @@ impl Gateway {
         device: &str,
         source: &str,
         outbox: outbox::Outbox,
+        in_flight: Arc<std::sync::atomic::AtomicUsize>,
     ) -> Result<u64, String> {
         let id = self
             .next_id
@@ -556,6 +648,7 @@ impl Gateway {
             device: device.to_string(),
             source: source.to_string(),
             outbox,
+            in_flight,
         });
         metrics::gauge!("im_gateway_connections").increment(1.0);
         drop(sessions);

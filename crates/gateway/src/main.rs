@@ -79,6 +79,27 @@ struct Args {
     /// The certificate's private key (PEM).
     #[arg(long, env = "IM_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Where clients reach this gateway's WebSocket, as `GET /v1/connect`
+    /// names it (default: ws:// or wss:// on --http, /v1/ws).
+    #[arg(long, env = "IM_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// How `GET /v1/connect` picks a gateway: least_connections,
+    /// consistent_hash (by user), round_robin or weighted_random.
+    #[arg(long, env = "IM_CONNECT_STRATEGY", default_value = "least_connections", value_parser = parse_strategy)]
+    connect_strategy: im_gateway::access::Strategy,
+    /// This gateway's weight for weighted_random.
+    #[arg(long, env = "IM_GATEWAY_WEIGHT", default_value_t = 1)]
+    weight: u32,
+    /// On SIGTERM, close the sessions one after another over this long
+    /// (seconds), each once its sends in flight are answered.
+    #[arg(long, env = "IM_DRAIN_SECS", default_value_t = 10)]
+    drain_secs: u64,
+}
+
+fn parse_strategy(text: &str) -> Result<im_gateway::access::Strategy, String> {
+    im_gateway::access::Strategy::parse(text).ok_or_else(|| {
+        format!("unknown strategy {text:?}; use least_connections, consistent_hash, round_robin or weighted_random")
+    })
 }
 
 #[tokio::main]
@@ -137,6 +158,13 @@ async fn main() -> anyhow::Result<()> {
         max_reply_bytes: args.max_reply_bytes.max(16 * 1024),
         max_push_devices: args.max_push_devices.max(1),
         data_dir,
+        public_url: args.public_url.clone().unwrap_or_else(|| {
+            let scheme = if args.tls_cert.is_some() { "wss" } else { "ws" };
+            format!("{scheme}://{}/v1/ws", args.http)
+        }),
+        connect_strategy: args.connect_strategy,
+        weight: args.weight.max(1),
+        drain_period: Duration::from_secs(args.drain_secs),
     };
     let gateway = im_gateway::Gateway::new(
         config,
@@ -156,20 +184,28 @@ async fn main() -> anyhow::Result<()> {
             )
         })?;
     let shutdown = Shutdown::on_signals();
-    let app = im_gateway::http::app(gateway);
+    let app = im_gateway::http::app(gateway.clone());
+    // On SIGTERM: drain the sessions first, then stop serving.
+    let drained = {
+        let (gateway, shutdown) = (gateway.clone(), shutdown.clone());
+        async move {
+            shutdown.wait().await;
+            gateway.drain().await;
+        }
+    };
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let config = im_gateway::tls::server_config(cert, key)?;
             let listener = im_gateway::tls::TlsListener::new(listener, config)?;
             tracing::info!(addr = %axum::serve::Listener::local_addr(&listener)?, tls = true, "gateway listening");
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .with_graceful_shutdown(drained)
                 .await?;
         }
         _ => {
             tracing::info!(addr = %listener.local_addr()?, tls = false, "gateway listening");
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move { shutdown.wait().await })
+                .with_graceful_shutdown(drained)
                 .await?;
         }
     }

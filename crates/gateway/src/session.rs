@@ -50,6 +50,10 @@ pub async fn upgrade(
                 .into_response()
         }
     };
+    if gateway.draining.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": "draining", "message": "this gateway is shutting down; GET /v1/connect names another"})))
+            .into_response();
+    }
     let limit = gateway.config.max_frame_bytes;
     let buffer = gateway.config.ws_buffer_bytes;
     ws.max_message_size(limit)
@@ -67,6 +71,8 @@ struct Context {
     outbox: Outbox,
     /// This connection's id at the gateway.
     connection: u64,
+    /// Its sends waiting for a verdict (a draining gateway waits for them).
+    in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// When the session's token expires (unix seconds); an `auth` frame
     /// with a fresh token moves it.
     expires_at: AtomicI64,
@@ -83,7 +89,14 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
     let (sink, mut stream) = socket.split();
     let (outbox, writer) = Outbox::new(gateway.config.max_queued_bytes);
     let writer = tokio::spawn(writer.run(sink, gateway.config.write_timeout));
-    let connection = match gateway.connect(&claims.sub, &claims.dev, &source, outbox.clone()) {
+    let in_flight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connection = match gateway.connect(
+        &claims.sub,
+        &claims.dev,
+        &source,
+        outbox.clone(),
+        in_flight.clone(),
+    ) {
         Ok(id) => id,
         Err(reason) => {
             let frame = FrameError::new("too_many_connections", reason).to_frame();
@@ -98,6 +111,7 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
         source,
         outbox,
         connection,
+        in_flight,
         expires_at: AtomicI64::new(claims.exp),
     });
     loop {
@@ -304,6 +318,7 @@ async fn handle(
                 data["reply_to"] = json!(reply_to);
             }
             // Published in frame order; the verdicts are awaited concurrently.
+            context.in_flight.fetch_add(1, Ordering::AcqRel);
             let pending = match gateway
                 .begin("im.message.send", &context.source, &client_msg_id, data)
                 .await
@@ -313,6 +328,7 @@ async fn handle(
                     context
                         .send(pipeline_error(error, Some(&client_msg_id)))
                         .await;
+                    context.in_flight.fetch_sub(1, Ordering::AcqRel);
                     return Ok(());
                 }
             };
@@ -336,6 +352,7 @@ async fn handle(
                     Err(error) => pipeline_error(error, Some(&client_msg_id)),
                 };
                 context.send(frame).await;
+                context.in_flight.fetch_sub(1, Ordering::AcqRel);
             });
         }
         ClientFrame::Sync { after, limit } => {

@@ -93,6 +93,7 @@ pub const ROLES: &[Role] = &[
             "im.dlq.gateway",
             "$KV.IM_PRESENCE.>",
             "$KV.IM_LAST_SEEN.>",
+            "$KV.IM_GATEWAYS.>",
             "$KV.IM_DELIVERED.>",
             "$KV.IM_PUSH_TOKENS.>",
         ],

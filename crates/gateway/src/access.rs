@@ -1,0 +1,313 @@
+//! The access layer (seed 003): gateways register themselves — id, the URL
+//! clients connect to, how many connections they hold, whether they are
+//! draining — in the KV bucket `IM_GATEWAYS`, refreshed every few seconds
+//! and expiring after [`REGISTRATION_TTL`]; every gateway follows the bucket
+//! and answers `GET /v1/connect` with the one a client should use, by a
+//! configurable strategy. A gateway that is draining or whose entry is older
+//! than the TTL (it died) is never chosen.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+pub const GATEWAYS_BUCKET: &str = "IM_GATEWAYS";
+/// A registration not refreshed for this long is a dead gateway's.
+pub const REGISTRATION_TTL: Duration = Duration::from_secs(6);
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// How `GET /v1/connect` picks a gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// The live gateway holding the fewest connections.
+    #[default]
+    LeastConnections,
+    /// The same gateway for the same user while the set of gateways holds
+    /// (rendezvous hashing: a gateway joining or leaving moves only its
+    /// share of users).
+    ConsistentHash,
+    /// Each in turn.
+    RoundRobin,
+    /// At random, in proportion to each gateway's weight.
+    WeightedRandom,
+}
+
+impl Strategy {
+    pub fn parse(text: &str) -> Option<Strategy> {
+        match text {
+            "least_connections" => Some(Strategy::LeastConnections),
+            "consistent_hash" => Some(Strategy::ConsistentHash),
+            "round_robin" => Some(Strategy::RoundRobin),
+            "weighted_random" => Some(Strategy::WeightedRandom),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::LeastConnections => "least_connections",
+            Strategy::ConsistentHash => "consistent_hash",
+            Strategy::RoundRobin => "round_robin",
+            Strategy::WeightedRandom => "weighted_random",
+        }
+    }
+}
+
+/// What a gateway says about itself in the bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Registration {
+    pub id: String,
+    /// Where clients open the WebSocket (`ws://host:port/v1/ws`).
+    pub url: String,
+    pub connections: u64,
+    #[serde(default)]
+    pub draining: bool,
+    /// For `weighted_random` (default 1).
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The gateway a client should use (pure): among the registrations written
+/// within the TTL (`written_ms` by id) and not draining. `turn` is the
+/// round-robin counter, `random` a number in [0, 1).
+pub fn choose<'a>(
+    strategy: Strategy,
+    registrations: &'a [(Registration, i64)],
+    now_ms: i64,
+    user: &str,
+    turn: u64,
+    random: f64,
+) -> Option<&'a Registration> {
+    let mut live: Vec<&Registration> = registrations
+        .iter()
+        .filter(|(r, written)| {
+            !r.draining && now_ms - written < REGISTRATION_TTL.as_millis() as i64
+        })
+        .map(|(r, _)| r)
+        .collect();
+    live.sort_by(|a, b| a.id.cmp(&b.id));
+    if live.is_empty() {
+        return None;
+    }
+    match strategy {
+        Strategy::LeastConnections => live.into_iter().min_by_key(|r| r.connections),
+        Strategy::ConsistentHash => live.into_iter().max_by_key(|r| {
+            im_events::partition::fnv1a64(format!("{user}\u{0}{}", r.id).as_bytes())
+        }),
+        Strategy::RoundRobin => {
+            let index = (turn % live.len() as u64) as usize;
+            Some(live[index])
+        }
+        Strategy::WeightedRandom => {
+            let total: u64 = live.iter().map(|r| u64::from(r.weight.max(1))).sum();
+            let mut point = (random.clamp(0.0, 0.999_999) * total as f64) as u64;
+            for registration in &live {
+                let weight = u64::from(registration.weight.max(1));
+                if point < weight {
+                    return Some(registration);
+                }
+                point -= weight;
+            }
+            live.last().copied()
+        }
+    }
+}
+
+/// This gateway's registration and its view of every other's.
+pub struct Registry {
+    bucket: kv::Store,
+    pub strategy: Strategy,
+    seen: Arc<Mutex<HashMap<String, (Registration, i64)>>>,
+    turn: AtomicU64,
+}
+
+impl Registry {
+    pub async fn start(js: &jetstream::Context, strategy: Strategy) -> anyhow::Result<Arc<Self>> {
+        let bucket = im_runtime::lease::kv_bucket(
+            js,
+            GATEWAYS_BUCKET,
+            "live gateways: id -> url, connections, draining",
+            Some(REGISTRATION_TTL * 2),
+        )
+        .await?;
+        let registry = Arc::new(Registry {
+            bucket: bucket.clone(),
+            strategy,
+            seen: Arc::new(Mutex::new(HashMap::new())),
+            turn: AtomicU64::new(0),
+        });
+        let seen = registry.seen.clone();
+        tokio::spawn(async move {
+            let Ok(mut watch) = bucket.watch_all_from_revision(1).await else {
+                tracing::warn!(
+                    "cannot follow the gateway registry; /v1/connect answers this gateway"
+                );
+                return;
+            };
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else { continue };
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                match entry.operation {
+                    kv::Operation::Put => {
+                        if let Ok(registration) =
+                            serde_json::from_slice::<Registration>(&entry.value)
+                        {
+                            seen.insert(
+                                entry.key.clone(),
+                                (registration, entry.created.timestamp_millis()),
+                            );
+                        }
+                    }
+                    _ => {
+                        seen.remove(&entry.key);
+                    }
+                }
+            }
+        });
+        Ok(registry)
+    }
+
+    /// Write this gateway's registration now.
+    pub async fn announce(&self, registration: &Registration) {
+        if let Ok(value) = serde_json::to_vec(registration) {
+            if let Err(error) = self.bucket.put(&registration.id, value.into()).await {
+                tracing::info!(%error, "gateway registration not written; retrying");
+            }
+        }
+    }
+
+    /// Leave the registry (a drained gateway, at its end).
+    pub async fn withdraw(&self, id: &str) {
+        let _ = self.bucket.delete(id).await;
+    }
+
+    /// Keep announcing what `current` says, every [`REFRESH_EVERY`].
+    pub async fn keep_announcing(self: Arc<Self>, current: impl Fn() -> Registration + Send) {
+        loop {
+            self.announce(&current()).await;
+            tokio::time::sleep(REFRESH_EVERY).await;
+        }
+    }
+
+    /// Every registration seen, with when it was written.
+    pub fn registrations(&self) -> Vec<(Registration, i64)> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The gateway `user` should use now.
+    pub fn choose_for(&self, user: &str) -> Option<Registration> {
+        let all = self.registrations();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let random = (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0;
+        choose(
+            self.strategy,
+            &all,
+            chrono::Utc::now().timestamp_millis(),
+            user,
+            turn,
+            random,
+        )
+        .cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gateway(id: &str, connections: u64, weight: u32) -> Registration {
+        Registration {
+            id: id.into(),
+            url: format!("ws://{id}/v1/ws"),
+            connections,
+            draining: false,
+            weight,
+        }
+    }
+
+    fn live(list: &[Registration]) -> Vec<(Registration, i64)> {
+        list.iter().map(|r| (r.clone(), 10_000)).collect()
+    }
+
+    const NOW: i64 = 11_000;
+
+    #[test]
+    fn least_connections_picks_the_emptiest_and_never_a_dead_or_draining_one() {
+        let mut all = live(&[gateway("a", 10, 1), gateway("b", 3, 1), gateway("c", 7, 1)]);
+        let pick = |all: &[(Registration, i64)]| {
+            choose(Strategy::LeastConnections, all, NOW, "u", 0, 0.5).map(|r| r.id.clone())
+        };
+        assert_eq!(pick(&all).as_deref(), Some("b"));
+        all[1].0.draining = true;
+        assert_eq!(pick(&all).as_deref(), Some("c"));
+        // c stopped refreshing longer than the TTL ago: dead.
+        all[2].1 = NOW - REGISTRATION_TTL.as_millis() as i64 - 1;
+        assert_eq!(pick(&all).as_deref(), Some("a"));
+        all[0].0.draining = true;
+        assert_eq!(pick(&all), None);
+    }
+
+    #[test]
+    fn consistent_hash_keeps_users_where_they_were() {
+        let three = live(&[gateway("a", 0, 1), gateway("b", 0, 1), gateway("c", 0, 1)]);
+        let two: Vec<_> = three.iter().filter(|(r, _)| r.id != "c").cloned().collect();
+        let users: Vec<String> = (0..300).map(|i| format!("user{i}")).collect();
+        let mut moved = 0;
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for user in &users {
+            let before = choose(Strategy::ConsistentHash, &three, NOW, user, 0, 0.0).unwrap();
+            let again = choose(Strategy::ConsistentHash, &three, NOW, user, 7, 0.9).unwrap();
+            assert_eq!(before.id, again.id, "the same user, the same gateway");
+            *counts.entry(before.id.clone()).or_default() += 1;
+            let after = choose(Strategy::ConsistentHash, &two, NOW, user, 0, 0.0).unwrap();
+            if before.id != "c" {
+                assert_eq!(before.id, after.id, "only c's users move when c leaves");
+            } else {
+                moved += 1;
+            }
+        }
+        assert!(counts.values().all(|n| *n > 60), "spread: {counts:?}");
+        assert_eq!(moved, counts["c"]);
+    }
+
+    #[test]
+    fn round_robin_takes_each_in_turn_and_weighted_random_follows_weights() {
+        let all = live(&[gateway("a", 0, 1), gateway("b", 0, 3)]);
+        let turns: Vec<String> = (0..4)
+            .map(|turn| {
+                choose(Strategy::RoundRobin, &all, NOW, "u", turn, 0.0)
+                    .unwrap()
+                    .id
+                    .clone()
+            })
+            .collect();
+        assert_eq!(turns, ["a", "b", "a", "b"]);
+        let mut b = 0;
+        for i in 0..1000 {
+            let random = i as f64 / 1000.0;
+            if choose(Strategy::WeightedRandom, &all, NOW, "u", 0, random)
+                .unwrap()
+                .id
+                == "b"
+            {
+                b += 1;
+            }
+        }
+        assert_eq!(b, 750, "b has three quarters of the weight");
+        assert_eq!(Strategy::parse("round_robin"), Some(Strategy::RoundRobin));
+        assert_eq!(Strategy::parse("fastest"), None);
+    }
+}
