@@ -13,6 +13,7 @@ mod failover;
 mod features;
 mod fence;
 mod gateway;
+mod health;
 mod idempotency;
 mod limits;
 mod offline;

@@ -131,7 +131,64 @@ pub const OPS: [&str; 22] = [
     "presence_unsubscribe",
 ];
 
+/// Every op the server sends (the gateway's answers and pushes, and the
+/// push function's frames); `schemas/asyncapi.yaml` describes each.
+pub const SERVER_OPS: [&str; 24] = [
+    "ack",
+    "message",
+    "sync_result",
+    "history_result",
+    "unread",
+    "conversations_result",
+    "pong",
+    "edited",
+    "recalled",
+    "read",
+    "typing",
+    "push_registered",
+    "push_unregistered",
+    "authenticated",
+    "muted",
+    "reacted",
+    "receipt",
+    "receipts_result",
+    "presence_result",
+    "presence",
+    "presence_unsubscribed",
+    "blocked",
+    "unblocked",
+    "error",
+];
+
 impl ClientFrame {
+    /// Its `op` (a metric label: one of [`OPS`]).
+    pub fn op(&self) -> &'static str {
+        match self {
+            ClientFrame::Send { .. } => "send",
+            ClientFrame::Sync { .. } => "sync",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Read { .. } => "read",
+            ClientFrame::Conversations {} => "conversations",
+            ClientFrame::Ping {} => "ping",
+            ClientFrame::Edit { .. } => "edit",
+            ClientFrame::Recall { .. } => "recall",
+            ClientFrame::Typing { .. } => "typing",
+            ClientFrame::Delivered { .. } => "delivered",
+            ClientFrame::RegisterPush { .. } => "register_push",
+            ClientFrame::UnregisterPush {} => "unregister_push",
+            ClientFrame::Auth { .. } => "auth",
+            ClientFrame::Mute { .. } => "mute",
+            ClientFrame::React { .. } => "react",
+            ClientFrame::Unreact { .. } => "unreact",
+            ClientFrame::Block { .. } => "block",
+            ClientFrame::Unblock { .. } => "unblock",
+            ClientFrame::Receipts { .. } => "receipts",
+            ClientFrame::Presence { .. } => "presence",
+            ClientFrame::PresenceSubscribe { .. } => "presence_subscribe",
+            ClientFrame::PresenceUnsubscribe { .. } => "presence_unsubscribe",
+        }
+    }
+
     /// Frames that change state or reach other users: they share the
     /// user's write limit. Reads of one's own state do not.
     pub fn is_write(&self) -> bool {

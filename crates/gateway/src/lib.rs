@@ -513,8 +513,11 @@ impl Gateway {
         // unreachable.
         let payload: bytes::Bytes = payload.into();
         let mut attempt = 0u32;
-        // Long enough to ride out a stream leader election after a node dies.
-        let give_up = tokio::time::Instant::now() + Duration::from_secs(12);
+        // As long as the device waits for an ack anyway: long enough to
+        // ride out a stream leader election after a node dies, however
+        // slow (a chaos soak saw elections outlast a 12 s budget: 106
+        // `unavailable` frames in 15 minutes, each then resent by hand).
+        let give_up = tokio::time::Instant::now() + self.config.ack_timeout;
         let published = loop {
             let result = async {
                 self.js

@@ -134,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
                 min_refetch: im_gateway::auth::MIN_REFETCH,
             }),
     };
-    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
+    let recorder = im_runtime::telemetry::prometheus_recorder()?;
     let render: im_gateway::metrics_exporter::Handle = Box::new(move || recorder.render());
     let client = args.common.connect("im-gateway").await?;
     let data_dir = args.common.data_dir.clone();

@@ -192,12 +192,23 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
 async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str) {
     match frames::parse(text) {
         Ok(frame) => {
+            metrics::counter!("im_gateway_frames_total", "op" => frame.op()).increment(1);
             if let Err(error) = handle(gateway, context, frame).await {
+                count_error(error.code);
                 context.send(error.to_frame()).await;
             }
         }
-        Err(error) => context.send(error.to_frame()).await,
+        Err(error) => {
+            metrics::counter!("im_gateway_frames_total", "op" => "invalid").increment(1);
+            count_error(error.code);
+            context.send(error.to_frame()).await
+        }
     }
+}
+
+/// Error frames by code (codes are a fixed set: a safe label).
+fn count_error(code: &str) {
+    metrics::counter!("im_gateway_errors_total", "code" => code.to_string()).increment(1);
 }
 
 /// How many of `items`, in the order given, fit in a reply of `budget`
@@ -228,6 +239,7 @@ fn store_error(error: impl std::fmt::Display) -> FrameError {
 }
 
 fn pipeline_error((code, reason): (String, String), client_msg_id: Option<&str>) -> Value {
+    count_error(&code);
     let mut frame = json!({"op": "error", "code": code, "message": reason});
     if let Some(id) = client_msg_id {
         frame["client_msg_id"] = json!(id);
@@ -319,6 +331,7 @@ async fn handle(
             }
             // Published in frame order; the verdicts are awaited concurrently.
             context.in_flight.fetch_add(1, Ordering::AcqRel);
+            let received = std::time::Instant::now();
             let pending = match gateway
                 .begin("im.message.send", &context.source, &client_msg_id, data)
                 .await
@@ -339,6 +352,8 @@ async fn handle(
                         message: Some(message),
                         ..
                     }) => {
+                        metrics::histogram!("im_gateway_send_ack_seconds")
+                            .record(received.elapsed().as_secs_f64());
                         json!({"op": "ack", "client_msg_id": client_msg_id, "message_id": message.message_id,
                                "conversation_id": message.conversation_id, "seq": message.seq})
                     }
@@ -985,4 +1000,61 @@ pub async fn unread_after_read(
         .map(|row| row.unread())
         .unwrap_or(0);
     json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(diffusion: im_events::Diffusion, last_seq: u64) -> im_store::ConversationRecord {
+        im_store::ConversationRecord {
+            conversation_id: "g:1".into(),
+            kind: im_events::ConversationKind::Group,
+            title: None,
+            last_seq,
+            diffusion,
+            member_count: 3,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            history_visibility: Default::default(),
+        }
+    }
+
+    fn marks(user: &str, read_seq: u64, delivered_seq: u64) -> im_store::Receipt {
+        im_store::Receipt {
+            user_id: user.into(),
+            read_seq,
+            delivered_seq,
+        }
+    }
+
+    #[test]
+    fn receipts_list_every_member_and_a_read_counts_as_delivered() {
+        let members = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+        let frame = receipts_frame(
+            &record(im_events::Diffusion::Write, 9),
+            members,
+            vec![marks("a", 9, 0), marks("b", 2, 7)],
+        );
+        assert_eq!(
+            frame["members"],
+            json!([{"user_id": "a", "read_seq": 9, "delivered_seq": 9},
+                   {"user_id": "b", "read_seq": 2, "delivered_seq": 7},
+                   {"user_id": "c", "read_seq": 0, "delivered_seq": 0}])
+        );
+        assert!(frame.get("counts").is_none());
+    }
+
+    #[test]
+    fn large_groups_get_counts_only() {
+        let frame = receipts_frame(
+            &record(im_events::Diffusion::Read, 9),
+            vec![],
+            vec![marks("a", 9, 9), marks("b", 2, 9), marks("c", 1, 3)],
+        );
+        assert_eq!(frame["members"], json!([]));
+        assert_eq!(
+            frame["counts"],
+            json!({"members": 3, "at_seq": 9, "read": 1, "delivered": 2})
+        );
+    }
 }

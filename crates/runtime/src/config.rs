@@ -59,11 +59,13 @@ impl CommonArgs {
             .unwrap_or_else(|| format!("{function}-{}", std::process::id()))
     }
 
-    /// What every function binary does first: logs, metrics endpoint, NATS.
+    /// What every function binary does first: logs, NATS, and the
+    /// metrics and health endpoint.
     pub async fn start(&self, process: &str) -> anyhow::Result<async_nats::Client> {
         crate::telemetry::init_tracing(self.log_json);
-        crate::telemetry::init_metrics(&self.metrics_addr)?;
-        self.connect(process).await
+        let client = self.connect(process).await?;
+        crate::telemetry::serve_health(&self.metrics_addr, client.clone()).await?;
+        Ok(client)
     }
 
     /// Connect to NATS as the flags (or their variables) say.

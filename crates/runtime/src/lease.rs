@@ -490,6 +490,8 @@ where
 {
     use tracing::Instrument;
     let bucket = lease_bucket(js, lease_ttl).await?;
+    // Owning partitions or standing by for them from here on.
+    crate::telemetry::mark_started();
     let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
     let manager = tokio::spawn(manage_leases(
         bucket.clone(),

@@ -22,17 +22,81 @@ pub fn init_tracing(json: bool) {
     };
 }
 
-/// Serve `/metrics` on `addr` (empty: no endpoint). Returns the bound address.
-pub fn init_metrics(addr: &str) -> anyhow::Result<Option<std::net::SocketAddr>> {
+/// Set once the process has what it needs to work: its store open and its
+/// partition manager running (owning partitions or standing by for them).
+static STARTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The process is up: `/readyz` answers 200 from now on while NATS is
+/// connected.
+pub fn mark_started() {
+    STARTED.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Buckets of every `*_seconds` histogram: 0.5 ms to 30 s.
+const SECONDS_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0,
+];
+
+/// The Prometheus recorder every process installs: `*_seconds` metrics
+/// are histograms with [`SECONDS_BUCKETS`].
+pub fn prometheus_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
+            &SECONDS_BUCKETS,
+        )?
+        .install_recorder()
+        .map_err(|error| anyhow::anyhow!("cannot install the metrics recorder: {error}"))
+}
+
+/// Serve `/metrics`, `/healthz` (the process runs) and `/readyz` (NATS
+/// connected and [`mark_started`] called) on `addr`; empty: no endpoint.
+/// Returns the bound address.
+pub async fn serve_health(
+    addr: &str,
+    client: async_nats::Client,
+) -> anyhow::Result<Option<std::net::SocketAddr>> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
     if addr.is_empty() {
         return Ok(None);
     }
     let socket: std::net::SocketAddr = addr
         .parse()
         .map_err(|error| anyhow::anyhow!("--metrics-addr {addr:?} is not host:port: {error}"))?;
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .with_http_listener(socket)
-        .install()
-        .map_err(|error| anyhow::anyhow!("cannot serve metrics on {addr}: {error}"))?;
-    Ok(Some(socket))
+    let handle = prometheus_recorder()?;
+    let listener = tokio::net::TcpListener::bind(socket)
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("cannot serve metrics on {addr}: {error}; is the port taken?")
+        })?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let connected =
+                    client.connection_state() == async_nats::connection::State::Connected;
+                let started = STARTED.load(std::sync::atomic::Ordering::Acquire);
+                std::future::ready(match (connected, started) {
+                    (true, true) => (StatusCode::OK, "ready".to_string()),
+                    (false, _) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: NATS is not connected".to_string(),
+                    ),
+                    (true, false) => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: still starting (store, partitions)".to_string(),
+                    ),
+                })
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::warn!(%error, "the metrics endpoint stopped");
+        }
+    });
+    Ok(Some(bound))
 }

@@ -92,6 +92,18 @@ impl Push {
             };
             self.publish(subjects, frame.to_string().into()).await;
             metrics::counter!("im_pushed_total").increment(1);
+            // From the event log to the device's gateway: the fast path
+            // (from the commit) and the durable one (from the sync log).
+            if frame["op"] == "message" {
+                if let Some(sent) = frame["sent_at"]
+                    .as_str()
+                    .and_then(im_events::parse_rfc3339_ms)
+                {
+                    let path = if sync_seq.is_some() { "log" } else { "fast" };
+                    metrics::histogram!("im_push_latency_seconds", "path" => path)
+                        .record((now - sent).max(0) as f64 / 1000.0);
+                }
+            }
             // Unread counts follow the durable notice (the fast one comes
             // before unread has counted the message).
             if sync_seq.is_some() && matches!(frame["op"].as_str(), Some("message" | "read")) {
