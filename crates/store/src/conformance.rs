@@ -11,6 +11,62 @@ use crate::{
     UserConversation, UserEffect, UserStore,
 };
 
+/// Every check of a conversation and user store, by name: each backend's
+/// test list must run all of them or name why it leaves one out (a test in
+/// each backend compares its list with this one, so a new check cannot be
+/// forgotten by one backend).
+pub const STORE_CHECKS: &[&str] = &[
+    "conversation_round_trip",
+    "membership_intervals",
+    "messages_and_history",
+    "history_as_members_may_read_it",
+    "seq_fence_refuses_a_second_message",
+    "epoch_fence_refuses_stale_owner",
+    "idempotency_records",
+    "edits_and_recalls",
+    "replies_reactions_blocks_and_receipts",
+    "user_conversations_and_unread",
+    "sync_log_pages_in_order",
+    "sync_log_compaction_keeps_the_head",
+    "apply_is_atomic",
+    "tiers_read_as_one",
+    "retention_deletes_by_kind",
+    "idempotency_keys_are_purged_by_age",
+];
+
+/// Every check of a notification store, by name.
+pub const NOTIFICATION_CHECKS: &[&str] = &[
+    "notify_states_come_due",
+    "outbox_is_idempotent_and_logged",
+    "notify_fence_and_atomicity",
+];
+
+/// Whether a backend's list (`run`, plus `left_out` with reasons) covers
+/// `all` exactly: the names missing from it, and those it has that `all`
+/// does not know.
+pub fn coverage(
+    all: &[&str],
+    run: &[&str],
+    left_out: &[(&str, &str)],
+) -> (Vec<String>, Vec<String>) {
+    let listed: Vec<&str> = run
+        .iter()
+        .copied()
+        .chain(left_out.iter().map(|(name, _)| *name))
+        .collect();
+    let missing = all
+        .iter()
+        .filter(|n| !listed.contains(n))
+        .map(|n| n.to_string())
+        .collect();
+    let unknown = listed
+        .iter()
+        .filter(|n| !all.contains(n))
+        .map(|n| n.to_string())
+        .collect();
+    (missing, unknown)
+}
+
 pub fn fence(epoch: u64) -> Fence {
     Fence {
         scope: "conformance".into(),

@@ -1592,6 +1592,15 @@ mod tests {
                     conformance::$name(&backend.conversations, &backend.users);
                 }
             )*
+            #[test]
+            fn every_store_check_runs_on_sqlite() {
+                let run = [$(stringify!($name)),*];
+                assert_eq!(
+                    conformance::coverage(conformance::STORE_CHECKS, &run, &[]),
+                    (vec![], vec![]),
+                    "(missing, unknown)"
+                );
+            }
         };
     }
 
@@ -1628,6 +1637,14 @@ mod tests {
                     conformance::$name(&store);
                 }
             )*
+            #[test]
+            fn every_notification_check_runs_on_sqlite() {
+                let run = [$(stringify!($name)),*];
+                assert_eq!(
+                    conformance::coverage(conformance::NOTIFICATION_CHECKS, &run, &[]),
+                    (vec![], vec![])
+                );
+            }
         };
     }
 
