@@ -884,12 +884,12 @@ async fn a_read_sticks_for_the_device_that_made_it() {
         // The unread frames pushed for the five come first (a push of the
         // fifth arriving after the read's answer would be the push path
         // lagging, not this read being undone): wait for the last.
-        loop {
+        let before = loop {
             let pushed = bob.expect("unread", WAIT).await;
             if pushed["conversation_id"] == group.as_str() && pushed["unread"] == 5 {
-                break;
+                break pushed;
             }
-        }
+        };
         bob.backlog.clear();
         bob.send(json!({"op": "read", "conversation_id": group, "seq": 3}))
             .await;
@@ -902,6 +902,12 @@ async fn a_read_sticks_for_the_device_that_made_it() {
             }
         };
         assert_eq!(answer["unread"], 2, "round {round}: {answer}");
+        // A pushed frame of the older state, however late it comes, has a
+        // lower `as_of`: the device keeps the answer's counts.
+        assert!(
+            answer["as_of"].as_u64() > before["as_of"].as_u64(),
+            "round {round}: {before} then {answer}"
+        );
         let (list, row) = bob.conversation_row(&group).await;
         let row = row.expect("bob's row");
         assert_eq!(

@@ -116,6 +116,33 @@ impl Shown {
     }
 }
 
+/// The newest unread counts per conversation: an `unread` frame whose
+/// `as_of` is below one already shown is older state (a push that lagged
+/// behind the answer to a read) and is not shown.
+#[derive(Default)]
+pub struct Fresh {
+    as_of: std::collections::HashMap<String, u64>,
+}
+
+impl Fresh {
+    pub fn keep(&mut self, frame: &Value) -> bool {
+        let (Some(conversation), Some(as_of)) =
+            (frame["conversation_id"].as_str(), frame["as_of"].as_u64())
+        else {
+            return true;
+        };
+        if frame["op"] != "unread" {
+            return true;
+        }
+        let newest = self.as_of.entry(conversation.to_string()).or_default();
+        if as_of < *newest {
+            return false;
+        }
+        *newest = as_of;
+        true
+    }
+}
+
 pub fn render(frame: &Value) -> Option<String> {
     Some(match frame["op"].as_str()? {
         "message" => format!(
@@ -299,6 +326,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
     let mut following: Option<String> = None;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut shown = Shown::default();
+    let mut fresh = Fresh::default();
     let mut ping = tokio::time::interval(std::time::Duration::from_secs(20));
     loop {
         tokio::select! {
@@ -411,7 +439,7 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
                         sink.send(send(json!({"op": "read", "conversation_id": id, "seq": newest}))).await?;
                     }
                 }
-                if !shown.first_time(&frame) {
+                if !shown.first_time(&frame) || !fresh.keep(&frame) {
                     continue;
                 }
                 if let Some(text) = render(&frame) {
@@ -462,6 +490,19 @@ mod tests {
         );
         let reacted = json!({"op": "reacted", "conversation_id": "g:1", "user_id": "c", "emoji": "🎉", "seq": 5});
         assert_eq!(render(&reacted).unwrap(), "[g:1] c reacted 🎉 on #5");
+    }
+
+    #[test]
+    fn older_unread_counts_are_not_shown_after_newer_ones() {
+        let mut fresh = Fresh::default();
+        let answer = json!({"op": "unread", "conversation_id": "g:1", "unread": 2, "as_of": 9});
+        let late = json!({"op": "unread", "conversation_id": "g:1", "unread": 5, "as_of": 7});
+        assert!(fresh.keep(&answer));
+        assert!(!fresh.keep(&late), "a lagging push does not undo the read");
+        assert!(
+            fresh.keep(&json!({"op": "unread", "conversation_id": "g:2", "unread": 1, "as_of": 1}))
+        );
+        assert!(fresh.keep(&json!({"op": "message", "conversation_id": "g:1", "as_of": 1})));
     }
 
     #[test]

@@ -984,22 +984,20 @@ pub async fn unread_after_read(
         gateway.conversations.clone(),
         user.to_string(),
     );
-    let summary = tokio::task::spawn_blocking(move || {
-        unread_summary(users.as_ref(), conversations.as_ref(), &who)
+    let conversation = conversation_id.to_string();
+    let state = tokio::task::spawn_blocking(move || {
+        im_store::unread_state(users.as_ref(), conversations.as_ref(), &who, &conversation)
     })
     .await
     .ok()
     .and_then(Result::ok);
-    let Some(summary) = summary else {
+    let Some(state) = state else {
         return json!({"op": "error", "code": "unavailable", "message": "unread counts not readable; send conversations"});
     };
-    let unread = summary
-        .items
-        .iter()
-        .find(|row| row.conversation_id == conversation_id)
-        .map(|row| row.unread())
-        .unwrap_or(0);
-    json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread})
+    // `as_of`: a pushed unread frame computed before this read (push lags)
+    // has a lower one, and the device keeps the higher.
+    json!({"op": "unread", "conversation_id": conversation_id, "unread": state.unread,
+           "total": state.total, "as_of": state.as_of})
 }
 
 #[cfg(test)]

@@ -249,6 +249,40 @@ pub fn with_reactions(
     Ok(())
 }
 
+/// One conversation's unread count and the user's total, as of a point of
+/// the user's sync log: what an `unread` frame says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadState {
+    pub unread: u64,
+    pub total: u64,
+    /// The user's last sync_seq, read before the counts: they reflect at
+    /// least everything up to it, so of two unread frames the one with the
+    /// higher `as_of` is never the older state a device should keep.
+    pub as_of: u64,
+}
+
+/// The [`UnreadState`] of one conversation for `user`.
+pub fn unread_state(
+    users: &dyn UserStore,
+    conversations: &dyn ConversationStore,
+    user_id: &str,
+    conversation_id: &str,
+) -> StoreResult<UnreadState> {
+    let as_of = users.last_sync_seq(user_id)?;
+    let summary = unread_counts(users, conversations, user_id)?;
+    let unread = summary
+        .items
+        .iter()
+        .find(|row| row.conversation_id == conversation_id)
+        .map(UserConversation::unread)
+        .unwrap_or(0);
+    Ok(UnreadState {
+        unread,
+        total: summary.total_unread,
+        as_of,
+    })
+}
+
 /// [`unread_summary`] without the last-message previews: for unread frames.
 pub fn unread_counts(
     users: &dyn UserStore,

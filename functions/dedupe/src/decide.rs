@@ -44,6 +44,8 @@ pub trait View {
     fn reacted(&self, conversation_id: &str, seq: u64, emoji: &str, user_id: &str) -> bool;
     /// A member's (read, delivered) marks as receipts hold them.
     fn receipt(&self, conversation_id: &str, user_id: &str) -> (u64, u64);
+    /// The seq at which a member joined (0 for the first members).
+    fn joined_seq(&self, conversation_id: &str, user_id: &str) -> u64;
 }
 
 /// Commands whose outputs list the conversation's current members (in
@@ -426,10 +428,16 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
             }
         }
         Command::React(react) => {
-            require_conversation_as_member(&react.user_id)?;
+            let (record, _) = require_conversation_as_member(&react.user_id)?;
+            // A member of a `joined` conversation cannot see what came
+            // before their join: it answers as if it did not exist.
+            let readable_from = match record.history_visibility {
+                HistoryVisibility::Joined => view.joined_seq(&conversation_id, &react.user_id),
+                HistoryVisibility::Shared => 0,
+            };
             let message = view
                 .message(&conversation_id, react.seq)
-                .filter(|message| message.recalled_at.is_none())
+                .filter(|message| message.recalled_at.is_none() && message.seq > readable_from)
                 .ok_or_else(|| {
                     EventError::new(
                         ErrorCode::NotFound,
@@ -787,6 +795,8 @@ pub struct MemoryView {
     pub reactions: HashMap<(String, u64, String, String), bool>,
     /// (conversation, user) → (read, delivered) marks.
     pub receipts: HashMap<(String, String), (u64, u64)>,
+    /// (conversation, member) → the seq at which they joined.
+    pub joined: HashMap<(String, String), u64>,
 }
 
 impl View for MemoryView {
@@ -840,6 +850,12 @@ impl View for MemoryView {
             .copied()
             .unwrap_or_default()
     }
+    fn joined_seq(&self, conversation_id: &str, user_id: &str) -> u64 {
+        self.joined
+            .get(&(conversation_id.to_string(), user_id.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
 }
 
 impl MemoryView {
@@ -873,8 +889,10 @@ impl MemoryView {
                     conversation_id,
                     user_id,
                     role,
-                    ..
+                    after_seq,
                 } => {
+                    self.joined
+                        .insert((conversation_id.clone(), user_id.clone()), *after_seq);
                     self.roles
                         .insert((conversation_id.clone(), user_id.clone()), Some(*role));
                     match self.members.get_mut(conversation_id) {
@@ -1160,6 +1178,27 @@ mod tests {
         assert_eq!(code(&results[6]), Some(ErrorCode::NotFound));
         assert_eq!(code(&results[7]), Some(ErrorCode::NotMember));
         assert_eq!(committed_seqs(&results), vec![1]);
+        // Carol joins after seq 1 of a `joined` conversation: seq 1 is not
+        // hers to see, so reacting to it answers as a missing message would.
+        let later = run(
+            &mut view,
+            &Config::default(),
+            &[
+                accepted(
+                    "add",
+                    8,
+                    Command::AddMembers(MembersData {
+                        conversation_id: "g:r".into(),
+                        members: vec!["carol".into()],
+                    }),
+                ),
+                accepted("r7", 9, react(1, "carol", "👍", false)),
+                accepted("s2", 10, send("g:r", "alice")),
+                accepted("r8", 11, react(2, "carol", "👍", false)),
+            ],
+        );
+        assert_eq!(code(&later[1]), Some(ErrorCode::NotFound));
+        assert!(later[3].is_ok(), "{:?}", later[3]);
     }
 
     #[test]

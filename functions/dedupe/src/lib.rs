@@ -64,8 +64,13 @@ fn prefetch(
     if !users.is_empty() {
         let found = store.memberships(&conversation_id, &users)?;
         for user in users {
-            let role = found.iter().find(|m| m.user_id == user).map(|m| m.role);
-            view.roles.insert((conversation_id.clone(), user), role);
+            let member = found.iter().find(|m| m.user_id == user);
+            if let Some(member) = member {
+                view.joined
+                    .insert((conversation_id.clone(), user.clone()), member.joined_seq);
+            }
+            view.roles
+                .insert((conversation_id.clone(), user), member.map(|m| m.role));
         }
     }
     let record = view.conversations.get(&conversation_id).cloned().flatten();

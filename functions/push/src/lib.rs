@@ -18,7 +18,7 @@ use im_events::subjects::{gateway_user_subject, push_subject};
 use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
-use im_store::{unread_counts, ConversationStore, UserStore};
+use im_store::{unread_state, ConversationStore, UserStore};
 use serde_json::{json, Value};
 
 pub const FUNCTION: &str = "push";
@@ -123,18 +123,14 @@ impl Push {
         for (user, conversation_id) in counts_needed {
             let (users, conversations, who) =
                 (self.users.clone(), self.conversations.clone(), user.clone());
-            let summary = tokio::task::spawn_blocking(move || {
-                unread_counts(users.as_ref(), conversations.as_ref(), &who)
+            let conversation = conversation_id.clone();
+            let state = tokio::task::spawn_blocking(move || {
+                unread_state(users.as_ref(), conversations.as_ref(), &who, &conversation)
             })
             .await;
-            let Ok(Ok(summary)) = summary else { continue };
-            let unread = summary
-                .items
-                .iter()
-                .find(|row| row.conversation_id == conversation_id)
-                .map(|row| row.unread())
-                .unwrap_or(0);
-            let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": unread, "total": summary.total_unread});
+            let Ok(Ok(state)) = state else { continue };
+            let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": state.unread,
+                               "total": state.total, "as_of": state.as_of});
             let subjects = self.subjects_for(&user, now);
             self.publish(subjects, frame.to_string().into()).await;
         }
