@@ -121,3 +121,102 @@ async fn the_gateway_measures_send_to_ack_and_counts_frames() {
     // No user or conversation id is ever a label.
     assert!(!body.contains("alice") && !body.contains("dm:"), "{body}");
 }
+
+/// Metric names a text mentions (`im_…`), without the histogram suffixes.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(found) = text[at..].find("im_") {
+        let start = at + found;
+        let boundary =
+            start == 0 || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .map_or(text.len(), |n| start + n);
+        if boundary {
+            let name = &text[start..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            names.insert(base.to_string());
+        }
+        at = end.max(start + 3);
+    }
+    names
+}
+
+/// The dashboard and the alert rules name only metrics a live system
+/// serves (after a little traffic, an error and a dead letter), and the
+/// rules pass `promtool check rules` where promtool is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_and_the_alerts_use_only_metrics_the_system_serves() {
+    let base = std::iter::repeat_with(free_port)
+        .find(|port| {
+            (1..6u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
+        })
+        .unwrap();
+    let mut pipeline = Pipeline::start_on(System::builder().metrics_from(base)).await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    pipeline
+        .wait_online(&[("alice", "phone"), ("bob", "phone")])
+        .await;
+    for n in 0..3 {
+        alice
+            .send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": format!("o{n}"),
+                         "kind": "text", "body": {"text": "hi"}}))
+            .await;
+        alice.expect("ack", WAIT).await;
+    }
+    bob.collect_messages(3, WAIT).await;
+    alice.send(json!({"op": "fly"})).await;
+    alice.expect("error", WAIT).await;
+    pipeline
+        .publish("im.message.edit", "urn:test", "bad-1", json!({}), true)
+        .await;
+    let root = im_harness::workspace_root();
+    let rules = std::fs::read_to_string(root.join("infra/observability/alerts.yml")).unwrap();
+    let dashboard =
+        std::fs::read_to_string(root.join("infra/observability/dashboard.json")).unwrap();
+    let mut referenced = metric_names(&rules);
+    referenced.extend(metric_names(&dashboard));
+    assert!(referenced.len() >= 10, "{referenced:?}");
+    let mut endpoints: Vec<u16> = pipeline.system.metrics.iter().map(|(_, p)| *p).collect();
+    endpoints.push(port);
+    let deadline = Instant::now() + WAIT;
+    let missing = loop {
+        let mut served = std::collections::BTreeSet::new();
+        for endpoint in &endpoints {
+            let (_, body) = http(*endpoint, "GET", "/metrics", None, &[], "").await;
+            let samples: String = body
+                .lines()
+                .filter(|line| !line.starts_with('#'))
+                .map(|line| line.split(['{', ' ']).next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            served.extend(metric_names(&samples));
+        }
+        let missing: Vec<String> = referenced.difference(&served).cloned().collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        missing.is_empty(),
+        "named by the dashboard or the rules but not served: {missing:?}"
+    );
+    match std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(root.join("infra/observability/alerts.yml"))
+        .output()
+    {
+        Ok(output) => assert!(output.status.success(), "promtool: {output:?}"),
+        Err(_) => eprintln!(
+            "promtool check rules: skipped (promtool is not installed; Debian's prometheus package has it)"
+        ),
+    }
+}

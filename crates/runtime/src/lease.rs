@@ -492,6 +492,10 @@ where
     let bucket = lease_bucket(js, lease_ttl).await?;
     // Owning partitions or standing by for them from here on.
     crate::telemetry::mark_started();
+    // How many partitions the function has: an alert compares the owned
+    // ones (summed over replicas) with it.
+    metrics::gauge!(crate::telemetry::PARTITIONS, "function" => function.to_string())
+        .set(f64::from(partitions));
     let (claims_tx, mut claims_rx) = tokio::sync::mpsc::unbounded_channel::<Claim>();
     let manager = tokio::spawn(manage_leases(
         bucket.clone(),

@@ -7,6 +7,7 @@ pub const DEAD_LETTERED: &str = "im_dead_lettered_total";
 pub const LAG: &str = "im_consumer_lag";
 pub const BATCH_SECONDS: &str = "im_batch_seconds";
 pub const OWNED_PARTITIONS: &str = "im_owned_partitions";
+pub const PARTITIONS: &str = "im_partitions";
 
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
