@@ -7,6 +7,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 IM_NATS_SERVER="$("$root/infra/install-nats.sh")"
 export IM_NATS_SERVER
+# promtool (Debian's prometheus package) checks the alert rules; the test
+# says plainly when it cannot.
+if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  timeout 300 apt-get install -y --no-install-recommends prometheus >/dev/null 2>&1 \
+    || echo "promtool not installed (apt-get install prometheus failed); the alert-rules check will say it is skipped"
+fi
 cargo build --workspace --bins
 if [ -z "${IM_SCYLLA_URI:-}" ]; then
   echo "ScyllaDB conformance run: skipped (IM_SCYLLA_URI is not set; set it to scylla://host/keyspace?rf=1 to run the store conformance suite against a live cluster)"
