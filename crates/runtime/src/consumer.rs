@@ -416,6 +416,11 @@ async fn handle_fetched<H: BatchHandler>(
                 .zip(held_since)
             {
                 if let Outcome::Hold = outcome {
+                    if since.is_none() {
+                        // Held back for an earlier event that has not come.
+                        metrics::counter!(crate::telemetry::HELD, "function" => function.to_string())
+                            .increment(1);
+                    }
                     held.push((message, since.unwrap_or_else(Instant::now)));
                     return true;
                 }

@@ -8,6 +8,8 @@ pub const LAG: &str = "im_consumer_lag";
 pub const BATCH_SECONDS: &str = "im_batch_seconds";
 pub const OWNED_PARTITIONS: &str = "im_owned_partitions";
 pub const PARTITIONS: &str = "im_partitions";
+/// Messages held back until an earlier one of their conversation arrives.
+pub const HELD: &str = "im_held_total";
 
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
