@@ -190,7 +190,8 @@ impl ClientFrame {
     }
 
     /// Frames that change state or reach other users: they share the
-    /// user's write limit. Reads of one's own state do not.
+    /// user's write limit. Reads of one's own state do not. (A presence
+    /// question counts: it reads up to 200 other users' lists.)
     pub fn is_write(&self) -> bool {
         !matches!(
             self,
@@ -200,7 +201,6 @@ impl ClientFrame {
                 | ClientFrame::Ping {}
                 | ClientFrame::Auth { .. }
                 | ClientFrame::Receipts { .. }
-                | ClientFrame::Presence { .. }
                 | ClientFrame::PresenceUnsubscribe { .. }
         )
     }
