@@ -267,3 +267,99 @@ fn imctl_up_send_tail_and_dlq() {
         "nats-server stopped too"
     );
 }
+
+/// `imctl up --config FILE`: a TOML file sets the gateway's address and the
+/// durability profile (and the rest of what this test needs); the system
+/// starts on them, and `imctl config print` shows the file's settings with
+/// the secret masked.
+#[test]
+fn imctl_up_takes_its_settings_from_a_config_file() {
+    let data = tempfile::tempdir().unwrap();
+    let metrics_port = (0..200)
+        .map(|n| 31_000 + ((std::process::id() as u16).wrapping_mul(11) % 9000) + n * 10)
+        .find(|base| (0..6).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()))
+        .expect("six free ports");
+    let http_port = free_port();
+    let file = data.path().join("im.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "# settings of this deployment\nhttp = \"127.0.0.1:{http_port}\"\ndurability = \"relaxed\"\n\
+             nats_port = {}\nmetrics_port = {metrics_port}\nIM_SQLITE_SYNC = \"normal\"\n\
+             jwt_secret = \"a-config-file-secret-of-more-than-32-bytes\"\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut up = Reaped(
+        Command::new(workspace_binary("imctl").unwrap())
+            .args(["up", "--data-dir"])
+            .arg(data.path())
+            .arg("--config")
+            .arg(&file)
+            .args(["--nats-monitor-port", &free_port().to_string()])
+            .env("IM_NATS_SERVER", nats_server_binary().unwrap())
+            .env_remove("IM_HTTP")
+            .env_remove("IM_DURABILITY")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = up.stderr.take().unwrap();
+    let first = BufReader::new(up.stdout.take().unwrap())
+        .lines()
+        .next()
+        .map(|l| l.unwrap())
+        .unwrap_or_else(|| {
+            let mut error = String::new();
+            let _ = stderr.read_to_string(&mut error);
+            panic!("imctl up printed nothing; stderr:\n{error}")
+        });
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    assert!(first.contains("ready"), "{first}");
+    assert!(
+        first.contains(&format!("gateway ws://127.0.0.1:{http_port}/v1/ws")),
+        "{first}"
+    );
+    assert!(first.contains("durability relaxed"), "{first}");
+    assert!(
+        http_get(http_port, "/healthz").contains("200"),
+        "the gateway answers where the file says"
+    );
+
+    let printed = Command::new(workspace_binary("imctl").unwrap())
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .env_remove("IM_HTTP")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains(&format!("IM_HTTP=127.0.0.1:{http_port}")),
+        "{text}"
+    );
+    assert!(text.contains("IM_DURABILITY=relaxed"), "{text}");
+    assert!(text.contains("IM_JWT_SECRET=****"), "{text}");
+    assert!(!text.contains("a-config-file-secret"), "{text}");
+    // The environment wins over the file.
+    let overridden = Command::new(workspace_binary("imctl").unwrap())
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .env("IM_DURABILITY", "strict")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&overridden.stdout).contains("IM_DURABILITY=strict"));
+    // A broken file is refused with the reason.
+    std::fs::write(&file, "http = ").unwrap();
+    let refused = Command::new(workspace_binary("imctl").unwrap())
+        .args(["config", "print", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not TOML"),
+        "{refused:?}"
+    );
+}

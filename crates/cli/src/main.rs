@@ -34,10 +34,40 @@ struct Cli {
     /// the data directory's, when it runs with TLS).
     #[arg(long, global = true)]
     nats_ca: Option<std::path::PathBuf>,
+    /// A TOML file of settings (keys: the variables' names, or them in
+    /// lowercase without IM_: `http = "127.0.0.1:9000"`, `durability =
+    /// "relaxed"`); the environment and flags override it; the processes
+    /// `imctl up` starts read it too.
+    #[arg(long, global = true, env = "IM_CONFIG")]
+    config: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// The effective settings (the file of --config, then the environment),
+    /// secrets masked.
+    Print,
+}
+
+/// Every `IM_*` setting in effect, masked where secret.
+fn print_config() {
+    let mut settings: Vec<(String, String)> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("IM_") || name.starts_with("OTEL_"))
+        .collect();
+    settings.sort();
+    if settings.is_empty() {
+        println!("(no IM_* settings: every binary uses its defaults; see --help)");
+    }
+    for (name, value) in settings {
+        println!("{name}={}", im_runtime::config_file::shown(&name, &value));
+    }
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Settings: `imctl config print` shows the effective ones.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Run nats-server and every function locally; prints `ready`; Ctrl-C stops all.
     Up(up::UpArgs),
     /// Publish one CloudEvent to im.ingest.<type>.
@@ -72,6 +102,7 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    im_runtime::config_file::load_from_args();
     let cli = Cli::parse();
     im_runtime::config::install_crypto_provider();
     // Flags win over the variables every NATS connection reads.
@@ -111,6 +142,10 @@ async fn main() {
         Command::Replay(args) => replay::run(args).await,
         Command::Chaos(args) => chaos::run(args).await,
         Command::History(args) => archive::history(args),
+        Command::Config(ConfigCommand::Print) => {
+            print_config();
+            Ok(())
+        }
     };
     if let Err(error) = result {
         eprintln!("imctl: {error:#}");

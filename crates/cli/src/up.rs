@@ -17,7 +17,7 @@ pub struct UpArgs {
     #[arg(long, env = "IM_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
     /// Port of the nats-server `up` starts (a cluster: the first node's).
-    #[arg(long, default_value_t = 4222)]
+    #[arg(long, env = "IM_NATS_PORT", default_value_t = 4222)]
     pub nats_port: u16,
     /// nats-server's monitoring port (/varz, /jsz), loopback only.
     #[arg(long, default_value_t = 8222)]
@@ -26,14 +26,14 @@ pub struct UpArgs {
     #[arg(long, env = "IM_NATS_URL")]
     pub nats_url: Option<String>,
     /// Gateway address (WebSocket /v1/ws and the HTTP API).
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "IM_HTTP", default_value = "127.0.0.1:8080")]
     pub http: String,
     /// Secret for the gateway's JWTs (at least 32 bytes). Without one, the
     /// data directory's `credentials/jwt-secret` is used, made on first start.
     #[arg(long, env = "IM_JWT_SECRET")]
     pub jwt_secret: Option<String>,
     /// First port of the functions' /metrics endpoints (one each, in order).
-    #[arg(long, default_value_t = 9190)]
+    #[arg(long, env = "IM_METRICS_PORT", default_value_t = 9190)]
     pub metrics_port: u16,
     /// Run a 3-node JetStream cluster (ports --nats-port .. +2, R3 streams),
     /// replicas of every function (--replicas, default 2) and two gateways

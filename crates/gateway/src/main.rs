@@ -104,6 +104,7 @@ fn parse_strategy(text: &str) -> Result<im_gateway::access::Strategy, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     im_runtime::telemetry::init_tracing(args.common.log_json);
     for (secret, name) in [

@@ -7,6 +7,10 @@ use clap::Args;
 
 #[derive(Debug, Clone, Args)]
 pub struct CommonArgs {
+    /// A TOML file of settings (keys: the variables' names, or them in
+    /// lowercase without IM_); the environment and flags override it.
+    #[arg(long, env = "IM_CONFIG")]
+    pub config: Option<PathBuf>,
     /// NATS server URL.
     #[arg(long, env = "IM_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,

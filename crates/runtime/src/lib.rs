@@ -10,6 +10,7 @@
 //! SIGTERM ([`shutdown`]) and exports Prometheus metrics ([`telemetry`]).
 
 pub mod config;
+pub mod config_file;
 pub mod consumer;
 pub mod dlq;
 pub mod lease;

@@ -22,6 +22,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let policy = args.tiering.policy()?;
     let archive_every = im_runtime::config::parse_duration_secs(&args.archive_every)?;

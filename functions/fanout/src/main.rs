@@ -11,6 +11,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let store = args.common.stores()?.conversations(None)?;
     let client = args.common.start("im-fanout").await?;

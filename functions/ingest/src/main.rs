@@ -14,6 +14,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let client = args.common.start("im-ingest").await?;
     let config = im_ingest::Config {

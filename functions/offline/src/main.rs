@@ -199,6 +199,7 @@ fn providers(args: &Args) -> anyhow::Result<Providers> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let providers = providers(&args)?;
     let stores = args.common.stores()?;

@@ -16,6 +16,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let stores = args.common.stores()?;
     let conversations = stores.conversations(None)?;
