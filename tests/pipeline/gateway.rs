@@ -974,3 +974,33 @@ async fn a_device_mutes_and_unmutes_a_conversation() {
     let refused = bob.expect("error", WAIT).await;
     assert_eq!(refused["code"], "not_member", "{refused}");
 }
+
+/// Every HTTP refusal is JSON with a `code` (issue 17: schemathesis found
+/// axum's plain-text query errors and empty 404/405 bodies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_refusals_are_json_with_a_code() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let token = service_token();
+    for (method, path, status, code) in [
+        (
+            "GET",
+            "/v1/conversations/g:x/messages?limit=abc",
+            400,
+            "bad_request",
+        ),
+        ("GET", "/v1/notifications?limit=-1", 400, "bad_request"),
+        ("GET", "/v1/nothing-here", 404, "not_found"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+    ] {
+        let (got, body) = http(port, method, path, Some(&token), &[], "").await;
+        assert_eq!(got, status, "{method} {path}: {body}");
+        let value: Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+        assert_eq!(value["code"], code, "{method} {path}: {body}");
+        assert!(
+            value["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+}

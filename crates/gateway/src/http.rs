@@ -46,8 +46,49 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/v1/notifications", get(notifications))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // Every refusal is JSON with a code, the router's own too.
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; see schemas/openapi.json",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method; see schemas/openapi.json",
+            )
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(gateway)
+}
+
+/// A query string, or a JSON 400 saying what is wrong with it (axum's own
+/// rejection is plain text).
+struct JsonQuery<T>(T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for JsonQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(JsonQuery(value)),
+            Err(rejection) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("query string: {}", rejection.body_text()),
+            )),
+        }
+    }
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -236,7 +277,7 @@ async fn messages(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    JsonQuery(query): JsonQuery<HistoryQuery>,
 ) -> Response {
     let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
@@ -437,7 +478,7 @@ struct LogQuery {
 async fn notifications(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
-    Query(query): Query<LogQuery>,
+    JsonQuery(query): JsonQuery<LogQuery>,
 ) -> Response {
     let claims = match authorize(&gateway, &headers).await {
         Ok(claims) => claims,
