@@ -579,6 +579,46 @@ impl Device {
 
     /// The next frame with this op; other frames are kept for later.
     pub async fn expect(&mut self, op: &str, timeout: Duration) -> Value {
+        self.expect_where(op, timeout, |_| true).await
+    }
+
+    /// The next frame with this op for which `wanted` holds; other frames
+    /// are kept for later, in order.
+    pub async fn expect_where(
+        &mut self,
+        op: &str,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let found = self
+            .next_where(timeout, |frame| frame["op"] == op && wanted(frame))
+            .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no matching {op} frame within {timeout:?}; other frames: {:?}",
+                self.backlog
+            )
+        })
+    }
+
+    /// The ack or the error that answers the send `client_msg_id`.
+    pub async fn answer_to(&mut self, client_msg_id: &str, timeout: Duration) -> Value {
+        let found = self
+            .next_where(timeout, |frame| {
+                frame["client_msg_id"] == client_msg_id
+                    && (frame["op"] == "ack" || frame["op"] == "error")
+            })
+            .await;
+        found.unwrap_or_else(|| panic!("no answer to {client_msg_id} within {timeout:?}"))
+    }
+
+    /// The first frame within `timeout` for which `wanted` holds; the
+    /// others are put back, in order.
+    async fn next_where(
+        &mut self,
+        timeout: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         let mut skipped = Vec::new();
         let found = loop {
@@ -586,7 +626,7 @@ impl Device {
             let Some(frame) = self.next(left).await else {
                 break None;
             };
-            if frame["op"] == op {
+            if wanted(&frame) {
                 break Some(frame);
             }
             skipped.push(frame);
@@ -594,12 +634,7 @@ impl Device {
         for frame in skipped.into_iter().rev() {
             self.backlog.push_front(frame);
         }
-        found.unwrap_or_else(|| {
-            panic!(
-                "no {op} frame within {timeout:?}; other frames: {:?}",
-                self.backlog
-            )
-        })
+        found
     }
 
     /// Frames with this op until `count` arrived.

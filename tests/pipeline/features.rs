@@ -20,40 +20,12 @@ async fn say(device: &mut Device, conversation: &str, id: &str, text: &str) -> V
     answer_to(device, id).await
 }
 
-/// The ack or error frame that answers `client_msg_id`.
 async fn answer_to(device: &mut Device, client_msg_id: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    let mut others = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let frame = device.next(left).await.expect("an answer to the send");
-        if frame["client_msg_id"] == client_msg_id
-            && (frame["op"] == "ack" || frame["op"] == "error")
-        {
-            break frame;
-        }
-        others.push(frame);
-    };
-    device.backlog.extend(others);
-    found
+    device.answer_to(client_msg_id, WAIT).await
 }
 
-/// The next frame with `op` for which `matches` holds; others are kept.
 async fn expect_where(device: &mut Device, op: &str, matches: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + WAIT;
-    let mut others = Vec::new();
-    let found = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Some(frame) = device.next(left).await else {
-            panic!("no matching {op} frame within {WAIT:?}; others: {others:?}");
-        };
-        if frame["op"] == op && matches(&frame) {
-            break frame;
-        }
-        others.push(frame);
-    };
-    device.backlog.extend(others);
-    found
+    device.expect_where(op, WAIT, matches).await
 }
 
 /// A sender learns that the recipient's device received the message and

@@ -486,25 +486,15 @@ pub struct ReadMarked {
     pub seq: u64,
     pub source: String,
     pub event_id: String,
-    /// The other members told of the read (a `receipt` pushed to their
+    /// The other members told of the mark (a `receipt` pushed to their
     /// online devices); empty in large groups.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub receipt_to: Vec<String>,
 }
 
-/// A member's devices hold the conversation up to `seq`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeliveryMarked {
-    pub conversation_id: String,
-    pub user_id: String,
-    pub seq: u64,
-    pub source: String,
-    pub event_id: String,
-    /// The other members told of it (a pushed `receipt`); empty in large
-    /// groups.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub receipt_to: Vec<String>,
-}
+/// A member's devices hold the conversation up to `seq`: the same fields
+/// as a read mark, `receipt_to` naming who is told.
+pub type DeliveryMarked = ReadMarked;
 
 /// A reaction added to (or taken back from) a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

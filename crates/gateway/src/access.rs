@@ -127,6 +127,8 @@ pub struct Registry {
     pub strategy: Strategy,
     seen: Arc<Mutex<HashMap<String, (Registration, i64)>>>,
     turn: AtomicU64,
+    /// Left the registry (a drained gateway): announcing stops.
+    withdrawn: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -143,6 +145,7 @@ impl Registry {
             strategy,
             seen: Arc::new(Mutex::new(HashMap::new())),
             turn: AtomicU64::new(0),
+            withdrawn: std::sync::atomic::AtomicBool::new(false),
         });
         let seen = registry.seen.clone();
         tokio::spawn(async move {
@@ -184,16 +187,28 @@ impl Registry {
         }
     }
 
-    /// Leave the registry (a drained gateway, at its end).
+    /// Leave the registry for good (a drained gateway, at its end).
     pub async fn withdraw(&self, id: &str) {
+        self.withdrawn.store(true, Ordering::Release);
         let _ = self.bucket.delete(id).await;
     }
 
-    /// Keep announcing what `current` says, every [`REFRESH_EVERY`].
-    pub async fn keep_announcing(self: Arc<Self>, current: impl Fn() -> Registration + Send) {
+    /// Keep announcing what `current` says, every [`REFRESH_EVERY`], until
+    /// it has nothing to say (the gateway is gone) or the registration was
+    /// withdrawn.
+    pub async fn keep_announcing(
+        self: Arc<Self>,
+        current: impl Fn() -> Option<Registration> + Send,
+    ) {
         loop {
-            self.announce(&current()).await;
             tokio::time::sleep(REFRESH_EVERY).await;
+            if self.withdrawn.load(Ordering::Acquire) {
+                return;
+            }
+            let Some(registration) = current() else {
+                return;
+            };
+            self.announce(&registration).await;
         }
     }
 

@@ -221,16 +221,9 @@ impl Gateway {
         let weak = Arc::downgrade(&gateway);
         let registry = gateway.registry.clone();
         gateway.registry.announce(&gateway.registration()).await;
-        tokio::spawn(registry.keep_announcing(move || match weak.upgrade() {
-            Some(gateway) => gateway.registration(),
-            None => access::Registration {
-                id: String::new(),
-                url: String::new(),
-                connections: 0,
-                draining: true,
-                weight: 0,
-            },
-        }));
+        tokio::spawn(
+            registry.keep_announcing(move || weak.upgrade().map(|gateway| gateway.registration())),
+        );
         Ok(gateway)
     }
 

@@ -240,6 +240,40 @@ impl Members {
     }
 }
 
+/// Hand partitions over only once the set of live replicas has held still
+/// for a TTL: a replica that misses one announcement (a starved machine)
+/// must not send partitions back and forth. (Free partitions are taken at
+/// once either way.)
+struct Settling {
+    ttl: Duration,
+    last: Option<Vec<String>>,
+    since: std::time::Instant,
+}
+
+impl Settling {
+    fn new(ttl: Duration, now: std::time::Instant) -> Self {
+        Settling {
+            ttl,
+            last: None,
+            since: now,
+        }
+    }
+
+    /// Whether the live set seen at `now` has been the same for a TTL.
+    fn settled(&mut self, live: Option<&[String]>, now: std::time::Instant) -> bool {
+        let live = live.map(|live| {
+            let mut live = live.to_vec();
+            live.sort();
+            live
+        });
+        if live != self.last {
+            self.last = live;
+            self.since = now;
+        }
+        now.duration_since(self.since) >= self.ttl
+    }
+}
+
 /// Whether a failed renewal leaves the lease ours: yes if the write did not
 /// reach the bucket (a timeout, no stream leader) and a margin of the TTL
 /// is left since the last renewal; no if the revision moved on (another
@@ -286,28 +320,14 @@ where
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let mut last_live: Option<Vec<String>> = None;
-    let mut stable_since = std::time::Instant::now();
+    let mut settling = Settling::new(ttl, std::time::Instant::now());
     loop {
         let round = std::time::Instant::now();
         // Who should own what, if the other replicas can be seen.
         let shares = members
             .live(&owner, ttl)
             .map(|live| (assignment(&function, &partitions, &live), live));
-        // Hand partitions over only once the live set has held still for a
-        // TTL: a replica that misses one announcement (a starved machine)
-        // must not send partitions back and forth. Free partitions are
-        // taken at once either way.
-        let live_now = shares.as_ref().map(|(_, live)| {
-            let mut live = live.clone();
-            live.sort();
-            live
-        });
-        if live_now != last_live {
-            last_live = live_now;
-            stable_since = round;
-        }
-        let settled = stable_since.elapsed() >= ttl;
+        let settled = settling.settled(shares.as_ref().map(|(_, live)| live.as_slice()), round);
         // Decide every partition's step first, then write them all at once:
         // a round costs one round trip to the bucket, not one per partition
         // (done one after another, 16 renewals under load took longer than
@@ -589,6 +609,27 @@ mod tests {
             .filter(|p| three[*p] != "unread-2" && three[*p] == after_leave[*p])
             .count();
         assert!(kept >= 32, "survivors kept only {kept} of their partitions");
+    }
+
+    #[test]
+    fn hand_overs_wait_until_the_live_set_holds_still() {
+        let ttl = Duration::from_secs(2);
+        let start = std::time::Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut settling = Settling::new(ttl, start);
+        let two = names(2);
+        let one = names(1);
+        assert!(!settling.settled(Some(&two), at(0)));
+        assert!(!settling.settled(Some(&two), at(1_900)));
+        assert!(settling.settled(Some(&two), at(2_000)));
+        // One missed announcement: the set changes, and back again.
+        assert!(!settling.settled(Some(&one), at(2_600)));
+        assert!(!settling.settled(Some(&two), at(3_200)));
+        assert!(!settling.settled(Some(&two), at(5_100)));
+        assert!(settling.settled(Some(&two), at(5_200)));
+        // The order replicas are listed in does not matter.
+        let reversed: Vec<String> = two.iter().rev().cloned().collect();
+        assert!(settling.settled(Some(&reversed), at(5_300)));
     }
 
     #[test]

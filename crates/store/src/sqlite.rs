@@ -587,20 +587,11 @@ const CONVERSATION_MIGRATIONS: Migrations = &[
     "ALTER TABLE conversations ADD COLUMN history_visibility TEXT NOT NULL DEFAULT 'joined'",
     // v3: keys are purged by age, so find them by age.
     "CREATE INDEX IF NOT EXISTS idempotency_age ON idempotency(recorded_at_ms)",
-    // v4: replies, reactions, blocks and receipts. Older messages answer
-    // nothing; the new tables start empty, as the events that fill them
-    // did not exist before.
-    "ALTER TABLE messages ADD COLUMN reply_to INTEGER;
-     CREATE TABLE IF NOT EXISTS reactions(
-       conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, emoji TEXT NOT NULL, user_id TEXT NOT NULL,
-       PRIMARY KEY(conversation_id, seq, emoji, user_id)) WITHOUT ROWID;
-     CREATE TABLE IF NOT EXISTS blocks(
-       user_id TEXT NOT NULL, blocked_user_id TEXT NOT NULL,
-       PRIMARY KEY(user_id, blocked_user_id)) WITHOUT ROWID;
-     CREATE TABLE IF NOT EXISTS receipts(
-       conversation_id TEXT NOT NULL, user_id TEXT NOT NULL,
-       read_seq INTEGER NOT NULL, delivered_seq INTEGER NOT NULL,
-       PRIMARY KEY(conversation_id, user_id)) WITHOUT ROWID",
+    // v4: replies (older messages answer nothing). The tables of
+    // reactions, blocks and receipts come from the current schema, applied
+    // after the steps; they start empty, as the events that fill them did
+    // not exist before.
+    "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
 ];
 
 pub struct SqliteConversationStore {
