@@ -750,6 +750,16 @@ pub fn service_token() -> String {
 }
 
 impl Pipeline {
+    /// alice's and bob's phones, connected (to these gateway ports) and
+    /// seen online, so pushes reach them.
+    pub async fn online_pair(&self, alice_port: u16, bob_port: u16) -> (Device, Device) {
+        let alice = Device::connect(alice_port, "alice", "phone").await;
+        let bob = Device::connect(bob_port, "bob", "phone").await;
+        self.wait_online(&[("alice", "phone"), ("bob", "phone")])
+            .await;
+        (alice, bob)
+    }
+
     /// Wait until these devices are in the presence bucket, then a moment
     /// more for push's watch of it: pushes go only to devices seen online.
     pub async fn wait_online(&self, devices: &[(&str, &str)]) {

@@ -139,11 +139,7 @@ async fn a_draining_gateway_answers_its_sends_and_its_clients_move() {
     let drain = [("IM_DRAIN_SECS", "2")];
     let port_a = pipeline.start_gateway("gw-a", &drain).await;
     let port_b = pipeline.start_gateway("gw-b", &drain).await;
-    let mut alice = Device::connect(port_a, "alice", "phone").await;
-    let mut bob = Device::connect(port_b, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port_a, port_b).await;
     let count = 30;
     for n in 0..count {
         alice

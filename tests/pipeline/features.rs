@@ -35,11 +35,7 @@ async fn expect_where(device: &mut Device, op: &str, matches: impl Fn(&Value) ->
 async fn a_sender_sees_delivery_and_read_receipts() {
     let mut pipeline = Pipeline::start().await;
     let port = pipeline.start_gateway("gateway", &[]).await;
-    let mut alice = Device::connect(port, "alice", "phone").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port, port).await;
     let ack = say(&mut alice, "dm:alice:bob", "r1", "did you get this?").await;
     assert_eq!(ack["op"], "ack", "{ack}");
     let seq = ack["seq"].as_u64().unwrap();
@@ -90,11 +86,7 @@ async fn presence_follows_a_dead_gateway_and_tells_strangers_nothing() {
     let ttl = [("IM_PRESENCE_TTL_SECS", "3")];
     let port_a = pipeline.start_gateway("gw-a", &ttl).await;
     let port_b = pipeline.start_gateway("gw-b", &ttl).await;
-    let mut alice = Device::connect(port_a, "alice", "phone").await;
-    let mut bob = Device::connect(port_b, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port_a, port_b).await;
     let ack = say(&mut alice, "dm:alice:bob", "p1", "hi").await;
     assert_eq!(ack["op"], "ack", "{ack}");
     bob.collect_messages(1, WAIT).await;
@@ -203,11 +195,7 @@ async fn a_reaction_shows_in_history_and_changes_no_unread() {
     let port = pipeline.start_gateway("gateway", &[]).await;
     let members = ["alice".to_string(), "bob".to_string(), "carol".to_string()];
     pipeline.create_group("g:react", &members).await;
-    let mut alice = Device::connect(port, "alice", "phone").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port, port).await;
     let ack = say(&mut alice, "g:react", "x1", "lunch?").await;
     let seq = ack["seq"].as_u64().unwrap();
     bob.collect_messages(1, WAIT).await;
@@ -306,11 +294,7 @@ async fn a_reaction_shows_in_history_and_changes_no_unread() {
 async fn a_reply_carries_reply_to() {
     let mut pipeline = Pipeline::start().await;
     let port = pipeline.start_gateway("gateway", &[]).await;
-    let mut alice = Device::connect(port, "alice", "phone").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port, port).await;
     let first = say(&mut alice, "dm:alice:bob", "q1", "tea?").await;
     bob.collect_messages(1, WAIT).await;
     bob.send(

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use im_harness::{free_port, Kind, System};
+use im_harness::{free_ports, Kind, System};
 use im_pipeline_tests::{http, Device, Pipeline};
 use serde_json::json;
 
@@ -25,12 +25,7 @@ async fn status_of(port: u16, path: &str) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn functions_say_whether_they_are_alive_and_ready() {
-    // Six free ports in a row, one per function.
-    let base = std::iter::repeat_with(free_port)
-        .find(|port| {
-            (1..6u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
-        })
-        .unwrap();
+    let base = free_ports(6);
     let mut pipeline = Pipeline::start_on(System::builder().metrics_from(base)).await;
     let ports = pipeline.system.metrics.clone();
     assert_eq!(ports.len(), im_harness::FUNCTIONS.len(), "{ports:?}");
@@ -152,18 +147,10 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
 /// rules pass `promtool check rules` where promtool is installed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_and_the_alerts_use_only_metrics_the_system_serves() {
-    let base = std::iter::repeat_with(free_port)
-        .find(|port| {
-            (1..6u16).all(|i| std::net::TcpListener::bind(("127.0.0.1", port + i)).is_ok())
-        })
-        .unwrap();
+    let base = free_ports(6);
     let mut pipeline = Pipeline::start_on(System::builder().metrics_from(base)).await;
     let port = pipeline.start_gateway("gateway", &[]).await;
-    let mut alice = Device::connect(port, "alice", "phone").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("bob", "phone")])
-        .await;
+    let (mut alice, mut bob) = pipeline.online_pair(port, port).await;
     for n in 0..3 {
         alice
             .send(json!({"op": "send", "conversation_id": "dm:alice:bob", "client_msg_id": format!("o{n}"),

@@ -20,5 +20,5 @@ pub mod system;
 pub use binaries::{nats_server_binary, target_bin_dir, workspace_binary, workspace_root};
 pub use im_runtime::config::Durability;
 pub use nats::{NatsCluster, NatsServer};
-pub use process::{free_base, free_port, wait_for_port, wait_port, Kind, Proc};
+pub use process::{free_base, free_port, free_ports, wait_for_port, wait_port, Kind, Proc};
 pub use system::{Builder, GatewayProc, System, FUNCTIONS};

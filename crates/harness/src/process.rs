@@ -156,6 +156,19 @@ pub fn free_port() -> u16 {
         .expect("a free port on 127.0.0.1")
 }
 
+/// The first of `count` consecutive free ports (the functions' metrics
+/// endpoints, one each).
+pub fn free_ports(count: u16) -> u16 {
+    std::iter::repeat_with(free_port)
+        .find(|port| {
+            (1..count).all(|i| {
+                port.checked_add(i)
+                    .is_some_and(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+            })
+        })
+        .expect("free ports")
+}
+
 /// A base port with its neighbours free for a cluster of up to 3 nodes:
 /// clients at base..+2, routes at +2000.., monitoring at +5000...
 pub fn free_base() -> u16 {
