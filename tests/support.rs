@@ -128,6 +128,7 @@ impl Pipeline {
         data: Value,
         with_msg_id: bool,
     ) {
+        let subject = im_events::subjects::ingest_subject_for(event_type, &data);
         let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type,
                            "datacontenttype": "application/json", "data": data});
         let mut headers = HeaderMap::new();
@@ -137,12 +138,8 @@ impl Pipeline {
                 im_events::ids::nats_msg_id(source, id).as_str(),
             );
         }
-        self.publish_raw(
-            &im_events::subjects::ingest_subject(event_type),
-            headers,
-            serde_json::to_vec(&event).unwrap(),
-        )
-        .await;
+        self.publish_raw(&subject, headers, serde_json::to_vec(&event).unwrap())
+            .await;
     }
 
     pub async fn publish_raw(&self, subject: &str, headers: HeaderMap, payload: Vec<u8>) {
@@ -184,7 +181,7 @@ impl Pipeline {
                 let stream = self.js.get_stream(stream).await.unwrap();
                 count += stream.consumer_names().count().await;
             }
-            if count == 1 + 4 * im_runtime::topology::topology().partitions.conversation as usize {
+            if count == 5 * im_runtime::topology::topology().partitions.conversation as usize {
                 return;
             }
             assert!(

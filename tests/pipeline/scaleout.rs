@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use im_pipeline_tests::Pipeline;
-use im_store::UserStore;
+use im_store::{ConversationStore, UserStore};
 
-/// Who holds each of unread's partitions now.
-async fn owners(pipeline: &Pipeline, partitions: u32) -> HashMap<u32, String> {
+/// Who holds each of `function`'s partitions now.
+async fn owners(pipeline: &Pipeline, function: &str, partitions: u32) -> HashMap<u32, String> {
     let bucket = pipeline
         .js
         .get_key_value(im_events::subjects::LEASE_BUCKET)
@@ -18,20 +18,25 @@ async fn owners(pipeline: &Pipeline, partitions: u32) -> HashMap<u32, String> {
         .unwrap();
     let mut owners = HashMap::new();
     for partition in 0..partitions {
-        if let Ok(Some(value)) = bucket.get(format!("unread.{partition}")).await {
+        if let Ok(Some(value)) = bucket.get(format!("{function}.{partition}")).await {
             owners.insert(partition, String::from_utf8_lossy(&value).into_owned());
         }
     }
     owners
 }
 
-/// Ten messages, one in each of ten direct conversations.
+/// Messages in each conversation per round, published back to back.
+const PER_ROUND: usize = 3;
+
+/// Three messages in each of ten direct conversations, interleaved.
 async fn round(pipeline: &Pipeline, n: usize) {
-    for i in 0..10 {
-        let id = format!("r{n}-{i}");
-        pipeline
-            .send_text(&format!("dm:u{i}:v{i}"), &format!("u{i}"), &id, &id)
-            .await;
+    for k in 0..PER_ROUND {
+        for i in 0..10 {
+            let id = format!("r{n}-{i}-{k}");
+            pipeline
+                .send_text(&format!("dm:u{i}:v{i}"), &format!("u{i}"), &id, &id)
+                .await;
+        }
     }
 }
 
@@ -43,9 +48,11 @@ fn shares(owners: &HashMap<u32, String>) -> HashMap<String, usize> {
     shares
 }
 
-/// Wait until unread's partitions are held as `expected` (instance → count).
+/// Wait until `function`'s partitions are held as `expected` (instance →
+/// count).
 async fn wait_shares(
     pipeline: &Pipeline,
+    function: &str,
     partitions: u32,
     expected: &[(&str, usize)],
     timeout: Duration,
@@ -53,13 +60,13 @@ async fn wait_shares(
     let started = Instant::now();
     let want: HashMap<String, usize> = expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     loop {
-        let now = owners(pipeline, partitions).await;
+        let now = owners(pipeline, function, partitions).await;
         if now.len() == partitions as usize && shares(&now) == want {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < timeout,
-            "after {timeout:?} unread's partitions are held as {:?}, not {want:?}",
+            "after {timeout:?} {function}'s partitions are held as {:?}, not {want:?}",
             shares(&now)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -77,15 +84,15 @@ fn status(pipeline: &Pipeline) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).expect("JSON")
 }
 
-/// What `imctl status` says of unread: (instance, pid, partitions).
-fn unread_replicas(status: &serde_json::Value) -> Vec<(String, Option<u64>, Vec<u64>)> {
-    let unread = status["functions"]
+/// What `imctl status` says of `function`: (instance, pid, partitions).
+fn replicas(status: &serde_json::Value, function: &str) -> Vec<(String, Option<u64>, Vec<u64>)> {
+    let found = status["functions"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["name"] == "unread")
-        .expect("unread in the status");
-    unread["replicas"]
+        .find(|f| f["name"] == function)
+        .expect("the function in the status");
+    found["replicas"]
         .as_array()
         .unwrap()
         .iter()
@@ -104,6 +111,26 @@ fn unread_replicas(status: &serde_json::Value) -> Vec<(String, Option<u64>, Vec<
         .collect()
 }
 
+/// Both kinds of partitioned function: unread (by user) and ingest (keyed
+/// by conversation, which every publisher here does).
+const SCALED: [&str; 2] = ["unread", "ingest"];
+
+/// Wait until each of [`SCALED`] is held as `expected(function)`.
+async fn wait_all(
+    pipeline: &Pipeline,
+    partitions: u32,
+    expected: impl Fn(&str) -> Vec<(String, usize)>,
+    timeout: Duration,
+) -> Duration {
+    let mut longest = Duration::ZERO;
+    for function in SCALED {
+        let want = expected(function);
+        let want: Vec<(&str, usize)> = want.iter().map(|(i, n)| (i.as_str(), *n)).collect();
+        longest = longest.max(wait_shares(pipeline, function, partitions, &want, timeout).await);
+    }
+    longest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     let mut pipeline = Pipeline::start().await;
@@ -113,16 +140,19 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
         "{partitions}"
     );
     let half = partitions as usize / 2;
+    let halves = |function: &str| {
+        vec![
+            (function.to_string(), half),
+            (format!("{function}-2"), half),
+        ]
+    };
+    let whole = |function: &str| vec![(function.to_string(), partitions as usize)];
     round(&pipeline, 0).await;
-    // A second replica joins: the first hands it half.
-    pipeline.spawn("unread", "unread-2");
-    let joined = wait_shares(
-        &pipeline,
-        partitions,
-        &[("unread", half), ("unread-2", half)],
-        Duration::from_secs(30),
-    )
-    .await;
+    // A second replica of each joins: the first hands it half.
+    for function in SCALED {
+        pipeline.spawn(function, &format!("{function}-2"));
+    }
+    let joined = wait_all(&pipeline, partitions, halves, Duration::from_secs(30)).await;
     round(&pipeline, 1).await;
     // The operator sees it: each replica with its pid and its share, each
     // partition once; every function listed, ingest included.
@@ -134,40 +164,35 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, im_harness::FUNCTIONS, "{seen}");
-    let replicas = unread_replicas(&seen);
-    assert_eq!(replicas.len(), 2, "{seen}");
-    let mut all: Vec<u64> = Vec::new();
-    for (instance, pid, owned) in &replicas {
-        assert_eq!(owned.len(), half, "{instance}: {seen}");
-        assert_eq!(
-            *pid,
-            pipeline.process(instance).pid().map(u64::from),
-            "{instance}"
-        );
-        all.extend(owned);
+    for function in SCALED {
+        let replicas = replicas(&seen, function);
+        assert_eq!(replicas.len(), 2, "{function}: {seen}");
+        let mut all: Vec<u64> = Vec::new();
+        for (instance, pid, owned) in &replicas {
+            assert_eq!(owned.len(), half, "{instance}: {seen}");
+            assert_eq!(
+                *pid,
+                pipeline.process(instance).pid().map(u64::from),
+                "{instance}"
+            );
+            all.extend(owned);
+        }
+        all.sort();
+        assert_eq!(all, (0..partitions as u64).collect::<Vec<_>>(), "{seen}");
     }
-    all.sort();
-    assert_eq!(all, (0..partitions as u64).collect::<Vec<_>>(), "{seen}");
     assert!(!seen["nats"].as_array().unwrap().is_empty(), "{seen}");
-    // SIGKILL one: the survivor takes its share within the TTL and a margin.
-    pipeline.process("unread-2").kill9();
-    let failover = wait_shares(
-        &pipeline,
-        partitions,
-        &[("unread", partitions as usize)],
-        Duration::from_secs(15),
-    )
-    .await;
+    // SIGKILL one of each: the survivor takes its share within the TTL and
+    // a margin.
+    for function in SCALED {
+        pipeline.process(&format!("{function}-2")).kill9();
+    }
+    let failover = wait_all(&pipeline, partitions, whole, Duration::from_secs(15)).await;
     round(&pipeline, 2).await;
-    // It comes back: they share again.
-    pipeline.process("unread-2").spawn().unwrap();
-    let rejoined = wait_shares(
-        &pipeline,
-        partitions,
-        &[("unread", half), ("unread-2", half)],
-        Duration::from_secs(30),
-    )
-    .await;
+    // They come back: they share again.
+    for function in SCALED {
+        pipeline.process(&format!("{function}-2")).spawn().unwrap();
+    }
+    let rejoined = wait_all(&pipeline, partitions, halves, Duration::from_secs(30)).await;
     round(&pipeline, 3).await;
     pipeline.settle(Duration::from_secs(60)).await;
     eprintln!("shared after {joined:?}, failover {failover:?}, shared again after {rejoined:?}");
@@ -180,7 +205,8 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
             .user_conversation(&recipient, &conversation)
             .unwrap()
             .unwrap();
-        assert_eq!((row.last_seq, row.unread()), (4, 4), "{recipient}");
+        let total = 4 * PER_ROUND as u64;
+        assert_eq!((row.last_seq, row.unread()), (total, total), "{recipient}");
         let seqs: Vec<u64> = users
             .sync_items(&recipient, 0, 100)
             .unwrap()
@@ -188,6 +214,147 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
             .filter(|r| r.item["type"] == "message")
             .map(|r| r.item["seq"].as_u64().unwrap())
             .collect();
-        assert_eq!(seqs, vec![1, 2, 3, 4], "{recipient}");
+        assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "{recipient}");
+        // In the order they were published, across every hand-over.
+        let texts: Vec<String> = pipeline
+            .conversations()
+            .history(&conversation, None, 100)
+            .unwrap()
+            .iter()
+            .map(|m| m.event_id.clone())
+            .collect();
+        let sent: Vec<String> = (0..4)
+            .flat_map(|n| (0..PER_ROUND).map(move |k| format!("r{n}-{i}-{k}")))
+            .collect();
+        assert_eq!(texts, sent, "{conversation}");
     }
+}
+
+/// Ingest before it was partitioned read IM_INGEST through one consumer
+/// (`ingest`, later `ingest-e<epoch>`). Upgraded in place: the stream gains
+/// its keyed transform, partition 0 (the unkeyed reader) starts exactly
+/// after the old consumer's ack floor and fences it off, and keyed events
+/// reach their own partition only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_from_before_partitioning_hands_its_place_to_partition_zero() {
+    use futures::StreamExt;
+    use im_runtime::topology::{
+        ensure_streams_with, stream_config_with, take_over_consumer, topology, MaxBytes,
+    };
+    let nats = im_harness::NatsServer::start().unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let partitions = topology().partitions.conversation;
+    // The stream and consumer as the earlier release made them.
+    let mut old = topology()
+        .streams
+        .iter()
+        .find(|d| d.name == "IM_INGEST")
+        .unwrap()
+        .clone();
+    old.keyed = false;
+    js.create_stream(stream_config_with(
+        &old,
+        1,
+        partitions,
+        &MaxBytes::default(),
+    ))
+    .await
+    .unwrap();
+    for n in 1..=6 {
+        js.publish("im.ingest.message.send", format!("{n}").into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let stream = js.get_stream("IM_INGEST").await.unwrap();
+    let legacy = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("ingest-e41".into()),
+            filter_subject: "im.ingest.>".into(),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, max: usize| async move {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(max)
+            .expires(Duration::from_millis(800))
+            .messages()
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(Ok(message)) = batch.next().await {
+            message.double_ack().await.unwrap();
+            got.push((
+                message.subject.to_string(),
+                String::from_utf8_lossy(&message.payload).into_owned(),
+            ));
+        }
+        got
+    };
+    assert_eq!(
+        fetch(legacy, 4).await.len(),
+        4,
+        "the old ingest handled 1-4"
+    );
+    // The upgrade.
+    ensure_streams_with(&js, 1, partitions, &MaxBytes::default())
+        .await
+        .unwrap();
+    // A keyed event, and where the stream put it.
+    let keyed = im_events::subjects::keyed_ingest_subject("im.message.send", "g:upgrade");
+    let seq = js
+        .publish(keyed, "keyed".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap()
+        .sequence;
+    let stored = stream
+        .get_raw_message(seq)
+        .await
+        .unwrap()
+        .subject
+        .to_string();
+    let partition: u32 = stored
+        .strip_prefix("im.keyed.")
+        .and_then(|rest| rest.split('.').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("stored as {stored}"));
+    assert!(partition < partitions, "{stored}");
+    let def = topology().consumer("ingest").unwrap();
+    let zero = take_over_consumer(&js, def, 0, 1).await.unwrap();
+    let mut expected: Vec<(String, String)> = (5..=6)
+        .map(|n| ("im.ingest.message.send".to_string(), n.to_string()))
+        .collect();
+    if partition == 0 {
+        expected.push((stored.clone(), "keyed".into()));
+    }
+    assert_eq!(
+        fetch(zero, 10).await,
+        expected,
+        "partition 0 after the old floor"
+    );
+    let names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    assert_eq!(names, ["ingest-p0-e1"], "the old consumer is fenced off");
+    if partition != 0 {
+        let own = take_over_consumer(&js, def, partition, 1).await.unwrap();
+        assert_eq!(fetch(own, 10).await, [(stored, "keyed".to_string())]);
+    }
+    // Nothing can be written where keyed events are stored but through the
+    // transform: no stream listens there.
+    let direct = js
+        .publish(format!("im.keyed.{partition}.00.message.send"), "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(direct.is_err(), "{direct:?}");
 }

@@ -612,7 +612,7 @@ pub async fn fanout(
         } else {
             "im.conversation.members.add"
         };
-        (im_events::subjects::ingest_subject(event_type), json!({"specversion": "1.0", "id": id, "source": "urn:bench", "type": event_type, "datacontenttype": "application/json", "data": data}).to_string())
+        (im_events::subjects::ingest_subject_for(event_type, &data), json!({"specversion": "1.0", "id": id, "source": "urn:bench", "type": event_type, "datacontenttype": "application/json", "data": data}).to_string())
     };
     let big = format!("g:fan{run}");
     let small = format!("g:fansmall{run}");
@@ -774,7 +774,13 @@ pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value>
     let mut pending = std::collections::VecDeque::new();
     for n in 0..messages {
         let body = send_event(&format!("rec-{run}-{n}"), &conversation, &from);
-        pending.push_back(js.publish("im.ingest.message.send", body.into()).await?);
+        pending.push_back(
+            js.publish(
+                im_events::subjects::keyed_ingest_subject("im.message.send", &conversation),
+                body.into(),
+            )
+            .await?,
+        );
         if pending.len() >= 256 {
             pending.pop_front().expect("non-empty").await?;
         }

@@ -123,7 +123,7 @@ pub async fn redrive_one(
             answer["status"].as_str().unwrap_or_default()
         ));
     }
-    let subject = header(letter, H_SUBJECT);
+    let subject = im_events::subjects::republish_subject(&header(letter, H_SUBJECT));
     anyhow::ensure!(
         !subject.is_empty(),
         "dead letter {} names no original subject",

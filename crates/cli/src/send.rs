@@ -56,7 +56,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let client = im_runtime::config::connect(&args.nats_url, "imctl").await?;
     let js = async_nats::jetstream::new(client);
-    let subject = im_events::subjects::ingest_subject(&args.event_type);
+    let subject = im_events::subjects::ingest_subject_for(&args.event_type, &data);
     let time = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
     let mut headers = HeaderMap::new();
     headers.insert(

@@ -81,6 +81,31 @@ pub fn direct_conversation_id(a: &str, b: &str) -> String {
     }
 }
 
+/// A conversation id in its one canonical form: a direct conversation's
+/// two users in order (`dm:b:a` → `dm:a:b`), any other id as it is.
+pub fn canonical_conversation_id(conversation_id: &str) -> std::borrow::Cow<'_, str> {
+    match direct_members(conversation_id) {
+        Some((a, b)) if a > b => std::borrow::Cow::Owned(direct_conversation_id(a, b)),
+        _ => std::borrow::Cow::Borrowed(conversation_id),
+    }
+}
+
+/// The conversation that orders an inbound event, read from its type and
+/// data as published (the key of its ingest subject): what
+/// [`crate::Command::conversation_id`] says of the parsed, normalized event,
+/// or None when the data does not name a valid one (ingest refuses the
+/// event then, with the reason).
+pub fn ordering_key(event_type: &str, data: &serde_json::Value) -> Option<String> {
+    let field = |name: &str| data.get(name)?.as_str().filter(|id| is_valid_id(id));
+    let key = match event_type {
+        "im.user.block" | "im.user.unblock" => {
+            direct_conversation_id(field("user_id")?, field("blocked_user_id")?)
+        }
+        _ => canonical_conversation_id(field("conversation_id")?).into_owned(),
+    };
+    Some(key)
+}
+
 /// The two members named by a `dm:` conversation id, if it is one.
 /// User ids may not contain `:` for this form to be unambiguous, so a `dm:`
 /// id with any other number of parts is not a direct conversation id.

@@ -21,8 +21,85 @@ pub fn ingest_subject(event_type: &str) -> String {
     )
 }
 
+/// Keyed ingest, as published: `im.ingest.k.<hex of the conversation
+/// id>.<type without im.>`. IM_INGEST's subject transform stores it as
+/// [`keyed_stored_prefix`]`.<p>.<hex>.<type>`, `p` a hash of the key: ingest
+/// partition `p` reads it, so one conversation's keyed events stay in order
+/// while the partitions run in parallel. Unkeyed events
+/// (`im.ingest.<type>`) are read by ingest partition 0.
+pub fn keyed_ingest_subject(event_type: &str, conversation_id: &str) -> String {
+    format!(
+        "{KEYED_INGEST_PREFIX}.{}.{}",
+        hex(conversation_id),
+        event_type.strip_prefix("im.").unwrap_or(event_type)
+    )
+}
+
+/// What keyed publishers publish under.
+pub const KEYED_INGEST_PREFIX: &str = "im.ingest.k";
+/// What IM_INGEST stores keyed events under (outside `im.ingest.>`, so the
+/// unkeyed reader does not see them, and no publisher can write there
+/// directly: no stream listens on it).
+pub const KEYED_STORED_PREFIX: &str = "im.keyed";
+
+/// IM_INGEST's subject transform for `partitions` ingest partitions:
+/// (source, destination).
+pub fn keyed_ingest_transform(partitions: u32) -> (String, String) {
+    (
+        format!("{KEYED_INGEST_PREFIX}.*.>"),
+        format!("{KEYED_STORED_PREFIX}.{{{{partition({partitions},1)}}}}.{{{{wildcard(1)}}}}.>"),
+    )
+}
+
+/// The subject a publisher should use for an event: keyed by the
+/// conversation that orders it when one can be told from its data, else
+/// unkeyed (ingest then refuses it with the reason).
+pub fn ingest_subject_for(event_type: &str, data: &serde_json::Value) -> String {
+    match crate::ids::ordering_key(event_type, data) {
+        Some(key) => keyed_ingest_subject(event_type, &key),
+        None => ingest_subject(event_type),
+    }
+}
+
+/// The subject to publish a stored ingest event on again (a redriven dead
+/// letter): a keyed event as its publisher published it, the partition
+/// the stream gave it left out; any other subject as it is.
+pub fn republish_subject(stored: &str) -> String {
+    stored
+        .strip_prefix(KEYED_STORED_PREFIX)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.split_once('.'))
+        .map(|(_, rest)| format!("{KEYED_INGEST_PREFIX}.{rest}"))
+        .unwrap_or_else(|| stored.to_string())
+}
+
+/// The key token and the rest of a keyed ingest subject, as published or
+/// as stored.
+fn keyed_parts(subject: &str) -> Option<(&str, &str)> {
+    let rest = match subject.strip_prefix(KEYED_INGEST_PREFIX) {
+        Some(rest) => rest.strip_prefix('.')?,
+        None => {
+            let rest = subject
+                .strip_prefix(KEYED_STORED_PREFIX)?
+                .strip_prefix('.')?;
+            rest.split_once('.')?.1
+        }
+    };
+    let (key, event) = rest.split_once('.')?;
+    (!key.is_empty() && !event.is_empty()).then_some((key, event))
+}
+
+/// The conversation a keyed ingest subject was keyed by (None for an
+/// unkeyed one; `Some(None)` for a key that is not hex).
+pub fn ingest_key_of_subject(subject: &str) -> Option<Option<String>> {
+    keyed_parts(subject).map(|(key, _)| unhex(key))
+}
+
 /// The event type a publisher meant by its ingest subject.
 pub fn type_from_ingest_subject(subject: &str) -> Option<String> {
+    if let Some((_, event)) = keyed_parts(subject) {
+        return Some(format!("im.{event}"));
+    }
     subject
         .strip_prefix("im.ingest.")
         .map(|rest| format!("im.{rest}"))
@@ -171,6 +248,45 @@ mod tests {
         assert_eq!(
             type_from_ingest_subject("im.ingest.conversation.members.add").as_deref(),
             Some("im.conversation.members.add")
+        );
+        let keyed = keyed_ingest_subject("im.message.send", "g.1");
+        assert_eq!(keyed, "im.ingest.k.672e31.message.send");
+        assert_eq!(
+            type_from_ingest_subject(&keyed).as_deref(),
+            Some("im.message.send")
+        );
+        let stored = "im.keyed.3.672e31.conversation.members.add";
+        assert_eq!(
+            type_from_ingest_subject(stored).as_deref(),
+            Some("im.conversation.members.add")
+        );
+        assert_eq!(ingest_key_of_subject(stored), Some(Some("g.1".into())));
+        assert_eq!(
+            republish_subject(stored),
+            "im.ingest.k.672e31.conversation.members.add"
+        );
+        assert_eq!(
+            republish_subject("im.ingest.user.mute"),
+            "im.ingest.user.mute"
+        );
+        assert_eq!(ingest_key_of_subject(&keyed), Some(Some("g.1".into())));
+        assert_eq!(
+            ingest_key_of_subject("im.keyed.3.zz.message.send"),
+            Some(None)
+        );
+        assert_eq!(ingest_key_of_subject("im.ingest.message.send"), None);
+        // Too short to be keyed: read as an (unknown) unkeyed type.
+        assert_eq!(ingest_key_of_subject("im.ingest.k.672e31"), None);
+        assert_eq!(
+            type_from_ingest_subject("im.ingest.k.672e31").as_deref(),
+            Some("im.k.672e31")
+        );
+        assert_eq!(
+            keyed_ingest_transform(4),
+            (
+                "im.ingest.k.*.>".to_string(),
+                "im.keyed.{{partition(4,1)}}.{{wildcard(1)}}.>".to_string()
+            )
         );
         assert_eq!(
             timeline_subject(3, "im.message.committed"),

@@ -219,6 +219,11 @@ async fn post_event(
         }
     }
     let event_type = inbound.command.type_name();
+    // Keyed by its conversation: ingest partitions keep each one in order.
+    let subject = im_events::subjects::keyed_ingest_subject(
+        event_type,
+        &im_events::ids::canonical_conversation_id(&inbound.command.conversation_id()),
+    );
     let mut nats_headers = async_nats::HeaderMap::new();
     nats_headers.insert(
         "Nats-Msg-Id",
@@ -234,11 +239,7 @@ async fn post_event(
     }
     let published = gateway
         .js
-        .publish_with_headers(
-            im_events::subjects::ingest_subject(event_type),
-            nats_headers,
-            body,
-        )
+        .publish_with_headers(subject.clone(), nats_headers, body)
         .await;
     let ack = match published {
         Ok(future) => future.await,
@@ -257,10 +258,7 @@ async fn post_event(
         )
             .into_response(),
         Err(e) if im_runtime::publish::is_storage_full(&e.to_string()) => {
-            let (code, message) = crate::storage_full(
-                &im_events::subjects::ingest_subject(event_type),
-                &e.to_string(),
-            );
+            let (code, message) = crate::storage_full(&subject, &e.to_string());
             error(StatusCode::INSUFFICIENT_STORAGE, &code, message)
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry")),

@@ -432,6 +432,8 @@ impl Gateway {
             .as_str()
             .unwrap_or_default()
             .to_string();
+        // Keyed by its conversation: ingest partitions keep each one in order.
+        let subject = im_events::subjects::ingest_subject_for(event_type, &data);
         let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
                            "datacontenttype": "application/json", "data": data});
         let mut headers = async_nats::HeaderMap::new();
@@ -441,13 +443,7 @@ impl Gateway {
         );
         let payload =
             serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
-        let mut pending = self
-            .publish_for_reply(
-                im_events::subjects::ingest_subject(event_type),
-                headers,
-                payload,
-            )
-            .await?;
+        let mut pending = self.publish_for_reply(subject, headers, payload).await?;
         // A quick resend that JetStream dropped: the original has the answer.
         pending.send = event_type == "im.message.send";
         pending.duplicate &= pending.send;

@@ -628,7 +628,7 @@ pub async fn run_function<H: BatchHandler>(
         "{partitions} partitions exceed the {} concurrent publishers one process supports",
         crate::publish::MAX_CONCURRENT_PUBLISHERS
     );
-    // An unpartitioned function (ingest) has one partition: one active
+    // An unpartitioned function would have one partition: one active
     // replica at a time holds its lease, so events keep their stream order
     // however many replicas run, and a standby takes over on failure.
     run_partitions(

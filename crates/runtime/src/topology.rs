@@ -40,6 +40,10 @@ pub struct StreamDef {
     pub duplicate_window_secs: u64,
     #[serde(default)]
     pub republish: Option<Republish>,
+    /// Stores keyed ingest subjects under their partition (see
+    /// [`im_events::subjects::keyed_ingest_transform`]).
+    #[serde(default)]
+    pub keyed: bool,
     pub description: String,
 }
 
@@ -50,6 +54,14 @@ pub struct ConsumerDef {
     pub durable: String,
     pub filter: String,
     pub partitioned_by: Option<String>,
+    /// A second filter partition 0 reads (ingest: the unkeyed events).
+    #[serde(default)]
+    pub partition_0_also: Option<String>,
+    /// The durable name releases before this consumer was partitioned used:
+    /// such consumers (and their `-e<epoch>` forms) count as partition 0's
+    /// oldest, so partition 0 starts after their ack floor and fences them.
+    #[serde(default)]
+    pub legacy_durable: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -209,6 +221,13 @@ pub fn stream_config_with(
             destination: r.dest.clone(),
             headers_only: false,
         }),
+        subject_transform: def.keyed.then(|| {
+            let (source, destination) = im_events::subjects::keyed_ingest_transform(partitions);
+            stream::SubjectTransform {
+                source,
+                destination,
+            }
+        }),
         ..Default::default()
     }
 }
@@ -302,11 +321,27 @@ pub fn filter_subject(def: &ConsumerDef, partition: u32) -> String {
     def.filter.replace("{p}", &partition.to_string())
 }
 
+/// Every subject partition `partition` of `def` reads.
+pub fn filter_subjects(def: &ConsumerDef, partition: u32) -> Vec<String> {
+    let mut filters = vec![filter_subject(def, partition)];
+    if partition == 0 {
+        filters.extend(def.partition_0_also.clone());
+    }
+    filters
+}
+
 pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Config {
     let defaults = &topology().consumer_defaults;
+    let mut filters = filter_subjects(def, partition);
+    let (filter_subject, filter_subjects) = if filters.len() == 1 {
+        (filters.remove(0), Vec::new())
+    } else {
+        (String::new(), filters)
+    };
     consumer::pull::Config {
         durable_name: Some(durable_name(def, partition)),
-        filter_subject: filter_subject(def, partition),
+        filter_subject,
+        filter_subjects,
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
         ack_wait: Duration::from_secs(defaults.ack_wait_secs),
@@ -331,11 +366,21 @@ pub fn epoch_durable_name(def: &ConsumerDef, partition: u32, epoch: u64) -> Stri
 /// The epoch of a consumer of this partition (`Some(0)` for the unversioned
 /// name older releases used), or None if the name is another partition's.
 pub fn consumer_epoch(def: &ConsumerDef, partition: u32, name: &str) -> Option<u64> {
-    let base = durable_name(def, partition);
-    if name == base {
-        return Some(0);
+    let versions = |base: &str| -> Option<u64> {
+        if name == base {
+            return Some(0);
+        }
+        name.strip_prefix(base)?.strip_prefix("-e")?.parse().ok()
+    };
+    if let Some(epoch) = versions(&durable_name(def, partition)) {
+        return Some(epoch);
     }
-    name.strip_prefix(&base)?.strip_prefix("-e")?.parse().ok()
+    // A release before the function was partitioned: older than any owner
+    // of partition 0, whatever epoch its name carries.
+    match &def.legacy_durable {
+        Some(legacy) if partition == 0 => versions(legacy).map(|_| 0),
+        _ => None,
+    }
 }
 
 /// Why a take-over did not happen.
@@ -557,6 +602,21 @@ mod tests {
         assert_eq!(consumer_epoch(def, 1, "unread-p10-e42"), None);
         assert_eq!(consumer_epoch(def, 1, "unread-p1-ex"), None);
         assert_eq!(consumer_epoch(def, 1, "offline-p1-e42"), None);
+        // Ingest's consumers from before it was partitioned are partition
+        // 0's oldest, whatever their epoch.
+        let ingest = topology().consumer("ingest").unwrap();
+        assert_eq!(epoch_durable_name(ingest, 0, 7), "ingest-p0-e7");
+        assert_eq!(consumer_epoch(ingest, 0, "ingest-p0-e7"), Some(7));
+        assert_eq!(consumer_epoch(ingest, 0, "ingest-e900"), Some(0));
+        assert_eq!(consumer_epoch(ingest, 0, "ingest"), Some(0));
+        assert_eq!(consumer_epoch(ingest, 1, "ingest-e900"), None);
+        assert_eq!(consumer_epoch(ingest, 0, "ingest-p1-e7"), None);
+        assert_eq!(filter_subjects(ingest, 0), ["im.keyed.0.>", "im.ingest.>"]);
+        assert_eq!(filter_subjects(ingest, 2), ["im.keyed.2.>"]);
+        let config = consumer_config(ingest, 0);
+        assert!(config.filter_subject.is_empty());
+        assert_eq!(config.filter_subjects.len(), 2);
+        assert_eq!(consumer_config(ingest, 2).filter_subject, "im.keyed.2.>");
     }
 
     #[test]

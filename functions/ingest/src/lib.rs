@@ -5,6 +5,11 @@
 //! order. Membership is checked by `dedupe`, the only place that sees a
 //! conversation's events in order (a send right after its create must pass).
 //! Everything refused ends in `IM_DLQ` with a reason.
+//!
+//! Ingest itself is partitioned like dedupe: partition p reads the events
+//! publishers keyed by conversation and IM_INGEST's transform stored under
+//! `im.keyed.p.…`; partition 0 also reads the unkeyed `im.ingest.>` ones
+//! (see `im_events::subjects::keyed_ingest_subject`).
 
 use std::sync::Arc;
 
@@ -48,6 +53,7 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
         command,
     } = inbound;
     let command = normalize(command)?;
+    check_key(&message.subject, &command)?;
     check_source(&source, &command)?;
     let received = rfc3339_ms(message.published_ms);
     let subject = accepted_subject(
@@ -62,6 +68,27 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
     );
     accepted.imreceived = Some(received);
     Ok((subject, accepted))
+}
+
+/// A keyed event must be keyed by the conversation that orders it: its
+/// key picks the ingest partition, and a conversation's events keep their
+/// order only within one partition.
+pub fn check_key(subject: &str, command: &Command) -> Result<(), EventError> {
+    let Some(key) = im_events::subjects::ingest_key_of_subject(subject) else {
+        return Ok(());
+    };
+    let conversation = command.conversation_id();
+    if key.as_deref() == Some(conversation.as_ref()) {
+        return Ok(());
+    }
+    Err(EventError::new(
+        ErrorCode::SchemaViolation,
+        format!(
+            "{subject} is keyed by {}, but the event is about {conversation}: key it by the hex of {conversation} (im.ingest.k.{}.<type>) or publish it unkeyed",
+            key.map_or_else(|| "a key that is not hex".to_string(), |k| format!("{k:?}")),
+            im_events::subjects::hex(&conversation)
+        ),
+    ))
 }
 
 /// A user's source (`urn:im:device:<user>:…`, `urn:im:user:<user>`) carries
@@ -466,6 +493,46 @@ mod tests {
         let identity = identity_of(&incoming("im.ingest.message.send", event));
         assert_eq!(identity.event_id.as_deref(), Some("e1"));
         assert_eq!(identity.source.as_deref(), Some("urn:t"));
+    }
+
+    /// The key publishers compute from an event's data is the conversation
+    /// ingest orders it by: every inbound example, keyed as the gateway
+    /// keys it (a direct id out of order too), is accepted; keyed by
+    /// another conversation, or by a key that is not hex, it is refused.
+    #[test]
+    fn keyed_events_must_be_keyed_by_their_conversation() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/examples");
+        let mut checked = 0;
+        for event_type in im_events::INBOUND_TYPES {
+            let text = std::fs::read_to_string(format!("{dir}/{event_type}.json")).unwrap();
+            let mut event: serde_json::Value = serde_json::from_str(&text).unwrap();
+            if let Some(id) = event["data"]["conversation_id"].as_str() {
+                if let Some((a, b)) = im_events::ids::direct_members(id) {
+                    event["data"]["conversation_id"] = json!(format!("dm:{b}:{a}"));
+                }
+            }
+            let subject = im_events::subjects::ingest_subject_for(event_type, &event["data"]);
+            assert!(subject.starts_with("im.ingest.k."), "{subject}");
+            let stored = subject.replace("im.ingest.k.", "im.keyed.3.");
+            for subject in [&subject, &stored] {
+                if let Err(error) = decide(&incoming(subject, event.clone()), &config()) {
+                    panic!("{event_type} on {subject}: {error:?}");
+                }
+            }
+            let elsewhere = im_events::subjects::keyed_ingest_subject(event_type, "g:other");
+            let error = decide(&incoming(&elsewhere, event.clone()), &config()).unwrap_err();
+            assert_eq!(error.code, ErrorCode::SchemaViolation, "{event_type}");
+            assert!(
+                error.reason.contains("keyed by \"g:other\""),
+                "{}",
+                error.reason
+            );
+            let not_hex = subject.replacen("im.ingest.k.", "im.ingest.k.zz", 1);
+            let error = decide(&incoming(&not_hex, event), &config()).unwrap_err();
+            assert!(error.reason.contains("not hex"), "{}", error.reason);
+            checked += 1;
+        }
+        assert_eq!(checked, im_events::INBOUND_TYPES.len());
     }
 
     #[test]

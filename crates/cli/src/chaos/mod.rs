@@ -407,9 +407,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     members.extend((0..args.offline_users).map(|n| format!("o{n}")));
     let create = json!({"specversion": "1.0", "id": "chaos-group", "source": "urn:chaos", "type": "im.conversation.create",
                         "datacontenttype": "application/json", "data": {"conversation_id": "g:chaos", "kind": "group", "members": members}});
-    js.publish("im.ingest.conversation.create", create.to_string().into())
-        .await?
-        .await?;
+    js.publish(
+        im_events::subjects::ingest_subject_for("im.conversation.create", &create["data"]),
+        create.to_string().into(),
+    )
+    .await?
+    .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let offline_devices: Vec<verify::OfflineDevice> = (0..args.offline_users)
         .map(|n| verify::OfflineDevice {
@@ -469,14 +472,18 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             }
         }
         // The first faults go through every kind once; then at random.
+        // Until a NATS leader has been killed (the cluster may not have been
+        // whole when its turn came), every free round tries again.
         let round = rounds;
         rounds += 1;
+        let leader_due = !faults.contains_key("nats_leader") && nats_down.is_none();
         let roll: f64 = match round {
             0 => 0.1,
-            1 if nats_down.is_none() => 0.7,
+            1 if leader_due => 0.7,
             2 => 0.5,
             3 => 0.95,
             4 | 5 => 0.9,
+            _ if leader_due => 0.7,
             _ => rng.random(),
         };
         // Scale: a replica joins (one more of a function), or the one that
@@ -525,11 +532,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         // at once per fault (a second look could disagree: under steady
         // writes a follower is a message behind at any instant), sampled
         // for a moment so such a flicker is not taken for a node catching
-        // up; the one NATS fault every run must have (round 1) gives a
-        // cluster still settling after start-up time to become whole.
+        // up; the NATS leader fault every run must have gives a cluster
+        // still settling after start-up time to become whole.
         let whole = (0.65..0.85).contains(&roll)
             && nats_down.is_none()
-            && cluster_whole_within(&js, Duration::from_secs(if round == 1 { 30 } else { 1 }))
+            && cluster_whole_within(&js, Duration::from_secs(if leader_due { 30 } else { 1 }))
                 .await;
         // Half of the NATS kills take the node leading IM_INGEST.
         let leader = stream_leader(&js).await;
@@ -563,7 +570,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     .copied()
                     .find(|i| system.procs[*i].name.ends_with(name))
             }) {
-                Some(leading) if round == 1 || rng.random_bool(0.5) => vec![leading],
+                Some(leading) if leader_due || rng.random_bool(0.5) => vec![leading],
                 _ => nodes,
             }
         } else {
