@@ -34,6 +34,28 @@ async fn alice_with_two_devices_and_bob_chat() {
             .await;
     }
     let acks = phone.collect("ack", 20, WAIT).await;
+    // The gateway keyed every send by its conversation: one ingest
+    // partition holds them all.
+    let ingest = pipeline.js.get_stream("IM_INGEST").await.unwrap();
+    let mut subjects = std::collections::BTreeSet::new();
+    for seq in 1..=ingest.get_info().await.unwrap().state.last_sequence {
+        subjects.insert(
+            ingest
+                .get_raw_message(seq)
+                .await
+                .unwrap()
+                .subject
+                .to_string(),
+        );
+    }
+    let keyed = format!(".{}.message.send", im_events::subjects::hex("dm:alice:bob"));
+    assert!(
+        subjects.len() == 1
+            && subjects
+                .iter()
+                .all(|s| s.starts_with("im.keyed.") && s.ends_with(&keyed)),
+        "{subjects:?}"
+    );
     let mut seqs: Vec<u64> = acks.iter().map(|a| a["seq"].as_u64().unwrap()).collect();
     seqs.sort();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
@@ -583,6 +605,23 @@ async fn http_events_in_both_modes_authorized() {
     binary[2].1 = "urn:im:user:ann";
     let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &binary, &data).await;
     assert_eq!(status, 202, "{body}");
+    // Stored keyed by its conversation, so ingest replicas can share the
+    // load and keep it in order.
+    let seq = serde_json::from_str::<Value>(&body).unwrap()["stream_seq"]
+        .as_u64()
+        .unwrap();
+    let ingest = pipeline.js.get_stream("IM_INGEST").await.unwrap();
+    let stored = ingest
+        .get_raw_message(seq)
+        .await
+        .unwrap()
+        .subject
+        .to_string();
+    let hex = im_events::subjects::hex("g:http");
+    assert!(
+        stored.starts_with("im.keyed.") && stored.ends_with(&format!(".{hex}.message.send")),
+        "{stored}"
+    );
     // Bad events get a 400 naming the problem.
     let (status, body) = http(port, "POST", "/v1/events", Some(&ann), &ce_json, "{nope").await;
     assert_eq!(status, 400);
