@@ -1,16 +1,11 @@
 //! `imctl`: run the pipeline locally, publish events, follow them, inspect
-//! dead letters.
+//! dead letters. `bench` and `chaos` are the lab's (crate `im-lab`).
 
 mod archive;
-mod bench;
-mod bench_suite;
-mod bench_tiers;
-mod chaos;
 mod chat;
 mod credentials;
 mod dlq;
 mod notifications;
-mod procs;
 mod replay;
 mod schema;
 mod send;
@@ -77,7 +72,7 @@ enum Command {
     /// Dead letters: list, show, redrive, purge.
     Dlq(dlq::DlqArgs),
     /// Measure: latency (send -> ack, send -> push on a running system) or tiers (bytes and read latency per history tier).
-    Bench(bench::BenchArgs),
+    Bench(im_lab::bench::BenchArgs),
     /// Chat in the terminal through the gateway.
     Chat(chat::ChatArgs),
     /// Mint a JWT the gateway accepts.
@@ -91,7 +86,7 @@ enum Command {
     /// A conversation's history, across the hot and cold tiers.
     History(archive::HistoryArgs),
     /// Faults under load on a 3-node cluster, then verify every acked message.
-    Chaos(chaos::ChaosArgs),
+    Chaos(im_lab::chaos::ChaosArgs),
     /// Rebuild every store from JetStream into a fresh store (progress, resumable, --verify).
     Replay(replay::ReplayArgs),
     /// The ScyllaDB schema: apply (idempotent) or print.
@@ -135,12 +130,12 @@ async fn main() {
         Command::Credentials(args) => credentials::run(args),
         Command::Status(args) => status::run(args).await,
         Command::Chat(args) => chat::run(args).await,
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => im_lab::bench::run(args).await,
         Command::Notifications(args) => notifications::run(args),
         Command::Archive(args) => archive::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Replay(args) => replay::run(args).await,
-        Command::Chaos(args) => chaos::run(args).await,
+        Command::Chaos(args) => im_lab::chaos::run(args).await,
         Command::History(args) => archive::history(args),
         Command::Config(ConfigCommand::Print) => {
             print_config();

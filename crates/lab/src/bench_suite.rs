@@ -363,7 +363,7 @@ async fn consumer_backlog(js: &jetstream::Context) -> Value {
 async fn drain(system: &System) -> anyhow::Result<()> {
     let js = system.js().await?;
     eprintln!("bench: waiting for the pipeline to drain");
-    if let Err(busy) = crate::procs::quiesce(&js, Duration::from_secs(300)).await {
+    if let Err(busy) = crate::quiesce::quiesce(&js, Duration::from_secs(300)).await {
         eprintln!(
             "bench: the pipeline did not drain in 300 s ({}); figures that follow include its backlog",
             busy.join(", ")

@@ -691,7 +691,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     for client in clients {
         let _ = tokio::time::timeout(Duration::from_secs(5), client).await;
     }
-    let settled = crate::procs::quiesce(&js, Duration::from_secs(120)).await;
+    let settled = crate::quiesce::quiesce(&js, Duration::from_secs(120)).await;
 
     // Verify.
     let ledger = book

@@ -131,7 +131,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "unknown scenario {:?}; available: all, baseline, throughput, latency, fanout, connections, recovery, tiers",
         args.scenario
     );
-    let seconds = crate::token::parse_ttl(&args.duration)?.max(1) as u64;
+    let seconds = im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64;
     let run_id = chrono::Utc::now().timestamp_millis();
     let samples = Arc::new(Mutex::new(Samples::default()));
     let mut senders = Vec::new();
