@@ -14,6 +14,13 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "promtool not installed (apt-get install prometheus failed); the alert-rules check will say it is skipped"
 fi
 cargo build --workspace --bins
+# The TypeScript SDK (clients/js): its unit tests here, its integration
+# script by tests/pipeline/sdk.rs against the real system.
+if ! command -v node >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  timeout 600 apt-get install -y --no-install-recommends nodejs npm >/dev/null 2>&1 || true
+fi
+command -v node >/dev/null 2>&1 || { echo "node (Node.js 20 or later) is needed for the SDK's tests: install it (apt-get install nodejs npm) and run again" >&2; exit 1; }
+(cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test --silent)
 if [ -z "${IM_SCYLLA_URI:-}" ]; then
   echo "ScyllaDB conformance run: skipped (IM_SCYLLA_URI is not set; set it to scylla://host/keyspace?rf=1 to run the store conformance suite against a live cluster)"
 else

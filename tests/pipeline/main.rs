@@ -20,6 +20,7 @@ mod offline;
 mod redrive;
 mod replay;
 mod scaleout;
+mod sdk;
 mod takeover;
 mod tiering;
 mod timeline_changes;
