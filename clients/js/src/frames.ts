@@ -51,7 +51,21 @@ export type ClientFrame =
   | { op: "receipts"; conversation_id: string }
   | { op: "presence" | "presence_subscribe" | "presence_unsubscribe"; users: string[] }
   | { op: "block" | "unblock"; user_id: string }
-  | { op: "mute"; conversation_id: string; until: string | null };
+  | { op: "mute"; conversation_id: string; until: string | null }
+  | { op: "register_push"; provider: "apns" | "fcm" | "hms" | "xiaomi" | "webhook"; token: string }
+  | { op: "unregister_push" };
+
+/** Every op a client sends (schemas/asyncapi.yaml's client messages). */
+export const CLIENT_OPS = [
+  "send", "sync", "history", "read", "conversations", "ping", "edit", "recall", "typing", "delivered",
+  "register_push", "unregister_push", "auth", "mute", "react", "unreact", "block", "unblock", "receipts",
+  "presence", "presence_subscribe", "presence_unsubscribe",
+] as const;
+
+// The list and the frame type name the same ops (a compile error otherwise).
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const _clientOpsMatch: Same<ClientFrame["op"], (typeof CLIENT_OPS)[number]> = true;
+void _clientOpsMatch;
 
 /** One item of the user's sync log. */
 export type SyncItem =
@@ -97,10 +111,13 @@ export type ServerFrame =
   | { op: "receipts_result" | "presence_result" | "presence_unsubscribed" | "push_registered" | "push_unregistered"; [field: string]: unknown }
   | ErrorFrame;
 
+const _serverOpsMatch: Same<ServerFrame["op"], (typeof SERVER_OPS)[number]> = true;
+void _serverOpsMatch;
+
 type FieldType = "string" | "number" | "boolean" | "object";
 
 /** What each op must carry (beyond `op`). */
-const REQUIRED: Record<string, [string, FieldType][]> = {
+export const REQUIRED: Record<string, [string, FieldType][]> = {
   ack: [["client_msg_id", "string"], ["message_id", "string"], ["conversation_id", "string"], ["seq", "number"]],
   message: [["message_id", "string"], ["conversation_id", "string"], ["seq", "number"], ["sender_id", "string"]],
   sync_result: [["items", "object"], ["next", "number"], ["has_more", "boolean"]],
