@@ -17,7 +17,14 @@ cargo build --workspace --bins
 # The TypeScript SDK (clients/js): its unit tests here, its integration
 # script by tests/pipeline/sdk.rs against the real system.
 if ! command -v node >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  timeout 600 apt-get install -y --no-install-recommends nodejs npm >/dev/null 2>&1 || true
+  timeout 600 apt-get install -y --no-install-recommends nodejs npm >/dev/null 2>&1 \
+    || { timeout 300 apt-get update >/dev/null 2>&1 && timeout 600 apt-get install -y --no-install-recommends nodejs npm >/dev/null 2>&1; } || true
+fi
+# Debian's Chromium for the browser chat's test (tests/pipeline/web.rs).
+if [ ! -x "${IM_CHROMIUM:-/usr/bin/chromium}" ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+  { timeout 900 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+    || { timeout 300 apt-get update >/dev/null 2>&1 && timeout 900 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } \
+    || echo "chromium not installed (apt-get install chromium failed); the browser test will say so"
 fi
 command -v node >/dev/null 2>&1 || { echo "node (Node.js 20 or later) is needed for the SDK's tests: install it (apt-get install nodejs npm) and run again" >&2; exit 1; }
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test --silent)

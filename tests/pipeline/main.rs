@@ -26,3 +26,4 @@ mod tiering;
 mod timeline_changes;
 mod tls;
 mod trust;
+mod web;

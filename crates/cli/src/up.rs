@@ -68,6 +68,19 @@ fn exe_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// The built browser chat: `clients/js/dist` of the checkout imctl runs
+/// from (target/<profile>/imctl) or of the current directory.
+fn web_app_dir() -> Option<PathBuf> {
+    let candidates = [
+        exe_dir().join("../../clients/js/dist"),
+        PathBuf::from("clients/js/dist"),
+    ];
+    candidates
+        .into_iter()
+        .find(|dir| dir.join("app/index.html").exists())
+        .and_then(|dir| dir.canonicalize().ok())
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let jwt_secret = match &args.jwt_secret {
         Some(secret) => secret.clone(),
@@ -111,6 +124,13 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         builder = builder.partitions(partitions);
     }
     builder = builder.tls(args.tls);
+    // The browser chat, and development tokens for it (a name is enough to
+    // sign in: `imctl up` is for one machine and development).
+    builder = builder.env("IM_DEV_TOKENS", "true");
+    let app = web_app_dir();
+    if let Some(dir) = &app {
+        builder = builder.env("IM_APP_DIR", &dir.display().to_string());
+    }
     let mut system = builder.start().await?;
     if let Some(tls) = &system.tls {
         eprintln!(
@@ -139,6 +159,20 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         system.data_dir.display(),
         system.logs.display()
     );
+    match (&app, system.gateways.first()) {
+        (Some(_), Some(gateway)) => println!(
+            "web chat: {}://{}/app/ (sign in with any user name: development tokens are on)",
+            if system.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            },
+            gateway.address
+        ),
+        _ => println!(
+            "web chat: not built (cd clients/js && npm ci && npm run build, then restart imctl up)"
+        ),
+    }
     let outcome = loop {
         if let Some((name, status)) = system.exited() {
             break Err(anyhow::anyhow!(

@@ -18,7 +18,7 @@ use crate::auth::{self, Claims};
 use crate::Gateway;
 
 /// Every route, as documented in `schemas/openapi.json`.
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("get", "/v1/ws"),
     ("get", "/v1/connect"),
     ("post", "/v1/events"),
@@ -29,6 +29,9 @@ pub const ROUTES: [(&str, &str); 10] = [
     ("get", "/v1/notifications"),
     ("get", "/healthz"),
     ("get", "/metrics"),
+    ("get", "/app/"),
+    ("get", "/app/{path}"),
+    ("post", "/v1/dev/token"),
 ];
 
 pub fn app(gateway: Arc<Gateway>) -> Router {
@@ -46,6 +49,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/v1/notifications", get(notifications))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::web::routes(&gateway))
         // Every refusal is JSON with a code, the router's own too.
         .fallback(|| async {
             error(

@@ -23,6 +23,7 @@ pub mod presence;
 pub mod push_tokens;
 pub mod session;
 pub mod tls;
+pub mod web;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -73,6 +74,10 @@ pub struct Config {
     pub weight: u32,
     /// Over how long a draining gateway closes its sessions.
     pub drain_period: Duration,
+    /// The built web app (`clients/js/dist`), served at `/app/`.
+    pub app_dir: Option<PathBuf>,
+    /// Development only: `POST /v1/dev/token` mints a token for any name.
+    pub dev_tokens: bool,
 }
 
 impl Config {
@@ -100,6 +105,8 @@ impl Config {
             connect_strategy: access::Strategy::LeastConnections,
             weight: 1,
             drain_period: Duration::from_secs(10),
+            app_dir: None,
+            dev_tokens: false,
         }
     }
 }

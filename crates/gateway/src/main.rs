@@ -94,6 +94,14 @@ struct Args {
     /// (seconds), each once its sends in flight are answered.
     #[arg(long, env = "IM_DRAIN_SECS", default_value_t = 10)]
     drain_secs: u64,
+    /// The built web app (clients/js/dist, after `npm run build`), served
+    /// at /app/.
+    #[arg(long, env = "IM_APP_DIR")]
+    app_dir: Option<std::path::PathBuf>,
+    /// Development only: POST /v1/dev/token mints a token for any user name
+    /// (imctl up turns it on). Never in production.
+    #[arg(long, env = "IM_DEV_TOKENS", default_value_t = false)]
+    dev_tokens: bool,
 }
 
 fn parse_strategy(text: &str) -> Result<im_gateway::access::Strategy, String> {
@@ -166,6 +174,8 @@ async fn main() -> anyhow::Result<()> {
         connect_strategy: args.connect_strategy,
         weight: args.weight.max(1),
         drain_period: Duration::from_secs(args.drain_secs),
+        app_dir: args.app_dir.clone(),
+        dev_tokens: args.dev_tokens,
     };
     let gateway = im_gateway::Gateway::new(
         config,
