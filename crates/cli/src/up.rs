@@ -129,7 +129,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     builder = builder.env("IM_DEV_TOKENS", "true");
     let app = web_app_dir();
     if let Some(dir) = &app {
-        builder = builder.env("IM_APP_DIR", &dir.display().to_string());
+        builder = builder.env("IM_APP_DIR", dir.display().to_string());
     }
     let mut system = builder.start().await?;
     if let Some(tls) = &system.tls {
