@@ -26,6 +26,12 @@ if [ ! -x "${IM_CHROMIUM:-/usr/bin/chromium}" ] && command -v apt-get >/dev/null
     || { timeout 300 apt-get update >/dev/null 2>&1 && timeout 900 apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }; } \
     || echo "chromium not installed (apt-get install chromium failed); the browser test will say so"
 fi
+# schemathesis (PyPI) for tests/pipeline/openapi.rs, project-local.
+if [ ! -x .tools/schemathesis/bin/st ]; then
+  python3 -m venv .tools/schemathesis \
+    && timeout 600 .tools/schemathesis/bin/pip install --quiet --disable-pip-version-check "schemathesis==4.32.5" \
+    || echo "schemathesis not installed (pip install failed); tests/pipeline/openapi.rs will say so"
+fi
 command -v node >/dev/null 2>&1 || { echo "node (Node.js 20 or later) is needed for the SDK's tests: install it (apt-get install nodejs npm) and run again" >&2; exit 1; }
 (cd clients/js && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build && npm test --silent)
 if [ -z "${IM_SCYLLA_URI:-}" ]; then

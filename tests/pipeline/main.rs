@@ -17,6 +17,7 @@ mod health;
 mod idempotency;
 mod limits;
 mod offline;
+mod openapi;
 mod redrive;
 mod replay;
 mod scaleout;

@@ -49,7 +49,7 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
         .route("/v1/notifications", get(notifications))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .merge(crate::web::routes(&gateway))
+        .merge(crate::web::routes())
         // Every refusal is JSON with a code, the router's own too.
         .fallback(|| async {
             error(
@@ -101,6 +101,21 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response
         Json(json!({"code": code, "message": message.into()})),
     )
         .into_response()
+}
+
+/// `value` if it lies in `min..=max`, else the 400 that says so (the
+/// document's bounds, not a silent clamp).
+#[allow(clippy::result_large_err)]
+fn within(name: &str, value: usize, min: usize, max: usize) -> Result<usize, Response> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{name} must be {min}..={max}, not {value}"),
+        ))
+    }
 }
 
 /// The caller's claims, or the 401 to answer with.
@@ -285,8 +300,18 @@ async fn messages(
         Ok(claims) => claims,
         Err(response) => return response,
     };
+    let limit = match within("limit", query.limit.unwrap_or(50), 1, 500) {
+        Ok(limit) => limit,
+        Err(response) => return response,
+    };
+    if query.before_seq == Some(0) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            "before_seq is exclusive and seqs start at 1: ask with before_seq >= 1, or none for the newest",
+        );
+    }
     let store = gateway.conversations.clone();
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
     let (conversation, user, service) = (id.clone(), claims.sub.clone(), claims.svc);
     let result = tokio::task::spawn_blocking(move || {
         let reader = if service {
@@ -497,7 +522,10 @@ async fn notifications(
         (None, false) => Some(claims.sub.clone()),
         (user, _) => user.clone(),
     };
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = match within("limit", query.limit.unwrap_or(100), 1, 1000) {
+        Ok(limit) => limit,
+        Err(response) => return response,
+    };
     let store = gateway.notifications.clone();
     let result =
         tokio::task::spawn_blocking(move || store.notification_log(user.as_deref(), limit)).await;

@@ -24,7 +24,7 @@ pub async fn upgrade(
     State(gateway): State<Arc<Gateway>>,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let authorization = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -54,6 +54,13 @@ pub async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"code": "draining", "message": "this gateway is shutting down; GET /v1/connect names another"})))
             .into_response();
     }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return (StatusCode::BAD_REQUEST, Json(json!({"code": "bad_request", "message": format!("not a WebSocket upgrade ({rejection}): open it with a WebSocket client")})))
+                .into_response()
+        }
+    };
     let limit = gateway.config.max_frame_bytes;
     let buffer = gateway.config.ws_buffer_bytes;
     ws.max_message_size(limit)

@@ -1,7 +1,7 @@
 //! The browser chat at `/app/` (static files of `clients/js`, built by
 //! `npm run build`, served from `IM_APP_DIR`), and, for development only,
 //! `POST /v1/dev/token`, which mints a user token for a name (`imctl up`
-//! turns it on with `IM_DEV_TOKENS=1`; off, the route does not exist).
+//! turns it on with `IM_DEV_TOKENS=true`; off, it answers 404).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -19,15 +19,12 @@ use crate::Gateway;
 /// How long a development token lives.
 const DEV_TOKEN_SECS: i64 = 12 * 3600;
 
-pub fn routes(gateway: &Gateway) -> Router<Arc<Gateway>> {
-    let mut router = Router::new()
+pub fn routes() -> Router<Arc<Gateway>> {
+    Router::new()
         .route("/app", get(|| async { Redirect::permanent("/app/") }))
         .route("/app/", get(index))
-        .route("/app/{*path}", get(file));
-    if gateway.config.dev_tokens {
-        router = router.route("/v1/dev/token", post(dev_token));
-    }
-    router
+        .route("/app/{*path}", get(file))
+        .route("/v1/dev/token", post(dev_token))
 }
 
 fn refusal(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -97,15 +94,29 @@ async fn serve(gateway: &Gateway, path: &str) -> Response {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DevTokenRequest {
     user: String,
-    #[serde(default)]
+    /// Absent means "web"; null is not a device.
+    #[serde(default, deserialize_with = "present")]
     device: Option<String>,
+}
+
+/// A field that, when present, must be a string (serde's Option takes null).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// Development only: a token for any user name, signed with the
 /// deployment's user key.
 async fn dev_token(State(gateway): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
+    if !gateway.config.dev_tokens {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "development tokens are off here (IM_DEV_TOKENS=true turns them on; never in production)",
+        );
+    }
     let Ok(request) = serde_json::from_slice::<DevTokenRequest>(&body) else {
         return refusal(
             StatusCode::BAD_REQUEST,

@@ -219,6 +219,7 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
         }
         Command::React(mut react) => {
             react.conversation_id = normalize_dm(&react.conversation_id)?;
+            im_events::reactions::check_emoji(&react.emoji)?;
             Command::React(react)
         }
         Command::Delivered(mut delivered) => {
@@ -227,6 +228,14 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
         }
         // Ordered by the two users' direct conversation (its id is made
         // from them, already in order).
+        Command::Block(block) | Command::Unblock(block)
+            if block.user_id == block.blocked_user_id =>
+        {
+            return Err(EventError::new(
+                ErrorCode::SchemaViolation,
+                format!("{} cannot block themselves", block.user_id),
+            ))
+        }
         block @ (Command::Block(_) | Command::Unblock(_)) => block,
     })
 }
@@ -452,6 +461,23 @@ mod tests {
             .unwrap_err()
             .code,
             ErrorCode::SchemaViolation
+        );
+        let react = json!({"specversion": "1.0", "id": "r", "source": "urn:t", "type": "im.message.react",
+            "data": {"conversation_id": "g:1", "seq": 1, "user_id": "a", "emoji": "0"}});
+        assert_eq!(
+            decide(&incoming("im.ingest.message.react", react), &config())
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidEmoji
+        );
+        let block = json!({"specversion": "1.0", "id": "b", "source": "urn:t", "type": "im.user.block",
+            "data": {"user_id": "a", "blocked_user_id": "a"}});
+        let error = decide(&incoming("im.ingest.user.block", block), &config()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::SchemaViolation);
+        assert!(
+            error.reason.contains("cannot block themselves"),
+            "{}",
+            error.reason
         );
         let mute = json!({"specversion": "1.0", "id": "m", "source": "urn:t", "type": "im.user.mute",
             "data": {"conversation_id": "g:1", "user_id": "a", "until": "tomorrow"}});
