@@ -784,3 +784,70 @@ impl Pipeline {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Run one of the SDK's node scripts (clients/js/dist/…) against the
+/// system: it prints one JSON object per line; `on_event` sees each and
+/// may answer with a line on the script's stdin (a step it asked for, such
+/// as killing a gateway). Returns the `done` event; panics on `failed`, on
+/// silence past `timeout`, or when the script exits without `done`.
+pub fn run_node_script(
+    script: &str,
+    env: &[(&str, String)],
+    timeout: Duration,
+    mut on_event: impl FnMut(&Value) -> Option<String>,
+) -> Value {
+    use std::io::{BufRead, BufReader, Write};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../clients/js/dist")
+        .join(script);
+    assert!(
+        path.exists(),
+        "{} is missing: build the SDK first (cd clients/js && npm ci && npm run build; infra/test.sh does)",
+        path.display()
+    );
+    let mut node = std::process::Command::new("node");
+    node.arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit());
+    for (name, value) in env {
+        node.env(name, value);
+    }
+    let mut node = node.spawn().expect("node runs (Node.js 20 or later)");
+    let mut stdin = node.stdin.take().unwrap();
+    let stdout = BufReader::new(node.stdout.take().unwrap());
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = seen.recv_timeout(left) else {
+            let _ = node.kill();
+            panic!("{script} said nothing for {left:?}, or ended without `done`");
+        };
+        eprintln!("{script}: {line}");
+        let event: Value = serde_json::from_str(&line).unwrap_or_default();
+        match event["event"].as_str() {
+            Some("done") => {
+                let status = node.wait().unwrap();
+                assert!(status.success(), "{script}: {status:?}");
+                return event;
+            }
+            Some("failed") => {
+                let _ = node.kill();
+                panic!("{script} failed: {line}");
+            }
+            _ => {
+                if let Some(answer) = on_event(&event) {
+                    writeln!(stdin, "{answer}").unwrap();
+                }
+            }
+        }
+    }
+}

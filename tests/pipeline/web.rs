@@ -3,9 +3,9 @@
 //! gateway must refuse around it: development tokens when they are off,
 //! files outside the app.
 
-use std::process::Command;
+use std::time::Duration;
 
-use im_pipeline_tests::{http, Pipeline};
+use im_pipeline_tests::{http, run_node_script, Pipeline};
 
 fn sdk_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -17,11 +17,10 @@ fn sdk_dir() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_chat_and_the_badge_follows_what_bob_read() {
     let dist = sdk_dir().join("dist");
-    let script = dist.join("integration/browser.js");
     assert!(
-        script.exists() && dist.join("app/index.html").exists(),
+        dist.join("app/index.html").exists(),
         "{} is missing: build the SDK and app first (cd clients/js && npm ci && npm run build; infra/test.sh does)",
-        script.display()
+        dist.join("app/index.html").display()
     );
     let chromium = std::env::var("IM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -73,23 +72,35 @@ async fn two_browsers_chat_and_the_badge_follows_what_bob_read() {
         let (status, body) = http(port, "GET", hostile, None, &[], "").await;
         assert_ne!(status, 200, "{hostile}: {body}");
     }
-    let screenshot = std::env::var("IM_SCREENSHOT").unwrap_or_default();
-    let output = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg(&script)
-            .env("IM_APP_URL", format!("http://127.0.0.1:{port}/app/"))
-            .env("IM_CHROMIUM", chromium)
-            .env("IM_SCREENSHOT", screenshot)
-            .output()
-            .expect("node runs (Node.js 20 or later)")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    eprintln!("{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(
-        output.status.success(),
-        "the browser test failed:\n{stdout}"
-    );
-    assert!(stdout.contains(r#""event":"done","ok":true"#), "{stdout}");
+    // The browsers: alice's gateway is SIGKILLed midway (the page
+    // reconnects to the other one, every message still drawn once).
+    let second = pipeline.start_gateway("gateway-2", &[]).await;
+    let env = [
+        ("IM_APP_URL", format!("http://127.0.0.1:{port}/app/")),
+        ("IM_CHROMIUM", chromium),
+        (
+            "IM_SCREENSHOT",
+            std::env::var("IM_SCREENSHOT").unwrap_or_default(),
+        ),
+    ];
+    let mut killed = None;
+    let done = tokio::task::block_in_place(|| {
+        run_node_script(
+            "integration/browser.js",
+            &env,
+            Duration::from_secs(180),
+            |event| {
+                let gateway = event["gateway"].as_str()?;
+                (event["event"] == "kill").then(|| {
+                    pipeline.process(gateway).kill9();
+                    killed = Some(gateway.to_string());
+                    "killed".to_string()
+                })
+            },
+        )
+    });
+    assert_eq!(done["ok"], true, "{done}");
+    let killed = killed.expect("alice's gateway was killed");
+    assert!(!pipeline.process(&killed).running(), "{killed}");
+    let _ = second;
 }

@@ -44,7 +44,8 @@ async function signIn(token: string, user: string): Promise<void> {
   $("chat").hidden = false;
   const im = new ImClient({ baseUrl: origin, token });
   client = im;
-  im.on("connected", () => {
+  im.on("connected", (c) => {
+    document.body.dataset["gateway"] = c.gateway ?? "";
     $("status").textContent = "online";
     void refreshList();
   });

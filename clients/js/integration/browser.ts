@@ -3,10 +3,13 @@
  * playwright-core; run by tests/pipeline/web.rs against the real system):
  * alice and bob sign in by name in two browser contexts and exchange
  * messages; bob's badge shows 1, then nothing once he opens the
- * conversation; each message is drawn once. Prints one JSON line per step;
+ * conversation; each message is drawn once, also after the gateway
+ * alice's page is on is SIGKILLed (the test does it when asked) and the
+ * page has moved to the other one. Prints one JSON line per step;
  * exits non-zero on any failure.
  */
 
+import { createInterface } from "node:readline";
 import { chromium } from "playwright-core";
 import type { Page } from "playwright-core";
 
@@ -70,12 +73,29 @@ try {
   // A reaction from alice reaches bob's view.
   await alice.locator("#messages li", { hasText: "hi alice" }).locator("button", { hasText: "👍" }).click();
   await bob.locator("#messages li", { hasText: "hi alice" }).locator(".reactions", { hasText: "👍 1" }).waitFor({ timeout: 20_000 });
+  // The gateway alice's page is connected to dies; she sends on; the page
+  // reconnects to the other gateway and every message arrives once.
+  const lines = createInterface({ input: process.stdin });
+  const told = new Promise<void>((resolve) => lines.once("line", () => resolve()));
+  const gateway = await alice.evaluate(() => document.body.dataset["gateway"]);
+  say({ event: "kill", gateway });
+  await told;
+  lines.close();
+  await alice.waitForFunction(() => document.getElementById("status")?.textContent !== "online", undefined, { timeout: 20_000 });
+  await alice.fill("#text", "after the kill");
+  await alice.click("#composer button");
+  await alice.waitForFunction(() => document.getElementById("status")?.textContent === "online", undefined, { timeout: 60_000 });
+  const now = await alice.evaluate(() => document.body.dataset["gateway"]);
+  say({ event: "reconnected", user: "alice", gateway: now });
+  if (now === gateway) throw new Error(`alice's page is back on ${now}, the gateway that was killed`);
+  await bubbles(bob, "after the kill").waitFor({ timeout: 60_000 });
+  await bubbles(alice, "after the kill").waitFor({ timeout: 60_000 });
   await new Promise((r) => setTimeout(r, 500));
   const counts = {
-    alice: { hello: await bubbles(alice, "hello bob").count(), hi: await bubbles(alice, "hi alice").count() },
-    bob: { hello: await bubbles(bob, "hello bob").count(), hi: await bubbles(bob, "hi alice").count() },
+    alice: { hello: await bubbles(alice, "hello bob").count(), hi: await bubbles(alice, "hi alice").count(), after: await bubbles(alice, "after the kill").count() },
+    bob: { hello: await bubbles(bob, "hello bob").count(), hi: await bubbles(bob, "hi alice").count(), after: await bubbles(bob, "after the kill").count() },
   };
-  if (Object.values(counts).some((c) => c.hello !== 1 || c.hi !== 1)) {
+  if (Object.values(counts).some((c) => c.hello !== 1 || c.hi !== 1 || c.after !== 1)) {
     say({ event: "failed", message: `each message must be drawn once: ${JSON.stringify(counts)}` });
     process.exit(1);
   }

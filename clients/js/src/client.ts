@@ -109,6 +109,12 @@ export class ImClient {
   private requests: PendingRequest[] = [];
   private readonly listeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
   private readonly unreadAsOf = new Map<string, number>();
+  /** Other gateways' WebSocket URLs, from the last `/v1/connect` answer:
+   * where to go when no gateway answers `/v1/connect` any more. */
+  private alternatives: { url: string; gateway: string }[] = [];
+  /** A URL whose socket closed before it ever opened (a gateway that is
+   * gone but still registered, for up to its registration TTL). */
+  private unreachable: string | undefined;
   private attempt = 0;
   private closed = false;
   private timers: ReturnType<typeof setTimeout>[] = [];
@@ -189,26 +195,24 @@ export class ImClient {
     let gateway: string | undefined;
     try {
       token = await this.token();
-      const bases = typeof this.options.baseUrl === "string" ? [this.options.baseUrl] : this.options.baseUrl;
-      const base = bases[this.attempt % bases.length] ?? "";
-      const answer = await this.fetchImpl(`${base}/v1/connect`, {
-        headers: { authorization: `Bearer ${token}` },
-      });
-      const body = (await answer.json()) as { url?: string; gateway?: string; code?: string; message?: string };
-      if (!answer.ok || body.url === undefined) {
-        throw new ServerError(body.code ?? String(answer.status), body.message ?? "no gateway to connect to");
-      }
-      url = body.url;
-      gateway = body.gateway;
     } catch (error) {
       this.emit("error", error instanceof Error ? error : new Error(String(error)));
       this.retry();
       return;
     }
+    const found = await this.locate(token);
+    if (found === undefined) {
+      this.retry();
+      return;
+    }
+    ({ url, gateway } = found);
     if (this.closed) return;
     const socket = new this.WebSocketImpl(`${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`);
     this.socket = socket;
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
+      this.unreachable = undefined;
       this.attempt = 0;
       this.startPing();
       this.scheduleRefresh(token);
@@ -225,12 +229,39 @@ export class ImClient {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
+      if (!opened) this.unreachable = url;
       if (this.ping !== undefined) clearInterval(this.ping);
       this.sync.disconnected();
       this.failRequests(new Error(`disconnected (${event.code} ${event.reason}); ask again`));
       this.emit("disconnected", { code: event.code, reason: event.reason });
       this.retry();
     };
+  }
+
+  /** Where to open the next session: the gateway `/v1/connect` names
+   * (each base asked in turn), else, when none answers, one of the
+   * alternatives the last answer named. */
+  private async locate(token: string): Promise<{ url: string; gateway: string | undefined } | undefined> {
+    const bases = typeof this.options.baseUrl === "string" ? [this.options.baseUrl] : this.options.baseUrl;
+    for (let i = 0; i < bases.length; i++) {
+      const base = bases[(this.attempt + i) % bases.length] ?? "";
+      try {
+        const answer = await this.fetchImpl(`${base}/v1/connect`, { headers: { authorization: `Bearer ${token}` } });
+        const body = (await answer.json()) as { url?: string; gateway?: string; alternatives?: { url?: unknown; gateway?: unknown }[]; code?: string; message?: string };
+        if (answer.ok && body.url !== undefined) {
+          this.alternatives = (body.alternatives ?? []).flatMap((a) =>
+            typeof a.url === "string" && typeof a.gateway === "string" ? [{ url: a.url, gateway: a.gateway }] : [],
+          );
+          const elsewhere = this.alternatives.find((a) => a.url !== this.unreachable);
+          if (body.url === this.unreachable && elsewhere !== undefined) return elsewhere;
+          return { url: body.url, gateway: body.gateway };
+        }
+        this.emit("error", new ServerError(body.code ?? String(answer.status), body.message ?? "no gateway to connect to"));
+      } catch (error) {
+        this.emit("error", error instanceof Error ? error : new Error(String(error)));
+      }
+    }
+    return this.alternatives[this.attempt % Math.max(1, this.alternatives.length)];
   }
 
   private retry(): void {

@@ -151,3 +151,39 @@ test("pushed messages are shown once and acknowledged as delivered", async () =>
   assert.deepEqual(socket(0).ops("delivered"), [{ op: "delivered", sync_seq: 1 }]);
   im.close();
 });
+
+test("when no gateway answers /v1/connect, the client goes to an alternative it was told of", async () => {
+  FakeSocket.all = [];
+  let up = true;
+  const flaky = (async () => {
+    if (!up) throw new Error("connection refused");
+    return new Response(JSON.stringify({ url: "ws://gw1/v1/ws", gateway: "gw-1", alternatives: [{ url: "ws://gw2/v1/ws", gateway: "gw-2" }] }), { status: 200 });
+  }) as typeof fetch;
+  const im = new ImClient({ baseUrl: "http://gw1", token: "t0k", WebSocket: FakeSocket, fetch: flaky, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
+  im.on("error", () => {});
+  const connected = im.connect();
+  await until("a socket", () => FakeSocket.all.length === 1);
+  socket(0).open();
+  await connected;
+  up = false;
+  socket(0).drop(1006, "gateway killed");
+  await until("a socket elsewhere", () => FakeSocket.all.length === 2);
+  assert.equal(socket(1).url, "ws://gw2/v1/ws?token=t0k");
+  im.close();
+});
+
+test("a gateway that never opens is skipped for an alternative while it is still registered", async () => {
+  FakeSocket.all = [];
+  const stale = (async () =>
+    new Response(JSON.stringify({ url: "ws://dead/v1/ws", gateway: "dead", alternatives: [{ url: "ws://alive/v1/ws", gateway: "alive" }] }), { status: 200 })) as typeof fetch;
+  const im = new ImClient({ baseUrl: "http://any", token: "t0k", WebSocket: FakeSocket, fetch: stale, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
+  const connected = im.connect();
+  await until("a socket", () => FakeSocket.all.length === 1);
+  assert.equal(socket(0).url, "ws://dead/v1/ws?token=t0k");
+  socket(0).drop(1006, "refused");
+  await until("a second socket", () => FakeSocket.all.length === 2);
+  assert.equal(socket(1).url, "ws://alive/v1/ws?token=t0k");
+  socket(1).open();
+  await connected;
+  im.close();
+});

@@ -78,14 +78,9 @@ fn one() -> u32 {
 /// The gateway a client should use (pure): among the registrations written
 /// within the TTL (`written_ms` by id) and not draining. `turn` is the
 /// round-robin counter, `random` a number in [0, 1).
-pub fn choose<'a>(
-    strategy: Strategy,
-    registrations: &'a [(Registration, i64)],
-    now_ms: i64,
-    user: &str,
-    turn: u64,
-    random: f64,
-) -> Option<&'a Registration> {
+/// The gateways that announced themselves within the TTL and are not
+/// draining, by id.
+pub fn live(registrations: &[(Registration, i64)], now_ms: i64) -> Vec<&Registration> {
     let mut live: Vec<&Registration> = registrations
         .iter()
         .filter(|(r, written)| {
@@ -94,6 +89,18 @@ pub fn choose<'a>(
         .map(|(r, _)| r)
         .collect();
     live.sort_by(|a, b| a.id.cmp(&b.id));
+    live
+}
+
+pub fn choose<'a>(
+    strategy: Strategy,
+    registrations: &'a [(Registration, i64)],
+    now_ms: i64,
+    user: &str,
+    turn: u64,
+    random: f64,
+) -> Option<&'a Registration> {
+    let live = live(registrations, now_ms);
     if live.is_empty() {
         return None;
     }
@@ -218,6 +225,16 @@ impl Registry {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Every live gateway: where a client can go when the one it asks is
+    /// gone.
+    pub fn live_gateways(&self) -> Vec<Registration> {
+        let all = self.registrations();
+        live(&all, chrono::Utc::now().timestamp_millis())
+            .into_iter()
             .cloned()
             .collect()
     }

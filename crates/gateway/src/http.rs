@@ -155,9 +155,19 @@ async fn connect(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Res
         Err(response) => return response,
     };
     match gateway.registry.choose_for(&claims.sub) {
-        Some(chosen) => Json(json!({"url": chosen.url, "gateway": chosen.id,
-                                    "strategy": gateway.registry.strategy.as_str()}))
-        .into_response(),
+        Some(chosen) => {
+            let alternatives: Vec<Value> = gateway
+                .registry
+                .live_gateways()
+                .into_iter()
+                .filter(|other| other.id != chosen.id)
+                .map(|other| json!({"url": other.url, "gateway": other.id}))
+                .collect();
+            Json(json!({"url": chosen.url, "gateway": chosen.id,
+                        "strategy": gateway.registry.strategy.as_str(),
+                        "alternatives": alternatives}))
+            .into_response()
+        }
         None => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_gateway",
