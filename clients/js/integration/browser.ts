@@ -103,7 +103,20 @@ try {
   if (screenshot !== undefined && screenshot !== "") await bob.screenshot({ path: screenshot });
   say({ event: "done", ok: true, counts });
 } catch (error) {
-  say({ event: "failed", message: String(error) });
+  // What each page showed, to tell a lost message from a slow one.
+  const pages = await Promise.all(
+    browser.contexts().map(async (context) => {
+      const page = context.pages()[0];
+      if (page === undefined) return null;
+      return page.evaluate(() => ({
+        me: document.getElementById("me")?.textContent,
+        status: document.getElementById("status")?.textContent,
+        gateway: document.body.dataset["gateway"],
+        messages: [...document.querySelectorAll("#messages li .text")].map((e) => e.textContent),
+      }));
+    }),
+  ).catch(() => []);
+  say({ event: "failed", message: String(error), pages });
   process.exitCode = 1;
 } finally {
   await browser.close();

@@ -216,6 +216,7 @@ export class ImClient {
       this.attempt = 0;
       this.startPing();
       this.scheduleRefresh(token);
+      this.watchAlternatives(token);
       this.emit("connected", { gateway });
       // Everything not acked goes again, with its own id, in order.
       for (const send of this.sends.values()) this.write(send.frame);
@@ -238,10 +239,20 @@ export class ImClient {
     };
   }
 
-  /** Where to open the next session: the gateway `/v1/connect` names
-   * (each base asked in turn), else, when none answers, one of the
-   * alternatives the last answer named. */
-  private async locate(token: string): Promise<{ url: string; gateway: string | undefined } | undefined> {
+  /** While a session is open, keep the list of other gateways fresh (it
+   * is what a client falls back on when the gateway it asks dies): soon
+   * while it is empty (gateways starting together see each other within
+   * seconds), then every few minutes. */
+  private watchAlternatives(token: string, round = 0): void {
+    const wait = this.alternatives.length === 0 ? Math.min(60_000, 2_000 * 2 ** round) : 300_000;
+    this.later(wait, () => {
+      if (this.closed || !this.connected) return;
+      void this.ask(token).then(() => this.watchAlternatives(token, round + 1));
+    });
+  }
+
+  /** `/v1/connect` of each base in turn: the first answer, or undefined. */
+  private async ask(token: string): Promise<{ url: string; gateway: string | undefined } | undefined> {
     const bases = typeof this.options.baseUrl === "string" ? [this.options.baseUrl] : this.options.baseUrl;
     for (let i = 0; i < bases.length; i++) {
       const base = bases[(this.attempt + i) % bases.length] ?? "";
@@ -252,14 +263,24 @@ export class ImClient {
           this.alternatives = (body.alternatives ?? []).flatMap((a) =>
             typeof a.url === "string" && typeof a.gateway === "string" ? [{ url: a.url, gateway: a.gateway }] : [],
           );
-          const elsewhere = this.alternatives.find((a) => a.url !== this.unreachable);
-          if (body.url === this.unreachable && elsewhere !== undefined) return elsewhere;
           return { url: body.url, gateway: body.gateway };
         }
         this.emit("error", new ServerError(body.code ?? String(answer.status), body.message ?? "no gateway to connect to"));
       } catch (error) {
         this.emit("error", error instanceof Error ? error : new Error(String(error)));
       }
+    }
+    return undefined;
+  }
+
+  /** Where to open the next session: the gateway `/v1/connect` names
+   * (each base asked in turn), else, when none answers, one of the
+   * alternatives the last answer named. */
+  private async locate(token: string): Promise<{ url: string; gateway: string | undefined } | undefined> {
+    const chosen = await this.ask(token);
+    if (chosen !== undefined) {
+      const elsewhere = this.alternatives.find((a) => a.url !== this.unreachable);
+      return chosen.url === this.unreachable && elsewhere !== undefined ? elsewhere : chosen;
     }
     return this.alternatives[this.attempt % Math.max(1, this.alternatives.length)];
   }

@@ -187,3 +187,20 @@ test("a gateway that never opens is skipped for an alternative while it is still
   await connected;
   im.close();
 });
+
+test("a token about to expire is replaced in the session with the auth frame", async () => {
+  FakeSocket.all = [];
+  const jwt = (exp: number) => `h.${Buffer.from(JSON.stringify({ sub: "alice", exp })).toString("base64url")}.s`;
+  // Expires in 61 s: the refresh is due a minute before, in about a second.
+  const first = jwt(Math.floor(Date.now() / 1000) + 61);
+  const fresh = jwt(Math.floor(Date.now() / 1000) + 3600);
+  const tokens = [first, fresh];
+  const im = new ImClient({ baseUrl: "http://gw", token: () => tokens.shift() ?? fresh, WebSocket: FakeSocket, fetch: fakeFetch, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
+  const connected = im.connect();
+  await until("a socket", () => FakeSocket.all.length === 1);
+  socket(0).open();
+  await connected;
+  for (let i = 0; i < 60 && socket(0).ops("auth").length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(socket(0).ops("auth"), [{ op: "auth", token: fresh }]);
+  im.close();
+});

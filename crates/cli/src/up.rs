@@ -61,6 +61,11 @@ pub struct UpArgs {
     pub tls: bool,
 }
 
+/// A process restarted this many times within [`CRASH_WINDOW`] is taken
+/// for broken: `imctl up` stops.
+const MAX_RESTARTS: usize = 5;
+const CRASH_WINDOW: Duration = Duration::from_secs(60);
+
 fn exe_dir() -> PathBuf {
     std::env::current_exe()
         .ok()
@@ -173,12 +178,48 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "web chat: not built (cd clients/js && npm ci && npm run build, then restart imctl up)"
         ),
     }
-    let outcome = loop {
-        if let Some((name, status)) = system.exited() {
-            break Err(anyhow::anyhow!(
-                "{name} exited ({status}); see {}",
-                system.logs.join(format!("{name}.log")).display()
-            ));
+    // A supervisor: a process that dies is started again (its partitions
+    // or its clients have gone to the others meanwhile); one that keeps
+    // dying stops everything, saying where its log is.
+    // It waits a second (doubling with each recent death) before it does,
+    // as a supervisor should: clients and partitions move to the survivors
+    // first instead of racing back to a process that may die again.
+    let mut deaths: std::collections::HashMap<String, Vec<std::time::Instant>> = Default::default();
+    let mut due: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let outcome = 'supervise: loop {
+        for (name, status) in system.exited_all() {
+            if due.contains_key(&name) {
+                continue;
+            }
+            let log = system.logs.join(format!("{name}.log"));
+            let recent = deaths.entry(name.clone()).or_default();
+            recent.retain(|at| at.elapsed() < CRASH_WINDOW);
+            if recent.len() >= MAX_RESTARTS {
+                break 'supervise Err(anyhow::anyhow!(
+                    "{name} exited ({status}) {} times within {CRASH_WINDOW:?}; see {}",
+                    recent.len() + 1,
+                    log.display()
+                ));
+            }
+            let wait = Duration::from_secs(1 << recent.len());
+            recent.push(std::time::Instant::now());
+            eprintln!(
+                "imctl: {name} exited ({status}); starting it again in {wait:?} (log: {})",
+                log.display()
+            );
+            due.insert(name, std::time::Instant::now() + wait);
+        }
+        let now = std::time::Instant::now();
+        let ready: Vec<String> = due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in ready {
+            due.remove(&name);
+            if let Err(error) = system.restart(&name) {
+                break 'supervise Err(error);
+            }
         }
         tokio::select! {
             _ = im_runtime::shutdown::wait_for_signal() => break Ok(()),

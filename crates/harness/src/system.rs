@@ -651,6 +651,25 @@ impl System {
             .find_map(|p| p.exited().map(|status| (p.name.clone(), status)))
     }
 
+    /// Every process that exited on its own, and how.
+    pub fn exited_all(&mut self) -> Vec<(String, std::process::ExitStatus)> {
+        self.procs
+            .iter_mut()
+            .filter_map(|p| p.exited().map(|status| (p.name.clone(), status)))
+            .collect()
+    }
+
+    /// Start the process named `name` again (after it exited).
+    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let proc = self
+            .procs
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no process named {name}"))?;
+        proc.kill9();
+        proc.spawn()
+    }
+
     /// Keep the data directory after the system stops (a scratch one is
     /// removed otherwise); returns it.
     pub fn keep(&mut self) -> PathBuf {
