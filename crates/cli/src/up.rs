@@ -4,7 +4,7 @@
 //! rest rather than restarting it silently.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use im_harness::{Durability, System};
@@ -65,6 +65,58 @@ pub struct UpArgs {
 /// for broken: `imctl up` stops.
 const MAX_RESTARTS: usize = 5;
 const CRASH_WINDOW: Duration = Duration::from_secs(60);
+
+/// What to do about a process that exited.
+#[derive(Debug, PartialEq)]
+enum Restart {
+    /// Start it again after this long.
+    After(Duration),
+    /// Its restart is scheduled already.
+    Pending,
+    /// It died this many times within the window: stop everything.
+    GiveUp(usize),
+}
+
+/// `imctl up`'s supervisor, pure: a process that dies is started again
+/// after a second, doubling with each recent death (clients and partitions
+/// move to the survivors first instead of racing back to a process that may
+/// die again); one that keeps dying stops the system.
+#[derive(Default)]
+struct Supervisor {
+    deaths: std::collections::HashMap<String, Vec<Instant>>,
+    due: std::collections::HashMap<String, Instant>,
+}
+
+impl Supervisor {
+    fn died(&mut self, name: &str, now: Instant) -> Restart {
+        if self.due.contains_key(name) {
+            return Restart::Pending;
+        }
+        let recent = self.deaths.entry(name.to_string()).or_default();
+        recent.retain(|at| now.duration_since(*at) < CRASH_WINDOW);
+        if recent.len() >= MAX_RESTARTS {
+            return Restart::GiveUp(recent.len() + 1);
+        }
+        let wait = Duration::from_secs(1 << recent.len());
+        recent.push(now);
+        self.due.insert(name.to_string(), now + wait);
+        Restart::After(wait)
+    }
+
+    /// The processes whose restart is due at `now`.
+    fn due(&mut self, now: Instant) -> Vec<String> {
+        let ready: Vec<String> = self
+            .due
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &ready {
+            self.due.remove(name);
+        }
+        ready
+    }
+}
 
 fn exe_dir() -> PathBuf {
     std::env::current_exe()
@@ -178,45 +230,26 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
             "web chat: not built (cd clients/js && npm ci && npm run build, then restart imctl up)"
         ),
     }
-    // A supervisor: a process that dies is started again (its partitions
-    // or its clients have gone to the others meanwhile); one that keeps
-    // dying stops everything, saying where its log is.
-    // It waits a second (doubling with each recent death) before it does,
-    // as a supervisor should: clients and partitions move to the survivors
-    // first instead of racing back to a process that may die again.
-    let mut deaths: std::collections::HashMap<String, Vec<std::time::Instant>> = Default::default();
-    let mut due: std::collections::HashMap<String, std::time::Instant> = Default::default();
+    let mut supervisor = Supervisor::default();
     let outcome = 'supervise: loop {
+        let now = Instant::now();
         for (name, status) in system.exited_all() {
-            if due.contains_key(&name) {
-                continue;
-            }
             let log = system.logs.join(format!("{name}.log"));
-            let recent = deaths.entry(name.clone()).or_default();
-            recent.retain(|at| at.elapsed() < CRASH_WINDOW);
-            if recent.len() >= MAX_RESTARTS {
-                break 'supervise Err(anyhow::anyhow!(
-                    "{name} exited ({status}) {} times within {CRASH_WINDOW:?}; see {}",
-                    recent.len() + 1,
+            match supervisor.died(&name, now) {
+                Restart::Pending => {}
+                Restart::After(wait) => eprintln!(
+                    "imctl: {name} exited ({status}); starting it again in {wait:?} (log: {})",
                     log.display()
-                ));
+                ),
+                Restart::GiveUp(times) => {
+                    break 'supervise Err(anyhow::anyhow!(
+                        "{name} exited ({status}) {times} times within {CRASH_WINDOW:?}; see {}",
+                        log.display()
+                    ))
+                }
             }
-            let wait = Duration::from_secs(1 << recent.len());
-            recent.push(std::time::Instant::now());
-            eprintln!(
-                "imctl: {name} exited ({status}); starting it again in {wait:?} (log: {})",
-                log.display()
-            );
-            due.insert(name, std::time::Instant::now() + wait);
         }
-        let now = std::time::Instant::now();
-        let ready: Vec<String> = due
-            .iter()
-            .filter(|(_, at)| **at <= now)
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in ready {
-            due.remove(&name);
+        for name in supervisor.due(now) {
             if let Err(error) = system.restart(&name) {
                 break 'supervise Err(error);
             }
@@ -229,4 +262,51 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     eprintln!("imctl: stopping");
     tokio::task::spawn_blocking(move || system.shutdown()).await?;
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dead_process_comes_back_later_each_time_and_a_crash_loop_stops_all() {
+        let mut supervisor = Supervisor::default();
+        let start = Instant::now();
+        assert_eq!(
+            supervisor.died("gw", start),
+            Restart::After(Duration::from_secs(1))
+        );
+        // Seen again before its restart: nothing new.
+        assert_eq!(supervisor.died("gw", start), Restart::Pending);
+        assert!(supervisor.due(start).is_empty());
+        let later = start + Duration::from_secs(1);
+        assert_eq!(supervisor.due(later), vec!["gw".to_string()]);
+        let waits: Vec<Restart> = (1..5)
+            .map(|n| {
+                let at = later + Duration::from_secs(n * 5);
+                let restart = supervisor.died("gw", at);
+                supervisor.due(at + Duration::from_secs(60));
+                restart
+            })
+            .collect();
+        assert_eq!(
+            waits,
+            [2, 4, 8, 16].map(|s| Restart::After(Duration::from_secs(s)))
+        );
+        assert_eq!(
+            supervisor.died("gw", later + Duration::from_secs(30)),
+            Restart::GiveUp(6)
+        );
+        // Another process has its own count; an old death is forgotten.
+        assert_eq!(
+            supervisor.died("unread-1", start),
+            Restart::After(Duration::from_secs(1))
+        );
+        let much_later = start + CRASH_WINDOW * 3;
+        supervisor.due(much_later);
+        assert_eq!(
+            supervisor.died("gw", much_later),
+            Restart::After(Duration::from_secs(1))
+        );
+    }
 }
