@@ -623,6 +623,14 @@ pub async fn run_function<H: BatchHandler>(
         anyhow::anyhow!("no consumer is defined for function {function} in schemas/streams.json")
     })?;
     let partitions = topology().partition_count(&def);
+    tokio::spawn(crate::telemetry::report_streams(
+        js.clone(),
+        vec![
+            def.stream.clone(),
+            im_events::subjects::STREAM_DLQ.to_string(),
+        ],
+        shutdown.clone(),
+    ));
     anyhow::ensure!(
         partitions as usize <= crate::publish::MAX_CONCURRENT_PUBLISHERS,
         "{partitions} partitions exceed the {} concurrent publishers one process supports",

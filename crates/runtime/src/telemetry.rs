@@ -10,6 +10,41 @@ pub const OWNED_PARTITIONS: &str = "im_owned_partitions";
 pub const PARTITIONS: &str = "im_partitions";
 /// Messages held back until an earlier one of their conversation arrives.
 pub const HELD: &str = "im_held_total";
+/// Bytes a stream holds on disk, and the most it may (`max_bytes`; full,
+/// it refuses new messages): the NATS disk alerts compare the two.
+pub const STREAM_BYTES: &str = "im_stream_bytes";
+pub const STREAM_MAX_BYTES: &str = "im_stream_max_bytes";
+
+/// How often a function reports its streams' size.
+pub const STREAM_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Report the size and bound of `streams` until `shutdown` (each function
+/// reports the stream it reads and the dead letters).
+pub async fn report_streams(
+    js: async_nats::jetstream::Context,
+    streams: Vec<String>,
+    shutdown: crate::Shutdown,
+) {
+    loop {
+        for name in &streams {
+            let Ok(mut stream) = js.get_stream(name).await else {
+                continue;
+            };
+            if let Ok(info) = stream.info().await {
+                metrics::gauge!(STREAM_BYTES, "stream" => name.clone())
+                    .set(info.state.bytes as f64);
+                if info.config.max_bytes > 0 {
+                    metrics::gauge!(STREAM_MAX_BYTES, "stream" => name.clone())
+                        .set(info.config.max_bytes as f64);
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(STREAM_REPORT_EVERY) => {}
+        }
+    }
+}
 
 pub fn init_tracing(json: bool) {
     use tracing_subscriber::EnvFilter;
