@@ -786,16 +786,17 @@ impl Pipeline {
 }
 
 /// Run one of the SDK's node scripts (clients/js/dist/…) against the
-/// system: it prints one JSON object per line; `on_event` sees each and
-/// may answer with a line on the script's stdin (a step it asked for, such
-/// as killing a gateway). Returns the `done` event; panics on `failed`, on
-/// silence past `timeout`, or when the script exits without `done`.
+/// system: it prints one JSON object per line. When it asks for
+/// `{"event":"kill","gateway"}`, `kill` ends that gateway and the script is
+/// told on its stdin. Returns the `done` event and the gateway killed, if
+/// any; panics on `failed`, on silence past `timeout`, or when the script
+/// exits without `done`.
 pub fn run_node_script(
     script: &str,
     env: &[(&str, String)],
     timeout: Duration,
-    mut on_event: impl FnMut(&Value) -> Option<String>,
-) -> Value {
+    mut kill: impl FnMut(&str),
+) -> (Value, Option<String>) {
     use std::io::{BufRead, BufReader, Write};
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../clients/js/dist")
@@ -825,6 +826,7 @@ pub fn run_node_script(
         }
     });
     let deadline = Instant::now() + timeout;
+    let mut killed = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = seen.recv_timeout(left) else {
@@ -837,17 +839,50 @@ pub fn run_node_script(
             Some("done") => {
                 let status = node.wait().unwrap();
                 assert!(status.success(), "{script}: {status:?}");
-                return event;
+                return (event, killed);
             }
             Some("failed") => {
                 let _ = node.kill();
                 panic!("{script} failed: {line}");
             }
-            _ => {
-                if let Some(answer) = on_event(&event) {
-                    writeln!(stdin, "{answer}").unwrap();
-                }
+            Some("kill") => {
+                let gateway = event["gateway"].as_str().unwrap_or_default().to_string();
+                kill(&gateway);
+                writeln!(stdin, "killed").unwrap();
+                killed = Some(gateway);
             }
+            _ => {}
         }
     }
+}
+
+/// One fetch of up to `max` messages from a pull consumer (waits 800 ms for
+/// them), unacknowledged.
+pub async fn fetch_batch(
+    consumer: &async_nats::jetstream::consumer::PullConsumer,
+    max: usize,
+) -> Vec<async_nats::jetstream::Message> {
+    use futures::StreamExt;
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(Duration::from_millis(800))
+        .messages()
+        .await
+        .unwrap();
+    let mut messages = Vec::new();
+    while let Some(Ok(message)) = batch.next().await {
+        messages.push(message);
+    }
+    messages
+}
+
+/// Debian's Chromium for the browser tests (or `IM_CHROMIUM`).
+pub fn chromium() -> String {
+    let path = std::env::var("IM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: install Debian's chromium (apt-get install chromium; infra/test.sh does as root) or set IM_CHROMIUM"
+    );
+    path
 }

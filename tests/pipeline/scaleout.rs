@@ -279,15 +279,8 @@ async fn an_ingest_from_before_partitioning_hands_its_place_to_partition_zero() 
         .await
         .unwrap();
     let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, max: usize| async move {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(max)
-            .expires(Duration::from_millis(800))
-            .messages()
-            .await
-            .unwrap();
         let mut got = Vec::new();
-        while let Some(Ok(message)) = batch.next().await {
+        for message in im_pipeline_tests::fetch_batch(&consumer, max).await {
             message.double_ack().await.unwrap();
             got.push((
                 message.subject.to_string(),

@@ -20,18 +20,7 @@ async fn fetch(
     consumer: &async_nats::jetstream::consumer::PullConsumer,
     max: usize,
 ) -> Vec<async_nats::jetstream::Message> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(max)
-        .expires(Duration::from_millis(800))
-        .messages()
-        .await
-        .unwrap();
-    let mut messages = Vec::new();
-    while let Some(Ok(message)) = batch.next().await {
-        messages.push(message);
-    }
-    messages
+    im_pipeline_tests::fetch_batch(consumer, max).await
 }
 
 async fn names(js: &async_nats::jetstream::Context) -> Vec<String> {

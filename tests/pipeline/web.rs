@@ -23,11 +23,7 @@ async fn two_browsers_chat_and_the_badge_follows_what_bob_read() {
         "{} is missing: build the SDK and app first (cd clients/js && npm ci && npm run build; infra/test.sh does)",
         dist.join("app/index.html").display()
     );
-    let chromium = std::env::var("IM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: install Debian's chromium (apt-get install chromium; infra/test.sh does as root) or set IM_CHROMIUM"
-    );
+    let chromium = im_pipeline_tests::chromium();
     let mut pipeline = Pipeline::start().await;
     let app_dir = dist.display().to_string();
     let port = pipeline
@@ -84,20 +80,12 @@ async fn two_browsers_chat_and_the_badge_follows_what_bob_read() {
             std::env::var("IM_SCREENSHOT").unwrap_or_default(),
         ),
     ];
-    let mut killed = None;
-    let done = tokio::task::block_in_place(|| {
+    let (done, killed) = tokio::task::block_in_place(|| {
         run_node_script(
             "integration/browser.js",
             &env,
             Duration::from_secs(180),
-            |event| {
-                let gateway = event["gateway"].as_str()?;
-                (event["event"] == "kill").then(|| {
-                    pipeline.process(gateway).kill9();
-                    killed = Some(gateway.to_string());
-                    "killed".to_string()
-                })
-            },
+            |gateway| pipeline.process(gateway).kill9(),
         )
     });
     assert_eq!(done["ok"], true, "{done}");
@@ -157,11 +145,7 @@ fn instance_pid(up: u32, instance: &str) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_a_cluster_the_page_moves_to_the_other_gateway() {
     use std::io::BufRead;
-    let chromium = std::env::var("IM_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "{chromium} is missing: apt-get install chromium"
-    );
+    let chromium = im_pipeline_tests::chromium();
     let dir = tempfile::tempdir().unwrap();
     let nats = im_harness::free_base();
     let http = im_harness::free_ports(2);
@@ -212,28 +196,22 @@ async fn under_a_cluster_the_page_moves_to_the_other_gateway() {
         ("IM_CHROMIUM", chromium),
         ("IM_SCREENSHOT", String::new()),
     ];
-    let mut killed = None;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_node_script(
             "integration/browser.js",
             &env,
             Duration::from_secs(240),
-            |event| {
-                let gateway = event["gateway"].as_str()?;
-                (event["event"] == "kill").then(|| {
-                    let victim = instance_pid(pid, gateway)
-                        .unwrap_or_else(|| panic!("no process of imctl up is {gateway}"));
-                    let _ = Command::new("kill")
-                        .args(["-9", &victim.to_string()])
-                        .status();
-                    killed = Some(gateway.to_string());
-                    "killed".to_string()
-                })
+            |gateway| {
+                let victim = instance_pid(pid, gateway)
+                    .unwrap_or_else(|| panic!("no process of imctl up is {gateway}"));
+                let _ = Command::new("kill")
+                    .args(["-9", &victim.to_string()])
+                    .status();
             },
         )
     }));
     stop(&mut up);
-    let done = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let (done, killed) = outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
     assert_eq!(done["ok"], true, "{done}");
     assert!(
         killed.is_some_and(|g| g.starts_with("gateway-")),

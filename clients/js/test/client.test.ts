@@ -54,6 +54,14 @@ function client(): ImClient {
   return new ImClient({ baseUrl: "http://gw", token: "t0k", WebSocket: FakeSocket, fetch: fakeFetch, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
 }
 
+/** Connect `im` and open its first socket. */
+async function opened(im: ImClient): Promise<void> {
+  const connected = im.connect();
+  await until("a socket", () => FakeSocket.all.length === 1);
+  socket(0).open();
+  await connected;
+}
+
 const socket = (n: number): FakeSocket => {
   const found = FakeSocket.all[n];
   assert.ok(found, `socket ${n}`);
@@ -89,10 +97,7 @@ test("unacked sends are resent with the same client_msg_id after a reconnect, an
 
 test("a refused send fails with its code; a retryable one is kept", async () => {
   const im = client();
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   const refused = im.send("g:x", { text: "no" }, { clientMsgId: "r1" });
   socket(0).push({ op: "error", code: "not_member", message: "not a member", client_msg_id: "r1" });
   await assert.rejects(refused, (e: unknown) => e instanceof ServerError && e.code === "not_member");
@@ -106,10 +111,7 @@ test("a refused send fails with its code; a retryable one is kept", async () => 
 
 test("requests are answered in order; a disconnect fails the ones waiting", async () => {
   const im = client();
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   const list = im.conversations();
   socket(0).push({ op: "conversations_result", items: [{ conversation_id: "g:x", last_seq: 3, read_seq: 1, unread: 2 }], total_unread: 2 });
   assert.equal((await list).total_unread, 2);
@@ -124,10 +126,7 @@ test("unread counts older than the ones shown are ignored", async () => {
   const im = client();
   const seen: number[] = [];
   im.on("unread", (u) => seen.push(u.unread));
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   socket(0).push({ op: "unread", conversation_id: "g:x", unread: 0, total: 0, as_of: 7 });
   socket(0).push({ op: "unread", conversation_id: "g:x", unread: 3, total: 3, as_of: 5 });
   socket(0).push({ op: "unread", conversation_id: "g:x", unread: 1, total: 1, as_of: 8 });
@@ -139,10 +138,7 @@ test("pushed messages are shown once and acknowledged as delivered", async () =>
   const im = client();
   const shown: string[] = [];
   im.on("message", (m) => shown.push(m.message_id));
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   socket(0).push({ op: "sync_result", items: [], next: 0, has_more: false });
   const m = { message_id: "m1", conversation_id: "dm:alice:bob", seq: 1, sender_id: "alice", kind: "text", body: { text: "hi" }, sent_at: "x" };
   socket(0).push({ op: "message", ...m });
@@ -161,10 +157,7 @@ test("when no gateway answers /v1/connect, the client goes to an alternative it 
   }) as typeof fetch;
   const im = new ImClient({ baseUrl: "http://gw1", token: "t0k", WebSocket: FakeSocket, fetch: flaky, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
   im.on("error", () => {});
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   up = false;
   socket(0).drop(1006, "gateway killed");
   await until("a socket elsewhere", () => FakeSocket.all.length === 2);
@@ -196,10 +189,7 @@ test("a token about to expire is replaced in the session with the auth frame", a
   const fresh = jwt(Math.floor(Date.now() / 1000) + 3600);
   const tokens = [first, fresh];
   const im = new ImClient({ baseUrl: "http://gw", token: () => tokens.shift() ?? fresh, WebSocket: FakeSocket, fetch: fakeFetch, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
-  const connected = im.connect();
-  await until("a socket", () => FakeSocket.all.length === 1);
-  socket(0).open();
-  await connected;
+  await opened(im);
   for (let i = 0; i < 60 && socket(0).ops("auth").length === 0; i++) await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(socket(0).ops("auth"), [{ op: "auth", token: fresh }]);
   im.close();

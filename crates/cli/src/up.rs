@@ -125,6 +125,25 @@ fn exe_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// Whether `imctl up` mints development tokens (anyone who reaches the
+/// gateway can then sign in as anyone): only on a loopback address, unless
+/// `IM_DEV_TOKENS` says otherwise.
+fn dev_tokens_for(http: &str, setting: Option<&str>) -> bool {
+    match setting.map(str::trim) {
+        Some("true" | "1" | "yes") => true,
+        Some("false" | "0" | "no") => false,
+        _ => http
+            .rsplit_once(':')
+            .map(|(host, _)| host.trim_matches(['[', ']']))
+            .is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }),
+    }
+}
+
 /// The built browser chat: `clients/js/dist` of the checkout imctl runs
 /// from (target/<profile>/imctl) or of the current directory.
 fn web_app_dir() -> Option<PathBuf> {
@@ -182,8 +201,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     builder = builder.tls(args.tls);
     // The browser chat, and development tokens for it (a name is enough to
-    // sign in: `imctl up` is for one machine and development).
-    builder = builder.env("IM_DEV_TOKENS", "true");
+    // sign in), but only where no one else can reach the gateway.
+    let dev_tokens = dev_tokens_for(&args.http, std::env::var("IM_DEV_TOKENS").ok().as_deref());
+    builder = builder.env("IM_DEV_TOKENS", if dev_tokens { "true" } else { "false" });
     let app = web_app_dir();
     if let Some(dir) = &app {
         builder = builder.env("IM_APP_DIR", dir.display().to_string());
@@ -218,13 +238,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     match (&app, system.gateways.first()) {
         (Some(_), Some(gateway)) => println!(
-            "web chat: {}://{}/app/ (sign in with any user name: development tokens are on)",
+            "web chat: {}://{}/app/ ({})",
             if system.tls.is_some() {
                 "https"
             } else {
                 "http"
             },
-            gateway.address
+            gateway.address,
+            if dev_tokens {
+                "sign in with any user name: development tokens are on"
+            } else {
+                "sign in with a token (imctl token): development tokens are off, the gateway is reachable from other machines"
+            }
         ),
         _ => println!(
             "web chat: not built (cd clients/js && npm ci && npm run build, then restart imctl up)"
@@ -267,6 +292,18 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn development_tokens_only_where_only_this_machine_reaches() {
+        assert!(dev_tokens_for("127.0.0.1:8080", None));
+        assert!(dev_tokens_for("[::1]:8080", None));
+        assert!(dev_tokens_for("localhost:8080", None));
+        assert!(!dev_tokens_for("0.0.0.0:8080", None));
+        assert!(!dev_tokens_for("10.1.2.3:8080", None));
+        assert!(!dev_tokens_for("[::]:8080", None));
+        assert!(dev_tokens_for("0.0.0.0:8080", Some("true")));
+        assert!(!dev_tokens_for("127.0.0.1:8080", Some("false")));
+    }
 
     #[test]
     fn a_dead_process_comes_back_later_each_time_and_a_crash_loop_stops_all() {

@@ -413,17 +413,21 @@ mod tests {
 
     #[test]
     fn subject_must_match_type() {
-        let payload = serde_json::to_vec(&send_event()).unwrap();
-        let error = parse_inbound(
+        let error = parse("im.ingest.message.read", &send_event()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::SchemaViolation);
+    }
+
+    /// A structured event as published on `subject`.
+    fn parse(subject: &str, event: &serde_json::Value) -> Result<Inbound, EventError> {
+        let payload = serde_json::to_vec(event).unwrap();
+        parse_inbound(
             &InboundMessage {
-                subject: "im.ingest.message.read",
+                subject,
                 headers: &[],
                 payload: &payload,
             },
             &Limits::default(),
         )
-        .unwrap_err();
-        assert_eq!(error.code, ErrorCode::SchemaViolation);
     }
 
     /// What the schema calls an integer (`6095.0`) the typed event takes;
@@ -433,15 +437,7 @@ mod tests {
         let edit = |seq: serde_json::Value| {
             let event = serde_json::json!({"specversion": "1.0", "id": "e", "source": "urn:t", "type": "im.message.edit",
                 "data": {"conversation_id": "g:1", "seq": seq, "editor_id": "a", "body": {"text": "x"}}});
-            let payload = serde_json::to_vec(&event).unwrap();
-            parse_inbound(
-                &InboundMessage {
-                    subject: "im.ingest.message.edit",
-                    headers: &[],
-                    payload: &payload,
-                },
-                &Limits::default(),
-            )
+            parse("im.ingest.message.edit", &event)
         };
         match edit(serde_json::json!(6095.0)).map(|inbound| inbound.command) {
             Ok(Command::Edit(edit)) => assert_eq!(edit.seq, 6095),
@@ -454,15 +450,7 @@ mod tests {
         // An extension attribute too.
         let event = serde_json::json!({"specversion": "1.0", "id": "e", "source": "urn:t", "type": "im.message.read",
             "traceno": 7.0, "data": {"conversation_id": "g:1", "seq": 1, "user_id": "a"}});
-        let payload = serde_json::to_vec(&event).unwrap();
-        let parsed = parse_inbound(
-            &InboundMessage {
-                subject: "im.ingest.message.read",
-                headers: &[],
-                payload: &payload,
-            },
-            &Limits::default(),
-        );
+        let parsed = parse("im.ingest.message.read", &event);
         assert!(parsed.is_ok(), "{parsed:?}");
     }
 }

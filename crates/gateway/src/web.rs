@@ -27,14 +27,6 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/v1/dev/token", post(dev_token))
 }
 
-fn refusal(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"code": code, "message": message.into()})),
-    )
-        .into_response()
-}
-
 async fn index(State(gateway): State<Arc<Gateway>>) -> Response {
     serve(&gateway, "app/index.html").await
 }
@@ -71,14 +63,14 @@ pub fn content_type(path: &Path) -> &'static str {
 
 async fn serve(gateway: &Gateway, path: &str) -> Response {
     let Some(root) = &gateway.config.app_dir else {
-        return refusal(
+        return crate::http::error(
             StatusCode::NOT_FOUND,
             "not_found",
             "the web app is not served here: build it (cd clients/js && npm ci && npm run build) and start the gateway with IM_APP_DIR=clients/js/dist (imctl up does)",
         );
     };
     let Some(file) = resolve(root, path) else {
-        return refusal(StatusCode::NOT_FOUND, "not_found", "no such file");
+        return crate::http::error(StatusCode::NOT_FOUND, "not_found", "no such file");
     };
     match tokio::fs::read(&file).await {
         Ok(bytes) => (
@@ -89,7 +81,7 @@ async fn serve(gateway: &Gateway, path: &str) -> Response {
             bytes,
         )
             .into_response(),
-        Err(_) => refusal(StatusCode::NOT_FOUND, "not_found", "no such file"),
+        Err(_) => crate::http::error(StatusCode::NOT_FOUND, "not_found", "no such file"),
     }
 }
 
@@ -111,14 +103,14 @@ fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<S
 /// deployment's user key.
 async fn dev_token(State(gateway): State<Arc<Gateway>>, body: axum::body::Bytes) -> Response {
     if !gateway.config.dev_tokens {
-        return refusal(
+        return crate::http::error(
             StatusCode::NOT_FOUND,
             "not_found",
             "development tokens are off here (IM_DEV_TOKENS=true turns them on; never in production)",
         );
     }
     let Ok(request) = serde_json::from_slice::<DevTokenRequest>(&body) else {
-        return refusal(
+        return crate::http::error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             r#"send {"user": "<name>", "device": "<optional device>"}"#,
@@ -126,14 +118,14 @@ async fn dev_token(State(gateway): State<Arc<Gateway>>, body: axum::body::Bytes)
     };
     let device = request.device.unwrap_or_else(|| "web".to_string());
     if im_events::ids::device_source(&request.user, &device).is_err() {
-        return refusal(
+        return crate::http::error(
             StatusCode::BAD_REQUEST,
             "invalid_id",
             "user and device are 1-128 characters of [A-Za-z0-9._@-]",
         );
     }
     let Some(secret) = &gateway.config.keys.user_secret else {
-        return refusal(
+        return crate::http::error(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "this gateway checks tokens with an identity provider's keys only; it cannot mint one",

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use im_events::ids::{direct_conversation_id, direct_members};
+use im_events::ids::direct_members;
 use im_events::inbound::{Inbound, Limits};
 use im_events::partition::partition_of;
 use im_events::subjects::{accepted_batch_subject, accepted_subject};
@@ -128,8 +128,7 @@ pub fn normalize(command: Command) -> Result<Command, EventError> {
             ErrorCode::InvalidId,
             format!("{conversation_id} names the same user twice"),
         )),
-        Some((a, b)) => Ok(direct_conversation_id(a, b)),
-        None => Ok(conversation_id.to_string()),
+        _ => Ok(im_events::ids::canonical_conversation_id(conversation_id).into_owned()),
     };
     Ok(match command {
         Command::Send(mut send) => {
