@@ -80,7 +80,13 @@ async fn kill_nine_during_load_loses_and_duplicates_nothing() {
                 headers.insert("Nats-Msg-Id", format!("urn:loadload-{n}").as_str());
                 let ack = js
                     .publish_with_headers(
-                        "im.ingest.message.send",
+                        // Keyed like the groups' creates (tests/support.rs):
+                        // a conversation's events are ordered only among
+                        // events keyed alike (README, "Ingest scales out").
+                        im_events::subjects::keyed_ingest_subject(
+                            "im.message.send",
+                            &conversations[*conversation].0,
+                        ),
                         headers,
                         serde_json::to_vec(&event).unwrap().into(),
                     )
