@@ -386,6 +386,47 @@ async fn bad_frames_get_errors_and_the_gateway_keeps_serving() {
     }
 }
 
+/// A frame over the limit is refused in words every time: the client reads
+/// the `frame_too_large` error and the 1009 close, never just a reset
+/// (the gateway closed with the rest of the frame unread, and the kernel
+/// reset the connection, dropping what was still queued for the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_frame_is_refused_in_words_not_by_a_reset() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline
+        .start_gateway("gateway", &[("IM_MAX_FRAME_BYTES", "4096")])
+        .await;
+    let mut unexplained = Vec::new();
+    for attempt in 0..20 {
+        let mut device = Device::connect(port, "big", &format!("d{attempt}")).await;
+        // Answers in flight, so the refusal queues behind them.
+        for _ in 0..3 {
+            device.send(json!({"op": "ping"})).await;
+        }
+        device
+            .send_text(json!({"op": "ping", "pad": "x".repeat(64 * 1024)}).to_string())
+            .await;
+        let mut seen = Vec::new();
+        let explained = loop {
+            match device.next(WAIT).await {
+                Some(frame) if frame["op"] == "error" => {
+                    break frame["code"] == "frame_too_large";
+                }
+                Some(frame) if frame["op"] == "closed" => break frame["code"] == json!(1009),
+                Some(frame) => seen.push(frame["op"].clone()),
+                None => break false,
+            }
+        };
+        if !explained {
+            unexplained.push((attempt, seen));
+        }
+    }
+    assert!(
+        unexplained.is_empty(),
+        "refused without a word (attempt, frames before): {unexplained:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_gateway_loses_nothing() {
     // A short presence TTL for every process (push creates the bucket too).

@@ -215,6 +215,12 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => {
             tracing::info!(addr = %listener.local_addr()?, tls = false, "gateway listening");
+            // Frames are small and latency matters: no Nagle delay behind
+            // the client's delayed ACKs (up to 40 ms a push otherwise).
+            let listener =
+                axum::serve::ListenerExt::tap_io(listener, |socket: &mut tokio::net::TcpStream| {
+                    let _ = socket.set_nodelay(true);
+                });
             axum::serve(listener, app)
                 .with_graceful_shutdown(drained)
                 .await?;

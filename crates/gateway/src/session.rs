@@ -121,6 +121,11 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
         in_flight,
         expires_at: AtomicI64::new(claims.exp),
     });
+    // Whether the socket still holds unread bytes when the session ends (a
+    // frame refused half-read): closing it then makes the kernel reset
+    // the connection and drop what is still queued for the client, the
+    // error and the close frame among them.
+    let mut unread_input = false;
     loop {
         let left = context.expires_at.load(Ordering::Acquire) - chrono::Utc::now().timestamp();
         let expiry = tokio::time::sleep(std::time::Duration::from_secs(left.max(0) as u64));
@@ -162,6 +167,7 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
                     context
                         .outbox
                         .close(Some(&error), CLOSE_TOO_BIG, "frame too large");
+                    unread_input = true;
                 }
                 break;
             }
@@ -194,7 +200,16 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
     if tokio::time::timeout(grace, &mut writer).await.is_err() {
         writer.abort();
     }
+    if unread_input {
+        // Linger so the client reads the refusal before the reset.
+        tokio::time::sleep(LINGER).await;
+    }
+    drop(stream);
 }
+
+/// How long a connection refused with unread input stays open after its
+/// close frame went out.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str) {
     match frames::parse(text) {

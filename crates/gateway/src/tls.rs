@@ -78,6 +78,8 @@ impl TlsListener {
                         continue;
                     }
                 };
+                // Frames are small and latency matters: no Nagle delay.
+                let _ = socket.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     let _permit = permit;

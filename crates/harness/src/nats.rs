@@ -31,16 +31,23 @@ impl NatsServer {
 
     fn spawn(&mut self) -> anyhow::Result<()> {
         let binary = nats_server_binary()?;
+        // The store's limit as the system's nodes have it: left unset,
+        // nats-server takes 75 % of the disk's free space, and the
+        // streams' max_bytes (18.75 GiB together) are refused with
+        // "insufficient storage resources" on a disk with less than 25 GiB
+        // free.
+        let conf = self.store.path().join("server.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "host: 127.0.0.1\nport: {}\njetstream {{\n  store_dir: {:?}\n  max_memory_store: 256MB\n  max_file_store: 20GB\n}}\n",
+                self.port,
+                self.store.path().join("js")
+            ),
+        )?;
         let child = Command::new(&binary)
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
+            .arg("-c")
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
