@@ -119,7 +119,8 @@ impl Pipeline {
         self.data_dir().join(file)
     }
 
-    /// Publish a structured-mode CloudEvent to im.ingest.<type>.
+    /// Publish a structured-mode CloudEvent keyed by its conversation
+    /// (`im.ingest.k.<hex>.<type>`, as the gateway and imctl do).
     pub async fn publish(
         &self,
         event_type: &str,
@@ -129,6 +130,27 @@ impl Pipeline {
         with_msg_id: bool,
     ) {
         let subject = im_events::subjects::ingest_subject_for(event_type, &data);
+        self.publish_on(&subject, event_type, source, id, data, with_msg_id)
+            .await
+    }
+
+    /// Publish it unkeyed, on `im.ingest.<type>`, as a publisher that does
+    /// not know the keys does.
+    pub async fn publish_unkeyed(&self, event_type: &str, source: &str, id: &str, data: Value) {
+        let subject = im_events::subjects::ingest_subject(event_type);
+        self.publish_on(&subject, event_type, source, id, data, true)
+            .await
+    }
+
+    async fn publish_on(
+        &self,
+        subject: &str,
+        event_type: &str,
+        source: &str,
+        id: &str,
+        data: Value,
+        with_msg_id: bool,
+    ) {
         let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type,
                            "datacontenttype": "application/json", "data": data});
         let mut headers = HeaderMap::new();
@@ -138,7 +160,7 @@ impl Pipeline {
                 im_events::ids::nats_msg_id(source, id).as_str(),
             );
         }
-        self.publish_raw(&subject, headers, serde_json::to_vec(&event).unwrap())
+        self.publish_raw(subject, headers, serde_json::to_vec(&event).unwrap())
             .await;
     }
 

@@ -40,6 +40,22 @@ async fn traffic(pipeline: &Pipeline) {
             true,
         )
         .await;
+    // Unkeyed, between keyed ones: live, ingest's partition 0 copies them
+    // keyed and processes the copies in the group's order; replay must
+    // too, or the group's seqs differ.
+    for (n, member) in members.iter().take(6).enumerate() {
+        pipeline
+            .publish_unkeyed(
+                "im.message.send",
+                "urn:test",
+                &format!("ru-{n}"),
+                json!({"conversation_id": "g:replay", "sender_id": member, "kind": "text", "body": {"text": "unkeyed"}}),
+            )
+            .await;
+        pipeline
+            .send_text("g:replay", member, &format!("rk-{n}"), "keyed")
+            .await;
+    }
     pipeline
         .publish("im.message.edit", "urn:test", "re-1", json!({}), true)
         .await; // malformed: a dead letter

@@ -351,3 +351,60 @@ async fn an_ingest_from_before_partitioning_hands_its_place_to_partition_zero() 
         .await;
     assert!(direct.is_err(), "{direct:?}");
 }
+
+/// A publisher that keys its create (as the gateway and imctl do) and then
+/// sends unkeyed, waiting only for the create's publish ack: the sends
+/// must follow the create. Ingest's partition 0 reads unkeyed events; were
+/// it to process them where it reads them, they would race the create in
+/// its own partition and be refused as not_member. It copies them keyed
+/// instead, and they are processed after the create, in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unkeyed_sends_after_a_keyed_create_follow_it() {
+    use im_events::partition::partition_of;
+    use serde_json::json;
+    let mut pipeline = Pipeline::start().await;
+    let partitions = im_runtime::topology::topology().partitions.conversation;
+    // Ingest down while they are published, so that every partition has
+    // its backlog when it comes back and they all run at once.
+    pipeline.process("ingest").stop(Duration::from_secs(5));
+    let groups: Vec<String> = (0..200)
+        .map(|i| format!("g:race-{i}"))
+        .filter(|id| partition_of(id, partitions) != 0)
+        .take(24)
+        .collect();
+    for group in &groups {
+        pipeline
+            .create_group(group, &["a".to_string(), "b".to_string()])
+            .await;
+        for n in 0..3 {
+            pipeline
+                .publish_unkeyed(
+                    "im.message.send",
+                    "urn:test",
+                    &format!("{group}-{n}"),
+                    json!({"conversation_id": group, "sender_id": "a", "kind": "text", "body": {"text": format!("{n}")}}),
+                )
+                .await;
+        }
+    }
+    pipeline.process("ingest").spawn().unwrap();
+    pipeline.settle(Duration::from_secs(60)).await;
+    let refused: Vec<String> = pipeline
+        .dead_letters()
+        .await
+        .into_iter()
+        .map(|(headers, _)| format!("{headers:?}"))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    let conversations = pipeline.conversations();
+    for group in &groups {
+        let ids: Vec<String> = conversations
+            .history(group, None, 10)
+            .unwrap()
+            .iter()
+            .map(|m| m.event_id.clone())
+            .collect();
+        let sent: Vec<String> = (0..3).map(|n| format!("{group}-{n}")).collect();
+        assert_eq!(ids, sent, "{group}");
+    }
+}

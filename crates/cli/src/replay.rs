@@ -85,6 +85,51 @@ fn incoming(subject: String, payload: Bytes, stream_seq: u64, published_ms: i64)
     }
 }
 
+/// The unkeyed events from `start` on that ingest's partition 0 copied
+/// keyed (their copies name them, [`im_ingest::REKEYED_FROM`]): replay
+/// processes the copy where live ingest did, in its conversation's order,
+/// and skips the original. Earlier releases processed unkeyed events
+/// where they were read; those have no copy and are processed as read.
+/// Reads headers only.
+async fn copied_originals(
+    stream: &jetstream::stream::Stream,
+    start: u64,
+) -> anyhow::Result<std::collections::HashSet<u64>> {
+    let mut originals = std::collections::HashSet::new();
+    let mut consumer = stream
+        .create_consumer(jetstream::consumer::pull::OrderedConfig {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: start,
+            },
+            filter_subject: format!("{}.>", im_events::subjects::KEYED_STORED_PREFIX),
+            headers_only: true,
+            ..Default::default()
+        })
+        .await?;
+    if consumer.info().await?.num_pending == 0 {
+        return Ok(originals);
+    }
+    let mut messages = consumer.messages().await?;
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+        let Ok(Some(message)) = next else {
+            anyhow::bail!("reading IM_INGEST's keyed events stopped; run replay again")
+        };
+        let message =
+            message.map_err(|e| anyhow::anyhow!("reading IM_INGEST's keyed events: {e}"))?;
+        let pending = message
+            .info()
+            .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?
+            .pending;
+        if let Some(original) = im_ingest::rekeyed_from(&headers_of(&message)) {
+            originals.insert(original);
+        }
+        if pending == 0 {
+            return Ok(originals);
+        }
+    }
+}
+
 /// What replaying one batch did.
 #[derive(Default)]
 struct Counts {
@@ -100,6 +145,8 @@ struct Pipeline {
     ingest: im_ingest::Config,
     dedupe: im_dedupe::decide::Config,
     user_partitions: u32,
+    /// Unkeyed events processed at their keyed copies instead.
+    copied: std::collections::HashSet<u64>,
 }
 
 impl Pipeline {
@@ -121,6 +168,12 @@ impl Pipeline {
         };
         let mut accepted = Vec::with_capacity(batch.len());
         for message in batch {
+            if self.copied.contains(&message.stream_seq)
+                && im_events::subjects::ingest_key_of_subject(&message.subject).is_none()
+            {
+                counts.events -= 1;
+                continue;
+            }
             match im_ingest::decide(message, &self.ingest) {
                 Ok((subject, event)) => accepted.push(incoming(
                     subject,
@@ -232,6 +285,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let (first, last) = (info.state.first_sequence, info.state.last_sequence);
     let start = resume_from.map(|seq| seq + 1).unwrap_or(first).max(first);
     let total = last.saturating_sub(first) + u64::from(info.state.messages > 0);
+    let copied = copied_originals(&stream, start).await?;
     let stores = Stores::new(StoreUri::Sqlite(args.into.clone()));
     let pipeline = std::sync::Arc::new(Pipeline {
         conversations: stores.conversations(Some(Durability::Normal))?,
@@ -245,6 +299,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             recall_window_ms: args.recall_window_secs * 1000,
         },
         user_partitions: im_runtime::topology::topology().partitions.user,
+        copied,
     });
     eprintln!(
         "replay: IM_INGEST {first}..={last} into {}{}",

@@ -32,6 +32,8 @@ pub const ROLES: &[Role] = &[
         name: "ingest",
         publish: &[
             "im.accepted.>",
+            // Partition 0 re-publishes unkeyed events keyed.
+            "im.ingest.k.>",
             "im.events.message.rejected",
             "im.dlq.ingest",
             REPLIES,

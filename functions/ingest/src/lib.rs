@@ -9,7 +9,13 @@
 //! Ingest itself is partitioned like dedupe: partition p reads the events
 //! publishers keyed by conversation and IM_INGEST's transform stored under
 //! `im.keyed.p.…`; partition 0 also reads the unkeyed `im.ingest.>` ones
-//! (see `im_events::subjects::keyed_ingest_subject`).
+//! (see `im_events::subjects::keyed_ingest_subject`), and re-publishes
+//! each one it can read keyed by its conversation instead of processing
+//! it: processed where it was read, an unkeyed event would race the keyed
+//! events of its conversation in another partition (a send right after a
+//! keyed create refused as not_member). The copy, stored after the
+//! original, is processed in its conversation's partition; replay skips
+//! the originals that have copies ([`REKEYED_FROM`]).
 
 use std::sync::Arc;
 
@@ -31,6 +37,70 @@ pub const FUNCTION: &str = "ingest";
 pub struct Config {
     pub max_body_bytes: usize,
     pub conversation_partitions: u32,
+}
+
+/// Header on the keyed copy of an unkeyed event: the original's IM_INGEST
+/// stream sequence.
+pub const REKEYED_FROM: &str = "Im-Rekeyed-From";
+
+/// What ingest does with an inbound event it can read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    /// Accepted: forward it to dedupe on `subject`.
+    Accept {
+        subject: String,
+        event: Box<Accepted>,
+    },
+    /// Unkeyed: publish it again on `subject`, keyed by its conversation,
+    /// and process it there.
+    Rekey { subject: String },
+}
+
+/// Pure: an inbound message and the time JetStream stored it → where it
+/// goes, or the reason it is refused.
+pub fn route(message: &Incoming, config: &Config) -> Result<Route, EventError> {
+    let (subject, event) = decide(message, config)?;
+    if im_events::subjects::ingest_key_of_subject(&message.subject).is_none() {
+        return Ok(Route::Rekey {
+            subject: im_events::subjects::keyed_ingest_subject(
+                event.payload.type_name(),
+                &event.payload.conversation_id(),
+            ),
+        });
+    }
+    Ok(Route::Accept {
+        subject,
+        event: Box::new(event),
+    })
+}
+
+/// Pure: the keyed copy of an unkeyed event, published on `subject`: its
+/// payload and headers as published (the reply subject of a waiting
+/// publisher, a binary-mode event's attributes) but JetStream's own, with
+/// [`REKEYED_FROM`] naming the original. Its message id is the original's
+/// sequence: a redelivered original is copied once.
+pub fn rekeyed(message: &Incoming, subject: String) -> Outgoing {
+    let mut headers = async_nats::HeaderMap::new();
+    for (name, value) in &message.headers {
+        if !name.to_ascii_lowercase().starts_with("nats-") {
+            headers.append(name.as_str(), value.as_str());
+        }
+    }
+    headers.insert(REKEYED_FROM, message.stream_seq.to_string().as_str());
+    Outgoing {
+        subject,
+        message_id: Some(format!("rekey:{}", message.stream_seq)),
+        headers: Some(headers),
+        payload: message.payload.clone(),
+    }
+}
+
+/// The original IM_INGEST sequence a keyed copy was made from.
+pub fn rekeyed_from(headers: &[(String, String)]) -> Option<u64> {
+    headers
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(REKEYED_FROM))
+        .and_then(|(_, value)| value.parse().ok())
 }
 
 /// Pure: an inbound message and the time JetStream stored it → the accepted
@@ -332,15 +402,23 @@ impl BatchHandler for Ingest {
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut items = Vec::new();
+        let mut copies = Vec::new();
         for message in &batch {
-            match decide(message, &self.config) {
-                Ok((subject, accepted)) => {
+            match route(message, &self.config) {
+                Ok(Route::Rekey { subject }) => {
+                    copies.push(rekeyed(message, subject));
+                    outcomes.push(Outcome::Done);
+                }
+                Ok(Route::Accept {
+                    subject,
+                    event: accepted,
+                }) => {
                     let partition =
                         im_events::subjects::partition_of_subject(&subject).unwrap_or_default();
                     items.push((
                         partition,
                         AcceptedItem {
-                            event: accepted,
+                            event: *accepted,
                             reply_to: reply_subject(&message.headers).map(str::to_string),
                         },
                     ));
@@ -359,7 +437,11 @@ impl BatchHandler for Ingest {
         }
         // One connection publishes in order, so a conversation's events keep
         // the order they had in IM_INGEST.
-        let outgoing = envelopes(items).map_err(|e| HandlerError::Transient(e.to_string()))?;
+        let mut outgoing = envelopes(items).map_err(|e| HandlerError::Transient(e.to_string()))?;
+        if !copies.is_empty() {
+            metrics::counter!("im_ingest_rekeyed_total").increment(copies.len() as u64);
+        }
+        outgoing.extend(copies);
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;
@@ -558,6 +640,64 @@ mod tests {
             checked += 1;
         }
         assert_eq!(checked, im_events::INBOUND_TYPES.len());
+    }
+
+    /// Unkeyed, an event is copied keyed by its (canonical) conversation,
+    /// with its headers but JetStream's, naming the original; keyed, it is
+    /// accepted where it was read.
+    #[test]
+    fn unkeyed_events_are_copied_keyed_by_their_conversation() {
+        let mut original = incoming("im.ingest.message.send", send("dm:b:a", "a"));
+        original.stream_seq = 77;
+        original.headers = vec![
+            ("Nats-Msg-Id".into(), "the-original".into()),
+            ("Im-Reply-To".into(), "im.gw.g1.reply.x.y".into()),
+            ("ce-extra".into(), "kept".into()),
+        ];
+        let Route::Rekey { subject } = route(&original, &config()).unwrap() else {
+            panic!("an unkeyed event is copied")
+        };
+        assert_eq!(
+            subject,
+            im_events::subjects::keyed_ingest_subject("im.message.send", "dm:a:b")
+        );
+        let copy = rekeyed(&original, subject.clone());
+        assert_eq!(copy.message_id.as_deref(), Some("rekey:77"));
+        assert_eq!(copy.payload, original.payload);
+        let headers = copy.headers.unwrap();
+        assert!(
+            headers.get("Nats-Msg-Id").is_none(),
+            "JetStream's own is not copied"
+        );
+        assert_eq!(
+            headers.get("Im-Reply-To").unwrap().as_str(),
+            "im.gw.g1.reply.x.y"
+        );
+        assert_eq!(headers.get("ce-extra").unwrap().as_str(), "kept");
+        let copied_headers: Vec<(String, String)> = headers
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |value| (name.to_string(), value.as_str().to_string()))
+            })
+            .collect();
+        assert_eq!(rekeyed_from(&copied_headers), Some(77));
+        // The copy, stored keyed, is accepted like any keyed event.
+        let stored = incoming(
+            &subject.replace("im.ingest.k.", "im.keyed.3."),
+            send("dm:b:a", "a"),
+        );
+        assert!(matches!(
+            route(&stored, &config()).unwrap(),
+            Route::Accept { .. }
+        ));
+        // Refused unkeyed events are refused, not copied.
+        let refused = incoming("im.ingest.message.send", send("dm:a:b", "mallory"));
+        assert_eq!(
+            route(&refused, &config()).unwrap_err().code,
+            ErrorCode::NotMember
+        );
     }
 
     #[test]
