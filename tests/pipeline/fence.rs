@@ -247,6 +247,7 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
                 DeliveryPayload::Delivery(DeliveryData {
                     users: vec!["u".into()],
                     event,
+                    trace: None,
                 }),
             );
             js.publish(

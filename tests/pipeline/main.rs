@@ -26,5 +26,6 @@ mod takeover;
 mod tiering;
 mod timeline_changes;
 mod tls;
+mod tracing;
 mod trust;
 mod web;

@@ -109,7 +109,7 @@ async fn main() {
             std::env::set_var(variable, path);
         }
     }
-    im_runtime::telemetry::init_tracing(false);
+    im_runtime::telemetry::init_tracing("imctl", false);
     let operator = matches!(
         cli.command,
         Command::Send(_)

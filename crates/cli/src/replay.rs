@@ -196,11 +196,11 @@ impl Pipeline {
             self.conversations.apply(&dedupe_fence, &decision.effects)?;
         }
         let mut deliveries = Vec::new();
-        for (event, time) in decision.outputs {
+        for (event, stamp) in decision.outputs {
             if matches!(event, im_events::TimelineEvent::Committed(_)) {
                 counts.committed += 1;
             }
-            let (_, timeline): (u32, Timeline) = im_dedupe::timeline_event(event, time, 1);
+            let (_, timeline): (u32, Timeline) = im_dedupe::timeline_event(event, stamp, 1);
             let users = im_fanout::recipients(
                 &timeline.payload,
                 &im_fanout::StoreMembers(self.conversations.as_ref()),

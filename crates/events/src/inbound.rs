@@ -36,6 +36,8 @@ pub struct Inbound {
     pub id: String,
     pub time: Option<String>,
     pub command: Command,
+    /// The distributed-tracing extension, if it names a valid trace.
+    pub trace: Option<crate::Trace>,
 }
 
 pub struct Limits {
@@ -146,7 +148,16 @@ pub fn parse_inbound(message: &InboundMessage<'_>, limits: &Limits) -> Result<In
         }
     }
     check_ids(&command)?;
+    let extension = |name: &str| match event.extension(name) {
+        Some(cloudevents::event::ExtensionValue::String(text)) => Some(text.clone()),
+        _ => None,
+    };
+    let trace = crate::Trace::parse(
+        extension("traceparent").as_deref(),
+        extension("tracestate").as_deref(),
+    );
     Ok(Inbound {
+        trace,
         source,
         id,
         time: event
@@ -236,6 +247,11 @@ fn parse_binary(message: &InboundMessage<'_>, version: &str) -> Result<Event, Ev
         .data("application/json", data);
     if let Some(time) = message.header("ce-time") {
         builder = builder.time(time.to_string());
+    }
+    for name in ["traceparent", "tracestate"] {
+        if let Some(value) = message.header(&format!("ce-{name}")) {
+            builder = builder.extension(name, value.to_string());
+        }
     }
     builder.build().map_err(|error| {
         EventError::new(
@@ -341,6 +357,41 @@ mod tests {
         assert_eq!(inbound.id, "e1");
         assert_eq!(inbound.source, "urn:test");
         assert!(matches!(inbound.command, Command::Send(_)));
+    }
+
+    /// The distributed-tracing extension in both modes; an invalid
+    /// traceparent is dropped and the event still accepted.
+    #[test]
+    fn the_trace_extension_is_read_in_both_modes() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let mut event = send_event();
+        event["traceparent"] = json!(parent);
+        event["tracestate"] = json!("k=v");
+        let trace = structured(event.clone()).unwrap().trace.unwrap();
+        assert_eq!(
+            (trace.traceparent.as_str(), trace.tracestate.as_deref()),
+            (parent, Some("k=v"))
+        );
+        event["traceparent"] = json!("not-a-trace");
+        assert_eq!(structured(event).unwrap().trace, None);
+        assert_eq!(structured(send_event()).unwrap().trace, None);
+        let headers = vec![
+            ("ce-specversion".to_string(), "1.0".to_string()),
+            ("ce-id".to_string(), "b1".to_string()),
+            ("ce-source".to_string(), "urn:test".to_string()),
+            ("ce-type".to_string(), "im.message.read".to_string()),
+            ("ce-traceparent".to_string(), parent.to_string()),
+        ];
+        let inbound = parse_inbound(
+            &InboundMessage {
+                subject: "im.ingest.message.read",
+                headers: &headers,
+                payload: br#"{"conversation_id":"dm:a:b","user_id":"a","seq":1}"#,
+            },
+            &Limits::default(),
+        )
+        .unwrap();
+        assert_eq!(inbound.trace.unwrap().traceparent, parent);
     }
 
     #[test]

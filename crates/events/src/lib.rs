@@ -16,10 +16,12 @@ pub mod push;
 pub mod reactions;
 pub mod schema;
 pub mod subjects;
+pub mod trace;
 
 pub use codes::{ErrorCode, EventError};
 pub use inbound::{parse_inbound, InboundMessage};
 pub use model::*;
+pub use trace::Trace;
 
 /// Shared by the property tests of every crate.
 pub mod testing {

@@ -320,6 +320,12 @@ pub struct Envelope<T> {
     /// from JetStream so that replay reproduces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub imreceived: Option<String>,
+    /// Extension (distributed tracing): the W3C trace context of the span
+    /// that caused the event ([`crate::Trace`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
     #[serde(flatten)]
     pub payload: T,
 }
@@ -338,8 +344,27 @@ impl<T> Envelope<T> {
             time: time.into(),
             datacontenttype: JSON.to_string(),
             imreceived: None,
+            traceparent: None,
+            tracestate: None,
             payload,
         }
+    }
+
+    /// The trace the event belongs to, if it carries one.
+    pub fn trace(&self) -> Option<crate::Trace> {
+        self.traceparent.as_ref().map(|traceparent| crate::Trace {
+            traceparent: traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+        })
+    }
+
+    /// The event as part of `trace` (none: of no trace).
+    pub fn with_trace(mut self, trace: Option<crate::Trace>) -> Self {
+        (self.traceparent, self.tracestate) = match trace {
+            Some(trace) => (Some(trace.traceparent), trace.tracestate),
+            None => (None, None),
+        };
+        self
     }
 }
 
@@ -638,6 +663,9 @@ pub type Timeline = Envelope<TimelineEvent>;
 pub struct DeliveryData {
     pub users: Vec<String>,
     pub event: TimelineEvent,
+    /// The trace of the event that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::Trace>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -147,6 +147,10 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|value| value.to_str().ok())
+}
+
 /// `GET /v1/connect`: the gateway this user should open its WebSocket on
 /// (the access layer's strategy over the live, non-draining gateways).
 async fn connect(State(gateway): State<Arc<Gateway>>, headers: HeaderMap) -> Response {
@@ -258,12 +262,37 @@ async fn post_event(
         "Nats-Msg-Id",
         im_events::ids::nats_msg_id(&inbound.source, &inbound.id).as_str(),
     );
+    // The trace goes on under the gateway's span: a child of the W3C
+    // `traceparent` header, else of the event's own trace, else a new one
+    // (tracing off: the caller's trace passes on as it came).
+    let parent = im_events::Trace::parse(
+        header(&headers, "traceparent"),
+        header(&headers, "tracestate"),
+    )
+    .or_else(|| inbound.trace.clone());
+    let mut spans = im_runtime::trace::Spans::default();
+    let trace = spans.event("gateway.event", parent.as_ref(), None, None, 1);
+    let mut body = body;
     if binary {
-        for (name, value) in pairs
-            .iter()
-            .filter(|(name, _)| name.starts_with("ce-") || name == "content-type")
-        {
+        for (name, value) in pairs.iter().filter(|(name, _)| {
+            (name.starts_with("ce-") || name == "content-type")
+                && name != "ce-traceparent"
+                && name != "ce-tracestate"
+        }) {
             nats_headers.insert(name.as_str(), value.as_str());
+        }
+        if let Some(trace) = &trace {
+            nats_headers.insert("ce-traceparent", trace.traceparent.as_str());
+            if let Some(state) = &trace.tracestate {
+                nats_headers.insert("ce-tracestate", state.as_str());
+            }
+        }
+    } else if trace.is_some() && trace != inbound.trace {
+        if let (Some(trace), Ok(mut event)) = (&trace, serde_json::from_slice::<Value>(&body)) {
+            crate::set_trace(&mut event, trace);
+            if let Ok(bytes) = serde_json::to_vec(&event) {
+                body = bytes.into();
+            }
         }
     }
     let published = gateway

@@ -330,6 +330,17 @@ impl Gateway {
                     let Ok(frame) = serde_json::from_slice::<Value>(&message.payload) else {
                         continue;
                     };
+                    let _span = im_runtime::trace::from_headers(message.headers.as_ref()).and_then(
+                        |parent| {
+                            im_runtime::trace::stage_span(
+                                "gateway.push",
+                                Some(&parent),
+                                None,
+                                None,
+                                1,
+                            )
+                        },
+                    );
                     gateway.hand_over(&user, &frame);
                 }
             }
@@ -435,14 +446,20 @@ impl Gateway {
         data: Value,
     ) -> Result<Pending, (String, String)> {
         let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
+        // A trace starts here (the span lasts until the verdict).
+        let span = im_runtime::trace::stage_span("gateway.send", None, None, None, 1);
+        let trace = span.as_ref().and_then(im_runtime::trace::trace_of);
         let conversation = data["conversation_id"]
             .as_str()
             .unwrap_or_default()
             .to_string();
         // Keyed by its conversation: ingest partitions keep each one in order.
         let subject = im_events::subjects::ingest_subject_for(event_type, &data);
-        let event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
+        let mut event = json!({"specversion": "1.0", "id": id, "source": source, "type": event_type, "time": now,
                            "datacontenttype": "application/json", "data": data});
+        if let Some(trace) = &trace {
+            set_trace(&mut event, trace);
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(
             "Nats-Msg-Id",
@@ -457,6 +474,7 @@ impl Gateway {
         pending.source = source.to_string();
         pending.id = id.to_string();
         pending.conversation = conversation;
+        pending.span = span;
         Ok(pending)
     }
 
@@ -549,6 +567,7 @@ impl Gateway {
                 source: String::new(),
                 id: String::new(),
                 conversation: String::new(),
+                span: None,
             }),
             Err(error) => {
                 self.pending
@@ -778,6 +797,22 @@ pub struct Pending {
     /// The conversation a send is for: a stored commit of its (source, id)
     /// in another conversation is another event.
     conversation: String,
+    /// The gateway's span of the event (tracing on), ended with the verdict.
+    span: Option<tracing::Span>,
+}
+
+/// A structured CloudEvent as part of `trace` (the distributed-tracing
+/// extension attributes).
+pub fn set_trace(event: &mut Value, trace: &im_events::Trace) {
+    event["traceparent"] = json!(trace.traceparent);
+    match &trace.tracestate {
+        Some(state) => event["tracestate"] = json!(state),
+        None => {
+            if let Some(object) = event.as_object_mut() {
+                object.remove("tracestate");
+            }
+        }
+    }
 }
 
 impl Pending {

@@ -114,7 +114,7 @@ fn parse_strategy(text: &str) -> Result<im_gateway::access::Strategy, String> {
 async fn main() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
-    im_runtime::telemetry::init_tracing(args.common.log_json);
+    im_runtime::telemetry::init_tracing("im-gateway", args.common.log_json);
     for (secret, name) in [
         (&args.jwt_secret, "IM_JWT_SECRET / --jwt-secret"),
         (&args.service_secret, "IM_SERVICE_SECRET / --service-secret"),
@@ -226,5 +226,6 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
     }
+    im_runtime::trace::flush();
     Ok(())
 }

@@ -66,7 +66,7 @@ impl CommonArgs {
     /// What every function binary does first: logs, NATS, and the
     /// metrics and health endpoint.
     pub async fn start(&self, process: &str) -> anyhow::Result<async_nats::Client> {
-        crate::telemetry::init_tracing(self.log_json);
+        crate::telemetry::init_tracing(process, self.log_json);
         let client = self.connect(process).await?;
         crate::telemetry::serve_health(&self.metrics_addr, client.clone()).await?;
         Ok(client)

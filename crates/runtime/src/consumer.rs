@@ -639,7 +639,7 @@ pub async fn run_function<H: BatchHandler>(
     // An unpartitioned function would have one partition: one active
     // replica at a time holds its lease, so events keep their stream order
     // however many replicas run, and a standby takes over on failure.
-    run_partitions(
+    let result = run_partitions(
         &js,
         function,
         instance,
@@ -660,7 +660,10 @@ pub async fn run_function<H: BatchHandler>(
             }
         },
     )
-    .await
+    .await;
+    // The last batches' spans.
+    crate::trace::flush();
+    result
 }
 
 #[cfg(test)]

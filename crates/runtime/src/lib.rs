@@ -22,6 +22,7 @@ pub mod shutdown;
 pub mod stores;
 pub mod telemetry;
 pub mod topology;
+pub mod trace;
 
 pub use config::CommonArgs;
 pub use consumer::{

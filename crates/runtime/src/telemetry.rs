@@ -46,18 +46,24 @@ pub async fn report_streams(
     }
 }
 
-pub fn init_tracing(json: bool) {
-    use tracing_subscriber::EnvFilter;
+/// Logs to stderr (filtered by `IM_LOG`), and stage spans over OTLP when
+/// an endpoint is configured ([`crate::trace`]) under the name `service`.
+pub fn init_tracing(service: &str, json: bool) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::{EnvFilter, Layer as _};
     let filter = EnvFilter::try_from_env("IM_LOG")
         .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(crate::trace::layer(service))
+        .try_init();
 }
 
 /// Set once the process has what it needs to work: its store open and its

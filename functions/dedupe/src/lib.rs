@@ -190,13 +190,21 @@ pub struct BatchDecision {
     /// Applied in one transaction.
     pub effects: Vec<ConversationEffect>,
     /// Published after the transaction commits, each with the time it is
-    /// stamped with (when its event was received: stable under replay).
-    pub outputs: Vec<(TimelineEvent, String)>,
+    /// stamped with (when its event was received: stable under replay)
+    /// and the trace of the event that caused it.
+    pub outputs: Vec<(TimelineEvent, Stamp)>,
     /// One per message, in order.
     pub outcomes: Vec<Outcome>,
     /// What each waiting publisher is told once the batch is durable (the
     /// committed message for a send, or the refusal): (reply subject, verdict).
     pub answers: Vec<(String, Verdict)>,
+}
+
+/// What a timeline event is stamped with from the event that caused it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    pub time: String,
+    pub trace: Option<im_events::Trace>,
 }
 
 pub fn decide_batch(
@@ -247,11 +255,15 @@ pub fn decide_batch(
                     }
                     view.absorb(&decided.effects);
                     decision.effects.extend(decided.effects);
+                    let stamp = Stamp {
+                        time: received,
+                        trace: event.trace(),
+                    };
                     decision.outputs.extend(
                         decided
                             .outputs
                             .into_iter()
-                            .map(|output| (output, received.clone())),
+                            .map(|output| (output, stamp.clone())),
                     );
                 }
                 Err(error) => {
@@ -291,7 +303,8 @@ pub fn decide_batch(
 
 /// A timeline event as it is published: its conversation partition and
 /// its CloudEvent, stamped with `time`.
-pub fn timeline_event(event: TimelineEvent, time: String, partitions: u32) -> (u32, Timeline) {
+pub fn timeline_event(event: TimelineEvent, stamp: Stamp, partitions: u32) -> (u32, Timeline) {
+    let Stamp { time, trace } = stamp;
     let id = match &event {
         TimelineEvent::Committed(message) => message.message_id.clone(),
         _ => event.effect_key(),
@@ -303,7 +316,44 @@ pub fn timeline_event(event: TimelineEvent, time: String, partitions: u32) -> (u
         _ => time,
     };
     let partition = partition_of(event.conversation_id(), partitions);
-    (partition, Envelope::new(PIPELINE_SOURCE, id, time, event))
+    (
+        partition,
+        Envelope::new(PIPELINE_SOURCE, id, time, event).with_trace(trace),
+    )
+}
+
+/// The spans of a batch at dedupe, one per event that caused outputs
+/// (consecutive outputs of one event share it); its outputs carry the
+/// span's trace on.
+fn trace_outputs(
+    outputs: &mut [(TimelineEvent, Stamp)],
+    partition: u32,
+    batch: usize,
+) -> im_runtime::trace::Spans {
+    let mut spans = im_runtime::trace::Spans::default();
+    if !im_runtime::trace::enabled() {
+        return spans;
+    }
+    let mut last: Option<(im_events::Trace, Option<im_events::Trace>)> = None;
+    for (event, stamp) in outputs.iter_mut() {
+        let Some(parent) = stamp.trace.take() else {
+            continue;
+        };
+        let child = match &last {
+            Some((previous, child)) if *previous == parent => child.clone(),
+            _ => {
+                let seq = match event {
+                    TimelineEvent::Committed(message) => Some(message.seq),
+                    _ => None,
+                };
+                let child = spans.event(FUNCTION, Some(&parent), Some(partition), seq, batch);
+                last = Some((parent, child.clone()));
+                child
+            }
+        };
+        stamp.trace = child;
+    }
+    spans
 }
 
 /// Pure: a batch's timeline events as one envelope per conversation
@@ -343,9 +393,11 @@ pub fn timeline_envelopes(events: &[(u32, Timeline)]) -> Result<Vec<Outgoing>, s
 /// message for every member, grouped by user partition. They carry no
 /// `sync_seq` (unread assigns it later and pushes again with it); the
 /// device treats `message_id` as the identity, so it shows the message once.
+/// A message's notice carries its trace (by message id) on to push.
 pub fn fast_notices(
     committed: &[(CommittedMessage, Vec<String>)],
     receipts: &[(Value, Vec<String>)],
+    traces: &std::collections::HashMap<String, im_events::Trace>,
     user_partitions: u32,
 ) -> Vec<(u32, Vec<Value>)> {
     let mut by_partition: std::collections::BTreeMap<u32, Vec<Value>> =
@@ -353,15 +405,21 @@ pub fn fast_notices(
     let messages = committed.iter().map(|(message, members)| {
         let mut item = serde_json::to_value(message).unwrap_or_default();
         item["type"] = Value::from("message");
-        (item, members)
+        (item, members, traces.get(&message.message_id))
     });
-    let receipts = receipts.iter().map(|(item, users)| (item.clone(), users));
-    for (item, members) in messages.chain(receipts) {
+    let receipts = receipts
+        .iter()
+        .map(|(item, users)| (item.clone(), users, None));
+    for (item, members, trace) in messages.chain(receipts) {
         for member in members {
+            let mut notice = serde_json::json!({"user_id": member, "item": item});
+            if let Some(trace) = trace {
+                notice["trace"] = serde_json::json!(trace);
+            }
             by_partition
                 .entry(partition_of(member, user_partitions))
                 .or_default()
-                .push(serde_json::json!({"user_id": member, "item": item}));
+                .push(notice);
         }
     }
     by_partition.into_iter().collect()
@@ -369,7 +427,7 @@ pub fn fast_notices(
 
 /// The receipts a batch's outputs push to the other members' online
 /// devices (pushes only: `receipts` answers what they say at any time).
-pub fn receipt_items(outputs: &[(TimelineEvent, String)]) -> Vec<(Value, Vec<String>)> {
+pub fn receipt_items(outputs: &[(TimelineEvent, Stamp)]) -> Vec<(Value, Vec<String>)> {
     outputs
         .iter()
         .filter_map(|(event, _)| match event {
@@ -428,12 +486,15 @@ impl BatchHandler for Dedupe {
             Ok::<_, im_store::StoreError>((decision, committed))
         })
         .await?;
+        let batch_size = decision.outcomes.len();
         let BatchDecision {
-            outputs,
+            mut outputs,
             outcomes,
             answers,
             ..
         } = decision;
+        // Until the batch is published.
+        let spans = trace_outputs(&mut outputs, claim.partition, batch_size);
         // Durable now (the commit): the waiting publishers get their
         // verdicts and online devices the messages, while the timeline goes
         // on to fanout and unread.
@@ -447,7 +508,18 @@ impl BatchHandler for Dedupe {
             .await;
         }
         let receipts = receipt_items(&outputs);
-        for (partition, notices) in fast_notices(&committed, &receipts, self.user_partitions) {
+        let traces: std::collections::HashMap<String, im_events::Trace> = outputs
+            .iter()
+            .filter_map(|(event, stamp)| match (event, &stamp.trace) {
+                (TimelineEvent::Committed(message), Some(trace)) => {
+                    Some((message.message_id.clone(), trace.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (partition, notices) in
+            fast_notices(&committed, &receipts, &traces, self.user_partitions)
+        {
             let _ = client
                 .publish(
                     push_subject(partition),
@@ -457,7 +529,7 @@ impl BatchHandler for Dedupe {
         }
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()
-            .map(|(event, time)| timeline_event(event, time, self.conversation_partitions))
+            .map(|(event, stamp)| timeline_event(event, stamp, self.conversation_partitions))
             .collect();
         let outgoing =
             timeline_envelopes(&events).map_err(|e| HandlerError::Transient(e.to_string()))?;
@@ -472,6 +544,7 @@ impl BatchHandler for Dedupe {
                     .await;
             }
         }
+        drop(spans);
         Ok(outcomes)
     }
 }

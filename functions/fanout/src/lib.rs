@@ -142,6 +142,7 @@ pub fn deliveries(
                 DeliveryPayload::Delivery(DeliveryData {
                     users,
                     event: event.clone(),
+                    trace: None,
                 }),
             );
             (
@@ -160,12 +161,12 @@ pub fn deliveries(
 /// redelivered batch is dropped as a duplicate (and if it is regrouped
 /// differently, unread and offline still apply each event once).
 pub fn batch_deliveries(
-    events: &[(TimelineEvent, Vec<String>)],
+    events: &[(TimelineEvent, Vec<String>, Option<im_events::Trace>)],
     user_partitions: u32,
     time: &str,
 ) -> Vec<(String, String, Delivery)> {
     let mut by_partition: BTreeMap<u32, Vec<DeliveryData>> = BTreeMap::new();
-    for (event, recipients) in events {
+    for (event, recipients, trace) in events {
         let mut users_by_partition: BTreeMap<u32, Vec<String>> = BTreeMap::new();
         for user in recipients {
             users_by_partition
@@ -180,6 +181,7 @@ pub fn batch_deliveries(
                 .push(DeliveryData {
                     users,
                     event: event.clone(),
+                    trace: trace.clone(),
                 });
         }
     }
@@ -225,13 +227,17 @@ pub struct Fanout {
 impl BatchHandler for Fanout {
     async fn handle(
         &self,
-        _claim: &Claim,
+        claim: &Claim,
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let store = self.store.clone();
         let partitions = self.user_partitions;
-        let (outgoing, outcomes, group_pushes) = im_runtime::blocking(move || {
-            let mut events: Vec<(TimelineEvent, Vec<String>)> = Vec::new();
+        let partition = claim.partition;
+        let (outgoing, outcomes, group_pushes, spans) = im_runtime::blocking(move || {
+            // Until the batch is published.
+            let mut spans = im_runtime::trace::Spans::default();
+            let mut events: Vec<(TimelineEvent, Vec<String>, Option<im_events::Trace>)> =
+                Vec::new();
             let mut time = String::new();
             let mut group_pushes: Vec<serde_json::Value> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
@@ -258,7 +264,18 @@ impl BatchHandler for Fanout {
                     }
                     let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
                     time = timeline.time.clone();
-                    events.push((timeline.payload, users));
+                    let seq = match &timeline.payload {
+                        TimelineEvent::Committed(message) => Some(message.seq),
+                        _ => None,
+                    };
+                    let trace = spans.event(
+                        FUNCTION,
+                        timeline.trace().as_ref(),
+                        Some(partition),
+                        seq,
+                        batch.len(),
+                    );
+                    events.push((timeline.payload, users, trace));
                 }
                 outcomes.push(Outcome::Done);
             }
@@ -273,7 +290,7 @@ impl BatchHandler for Fanout {
                     payload: payload.into(),
                 });
             }
-            Ok::<_, im_store::StoreError>((outgoing, outcomes, group_pushes))
+            Ok::<_, im_store::StoreError>((outgoing, outcomes, group_pushes, spans))
         })
         .await?;
         publish_all(&self.js, outgoing)
@@ -290,6 +307,7 @@ impl BatchHandler for Fanout {
                 )
                 .await;
         }
+        drop(spans);
         Ok(outcomes)
     }
 }
@@ -384,14 +402,14 @@ mod tests {
 
     #[test]
     fn a_batch_costs_one_write_per_user_partition() {
-        let events: Vec<(TimelineEvent, Vec<String>)> = (1..=50u64)
+        let events: Vec<(TimelineEvent, Vec<String>, Option<im_events::Trace>)> = (1..=50u64)
             .map(|seq| {
                 let TimelineEvent::Committed(mut message) = committed(Diffusion::Write) else {
                     unreachable!()
                 };
                 message.seq = seq;
                 let users = vec![format!("a{}", seq % 7), format!("b{}", seq % 5)];
-                (TimelineEvent::Committed(message), users)
+                (TimelineEvent::Committed(message), users, None)
             })
             .collect();
         let out = batch_deliveries(&events, 4, "t");

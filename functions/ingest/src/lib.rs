@@ -121,6 +121,7 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
         id,
         time,
         command,
+        trace,
     } = inbound;
     let command = normalize(command)?;
     check_key(&message.subject, &command)?;
@@ -135,7 +136,8 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
         id,
         time.unwrap_or_else(|| received.clone()),
         command,
-    );
+    )
+    .with_trace(trace);
     accepted.imreceived = Some(received);
     Ok((subject, accepted))
 }
@@ -397,12 +399,14 @@ pub fn envelopes(items: Vec<(u32, AcceptedItem)>) -> Result<Vec<Outgoing>, serde
 impl BatchHandler for Ingest {
     async fn handle(
         &self,
-        _claim: &Claim,
+        claim: &Claim,
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut items = Vec::new();
         let mut copies = Vec::new();
+        // Until the batch is published.
+        let mut spans = im_runtime::trace::Spans::default();
         for message in &batch {
             match route(message, &self.config) {
                 Ok(Route::Rekey { subject }) => {
@@ -418,7 +422,16 @@ impl BatchHandler for Ingest {
                     items.push((
                         partition,
                         AcceptedItem {
-                            event: *accepted,
+                            event: {
+                                let trace = spans.event(
+                                    FUNCTION,
+                                    accepted.trace().as_ref(),
+                                    Some(claim.partition),
+                                    None,
+                                    batch.len(),
+                                );
+                                accepted.with_trace(trace)
+                            },
                             reply_to: reply_subject(&message.headers).map(str::to_string),
                         },
                     ));
@@ -445,6 +458,7 @@ impl BatchHandler for Ingest {
         publish_all(&self.js, outgoing)
             .await
             .map_err(HandlerError::Transient)?;
+        drop(spans);
         Ok(outcomes)
     }
 }

@@ -963,6 +963,8 @@ impl BatchHandler for Handler {
         let fence = claim.fence();
         let (partition, settings) = (claim.partition, self.0.settings);
         let sync = self.0.partition_sync(partition);
+        // Until the batch is counted.
+        let (spans, _) = im_runtime::trace::delivery_spans(FUNCTION, partition, &batch);
         let counted = im_runtime::blocking(move || {
             let _writes = sync.writes.lock().unwrap_or_else(|p| p.into_inner());
             let counted = count_batch(store.as_ref(), &batch, partition, now_ms(), &settings)?;
@@ -975,6 +977,7 @@ impl BatchHandler for Handler {
         if counted.outbox_affected {
             self.0.partition_sync(claim.partition).wake.notify_one();
         }
+        drop(spans);
         Ok(counted.outcomes)
     }
 

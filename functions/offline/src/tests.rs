@@ -416,6 +416,7 @@ mod batches {
             DeliveryPayload::Delivery(DeliveryData {
                 users: users.iter().map(|u| u.to_string()).collect(),
                 event,
+                trace: None,
             }),
         );
         Incoming {

@@ -69,15 +69,40 @@ impl Push {
     }
 
     async fn publish(&self, subjects: Vec<String>, payload: bytes::Bytes) {
+        self.publish_traced(subjects, payload, None).await
+    }
+
+    /// To the gateways, with the trace the push belongs to in the headers
+    /// (the gateway's span hangs under it).
+    async fn publish_traced(
+        &self,
+        subjects: Vec<String>,
+        payload: bytes::Bytes,
+        trace: Option<&im_events::Trace>,
+    ) {
         for subject in subjects {
-            let _ = self.client.publish(subject, payload.clone()).await;
+            let _ = match trace {
+                Some(trace) => {
+                    self.client
+                        .publish_with_headers(
+                            subject,
+                            im_runtime::trace::headers(trace),
+                            payload.clone(),
+                        )
+                        .await
+                }
+                None => self.client.publish(subject, payload.clone()).await,
+            };
         }
     }
 
-    /// Push one batch of notices from unread.
-    pub async fn deliver(&self, notices: &[Value]) {
+    /// Push one batch of notices from unread (or dedupe's fast path) for
+    /// user partition `partition`.
+    pub async fn deliver(&self, partition: u32, notices: &[Value]) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut counts_needed: Vec<(String, String)> = Vec::new();
+        // Until the batch is pushed.
+        let mut spans = im_runtime::trace::Spans::default();
         for notice in notices {
             let Some(user) = notice["user_id"].as_str() else {
                 continue;
@@ -90,7 +115,21 @@ impl Push {
             let Some(frame) = frame_for(sync_seq, &notice["item"]) else {
                 continue;
             };
-            self.publish(subjects, frame.to_string().into()).await;
+            let trace = match notice.get("trace") {
+                Some(trace) if im_runtime::trace::enabled() => {
+                    let parent = serde_json::from_value::<im_events::Trace>(trace.clone()).ok();
+                    spans.event(
+                        FUNCTION,
+                        parent.as_ref(),
+                        Some(partition),
+                        sync_seq,
+                        notices.len(),
+                    )
+                }
+                _ => None,
+            };
+            self.publish_traced(subjects, frame.to_string().into(), trace.as_ref())
+                .await;
             metrics::counter!("im_pushed_total").increment(1);
             // From the event log to the device's gateway: the fast path
             // (from the commit) and the durable one (from the sync log).
@@ -204,7 +243,7 @@ impl Push {
             };
             let Some(message) = next else { break };
             let notices: Vec<Value> = serde_json::from_slice(&message.payload).unwrap_or_default();
-            self.deliver(&notices).await;
+            self.deliver(claim.partition, &notices).await;
         }
     }
 }
@@ -241,6 +280,7 @@ pub async fn run(
     )
     .await?;
     let _ = groups.await;
+    im_runtime::trace::flush();
     Ok(())
 }
 

@@ -507,12 +507,25 @@ pub struct Unread {
 /// order, in messages of at most `NOTICES_PER_MESSAGE`.
 pub const NOTICES_PER_MESSAGE: usize = 100;
 
-pub fn push_notices(effects: &[UserEffect]) -> Vec<Vec<Value>> {
+pub fn push_notices(
+    effects: &[UserEffect],
+    traces: &HashMap<(String, u64), im_events::Trace>,
+) -> Vec<Vec<Value>> {
     let notices: Vec<Value> = effects
         .iter()
         .filter_map(|effect| match effect {
             UserEffect::AppendSync(record) => {
-                Some(json!({"user_id": record.user_id, "sync_seq": record.sync_seq, "item": record.item}))
+                let mut notice = json!({"user_id": record.user_id, "sync_seq": record.sync_seq, "item": record.item});
+                let key = (
+                    record.item["conversation_id"].as_str(),
+                    record.item["seq"].as_u64(),
+                );
+                if let (Some(conversation), Some(seq)) = key {
+                    if let Some(trace) = traces.get(&(conversation.to_string(), seq)) {
+                        notice["trace"] = json!(trace);
+                    }
+                }
+                Some(notice)
             }
             _ => None,
         })
@@ -539,6 +552,8 @@ impl BatchHandler for Unread {
             })
             .collect();
         let retention = self.retention;
+        // Until the notices are out.
+        let (spans, traces) = im_runtime::trace::delivery_spans(FUNCTION, claim.partition, &batch);
         let (outcomes, notices) = im_runtime::blocking(move || {
             let (effects, outcomes) =
                 decide_batch(store.as_ref(), conversations.as_deref(), &batch)?;
@@ -553,7 +568,7 @@ impl BatchHandler for Unread {
                     metrics::counter!("im_unread_sync_compactions_total").increment(1);
                 }
             }
-            Ok::<_, StoreError>((outcomes, push_notices(&effects)))
+            Ok::<_, StoreError>((outcomes, push_notices(&effects, &traces)))
         })
         .await?;
         // Committed: now devices may be told, and waiting gateways answered.
@@ -570,6 +585,7 @@ impl BatchHandler for Unread {
                     .await;
             }
         }
+        drop(spans);
         Ok(outcomes)
     }
 }
@@ -743,6 +759,7 @@ mod tests {
                         DeliveryPayload::Delivery(im_events::DeliveryData {
                             users: vec!["u".into()],
                             event: event.clone(),
+                            trace: None,
                         }),
                     );
                     Incoming {
