@@ -54,6 +54,11 @@ struct Args {
     /// Presence entries expire this long after the last refresh (seconds).
     #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]
     presence_ttl_secs: u64,
+    /// TCP_NODELAY on client connections: frames go out at once instead of
+    /// waiting (Nagle) for the client to acknowledge the previous one.
+    /// Leave it on; off only to measure what it costs.
+    #[arg(long, env = "IM_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set)]
+    tcp_nodelay: bool,
     /// Read/write buffer per WebSocket connection (bytes): most of an idle
     /// connection's memory (tungstenite's default is 128 KiB each).
     #[arg(long, env = "IM_WS_BUFFER_BYTES", default_value_t = 4096)]
@@ -207,7 +212,7 @@ async fn main() -> anyhow::Result<()> {
     match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             let config = im_gateway::tls::server_config(cert, key)?;
-            let listener = im_gateway::tls::TlsListener::new(listener, config)?;
+            let listener = im_gateway::tls::TlsListener::new(listener, config, args.tcp_nodelay)?;
             tracing::info!(addr = %axum::serve::Listener::local_addr(&listener)?, tls = true, "gateway listening");
             axum::serve(listener, app)
                 .with_graceful_shutdown(drained)
@@ -217,10 +222,13 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!(addr = %listener.local_addr()?, tls = false, "gateway listening");
             // Frames are small and latency matters: no Nagle delay behind
             // the client's delayed ACKs (up to 40 ms a push otherwise).
-            let listener =
-                axum::serve::ListenerExt::tap_io(listener, |socket: &mut tokio::net::TcpStream| {
-                    let _ = socket.set_nodelay(true);
-                });
+            let nodelay = args.tcp_nodelay;
+            let listener = axum::serve::ListenerExt::tap_io(
+                listener,
+                move |socket: &mut tokio::net::TcpStream| {
+                    let _ = socket.set_nodelay(nodelay);
+                },
+            );
             axum::serve(listener, app)
                 .with_graceful_shutdown(drained)
                 .await?;

@@ -59,7 +59,11 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, config: rustls::ServerConfig) -> std::io::Result<Self> {
+    pub fn new(
+        listener: TcpListener,
+        config: rustls::ServerConfig,
+        nodelay: bool,
+    ) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
         let (sender, incoming) = mpsc::channel(64);
@@ -79,7 +83,7 @@ impl TlsListener {
                     }
                 };
                 // Frames are small and latency matters: no Nagle delay.
-                let _ = socket.set_nodelay(true);
+                let _ = socket.set_nodelay(nodelay);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     let _permit = permit;
