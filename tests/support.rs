@@ -195,11 +195,18 @@ impl Pipeline {
         .await;
     }
 
+    /// The partitioned pipeline streams on the server (shards included).
+    pub async fn pipeline_streams(&self) -> Vec<String> {
+        im_runtime::topology::pipeline_streams(&self.js)
+            .await
+            .expect("the streams can be listed")
+    }
+
     async fn wait_for_consumers(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let mut count = 0;
-            for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+            for stream in self.pipeline_streams().await {
                 let stream = self.js.get_stream(stream).await.unwrap();
                 count += stream.consumer_names().count().await;
             }
@@ -219,14 +226,10 @@ impl Pipeline {
     /// between two looks.
     pub async fn idle(&self) -> Option<u64> {
         let mut position = 0;
-        for stream_name in [
-            "IM_INGEST",
-            "IM_ACCEPTED",
-            "IM_TIMELINE",
-            "IM_DELIVERY",
-            "IM_DLQ",
-        ] {
-            let stream = self.js.get_stream(stream_name).await.unwrap();
+        let mut streams = self.pipeline_streams().await;
+        streams.push("IM_DLQ".to_string());
+        for stream_name in streams {
+            let stream = self.js.get_stream(&stream_name).await.unwrap();
             position += stream.get_info().await.ok()?.state.last_sequence;
             if stream_name == "IM_DLQ" {
                 continue;
@@ -264,8 +267,8 @@ impl Pipeline {
     /// One line per consumer with anything pending, for failure messages.
     pub async fn consumer_report(&self) -> String {
         let mut report = String::new();
-        for stream_name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
-            let stream = self.js.get_stream(stream_name).await.unwrap();
+        for stream_name in self.pipeline_streams().await {
+            let stream = self.js.get_stream(&stream_name).await.unwrap();
             let mut consumers = stream.consumers();
             while let Some(Ok(info)) = consumers.next().await {
                 if info.num_pending > 0 || info.num_ack_pending > 0 {

@@ -22,6 +22,7 @@ mod redrive;
 mod replay;
 mod scaleout;
 mod sdk;
+mod sharding;
 mod takeover;
 mod tiering;
 mod timeline_changes;

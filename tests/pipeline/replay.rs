@@ -9,7 +9,7 @@ use serde_json::json;
 
 /// Groups, direct messages, a read mark, edits, a recall, a membership
 /// change, a mute, and a malformed event.
-async fn traffic(pipeline: &Pipeline) {
+pub(crate) async fn traffic(pipeline: &Pipeline) {
     let members = users("r", 12);
     pipeline.create_group("g:replay", &members).await;
     for n in 0..60 {
@@ -302,9 +302,12 @@ async fn imctl_replay_rebuilds_a_fresh_store_resumably_and_verifies() {
     }
     child.kill().unwrap();
     child.wait().unwrap();
+    // `IM_INGEST=<seq>` (one line per shard when sharded).
     let checkpoint: u64 = std::fs::read_to_string(target.path().join("replay.checkpoint"))
         .unwrap()
         .trim()
+        .strip_prefix("IM_INGEST=")
+        .expect("the stream's position")
         .parse()
         .unwrap();
     assert!(checkpoint >= 10, "a checkpoint was written: {checkpoint}");

@@ -319,6 +319,13 @@ async fn an_ingest_from_before_partitioning_hands_its_place_to_partition_zero() 
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("stored as {stored}"));
     assert!(partition < partitions, "{stored}");
+    // The server's hash is the one ingest checks stored partitions with.
+    let hex = im_events::subjects::hex("g:upgrade");
+    assert_eq!(
+        partition,
+        im_events::partition::nats_partition(&hex, partitions),
+        "{stored}"
+    );
     let def = topology().consumer("ingest").unwrap();
     let zero = take_over_consumer(&js, def, 0, 1).await.unwrap();
     let mut expected: Vec<(String, String)> = (5..=6)

@@ -255,6 +255,89 @@ fn progress(done: u64, total: u64, started: Instant) {
     let _ = std::io::stderr().flush();
 }
 
+/// Where a replay got to in each IM_INGEST stream (the stream, or each of
+/// its shards): `name=seq` lines; a bare number (older releases) is the
+/// unsharded stream's.
+pub fn parse_checkpoint(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let text = text.trim();
+    if let Ok(seq) = text.parse::<u64>() {
+        return [(im_events::subjects::STREAM_INGEST.to_string(), seq)].into();
+    }
+    text.lines()
+        .filter_map(|line| {
+            let (name, seq) = line.split_once('=')?;
+            Some((name.trim().to_string(), seq.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn format_checkpoint(through: &std::collections::BTreeMap<String, u64>) -> String {
+    through
+        .iter()
+        .map(|(name, seq)| format!("{name}={seq}\n"))
+        .collect()
+}
+
+/// Pure: which of the streams' next messages comes first: the one stored
+/// earliest (the order live ingest saw them in, as near as the stores'
+/// clocks tell), ties by stream.
+pub fn earliest(heads: &[Option<(i64, u64)>]) -> Option<usize> {
+    heads
+        .iter()
+        .enumerate()
+        .filter_map(|(index, head)| head.map(|(published, _)| (published, index)))
+        .min()
+        .map(|(_, index)| index)
+}
+
+/// One IM_INGEST stream read in order from where the replay resumes.
+struct Reader {
+    name: String,
+    first: u64,
+    last: u64,
+    messages: Option<jetstream::consumer::pull::Ordered>,
+    head: Option<Incoming>,
+}
+
+impl Reader {
+    /// The next message, if the stream has one up to `last`.
+    async fn fill(&mut self) -> anyhow::Result<()> {
+        if self.head.is_some() {
+            return Ok(());
+        }
+        let Some(messages) = self.messages.as_mut() else {
+            return Ok(());
+        };
+        let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
+        match next {
+            Ok(Some(Ok(message))) => {
+                let info = message
+                    .info()
+                    .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?;
+                let (seq, published) = (info.stream_sequence, info.published.timestamp_millis());
+                let message = message.split().0;
+                if seq >= self.last {
+                    self.messages = None;
+                }
+                self.head = Some(Incoming {
+                    subject: message.subject.to_string(),
+                    headers: headers_of(&message),
+                    payload: message.payload.clone(),
+                    stream_seq: seq,
+                    delivered: 1,
+                    published_ms: published,
+                    held_ms: u64::MAX,
+                });
+            }
+            Ok(Some(Err(error))) => {
+                anyhow::bail!("reading {}: {error}; run replay again to resume", self.name)
+            }
+            Ok(None) | Err(_) => self.messages = None,
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.into)?;
     let checkpoint_path = args.into.join(CHECKPOINT);
@@ -263,7 +346,8 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     } else {
         std::fs::read_to_string(&checkpoint_path)
             .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
+            .map(|text| parse_checkpoint(&text))
+            .filter(|through| !through.is_empty())
     };
     if resume_from.is_none() {
         let existing = args.into.join(im_store::sqlite::CONVERSATIONS_FILE);
@@ -275,96 +359,132 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     }
     let client = im_runtime::config::connect(&args.nats_url, "imctl-replay").await?;
     let js = jetstream::new(client);
-    let mut stream = js
-        .get_stream(im_events::subjects::STREAM_INGEST)
+    // The source of truth: IM_INGEST, or its shards.
+    let names: Vec<String> = im_runtime::topology::pipeline_streams(&js)
+        .await?
+        .into_iter()
+        .filter(|name| im_runtime::topology::base_name(name) == im_events::subjects::STREAM_INGEST)
+        .collect();
+    anyhow::ensure!(
+        !names.is_empty(),
+        "no IM_INGEST stream; has the pipeline run against this server?"
+    );
+    let resume_from = resume_from.unwrap_or_default();
+    let mut readers = Vec::new();
+    let mut copied = std::collections::HashSet::new();
+    let mut total = 0;
+    for name in &names {
+        let mut stream = js.get_stream(name).await?;
+        let info = stream.info().await?.clone();
+        let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+        let start = resume_from
+            .get(name)
+            .map(|seq| seq + 1)
+            .unwrap_or(first)
+            .max(first);
+        total += last.saturating_sub(first) + u64::from(info.state.messages > 0);
+        copied.extend(copied_originals(&stream, start).await?);
+        let messages = if info.state.messages > 0 && start <= last {
+            let consumer = stream
+                .create_consumer(jetstream::consumer::pull::OrderedConfig {
+                    deliver_policy: DeliverPolicy::ByStartSequence {
+                        start_sequence: start,
+                    },
+                    ..Default::default()
+                })
+                .await?;
+            Some(consumer.messages().await?)
+        } else {
+            None
+        };
+        readers.push(Reader {
+            name: name.clone(),
+            first,
+            last,
+            messages,
+            head: None,
+        });
+    }
+    // The partition count the streams were made for (ingest checks that a
+    // keyed event sits in its key's partition).
+    let partitions = im_runtime::topology::existing_partitions(&js)
         .await
-        .map_err(|e| {
-            anyhow::anyhow!("no IM_INGEST stream ({e}); has the pipeline run against this server?")
-        })?;
-    let info = stream.info().await?.clone();
-    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
-    let start = resume_from.map(|seq| seq + 1).unwrap_or(first).max(first);
-    let total = last.saturating_sub(first) + u64::from(info.state.messages > 0);
-    let copied = copied_originals(&stream, start).await?;
+        .unwrap_or(im_runtime::topology::topology().partitions.conversation);
     let stores = Stores::new(StoreUri::Sqlite(args.into.clone()));
     let pipeline = std::sync::Arc::new(Pipeline {
         conversations: stores.conversations(Some(Durability::Normal))?,
         users: stores.users(Some(Durability::Normal))?,
         ingest: im_ingest::Config {
             max_body_bytes: args.max_body_bytes,
-            conversation_partitions: im_runtime::topology::topology().partitions.conversation,
+            conversation_partitions: partitions,
         },
         dedupe: im_dedupe::decide::Config {
             large_group_threshold: args.large_group_threshold,
             recall_window_ms: args.recall_window_secs * 1000,
         },
-        user_partitions: im_runtime::topology::topology().partitions.user,
+        user_partitions: partitions,
         copied,
     });
     eprintln!(
-        "replay: IM_INGEST {first}..={last} into {}{}",
+        "replay: {} into {}{}",
+        readers
+            .iter()
+            .map(|r| format!("{} {}..={}", r.name, r.first, r.last))
+            .collect::<Vec<_>>()
+            .join(", "),
         args.into.display(),
-        match resume_from {
-            Some(seq) => format!(", resuming after {seq}"),
-            None => String::new(),
+        if resume_from.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", resuming after {}",
+                format_checkpoint(&resume_from).trim().replace('\n', ", ")
+            )
         }
     );
     let started = Instant::now();
     let mut totals = Counts::default();
-    if info.state.messages > 0 && start <= last {
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::OrderedConfig {
-                deliver_policy: DeliverPolicy::ByStartSequence {
-                    start_sequence: start,
-                },
-                ..Default::default()
-            })
-            .await?;
-        let mut messages = consumer.messages().await?;
-        let mut batch: Vec<Incoming> = Vec::with_capacity(args.batch);
-        loop {
-            let next = tokio::time::timeout(Duration::from_secs(10), messages.next()).await;
-            let finished;
-            match next {
-                Ok(Some(Ok(message))) => {
-                    let info = message
-                        .info()
-                        .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?;
-                    let (seq, published) =
-                        (info.stream_sequence, info.published.timestamp_millis());
-                    let message = message.split().0;
-                    batch.push(Incoming {
-                        subject: message.subject.to_string(),
-                        headers: headers_of(&message),
-                        payload: message.payload.clone(),
-                        stream_seq: seq,
-                        delivered: 1,
-                        published_ms: published,
-                        held_ms: u64::MAX,
-                    });
-                    finished = seq >= last;
-                }
-                Ok(Some(Err(error))) => {
-                    anyhow::bail!("reading IM_INGEST: {error}; run replay again to resume")
-                }
-                Ok(None) | Err(_) => finished = true,
-            }
-            if batch.len() >= args.batch || (finished && !batch.is_empty()) {
-                let through = batch.last().map(|m| m.stream_seq).unwrap_or(0);
-                let work = std::mem::take(&mut batch);
-                let stage = pipeline.clone();
-                let counts = tokio::task::spawn_blocking(move || stage.apply(&work)).await??;
-                std::fs::write(&checkpoint_path, through.to_string())?;
-                let done = through.saturating_sub(first) + 1;
-                totals.events += counts.events;
-                totals.refused += counts.refused;
-                totals.committed += counts.committed;
-                totals.deliveries += counts.deliveries;
-                progress(done, total, started);
-            }
-            if finished {
-                break;
-            }
+    let mut through = resume_from.clone();
+    let mut batch: Vec<Incoming> = Vec::with_capacity(args.batch);
+    let mut batch_through = through.clone();
+    loop {
+        for reader in readers.iter_mut() {
+            reader.fill().await?;
+        }
+        let heads: Vec<Option<(i64, u64)>> = readers
+            .iter()
+            .map(|r| r.head.as_ref().map(|m| (m.published_ms, m.stream_seq)))
+            .collect();
+        let next = earliest(&heads);
+        if let Some(index) = next {
+            let reader = &mut readers[index];
+            let message = reader.head.take().expect("a head");
+            batch_through.insert(reader.name.clone(), message.stream_seq);
+            batch.push(message);
+        }
+        let finished = next.is_none();
+        if batch.len() >= args.batch || (finished && !batch.is_empty()) {
+            let work = std::mem::take(&mut batch);
+            let stage = pipeline.clone();
+            let counts = tokio::task::spawn_blocking(move || stage.apply(&work)).await??;
+            through = batch_through.clone();
+            std::fs::write(&checkpoint_path, format_checkpoint(&through))?;
+            let done: u64 = readers
+                .iter()
+                .map(|r| {
+                    through
+                        .get(&r.name)
+                        .map_or(0, |seq| seq.saturating_sub(r.first) + 1)
+                })
+                .sum();
+            totals.events += counts.events;
+            totals.refused += counts.refused;
+            totals.committed += counts.committed;
+            totals.deliveries += counts.deliveries;
+            progress(done, total, started);
+        }
+        if finished {
+            break;
         }
     }
     progress(total, total, started);
@@ -410,4 +530,35 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_name_each_stream_and_read_the_old_bare_number() {
+        let through: std::collections::BTreeMap<String, u64> = [
+            ("IM_INGEST_S0".to_string(), 7),
+            ("IM_INGEST_S1".to_string(), 12),
+        ]
+        .into();
+        assert_eq!(parse_checkpoint(&format_checkpoint(&through)), through);
+        assert_eq!(
+            parse_checkpoint("41\n"),
+            [("IM_INGEST".to_string(), 41)].into()
+        );
+        assert!(parse_checkpoint("").is_empty());
+    }
+
+    #[test]
+    fn shards_merge_by_the_time_they_stored_each_event() {
+        assert_eq!(earliest(&[None, None]), None);
+        assert_eq!(earliest(&[Some((20, 1)), Some((10, 9)), None]), Some(1));
+        assert_eq!(
+            earliest(&[Some((10, 5)), Some((10, 1))]),
+            Some(0),
+            "ties by stream"
+        );
+    }
 }

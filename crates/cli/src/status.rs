@@ -234,8 +234,22 @@ pub async fn gather(client: async_nats::Client) -> anyhow::Result<Status> {
     // after their claim's epoch, `unread-p5-e812`; older ones are deleted
     // at take-over).
     let mut lag = BTreeMap::new();
-    for def in &topology.consumers {
-        let Ok(stream) = js.get_stream(&def.stream).await else {
+    let existing = im_runtime::topology::pipeline_streams(&js)
+        .await
+        .unwrap_or_default();
+    let shards = |def: &im_runtime::topology::ConsumerDef| {
+        existing
+            .iter()
+            .filter(|name| im_runtime::topology::base_name(name) == def.stream)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    for (def, stream_name) in topology
+        .consumers
+        .iter()
+        .flat_map(|def| shards(def).into_iter().map(move |name| (def, name)))
+    {
+        let Ok(stream) = js.get_stream(&stream_name).await else {
             continue;
         };
         let mut names = Vec::new();

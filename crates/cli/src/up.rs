@@ -54,6 +54,12 @@ pub struct UpArgs {
     /// Must match what the streams were created with (see the README).
     #[arg(long, env = "IM_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// Split every partitioned stream into this many streams, so that
+    /// their leaders spread over the NATS nodes (default: as many as nodes
+    /// for a new data directory, else what it was started with; fixed per
+    /// deployment).
+    #[arg(long, env = "IM_STREAM_SHARDS")]
+    pub shards: Option<u32>,
     /// TLS for NATS (clients and routes) and the gateways (wss://, https://),
     /// with a CA made for the data directory
     /// (`<data-dir>/credentials/tls/ca.pem`: clients trust it).
@@ -75,6 +81,31 @@ enum Restart {
     Pending,
     /// It died this many times within the window: stop everything.
     GiveUp(usize),
+}
+
+/// Where a data directory records the shard count it was started with.
+const SHARDS_FILE: &str = "streams.shards";
+
+/// The shard count to run with: what is asked for, else what the data
+/// directory was started with, else as many as NATS nodes for a new one
+/// (one leader per node) and 1 for one from before shards existed. Asking
+/// for another count than the recorded one is refused: the streams would
+/// not match.
+pub fn shards_for(
+    requested: Option<u32>,
+    recorded: Option<u32>,
+    fresh: bool,
+    nodes: usize,
+) -> anyhow::Result<u32> {
+    let existing = recorded.or((!fresh).then_some(1));
+    match (requested, existing) {
+        (Some(asked), Some(had)) if asked != had => anyhow::bail!(
+            "this data directory's streams are split into {had} shard(s), not {asked}: run with --shards {had} (the count is fixed per deployment; a new one needs a new --data-dir)"
+        ),
+        (Some(asked), _) => Ok(asked.clamp(1, im_runtime::topology::MAX_SHARDS)),
+        (None, Some(had)) => Ok(had),
+        (None, None) => Ok(nodes as u32),
+    }
 }
 
 /// `imctl up`'s supervisor, pure: a process that dies is started again
@@ -199,6 +230,25 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     if let Some(partitions) = args.partitions {
         builder = builder.partitions(partitions);
     }
+    let nodes = if args.cluster { 3 } else { 1 };
+    let shards = if args.nats_url.is_some() {
+        // Someone else's server: its account must map keyed subjects
+        // itself when sharded (README), so only what is asked for.
+        args.shards.unwrap_or(1)
+    } else {
+        let recorded = std::fs::read_to_string(args.data_dir.join(SHARDS_FILE))
+            .ok()
+            .and_then(|text| text.trim().parse().ok());
+        let fresh = !std::fs::read_dir(&args.data_dir).is_ok_and(|mut entries| {
+            entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("nats")))
+        });
+        shards_for(args.shards, recorded, fresh, nodes)?
+    };
+    builder = builder.shards(shards);
+    if args.nats_url.is_none() {
+        std::fs::create_dir_all(&args.data_dir)?;
+        std::fs::write(args.data_dir.join(SHARDS_FILE), format!("{shards}\n"))?;
+    }
     builder = builder.tls(args.tls);
     // The browser chat, and development tokens for it (a name is enough to
     // sign in), but only where no one else can reach the gateway.
@@ -217,7 +267,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let replicas = args.replicas.unwrap_or(if args.cluster { 2 } else { 1 });
     println!(
-        "ready: gateway {}, nats {}, functions {}{}, durability {}, partitions {}, data {}, logs {}",
+        "ready: gateway {}, nats {}, functions {}{}, durability {}, partitions {}{}, data {}, logs {}",
         system
             .gateways
             .iter()
@@ -233,6 +283,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         },
         args.durability,
         system.partitions,
+        if shards > 1 {
+            format!(" in {shards} stream shards")
+        } else {
+            String::new()
+        },
         system.data_dir.display(),
         system.logs.display()
     );
@@ -292,6 +347,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_data_directory_gets_a_shard_per_node_and_keeps_it() {
+        assert_eq!(shards_for(None, None, true, 3).unwrap(), 3);
+        assert_eq!(shards_for(None, None, true, 1).unwrap(), 1);
+        assert_eq!(shards_for(None, Some(3), false, 3).unwrap(), 3);
+        // Made before shards existed: one.
+        assert_eq!(shards_for(None, None, false, 3).unwrap(), 1);
+        assert_eq!(shards_for(Some(2), None, true, 3).unwrap(), 2);
+        let refused = shards_for(Some(3), None, false, 3).unwrap_err().to_string();
+        assert!(refused.contains("--shards 1"), "{refused}");
+        assert!(shards_for(Some(1), Some(3), false, 3).is_err());
+    }
 
     #[test]
     fn development_tokens_only_where_only_this_machine_reaches() {

@@ -14,6 +14,22 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// FNV-1a 32: the hash nats-server's `partition(n, …)` subject transform
+/// takes of a token (its partition is the hash modulo n).
+pub fn fnv1a32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in bytes {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// The partition nats-server's transform gives `token` among `count`.
+pub fn nats_partition(token: &str, count: u32) -> u32 {
+    fnv1a32(token.as_bytes()) % count.max(1)
+}
+
 /// The partition of `key` among `count` partitions.
 pub fn partition_of(key: &str, count: u32) -> u32 {
     assert!(count > 0, "partition count must be positive");
@@ -30,6 +46,8 @@ mod tests {
         // stream's partitioning breaks.
         assert_eq!(fnv1a64(b""), 0xcbf29ce484222325);
         assert_eq!(fnv1a64(b"a"), 0xaf63dc4c8601ec8c);
+        assert_eq!(fnv1a32(b""), 0x811c9dc5);
+        assert_eq!(fnv1a32(b"a"), 0xe40c292c);
         assert_eq!(
             partition_of("dm:alice:bob", 16),
             partition_of("dm:alice:bob", 16)

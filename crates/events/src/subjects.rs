@@ -89,6 +89,17 @@ fn keyed_parts(subject: &str) -> Option<(&str, &str)> {
     (!key.is_empty() && !event.is_empty()).then_some((key, event))
 }
 
+/// The partition a stored keyed subject (`im.keyed.<p>.<hex>.<type>`)
+/// was put in, and its key token.
+pub fn stored_partition(subject: &str) -> Option<(u32, &str)> {
+    let rest = subject
+        .strip_prefix(KEYED_STORED_PREFIX)?
+        .strip_prefix('.')?;
+    let (partition, rest) = rest.split_once('.')?;
+    let key = rest.split('.').next()?;
+    Some((partition.parse().ok()?, key))
+}
+
 /// The conversation a keyed ingest subject was keyed by (None for an
 /// unkeyed one; `Some(None)` for a key that is not hex).
 pub fn ingest_key_of_subject(subject: &str) -> Option<Option<String>> {

@@ -104,6 +104,9 @@ pub struct Security {
     pub authorization: Option<String>,
     /// TLS for client connections and, in a cluster, the routes.
     pub tls: Option<crate::certs::TlsFiles>,
+    /// Account subject mappings (sharded streams:
+    /// [`im_runtime::topology::nats_mappings`]).
+    pub mappings: Option<String>,
 }
 
 /// The nats-server nodes of a system: one (`nats.conf`) or a cluster of
@@ -145,6 +148,12 @@ pub fn node_procs(
             conf.push_str(
                 "\n# Who may do what on the bus (made by imctl).\ninclude \"nats-auth.conf\"\n",
             );
+        }
+        if let Some(mappings) = security.mappings.as_deref().filter(|m| !m.is_empty()) {
+            conf.push_str(
+                "\n# Keyed ingest subjects to their partition (sharded streams; made by imctl).\n",
+            );
+            conf.push_str(mappings);
         }
         if let Some(block) = tls_block(false) {
             private("nats-tls.conf", &block)?;

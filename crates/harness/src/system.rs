@@ -45,9 +45,19 @@ pub struct Builder {
     log_filter: String,
     bin_dir: Option<PathBuf>,
     partitions: Option<u32>,
+    shards: u32,
 }
 
 impl Builder {
+    /// Split every partitioned stream into `shards` streams
+    /// (`IM_STREAM_SHARDS`), so that their leaders can spread over the
+    /// nodes; the nodes' configuration gets the account mapping keyed ingest
+    /// subjects need then.
+    pub fn shards(mut self, shards: u32) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
     /// Partitions of every partitioned stage (`IM_PARTITIONS`; default: the
     /// count in `schemas/streams.json`).
     pub fn partitions(mut self, partitions: u32) -> Self {
@@ -252,6 +262,12 @@ impl Builder {
                     &crate::nats::Security {
                         authorization,
                         tls: system.tls.clone(),
+                        // Sharded, the mapping needs the partition count
+                        // before any stream exists to tell it.
+                        mappings: Some(im_runtime::topology::nats_mappings(
+                            self.shards,
+                            self.partitions.unwrap_or(default_partitions(self.nodes)),
+                        )),
                     },
                 )? {
                     proc.spawn()?;
@@ -280,6 +296,13 @@ impl Builder {
             Some(partitions) => partitions,
             None => chosen_partitions(&system.nats_url, &access, self.nodes).await,
         };
+        anyhow::ensure!(
+            self.shards == 1
+                || self.external_nats.is_some()
+                || partitions == self.partitions.unwrap_or(default_partitions(self.nodes)),
+            "the streams here were made for {partitions} partitions: pass --partitions {partitions} with --shards {}",
+            self.shards
+        );
         system.partitions = partitions;
         // Stream bounds as every process will see them: the system's
         // environment, else this process's.
@@ -298,9 +321,13 @@ impl Builder {
             &access,
             stream_replicas,
             partitions,
+            self.shards,
             &bounds,
         )
         .await?;
+        if self.shards > 1 && self.nodes > 1 && self.external_nats.is_none() {
+            spread_leaders(&system.nats_url, &access, self.nodes).await;
+        }
         system.env = vec![
             ("IM_NATS_URL".to_string(), system.nats_url.clone()),
             ("IM_DATA_DIR".to_string(), data_dir.display().to_string()),
@@ -311,6 +338,7 @@ impl Builder {
                 stream_replicas.to_string(),
             ),
             ("IM_PARTITIONS".to_string(), partitions.to_string()),
+            ("IM_STREAM_SHARDS".to_string(), self.shards.to_string()),
             ("IM_STREAM_MAX_BYTES".to_string(), max_bytes),
         ];
         if let Some(tls) = &system.tls {
@@ -402,6 +430,22 @@ pub fn default_partitions(nodes: usize) -> u32 {
     }
 }
 
+/// Shard `s` of every stage led by node `s` (`im-<s+1>`), waiting a little
+/// for the elections: see [`im_runtime::topology::spread_leaders`].
+async fn spread_leaders(nats_url: &str, access: &im_runtime::config::NatsAccess, nodes: usize) {
+    let Ok(client) = im_runtime::config::connect_as(nats_url, "im-harness", access).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let names: Vec<String> = (1..=nodes).map(|n| format!("im-{n}")).collect();
+    for _ in 0..10 {
+        match im_runtime::topology::spread_leaders(&js, &names).await {
+            Ok(0) => return,
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// Create the streams; a fresh cluster elects its meta leader first, so
 /// retry for a while.
 pub async fn ensure_topology(
@@ -409,16 +453,26 @@ pub async fn ensure_topology(
     access: &im_runtime::config::NatsAccess,
     replicas: usize,
     partitions: u32,
+    shards: u32,
     bounds: &im_runtime::topology::MaxBytes,
 ) -> anyhow::Result<()> {
     let client = im_runtime::config::connect_as(nats_url, "im-harness", access).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        match im_runtime::topology::ensure_streams_with(&js, replicas, partitions, bounds).await {
+        match im_runtime::topology::ensure_sharded_streams(
+            &js, replicas, partitions, shards, bounds,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
-            // A refusal (another partition count) will not change.
-            Err(error) if error.to_string().contains("IM_PARTITIONS") => return Err(error),
+            // A refusal (another partition or shard count) will not change.
+            Err(error)
+                if error.to_string().contains("IM_PARTITIONS")
+                    || error.to_string().contains("IM_STREAM_SHARDS") =>
+            {
+                return Err(error)
+            }
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
@@ -477,6 +531,7 @@ impl System {
             log_filter: "info,async_nats=warn".to_string(),
             bin_dir: None,
             partitions: None,
+            shards: 1,
         }
     }
 

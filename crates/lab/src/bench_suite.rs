@@ -159,7 +159,7 @@ pub fn send_event(id: &str, conversation: &str, sender: &str) -> Vec<u8> {
 
 async fn stream_messages(js: &jetstream::Context) -> anyhow::Result<u64> {
     let mut total = 0;
-    for name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+    for name in im_runtime::topology::pipeline_streams(js).await? {
         total += js.get_stream(name).await?.info().await?.state.messages;
     }
     Ok(total)
@@ -345,7 +345,10 @@ pub async fn throughput(
 /// saturated pipeline queues up.
 async fn consumer_backlog(js: &jetstream::Context) -> Value {
     let mut backlog: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-    for name in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+    for name in im_runtime::topology::pipeline_streams(js)
+        .await
+        .unwrap_or_default()
+    {
         let Ok(stream) = js.get_stream(name).await else {
             continue;
         };
@@ -658,12 +661,13 @@ pub async fn fanout(
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (mut socket_sink, _) = device(system.gateway_port(), &sender).await?.split();
     let deliveries = |js: jetstream::Context| async move {
-        js.get_stream("IM_DELIVERY")
-            .await?
-            .info()
-            .await
-            .map(|i| i.state.messages)
-            .map_err(anyhow::Error::from)
+        let mut total = 0;
+        for name in im_runtime::topology::pipeline_streams(&js).await? {
+            if im_runtime::topology::base_name(&name) == "IM_DELIVERY" {
+                total += js.get_stream(name).await?.info().await?.state.messages;
+            }
+        }
+        Ok::<u64, anyhow::Error>(total)
     };
     let mut sent_at = HashMap::new();
     let before = deliveries(js.clone()).await?;

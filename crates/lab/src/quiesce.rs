@@ -13,8 +13,15 @@ pub async fn quiesce(js: &jetstream::Context, timeout: Duration) -> Result<(), V
     let mut busy = Vec::new();
     while Instant::now() < deadline {
         busy.clear();
-        for stream in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
-            let Ok(stream) = js.get_stream(stream).await else {
+        let streams = match im_runtime::topology::pipeline_streams(js).await {
+            Ok(streams) => streams,
+            Err(error) => {
+                busy.push(error.to_string());
+                Vec::new()
+            }
+        };
+        for stream in streams {
+            let Ok(stream) = js.get_stream(&stream).await else {
                 busy.push(format!("{stream}: no answer"));
                 continue;
             };

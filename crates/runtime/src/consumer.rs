@@ -530,7 +530,11 @@ async fn settle(
         original_subject: incoming.subject.clone(),
         original_headers: incoming.headers.clone(),
         payload: incoming.payload.clone(),
-        stream: def.stream.clone(),
+        // The shard it came from, if the stream is sharded.
+        stream: message
+            .info()
+            .map(|info| info.stream.to_string())
+            .unwrap_or_else(|_| def.stream.clone()),
         stream_seq: incoming.stream_seq,
         delivered: incoming.delivered,
         source: identity.source,
@@ -625,10 +629,10 @@ pub async fn run_function<H: BatchHandler>(
     let partitions = topology().partition_count(&def);
     tokio::spawn(crate::telemetry::report_streams(
         js.clone(),
-        vec![
-            def.stream.clone(),
-            im_events::subjects::STREAM_DLQ.to_string(),
-        ],
+        crate::topology::stream_names(&def.stream)
+            .into_iter()
+            .chain([im_events::subjects::STREAM_DLQ.to_string()])
+            .collect(),
         shutdown.clone(),
     ));
     anyhow::ensure!(

@@ -26,6 +26,11 @@ pub struct Role {
 
 const LEASES: &str = "$KV.IM_LEASES.>";
 const REPLIES: &str = "im.gw.*.reply.>";
+/// Where the account maps keyed ingest subjects when streams are sharded:
+/// a publish to `im.ingest.k.…` is checked against its mapped subject.
+/// Publishing there directly gains nothing: ingest refuses an event stored
+/// in another partition than its key's.
+const KEYED: &str = "im.keyed.>";
 
 pub const ROLES: &[Role] = &[
     Role {
@@ -34,6 +39,7 @@ pub const ROLES: &[Role] = &[
             "im.accepted.>",
             // Partition 0 re-publishes unkeyed events keyed.
             "im.ingest.k.>",
+            KEYED,
             "im.events.message.rejected",
             "im.dlq.ingest",
             REPLIES,
@@ -90,6 +96,7 @@ pub const ROLES: &[Role] = &[
         name: "gateway",
         publish: &[
             "im.ingest.>",
+            KEYED,
             "im.gw.>",
             "im.delivery.>",
             "im.dlq.gateway",
@@ -112,7 +119,7 @@ pub const ROLES: &[Role] = &[
     },
     Role {
         name: "publisher",
-        publish: &["im.ingest.>"],
+        publish: &["im.ingest.>", KEYED],
         subscribe: &[],
         jetstream: false,
         responds: false,
@@ -280,7 +287,7 @@ mod tests {
             .find(|line| line.contains("\"publisher\""))
             .unwrap();
         assert!(
-            publisher.contains("allow: [\"im.ingest.>\"]"),
+            publisher.contains("allow: [\"im.ingest.>\", \"im.keyed.>\"]"),
             "{publisher}"
         );
         assert!(!publisher.contains("$JS.API"), "{publisher}");

@@ -44,7 +44,223 @@ pub struct StreamDef {
     /// [`im_events::subjects::keyed_ingest_transform`]).
     #[serde(default)]
     pub keyed: bool,
+    /// A partitioned stream: the subjects of partition `{p}`. With
+    /// `IM_STREAM_SHARDS` > 1 its partitions are spread over that many
+    /// streams ([`shard_defs`]).
+    #[serde(default)]
+    pub partition_subjects: Option<String>,
+    /// Sharded, the subjects shard 0 also holds (ingest's unkeyed events).
+    #[serde(default)]
+    pub shard_0_also: Vec<String>,
+    /// The shards the stream this def describes is one of (1: unsharded);
+    /// set by [`shard_defs`].
+    #[serde(skip, default = "one")]
+    pub shards: u32,
     pub description: String,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The streams a partitioned stage's partitions are spread over (1: the
+/// stream of `schemas/streams.json` itself). `IM_STREAM_SHARDS`; every
+/// process of a deployment must agree ([`ensure_streams`] refuses
+/// otherwise).
+pub fn stream_shards() -> u32 {
+    static SHARDS: OnceLock<u32> = OnceLock::new();
+    *SHARDS.get_or_init(|| {
+        let Ok(text) = std::env::var("IM_STREAM_SHARDS") else {
+            return 1;
+        };
+        match text.trim().parse::<u32>() {
+            Ok(count) if (1..=MAX_SHARDS).contains(&count) => count,
+            _ => {
+                eprintln!(
+                    "IM_STREAM_SHARDS={text:?} is not a shard count of 1..={MAX_SHARDS}; using 1"
+                );
+                1
+            }
+        }
+    })
+}
+
+/// Most shards a stream may be split into.
+pub const MAX_SHARDS: u32 = 16;
+
+/// The stream metadata key that records how many shards a partitioned
+/// stream was split into.
+pub const SHARDS_METADATA: &str = "im.shards";
+
+/// The name of shard `shard` of the partitioned stream `base`.
+pub fn shard_name(base: &str, shard: u32) -> String {
+    format!("{base}_S{shard}")
+}
+
+/// The stream `name` is a shard of (itself if it is none).
+pub fn base_name(name: &str) -> &str {
+    match name.rsplit_once("_S") {
+        Some((base, shard)) if !shard.is_empty() && shard.bytes().all(|b| b.is_ascii_digit()) => {
+            base
+        }
+        _ => name,
+    }
+}
+
+/// The streams `def` is stored in with `shards` shards for `partitions`
+/// partitions: itself unsharded (or when it is not partitioned), else one
+/// per shard, shard `s` holding the partitions `p` with `p % shards == s`
+/// (and shard 0 `shard_0_also`), each bounded by its share of the bytes.
+pub fn shard_defs(def: &StreamDef, shards: u32, partitions: u32) -> Vec<StreamDef> {
+    let Some(template) = def.partition_subjects.as_deref().filter(|_| shards > 1) else {
+        return vec![def.clone()];
+    };
+    (0..shards)
+        .map(|shard| {
+            let mut subjects: Vec<String> = (0..partitions)
+                .filter(|p| p % shards == shard)
+                .map(|p| template.replace("{p}", &p.to_string()))
+                .collect();
+            if shard == 0 {
+                subjects.extend(def.shard_0_also.iter().cloned());
+            }
+            StreamDef {
+                name: shard_name(&def.name, shard),
+                subjects,
+                max_bytes: def.max_bytes.map(|bytes| bytes / i64::from(shards)),
+                shards,
+                // The account maps keyed subjects to their partition
+                // (`nats_mappings`): a stream cannot pick its share itself.
+                keyed: false,
+                description: format!(
+                    "{} (shard {shard} of {shards}: partitions p with p % {shards} == {shard})",
+                    def.description
+                ),
+                ..def.clone()
+            }
+        })
+        .collect()
+}
+
+/// The stream partition `partition` of `stream` (a name from
+/// `schemas/streams.json`) is stored in, with this process's shards.
+pub fn stream_for(stream: &str, partition: u32) -> String {
+    stream_for_with(stream, partition, stream_shards())
+}
+
+pub fn stream_for_with(stream: &str, partition: u32, shards: u32) -> String {
+    let sharded = shards > 1
+        && topology()
+            .streams
+            .iter()
+            .any(|def| def.name == stream && def.partition_subjects.is_some());
+    if sharded {
+        shard_name(stream, partition % shards)
+    } else {
+        stream.to_string()
+    }
+}
+
+/// Every stream `stream` (a name from `schemas/streams.json`) is stored in.
+pub fn stream_names(stream: &str) -> Vec<String> {
+    match topology().streams.iter().find(|def| def.name == stream) {
+        Some(def) => shard_defs(def, stream_shards(), topology().partitions.conversation)
+            .into_iter()
+            .map(|def| def.name)
+            .collect(),
+        None => vec![stream.to_string()],
+    }
+}
+
+/// The pipeline's partitioned streams as they exist on this server, in
+/// pipeline order (ingest, accepted, timeline, delivery), shards included,
+/// whatever this process's own IM_STREAM_SHARDS says: for tools that watch
+/// a running system.
+pub async fn pipeline_streams(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
+    use futures::TryStreamExt;
+    let existing: Vec<String> = js
+        .stream_names()
+        .try_collect()
+        .await
+        .map_err(|error| anyhow::anyhow!("list streams: {error}"))?;
+    Ok(partitioned_in(&existing))
+}
+
+/// Of `existing` stream names, the partitioned pipeline streams and their
+/// shards, in pipeline order then shard order.
+pub fn partitioned_in(existing: &[String]) -> Vec<String> {
+    let mut found = Vec::new();
+    for def in topology()
+        .streams
+        .iter()
+        .filter(|def| def.partition_subjects.is_some())
+    {
+        let mut shards: Vec<(u32, &String)> = existing
+            .iter()
+            .filter_map(|name| {
+                if *name == def.name {
+                    return Some((0, name));
+                }
+                let shard = name.strip_prefix(&def.name)?.strip_prefix("_S")?;
+                Some((shard.parse().ok()?, name))
+            })
+            .collect();
+        shards.sort();
+        found.extend(shards.into_iter().map(|(_, name)| name.clone()));
+    }
+    found
+}
+
+/// Ask JetStream to move the leaders of sharded streams so that shard `s`
+/// of every stage is led by `nodes[s % len]`: the point of sharding is
+/// that the stages' leaders, and their disk and CPU, sit on different
+/// nodes, and JetStream alone may elect them all on one. Best effort (a
+/// node may be down); returns how many leaders were asked to move.
+pub async fn spread_leaders(js: &jetstream::Context, nodes: &[String]) -> anyhow::Result<usize> {
+    if nodes.len() < 2 {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    for name in pipeline_streams(js).await? {
+        let Some(shard) = name
+            .strip_prefix(base_name(&name))
+            .and_then(|rest| rest.strip_prefix("_S"))
+            .and_then(|shard| shard.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let wanted = &nodes[shard % nodes.len()];
+        let Ok(mut stream) = js.get_stream(&name).await else {
+            continue;
+        };
+        let Ok(info) = stream.info().await else {
+            continue;
+        };
+        let leader = info.cluster.as_ref().and_then(|c| c.leader.clone());
+        if leader.as_deref() == Some(wanted.as_str()) {
+            continue;
+        }
+        let request = serde_json::json!({"placement": {"preferred": wanted}});
+        let answer: Result<serde_json::Value, _> = js
+            .request(format!("STREAM.LEADER.STEPDOWN.{name}"), &request)
+            .await;
+        if matches!(&answer, Ok(reply) if reply["success"] == true) {
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
+/// The account mapping a server needs when ingest is sharded: keyed
+/// publishes go to their partition's subject before any stream sees them
+/// (a stream's own transform cannot send a message to another stream).
+/// Empty unsharded. For nats-server's configuration: `mappings = { … }`.
+pub fn nats_mappings(shards: u32, partitions: u32) -> String {
+    if shards <= 1 {
+        return String::new();
+    }
+    let (source, destination) = im_events::subjects::keyed_ingest_transform(partitions);
+    format!("mappings = {{\n  \"{source}\": \"{destination}\"\n}}\n")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -169,13 +385,14 @@ impl MaxBytes {
         Ok(bounds)
     }
 
-    /// The bound of `def`: the lowest of its own and these.
+    /// The bound of `def`: the lowest of its own and these (a shard gets
+    /// its share of its stream's named bound).
     pub fn of(&self, def: &StreamDef) -> Option<i64> {
         let named = self
             .by_stream
             .iter()
-            .find(|(stream, _)| *stream == def.name)
-            .map(|(_, bytes)| *bytes);
+            .find(|(stream, _)| stream == base_name(&def.name))
+            .map(|(_, bytes)| *bytes / i64::from(def.shards.max(1)));
         [def.max_bytes, self.every, named]
             .into_iter()
             .flatten()
@@ -207,10 +424,10 @@ pub fn stream_config_with(
         discard: stream::DiscardPolicy::New,
         name: def.name.clone(),
         description: Some(def.description.clone()),
-        metadata: std::collections::HashMap::from([(
-            PARTITIONS_METADATA.to_string(),
-            partitions.to_string(),
-        )]),
+        metadata: std::collections::HashMap::from([
+            (PARTITIONS_METADATA.to_string(), partitions.to_string()),
+            (SHARDS_METADATA.to_string(), def.shards.max(1).to_string()),
+        ]),
         subjects: def.subjects.clone(),
         max_age: Duration::from_secs(def.max_age_secs),
         duplicate_window: Duration::from_secs(def.duplicate_window_secs),
@@ -235,44 +452,102 @@ pub fn stream_config_with(
 /// Create every stream, or bring an existing one's config up to date.
 pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
     let bounds = stream_max_bytes_override().map_err(|e| anyhow::anyhow!(e))?;
-    ensure_streams_with(
+    ensure_sharded_streams(
         js,
         stream_replicas(),
         topology().partitions.conversation,
+        stream_shards(),
         &bounds,
     )
     .await
 }
 
 /// [`ensure_streams`] with `replicas` copies of every stream, for
-/// `partitions` partitions.
+/// `partitions` partitions, unsharded.
 pub async fn ensure_streams_with(
     js: &jetstream::Context,
     replicas: usize,
     partitions: u32,
     bounds: &MaxBytes,
 ) -> anyhow::Result<()> {
-    for def in &topology().streams {
-        let config = stream_config_with(def, replicas, partitions, bounds);
-        match js.get_stream(&def.name).await {
-            Ok(mut existing) => {
-                let created_for = existing
-                    .info()
+    ensure_sharded_streams(js, replicas, partitions, 1, bounds).await
+}
+
+/// The shard count the partitioned stream `base` was created with on this
+/// server: 1 unsharded, the recorded count when sharded, None if it does
+/// not exist.
+async fn existing_shards(js: &jetstream::Context, base: &str) -> Option<u32> {
+    if js.get_stream(base).await.is_ok() {
+        return Some(1);
+    }
+    let mut first = js.get_stream(shard_name(base, 0)).await.ok()?;
+    let info = first.info().await.ok()?;
+    Some(
+        info.config
+            .metadata
+            .get(SHARDS_METADATA)
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(0),
+    )
+}
+
+/// Refuse to run with another shard count than the streams have: events
+/// would go to streams (and partitions) nobody reads.
+pub fn check_shards(stream: &str, existing: Option<u32>, configured: u32) -> anyhow::Result<()> {
+    match existing {
+        Some(existing) if existing != configured => anyhow::bail!(
+            "stream {stream} is split into {existing} shard(s) on this server, but this process is configured for {configured} (IM_STREAM_SHARDS): run every process with IM_STREAM_SHARDS={existing}. The shard count is fixed per deployment: to change it, start a new deployment with the new count and move the clients to it"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// [`ensure_streams`] with `replicas` copies of every stream, for
+/// `partitions` partitions, partitioned streams split into `shards`.
+pub async fn ensure_sharded_streams(
+    js: &jetstream::Context,
+    replicas: usize,
+    partitions: u32,
+    shards: u32,
+    bounds: &MaxBytes,
+) -> anyhow::Result<()> {
+    for base in &topology().streams {
+        if base.partition_subjects.is_some() {
+            check_shards(&base.name, existing_shards(js, &base.name).await, shards)?;
+        }
+        for def in shard_defs(base, shards, partitions) {
+            ensure_stream(js, &def, replicas, partitions, bounds).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_stream(
+    js: &jetstream::Context,
+    def: &StreamDef,
+    replicas: usize,
+    partitions: u32,
+    bounds: &MaxBytes,
+) -> anyhow::Result<()> {
+    let config = stream_config_with(def, replicas, partitions, bounds);
+    match js.get_stream(&def.name).await {
+        Ok(mut existing) => {
+            let created_for = existing
+                .info()
+                .await
+                .ok()
+                .and_then(|info| info.config.metadata.get(PARTITIONS_METADATA).cloned());
+            check_partitions(&def.name, created_for.as_deref(), partitions)?;
+            js.update_stream(&config)
+                .await
+                .map_err(|error| anyhow::anyhow!("update stream {}: {error}", def.name))?;
+        }
+        Err(_) => {
+            if let Err(error) = js.create_stream(config.clone()).await {
+                // Another process may have created it meanwhile.
+                js.get_stream(&def.name)
                     .await
-                    .ok()
-                    .and_then(|info| info.config.metadata.get(PARTITIONS_METADATA).cloned());
-                check_partitions(&def.name, created_for.as_deref(), partitions)?;
-                js.update_stream(&config)
-                    .await
-                    .map_err(|error| anyhow::anyhow!("update stream {}: {error}", def.name))?;
-            }
-            Err(_) => {
-                if let Err(error) = js.create_stream(config.clone()).await {
-                    // Another process may have created it meanwhile.
-                    js.get_stream(&def.name)
-                        .await
-                        .map_err(|_| anyhow::anyhow!("create stream {}: {error}", def.name))?;
-                }
+                    .map_err(|_| anyhow::anyhow!("create stream {}: {error}", def.name))?;
             }
         }
     }
@@ -282,10 +557,11 @@ pub async fn ensure_streams_with(
 /// The partition count the pipeline's streams on this server were created
 /// for, if they exist (streams from before the count was recorded: 16).
 pub async fn existing_partitions(js: &jetstream::Context) -> Option<u32> {
-    let mut stream = js
-        .get_stream(im_events::subjects::STREAM_ACCEPTED)
-        .await
-        .ok()?;
+    let accepted = im_events::subjects::STREAM_ACCEPTED;
+    let mut stream = match js.get_stream(accepted).await {
+        Ok(stream) => stream,
+        Err(_) => js.get_stream(shard_name(accepted, 0)).await.ok()?,
+    };
     let info = stream.info().await.ok()?;
     Some(
         info.config
@@ -420,10 +696,11 @@ pub async fn take_over_consumer(
     partition: u32,
     epoch: u64,
 ) -> Result<consumer::Consumer<consumer::pull::Config>, TakeOverError> {
+    let stream_name = stream_for(&def.stream, partition);
     let stream = js
-        .get_stream(&def.stream)
+        .get_stream(&stream_name)
         .await
-        .map_err(|error| unavailable(format!("stream {} missing: {error}", def.stream)))?;
+        .map_err(|error| unavailable(format!("stream {stream_name} missing: {error}")))?;
     let name = epoch_durable_name(def, partition, epoch);
     let before = partition_consumers(&stream, def, partition).await?;
     if let Some(newer) = before.iter().find(|c| c.epoch > epoch) {
@@ -530,7 +807,7 @@ pub async fn partition_consumers(
             Err(error) => {
                 return Err(unavailable(format!(
                     "consumer {name} of {} did not answer ({error}); a take-over needs every older consumer's ack floor",
-                    def.stream
+                    stream.cached_info().config.name
                 )))
             }
         }

@@ -125,6 +125,7 @@ pub fn decide(message: &Incoming, config: &Config) -> Result<(String, Accepted),
     } = inbound;
     let command = normalize(command)?;
     check_key(&message.subject, &command)?;
+    check_partition(&message.subject, config.conversation_partitions)?;
     check_source(&source, &command)?;
     let received = rfc3339_ms(message.published_ms);
     let subject = accepted_subject(
@@ -159,6 +160,27 @@ pub fn check_key(subject: &str, command: &Command) -> Result<(), EventError> {
             "{subject} is keyed by {}, but the event is about {conversation}: key it by the hex of {conversation} (im.ingest.k.{}.<type>) or publish it unkeyed",
             key.map_or_else(|| "a key that is not hex".to_string(), |k| format!("{k:?}")),
             im_events::subjects::hex(&conversation)
+        ),
+    ))
+}
+
+/// A keyed event is stored in the partition of its key: the one
+/// nats-server's mapping gives it. Published straight to another
+/// partition's subject (a publisher allowed `im.keyed.>`, which sharded
+/// streams need), it would be ordered apart from its conversation's other
+/// events.
+pub fn check_partition(subject: &str, partitions: u32) -> Result<(), EventError> {
+    let Some((partition, key)) = im_events::subjects::stored_partition(subject) else {
+        return Ok(());
+    };
+    let expected = im_events::partition::nats_partition(key, partitions);
+    if partition == expected {
+        return Ok(());
+    }
+    Err(EventError::new(
+        ErrorCode::SchemaViolation,
+        format!(
+            "{subject} is stored in partition {partition}, but its key belongs to partition {expected}: publish keyed events on im.ingest.k.<hex>.<type> and let the server place them"
         ),
     ))
 }
@@ -501,6 +523,37 @@ mod tests {
         }
     }
 
+    /// A keyed subject as the server stores it: in its key's partition.
+    fn stored_as(published: &str) -> String {
+        let rest = published.strip_prefix("im.ingest.k.").unwrap();
+        let key = rest.split('.').next().unwrap();
+        let partition = im_events::partition::nats_partition(key, config().conversation_partitions);
+        format!("im.keyed.{partition}.{rest}")
+    }
+
+    /// Stored in another partition than its key's (published there
+    /// directly), a keyed event is refused: it would be ordered apart from
+    /// its conversation.
+    #[test]
+    fn a_keyed_event_in_another_partition_than_its_keys_is_refused() {
+        let subject = im_events::subjects::keyed_ingest_subject("im.message.send", "dm:a:b");
+        let stored = stored_as(&subject);
+        assert!(decide(&incoming(&stored, send("dm:a:b", "a")), &config()).is_ok());
+        let (partition, _) = im_events::subjects::stored_partition(&stored).unwrap();
+        let elsewhere = stored.replacen(
+            &format!("im.keyed.{partition}."),
+            &format!("im.keyed.{}.", (partition + 1) % 16),
+            1,
+        );
+        let error = decide(&incoming(&elsewhere, send("dm:a:b", "a")), &config()).unwrap_err();
+        assert_eq!(error.code, ErrorCode::SchemaViolation);
+        assert!(
+            error.reason.contains("belongs to partition"),
+            "{}",
+            error.reason
+        );
+    }
+
     fn send(conversation: &str, sender: &str) -> serde_json::Value {
         json!({"specversion": "1.0", "id": "e1", "source": "urn:t", "type": "im.message.send",
                "data": {"conversation_id": conversation, "sender_id": sender, "kind": "text", "body": {"text": "hi"}, "mentions": ["b", "b", "a"]}})
@@ -634,7 +687,7 @@ mod tests {
             }
             let subject = im_events::subjects::ingest_subject_for(event_type, &event["data"]);
             assert!(subject.starts_with("im.ingest.k."), "{subject}");
-            let stored = subject.replace("im.ingest.k.", "im.keyed.3.");
+            let stored = stored_as(&subject);
             for subject in [&subject, &stored] {
                 if let Err(error) = decide(&incoming(subject, event.clone()), &config()) {
                     panic!("{event_type} on {subject}: {error:?}");
@@ -698,10 +751,7 @@ mod tests {
             .collect();
         assert_eq!(rekeyed_from(&copied_headers), Some(77));
         // The copy, stored keyed, is accepted like any keyed event.
-        let stored = incoming(
-            &subject.replace("im.ingest.k.", "im.keyed.3."),
-            send("dm:b:a", "a"),
-        );
+        let stored = incoming(&stored_as(&subject), send("dm:b:a", "a"));
         assert!(matches!(
             route(&stored, &config()).unwrap(),
             Route::Accept { .. }

@@ -62,6 +62,10 @@ pub struct ChaosArgs {
     /// Partitions of every partitioned stage (default: schemas/streams.json).
     #[arg(long, env = "IM_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// Streams each partitioned stage is split into (default: one per NATS
+    /// node, so the faults hit shard leaders on every node).
+    #[arg(long, env = "IM_STREAM_SHARDS", default_value_t = 3)]
+    pub shards: u32,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -384,6 +388,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     let mut system = builder
         .cluster(3)
+        .shards(args.shards)
         .replicas(2)
         .gateways(2)
         .durability(args.durability)
@@ -538,8 +543,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             && nats_down.is_none()
             && cluster_whole_within(&js, Duration::from_secs(if leader_due { 30 } else { 1 }))
                 .await;
-        // Half of the NATS kills take the node leading IM_INGEST.
-        let leader = stream_leader(&js).await;
+        // Half of the NATS kills take the node leading one of the streams
+        // (a shard, when they are sharded).
+        let led = stream_leader(&js, rng.random_range(0..64)).await;
+        let leader = led.as_ref().map(|(_, node)| node.clone());
         let candidates: Vec<usize> = if roll < 0.45 {
             system
                 .procs
@@ -631,10 +638,9 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "chaos {:>5.0}s: SIGKILL {name}{}",
                     started.elapsed().as_secs_f64(),
-                    if leading {
-                        " (leader of IM_INGEST)"
-                    } else {
-                        ""
+                    match (&led, leading) {
+                        (Some((stream, _)), true) => format!(" (leader of {stream})"),
+                        _ => String::new(),
                     }
                 );
             }
@@ -833,13 +839,13 @@ async fn cluster_whole_within(js: &jetstream::Context, patience: Duration) -> bo
 }
 
 async fn cluster_whole(js: &jetstream::Context) -> bool {
-    let streams = [
-        im_events::subjects::STREAM_INGEST.to_string(),
-        im_events::subjects::STREAM_ACCEPTED.to_string(),
-        im_events::subjects::STREAM_TIMELINE.to_string(),
-        im_events::subjects::STREAM_DELIVERY.to_string(),
-        format!("KV_{}", im_events::subjects::LEASE_BUCKET),
-    ];
+    let Ok(mut streams) = im_runtime::topology::pipeline_streams(js).await else {
+        return false;
+    };
+    if streams.is_empty() {
+        return false;
+    }
+    streams.push(format!("KV_{}", im_events::subjects::LEASE_BUCKET));
     for name in streams {
         let Ok(mut stream) = js.get_stream(&name).await else {
             return false;
@@ -862,18 +868,21 @@ async fn cluster_whole(js: &jetstream::Context) -> bool {
     true
 }
 
-/// The name suffix of the node leading IM_INGEST ("im-2" → "2").
-async fn stream_leader(js: &jetstream::Context) -> Option<String> {
-    let mut stream = js
-        .get_stream(im_events::subjects::STREAM_INGEST)
-        .await
-        .ok()?;
+/// One of the pipeline's streams (shards included), picked at random, and
+/// the name suffix of the node leading it ("im-2" → "2").
+async fn stream_leader(js: &jetstream::Context, pick: usize) -> Option<(String, String)> {
+    let streams = im_runtime::topology::pipeline_streams(js).await.ok()?;
+    let name = streams.get(pick % streams.len().max(1))?.clone();
+    let mut stream = js.get_stream(&name).await.ok()?;
     let info = tokio::time::timeout(Duration::from_secs(2), stream.info())
         .await
         .ok()?
         .ok()?;
     let leader = info.cluster.as_ref()?.leader.clone()?;
-    leader.rsplit('-').next().map(str::to_string)
+    leader
+        .rsplit('-')
+        .next()
+        .map(|suffix| (name, suffix.to_string()))
 }
 
 /// The partition lease keys (and revisions) `instance` holds.
