@@ -66,7 +66,10 @@ mod tests {
         assert_eq!(parse_ttl("30m").unwrap(), 1800);
         assert_eq!(parse_ttl("1h").unwrap(), 3600);
         assert_eq!(parse_ttl("7d").unwrap(), 604_800);
-        assert!(parse_ttl("1w").is_err());
+        assert_eq!(parse_ttl("1w").unwrap(), 604_800);
+        assert_eq!(parse_ttl("1h30m").unwrap(), 5400);
+        assert!(parse_ttl("1500ms").is_err());
+        assert!(parse_ttl("-5").is_err());
         assert!(parse_ttl("h").is_err());
     }
 }

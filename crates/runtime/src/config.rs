@@ -302,24 +302,23 @@ fn is_tls_refusal(error: &str) -> bool {
         .any(|word| error.contains(word))
 }
 
-/// A duration as people write it: `90s`, `30m`, `1h`, `7d` (bare numbers
-/// are seconds). Returns seconds.
+/// A duration as people write it: `90s`, `30m`, `1h`, `7d`, `1h30m`,
+/// `2weeks` (humantime's units; bare numbers are seconds). Returns whole
+/// seconds.
 pub fn parse_duration_secs(text: &str) -> anyhow::Result<i64> {
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: i64 = number.parse().map_err(|_| {
-        anyhow::anyhow!("{text:?} is not a duration: expected e.g. 90s, 30m, 1h, 7d")
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<i64>() {
+        anyhow::ensure!(seconds >= 0, "{text:?}: a duration cannot be negative");
+        return Ok(seconds);
+    }
+    let duration = humantime::parse_duration(text).map_err(|error| {
+        anyhow::anyhow!("{text:?} is not a duration ({error}): expected e.g. 90s, 30m, 1h, 7d")
     })?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("{text:?}: the unit must be s, m, h or d"),
-    };
-    Ok(value * scale)
+    anyhow::ensure!(
+        duration.subsec_nanos() == 0,
+        "{text:?}: give whole seconds (e.g. 1s, not 1500ms)"
+    );
+    i64::try_from(duration.as_secs()).map_err(|_| anyhow::anyhow!("{text:?} is too long"))
 }
 
 /// Hot/cold tiering and retention of message history.
