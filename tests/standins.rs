@@ -636,19 +636,19 @@ fn xiaomi(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, String> {
 }
 
 fn webhook(headers: &HeaderMap, body: &[u8]) -> Result<Parsed, String> {
-    let timestamp = header(headers, "im-webhook-timestamp");
-    let signature = header(headers, "im-webhook-signature");
+    let timestamp = header(headers, "webhook-timestamp");
+    let signature = header(headers, "webhook-signature");
+    let id = header(headers, "webhook-id");
     check(
-        im_offline::providers::webhook::verify(WEBHOOK_SECRET, &timestamp, body, &signature),
-        "HMAC-SHA256 signature does not verify",
+        im_offline::providers::webhook::verify(WEBHOOK_SECRET, &id, &timestamp, body, &signature),
+        "Standard Webhooks signature does not verify",
     )?;
     let age = chrono::Utc::now().timestamp() - timestamp.parse::<i64>().unwrap_or(0);
     check(age.abs() < 300, "timestamp is not current")?;
     let payload = json_body(body)?;
-    let id = header(headers, "im-notification-id");
     check(
         payload["notification_id"] == json!(id),
-        "Im-Notification-Id and body disagree",
+        "webhook-id and body disagree",
     )?;
     Ok(Parsed {
         token: payload["token"].as_str().unwrap_or_default().into(),

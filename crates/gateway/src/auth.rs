@@ -395,9 +395,12 @@ pub fn token_from(authorization: Option<&str>, query: Option<&str>) -> Option<St
             return Some(token.trim().to_string());
         }
     }
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token=").map(str::to_string))
+    // Percent-decoded, as any URL's query is (a client may encode the
+    // token's dots).
+    serde_urlencoded::from_str::<Vec<(String, String)>>(query?)
+        .ok()?
+        .into_iter()
+        .find_map(|(name, value)| (name == "token").then_some(value))
 }
 
 #[cfg(test)]
@@ -451,5 +454,10 @@ mod tests {
         );
         assert_eq!(token_from(Some("Basic abc"), None), None);
         assert_eq!(token_from(None, None), None);
+        // Percent-encoded, as a URL library may write it.
+        assert_eq!(
+            token_from(None, Some("token=ab%2Ecd%2Eef")).as_deref(),
+            Some("ab.cd.ef")
+        );
     }
 }

@@ -24,7 +24,7 @@
 //! The outbox doubles as the notification log (`imctl notifications`,
 //! `GET /v1/notifications`). A crash between a provider's acceptance and the
 //! log write resends that one notification with the same id (`apns-id`,
-//! collapse keys, `Im-Notification-Id`), so the device shows it once.
+//! collapse keys, the webhook's `webhook-id`), so the device shows it once.
 
 pub mod providers;
 pub mod registry;

@@ -192,7 +192,7 @@ pub struct NotificationReport {
     pub verified: u64,
     /// Notifications received again with the same id (a resend after a
     /// crash between the provider's acceptance and the log write: receivers
-    /// drop it by `Im-Notification-Id`, so it is counted, not a violation).
+    /// drop it by its `webhook-id`, so it is counted, not a violation).
     pub resent: u64,
     /// (device, acked message) pairs no notification covers yet.
     pub missing: u64,

@@ -1,11 +1,15 @@
-//! The operator's webhook: an HTTPS POST of the notice as JSON, signed with
-//! HMAC-SHA256 so the receiver can tell it came from us.
+//! The operator's webhook: an HTTPS POST of the notice as JSON, signed by
+//! the Standard Webhooks scheme (standardwebhooks.com), so a receiver can
+//! verify it with an off-the-shelf library.
 //!
-//! Headers: `Im-Webhook-Timestamp` (unix seconds), `Im-Webhook-Signature`
-//! (`sha256=<hex of HMAC-SHA256(secret, "<timestamp>.<body>")>`) and
-//! `Im-Notification-Id` (stable: a resend after a crash carries the same id,
-//! so receivers can drop repeats). The URL is the operator's configuration,
-//! never the device's: a device registers only an opaque token.
+//! Headers: `webhook-id` (the notification id: stable, a resend after a
+//! crash carries the same one, so receivers drop repeats), `webhook-timestamp`
+//! (unix seconds) and `webhook-signature`
+//! (`v1,<base64 of HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`). The key is
+//! `IM_WEBHOOK_SECRET`: a `whsec_<base64>` secret as Standard Webhooks
+//! libraries make them, its bytes after base64 decoding; any other text, its
+//! UTF-8 bytes. The URL is the operator's configuration, never the
+//! device's: a device registers only an opaque token.
 
 use futures::future::BoxFuture;
 use reqwest::header::HeaderMap;
@@ -13,9 +17,9 @@ use reqwest::StatusCode;
 
 use super::{answer, classify, execute, Notice, Provider, SendOutcome};
 
-pub const TIMESTAMP_HEADER: &str = "Im-Webhook-Timestamp";
-pub const SIGNATURE_HEADER: &str = "Im-Webhook-Signature";
-pub const ID_HEADER: &str = "Im-Notification-Id";
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -49,7 +53,12 @@ impl Webhook {
             .header(TIMESTAMP_HEADER, timestamp.to_string())
             .header(
                 SIGNATURE_HEADER,
-                signature(&self.config.secret, timestamp, &body),
+                signature(
+                    &self.config.secret,
+                    &notice.notification_id,
+                    timestamp,
+                    &body,
+                ),
             )
             .header(ID_HEADER, &notice.notification_id)
             .body(body);
@@ -66,38 +75,52 @@ impl Provider for Webhook {
     }
 }
 
-/// `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-pub fn signature(secret: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut context = ring::hmac::Context::with_key(&key);
-    context.update(timestamp.to_string().as_bytes());
-    context.update(b".");
-    context.update(body);
-    let tag = context.sign();
-    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256={hex}")
+fn key(secret: &str) -> ring::hmac::Key {
+    use base64::Engine as _;
+    let bytes = secret
+        .strip_prefix("whsec_")
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes)
 }
 
-/// Check a signature as a receiver would (constant time).
-pub fn verify(secret: &str, timestamp: &str, body: &[u8], signature: &str) -> bool {
-    let Some(hex) = signature.strip_prefix("sha256=") else {
-        return false;
-    };
-    let Some(tag) = (0..hex.len())
-        .step_by(2)
-        .map(|i| {
-            hex.get(i..i + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
-        .collect::<Option<Vec<u8>>>()
-    else {
-        return false;
-    };
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
-    let mut message = timestamp.as_bytes().to_vec();
-    message.push(b'.');
-    message.extend_from_slice(body);
-    ring::hmac::verify(&key, &message, &tag).is_ok()
+fn signed_content(id: &str, timestamp: &str, body: &[u8]) -> Vec<u8> {
+    let mut content = format!("{id}.{timestamp}.").into_bytes();
+    content.extend_from_slice(body);
+    content
+}
+
+/// `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`.
+pub fn signature(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    use base64::Engine as _;
+    let content = signed_content(id, &timestamp.to_string(), body);
+    let tag = ring::hmac::sign(&key(secret), &content);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
+    )
+}
+
+/// Check a `webhook-signature` header as a receiver would (constant time;
+/// the header may list several space-separated signatures, as during a
+/// key rotation: one that verifies is enough).
+pub fn verify(secret: &str, id: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    use base64::Engine as _;
+    let content = signed_content(id, timestamp, body);
+    header.split_whitespace().any(|signature| {
+        signature
+            .strip_prefix("v1,")
+            .and_then(|encoded| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(encoded)
+                    .ok()
+            })
+            .is_some_and(|tag| ring::hmac::verify(&key(secret), &content, &tag).is_ok())
+    })
 }
 
 /// 410 Gone means the receiver no longer knows the token.
@@ -116,14 +139,41 @@ mod tests {
     #[test]
     fn signatures_verify_and_tampering_does_not() {
         let body = br#"{"a":1}"#;
-        let signed = signature("s3cret", 1_700_000_000, body);
-        assert!(signed.starts_with("sha256="));
-        assert_eq!(signed.len(), "sha256=".len() + 64);
-        assert!(verify("s3cret", "1700000000", body, &signed));
-        assert!(!verify("other", "1700000000", body, &signed));
-        assert!(!verify("s3cret", "1700000001", body, &signed));
-        assert!(!verify("s3cret", "1700000000", br#"{"a":2}"#, &signed));
-        assert!(!verify("s3cret", "1700000000", body, "sha256=zz"));
+        let signed = signature("s3cret", "n1", 1_700_000_000, body);
+        assert!(signed.starts_with("v1,"), "{signed}");
+        assert!(verify("s3cret", "n1", "1700000000", body, &signed));
+        assert!(!verify("other", "n1", "1700000000", body, &signed));
+        assert!(!verify("s3cret", "n2", "1700000000", body, &signed));
+        assert!(!verify("s3cret", "n1", "1700000001", body, &signed));
+        assert!(!verify(
+            "s3cret",
+            "n1",
+            "1700000000",
+            br#"{"a":2}"#,
+            &signed
+        ));
+        assert!(!verify("s3cret", "n1", "1700000000", body, "v1,zz"));
+        assert!(verify(
+            "s3cret",
+            "n1",
+            "1700000000",
+            body,
+            &format!("v1,b2xk {signed}")
+        ));
+    }
+
+    /// The example of the Standard Webhooks specification: a receiver's
+    /// library computes the same signature from the same secret.
+    #[test]
+    fn the_specifications_example_verifies() {
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let id = "msg_p5jXN8AQM9LWM0D4loKWxJek";
+        let timestamp = 1_614_265_330;
+        let body = br#"{"test": 2432232314}"#;
+        assert_eq!(
+            signature(secret, id, timestamp, body),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
     }
 
     #[test]
