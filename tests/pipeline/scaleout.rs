@@ -48,25 +48,37 @@ fn shares(owners: &HashMap<u32, String>) -> HashMap<String, usize> {
     shares
 }
 
-/// Wait until `function`'s partitions are held as `expected` (instance →
-/// count).
+/// Whether `shares` is an even split of `partitions` over exactly
+/// `replicas`: each holds ⌊P/k⌋ or ⌈P/k⌉.
+fn even(shares: &HashMap<String, usize>, replicas: &[String], partitions: u32) -> bool {
+    let k = replicas.len();
+    let (low, high) = (partitions as usize / k, (partitions as usize).div_ceil(k));
+    shares.len() == k
+        && replicas.iter().all(|replica| {
+            shares
+                .get(replica)
+                .is_some_and(|n| (low..=high).contains(n))
+        })
+        && shares.values().sum::<usize>() == partitions as usize
+}
+
+/// Wait until `function`'s partitions are split evenly over `replicas`.
 async fn wait_shares(
     pipeline: &Pipeline,
     function: &str,
     partitions: u32,
-    expected: &[(&str, usize)],
+    replicas: &[String],
     timeout: Duration,
 ) -> Duration {
     let started = Instant::now();
-    let want: HashMap<String, usize> = expected.iter().map(|(k, v)| (k.to_string(), *v)).collect();
     loop {
         let now = owners(pipeline, function, partitions).await;
-        if now.len() == partitions as usize && shares(&now) == want {
+        if now.len() == partitions as usize && even(&shares(&now), replicas, partitions) {
             return started.elapsed();
         }
         assert!(
             started.elapsed() < timeout,
-            "after {timeout:?} {function}'s partitions are held as {:?}, not {want:?}",
+            "after {timeout:?} {function}'s partitions are held as {:?}, not evenly by {replicas:?}",
             shares(&now)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -111,22 +123,32 @@ fn replicas(status: &serde_json::Value, function: &str) -> Vec<(String, Option<u
         .collect()
 }
 
-/// Both kinds of partitioned function: unread (by user) and ingest (keyed
-/// by conversation, which every publisher here does).
-const SCALED: [&str; 2] = ["unread", "ingest"];
+/// Every partitioned function: by conversation (ingest, dedupe, fanout)
+/// and by user (unread, offline, push).
+const SCALED: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "offline", "push"];
 
-/// Wait until each of [`SCALED`] is held as `expected(function)`.
+/// The instance names of `count` replicas of `function`.
+fn named(function: &str, count: usize) -> Vec<String> {
+    (1..=count)
+        .map(|n| match n {
+            1 => function.to_string(),
+            n => format!("{function}-{n}"),
+        })
+        .collect()
+}
+
+/// Wait until each of [`SCALED`] is split evenly over `replicas(function)`.
 async fn wait_all(
     pipeline: &Pipeline,
     partitions: u32,
-    expected: impl Fn(&str) -> Vec<(String, usize)>,
+    replicas: impl Fn(&str) -> Vec<String>,
     timeout: Duration,
 ) -> Duration {
     let mut longest = Duration::ZERO;
     for function in SCALED {
-        let want = expected(function);
-        let want: Vec<(&str, usize)> = want.iter().map(|(i, n)| (i.as_str(), *n)).collect();
-        longest = longest.max(wait_shares(pipeline, function, partitions, &want, timeout).await);
+        let replicas = replicas(function);
+        longest =
+            longest.max(wait_shares(pipeline, function, partitions, &replicas, timeout).await);
     }
     longest
 }
@@ -135,24 +157,17 @@ async fn wait_all(
 async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     let mut pipeline = Pipeline::start().await;
     let partitions = im_runtime::topology::topology().partitions.user;
-    assert!(
-        partitions >= 2 && partitions.is_multiple_of(2),
-        "{partitions}"
-    );
-    let half = partitions as usize / 2;
-    let halves = |function: &str| {
-        vec![
-            (function.to_string(), half),
-            (format!("{function}-2"), half),
-        ]
-    };
-    let whole = |function: &str| vec![(function.to_string(), partitions as usize)];
+    assert!(partitions >= 3, "{partitions}");
+    let three = |function: &str| named(function, 3);
+    let survivors = |function: &str| named(function, 2);
     round(&pipeline, 0).await;
-    // A second replica of each joins: the first hands it half.
+    // Two more replicas of each join: the first hands them their shares.
     for function in SCALED {
-        pipeline.spawn(function, &format!("{function}-2"));
+        for n in 2..=3 {
+            pipeline.spawn(function, &format!("{function}-{n}"));
+        }
     }
-    let joined = wait_all(&pipeline, partitions, halves, Duration::from_secs(30)).await;
+    let joined = wait_all(&pipeline, partitions, three, Duration::from_secs(60)).await;
     round(&pipeline, 1).await;
     // The operator sees it: each replica with its pid and its share, each
     // partition once; every function listed, ingest included.
@@ -164,12 +179,13 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, im_harness::FUNCTIONS, "{seen}");
+    let (low, high) = (partitions as usize / 3, (partitions as usize).div_ceil(3));
     for function in SCALED {
         let replicas = replicas(&seen, function);
-        assert_eq!(replicas.len(), 2, "{function}: {seen}");
+        assert_eq!(replicas.len(), 3, "{function}: {seen}");
         let mut all: Vec<u64> = Vec::new();
         for (instance, pid, owned) in &replicas {
-            assert_eq!(owned.len(), half, "{instance}: {seen}");
+            assert!((low..=high).contains(&owned.len()), "{instance}: {seen}");
             assert_eq!(
                 *pid,
                 pipeline.process(instance).pid().map(u64::from),
@@ -181,18 +197,18 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
         assert_eq!(all, (0..partitions as u64).collect::<Vec<_>>(), "{seen}");
     }
     assert!(!seen["nats"].as_array().unwrap().is_empty(), "{seen}");
-    // SIGKILL one of each: the survivor takes its share within the TTL and
-    // a margin.
+    // SIGKILL the third of each: the survivors take its share within the
+    // TTL and a margin.
     for function in SCALED {
-        pipeline.process(&format!("{function}-2")).kill9();
+        pipeline.process(&format!("{function}-3")).kill9();
     }
-    let failover = wait_all(&pipeline, partitions, whole, Duration::from_secs(15)).await;
+    let failover = wait_all(&pipeline, partitions, survivors, Duration::from_secs(20)).await;
     round(&pipeline, 2).await;
-    // They come back: they share again.
+    // It comes back: the shares even out again.
     for function in SCALED {
-        pipeline.process(&format!("{function}-2")).spawn().unwrap();
+        pipeline.process(&format!("{function}-3")).spawn().unwrap();
     }
-    let rejoined = wait_all(&pipeline, partitions, halves, Duration::from_secs(30)).await;
+    let rejoined = wait_all(&pipeline, partitions, three, Duration::from_secs(60)).await;
     round(&pipeline, 3).await;
     pipeline.settle(Duration::from_secs(60)).await;
     eprintln!("shared after {joined:?}, failover {failover:?}, shared again after {rejoined:?}");

@@ -86,16 +86,19 @@ fn incoming(subject: String, payload: Bytes, stream_seq: u64, published_ms: i64)
 }
 
 /// The unkeyed events from `start` on that ingest's partition 0 copied
-/// keyed (their copies name them, [`im_ingest::REKEYED_FROM`]): replay
-/// processes the copy where live ingest did, in its conversation's order,
-/// and skips the original. Earlier releases processed unkeyed events
-/// where they were read; those have no copy and are processed as read.
-/// Reads headers only.
+/// keyed (their copies name them, [`im_ingest::REKEYED_FROM`]), each with
+/// a digest of its copy's payload: replay processes the copy where live
+/// ingest did, in its conversation's order, and skips the original — but
+/// only one whose payload is the copy's, so a publisher on the bus that
+/// forges the header cannot make replay drop someone else's event.
+/// Earlier releases processed unkeyed events where they were read; those
+/// have no copy and are processed as read. Reads headers, and the payload
+/// of the copies only.
 async fn copied_originals(
     stream: &jetstream::stream::Stream,
     start: u64,
-) -> anyhow::Result<std::collections::HashSet<u64>> {
-    let mut originals = std::collections::HashSet::new();
+) -> anyhow::Result<std::collections::HashMap<u64, u64>> {
+    let mut originals = std::collections::HashMap::new();
     let mut consumer = stream
         .create_consumer(jetstream::consumer::pull::OrderedConfig {
             deliver_policy: DeliverPolicy::ByStartSequence {
@@ -117,17 +120,31 @@ async fn copied_originals(
         };
         let message =
             message.map_err(|e| anyhow::anyhow!("reading IM_INGEST's keyed events: {e}"))?;
-        let pending = message
+        let info = message
             .info()
-            .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?
-            .pending;
+            .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?;
+        let (pending, copy_seq) = (info.pending, info.stream_sequence);
         if let Some(original) = im_ingest::rekeyed_from(&headers_of(&message)) {
-            originals.insert(original);
+            let copy = stream.get_raw_message(copy_seq).await.map_err(|e| {
+                anyhow::anyhow!("reading the copy at {copy_seq}: {e}; run replay again")
+            })?;
+            originals.insert(original, digest_of(&copy.payload));
         }
         if pending == 0 {
             return Ok(originals);
         }
     }
+}
+
+fn digest_of(payload: &[u8]) -> u64 {
+    im_events::partition::fnv1a64(payload)
+}
+
+/// Pure: whether replay skips `message` because a copy of it is processed
+/// instead (unkeyed, named by a copy with the same payload).
+pub fn replaced_by_copy(copied: &std::collections::HashMap<u64, u64>, message: &Incoming) -> bool {
+    im_events::subjects::ingest_key_of_subject(&message.subject).is_none()
+        && copied.get(&message.stream_seq) == Some(&digest_of(&message.payload))
 }
 
 /// What replaying one batch did.
@@ -145,8 +162,9 @@ struct Pipeline {
     ingest: im_ingest::Config,
     dedupe: im_dedupe::decide::Config,
     user_partitions: u32,
-    /// Unkeyed events processed at their keyed copies instead.
-    copied: std::collections::HashSet<u64>,
+    /// Unkeyed events processed at their keyed copies instead (original
+    /// seq → digest of the copy's payload).
+    copied: std::collections::HashMap<u64, u64>,
 }
 
 impl Pipeline {
@@ -168,9 +186,7 @@ impl Pipeline {
         };
         let mut accepted = Vec::with_capacity(batch.len());
         for message in batch {
-            if self.copied.contains(&message.stream_seq)
-                && im_events::subjects::ingest_key_of_subject(&message.subject).is_none()
-            {
+            if replaced_by_copy(&self.copied, message) {
                 counts.events -= 1;
                 continue;
             }
@@ -371,7 +387,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     );
     let resume_from = resume_from.unwrap_or_default();
     let mut readers = Vec::new();
-    let mut copied = std::collections::HashSet::new();
+    let mut copied = std::collections::HashMap::new();
     let mut total = 0;
     for name in &names {
         let mut stream = js.get_stream(name).await?;
@@ -549,6 +565,29 @@ mod tests {
             [("IM_INGEST".to_string(), 41)].into()
         );
         assert!(parse_checkpoint("").is_empty());
+    }
+
+    /// Only an unkeyed original whose copy carries the same payload is
+    /// skipped: a forged header naming another event's seq skips nothing.
+    #[test]
+    fn an_original_is_skipped_only_for_a_copy_of_itself() {
+        let original = incoming(
+            "im.ingest.message.send".into(),
+            Bytes::from_static(b"event"),
+            7,
+            0,
+        );
+        let copied = [(7, digest_of(b"event"))].into();
+        assert!(replaced_by_copy(&copied, &original));
+        let forged = [(7, digest_of(b"another event"))].into();
+        assert!(!replaced_by_copy(&forged, &original));
+        let keyed = incoming(
+            "im.keyed.1.672e31.message.send".into(),
+            Bytes::from_static(b"event"),
+            7,
+            0,
+        );
+        assert!(!replaced_by_copy(&copied, &keyed));
     }
 
     #[test]

@@ -68,13 +68,58 @@ pub struct BenchArgs {
     pub missed: usize,
 }
 
-/// p-th percentile (0..=100) of sorted samples, by nearest rank.
-pub fn percentile(sorted: &[Duration], p: f64) -> Option<Duration> {
-    if sorted.is_empty() {
-        return None;
+/// Latency samples as a histogram (hdrhistogram, nanoseconds, three
+/// significant digits): bounded memory however long a run is, and the same
+/// quantiles in every report.
+#[derive(Clone)]
+pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies(hdrhistogram::Histogram::new(3).expect("three significant digits are valid"))
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+impl FromIterator<Duration> for Latencies {
+    fn from_iter<I: IntoIterator<Item = Duration>>(samples: I) -> Self {
+        let mut latencies = Latencies::default();
+        for sample in samples {
+            latencies.record(sample);
+        }
+        latencies
+    }
+}
+
+impl Latencies {
+    pub fn record(&mut self, sample: Duration) {
+        let nanos = u64::try_from(sample.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // Auto-resizing: a value is never out of range.
+        let _ = self.0.record(nanos);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The `q` quantile (0..=1); None without samples.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        (!self.is_empty()).then(|| Duration::from_nanos(self.0.value_at_quantile(q)))
+    }
+
+    /// `{"n", "p50", "p99", "p99.9"}`, in milliseconds to two decimals
+    /// (null without samples).
+    pub fn summary(&self) -> serde_json::Value {
+        let ms = |q: f64| {
+            self.quantile(q)
+                .map(|d| serde_json::json!((d.as_secs_f64() * 100_000.0).round() / 100.0))
+                .unwrap_or(serde_json::Value::Null)
+        };
+        serde_json::json!({"n": self.len(), "p50": ms(0.5), "p99": ms(0.99), "p99.9": ms(0.999)})
+    }
 }
 
 type Socket =
@@ -98,8 +143,8 @@ async fn connect(args: &BenchArgs, user: &str) -> anyhow::Result<Socket> {
 #[derive(Default)]
 struct Samples {
     sent: HashMap<String, Instant>,
-    ack: Vec<Duration>,
-    push: Vec<Duration>,
+    ack: Latencies,
+    push: Latencies,
     errors: u64,
 }
 
@@ -157,7 +202,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 match frame["op"].as_str() {
                     Some("ack") => {
                         if let Some(sent) = samples.sent.get(&id).copied() {
-                            samples.ack.push(sent.elapsed());
+                            samples.ack.record(sent.elapsed());
                         }
                     }
                     Some("error") => samples.errors += 1,
@@ -183,7 +228,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 }
                 let mut samples = push_samples.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(sent) = samples.sent.get(&id).copied() {
-                    samples.push.push(sent.elapsed());
+                    samples.push.record(sent.elapsed());
                 }
             }
         });
@@ -219,8 +264,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     while Instant::now() < deadline {
         let done = {
             let samples = samples.lock().unwrap_or_else(|p| p.into_inner());
-            samples.push.len() + samples.errors as usize >= total
-                && samples.ack.len() + samples.errors as usize >= total
+            samples.push.len() + samples.errors >= total as u64
+                && samples.ack.len() + samples.errors >= total as u64
         };
         if done {
             break;
@@ -230,20 +275,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if !args.json {
         eprintln!();
     }
-    let mut samples = Arc::try_unwrap(samples)
+    let samples = Arc::try_unwrap(samples)
         .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
         .unwrap_or_else(|shared| {
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *guard)
         });
-    samples.ack.sort();
-    samples.push.sort();
-    let ms = |d: Option<Duration>| d.map(|d| (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0);
     let report = json!({
         "scenario": "latency", "pairs": args.pairs, "rate_per_sec": args.rate, "seconds": seconds,
         "sent": total, "acked": samples.ack.len(), "pushed": samples.push.len(), "errors": samples.errors,
-        "send_to_ack_ms": {"p50": ms(percentile(&samples.ack, 50.0)), "p99": ms(percentile(&samples.ack, 99.0)), "p99.9": ms(percentile(&samples.ack, 99.9))},
-        "send_to_push_ms": {"p50": ms(percentile(&samples.push, 50.0)), "p99": ms(percentile(&samples.push, 99.0)), "p99.9": ms(percentile(&samples.push, 99.9))},
+        "send_to_ack_ms": samples.ack.summary(),
+        "send_to_push_ms": samples.push.summary(),
     });
     if args.json {
         println!("{report}");
@@ -271,11 +313,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_by_nearest_rank() {
-        let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&samples, 50.0), Some(Duration::from_millis(50)));
-        assert_eq!(percentile(&samples, 99.0), Some(Duration::from_millis(99)));
-        assert_eq!(percentile(&samples, 99.9), Some(Duration::from_millis(100)));
-        assert_eq!(percentile(&[], 50.0), None);
+    fn quantiles_hold_three_significant_digits() {
+        let samples: Latencies = (1..=100).map(Duration::from_millis).collect();
+        let near = |q: f64, ms: f64| {
+            let got = samples.quantile(q).unwrap().as_secs_f64() * 1000.0;
+            assert!((got - ms).abs() <= ms * 0.001, "q {q}: {got} ms, not {ms}");
+        };
+        near(0.5, 50.0);
+        near(0.99, 99.0);
+        near(0.999, 100.0);
+        assert_eq!(samples.len(), 100);
+        assert_eq!(Latencies::default().quantile(0.5), None);
+        assert_eq!(
+            Latencies::default().summary()["p50"],
+            serde_json::Value::Null
+        );
+        let tiny: Latencies = [Duration::from_nanos(68_123)].into_iter().collect();
+        assert_eq!(tiny.summary()["p50"], serde_json::json!(0.07));
     }
 }

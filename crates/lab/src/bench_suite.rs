@@ -16,7 +16,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::bench::percentile;
+use crate::bench::Latencies;
 use im_harness::{Durability, System};
 
 /// A fresh secret per run: these systems are made and thrown away.
@@ -170,9 +170,8 @@ fn ms(d: Option<Duration>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-fn quantiles(mut samples: Vec<Duration>) -> Value {
-    samples.sort();
-    json!({"n": samples.len(), "p50": ms(percentile(&samples, 50.0)), "p99": ms(percentile(&samples, 99.0)), "p99.9": ms(percentile(&samples, 99.9))})
+fn quantiles(samples: Vec<Duration>) -> Value {
+    samples.into_iter().collect::<Latencies>().summary()
 }
 
 /// The broker's own limits on the same server: JetStream persisted publish

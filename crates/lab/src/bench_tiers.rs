@@ -11,7 +11,7 @@ use im_store::{
 };
 use serde_json::json;
 
-use crate::bench::percentile;
+use crate::bench::Latencies;
 
 pub struct TierFigures {
     pub messages: u64,
@@ -55,10 +55,10 @@ fn reads(
             "history returned the wrong page"
         );
     }
-    took.sort();
+    let took: Latencies = took.into_iter().collect();
     Ok((
-        percentile(&took, 50.0).unwrap_or_default(),
-        percentile(&took, 99.0).unwrap_or_default(),
+        took.quantile(0.5).unwrap_or_default(),
+        took.quantile(0.99).unwrap_or_default(),
     ))
 }
 

@@ -870,6 +870,99 @@ mod tests {
         }
     }
 
+    fn def(name: &str) -> &'static StreamDef {
+        topology().streams.iter().find(|d| d.name == name).unwrap()
+    }
+
+    /// Sharded, each partition is in exactly one shard (p % S), shard 0
+    /// also holds ingest's unkeyed subjects, the bytes are shared out, and
+    /// unpartitioned streams stay whole.
+    #[test]
+    fn shards_split_the_partitions_and_the_bytes() {
+        let ingest = def("IM_INGEST");
+        assert_eq!(shard_defs(ingest, 1, 16).len(), 1);
+        assert_eq!(shard_defs(ingest, 1, 16)[0].name, "IM_INGEST");
+        let shards = shard_defs(ingest, 3, 16);
+        let names: Vec<&str> = shards.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["IM_INGEST_S0", "IM_INGEST_S1", "IM_INGEST_S2"]);
+        let mut seen = Vec::new();
+        for (shard, d) in shards.iter().enumerate() {
+            assert!(!d.keyed, "the account maps keyed subjects, not the stream");
+            assert_eq!(d.shards, 3);
+            assert_eq!(d.max_bytes, ingest.max_bytes.map(|b| b / 3));
+            for subject in &d.subjects {
+                if let Some(p) = subject
+                    .strip_prefix("im.keyed.")
+                    .and_then(|rest| rest.strip_suffix(".>"))
+                {
+                    let p: u32 = p.parse().unwrap();
+                    assert_eq!(p % 3, shard as u32, "{subject} in shard {shard}");
+                    seen.push(p);
+                }
+            }
+            let unkeyed = d.subjects.iter().any(|s| s.starts_with("im.ingest."));
+            assert_eq!(unkeyed, shard == 0, "{:?}", d.subjects);
+        }
+        seen.sort();
+        assert_eq!(seen, (0..16).collect::<Vec<_>>());
+        let config = stream_config_with(&shards[1], 1, 16, &MaxBytes::default());
+        assert_eq!(
+            config.metadata.get(SHARDS_METADATA).map(String::as_str),
+            Some("3")
+        );
+        assert!(config.subject_transform.is_none());
+        // A named bound is shared out like the stream's own.
+        let bounds = MaxBytes::parse("IM_INGEST=3000").unwrap();
+        assert_eq!(bounds.of(&shards[2]), Some(1000));
+        assert_eq!(shard_defs(def("IM_DLQ"), 3, 16).len(), 1);
+        assert_eq!(shard_defs(def("IM_DLQ"), 3, 16)[0].name, "IM_DLQ");
+    }
+
+    #[test]
+    fn partitions_find_their_shard_and_names_their_stream() {
+        assert_eq!(stream_for_with("IM_ACCEPTED", 5, 3), "IM_ACCEPTED_S2");
+        assert_eq!(stream_for_with("IM_ACCEPTED", 5, 1), "IM_ACCEPTED");
+        assert_eq!(stream_for_with("IM_DLQ", 5, 3), "IM_DLQ");
+        assert_eq!(base_name("IM_DELIVERY_S12"), "IM_DELIVERY");
+        assert_eq!(base_name("IM_DELIVERY"), "IM_DELIVERY");
+        assert_eq!(base_name("IM_X_Sa"), "IM_X_Sa");
+        let existing: Vec<String> = [
+            "IM_DLQ",
+            "IM_TIMELINE_S1",
+            "IM_INGEST_S10",
+            "IM_TIMELINE_S0",
+            "KV_IM_LEASES",
+            "IM_INGEST_S2",
+            "IM_INGEST_S0",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            partitioned_in(&existing),
+            [
+                "IM_INGEST_S0",
+                "IM_INGEST_S2",
+                "IM_INGEST_S10",
+                "IM_TIMELINE_S0",
+                "IM_TIMELINE_S1"
+            ]
+        );
+        assert_eq!(nats_mappings(1, 16), "");
+        let mapping = nats_mappings(3, 16);
+        assert!(mapping.contains("\"im.ingest.k.*.>\""), "{mapping}");
+        assert!(mapping.contains("partition(16,1)"), "{mapping}");
+    }
+
+    #[test]
+    fn another_shard_count_than_the_streams_is_refused() {
+        assert!(check_shards("IM_INGEST", None, 3).is_ok());
+        assert!(check_shards("IM_INGEST", Some(3), 3).is_ok());
+        let refused = check_shards("IM_INGEST", Some(1), 3)
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("IM_STREAM_SHARDS=1"), "{refused}");
+    }
+
     #[test]
     fn consumer_names_carry_the_owners_epoch() {
         let def = topology().consumer("unread").unwrap();
