@@ -295,6 +295,12 @@ async fn register_push(ports: &[u16], user: &str) -> anyhow::Result<()> {
                 let _ = socket.close(None).await;
                 return Ok(());
             }
+            // Retryable (the token bucket may not exist yet while the
+            // system starts): register again, as an app would.
+            if value["op"] == "error" && value["code"] == "unavailable" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                break;
+            }
             if value["op"] == "error" {
                 anyhow::bail!("registering {user}'s push token: {value}");
             }
