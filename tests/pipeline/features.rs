@@ -128,6 +128,29 @@ async fn presence_follows_a_dead_gateway_and_tells_strangers_nothing() {
     assert_eq!(eve.expect("error", WAIT).await["code"], "forbidden");
 }
 
+/// Presence is allowed as soon as a direct message is acked: the users'
+/// conversation lists (unread's) may lag the commit, here for as long as
+/// unread is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_follows_the_first_acked_direct_message_at_once() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut alice = Device::connect(port, "alice", "phone").await;
+    let _bob = Device::connect(port, "bob", "laptop").await;
+    alice
+        .send(json!({"op": "presence", "users": ["bob"]}))
+        .await;
+    assert_eq!(alice.expect("error", WAIT).await["code"], "forbidden");
+    pipeline.process("unread").stop(Duration::from_secs(5));
+    let ack = say(&mut alice, "dm:alice:bob", "first", "hi").await;
+    assert_eq!(ack["op"], "ack", "{ack}");
+    alice
+        .send(json!({"op": "presence", "users": ["bob"]}))
+        .await;
+    let now = alice.expect("presence_result", WAIT).await;
+    assert_eq!(now["users"][0]["online"], true, "{now}");
+}
+
 /// Seed 002: a letter to someone who refuses its sender goes back to the
 /// sender. A blocked user's direct messages get `blocked`; after the
 /// unblock the same user gets an ack; a group is not affected.

@@ -9,6 +9,18 @@ use serde_json::json;
 
 /// Groups, direct messages, a read mark, edits, a recall, a membership
 /// change, a mute, and a malformed event.
+/// `imctl replay` of `pipeline` into `into`, as its operator runs it.
+pub(crate) fn replay_command(pipeline: &Pipeline, into: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(im_harness::workspace_binary("imctl").unwrap());
+    command
+        .envs(pipeline.env("imctl"))
+        .args(["replay", "--nats-url", &pipeline.nats_url(), "--into"])
+        .arg(into)
+        .arg("--data-dir")
+        .arg(pipeline.data_dir());
+    command
+}
+
 pub(crate) async fn traffic(pipeline: &Pipeline) {
     let members = users("r", 12);
     pipeline.create_group("g:replay", &members).await;
@@ -262,28 +274,14 @@ fn assert_same(what: &str, original: &[String], rebuilt: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imctl_replay_rebuilds_a_fresh_store_resumably_and_verifies() {
     use std::io::Read as _;
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
     let pipeline = Pipeline::start().await;
     traffic(&pipeline).await;
     pipeline.settle(Duration::from_secs(60)).await;
     let target = tempfile::tempdir().unwrap();
-    let imctl = im_harness::workspace_binary("imctl").unwrap();
     let replay = |extra: &[&str]| {
-        let mut command = Command::new(&imctl);
-        command.envs(pipeline.env("imctl"));
-        command
-            .args([
-                "replay",
-                "--batch",
-                "10",
-                "--nats-url",
-                &pipeline.nats_url(),
-                "--into",
-            ])
-            .arg(target.path())
-            .arg("--data-dir")
-            .arg(pipeline.data_dir())
-            .args(extra);
+        let mut command = replay_command(&pipeline, target.path());
+        command.args(["--batch", "10"]).args(extra);
         command
     };
     // Kill it after the first checkpoint.

@@ -79,18 +79,8 @@ async fn three_shards_carry_the_pipeline_and_replay_to_the_same_state() {
     assert!(refused.contains("IM_STREAM_SHARDS=3"), "{refused}");
     // Replay reads the three IM_INGEST shards merged, and gets the same.
     let target = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(im_harness::workspace_binary("imctl").unwrap())
-        .envs(pipeline.env("imctl"))
-        .args([
-            "replay",
-            "--verify",
-            "--nats-url",
-            &pipeline.nats_url(),
-            "--into",
-        ])
-        .arg(target.path())
-        .arg("--data-dir")
-        .arg(pipeline.data_dir())
+    let output = crate::replay::replay_command(&pipeline, target.path())
+        .arg("--verify")
         .output()
         .unwrap();
     let (stdout, stderr) = (

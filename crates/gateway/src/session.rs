@@ -802,7 +802,12 @@ async fn require_shared(
     user: &str,
     others: &[String],
 ) -> Result<(), FrameError> {
-    let (store, me, others) = (gateway.users.clone(), user.to_string(), others.to_vec());
+    let (store, conversations, me, others) = (
+        gateway.users.clone(),
+        gateway.conversations.clone(),
+        user.to_string(),
+        others.to_vec(),
+    );
     let strangers = tokio::task::spawn_blocking(move || {
         let mine: std::collections::HashSet<String> = store
             .user_conversations(&me)?
@@ -811,10 +816,17 @@ async fn require_shared(
             .collect();
         let mut strangers = Vec::new();
         for other in others.iter().filter(|o| **o != me) {
-            let shared = store
-                .user_conversations(other)?
-                .iter()
-                .any(|row| mine.contains(&row.conversation_id));
+            // The users' lists are unread's projection and lag the commit;
+            // a direct conversation is known once its first message is
+            // committed (its ack), so a reply to "sent" never reads as
+            // "you share nothing".
+            let direct = im_events::ids::direct_conversation_id(&me, other);
+            let shared = mine.contains(&direct)
+                || conversations.conversation(&direct)?.is_some()
+                || store
+                    .user_conversations(other)?
+                    .iter()
+                    .any(|row| mine.contains(&row.conversation_id));
             if !shared {
                 strangers.push(other.clone());
             }
