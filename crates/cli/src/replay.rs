@@ -331,8 +331,10 @@ impl Reader {
                     .info()
                     .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?;
                 let (seq, published) = (info.stream_sequence, info.published.timestamp_millis());
+                // The last one, or none left (the last may have aged out).
+                let done = seq >= self.last || info.pending == 0;
                 let message = message.split().0;
-                if seq >= self.last {
+                if done {
                     self.messages = None;
                 }
                 self.head = Some(Incoming {
@@ -348,7 +350,14 @@ impl Reader {
             Ok(Some(Err(error))) => {
                 anyhow::bail!("reading {}: {error}; run replay again to resume", self.name)
             }
-            Ok(None) | Err(_) => self.messages = None,
+            // Messages were left when the replay began: one that does not
+            // come is a stalled server, not the end; say so rather than
+            // finish with a partial store.
+            Ok(None) | Err(_) => anyhow::bail!(
+                "reading {} stalled before its last message ({}); run replay again to resume",
+                self.name,
+                self.last
+            ),
         }
         Ok(())
     }
