@@ -1,0 +1,263 @@
+use super::*;
+use crate::conformance;
+
+struct Backend {
+    _dir: tempfile::TempDir,
+    conversations: SqliteConversationStore,
+    users: SqliteUserStore,
+    conversations_path: PathBuf,
+}
+
+fn backend() -> Backend {
+    let dir = tempfile::tempdir().unwrap();
+    let conversations_path = dir.path().join("dedupe.db");
+    Backend {
+        conversations: SqliteConversationStore::open_writer(
+            &conversations_path,
+            Durability::Normal,
+        )
+        .unwrap(),
+        users: SqliteUserStore::open_writer(&dir.path().join("unread.db"), Durability::Normal)
+            .unwrap(),
+        conversations_path,
+        _dir: dir,
+    }
+}
+
+macro_rules! conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let backend = backend();
+                conformance::$name(&backend.conversations, &backend.users);
+            }
+        )*
+        #[test]
+        fn every_store_check_runs_on_sqlite() {
+            let run = [$(stringify!($name)),*];
+            assert_eq!(
+                conformance::coverage(conformance::STORE_CHECKS, &run, &[]),
+                (vec![], vec![]),
+                "(missing, unknown)"
+            );
+        }
+    };
+}
+
+conformance_tests!(
+    conversation_round_trip,
+    membership_intervals,
+    messages_and_history,
+    history_as_members_may_read_it,
+    seq_fence_refuses_a_second_message,
+    epoch_fence_refuses_stale_owner,
+    idempotency_records,
+    edits_and_recalls,
+    replies_reactions_blocks_and_receipts,
+    user_conversations_and_unread,
+    sync_log_pages_in_order,
+    sync_log_compaction_keeps_the_head,
+    apply_is_atomic,
+    tiers_read_as_one,
+    retention_deletes_by_kind,
+    idempotency_keys_are_purged_by_age,
+);
+
+macro_rules! notification_conformance_tests {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SqliteNotificationStore::open_writer(
+                    &dir.path().join(NOTIFICATIONS_FILE),
+                    Durability::Normal,
+                )
+                .unwrap();
+                conformance::$name(&store);
+            }
+        )*
+        #[test]
+        fn every_notification_check_runs_on_sqlite() {
+            let run = [$(stringify!($name)),*];
+            assert_eq!(
+                conformance::coverage(conformance::NOTIFICATION_CHECKS, &run, &[]),
+                (vec![], vec![])
+            );
+        }
+    };
+}
+
+notification_conformance_tests!(
+    notify_states_come_due,
+    outbox_is_idempotent_and_logged,
+    notify_fence_and_atomicity,
+);
+
+/// A dedupe.db as the first release made it: no user_version, and an
+/// idempotency table without the fingerprint column, a conversations
+/// table without history visibility.
+fn first_release_file(path: &Path) {
+    let connection = Connection::open(path).unwrap();
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             CREATE TABLE idempotency(
+               source TEXT NOT NULL, event_id TEXT NOT NULL, conversation_id TEXT NOT NULL, seq INTEGER,
+               message_id TEXT, outputs TEXT NOT NULL, recorded_at_ms INTEGER NOT NULL,
+               PRIMARY KEY(source, event_id)) WITHOUT ROWID;
+             INSERT INTO idempotency VALUES ('urn:old', 'e1', 'g:1', 3, 'm3', '[]', 1000);
+             CREATE TABLE conversations(
+               conversation_id TEXT PRIMARY KEY, kind TEXT NOT NULL, title TEXT, last_seq INTEGER NOT NULL,
+               diffusion TEXT NOT NULL, member_count INTEGER NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+             INSERT INTO conversations VALUES ('g:1', 'group', 'Old', 3, 'write', 2, '2026-01-01T00:00:00.000Z');",
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_file_of_the_first_release_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONVERSATIONS_FILE);
+    first_release_file(&path);
+    // A reader and the writer may both be first to open it.
+    let reader = SqliteConversationStore::open_reader(&path).unwrap();
+    let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    let old = store.idempotency("urn:old", "e1").unwrap().unwrap();
+    assert_eq!((old.seq, old.fingerprint.as_str()), (Some(3), ""));
+    // Conversations made before history visibility keep `joined`.
+    let conversation = reader.conversation("g:1").unwrap().unwrap();
+    assert_eq!(
+        (conversation.last_seq, conversation.history_visibility),
+        (3, HistoryVisibility::Joined)
+    );
+    let mut new = old.clone();
+    new.event_id = "e2".into();
+    new.fingerprint = "im.message.send a".into();
+    store
+        .apply(&fence(1), &[ConversationEffect::RecordEvent(new.clone())])
+        .unwrap();
+    assert_eq!(reader.idempotency("urn:old", "e2").unwrap(), Some(new));
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, CONVERSATION_MIGRATIONS.len() as i64);
+    // Opening again applies nothing twice.
+    SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+}
+
+/// A file of the release before replies and reactions (version 3):
+/// messages gain `reply_to`, the new tables appear, old rows read on.
+#[test]
+fn a_file_from_before_replies_and_reactions_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONVERSATIONS_FILE);
+    {
+        let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+        store
+            .apply(
+                &fence(1),
+                &[ConversationEffect::InsertMessage(conformance::message(
+                    "g:1", 1, "m1",
+                ))],
+            )
+            .unwrap();
+    }
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "ALTER TABLE messages DROP COLUMN reply_to; DROP TABLE reactions; DROP TABLE blocks;
+         DROP TABLE receipts; PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    drop(old);
+    let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    assert_eq!(store.message("g:1", 1).unwrap().unwrap().reply_to, None);
+    let mut reply = conformance::message("g:1", 2, "m2");
+    reply.reply_to = Some(1);
+    store
+        .apply(
+            &fence(1),
+            &[
+                ConversationEffect::InsertMessage(reply),
+                ConversationEffect::Block {
+                    user_id: "a".into(),
+                    blocked_user_id: "b".into(),
+                    blocked: true,
+                },
+            ],
+        )
+        .unwrap();
+    assert_eq!(store.message("g:1", 2).unwrap().unwrap().reply_to, Some(1));
+    assert!(store.blocked("a", "b").unwrap());
+    assert!(store.reactions("g:1", 1, 2).unwrap().is_empty());
+    assert!(store.receipts("g:1").unwrap().is_empty());
+}
+
+#[test]
+fn a_file_of_a_newer_version_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONVERSATIONS_FILE);
+    SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    let Err(error) = SqliteConversationStore::open_writer(&path, Durability::Normal) else {
+        panic!("a newer file was opened");
+    };
+    let text = error.to_string();
+    assert!(matches!(error, StoreError::Incompatible(_)), "{text}");
+    assert!(
+        text.contains("schema version 99") && text.contains("imctl replay"),
+        "{text}"
+    );
+}
+
+fn fence(epoch: u64) -> Fence {
+    Fence {
+        scope: "dedupe".into(),
+        partition: 0,
+        epoch,
+    }
+}
+
+#[test]
+fn concurrent_openers_do_not_fail_on_the_lock() {
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let openers: Vec<_> = (0..6)
+            .map(|n| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    if n == 0 {
+                        SqliteConversationStore::open_writer(&path, Durability::Full).map(|_| ())
+                    } else {
+                        SqliteConversationStore::open_reader(&path).map(|_| ())
+                    }
+                })
+            })
+            .collect();
+        for opener in openers {
+            opener
+                .join()
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_second_process_reads_what_the_writer_committed() {
+    let backend = backend();
+    conformance::conversation_round_trip(&backend.conversations, &backend.users);
+    let reader = SqliteConversationStore::open_reader(&backend.conversations_path).unwrap();
+    assert!(reader.conversation("g:conformance").unwrap().is_some());
+    let fence = conformance::fence(1);
+    assert!(matches!(
+        reader.apply(&fence, &[]),
+        Err(StoreError::Backend(_))
+    ));
+}
