@@ -33,72 +33,19 @@ const LEFT_OUT: &[(&str, &str)] = &[
     ("idempotency_keys_are_purged_by_age", "it expects a pass to purge keys by recorded_at_ms; here keys expire by the table's default_time_to_live (keep_idempotency=)"),
 ];
 
-macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                if let Some(store) = store(stringify!($name)) {
-                    conformance::$name(&store, &store);
-                }
-            }
-        )*
-        #[test]
-        fn every_store_check_runs_or_is_left_out_with_a_reason() {
-            let run = [$(stringify!($name)),*];
-            assert_eq!(
-                conformance::coverage(conformance::STORE_CHECKS, &run, LEFT_OUT),
-                (vec![], vec![]),
-                "(missing, unknown)"
-            );
-        }
-    };
+im_store::conformance_suite! {
+    stores: |check: &str| {
+        store(check).map(|store| conformance::Stores {
+            conversations: Box::new(store.clone()),
+            users: Box::new(store),
+            guard: Box::new(()),
+        })
+    },
+    notifications: |check: &str| {
+        store(check).map(|store| conformance::Notifications {
+            store: Box::new(store),
+            guard: Box::new(()),
+        })
+    },
+    left_out: LEFT_OUT,
 }
-
-conformance_tests!(
-    conversation_round_trip,
-    membership_intervals,
-    messages_and_history,
-    history_as_members_may_read_it,
-    seq_fence_refuses_a_second_message,
-    epoch_fence_refuses_stale_owner,
-    idempotency_records,
-    edits_and_recalls,
-    replies_reactions_blocks_and_receipts,
-    user_conversations_and_unread,
-    sync_log_pages_in_order,
-    sync_log_compaction_keeps_the_head,
-    apply_is_atomic,
-);
-
-macro_rules! notification_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                if let Some(store) = store(stringify!($name)) {
-                    conformance::$name(&store);
-                }
-            }
-        )*
-    };
-}
-
-#[test]
-fn every_notification_check_runs() {
-    let run = [
-        "notify_states_come_due",
-        "outbox_is_idempotent_and_logged",
-        "notify_fence_and_atomicity",
-    ];
-    assert_eq!(
-        conformance::coverage(conformance::NOTIFICATION_CHECKS, &run, &[]),
-        (vec![], vec![])
-    );
-}
-
-notification_tests!(
-    notify_states_come_due,
-    outbox_is_idempotent_and_logged,
-    notify_fence_and_atomicity
-);

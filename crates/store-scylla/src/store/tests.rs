@@ -1,7 +1,7 @@
 use super::*;
 
 #[test]
-fn statements_name_the_keyspace_and_bind_every_value() {
+pub(super) fn statements_name_the_keyspace_and_bind_every_value() {
     let mut names = std::collections::HashSet::new();
     for (name, template) in STATEMENTS {
         assert!(names.insert(*name), "{name} twice");
@@ -18,7 +18,7 @@ fn statements_name_the_keyspace_and_bind_every_value() {
 }
 
 #[test]
-fn lightweight_transactions_guard_seqs_fences_and_first_writes() {
+pub(super) fn lightweight_transactions_guard_seqs_fences_and_first_writes() {
     let text = |name: &str| STATEMENTS.iter().find(|(n, _)| *n == name).unwrap().1;
     assert!(text("seq_claim").ends_with("IF NOT EXISTS"));
     assert!(text("fence_create").ends_with("IF NOT EXISTS"));
@@ -29,7 +29,7 @@ fn lightweight_transactions_guard_seqs_fences_and_first_writes() {
 }
 
 #[test]
-fn message_statements_bind_the_mapped_columns() {
+pub(super) fn message_statements_bind_the_mapped_columns() {
     let text = |name: &str| STATEMENTS.iter().find(|(n, _)| *n == name).unwrap().1;
     for name in ["hot_put", "cold_put"] {
         assert!(text(name).contains(MESSAGE_COLUMNS), "{name}");

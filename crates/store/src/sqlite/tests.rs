@@ -24,76 +24,29 @@ fn backend() -> Backend {
     }
 }
 
-macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                let backend = backend();
-                conformance::$name(&backend.conversations, &backend.users);
-            }
-        )*
-        #[test]
-        fn every_store_check_runs_on_sqlite() {
-            let run = [$(stringify!($name)),*];
-            assert_eq!(
-                conformance::coverage(conformance::STORE_CHECKS, &run, &[]),
-                (vec![], vec![]),
-                "(missing, unknown)"
-            );
-        }
-    };
+crate::conformance_suite! {
+    stores: |_check: &str| {
+        let backend = backend();
+        Some(conformance::Stores {
+            conversations: Box::new(backend.conversations),
+            users: Box::new(backend.users),
+            guard: Box::new(backend._dir),
+        })
+    },
+    notifications: |_check: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteNotificationStore::open_writer(
+            &dir.path().join(NOTIFICATIONS_FILE),
+            Durability::Normal,
+        )
+        .unwrap();
+        Some(conformance::Notifications {
+            store: Box::new(store),
+            guard: Box::new(dir),
+        })
+    },
+    left_out: &[],
 }
-
-conformance_tests!(
-    conversation_round_trip,
-    membership_intervals,
-    messages_and_history,
-    history_as_members_may_read_it,
-    seq_fence_refuses_a_second_message,
-    epoch_fence_refuses_stale_owner,
-    idempotency_records,
-    edits_and_recalls,
-    replies_reactions_blocks_and_receipts,
-    user_conversations_and_unread,
-    sync_log_pages_in_order,
-    sync_log_compaction_keeps_the_head,
-    apply_is_atomic,
-    tiers_read_as_one,
-    retention_deletes_by_kind,
-    idempotency_keys_are_purged_by_age,
-);
-
-macro_rules! notification_conformance_tests {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                let dir = tempfile::tempdir().unwrap();
-                let store = SqliteNotificationStore::open_writer(
-                    &dir.path().join(NOTIFICATIONS_FILE),
-                    Durability::Normal,
-                )
-                .unwrap();
-                conformance::$name(&store);
-            }
-        )*
-        #[test]
-        fn every_notification_check_runs_on_sqlite() {
-            let run = [$(stringify!($name)),*];
-            assert_eq!(
-                conformance::coverage(conformance::NOTIFICATION_CHECKS, &run, &[]),
-                (vec![], vec![])
-            );
-        }
-    };
-}
-
-notification_conformance_tests!(
-    notify_states_come_due,
-    outbox_is_idempotent_and_logged,
-    notify_fence_and_atomicity,
-);
 
 /// A dedupe.db as the first release made it: no user_version, and an
 /// idempotency table without the fingerprint column, a conversations
