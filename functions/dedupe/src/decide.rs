@@ -10,6 +10,14 @@ use im_events::{
     MessageEdited, MessageReacted, MessageRecalled, ReadMarked, TimelineEvent, UserBlocked,
     UserMuted,
 };
+mod blocks;
+mod edits;
+mod membership;
+mod mute;
+mod reactions;
+mod receipts;
+mod send;
+
 use im_store::{ConversationEffect, ConversationRecord, IdempotencyRecord, Role, StoredMessage};
 
 #[derive(Debug, Clone)]
@@ -172,6 +180,84 @@ fn refuse<T>(code: ErrorCode, reason: String) -> Result<T, EventError> {
     Err(EventError::new(code, reason))
 }
 
+/// What deciding one event reads: the event, the state, and what follows
+/// from them for every kind of command.
+struct Ctx<'a> {
+    event: &'a Accepted,
+    view: &'a dyn View,
+    config: &'a Config,
+    conversation_id: String,
+    conversation: Option<ConversationRecord>,
+    received: String,
+    received_ms: i64,
+}
+
+impl Ctx<'_> {
+    /// The event's idempotency record: a send's committed message is
+    /// rebuilt from the message row, other events keep their outputs.
+    fn record_event(
+        &self,
+        seq: Option<u64>,
+        message_id: Option<String>,
+        outputs: &[TimelineEvent],
+    ) -> ConversationEffect {
+        let event = self.event;
+        ConversationEffect::RecordEvent(IdempotencyRecord {
+            source: event.source.clone(),
+            event_id: event.id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            seq,
+            message_id,
+            outputs: if seq.is_some() {
+                serde_json::Value::Array(vec![])
+            } else {
+                serde_json::to_value(outputs).unwrap_or_default()
+            },
+            recorded_at_ms: self.received_ms,
+            fingerprint: event.payload.fingerprint(),
+        })
+    }
+
+    fn require_conversation(&self) -> Result<ConversationRecord, EventError> {
+        self.conversation.clone().ok_or_else(|| {
+            EventError::new(
+                ErrorCode::NotFound,
+                format!("conversation {} does not exist", self.conversation_id),
+            )
+        })
+    }
+
+    /// What a user may learn when acting in a conversation: a missing one
+    /// answers exactly like one the user is not a member of, and membership
+    /// is checked before anything about its messages.
+    fn not_member(&self, user: &str) -> EventError {
+        EventError::new(
+            ErrorCode::NotMember,
+            format!("{user} is not a member of {}", self.conversation_id),
+        )
+    }
+
+    fn require_conversation_as_member(
+        &self,
+        user: &str,
+    ) -> Result<(ConversationRecord, Role), EventError> {
+        match &self.conversation {
+            Some(record) => self
+                .view
+                .role(&self.conversation_id, user)
+                .map(|role| (record.clone(), role))
+                .ok_or_else(|| self.not_member(user)),
+            None => Err(self.not_member(user)),
+        }
+    }
+
+    fn require_member(&self, user: &str) -> Result<Role, EventError> {
+        self.view
+            .role(&self.conversation_id, user)
+            .ok_or_else(|| self.not_member(user))
+    }
+}
+
 pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Decision, EventError> {
     let received = event
         .imreceived
@@ -195,539 +281,37 @@ pub fn decide(event: &Accepted, view: &dyn View, config: &Config) -> Result<Deci
         return Ok(replay_duplicate(&record, view));
     }
 
-    let conversation = view.conversation(&conversation_id);
+    let ctx = Ctx {
+        conversation: view.conversation(&conversation_id),
+        event,
+        view,
+        config,
+        conversation_id,
+        received,
+        received_ms,
+    };
     let mut decision = Decision::default();
-    let record_event = |seq: Option<u64>, message_id: Option<String>, outputs: &[TimelineEvent]| {
-        ConversationEffect::RecordEvent(IdempotencyRecord {
-            source: event.source.clone(),
-            event_id: event.id.clone(),
-            conversation_id: conversation_id.clone(),
-            seq,
-            message_id,
-            // A send's committed message is rebuilt from the message row.
-            outputs: if seq.is_some() {
-                serde_json::Value::Array(vec![])
-            } else {
-                serde_json::to_value(outputs).unwrap_or_default()
-            },
-            recorded_at_ms: received_ms,
-            fingerprint: event.payload.fingerprint(),
-        })
-    };
-    let require_conversation = || {
-        conversation.clone().ok_or_else(|| {
-            EventError::new(
-                ErrorCode::NotFound,
-                format!("conversation {conversation_id} does not exist"),
-            )
-        })
-    };
-    // What a user may learn when acting in a conversation: a missing one
-    // answers exactly like one the user is not a member of, and membership
-    // is checked before anything about its messages.
-    let not_member = |user: &str| {
-        EventError::new(
-            ErrorCode::NotMember,
-            format!("{user} is not a member of {conversation_id}"),
-        )
-    };
-    let require_conversation_as_member = |user: &str| match &conversation {
-        Some(record) => view
-            .role(&conversation_id, user)
-            .map(|role| (record.clone(), role))
-            .ok_or_else(|| not_member(user)),
-        None => Err(not_member(user)),
-    };
-    let require_member = |user: &str| {
-        view.role(&conversation_id, user).ok_or_else(|| {
-            EventError::new(
-                ErrorCode::NotMember,
-                format!("{user} is not a member of {conversation_id}"),
-            )
-        })
-    };
-
     match &event.payload {
-        Command::Send(send) => {
-            let mut record = match conversation.clone() {
-                Some(record) => record,
-                None => match direct_members(&conversation_id) {
-                    // A direct conversation exists on its first message.
-                    Some((a, b)) => {
-                        if send.sender_id != a && send.sender_id != b {
-                            return refuse(
-                                ErrorCode::NotMember,
-                                format!("{} is not a member of {conversation_id}", send.sender_id),
-                            );
-                        }
-                        let record = ConversationRecord {
-                            conversation_id: conversation_id.clone(),
-                            kind: ConversationKind::Direct,
-                            title: None,
-                            last_seq: 0,
-                            diffusion: Diffusion::Write,
-                            member_count: 2,
-                            created_at: received.clone(),
-                            history_visibility: HistoryVisibility::Joined,
-                        };
-                        let members = vec![a.to_string(), b.to_string()];
-                        for member in &members {
-                            decision.effects.push(ConversationEffect::AddMember {
-                                conversation_id: conversation_id.clone(),
-                                user_id: member.clone(),
-                                role: Role::Member,
-                                after_seq: 0,
-                            });
-                        }
-                        decision
-                            .outputs
-                            .push(TimelineEvent::Changed(ConversationChanged {
-                                conversation_id: conversation_id.clone(),
-                                kind: ConversationKind::Direct,
-                                title: None,
-                                added: members,
-                                removed: vec![],
-                                at_seq: 0,
-                                diffusion: Diffusion::Write,
-                                mode_changed: false,
-                                members: vec![],
-                                source: event.source.clone(),
-                                event_id: format!("{}#create", event.id),
-                            }));
-                        record
-                    }
-                    None => return Err(not_member(&send.sender_id)),
-                },
-            };
-            if conversation.is_some() {
-                require_member(&send.sender_id)?;
-            }
-            if let Some(reply_to) = send.reply_to {
-                if reply_to == 0 || reply_to > record.last_seq {
-                    return refuse(
-                        ErrorCode::InvalidReply,
-                        format!(
-                            "reply_to {reply_to} is not a message of {conversation_id} (its last seq is {})",
-                            record.last_seq
-                        ),
-                    );
-                }
-            }
-            let peer = direct_peer(
-                &conversation_id,
-                Some(&record),
-                &send.sender_id,
-                &view.members(&conversation_id),
-            );
-            if let Some(peer) = peer {
-                if view.blocked(&peer, &send.sender_id) {
-                    // Seed 002: the letter goes back to its sender.
-                    return refuse(
-                        ErrorCode::Blocked,
-                        format!(
-                            "{peer} does not accept direct messages from {}",
-                            send.sender_id
-                        ),
-                    );
-                }
-            }
-            let seq = record.last_seq + 1;
-            let message = StoredMessage {
-                conversation_id: conversation_id.clone(),
-                seq,
-                message_id: message_id_for(&event.source, &event.id),
-                sender_id: send.sender_id.clone(),
-                source: event.source.clone(),
-                event_id: event.id.clone(),
-                sent_at: received.clone(),
-                kind: send.kind,
-                body: send.body.clone(),
-                mentions: send.mentions.clone(),
-                edited_at: None,
-                recalled_at: None,
-                recalled_by: None,
-                reply_to: send.reply_to,
-                reactions: vec![],
-            };
-            record.last_seq = seq;
-            decision
-                .outputs
-                .push(TimelineEvent::Committed(committed_from_stored(
-                    &message,
-                    record.diffusion,
-                )));
-            decision
-                .effects
-                .push(ConversationEffect::InsertMessage(message.clone()));
-            decision
-                .effects
-                .push(ConversationEffect::PutConversation(record));
-            decision
-                .effects
-                .push(record_event(Some(seq), Some(message.message_id), &[]));
-        }
-        Command::Read(read) => {
-            let (record, _) = require_conversation_as_member(&read.user_id)?;
-            if read.seq > record.last_seq {
-                return refuse(
-                    ErrorCode::ReadBeyondLastSeq,
-                    format!(
-                        "read mark {} is beyond the last seq {} of {conversation_id}",
-                        read.seq, record.last_seq
-                    ),
-                );
-            }
-            let (read_seq, _) = view.receipt(&conversation_id, &read.user_id);
-            let receipt_to = if read.seq > read_seq {
-                decision.effects.push(ConversationEffect::Receipt {
-                    conversation_id: conversation_id.clone(),
-                    user_id: read.user_id.clone(),
-                    read_seq: read.seq,
-                    delivered_seq: 0,
-                });
-                receipt_recipients(view, &conversation_id, &conversation, &read.user_id)
-            } else {
-                vec![]
-            };
-            decision.outputs.push(TimelineEvent::Read(ReadMarked {
-                conversation_id: conversation_id.clone(),
-                user_id: read.user_id.clone(),
-                seq: read.seq,
-                source: event.source.clone(),
-                event_id: event.id.clone(),
-                receipt_to,
-            }));
-        }
-        Command::Delivered(delivered) => {
-            let (record, _) = require_conversation_as_member(&delivered.user_id)?;
-            // A device cannot hold what was never sent: clamp to the end.
-            let seq = delivered.seq.min(record.last_seq);
-            let (_, delivered_seq) = view.receipt(&conversation_id, &delivered.user_id);
-            if seq > delivered_seq {
-                decision.effects.push(ConversationEffect::Receipt {
-                    conversation_id: conversation_id.clone(),
-                    user_id: delivered.user_id.clone(),
-                    read_seq: 0,
-                    delivered_seq: seq,
-                });
-                decision
-                    .outputs
-                    .push(TimelineEvent::Delivered(DeliveryMarked {
-                        conversation_id: conversation_id.clone(),
-                        user_id: delivered.user_id.clone(),
-                        seq,
-                        source: event.source.clone(),
-                        event_id: event.id.clone(),
-                        receipt_to: receipt_recipients(
-                            view,
-                            &conversation_id,
-                            &conversation,
-                            &delivered.user_id,
-                        ),
-                    }));
-            }
-        }
-        Command::React(react) => {
-            let (record, _) = require_conversation_as_member(&react.user_id)?;
-            // A member of a `joined` conversation cannot see what came
-            // before their join: it answers as if it did not exist.
-            let readable_from = match record.history_visibility {
-                HistoryVisibility::Joined => view.joined_seq(&conversation_id, &react.user_id),
-                HistoryVisibility::Shared => 0,
-            };
-            let message = view
-                .message(&conversation_id, react.seq)
-                .filter(|message| message.recalled_at.is_none() && message.seq > readable_from)
-                .ok_or_else(|| {
-                    EventError::new(
-                        ErrorCode::NotFound,
-                        format!("{conversation_id} has no message {} to react to", react.seq),
-                    )
-                })?;
-            let present = view.reacted(&conversation_id, react.seq, &react.emoji, &react.user_id);
-            // Idempotent per (user, emoji): a repeat changes nothing.
-            if present == react.remove {
-                decision.effects.push(ConversationEffect::React {
-                    conversation_id: conversation_id.clone(),
-                    seq: react.seq,
-                    emoji: react.emoji.clone(),
-                    user_id: react.user_id.clone(),
-                    add: !react.remove,
-                });
-                decision
-                    .outputs
-                    .push(TimelineEvent::Reacted(MessageReacted {
-                        recipients: recipients_of(view, &conversation_id, &conversation),
-                        conversation_id: conversation_id.clone(),
-                        seq: react.seq,
-                        message_id: message.message_id,
-                        user_id: react.user_id.clone(),
-                        emoji: react.emoji.clone(),
-                        removed: react.remove,
-                        reacted_at: received.clone(),
-                        source: event.source.clone(),
-                        event_id: event.id.clone(),
-                    }));
-            }
-        }
+        Command::Send(send) => send::send(&ctx, send, &mut decision)?,
+        Command::Read(read) => receipts::read(&ctx, read, &mut decision)?,
+        Command::Delivered(delivered) => receipts::delivered(&ctx, delivered, &mut decision)?,
+        Command::React(react) => reactions::react(&ctx, react, &mut decision)?,
         Command::Block(block) | Command::Unblock(block) => {
-            let blocking = matches!(event.payload, Command::Block(_));
-            if view.blocked(&block.user_id, &block.blocked_user_id) != blocking {
-                decision.effects.push(ConversationEffect::Block {
-                    user_id: block.user_id.clone(),
-                    blocked_user_id: block.blocked_user_id.clone(),
-                    blocked: blocking,
-                });
-                decision.outputs.push(TimelineEvent::Blocked(UserBlocked {
-                    conversation_id: conversation_id.clone(),
-                    user_id: block.user_id.clone(),
-                    blocked_user_id: block.blocked_user_id.clone(),
-                    blocked: blocking,
-                    source: event.source.clone(),
-                    event_id: event.id.clone(),
-                }));
-            }
+            blocks::block_or_unblock(&ctx, block, &mut decision)?
         }
-        Command::Create(create) => {
-            if conversation.is_some() {
-                return refuse(
-                    ErrorCode::Conflict,
-                    format!("conversation {conversation_id} already exists"),
-                );
-            }
-            let member_count = create.members.len() as u64;
-            let diffusion = diffusion_for(member_count, config);
-            decision
-                .effects
-                .push(ConversationEffect::PutConversation(ConversationRecord {
-                    conversation_id: conversation_id.clone(),
-                    kind: create.kind,
-                    title: create.title.clone(),
-                    last_seq: 0,
-                    diffusion,
-                    member_count,
-                    created_at: received.clone(),
-                    history_visibility: create.history_visibility,
-                }));
-            for member in &create.members {
-                let role = if create.admins.contains(member) {
-                    Role::Admin
-                } else {
-                    Role::Member
-                };
-                decision.effects.push(ConversationEffect::AddMember {
-                    conversation_id: conversation_id.clone(),
-                    user_id: member.clone(),
-                    role,
-                    after_seq: 0,
-                });
-            }
-            decision
-                .outputs
-                .push(TimelineEvent::Changed(ConversationChanged {
-                    conversation_id: conversation_id.clone(),
-                    kind: create.kind,
-                    title: create.title.clone(),
-                    added: create.members.clone(),
-                    removed: vec![],
-                    at_seq: 0,
-                    diffusion,
-                    mode_changed: false,
-                    members: vec![],
-                    source: event.source.clone(),
-                    event_id: event.id.clone(),
-                }));
-        }
+        Command::Create(create) => membership::create(&ctx, create, &mut decision)?,
         Command::AddMembers(change) | Command::RemoveMembers(change) => {
-            let mut record = require_conversation()?;
-            if record.kind == ConversationKind::Direct {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    format!(
-                        "{conversation_id} is a direct conversation; its members cannot change"
-                    ),
-                );
-            }
-            let adding = matches!(event.payload, Command::AddMembers(_));
-            let affected: Vec<String> = change
-                .members
-                .iter()
-                .filter(|user| view.role(&conversation_id, user).is_some() != adding)
-                .cloned()
-                .collect();
-            for user in &affected {
-                decision.effects.push(if adding {
-                    ConversationEffect::AddMember {
-                        conversation_id: conversation_id.clone(),
-                        user_id: user.clone(),
-                        role: Role::Member,
-                        after_seq: record.last_seq,
-                    }
-                } else {
-                    ConversationEffect::RemoveMember {
-                        conversation_id: conversation_id.clone(),
-                        user_id: user.clone(),
-                        after_seq: record.last_seq,
-                    }
-                });
-            }
-            let previous = record.diffusion;
-            record.member_count = if adding {
-                record.member_count + affected.len() as u64
-            } else {
-                record.member_count.saturating_sub(affected.len() as u64)
-            };
-            record.diffusion = diffusion_for(record.member_count, config);
-            let mode_changed = previous != record.diffusion;
-            let members = if mode_changed {
-                let mut after: std::collections::BTreeSet<String> =
-                    view.members(&conversation_id).into_iter().collect();
-                for user in &affected {
-                    if adding {
-                        after.insert(user.clone());
-                    } else {
-                        after.remove(user);
-                    }
-                }
-                after.into_iter().collect()
-            } else {
-                vec![]
-            };
-            decision
-                .outputs
-                .push(TimelineEvent::Changed(ConversationChanged {
-                    conversation_id: conversation_id.clone(),
-                    kind: record.kind,
-                    title: record.title.clone(),
-                    added: if adding { affected.clone() } else { vec![] },
-                    removed: if adding { vec![] } else { affected.clone() },
-                    at_seq: record.last_seq,
-                    diffusion: record.diffusion,
-                    mode_changed,
-                    members,
-                    source: event.source.clone(),
-                    event_id: event.id.clone(),
-                }));
-            decision
-                .effects
-                .push(ConversationEffect::PutConversation(record));
+            membership::change_members(&ctx, change, &mut decision)?
         }
-        Command::Mute(mute) => {
-            require_conversation_as_member(&mute.user_id)?;
-            let until_ms = match &mute.until {
-                None => None,
-                Some(text) => Some(parse_rfc3339_ms(text).ok_or_else(|| {
-                    EventError::new(
-                        ErrorCode::SchemaViolation,
-                        format!("until {text:?} is not an RFC 3339 time"),
-                    )
-                })?),
-            };
-            decision.outputs.push(TimelineEvent::Muted(UserMuted {
-                user_id: mute.user_id.clone(),
-                conversation_id: conversation_id.clone(),
-                until_ms,
-                source: event.source.clone(),
-                event_id: event.id.clone(),
-            }));
-        }
-        Command::Edit(edit) => {
-            require_conversation_as_member(&edit.editor_id)?;
-            let message = view.message(&conversation_id, edit.seq).ok_or_else(|| {
-                EventError::new(
-                    ErrorCode::NotFound,
-                    format!("{conversation_id} has no message {}", edit.seq),
-                )
-            })?;
-            if message.sender_id != edit.editor_id {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    format!("only its sender may edit message {}", edit.seq),
-                );
-            }
-            if message.recalled_at.is_some() {
-                return refuse(
-                    ErrorCode::Conflict,
-                    format!("message {} was recalled and cannot be edited", edit.seq),
-                );
-            }
-            decision.effects.push(ConversationEffect::EditMessage {
-                conversation_id: conversation_id.clone(),
-                seq: edit.seq,
-                body: edit.body.clone(),
-                edited_at: received.clone(),
-            });
-            decision.outputs.push(TimelineEvent::Edited(MessageEdited {
-                recipients: recipients_of(view, &conversation_id, &conversation),
-                conversation_id: conversation_id.clone(),
-                seq: edit.seq,
-                message_id: message.message_id,
-                editor_id: edit.editor_id.clone(),
-                body: edit.body.clone(),
-                edited_at: received.clone(),
-                source: event.source.clone(),
-                event_id: event.id.clone(),
-            }));
-        }
-        Command::Recall(recall) => {
-            let (_, role) = require_conversation_as_member(&recall.actor_id)?;
-            let message = view.message(&conversation_id, recall.seq).ok_or_else(|| {
-                EventError::new(
-                    ErrorCode::NotFound,
-                    format!("{conversation_id} has no message {}", recall.seq),
-                )
-            })?;
-            if message.recalled_at.is_some() {
-                return refuse(
-                    ErrorCode::Conflict,
-                    format!("message {} is already recalled", recall.seq),
-                );
-            }
-            if role != Role::Admin {
-                if message.sender_id != recall.actor_id {
-                    return refuse(
-                        ErrorCode::Forbidden,
-                        format!(
-                            "only the sender or a group admin may recall message {}",
-                            recall.seq
-                        ),
-                    );
-                }
-                let sent_ms = parse_rfc3339_ms(&message.sent_at).unwrap_or(0);
-                if received_ms - sent_ms > config.recall_window_ms {
-                    return refuse(
-                        ErrorCode::RecallWindowExpired,
-                        format!(
-                            "message {} is older than the {} s recall window",
-                            recall.seq,
-                            config.recall_window_ms / 1000
-                        ),
-                    );
-                }
-            }
-            decision.effects.push(ConversationEffect::RecallMessage {
-                conversation_id: conversation_id.clone(),
-                seq: recall.seq,
-                recalled_at: received.clone(),
-                recalled_by: recall.actor_id.clone(),
-            });
-            decision
-                .outputs
-                .push(TimelineEvent::Recalled(MessageRecalled {
-                    recipients: recipients_of(view, &conversation_id, &conversation),
-                    conversation_id: conversation_id.clone(),
-                    seq: recall.seq,
-                    message_id: message.message_id,
-                    actor_id: recall.actor_id.clone(),
-                    recalled_at: received.clone(),
-                    source: event.source.clone(),
-                    event_id: event.id.clone(),
-                }));
-        }
+        Command::Mute(mute) => mute::mute(&ctx, mute, &mut decision)?,
+        Command::Edit(edit) => edits::edit(&ctx, edit, &mut decision)?,
+        Command::Recall(recall) => edits::recall(&ctx, recall, &mut decision)?,
     }
     if !matches!(event.payload, Command::Send(_)) {
         let outputs = decision.outputs.clone();
-        decision.effects.push(record_event(None, None, &outputs));
+        decision
+            .effects
+            .push(ctx.record_event(None, None, &outputs));
     }
     Ok(decision)
 }
