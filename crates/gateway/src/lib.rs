@@ -26,8 +26,8 @@ mod submit;
 pub mod tls;
 pub mod web;
 
-pub use submit::{set_trace, Pending};
 pub(crate) use submit::storage_full;
+pub use submit::{set_trace, Pending};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -555,7 +555,6 @@ impl Gateway {
         }
     }
 }
-
 
 /// The CloudEvents source of a device's events: (source, client_msg_id) is
 /// the identity that makes a resend the same message. Refused for ids that

@@ -535,4 +535,3 @@ impl Counting<'_> {
         Ok(())
     }
 }
-

@@ -112,7 +112,12 @@ pub(super) const DELIVERY_SCAN: u64 = 1000;
 /// messages of others in that part of its log become `im.message.delivered`
 /// events, one per conversation with the highest seq, so their senders get
 /// receipts. Refusals (a conversation left meanwhile) are only logged.
-pub(super) async fn report_delivery(gateway: &Arc<Gateway>, context: &Arc<Context>, from: u64, to: u64) {
+pub(super) async fn report_delivery(
+    gateway: &Arc<Gateway>,
+    context: &Arc<Context>,
+    from: u64,
+    to: u64,
+) {
     let (store, user) = (gateway.users.clone(), context.user.clone());
     let after = from.max(to.saturating_sub(DELIVERY_SCAN));
     let items =

@@ -229,7 +229,9 @@ pub async fn partition_consumers(
 }
 
 /// Every consumer name of a stream, from the meta layer, all pages.
-pub(super) async fn consumer_names(stream: &jetstream::stream::Stream) -> Result<Vec<String>, TakeOverError> {
+pub(super) async fn consumer_names(
+    stream: &jetstream::stream::Stream,
+) -> Result<Vec<String>, TakeOverError> {
     use futures::TryStreamExt;
     stream
         .consumer_names()
