@@ -102,7 +102,6 @@ impl Diffusion {
     }
 }
 
-
 /// A structured CloudEvent carrying `T` (whose serde form supplies `type`
 /// and `data`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -247,7 +246,6 @@ pub struct AcceptedBatch {
 pub struct TimelineBatch {
     pub events: Vec<Timeline>,
 }
-
 
 /// The contract's `im.message.rejected` data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
