@@ -89,7 +89,11 @@ async fn direct_and_group_messages_reach_every_member_with_exact_unread() {
         );
         let message_seqs: Vec<u64> = items
             .iter()
-            .map(|r| r.item["seq"].as_u64().unwrap())
+            .map(|r| {
+                serde_json::to_value(&r.item).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(
             message_seqs,
@@ -136,8 +140,8 @@ async fn direct_and_group_messages_reach_every_member_with_exact_unread() {
     assert_eq!(bob_summary.total_unread, 1);
     let last = user_store.sync_items("m010", 10, 10).unwrap();
     assert_eq!(last.len(), 1, "one read item, the stale mark adds none");
-    assert_eq!(last[0].item["type"], "read");
-    assert_eq!(last[0].item["seq"], 7);
+    assert_eq!(serde_json::to_value(&last[0].item).unwrap()["type"], "read");
+    assert_eq!(serde_json::to_value(&last[0].item).unwrap()["seq"], 7);
 
     // Committed events are published on the contract's outbound subject.
     let mut committed = pipeline

@@ -281,8 +281,12 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
             .sync_items("u", 0, 100)
             .unwrap()
             .iter()
-            .filter(|r| r.item["type"] == "message")
-            .map(|r| r.item["seq"].as_u64().unwrap())
+            .filter(|r| serde_json::to_value(&r.item).unwrap()["type"] == "message")
+            .map(|r| {
+                serde_json::to_value(&r.item).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect()
     };
     publish(TimelineEvent::Changed(ConversationChanged {

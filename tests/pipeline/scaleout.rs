@@ -227,8 +227,12 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
             .sync_items(&recipient, 0, 100)
             .unwrap()
             .iter()
-            .filter(|r| r.item["type"] == "message")
-            .map(|r| r.item["seq"].as_u64().unwrap())
+            .filter(|r| serde_json::to_value(&r.item).unwrap()["type"] == "message")
+            .map(|r| {
+                serde_json::to_value(&r.item).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
             .collect();
         assert_eq!(seqs, (1..=total).collect::<Vec<_>>(), "{recipient}");
         // In the order they were published, across every hand-over.

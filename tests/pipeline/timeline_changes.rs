@@ -90,7 +90,12 @@ async fn edits_recalls_members_and_mutes() {
             .sync_items(member, 0, 100)
             .unwrap()
             .iter()
-            .map(|r| r.item["type"].as_str().unwrap().to_string())
+            .map(|r| {
+                serde_json::to_value(&r.item).unwrap()["type"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
             .collect();
         assert_eq!(
             types,

@@ -16,11 +16,13 @@ pub mod push;
 pub mod reactions;
 pub mod schema;
 pub mod subjects;
+pub mod sync;
 pub mod trace;
 
 pub use codes::{ErrorCode, EventError};
 pub use inbound::{parse_inbound, InboundMessage};
 pub use model::*;
+pub use sync::{PushNotice, ReadItem, ReceiptItem, SyncItem, SyncMessage};
 pub use trace::Trace;
 
 /// Shared by the property tests of every crate.

@@ -3,7 +3,7 @@
 use im_events::{ConversationKind, Diffusion, MessageKind};
 use im_store::{
     ConversationRecord, NotificationRecord, NotificationStatus, NotifyState, StoreError,
-    StoredMessage, SyncRecord, UserConversation,
+    StoreResult, StoredMessage, SyncRecord, UserConversation,
 };
 use scylla::value::CqlValue;
 use serde_json::Value;
@@ -220,14 +220,19 @@ pub fn user_conversation_values(row: &UserConversation) -> Values {
 
 pub type SyncRow = (String, i64, String, String);
 
-pub fn sync_from_row(row: SyncRow) -> SyncRecord {
+pub fn sync_from_row(row: SyncRow) -> StoreResult<SyncRecord> {
     let (user_id, sync_seq, event_key, item) = row;
-    SyncRecord {
+    let item = serde_json::from_str(&item).map_err(|error| {
+        StoreError::Backend(format!(
+            "sync item {sync_seq} of {user_id} is unreadable ({error}): the log was written by another version; rebuild it with `imctl replay`"
+        ))
+    })?;
+    Ok(SyncRecord {
         user_id,
         sync_seq: sync_seq as u64,
         event_key,
-        item: serde_json::from_str(&item).unwrap_or(Value::Null),
-    }
+        item,
+    })
 }
 
 pub const NOTIFY_STATE_COLUMNS: &str = "user_id, conversation_id, partition, counted_seq, pending, first_seq, last_seq, mentioned, due_ms, last_message";

@@ -72,6 +72,36 @@ pub struct StoredMessage {
     pub reactions: Vec<ReactionGroup>,
 }
 
+impl StoredMessage {
+    /// The committed message this row holds, delivered by `diffusion`.
+    pub fn committed(&self, diffusion: Diffusion) -> im_events::CommittedMessage {
+        im_events::CommittedMessage {
+            message_id: self.message_id.clone(),
+            conversation_id: self.conversation_id.clone(),
+            seq: self.seq,
+            sender_id: self.sender_id.clone(),
+            source: self.source.clone(),
+            event_id: self.event_id.clone(),
+            sent_at: self.sent_at.clone(),
+            kind: self.kind,
+            body: self.body.clone(),
+            mentions: self.mentions.clone(),
+            diffusion,
+            reply_to: self.reply_to,
+        }
+    }
+
+    /// The row as a sync item, with what happened to it since it was sent.
+    pub fn sync_item(&self, diffusion: Diffusion) -> im_events::SyncItem {
+        im_events::SyncItem::Message(im_events::SyncMessage {
+            message: self.committed(diffusion),
+            edited_at: self.edited_at.clone(),
+            recalled_at: self.recalled_at.clone(),
+            recalled_by: self.recalled_by.clone(),
+        })
+    }
+}
+
 /// One emoji on a message and who reacted with it (sorted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReactionGroup {
@@ -219,7 +249,7 @@ pub struct SyncRecord {
     pub sync_seq: u64,
     pub event_key: String,
     /// The sync item as the gateway sends it (without `sync_seq`).
-    pub item: Value,
+    pub item: im_events::SyncItem,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -362,30 +362,33 @@ pub fn timeline_envelopes(events: &[(u32, Timeline)]) -> Result<Vec<Outgoing>, s
 /// A message's notice carries its trace (by message id) on to push.
 pub fn fast_notices(
     committed: &[(CommittedMessage, Vec<String>)],
-    receipts: &[(Value, Vec<String>)],
+    receipts: &[(SyncItem, Vec<String>)],
     traces: &std::collections::HashMap<String, im_events::Trace>,
     user_partitions: u32,
-) -> Vec<(u32, Vec<Value>)> {
-    let mut by_partition: std::collections::BTreeMap<u32, Vec<Value>> =
+) -> Vec<(u32, Vec<PushNotice>)> {
+    let mut by_partition: std::collections::BTreeMap<u32, Vec<PushNotice>> =
         std::collections::BTreeMap::new();
     let messages = committed.iter().map(|(message, members)| {
-        let mut item = serde_json::to_value(message).unwrap_or_default();
-        item["type"] = Value::from("message");
-        (item, members, traces.get(&message.message_id))
+        (
+            SyncItem::from(message.clone()),
+            members,
+            traces.get(&message.message_id),
+        )
     });
     let receipts = receipts
         .iter()
         .map(|(item, users)| (item.clone(), users, None));
     for (item, members, trace) in messages.chain(receipts) {
         for member in members {
-            let mut notice = serde_json::json!({"user_id": member, "item": item});
-            if let Some(trace) = trace {
-                notice["trace"] = serde_json::json!(trace);
-            }
             by_partition
                 .entry(partition_of(member, user_partitions))
                 .or_default()
-                .push(notice);
+                .push(PushNotice {
+                    user_id: member.clone(),
+                    sync_seq: None,
+                    item: item.clone(),
+                    trace: trace.cloned(),
+                });
         }
     }
     by_partition.into_iter().collect()
@@ -393,20 +396,23 @@ pub fn fast_notices(
 
 /// The receipts a batch's outputs push to the other members' online
 /// devices (pushes only: `receipts` answers what they say at any time).
-pub fn receipt_items(outputs: &[(TimelineEvent, Stamp)]) -> Vec<(Value, Vec<String>)> {
+pub fn receipt_items(outputs: &[(TimelineEvent, Stamp)]) -> Vec<(SyncItem, Vec<String>)> {
+    let receipt = |mark: &im_events::ReadMarked, read: bool| {
+        let item = SyncItem::Receipt(ReceiptItem {
+            conversation_id: mark.conversation_id.clone(),
+            user_id: mark.user_id.clone(),
+            read_seq: read.then_some(mark.seq),
+            delivered_seq: (!read).then_some(mark.seq),
+        });
+        (item, mark.receipt_to.clone())
+    };
     outputs
         .iter()
         .filter_map(|(event, _)| match event {
-            TimelineEvent::Read(read) if !read.receipt_to.is_empty() => Some((
-                serde_json::json!({"type": "receipt", "conversation_id": read.conversation_id,
-                                   "user_id": read.user_id, "read_seq": read.seq}),
-                read.receipt_to.clone(),
-            )),
-            TimelineEvent::Delivered(delivered) if !delivered.receipt_to.is_empty() => Some((
-                serde_json::json!({"type": "receipt", "conversation_id": delivered.conversation_id,
-                                   "user_id": delivered.user_id, "delivered_seq": delivered.seq}),
-                delivered.receipt_to.clone(),
-            )),
+            TimelineEvent::Read(read) if !read.receipt_to.is_empty() => Some(receipt(read, true)),
+            TimelineEvent::Delivered(delivered) if !delivered.receipt_to.is_empty() => {
+                Some(receipt(delivered, false))
+            }
             _ => None,
         })
         .collect()

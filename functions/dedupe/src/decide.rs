@@ -5,10 +5,9 @@ use std::collections::HashMap;
 
 use im_events::ids::direct_members;
 use im_events::{
-    message_id_for, parse_rfc3339_ms, Accepted, Command, CommittedMessage, ConversationChanged,
-    ConversationKind, DeliveryMarked, Diffusion, ErrorCode, EventError, HistoryVisibility,
-    MessageEdited, MessageReacted, MessageRecalled, ReadMarked, TimelineEvent, UserBlocked,
-    UserMuted,
+    message_id_for, parse_rfc3339_ms, Accepted, Command, ConversationChanged, ConversationKind,
+    DeliveryMarked, Diffusion, ErrorCode, EventError, HistoryVisibility, MessageEdited,
+    MessageReacted, MessageRecalled, ReadMarked, TimelineEvent, UserBlocked, UserMuted,
 };
 mod blocks;
 mod edits;
@@ -124,23 +123,6 @@ pub fn referenced_users(command: &Command) -> Vec<String> {
         users.push(b.to_string());
     }
     users
-}
-
-pub fn committed_from_stored(message: &StoredMessage, diffusion: Diffusion) -> CommittedMessage {
-    CommittedMessage {
-        message_id: message.message_id.clone(),
-        conversation_id: message.conversation_id.clone(),
-        seq: message.seq,
-        sender_id: message.sender_id.clone(),
-        source: message.source.clone(),
-        event_id: message.event_id.clone(),
-        sent_at: message.sent_at.clone(),
-        kind: message.kind,
-        body: message.body.clone(),
-        mentions: message.mentions.clone(),
-        diffusion,
-        reply_to: message.reply_to,
-    }
 }
 
 fn diffusion_for(member_count: u64, config: &Config) -> Diffusion {
@@ -346,9 +328,7 @@ fn replay_duplicate(record: &IdempotencyRecord, view: &dyn View) -> Decision {
                     .conversation(&record.conversation_id)
                     .map(|c| c.diffusion)
                     .unwrap_or_default();
-                vec![TimelineEvent::Committed(committed_from_stored(
-                    &message, diffusion,
-                ))]
+                vec![TimelineEvent::Committed(message.committed(diffusion))]
             })
             .unwrap_or_default(),
         None => serde_json::from_value(record.outputs.clone()).unwrap_or_default(),

@@ -17,13 +17,13 @@ use im_events::partition::partition_of;
 use im_events::subjects::{accepted_subject, events_subject, push_subject, timeline_batch_subject};
 use im_events::{
     Accepted, AcceptedBatch, AcceptedItem, Command, CommittedMessage, Diffusion, Envelope,
-    Timeline, TimelineBatch, TimelineEvent, Verdict, PIPELINE_SOURCE,
+    PushNotice, ReceiptItem, SyncItem, Timeline, TimelineBatch, TimelineEvent, Verdict,
+    PIPELINE_SOURCE,
 };
 use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome, Rejection};
 use im_store::{ConversationEffect, ConversationStore};
-use serde_json::Value;
 
 use crate::decide::{decide, referenced_users, Config, MemoryView, View};
 
@@ -102,12 +102,14 @@ impl BatchHandler for Dedupe {
         for (partition, notices) in
             fast_notices(&committed, &receipts, &traces, self.user_partitions)
         {
-            let _ = client
-                .publish(
-                    push_subject(partition),
-                    Value::Array(notices).to_string().into(),
-                )
-                .await;
+            match serde_json::to_vec(&notices) {
+                Ok(payload) => {
+                    let _ = client
+                        .publish(push_subject(partition), payload.into())
+                        .await;
+                }
+                Err(error) => tracing::error!(%error, "push notices not serializable"),
+            }
         }
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()

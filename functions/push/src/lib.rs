@@ -15,6 +15,7 @@ use std::time::Duration;
 use async_nats::jetstream;
 use futures::StreamExt;
 use im_events::subjects::{gateway_user_subject, push_subject};
+use im_events::{PushNotice, SyncItem};
 use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
@@ -22,9 +23,6 @@ use im_store::{unread_state, ConversationStore, UserStore};
 use serde_json::{json, Value};
 
 pub const FUNCTION: &str = "push";
-
-mod decide;
-pub use decide::*;
 
 pub struct Push {
     pub client: async_nats::Client,
@@ -77,34 +75,27 @@ impl Push {
 
     /// Push one batch of notices from unread (or dedupe's fast path) for
     /// user partition `partition`.
-    pub async fn deliver(&self, partition: u32, notices: &[Value]) {
+    pub async fn deliver(&self, partition: u32, notices: &[PushNotice]) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut counts_needed: Vec<(String, String)> = Vec::new();
         // Until the batch is pushed.
         let mut spans = im_runtime::trace::Spans::default();
         for notice in notices {
-            let Some(user) = notice["user_id"].as_str() else {
-                continue;
-            };
+            let user = notice.user_id.as_str();
             let subjects = self.subjects_for(user, now);
             if subjects.is_empty() {
                 continue;
             }
-            let sync_seq = notice["sync_seq"].as_u64();
-            let Some(frame) = frame_for(sync_seq, &notice["item"]) else {
-                continue;
-            };
-            let trace = match notice.get("trace") {
-                Some(trace) if im_runtime::trace::enabled() => {
-                    let parent = serde_json::from_value::<im_events::Trace>(trace.clone()).ok();
-                    spans.event(
-                        FUNCTION,
-                        parent.as_ref(),
-                        Some(partition),
-                        sync_seq,
-                        notices.len(),
-                    )
-                }
+            let sync_seq = notice.sync_seq;
+            let frame = notice.item.frame(sync_seq);
+            let trace = match &notice.trace {
+                Some(parent) if im_runtime::trace::enabled() => spans.event(
+                    FUNCTION,
+                    Some(parent),
+                    Some(partition),
+                    sync_seq,
+                    notices.len(),
+                ),
                 _ => None,
             };
             self.publish_traced(subjects, frame.to_string().into(), trace.as_ref())
@@ -112,11 +103,8 @@ impl Push {
             metrics::counter!("im_pushed_total").increment(1);
             // From the event log to the device's gateway: the fast path
             // (from the commit) and the durable one (from the sync log).
-            if frame["op"] == "message" {
-                if let Some(sent) = frame["sent_at"]
-                    .as_str()
-                    .and_then(im_events::parse_rfc3339_ms)
-                {
+            if let Some(message) = notice.item.message() {
+                if let Some(sent) = im_events::parse_rfc3339_ms(&message.sent_at) {
                     let path = if sync_seq.is_some() { "log" } else { "fast" };
                     metrics::histogram!("im_push_latency_seconds", "path" => path)
                         .record((now - sent).max(0) as f64 / 1000.0);
@@ -124,14 +112,9 @@ impl Push {
             }
             // Unread counts follow the durable notice (the fast one comes
             // before unread has counted the message).
-            if sync_seq.is_some() && matches!(frame["op"].as_str(), Some("message" | "read")) {
-                let key = (
-                    user.to_string(),
-                    frame["conversation_id"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
+            if sync_seq.is_some() && matches!(notice.item, SyncItem::Message(_) | SyncItem::Read(_))
+            {
+                let key = (user.to_string(), notice.item.conversation_id().to_string());
                 if !counts_needed.contains(&key) {
                     counts_needed.push(key);
                 }
@@ -221,8 +204,15 @@ impl Push {
                 _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
             };
             let Some(message) = next else { break };
-            let notices: Vec<Value> = serde_json::from_slice(&message.payload).unwrap_or_default();
-            self.deliver(claim.partition, &notices).await;
+            match serde_json::from_slice::<Vec<PushNotice>>(&message.payload) {
+                Ok(notices) => self.deliver(claim.partition, &notices).await,
+                Err(error) => {
+                    // Only unread and dedupe may publish here; a payload
+                    // they did not write is counted and said, not guessed at.
+                    metrics::counter!("im_push_unreadable_notices_total").increment(1);
+                    tracing::warn!(partition = claim.partition, %error, "push notices unreadable; skipped");
+                }
+            }
         }
     }
 }
@@ -262,6 +252,3 @@ pub async fn run(
     im_runtime::trace::flush();
     Ok(())
 }
-
-#[cfg(test)]
-mod tests;

@@ -204,9 +204,7 @@ pub(super) fn materialize(
             }
             for message in fresh {
                 head += 1;
-                let mut item = serde_json::to_value(&message).unwrap_or_default();
-                item["type"] = json!("message");
-                item["diffusion"] = json!("read");
+                let item = message.sync_item(Diffusion::Read);
                 effects.push(UserEffect::AppendSync(SyncRecord {
                     user_id: user.to_string(),
                     sync_seq: head,
@@ -283,28 +281,25 @@ pub const NOTICES_PER_MESSAGE: usize = 100;
 pub fn push_notices(
     effects: &[UserEffect],
     traces: &HashMap<(String, u64), im_events::Trace>,
-) -> Vec<Vec<Value>> {
-    let notices: Vec<Value> = effects
+) -> Vec<Vec<PushNotice>> {
+    let notices: Vec<PushNotice> = effects
         .iter()
         .filter_map(|effect| match effect {
-            UserEffect::AppendSync(record) => {
-                let mut notice = json!({"user_id": record.user_id, "sync_seq": record.sync_seq, "item": record.item});
-                let key = (
-                    record.item["conversation_id"].as_str(),
-                    record.item["seq"].as_u64(),
-                );
-                if let (Some(conversation), Some(seq)) = key {
-                    if let Some(trace) = traces.get(&(conversation.to_string(), seq)) {
-                        notice["trace"] = json!(trace);
-                    }
-                }
-                Some(notice)
-            }
+            UserEffect::AppendSync(record) => Some(PushNotice {
+                user_id: record.user_id.clone(),
+                sync_seq: Some(record.sync_seq),
+                trace: record.item.seq().and_then(|seq| {
+                    traces
+                        .get(&(record.item.conversation_id().to_string(), seq))
+                        .cloned()
+                }),
+                item: record.item.clone(),
+            }),
             _ => None,
         })
         .collect();
     notices
         .chunks(NOTICES_PER_MESSAGE)
-        .map(<[Value]>::to_vec)
+        .map(<[PushNotice]>::to_vec)
         .collect()
 }

@@ -32,7 +32,7 @@ pub fn decide(
         muted_until_ms: None,
         last_message: None,
     };
-    let mut append = |next: &mut UserState, key: String, item: Value| {
+    let mut append = |next: &mut UserState, key: String, item: SyncItem| {
         next.last_sync_seq += 1;
         effects.push(UserEffect::AppendSync(SyncRecord {
             user_id: user_id.to_string(),
@@ -74,9 +74,7 @@ pub fn decide(
                 "seq": message.seq, "sender_id": message.sender_id, "kind": message.kind,
                 "body": message.body, "sent_at": message.sent_at,
             }));
-            let mut item = serde_json::to_value(message).unwrap_or_default();
-            item["type"] = json!("message");
-            append(&mut next, event.effect_key(), item);
+            append(&mut next, event.effect_key(), message.clone().into());
             effects.push(UserEffect::PutUserConversation(row.clone()));
             next.row = Some(row);
         }
@@ -97,15 +95,16 @@ pub fn decide(
             append(
                 &mut next,
                 event.effect_key(),
-                json!({"type": "read", "conversation_id": conversation_id, "seq": mark}),
+                SyncItem::Read(ReadItem {
+                    conversation_id: conversation_id.clone(),
+                    seq: mark,
+                }),
             );
             effects.push(UserEffect::PutUserConversation(row.clone()));
             next.row = Some(row);
         }
         TimelineEvent::Edited(edit) => {
-            let mut item = serde_json::to_value(edit).unwrap_or_default();
-            item["type"] = json!("edit");
-            append(&mut next, event.effect_key(), item);
+            append(&mut next, event.effect_key(), SyncItem::Edit(edit.clone()));
             effects.push(UserEffect::MarkApplied {
                 user_id: user_id.to_string(),
                 key: event.effect_key(),
@@ -113,9 +112,11 @@ pub fn decide(
             next.applied = true;
         }
         TimelineEvent::Reacted(reaction) => {
-            let mut item = serde_json::to_value(reaction).unwrap_or_default();
-            item["type"] = json!("reaction");
-            append(&mut next, event.effect_key(), item);
+            append(
+                &mut next,
+                event.effect_key(),
+                SyncItem::Reaction(reaction.clone()),
+            );
             effects.push(UserEffect::MarkApplied {
                 user_id: user_id.to_string(),
                 key: event.effect_key(),
@@ -124,9 +125,11 @@ pub fn decide(
         }
         TimelineEvent::Blocked(_) | TimelineEvent::Delivered(_) => {}
         TimelineEvent::Recalled(recall) => {
-            let mut item = serde_json::to_value(recall).unwrap_or_default();
-            item["type"] = json!("recall");
-            append(&mut next, event.effect_key(), item);
+            append(
+                &mut next,
+                event.effect_key(),
+                SyncItem::Recall(recall.clone()),
+            );
             effects.push(UserEffect::MarkApplied {
                 user_id: user_id.to_string(),
                 key: event.effect_key(),

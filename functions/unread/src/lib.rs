@@ -11,12 +11,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use im_events::{Delivery, DeliveryPayload, Diffusion, TimelineEvent};
+use im_events::{
+    Delivery, DeliveryPayload, Diffusion, PushNotice, ReadItem, SyncItem, TimelineEvent,
+};
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::{
     ConversationStore, StoreError, SyncRecord, UserConversation, UserEffect, UserStore,
 };
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub const FUNCTION: &str = "unread";
 
@@ -80,9 +82,12 @@ impl BatchHandler for Unread {
             }
             let subject = im_events::subjects::push_subject(claim.partition);
             for chunk in notices {
-                let _ = client
-                    .publish(subject.clone(), Value::Array(chunk).to_string().into())
-                    .await;
+                match serde_json::to_vec(&chunk) {
+                    Ok(payload) => {
+                        let _ = client.publish(subject.clone(), payload.into()).await;
+                    }
+                    Err(error) => tracing::error!(%error, "push notices not serializable"),
+                }
             }
         }
         drop(spans);
@@ -118,7 +123,10 @@ mod compaction_tests {
                 user_id: user.into(),
                 sync_seq: n,
                 event_key: format!("k{n}"),
-                item: json!({}),
+                item: SyncItem::Read(im_events::ReadItem {
+                    conversation_id: "c".into(),
+                    seq: n,
+                }),
             })
         })
         .collect()

@@ -140,8 +140,7 @@ impl Batches {
             .sync_items("u", 0, 1000)
             .unwrap()
             .iter()
-            .filter(|r| r.item["type"] == "message")
-            .map(|r| r.item["seq"].as_u64().unwrap())
+            .filter_map(|r| r.item.message().map(|m| m.seq))
             .collect()
     }
 

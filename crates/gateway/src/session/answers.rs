@@ -126,15 +126,12 @@ pub(super) async fn report_delivery(
     let Ok(Ok(items)) = items else { return };
     let mut highest: std::collections::BTreeMap<String, u64> = Default::default();
     for record in items.iter().filter(|r| r.sync_seq <= to) {
-        let item = &record.item;
-        if item["type"] != "message" || item["sender_id"] == context.user.as_str() {
+        let Some(message) = record.item.message() else {
             continue;
-        }
-        if let (Some(conversation), Some(seq)) =
-            (item["conversation_id"].as_str(), item["seq"].as_u64())
-        {
-            let entry = highest.entry(conversation.to_string()).or_default();
-            *entry = (*entry).max(seq);
+        };
+        if message.sender_id != context.user {
+            let entry = highest.entry(message.conversation_id.clone()).or_default();
+            *entry = (*entry).max(message.seq);
         }
     }
     for (conversation_id, seq) in highest {

@@ -143,11 +143,7 @@ pub(super) async fn handle(
             records.truncate(limit);
             let mut items: Vec<Value> = records
                 .into_iter()
-                .map(|record| {
-                    let mut item = record.item;
-                    item["sync_seq"] = json!(record.sync_seq);
-                    item
-                })
+                .map(|record| record.item.logged(record.sync_seq))
                 .collect();
             let reply = |items: &[Value], has_more: bool| {
                 let next = items

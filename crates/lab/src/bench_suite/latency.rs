@@ -100,11 +100,13 @@ pub async fn latency(
                     };
                     for item in items {
                         cursors.insert(user.clone(), item.sync_seq);
-                        if let Some(at) = sent
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .get(item.item["body"]["id"].as_str().unwrap_or_default())
-                        {
+                        let id = item.item.message().and_then(|m| m.body["id"].as_str());
+                        if let Some(at) = id.and_then(|id| {
+                            sent.lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get(id)
+                                .copied()
+                        }) {
                             visible
                                 .lock()
                                 .unwrap_or_else(|p| p.into_inner())

@@ -147,7 +147,10 @@ impl UserStore for ScyllaStore {
                                 big(sync_bucket(record.sync_seq)),
                                 big(record.sync_seq),
                                 text(&record.event_key),
-                                text(record.item.to_string()),
+                                text(
+                                    serde_json::to_string(&record.item)
+                                        .map_err(|e| StoreError::Backend(e.to_string()))?,
+                                ),
                             ],
                         ));
                 }
@@ -242,7 +245,7 @@ pub(super) async fn sync_page(
             vec![text(user), big(bucket), big(after), big(until), int(limit)],
         )
         .await?;
-    Ok(rows.into_iter().map(sync_from_row).collect())
+    rows.into_iter().map(sync_from_row).collect()
 }
 
 pub(super) async fn floor(db: &Inner, user: &str) -> StoreResult<u64> {

@@ -89,7 +89,7 @@ pub fn sync_log_pages_in_order(_conversations: &dyn ConversationStore, users: &d
                     user_id: "bob".into(),
                     sync_seq: n,
                     event_key: format!("m:c:{n}"),
-                    item: json!({"type": "message", "seq": n}),
+                    item: read_item(n),
                 }),
                 UserEffect::MarkApplied {
                     user_id: "bob".into(),
@@ -114,6 +114,8 @@ pub fn sync_log_pages_in_order(_conversations: &dyn ConversationStore, users: &d
         seen.extend(page.into_iter().map(|r| r.sync_seq));
     }
     assert_eq!(seen, (1..=30).collect::<Vec<_>>());
+    // An item reads back as it was written.
+    assert_eq!(users.sync_items("bob", 6, 1).unwrap()[0].item, read_item(7));
     // A sync_seq cannot be taken twice.
     let again = users.apply(
         &fence(1),
@@ -121,7 +123,7 @@ pub fn sync_log_pages_in_order(_conversations: &dyn ConversationStore, users: &d
             user_id: "bob".into(),
             sync_seq: 30,
             event_key: "other".into(),
-            item: json!({}),
+            item: read_item(0),
         })],
     );
     assert!(again.is_err());
@@ -138,7 +140,7 @@ pub fn sync_log_compaction_keeps_the_head(
                     user_id: "bob".into(),
                     sync_seq: n,
                     event_key: format!("m:c:{n}"),
-                    item: json!({"type": "message", "seq": n}),
+                    item: read_item(n),
                 })
             })
             .collect()
@@ -207,7 +209,7 @@ pub fn apply_is_atomic(conversations: &dyn ConversationStore, users: &dyn UserSt
                 user_id: "u".into(),
                 sync_seq: 1,
                 event_key: "k1".into(),
-                item: json!({}),
+                item: read_item(0),
             })],
         )
         .unwrap();
@@ -219,7 +221,7 @@ pub fn apply_is_atomic(conversations: &dyn ConversationStore, users: &dyn UserSt
                 user_id: "u".into(),
                 sync_seq: 1,
                 event_key: "k2".into(),
-                item: json!({}),
+                item: read_item(0),
             }),
         ],
     );
@@ -232,3 +234,11 @@ pub fn apply_is_atomic(conversations: &dyn ConversationStore, users: &dyn UserSt
 }
 
 // ---- the offline function's store -------------------------------------
+
+/// A sync item for the log checks.
+pub fn read_item(seq: u64) -> im_events::SyncItem {
+    im_events::SyncItem::Read(im_events::ReadItem {
+        conversation_id: "c".into(),
+        seq,
+    })
+}

@@ -132,7 +132,13 @@ impl UserStore for SqliteUserStore {
                     user_id: row.get(0)?,
                     sync_seq: row.get::<_, i64>(1)? as u64,
                     event_key: row.get(2)?,
-                    item: serde_json::from_str(&item).unwrap_or(Value::Null),
+                    item: serde_json::from_str(&item).map_err(|error| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            3,
+                            rusqlite::types::Type::Text,
+                            format!("sync item of {user_id} is unreadable ({error}): the log was written by another version; rebuild it with `imctl replay`").into(),
+                        )
+                    })?,
                 })
             })?;
             rows.take(limit).collect()
@@ -252,7 +258,7 @@ pub(super) fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> Sto
                     record.user_id,
                     record.sync_seq as i64,
                     record.event_key,
-                    record.item.to_string()
+                    serde_json::to_string(&record.item).map_err(json_error)?
                 ],
             )
             .map_err(|error| match error {

@@ -112,12 +112,9 @@ pub(super) fn send(
         reactions: vec![],
     };
     record.last_seq = seq;
-    decision
-        .outputs
-        .push(TimelineEvent::Committed(committed_from_stored(
-            &message,
-            record.diffusion,
-        )));
+    decision.outputs.push(TimelineEvent::Committed(
+        message.committed(record.diffusion),
+    ));
     decision
         .effects
         .push(ConversationEffect::InsertMessage(message.clone()));

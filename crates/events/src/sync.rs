@@ -1,0 +1,152 @@
+//! What a device is told: the items of a user's sync log, and the notices
+//! that push them to online devices.
+//!
+//! A sync item is `{"type": "message" | "edit" | "recall" | "read" |
+//! "reaction", …}` in the log (the gateway adds `sync_seq` when it answers a
+//! `sync`); pushed, it becomes a frame whose `op` names it ([`SyncItem::op`]).
+//! A `receipt` is never in the log: it is only pushed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{CommittedMessage, MessageEdited, MessageReacted, MessageRecalled, Trace};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SyncItem {
+    Message(SyncMessage),
+    Edit(MessageEdited),
+    Recall(MessageRecalled),
+    Read(ReadItem),
+    Reaction(MessageReacted),
+    Receipt(ReceiptItem),
+}
+
+/// A message in a sync log: the committed message, and for one copied into
+/// the log later (read diffusion), what happened to it since.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SyncMessage {
+    #[serde(flatten)]
+    pub message: CommittedMessage,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recalled_by: Option<String>,
+}
+
+/// The user read the conversation up to `seq` (on any of their devices).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadItem {
+    pub conversation_id: String,
+    pub seq: u64,
+}
+
+/// Another member read or received the conversation up to a seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptItem {
+    pub conversation_id: String,
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_seq: Option<u64>,
+}
+
+impl From<CommittedMessage> for SyncItem {
+    fn from(message: CommittedMessage) -> Self {
+        SyncItem::Message(SyncMessage {
+            message,
+            edited_at: None,
+            recalled_at: None,
+            recalled_by: None,
+        })
+    }
+}
+
+impl SyncItem {
+    /// The `op` of the frame that pushes it.
+    pub fn op(&self) -> &'static str {
+        match self {
+            SyncItem::Message(_) => "message",
+            SyncItem::Edit(_) => "edited",
+            SyncItem::Recall(_) => "recalled",
+            SyncItem::Read(_) => "read",
+            SyncItem::Reaction(_) => "reacted",
+            SyncItem::Receipt(_) => "receipt",
+        }
+    }
+
+    pub fn conversation_id(&self) -> &str {
+        match self {
+            SyncItem::Message(m) => &m.message.conversation_id,
+            SyncItem::Edit(e) => &e.conversation_id,
+            SyncItem::Recall(r) => &r.conversation_id,
+            SyncItem::Read(r) => &r.conversation_id,
+            SyncItem::Reaction(r) => &r.conversation_id,
+            SyncItem::Receipt(r) => &r.conversation_id,
+        }
+    }
+
+    /// The message seq it is about (a read mark's seq; none for a receipt).
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            SyncItem::Message(m) => Some(m.message.seq),
+            SyncItem::Edit(e) => Some(e.seq),
+            SyncItem::Recall(r) => Some(r.seq),
+            SyncItem::Read(r) => Some(r.seq),
+            SyncItem::Reaction(r) => Some(r.seq),
+            SyncItem::Receipt(_) => None,
+        }
+    }
+
+    /// The message, if it is one.
+    pub fn message(&self) -> Option<&CommittedMessage> {
+        match self {
+            SyncItem::Message(m) => Some(&m.message),
+            _ => None,
+        }
+    }
+
+    /// The item as the log holds it and `sync` answers it, with `sync_seq`.
+    pub fn logged(&self, sync_seq: u64) -> Value {
+        let mut value = serde_json::to_value(self).expect("a sync item is plain data");
+        if let Some(object) = value.as_object_mut() {
+            object.insert("sync_seq".into(), sync_seq.into());
+        }
+        value
+    }
+
+    /// The frame a device gets when it is pushed: the item's fields under
+    /// its `op`, without the recipients list; `sync_seq` once the item is in
+    /// the log (none on the fast path, pushed from the commit).
+    pub fn frame(&self, sync_seq: Option<u64>) -> Value {
+        let mut frame = serde_json::to_value(self).expect("a sync item is plain data");
+        if let Some(object) = frame.as_object_mut() {
+            object.remove("type");
+            object.remove("recipients");
+            object.insert("op".into(), self.op().into());
+            if let Some(sync_seq) = sync_seq {
+                object.insert("sync_seq".into(), sync_seq.into());
+            }
+        }
+        frame
+    }
+}
+
+/// One item for one user's online devices, from unread (with the item's
+/// `sync_seq`) or from dedupe's fast path (without), on a user partition's
+/// push subject; a batch of them travels as a JSON array.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PushNotice {
+    pub user_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_seq: Option<u64>,
+    pub item: SyncItem,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Trace>,
+}
+
+#[cfg(test)]
+mod tests;
