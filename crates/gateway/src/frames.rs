@@ -5,8 +5,12 @@ use im_events::MessageKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// A client frame. Its `op`s ([`OPS`], [`ClientFrame::op`]) are the serde
+/// tags, derived from the variants like serde's (`rename_all`, checked by
+/// the frame tests: every op in `OPS` parses as itself).
+#[derive(Debug, Clone, PartialEq, Deserialize, strum::VariantNames, strum::IntoStaticStr)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[strum(serialize_all = "snake_case")]
 pub enum ClientFrame {
     Send {
         conversation_id: String,
@@ -106,30 +110,8 @@ pub enum ClientFrame {
 /// Users one presence frame may name, and one connection follow.
 pub const MAX_PRESENCE_USERS: usize = 200;
 
-pub const OPS: [&str; 22] = [
-    "send",
-    "sync",
-    "history",
-    "read",
-    "conversations",
-    "ping",
-    "edit",
-    "recall",
-    "typing",
-    "delivered",
-    "register_push",
-    "unregister_push",
-    "auth",
-    "mute",
-    "react",
-    "unreact",
-    "block",
-    "unblock",
-    "receipts",
-    "presence",
-    "presence_subscribe",
-    "presence_unsubscribe",
-];
+/// Every op a client may send.
+pub const OPS: &[&str] = <ClientFrame as strum::VariantNames>::VARIANTS;
 
 /// Every op the server sends (the gateway's answers and pushes, and the
 /// push function's frames); `schemas/asyncapi.yaml` describes each.
@@ -163,30 +145,7 @@ pub const SERVER_OPS: [&str; 24] = [
 impl ClientFrame {
     /// Its `op` (a metric label: one of [`OPS`]).
     pub fn op(&self) -> &'static str {
-        match self {
-            ClientFrame::Send { .. } => "send",
-            ClientFrame::Sync { .. } => "sync",
-            ClientFrame::History { .. } => "history",
-            ClientFrame::Read { .. } => "read",
-            ClientFrame::Conversations {} => "conversations",
-            ClientFrame::Ping {} => "ping",
-            ClientFrame::Edit { .. } => "edit",
-            ClientFrame::Recall { .. } => "recall",
-            ClientFrame::Typing { .. } => "typing",
-            ClientFrame::Delivered { .. } => "delivered",
-            ClientFrame::RegisterPush { .. } => "register_push",
-            ClientFrame::UnregisterPush {} => "unregister_push",
-            ClientFrame::Auth { .. } => "auth",
-            ClientFrame::Mute { .. } => "mute",
-            ClientFrame::React { .. } => "react",
-            ClientFrame::Unreact { .. } => "unreact",
-            ClientFrame::Block { .. } => "block",
-            ClientFrame::Unblock { .. } => "unblock",
-            ClientFrame::Receipts { .. } => "receipts",
-            ClientFrame::Presence { .. } => "presence",
-            ClientFrame::PresenceSubscribe { .. } => "presence_subscribe",
-            ClientFrame::PresenceUnsubscribe { .. } => "presence_unsubscribe",
-        }
+        self.into()
     }
 
     /// Frames that change state or reach other users: they share the

@@ -43,7 +43,10 @@ fn every_op_parses() {
     ops.sort();
     assert_eq!(seen, ops, "every op in OPS is tried here");
     for text in frames {
-        parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        let frame = parse(text).unwrap_or_else(|e| panic!("{text}: {e:?}"));
+        // The derived op is serde's tag.
+        let op = serde_json::from_str::<Value>(text).unwrap()["op"].clone();
+        assert_eq!(frame.op(), op, "{text}");
     }
 }
 
