@@ -135,6 +135,32 @@ impl SyncItem {
     }
 }
 
+/// A conversation's last message as a conversation list shows it, and as a
+/// notification previews it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastMessage {
+    /// Absent in previews stored by earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    pub sender_id: String,
+    pub kind: crate::MessageKind,
+    pub body: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at: Option<String>,
+}
+
+impl From<&CommittedMessage> for LastMessage {
+    fn from(message: &CommittedMessage) -> Self {
+        LastMessage {
+            seq: Some(message.seq),
+            sender_id: message.sender_id.clone(),
+            kind: message.kind,
+            body: message.body.clone(),
+            sent_at: Some(message.sent_at.clone()),
+        }
+    }
+}
+
 /// One item for one user's online devices, from unread (with the item's
 /// `sync_seq`) or from dedupe's fast path (without), on a user partition's
 /// push subject; a batch of them travels as a JSON array.

@@ -38,7 +38,7 @@ fn literals_after(text: &str, pattern: &str) -> BTreeSet<String> {
 
 #[test]
 fn every_client_frame_is_described_and_nothing_else() {
-    assert_eq!(described("client"), set(&OPS));
+    assert_eq!(described("client"), set(OPS));
 }
 
 #[test]

@@ -50,10 +50,13 @@ pub fn is_gateway_reply_subject(subject: &str) -> bool {
 }
 
 /// Answer a publisher; best effort (it times out and retries if lost).
-pub async fn reply(client: &async_nats::Client, subject: &str, answer: &serde_json::Value) {
-    let _ = client
-        .publish(subject.to_string(), answer.to_string().into())
-        .await;
+pub async fn reply(client: &async_nats::Client, subject: &str, verdict: &im_events::Verdict) {
+    match serde_json::to_vec(verdict) {
+        Ok(payload) => {
+            let _ = client.publish(subject.to_string(), payload.into()).await;
+        }
+        Err(error) => tracing::error!(%error, "verdict not serializable"),
+    }
 }
 
 /// Most acks one call keeps outstanding.

@@ -199,7 +199,8 @@ pub fn user_conversation_from_row(
         joined_seq: joined_seq as u64,
         diffusion: Diffusion::parse(&diffusion).ok_or_else(|| bad("diffusion", &diffusion))?,
         muted_until_ms,
-        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+        last_message: im_store::parse_last_message(last_message.as_deref())
+            .map_err(StoreError::Backend)?,
     })
 }
 
@@ -214,7 +215,7 @@ pub fn user_conversation_values(row: &UserConversation) -> Values {
         row.muted_until_ms.map(CqlValue::BigInt),
         row.last_message
             .as_ref()
-            .map(|v| CqlValue::Text(v.to_string())),
+            .map(|v| CqlValue::Text(serde_json::to_string(v).expect("JSON data serializes"))),
     ]
 }
 
@@ -249,7 +250,7 @@ pub type NotifyStateRow = (
     Option<String>,
 );
 
-pub fn notify_state_from_row(row: NotifyStateRow) -> NotifyState {
+pub fn notify_state_from_row(row: NotifyStateRow) -> StoreResult<NotifyState> {
     let (
         user_id,
         conversation_id,
@@ -262,7 +263,7 @@ pub fn notify_state_from_row(row: NotifyStateRow) -> NotifyState {
         due_ms,
         last_message,
     ) = row;
-    NotifyState {
+    Ok(NotifyState {
         user_id,
         conversation_id,
         partition: partition as u32,
@@ -272,8 +273,9 @@ pub fn notify_state_from_row(row: NotifyStateRow) -> NotifyState {
         last_seq: last_seq as u64,
         mentioned,
         due_ms,
-        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
-    }
+        last_message: im_store::parse_last_message(last_message.as_deref())
+            .map_err(StoreError::Backend)?,
+    })
 }
 
 pub fn notify_state_values(s: &NotifyState) -> Values {
@@ -289,7 +291,7 @@ pub fn notify_state_values(s: &NotifyState) -> Values {
         big(s.due_ms),
         s.last_message
             .as_ref()
-            .map(|v| CqlValue::Text(v.to_string())),
+            .map(|v| CqlValue::Text(serde_json::to_string(v).expect("JSON data serializes"))),
     ]
 }
 

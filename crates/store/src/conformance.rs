@@ -141,6 +141,17 @@ pub struct Notifications {
     pub guard: Box<dyn std::any::Any>,
 }
 
+/// A conversation's last message for the checks.
+pub fn preview(sender: &str, text: &str) -> im_events::LastMessage {
+    im_events::LastMessage {
+        seq: Some(1),
+        sender_id: sender.into(),
+        kind: MessageKind::Text,
+        body: json!({ "text": text }),
+        sent_at: Some("2026-01-01T00:00:00.000Z".into()),
+    }
+}
+
 /// Why a backend leaves `check` out, if it does.
 pub fn left_out_reason<'a>(left_out: &[(&str, &'a str)], check: &str) -> Option<&'a str> {
     left_out

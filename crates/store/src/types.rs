@@ -102,6 +102,17 @@ impl StoredMessage {
     }
 }
 
+/// A stored preview ([`im_events::LastMessage`]) read back: one that does
+/// not parse is an error that says how to rebuild, never a missing preview.
+pub fn parse_last_message(text: Option<&str>) -> Result<Option<im_events::LastMessage>, String> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(text) => serde_json::from_str(text).map(Some).map_err(|error| {
+            format!("stored last message is unreadable ({error}): rebuild with `imctl replay`")
+        }),
+    }
+}
+
 /// One emoji on a message and who reacted with it (sorted).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReactionGroup {
@@ -161,9 +172,9 @@ pub struct IdempotencyRecord {
     /// For sends: the committed message.
     pub seq: Option<u64>,
     pub message_id: Option<String>,
-    /// For other events: the timeline events they produced (JSON array), so a
-    /// duplicate republishes exactly them.
-    pub outputs: Value,
+    /// For other events: the timeline events they produced, so a duplicate
+    /// republishes exactly them.
+    pub outputs: Vec<im_events::TimelineEvent>,
     pub recorded_at_ms: i64,
     /// What makes a repeat of this (source, id) the same event: its type and
     /// actor (`im.message.send alice`). A repeat whose fingerprint (or
@@ -234,7 +245,7 @@ pub struct UserConversation {
     pub diffusion: Diffusion,
     pub muted_until_ms: Option<i64>,
     /// The newest message's preview (sender, kind, body), if any.
-    pub last_message: Option<Value>,
+    pub last_message: Option<im_events::LastMessage>,
 }
 
 impl UserConversation {
@@ -293,7 +304,7 @@ pub struct NotifyState {
     /// When the pending notification is due (unix ms).
     pub due_ms: i64,
     /// The newest pending message: sender, kind, body.
-    pub last_message: Option<Value>,
+    pub last_message: Option<im_events::LastMessage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

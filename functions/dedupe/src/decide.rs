@@ -191,9 +191,9 @@ impl Ctx<'_> {
             seq,
             message_id,
             outputs: if seq.is_some() {
-                serde_json::Value::Array(vec![])
+                vec![]
             } else {
-                serde_json::to_value(outputs).unwrap_or_default()
+                outputs.to_vec()
             },
             recorded_at_ms: self.received_ms,
             fingerprint: event.payload.fingerprint(),
@@ -331,7 +331,7 @@ fn replay_duplicate(record: &IdempotencyRecord, view: &dyn View) -> Decision {
                 vec![TimelineEvent::Committed(message.committed(diffusion))]
             })
             .unwrap_or_default(),
-        None => serde_json::from_value(record.outputs.clone()).unwrap_or_default(),
+        None => record.outputs.clone(),
     };
     Decision {
         effects: vec![],

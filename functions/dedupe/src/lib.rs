@@ -82,12 +82,7 @@ impl BatchHandler for Dedupe {
         // on to fanout and unread.
         let client = self.js.client();
         for (subject, verdict) in &answers {
-            reply(
-                &client,
-                subject,
-                &serde_json::to_value(verdict).unwrap_or_default(),
-            )
-            .await;
+            reply(&client, subject, verdict).await;
         }
         let receipts = receipt_items(&outputs);
         let traces: std::collections::HashMap<String, im_events::Trace> = outputs

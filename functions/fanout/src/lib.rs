@@ -49,7 +49,7 @@ impl BatchHandler for Fanout {
             let mut events: Vec<(TimelineEvent, Vec<String>, Option<im_events::Trace>)> =
                 Vec::new();
             let mut time = String::new();
-            let mut group_pushes: Vec<serde_json::Value> = Vec::new();
+            let mut group_pushes: Vec<im_events::CommittedMessage> = Vec::new();
             let mut outcomes = Vec::with_capacity(batch.len());
             for message in &batch {
                 let carried = if im_events::subjects::is_batch_subject(&message.subject) {
@@ -69,7 +69,7 @@ impl BatchHandler for Fanout {
                 for timeline in timelines {
                     if let TimelineEvent::Committed(message) = &timeline.payload {
                         if message.diffusion == Diffusion::Read {
-                            group_pushes.push(serde_json::to_value(message).unwrap_or_default());
+                            group_pushes.push(message.clone());
                         }
                     }
                     let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
@@ -110,12 +110,14 @@ impl BatchHandler for Fanout {
         // notifies the members who are online (members who are not pull).
         let client = self.js.client();
         for message in group_pushes {
-            let _ = client
-                .publish(
-                    im_events::subjects::GROUP_PUSH_SUBJECT,
-                    message.to_string().into(),
-                )
-                .await;
+            match serde_json::to_vec(&message) {
+                Ok(payload) => {
+                    let _ = client
+                        .publish(im_events::subjects::GROUP_PUSH_SUBJECT, payload.into())
+                        .await;
+                }
+                Err(error) => tracing::error!(%error, "large-group push not serializable"),
+            }
         }
         drop(spans);
         Ok(outcomes)

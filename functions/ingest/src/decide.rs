@@ -318,8 +318,8 @@ pub fn accepted_msg_id(accepted: &Accepted) -> String {
 }
 
 /// The answer to a publisher waiting on a refused event.
-pub fn refusal(error: &EventError) -> serde_json::Value {
-    serde_json::to_value(im_events::Verdict::refused(error)).unwrap_or_default()
+pub fn refusal(error: &EventError) -> im_events::Verdict {
+    im_events::Verdict::refused(error)
 }
 
 /// Best effort: the identity of an event that could not be parsed fully.

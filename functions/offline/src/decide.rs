@@ -97,9 +97,7 @@ pub fn accumulate(
                 next.pending += 1;
                 next.last_seq = message.seq;
                 next.mentioned |= message.mentions.iter().any(|m| m == user);
-                next.last_message = Some(json!({
-                    "sender_id": message.sender_id, "kind": message.kind, "body": message.body,
-                }));
+                next.last_message = Some(message.into());
             }
             Some(next)
         }
@@ -162,13 +160,18 @@ pub fn notification_id(user: &str, conversation: &str, last_seq: u64, device: &s
     uuid::Uuid::new_v5(&NAMESPACE, name.as_bytes()).to_string()
 }
 
-pub(super) fn preview(message: &Value) -> String {
-    let body = &message["body"];
-    let text = match message["kind"].as_str() {
-        Some("text") => body["text"].as_str().unwrap_or_default().to_string(),
-        Some("image") => "[image]".to_string(),
-        Some("file") => "[file]".to_string(),
-        _ => "[message]".to_string(),
+pub(super) fn preview(message: Option<&im_events::LastMessage>) -> String {
+    let text = match message {
+        Some(message) => match message.kind {
+            im_events::MessageKind::Text => message.body["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            im_events::MessageKind::Image => "[image]".to_string(),
+            im_events::MessageKind::File => "[file]".to_string(),
+            im_events::MessageKind::Custom => "[message]".to_string(),
+        },
+        None => "[message]".to_string(),
     };
     let mut short: String = text.chars().take(120).collect();
     if short.len() < text.len() {
@@ -179,16 +182,16 @@ pub(super) fn preview(message: &Value) -> String {
 
 /// Title and body of a notification: "Project X" / "3 new messages".
 pub fn texts(state: &NotifyState, kind: ConversationKind, title: Option<&str>) -> (String, String) {
-    let last = state.last_message.clone().unwrap_or(Value::Null);
-    let sender = last["sender_id"].as_str().unwrap_or("someone").to_string();
+    let last = state.last_message.as_ref();
+    let sender = last.map_or("someone", |m| m.sender_id.as_str()).to_string();
     let heading = match kind {
         ConversationKind::Group => title.unwrap_or(&state.conversation_id).to_string(),
         ConversationKind::Direct => sender.clone(),
     };
     let body = match (state.pending, kind, state.mentioned) {
-        (1, _, true) => format!("{sender} mentioned you: {}", preview(&last)),
-        (1, ConversationKind::Group, false) => format!("{sender}: {}", preview(&last)),
-        (1, ConversationKind::Direct, false) => preview(&last),
+        (1, _, true) => format!("{sender} mentioned you: {}", preview(last)),
+        (1, ConversationKind::Group, false) => format!("{sender}: {}", preview(last)),
+        (1, ConversationKind::Direct, false) => preview(last),
         (n, _, true) => format!("{n} new messages, and you were mentioned"),
         (n, _, false) => format!("{n} new messages"),
     };

@@ -306,8 +306,10 @@ fn texts_read_naturally() {
     );
     assert_eq!(texts(&one, ConversationKind::Group, None).0, "g:team");
     let mut long = one.clone();
-    long.last_message =
-        Some(json!({"sender_id": "a", "kind": "text", "body": {"text": "x".repeat(500)}}));
+    long.last_message = serde_json::from_value(
+        json!({"sender_id": "a", "kind": "text", "body": {"text": "x".repeat(500)}}),
+    )
+    .unwrap();
     assert!(
         texts(&long, ConversationKind::Direct, None)
             .1
@@ -315,7 +317,9 @@ fn texts_read_naturally() {
             .count()
             <= 121
     );
-    long.last_message = Some(json!({"sender_id": "a", "kind": "image", "body": {"url": "u"}}));
+    long.last_message =
+        serde_json::from_value(json!({"sender_id": "a", "kind": "image", "body": {"url": "u"}}))
+            .unwrap();
     assert_eq!(texts(&long, ConversationKind::Direct, None).1, "[image]");
 }
 

@@ -20,7 +20,7 @@ use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
 use im_store::{unread_state, ConversationStore, UserStore};
-use serde_json::{json, Value};
+use serde_json::json;
 
 pub const FUNCTION: &str = "push";
 
@@ -139,22 +139,18 @@ impl Push {
 
     /// A message in a read-diffusion group: its online members get the
     /// frame (without a sync_seq: such conversations are read by history).
-    pub async fn deliver_group(&self, message: &Value) {
-        let Some(conversation_id) = message["conversation_id"].as_str() else {
-            return;
-        };
-        let (store, conversation) = (self.conversations.clone(), conversation_id.to_string());
+    pub async fn deliver_group(&self, message: &im_events::CommittedMessage) {
+        let (store, conversation) = (self.conversations.clone(), message.conversation_id.clone());
         let Ok(Ok(members)) =
             tokio::task::spawn_blocking(move || store.current_members(&conversation)).await
         else {
             return;
         };
         let now = chrono::Utc::now().timestamp_millis();
-        let mut frame = message.clone();
-        if let Some(object) = frame.as_object_mut() {
-            object.insert("op".into(), json!("message"));
-        }
-        let payload: bytes::Bytes = frame.to_string().into();
+        let payload: bytes::Bytes = SyncItem::from(message.clone())
+            .frame(None)
+            .to_string()
+            .into();
         for member in members {
             let subjects = self.subjects_for(&member, now);
             if subjects.is_empty() {
@@ -181,8 +177,12 @@ impl Push {
                 _ = shutdown.wait() => break,
             };
             let Some(message) = next else { break };
-            if let Ok(value) = serde_json::from_slice::<Value>(&message.payload) {
-                self.deliver_group(&value).await;
+            match serde_json::from_slice::<im_events::CommittedMessage>(&message.payload) {
+                Ok(committed) => self.deliver_group(&committed).await,
+                Err(error) => {
+                    metrics::counter!("im_push_unreadable_notices_total").increment(1);
+                    tracing::warn!(%error, "large-group push unreadable; skipped");
+                }
             }
         }
     }

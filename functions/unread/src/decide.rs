@@ -70,10 +70,7 @@ pub fn decide(
             if message.sender_id == user_id {
                 row.read_seq = message.seq;
             }
-            row.last_message = Some(json!({
-                "seq": message.seq, "sender_id": message.sender_id, "kind": message.kind,
-                "body": message.body, "sent_at": message.sent_at,
-            }));
+            row.last_message = Some(message.into());
             append(&mut next, event.effect_key(), message.clone().into());
             effects.push(UserEffect::PutUserConversation(row.clone()));
             next.row = Some(row);

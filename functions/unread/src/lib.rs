@@ -18,7 +18,6 @@ use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::{
     ConversationStore, StoreError, SyncRecord, UserConversation, UserEffect, UserStore,
 };
-use serde_json::json;
 
 pub const FUNCTION: &str = "unread";
 
@@ -76,9 +75,7 @@ impl BatchHandler for Unread {
         // Committed: now devices may be told, and waiting gateways answered.
         if let Some(client) = &self.client {
             for subject in &reply_subjects {
-                let applied =
-                    serde_json::to_value(im_events::Verdict::applied()).unwrap_or_default();
-                im_runtime::publish::reply(client, subject, &applied).await;
+                im_runtime::publish::reply(client, subject, &im_events::Verdict::applied()).await;
             }
             let subject = im_events::subjects::push_subject(claim.partition);
             for chunk in notices {

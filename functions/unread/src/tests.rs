@@ -4,6 +4,7 @@ use im_events::{
     ReadMarked, UserMuted,
 };
 use proptest::prelude::*;
+use serde_json::json;
 
 fn message(seq: u64, sender: &str) -> TimelineEvent {
     TimelineEvent::Committed(CommittedMessage {

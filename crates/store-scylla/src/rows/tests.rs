@@ -139,7 +139,7 @@ fn user_rows_and_states_map_both_ways() {
         joined_seq: 1,
         diffusion: Diffusion::Read,
         muted_until_ms: Some(77),
-        last_message: Some(json!({"seq": 9})),
+        last_message: Some(im_store::conformance::preview("alice", "hi")),
     };
     let values = user_conversation_values(&row);
     let back: UserConversationRow = (
@@ -170,6 +170,6 @@ fn user_rows_and_states_map_both_ways() {
         NOTIFY_STATE_COLUMNS.split(", ").count()
     );
     let row: NotifyStateRow = ("bob".into(), "g".into(), 3, 5, 2, 4, 5, true, 1000, None);
-    assert_eq!(notify_state_from_row(row), state);
+    assert_eq!(notify_state_from_row(row).unwrap(), state);
     assert_eq!(day_of(1_800_000_000_000), "2027-01-15");
 }

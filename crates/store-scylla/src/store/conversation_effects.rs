@@ -176,7 +176,10 @@ pub(super) async fn apply_conversation_effect(
                     text(&record.conversation_id),
                     record.seq.map(|s| CqlValue::BigInt(s as i64)),
                     opt_text(&record.message_id),
-                    text(record.outputs.to_string()),
+                    text(
+                        serde_json::to_string(&record.outputs)
+                            .map_err(|e| StoreError::Backend(format!("outputs: {e}")))?,
+                    ),
                     big(record.recorded_at_ms),
                     text(&record.fingerprint),
                 ],

@@ -10,10 +10,10 @@ impl NotificationStore for ScyllaStore {
     ) -> StoreResult<Option<NotifyState>> {
         let (user, id) = (user_id.to_string(), conversation_id.to_string());
         self.run(|db| async move {
-            Ok(db
-                .one::<NotifyStateRow>("notify_state", vec![text(user), text(id)])
+            db.one::<NotifyStateRow>("notify_state", vec![text(user), text(id)])
                 .await?
-                .map(notify_state_from_row))
+                .map(notify_state_from_row)
+                .transpose()
         })
     }
 
@@ -35,7 +35,7 @@ impl NotificationStore for ScyllaStore {
                 let row = db
                     .one::<NotifyStateRow>("notify_state", vec![text(&user), text(&conversation)])
                     .await?;
-                if let Some(state) = row.map(notify_state_from_row) {
+                if let Some(state) = row.map(notify_state_from_row).transpose()? {
                     if state.pending > 0 && state.due_ms == due_ms {
                         states.push(state);
                     }
@@ -162,8 +162,10 @@ impl NotificationStore for ScyllaStore {
                                 vec![text(&state.user_id), text(&state.conversation_id)],
                             )
                             .await?;
-                        if let Some(old) =
-                            old.map(notify_state_from_row).filter(|old| old.pending > 0)
+                        if let Some(old) = old
+                            .map(notify_state_from_row)
+                            .transpose()?
+                            .filter(|old| old.pending > 0)
                         {
                             db.exec(
                                 "notify_due_delete",

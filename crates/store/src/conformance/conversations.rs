@@ -242,7 +242,7 @@ pub fn idempotency_keys_are_purged_by_age(
         conversation_id: "g:age".into(),
         seq: None,
         message_id: None,
-        outputs: json!([]),
+        outputs: vec![],
         recorded_at_ms: now - age_days * DAY_MS,
         fingerprint: "im.message.read a".into(),
     };
@@ -321,7 +321,7 @@ pub fn idempotency_records(conversations: &dyn ConversationStore, _users: &dyn U
         conversation_id: "c:i".into(),
         seq: Some(4),
         message_id: Some("m4".into()),
-        outputs: json!([]),
+        outputs: vec![],
         recorded_at_ms: 1000,
         fingerprint: "im.message.send alice".into(),
     };
@@ -338,10 +338,33 @@ pub fn idempotency_records(conversations: &dyn ConversationStore, _users: &dyn U
         .unwrap();
     assert_eq!(
         conversations.idempotency("urn:s", "e1").unwrap(),
-        Some(record)
+        Some(record.clone())
     );
     assert_eq!(conversations.idempotency("urn:s", "e2").unwrap(), None);
     assert_eq!(conversations.idempotency("urn:s2", "e1").unwrap(), None);
+    // Another event's record keeps the timeline events it produced.
+    let read = IdempotencyRecord {
+        event_id: "e3".into(),
+        seq: None,
+        message_id: None,
+        outputs: vec![im_events::TimelineEvent::Read(im_events::ReadMarked {
+            conversation_id: "c:i".into(),
+            user_id: "bob".into(),
+            seq: 4,
+            source: "urn:s".into(),
+            event_id: "e3".into(),
+            receipt_to: vec!["alice".into()],
+        })],
+        fingerprint: "im.message.read bob".into(),
+        ..record
+    };
+    conversations
+        .apply(&fence(1), &[ConversationEffect::RecordEvent(read.clone())])
+        .unwrap();
+    assert_eq!(
+        conversations.idempotency("urn:s", "e3").unwrap(),
+        Some(read)
+    );
 }
 
 pub fn edits_and_recalls(conversations: &dyn ConversationStore, _users: &dyn UserStore) {

@@ -19,7 +19,7 @@ pub(super) fn notify_state(
         last_seq: pending,
         mentioned: false,
         due_ms,
-        last_message: Some(json!({"sender_id": "alice", "kind": "text", "body": {"text": "hi"}})),
+        last_message: Some(super::preview("alice", "hi")),
     }
 }
 

@@ -17,7 +17,7 @@ pub(super) fn user_row(
         joined_seq: 0,
         diffusion,
         muted_until_ms: None,
-        last_message: Some(json!({"text": "hi"})),
+        last_message: Some(super::preview("alice", "hi")),
     }
 }
 

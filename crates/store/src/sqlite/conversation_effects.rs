@@ -239,7 +239,7 @@ pub(super) fn apply_conversation_effect(
                     record.conversation_id,
                     record.seq.map(|s| s as i64),
                     record.message_id,
-                    record.outputs.to_string(),
+                    serde_json::to_string(&record.outputs).map_err(json_error)?,
                     record.recorded_at_ms,
                     record.fingerprint
                 ],

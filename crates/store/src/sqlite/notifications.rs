@@ -89,7 +89,9 @@ fn state_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<NotifyState> {
         last_seq: row.get::<_, i64>(6)? as u64,
         mentioned: row.get::<_, i64>(7)? != 0,
         due_ms: row.get(8)?,
-        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+        last_message: crate::parse_last_message(last_message.as_deref()).map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(9, rusqlite::types::Type::Text, error.into())
+        })?,
     })
 }
 
@@ -259,7 +261,12 @@ fn apply_notify_effect(t: &Transaction<'_>, effect: &NotifyEffect) -> StoreResul
                     state.last_seq as i64,
                     state.mentioned as i64,
                     state.due_ms,
-                    state.last_message.as_ref().map(Value::to_string),
+                    state
+                        .last_message
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(super::json_error)?,
                 ],
             )
             .map_err(backend)?;

@@ -54,7 +54,9 @@ pub(super) fn user_conversation_from_row(
         joined_seq: row.get::<_, i64>(4)? as u64,
         diffusion: parse_kind(row.get(5)?, Diffusion::parse)?,
         muted_until_ms: row.get(6)?,
-        last_message: last_message.and_then(|text| serde_json::from_str(&text).ok()),
+        last_message: crate::parse_last_message(last_message.as_deref()).map_err(|error| {
+            rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, error.into())
+        })?,
     })
 }
 
@@ -236,7 +238,11 @@ pub(super) fn apply_user_effect(t: &Transaction<'_>, effect: &UserEffect) -> Sto
                     row.joined_seq as i64,
                     row.diffusion.as_str(),
                     row.muted_until_ms,
-                    row.last_message.as_ref().map(Value::to_string)
+                    row.last_message
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()
+                        .map_err(json_error)?
                 ],
             )
             .map_err(backend)?;
