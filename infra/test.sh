@@ -14,6 +14,10 @@ if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 &
     || echo "promtool not installed (apt-get install prometheus failed); the alert-rules check will say it is skipped"
 fi
 cargo build --workspace --bins
+# Cargo features: a function builds without the ScyllaDB driver (`scylla`),
+# and the pure cores `imctl replay` reuses build without their shells.
+cargo check --quiet --no-default-features --features shell -p im-fanout
+cargo check --quiet --no-default-features -p im-ingest -p im-dedupe -p im-fanout -p im-unread
 # The TypeScript SDK (clients/js): its unit tests here, its integration
 # script by tests/pipeline/sdk.rs against the real system.
 if ! command -v node >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then

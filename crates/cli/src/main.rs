@@ -130,12 +130,12 @@ async fn main() {
         Command::Credentials(args) => credentials::run(args),
         Command::Status(args) => status::run(args).await,
         Command::Chat(args) => chat::run(args).await,
-        Command::Bench(args) => im_lab::bench::run(args).await,
+        Command::Bench(args) => im_lab::bench::run(args).await.map_err(Into::into),
         Command::Notifications(args) => notifications::run(args),
         Command::Archive(args) => archive::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Replay(args) => replay::run(args).await,
-        Command::Chaos(args) => im_lab::chaos::run(args).await,
+        Command::Chaos(args) => im_lab::chaos::run(args).await.map_err(Into::into),
         Command::History(args) => archive::history(args),
         Command::Config(ConfigCommand::Print) => {
             print_config();

@@ -29,7 +29,7 @@ pub struct TokenArgs {
 }
 
 pub fn parse_ttl(text: &str) -> anyhow::Result<i64> {
-    im_runtime::config::parse_duration_secs(text)
+    Ok(im_runtime::config::parse_duration_secs(text)?)
 }
 
 pub fn run(args: TokenArgs) -> anyhow::Result<()> {

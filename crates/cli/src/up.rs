@@ -331,7 +331,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         }
         for name in supervisor.due(now) {
             if let Err(error) = system.restart(&name) {
-                break 'supervise Err(error);
+                break 'supervise Err(error.into());
             }
         }
         tokio::select! {

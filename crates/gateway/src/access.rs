@@ -139,7 +139,10 @@ pub struct Registry {
 }
 
 impl Registry {
-    pub async fn start(js: &jetstream::Context, strategy: Strategy) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(
+        js: &jetstream::Context,
+        strategy: Strategy,
+    ) -> im_runtime::Result<Arc<Self>> {
         let bucket = im_runtime::lease::kv_bucket(
             js,
             GATEWAYS_BUCKET,

@@ -203,8 +203,8 @@ const ASYMMETRIC: [Algorithm; 6] = [
 ];
 
 impl Verifier {
-    pub fn new(settings: KeySettings) -> anyhow::Result<Self> {
-        anyhow::ensure!(
+    pub fn new(settings: KeySettings) -> im_runtime::Result<Self> {
+        im_runtime::ensure_config!(
             settings.user_secret.is_some() || settings.jwks.is_some(),
             "no key for user tokens: give IM_JWT_SECRET or IM_JWKS_URL"
         );
@@ -213,7 +213,8 @@ impl Verifier {
                 settings: jwks.clone(),
                 client: reqwest::Client::builder()
                     .timeout(Duration::from_secs(5))
-                    .build()?,
+                    .build()
+                    .map_err(|error| im_runtime::config_error!("JWKS client: {error}"))?,
                 keys: Default::default(),
                 fetching: Default::default(),
             }),
@@ -339,15 +340,24 @@ impl Jwks {
             .ok_or_else(|| AuthError::Invalid(format!("unknown signing key {kid:?}")))
     }
 
-    async fn fetch(&self) -> anyhow::Result<HashMap<String, (DecodingKey, Algorithm)>> {
+    async fn fetch(&self) -> im_runtime::Result<HashMap<String, (DecodingKey, Algorithm)>> {
         let set: jsonwebtoken::jwk::JwkSet = self
             .client
             .get(&self.settings.url)
             .send()
-            .await?
-            .error_for_status()?
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|error| {
+                im_runtime::Error::Remote(format!("JWKS {}: {error}", self.settings.url))
+            })?
             .json()
-            .await?;
+            .await
+            .map_err(|error| {
+                im_runtime::Error::Remote(format!(
+                    "JWKS {} is not a key set: {error}",
+                    self.settings.url
+                ))
+            })?;
         Ok(parse_jwks(&set))
     }
 }

@@ -316,7 +316,10 @@ async fn post_event(
         )
             .into_response(),
         Err(e) if im_runtime::publish::is_storage_full(&e.to_string()) => {
-            let (code, message) = crate::storage_full(&subject, &e.to_string());
+            let crate::Refusal {
+                code,
+                reason: message,
+            } = crate::storage_full(&subject, &e.to_string());
             error(StatusCode::INSUFFICIENT_STORAGE, &code, message)
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", format!("{e}; retry")),

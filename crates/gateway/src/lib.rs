@@ -27,7 +27,7 @@ pub mod tls;
 pub mod web;
 
 pub(crate) use submit::storage_full;
-pub use submit::{set_trace, Pending};
+pub use submit::{set_trace, Pending, Refusal};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -176,8 +176,8 @@ impl Gateway {
         users: Arc<dyn UserStore>,
         notifications: Arc<dyn NotificationStore>,
         metrics: Option<metrics_exporter::Handle>,
-    ) -> anyhow::Result<Arc<Gateway>> {
-        anyhow::ensure!(
+    ) -> im_runtime::Result<Arc<Gateway>> {
+        im_runtime::ensure_config!(
             !config.gateway_id.is_empty()
                 && !config
                     .gateway_id
@@ -298,17 +298,19 @@ impl Gateway {
 
     /// Frames pushed to the users this gateway holds, and frames for lists
     /// of users sent to every gateway: handed to the users' connections.
-    async fn start_push_listener(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn start_push_listener(self: Arc<Self>) -> im_runtime::Result<()> {
         let mut pushes = self
             .client
             .subscribe(im_events::subjects::gateway_users_wildcard(
                 &self.config.gateway_id,
             ))
-            .await?;
+            .await
+            .map_err(|error| im_runtime::nats_error!("subscribe to pushes: {error}"))?;
         let mut broadcasts = self
             .client
             .subscribe(im_events::subjects::GATEWAY_BROADCAST_SUBJECT)
-            .await?;
+            .await
+            .map_err(|error| im_runtime::nats_error!("subscribe to broadcasts: {error}"))?;
         let gateway = Arc::downgrade(&self);
         tokio::spawn(async move {
             loop {
@@ -392,11 +394,12 @@ impl Gateway {
     }
 
     /// Replies from the pipeline, routed to the waiting request by token.
-    async fn start_reply_listener(self: Arc<Self>) -> anyhow::Result<()> {
+    async fn start_reply_listener(self: Arc<Self>) -> im_runtime::Result<()> {
         let mut subscription = self
             .client
             .subscribe(format!("{}.*", self.reply_prefix()))
-            .await?;
+            .await
+            .map_err(|error| im_runtime::nats_error!("subscribe to verdicts: {error}"))?;
         let gateway = Arc::downgrade(&self);
         tokio::spawn(async move {
             while let Some(message) = subscription.next().await {

@@ -43,7 +43,7 @@ pub fn entry(user: &str, online: bool, last_seen_ms: Option<i64>) -> Value {
 }
 
 impl PresenceHub {
-    pub async fn start(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<Arc<Self>> {
+    pub async fn start(js: &jetstream::Context, ttl: Duration) -> im_runtime::Result<Arc<Self>> {
         let view = im_runtime::presence::follow(js, ttl).await?;
         let last_seen = im_runtime::lease::kv_bucket(
             js,

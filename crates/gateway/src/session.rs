@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use crate::auth::{self, Claims};
 use crate::frames::{self, ClientFrame, FrameError};
 use crate::outbox::{Outbox, CLOSE_POLICY, CLOSE_TOO_BIG};
+use crate::Refusal;
 use crate::{device_source, Gateway};
 
 pub async fn upgrade(
@@ -260,7 +261,7 @@ fn store_error(error: impl std::fmt::Display) -> FrameError {
     FrameError::new("unavailable", format!("store: {error}; try again"))
 }
 
-fn pipeline_error((code, reason): (String, String), client_msg_id: Option<&str>) -> Value {
+fn pipeline_error(Refusal { code, reason }: Refusal, client_msg_id: Option<&str>) -> Value {
     count_error(&code);
     let mut frame = json!({"op": "error", "code": code, "message": reason});
     if let Some(id) = client_msg_id {

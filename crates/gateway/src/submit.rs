@@ -3,6 +3,24 @@
 
 use super::*;
 
+/// Why the pipeline did not take an event, as the device is told: a code of
+/// the contract and what to do next.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct Refusal {
+    pub code: String,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(code: impl Into<String>, reason: impl Into<String>) -> Self {
+        Refusal {
+            code: code.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl Gateway {
     /// Publish an inbound event and wait for the pipeline's verdict:
     /// `{"ok": true, …}` once applied, `{"ok": false, "code", "reason"}` if
@@ -13,7 +31,7 @@ impl Gateway {
         source: &str,
         id: &str,
         data: Value,
-    ) -> Result<Verdict, (String, String)> {
+    ) -> Result<Verdict, Refusal> {
         self.begin(event_type, source, id, data)
             .await?
             .finish(self)
@@ -29,7 +47,7 @@ impl Gateway {
         source: &str,
         id: &str,
         data: Value,
-    ) -> Result<Pending, (String, String)> {
+    ) -> Result<Pending, Refusal> {
         let now = im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis());
         // A trace starts here (the span lasts until the verdict).
         let span = im_runtime::trace::stage_span("gateway.send", None, None, None, 1);
@@ -51,7 +69,7 @@ impl Gateway {
             im_events::ids::nats_msg_id(source, id).as_str(),
         );
         let payload =
-            serde_json::to_vec(&event).map_err(|e| ("internal".to_string(), e.to_string()))?;
+            serde_json::to_vec(&event).map_err(|e| Refusal::new("internal", e.to_string()))?;
         let mut pending = self.publish_for_reply(subject, headers, payload).await?;
         // A quick resend that JetStream dropped: the original has the answer.
         pending.send = event_type == "im.message.send";
@@ -66,7 +84,7 @@ impl Gateway {
     /// Ask the unread owner of `user`'s partition to copy the messages of
     /// the user's read-diffusion conversations into their sync log, and wait
     /// until it has (so the sync that follows includes them).
-    pub async fn materialize(&self, user: &str) -> Result<(), (String, String)> {
+    pub async fn materialize(&self, user: &str) -> Result<(), Refusal> {
         use im_events::{DeliveryPayload, Envelope, MaterializeRequest, PIPELINE_SOURCE};
         let partitions = im_runtime::topology::topology().partitions.user;
         let partition = im_events::partition::partition_of(user, partitions);
@@ -80,7 +98,7 @@ impl Gateway {
             }),
         );
         let payload =
-            serde_json::to_vec(&request).map_err(|e| ("internal".to_string(), e.to_string()))?;
+            serde_json::to_vec(&request).map_err(|e| Refusal::new("internal", e.to_string()))?;
         let subject = im_events::subjects::delivery_subject(partition, "materialize");
         let pending = self
             .publish_for_reply(subject, async_nats::HeaderMap::new(), payload)
@@ -95,7 +113,7 @@ impl Gateway {
         subject: String,
         mut headers: async_nats::HeaderMap,
         payload: Vec<u8>,
-    ) -> Result<Pending, (String, String)> {
+    ) -> Result<Pending, Refusal> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let (sender, receiver) = oneshot::channel();
         self.pending
@@ -130,13 +148,13 @@ impl Gateway {
             match result {
                 // A full stream stays full until an operator acts: say so
                 // at once rather than retry.
-                Err(error) if im_runtime::publish::is_storage_full(&error.1) => {
-                    break Err(storage_full(&subject, &error.1));
+                Err(error) if im_runtime::publish::is_storage_full(&error.reason) => {
+                    break Err(storage_full(&subject, &error.reason));
                 }
                 Err(error) if tokio::time::Instant::now() < give_up => {
                     attempt += 1;
                     metrics::counter!("im_gateway_publish_retries_total").increment(1);
-                    tracing::info!(attempt, reason = %error.1, "publish not acknowledged, retrying");
+                    tracing::info!(attempt, reason = %error.reason, "publish not acknowledged, retrying");
                     tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(5)).min(1_000)))
                         .await;
                 }
@@ -174,7 +192,7 @@ impl Gateway {
         source: &str,
         id: &str,
         conversation: &str,
-    ) -> Option<Result<Verdict, (String, String)>> {
+    ) -> Option<Result<Verdict, Refusal>> {
         let store = self.conversations.clone();
         let (source, event_id) = (source.to_string(), id.to_string());
         let found = tokio::task::spawn_blocking(move || {
@@ -188,8 +206,8 @@ impl Gateway {
         .ok()
         .flatten()?;
         if found.conversation_id != conversation {
-            return Some(Err((
-                "conflict".to_string(),
+            return Some(Err(Refusal::new(
+                "conflict",
                 format!("client_msg_id {id} was already used for another message; send this one with a new id"),
             )));
         }
@@ -205,16 +223,16 @@ impl Gateway {
         source: &str,
         id: &str,
         conversation: &str,
-    ) -> Result<Verdict, (String, String)> {
+    ) -> Result<Verdict, Refusal> {
         let deadline = tokio::time::Instant::now() + self.config.ack_timeout;
         loop {
             if let Some(verdict) = self.committed(source, id, conversation).await {
                 return verdict;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err((
-                    "unavailable".into(),
-                    "the original send is not committed yet; retry with the same id".into(),
+                return Err(Refusal::new(
+                    "unavailable",
+                    "the original send is not committed yet; retry with the same id",
                 ));
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -222,20 +240,17 @@ impl Gateway {
     }
 }
 
-pub(crate) fn storage_full(subject: &str, error: &str) -> (String, String) {
+pub(crate) fn storage_full(subject: &str, error: &str) -> Refusal {
     metrics::counter!("im_gateway_storage_full_total").increment(1);
     tracing::error!(subject, error, "the event log refuses new events: a stream is full (max_bytes); free space or raise the bound (IM_STREAM_MAX_BYTES / schemas/streams.json)");
-    (
-        "storage_full".to_string(),
-        "the server cannot store new messages right now (its event log is full); nothing was stored; retry later with the same id".to_string(),
+    Refusal::new(
+        "storage_full",
+        "the server cannot store new messages right now (its event log is full); nothing was stored; retry later with the same id",
     )
 }
 
-pub(crate) fn unavailable(error: String) -> (String, String) {
-    (
-        "unavailable".to_string(),
-        format!("{error}; retry with the same id"),
-    )
+pub(crate) fn unavailable(error: String) -> Refusal {
+    Refusal::new("unavailable", format!("{error}; retry with the same id"))
 }
 
 /// A published event whose verdict is still to come.
@@ -269,7 +284,7 @@ pub fn set_trace(event: &mut Value, trace: &im_events::Trace) {
 }
 
 impl Pending {
-    pub async fn finish(self, gateway: &Gateway) -> Result<Verdict, (String, String)> {
+    pub async fn finish(self, gateway: &Gateway) -> Result<Verdict, Refusal> {
         let result = if self.duplicate {
             // JetStream dropped a quick resend: the original carries the
             // answer. Find it in the store once dedupe has applied it.
@@ -298,11 +313,11 @@ impl Pending {
                 verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict.map(|reply| reply.map(|reply| {
                     match serde_json::from_value::<Verdict>(reply) {
                         Ok(verdict) if verdict.ok => Ok(verdict),
-                        Ok(verdict) => Err((
+                        Ok(verdict) => Err(Refusal::new(
                             verdict.code.unwrap_or_else(|| "rejected".to_string()),
                             verdict.reason.unwrap_or_default(),
                         )),
-                        Err(error) => Err(("internal".to_string(), format!("unreadable verdict: {error}"))),
+                        Err(error) => Err(Refusal::new("internal", format!("unreadable verdict: {error}"))),
                     }
                 })),
                 verdict = from_store => Ok(Ok(verdict)),

@@ -20,22 +20,22 @@ const MAX_HANDSHAKES: usize = 1024;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The server configuration from a PEM certificate chain and key.
-pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(cert: &Path, key: &Path) -> im_runtime::Result<rustls::ServerConfig> {
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|error| {
-            anyhow::anyhow!(
+            im_runtime::config_error!(
                 "--tls-cert {}: {error}; give a PEM certificate chain",
                 cert.display()
             )
         })?;
-    anyhow::ensure!(
+    im_runtime::ensure_config!(
         !chain.is_empty(),
         "--tls-cert {} holds no certificate",
         cert.display()
     );
     let key = PrivateKeyDer::from_pem_file(key).map_err(|error| {
-        anyhow::anyhow!(
+        im_runtime::config_error!(
             "--tls-key {}: {error}; give the certificate's private key as PEM",
             key.display()
         )
@@ -43,10 +43,13 @@ pub fn server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerCo
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
-    .with_safe_default_protocol_versions()?
+    .with_safe_default_protocol_versions()
+    .map_err(|error| im_runtime::config_error!("TLS protocol versions: {error}"))?
     .with_no_client_auth()
     .with_single_cert(chain, key)
-    .map_err(|error| anyhow::anyhow!("the TLS certificate and key do not go together: {error}"))?;
+    .map_err(|error| {
+        im_runtime::config_error!("the TLS certificate and key do not go together: {error}")
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -13,7 +13,7 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|_| PathBuf::from("."))
 }
 
-pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+pub fn nats_server_binary() -> crate::Result<PathBuf> {
     if let Ok(path) = std::env::var("IM_NATS_SERVER") {
         return Ok(PathBuf::from(path));
     }
@@ -42,7 +42,7 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
             ));
         }
     }
-    anyhow::bail!("nats-server not found: run infra/install-nats.sh from the repository, set IM_NATS_SERVER, or pass --nats-url")
+    crate::bail_setup!("nats-server not found: run infra/install-nats.sh from the repository, set IM_NATS_SERVER, or pass --nats-url")
 }
 
 /// The directory this build's binaries are in: `$IM_BIN_DIR`, else the
@@ -61,12 +61,12 @@ pub fn target_bin_dir() -> PathBuf {
 }
 
 /// A binary of this workspace, built by `cargo build --workspace --bins`.
-pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
+pub fn workspace_binary(name: &str) -> crate::Result<PathBuf> {
     let path = target_bin_dir().join(name);
     if path.exists() {
         Ok(path)
     } else {
-        anyhow::bail!(
+        crate::bail_setup!(
             "{} is missing: build every binary first (`cargo build --release --workspace --bins`; infra/test.sh does it for the tests)",
             path.display()
         )

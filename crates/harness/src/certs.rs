@@ -45,7 +45,7 @@ impl TlsFiles {
     }
 
     /// This data directory's files, made where missing.
-    pub fn ensure(data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn ensure(data_dir: &Path) -> crate::Result<Self> {
         let files = Self::of(data_dir);
         if files.ca.exists() && files.cert.exists() && files.key.exists() {
             return Ok(files);
@@ -69,7 +69,7 @@ pub struct Generated {
     pub key_pem: String,
 }
 
-pub fn generate(names: &[&str]) -> anyhow::Result<Generated> {
+pub fn generate(names: &[&str]) -> crate::Result<Generated> {
     let ca_key = KeyPair::generate()?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);

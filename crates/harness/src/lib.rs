@@ -13,6 +13,7 @@
 
 pub mod binaries;
 pub mod certs;
+pub mod error;
 pub mod nats;
 pub mod process;
 pub mod system;
@@ -22,3 +23,5 @@ pub use im_runtime::config::Durability;
 pub use nats::{NatsCluster, NatsServer};
 pub use process::{free_base, free_port, free_ports, wait_for_port, wait_port, Kind, Proc};
 pub use system::{Builder, GatewayProc, System, FUNCTIONS};
+
+pub use error::{Error, Result};

@@ -18,7 +18,7 @@ pub struct NatsServer {
 }
 
 impl NatsServer {
-    pub fn start() -> anyhow::Result<Self> {
+    pub fn start() -> crate::Result<Self> {
         let store = tempfile::Builder::new().prefix("im-nats-").tempdir()?;
         let mut server = NatsServer {
             child: None,
@@ -29,7 +29,7 @@ impl NatsServer {
         Ok(server)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    fn spawn(&mut self) -> crate::Result<()> {
         let binary = nats_server_binary()?;
         // The store's limit as the system's nodes have it: left unset,
         // nats-server takes 75 % of the disk's free space, and the
@@ -51,10 +51,10 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+            .map_err(|error| crate::setup_error!("start {}: {error}", binary.display()))?;
         self.child = Some(child);
         if !wait_for_port(self.port, Duration::from_secs(20)) {
-            anyhow::bail!(
+            crate::bail_setup!(
                 "nats-server did not listen on port {} within 20 s",
                 self.port
             );
@@ -71,7 +71,7 @@ impl NatsServer {
     }
 
     /// SIGKILL, then start again on the same port and store.
-    pub fn restart(&mut self) -> anyhow::Result<()> {
+    pub fn restart(&mut self) -> crate::Result<()> {
         self.kill();
         self.spawn()
     }
@@ -126,8 +126,8 @@ pub fn node_procs(
     monitor_port: u16,
     durability: Durability,
     security: &Security,
-) -> anyhow::Result<Vec<(Proc, u16)>> {
-    let private = |name: &str, text: &str| -> anyhow::Result<()> {
+) -> crate::Result<Vec<(Proc, u16)>> {
+    let private = |name: &str, text: &str| -> crate::Result<()> {
         let path = data_dir.join(name);
         let _ = std::fs::remove_file(&path);
         im_runtime::secrets::create_private(&path, text.as_bytes())?;
@@ -141,7 +141,7 @@ pub fn node_procs(
             )
         })
     };
-    let with_security = |conf: &str| -> anyhow::Result<String> {
+    let with_security = |conf: &str| -> crate::Result<String> {
         let mut conf = conf.to_string();
         if let Some(block) = &security.authorization {
             private("nats-auth.conf", block)?;
@@ -193,7 +193,7 @@ pub fn node_procs(
         );
         return Ok(vec![(proc, port)]);
     }
-    anyhow::ensure!(
+    crate::ensure_setup!(
         nodes == 3,
         "a local cluster has 3 nodes (infra/nats/cluster.conf routes to three), not {nodes}"
     );
@@ -246,7 +246,7 @@ pub fn node_procs(
 }
 
 /// The data directory's route password (made, mode 0600, if missing).
-pub fn route_password(data_dir: &Path) -> anyhow::Result<String> {
+pub fn route_password(data_dir: &Path) -> crate::Result<String> {
     let path = data_dir.join("credentials").join("nats-route");
     im_runtime::secrets::create_private(&path, im_runtime::secrets::generate().as_bytes())?;
     Ok(std::fs::read_to_string(&path)?.trim().to_string())
@@ -293,7 +293,7 @@ struct ClusterNode {
 }
 
 impl NatsCluster {
-    pub fn start(size: usize) -> anyhow::Result<Self> {
+    pub fn start(size: usize) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("im-nats-cluster-")
             .tempdir()?;
@@ -330,7 +330,7 @@ impl NatsCluster {
         Ok(cluster)
     }
 
-    fn spawn(&mut self, index: usize) -> anyhow::Result<()> {
+    fn spawn(&mut self, index: usize) -> crate::Result<()> {
         let binary = nats_server_binary()?;
         let node = &mut self.nodes[index];
         let child = Command::new(&binary)
@@ -339,10 +339,10 @@ impl NatsCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| anyhow::anyhow!("start {}: {error}", binary.display()))?;
+            .map_err(|error| crate::setup_error!("start {}: {error}", binary.display()))?;
         node.child = Some(child);
         if !wait_for_port(node.port, Duration::from_secs(20)) {
-            anyhow::bail!(
+            crate::bail_setup!(
                 "{} did not listen on port {} within 20 s",
                 node.name,
                 node.port
@@ -379,7 +379,7 @@ impl NatsCluster {
     }
 
     /// Start a killed node again, on its ports and store.
-    pub fn restart(&mut self, index: usize) -> anyhow::Result<()> {
+    pub fn restart(&mut self, index: usize) -> crate::Result<()> {
         self.kill(index);
         self.spawn(index)
     }

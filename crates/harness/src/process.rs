@@ -57,19 +57,19 @@ impl Proc {
         }
     }
 
-    pub fn spawn(&mut self) -> anyhow::Result<()> {
+    pub fn spawn(&mut self) -> crate::Result<()> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .map_err(|e| anyhow::anyhow!("open {}: {e}", self.log.display()))?;
+            .map_err(|e| crate::setup_error!("open {}: {e}", self.log.display()))?;
         let child = Command::new(&self.program)
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .map_err(|e| anyhow::anyhow!("start {}: {e}", self.program.display()))?;
+            .map_err(|e| crate::setup_error!("start {}: {e}", self.program.display()))?;
         self.child = Some(child);
         Ok(())
     }
@@ -133,7 +133,7 @@ impl Proc {
     }
 
     /// SIGKILL, then start again with the same command.
-    pub fn restart(&mut self) -> anyhow::Result<()> {
+    pub fn restart(&mut self) -> crate::Result<()> {
         self.kill9();
         self.spawn()
     }

@@ -108,12 +108,12 @@ impl System {
         function: &str,
         instance: &str,
         extra: &[(String, String)],
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let kind = FUNCTIONS
             .iter()
             .find(|f| **f == function)
             .map(|f| Kind::Function(f))
-            .ok_or_else(|| anyhow::anyhow!("no function {function}"))?;
+            .ok_or_else(|| crate::setup_error!("no function {function}"))?;
         let program = self.binary(&format!("im-{function}"))?;
         let mut proc = Proc::new(
             instance,
@@ -134,12 +134,12 @@ impl System {
         &mut self,
         instance: &str,
         extra: &[(String, String)],
-    ) -> anyhow::Result<u16> {
+    ) -> crate::Result<u16> {
         let port = free_port();
         let mut env = vec![("IM_HTTP".to_string(), format!("127.0.0.1:{port}"))];
         env.extend(extra.iter().cloned());
         self.spawn_gateway(instance, "127.0.0.1", port, &env)?;
-        anyhow::ensure!(
+        crate::ensure_setup!(
             wait_port(port, Duration::from_secs(30)).await,
             "gateway {instance} did not listen; see {}",
             self.logs.join(format!("{instance}.log")).display()
@@ -153,7 +153,7 @@ impl System {
         host: &str,
         port: u16,
         extra: &[(String, String)],
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         let program = self.binary("im-gateway")?;
         let mut env = vec![("IM_SERVICE_SECRET".to_string(), self.service_secret.clone())];
         if let Some(tls) = &self.tls {
@@ -180,9 +180,9 @@ impl System {
         Ok(())
     }
 
-    fn binary(&self, name: &str) -> anyhow::Result<PathBuf> {
+    fn binary(&self, name: &str) -> crate::Result<PathBuf> {
         let path = self.bin_dir.join(name);
-        anyhow::ensure!(
+        crate::ensure_setup!(
             path.exists(),
             "{} is missing: build every binary first (`cargo build --release --workspace --bins`)",
             path.display()
@@ -200,8 +200,8 @@ impl System {
     }
 
     /// A client of the `admin` role (or anonymous on an open bus).
-    pub async fn client(&self, name: &str) -> anyhow::Result<async_nats::Client> {
-        im_runtime::config::connect_as(&self.nats_url, name, &self.access()).await
+    pub async fn client(&self, name: &str) -> crate::Result<async_nats::Client> {
+        Ok(im_runtime::config::connect_as(&self.nats_url, name, &self.access()).await?)
     }
 
     /// How in-process clients reach the bus: as `admin`, trusting the CA.
@@ -240,7 +240,7 @@ impl System {
         im_runtime::nats_auth::Credentials::read(&dir.join(role)).ok()
     }
 
-    pub async fn js(&self) -> anyhow::Result<async_nats::jetstream::Context> {
+    pub async fn js(&self) -> crate::Result<async_nats::jetstream::Context> {
         Ok(async_nats::jetstream::new(self.client("im-harness").await?))
     }
 
@@ -260,12 +260,12 @@ impl System {
     }
 
     /// Start the process named `name` again (after it exited).
-    pub fn restart(&mut self, name: &str) -> anyhow::Result<()> {
+    pub fn restart(&mut self, name: &str) -> crate::Result<()> {
         let proc = self
             .procs
             .iter_mut()
             .find(|p| p.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no process named {name}"))?;
+            .ok_or_else(|| crate::setup_error!("no process named {name}"))?;
         proc.kill9();
         proc.spawn()
     }

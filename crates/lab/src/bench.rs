@@ -125,7 +125,7 @@ impl Latencies {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-async fn connect(args: &BenchArgs, user: &str) -> anyhow::Result<Socket> {
+async fn connect(args: &BenchArgs, user: &str) -> crate::Result<Socket> {
     let token = im_gateway::auth::mint_device(
         &im_runtime::secrets::resolve(args.secret.as_deref(), &args.data_dir)?,
         user,
@@ -135,7 +135,7 @@ async fn connect(args: &BenchArgs, user: &str) -> anyhow::Result<Socket> {
     );
     let url = format!("ws://{}/v1/ws?token={token}", args.gateway);
     let (socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| {
-        anyhow::anyhow!("connect to {url}: {e}; is `imctl up` running with the same --secret?")
+        crate::failed!("connect to {url}: {e}; is `imctl up` running with the same --secret?")
     })?;
     Ok(socket)
 }
@@ -148,7 +148,7 @@ struct Samples {
     errors: u64,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> crate::Result<()> {
     // The suite starts its own system: every scenario but `latency` alone
     // (which measures a running one) and `tiers`; a list such as
     // `throughput,latency` runs those on one system.
@@ -171,7 +171,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         crate::bench_tiers::report(&figures, as_json);
         return Ok(());
     }
-    anyhow::ensure!(
+    crate::ensure_failed!(
         args.scenario == "latency",
         "unknown scenario {:?}; available: all, baseline, throughput, latency, fanout, connections, recovery, tiers",
         args.scenario

@@ -37,7 +37,7 @@ pub async fn start_system(
     partitions: Option<u32>,
     replicas: usize,
     extra_env: &[(&str, &str)],
-) -> anyhow::Result<System> {
+) -> crate::Result<System> {
     let bin_dir = std::env::current_exe()?
         .parent()
         .map(PathBuf::from)
@@ -146,7 +146,7 @@ pub fn cpu_per_message(before: &CpuSample, after: &CpuSample, messages: u64) -> 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-pub async fn device(port: u16, user: &str) -> anyhow::Result<Socket> {
+pub async fn device(port: u16, user: &str) -> crate::Result<Socket> {
     let token =
         im_gateway::auth::mint_device(&SECRET, user, "bench", chrono::Utc::now().timestamp(), 7200);
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
@@ -164,7 +164,7 @@ pub fn send_event(id: &str, conversation: &str, sender: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn stream_messages(js: &jetstream::Context) -> anyhow::Result<u64> {
+async fn stream_messages(js: &jetstream::Context) -> crate::Result<u64> {
     let mut total = 0;
     for name in im_runtime::topology::pipeline_streams(js).await? {
         total += js.get_stream(name).await?.info().await?.state.messages;
@@ -183,7 +183,7 @@ fn quantiles(samples: Vec<Duration>) -> Value {
 
 /// Run the scenarios `args.scenario` names (all: every one) on a system
 /// started for the purpose, and print the figures with the baseline.
-pub async fn suite(args: &crate::bench::BenchArgs) -> anyhow::Result<()> {
+pub async fn suite(args: &crate::bench::BenchArgs) -> crate::Result<()> {
     let seconds = im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64;
     // `all`, or a comma-separated list (`throughput,latency`).
     let wants = |name: &str| {

@@ -42,7 +42,7 @@ fn reads(
     per: u64,
     page: usize,
     samples: usize,
-) -> anyhow::Result<(Duration, Duration)> {
+) -> crate::Result<(Duration, Duration)> {
     let mut took = Vec::with_capacity(samples);
     for n in 0..samples as u64 {
         let conversation = format!("g:bench{}", n % conversations);
@@ -50,7 +50,7 @@ fn reads(
         let started = Instant::now();
         let messages = store.history(&conversation, Some(before + 1), page)?;
         took.push(started.elapsed());
-        anyhow::ensure!(
+        crate::ensure_failed!(
             messages.last().map(|m| m.seq) == Some(before),
             "history returned the wrong page"
         );
@@ -62,7 +62,7 @@ fn reads(
     ))
 }
 
-pub fn measure(messages: u64, page: usize) -> anyhow::Result<TierFigures> {
+pub fn measure(messages: u64, page: usize) -> crate::Result<TierFigures> {
     let dir = tempfile::tempdir()?;
     let store = SqliteConversationStore::open_writer(
         &dir.path().join(im_store::sqlite::CONVERSATIONS_FILE),

@@ -9,4 +9,7 @@ pub mod bench;
 mod bench_suite;
 mod bench_tiers;
 pub mod chaos;
+pub mod error;
 mod quiesce;
+
+pub use error::{Error, Result};

@@ -65,7 +65,7 @@ impl CommonArgs {
 
     /// What every function binary does first: logs, NATS, and the
     /// metrics and health endpoint.
-    pub async fn start(&self, process: &str) -> anyhow::Result<async_nats::Client> {
+    pub async fn start(&self, process: &str) -> crate::Result<async_nats::Client> {
         crate::telemetry::init_tracing(process, self.log_json);
         let client = self.connect(process).await?;
         crate::telemetry::serve_health(&self.metrics_addr, client.clone()).await?;
@@ -73,18 +73,18 @@ impl CommonArgs {
     }
 
     /// Connect to NATS as the flags (or their variables) say.
-    pub async fn connect(&self, process: &str) -> anyhow::Result<async_nats::Client> {
+    pub async fn connect(&self, process: &str) -> crate::Result<async_nats::Client> {
         connect_as(&self.nats_url, process, &self.nats_access()?).await
     }
 
     /// `--nats-creds` and `--nats-ca`, read.
-    pub fn nats_access(&self) -> anyhow::Result<NatsAccess> {
+    pub fn nats_access(&self) -> crate::Result<NatsAccess> {
         let mut access = NatsAccess::from_env()?;
         if let Some(path) = &self.nats_creds {
             access.credentials = Some(crate::nats_auth::Credentials::read(path)?);
         }
         if let Some(ca) = &self.nats_ca {
-            anyhow::ensure!(
+            crate::ensure_config!(
                 ca.exists(),
                 "--nats-ca {} does not exist; `imctl up --tls` makes one in <data-dir>/credentials/tls/ca.pem",
                 ca.display()
@@ -95,7 +95,7 @@ impl CommonArgs {
     }
 
     /// The stores this process opens, as `--store` / `IM_STORE` selects.
-    pub fn stores(&self) -> anyhow::Result<crate::stores::Stores> {
+    pub fn stores(&self) -> crate::Result<crate::stores::Stores> {
         Ok(crate::stores::Stores::new(crate::stores::StoreUri::parse(
             self.store.as_deref(),
             &self.data_dir,
@@ -104,11 +104,11 @@ impl CommonArgs {
 
     /// How this process's SQLite stores sync: as `--sqlite-sync` says, else
     /// as the profile says.
-    pub fn durability(&self) -> anyhow::Result<im_store::sqlite::Durability> {
+    pub fn durability(&self) -> crate::Result<im_store::sqlite::Durability> {
         match &self.sqlite_sync {
             None => Ok(self.profile.sqlite()),
             Some(text) => im_store::sqlite::Durability::parse(text).ok_or_else(|| {
-                anyhow::anyhow!("--sqlite-sync must be full, relaxed or normal, not {text:?}")
+                crate::config_error!("--sqlite-sync must be full, relaxed or normal, not {text:?}")
             }),
         }
     }
@@ -174,17 +174,17 @@ impl std::fmt::Display for Durability {
 }
 
 /// `nats://a:4222,nats://b:4222`: every server of a cluster.
-pub fn server_addrs(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+pub fn server_addrs(url: &str) -> crate::Result<Vec<async_nats::ServerAddr>> {
     url.split(',')
         .map(str::trim)
         .filter(|u| !u.is_empty())
         .map(|u| {
             u.parse::<async_nats::ServerAddr>()
-                .map_err(|e| anyhow::anyhow!("NATS URL {u:?}: {e}"))
+                .map_err(|e| crate::config_error!("NATS URL {u:?}: {e}"))
         })
-        .collect::<anyhow::Result<Vec<_>>>()
+        .collect::<crate::Result<Vec<_>>>()
         .and_then(|addrs| {
-            anyhow::ensure!(!addrs.is_empty(), "no NATS URL given");
+            crate::ensure_config!(!addrs.is_empty(), "no NATS URL given");
             Ok(addrs)
         })
 }
@@ -201,12 +201,12 @@ pub struct NatsAccess {
 impl NatsAccess {
     /// As the environment says: `IM_NATS_CREDS` (or `IM_NATS_USER` /
     /// `IM_NATS_PASSWORD`) and `IM_NATS_CA`.
-    pub fn from_env() -> anyhow::Result<Self> {
+    pub fn from_env() -> crate::Result<Self> {
         let ca = std::env::var_os("IM_NATS_CA")
             .filter(|p| !p.is_empty())
             .map(PathBuf::from);
         if let Some(ca) = &ca {
-            anyhow::ensure!(
+            crate::ensure_config!(
                 ca.exists(),
                 "IM_NATS_CA {} does not exist; `imctl up --tls` makes one in <data-dir>/credentials/tls/ca.pem",
                 ca.display()
@@ -228,7 +228,7 @@ impl NatsAccess {
 
 /// Connect to NATS as the environment says ([`NatsAccess::from_env`]),
 /// retrying while the server starts; says what to do if it never answers.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+pub async fn connect(url: &str, name: &str) -> crate::Result<async_nats::Client> {
     connect_as(url, name, &NatsAccess::from_env()?).await
 }
 
@@ -238,7 +238,7 @@ pub async fn connect_as(
     url: &str,
     name: &str,
     access: &NatsAccess,
-) -> anyhow::Result<async_nats::Client> {
+) -> crate::Result<async_nats::Client> {
     install_crypto_provider();
     let credentials = access.credentials.as_ref();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -266,13 +266,13 @@ pub async fn connect_as(
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
             Ok(Ok(client)) => return Ok(client),
             Ok(Err(error)) if error.to_string().to_ascii_lowercase().contains("authoriz") => {
-                anyhow::bail!(
+                crate::bail_config!(
                     "NATS at {url} refused {}: {error}; give this process its role's credentials (IM_NATS_CREDS=<data-dir>/credentials/nats/<role>, made by imctl up)",
                     credentials.map(|c| format!("user {:?}", c.user)).unwrap_or_else(|| "an anonymous connection".into())
                 )
             }
             Ok(Err(error)) if is_tls_refusal(&error.to_string()) => {
-                anyhow::bail!(
+                crate::bail_config!(
                     "NATS at {url} refused the TLS connection: {error}; the server requires TLS: give the CA that signed its certificate with IM_NATS_CA (imctl up --tls: <data-dir>/credentials/tls/ca.pem)"
                 )
             }
@@ -281,8 +281,8 @@ pub async fn connect_as(
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(_) if std::time::Instant::now() < deadline => {}
-            Ok(Err(error)) => anyhow::bail!("cannot connect to NATS at {url}: {error}; is nats-server running (imctl up starts one)?"),
-            Err(_) => anyhow::bail!("cannot connect to NATS at {url}: timed out; is nats-server running (imctl up starts one)?"),
+            Ok(Err(error)) => return Err(crate::nats_error!("cannot connect to NATS at {url}: {error}; is nats-server running (imctl up starts one)?")),
+            Err(_) => return Err(crate::nats_error!("cannot connect to NATS at {url}: timed out; is nats-server running (imctl up starts one)?")),
         }
     }
 }
@@ -305,20 +305,20 @@ fn is_tls_refusal(error: &str) -> bool {
 /// A duration as people write it: `90s`, `30m`, `1h`, `7d`, `1h30m`,
 /// `2weeks` (humantime's units; bare numbers are seconds). Returns whole
 /// seconds.
-pub fn parse_duration_secs(text: &str) -> anyhow::Result<i64> {
+pub fn parse_duration_secs(text: &str) -> crate::Result<i64> {
     let text = text.trim();
     if let Ok(seconds) = text.parse::<i64>() {
-        anyhow::ensure!(seconds >= 0, "{text:?}: a duration cannot be negative");
+        crate::ensure_config!(seconds >= 0, "{text:?}: a duration cannot be negative");
         return Ok(seconds);
     }
     let duration = humantime::parse_duration(text).map_err(|error| {
-        anyhow::anyhow!("{text:?} is not a duration ({error}): expected e.g. 90s, 30m, 1h, 7d")
+        crate::config_error!("{text:?} is not a duration ({error}): expected e.g. 90s, 30m, 1h, 7d")
     })?;
-    anyhow::ensure!(
+    crate::ensure_config!(
         duration.subsec_nanos() == 0,
         "{text:?}: give whole seconds (e.g. 1s, not 1500ms)"
     );
-    i64::try_from(duration.as_secs()).map_err(|_| anyhow::anyhow!("{text:?} is too long"))
+    i64::try_from(duration.as_secs()).map_err(|_| crate::config_error!("{text:?} is too long"))
 }
 
 /// Hot/cold tiering and retention of message history.
@@ -343,8 +343,8 @@ pub struct TieringArgs {
 }
 
 impl TieringArgs {
-    pub fn policy(&self) -> anyhow::Result<im_store::TieringPolicy> {
-        let keep = |text: &str| -> anyhow::Result<Option<i64>> {
+    pub fn policy(&self) -> crate::Result<im_store::TieringPolicy> {
+        let keep = |text: &str| -> crate::Result<Option<i64>> {
             let secs = parse_duration_secs(text)?;
             Ok((secs > 0).then_some(secs * 1000))
         };
@@ -356,7 +356,7 @@ impl TieringArgs {
             keep_idempotency_ms: keep(&self.keep_idempotency)?,
         };
         if let Some(keep) = policy.keep_idempotency_ms {
-            anyhow::ensure!(
+            crate::ensure_config!(
                 keep >= 7 * 86_400_000,
                 "IM_KEEP_IDEMPOTENCY must be at least 7d (or 0 to keep keys forever): a publisher retrying within a week must still be answered as a repeat"
             );
@@ -365,7 +365,7 @@ impl TieringArgs {
             .into_iter()
             .flatten()
         {
-            anyhow::ensure!(
+            crate::ensure_config!(
                 retain >= policy.hot_window_ms,
                 "retention must not be shorter than the hot window"
             );

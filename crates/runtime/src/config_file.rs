@@ -76,11 +76,11 @@ pub fn path_from(args: &[String]) -> Option<PathBuf> {
 /// Read the file and set every setting the environment does not have yet.
 /// Call first thing in `main`, before the flags are parsed (they read the
 /// environment) and before threads start.
-pub fn load(path: &Path) -> anyhow::Result<Vec<(String, String)>> {
+pub fn load(path: &Path) -> crate::Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|error| anyhow::anyhow!("--config {}: {error}", path.display()))?;
-    let settings =
-        settings(&text).map_err(|error| anyhow::anyhow!("--config {}: {error}", path.display()))?;
+        .map_err(|error| crate::config_error!("--config {}: {error}", path.display()))?;
+    let settings = settings(&text)
+        .map_err(|error| crate::config_error!("--config {}: {error}", path.display()))?;
     for (name, value) in &settings {
         if std::env::var_os(name).is_none() {
             std::env::set_var(name, value);

@@ -93,6 +93,12 @@ pub enum HandlerError {
     Transient(String),
 }
 
+impl From<crate::publish::PublishError> for HandlerError {
+    fn from(error: crate::publish::PublishError) -> Self {
+        HandlerError::Transient(error.to_string())
+    }
+}
+
 impl From<im_store::StoreError> for HandlerError {
     fn from(error: im_store::StoreError) -> Self {
         match error {
@@ -620,11 +626,13 @@ pub async fn run_function<H: BatchHandler>(
     lease_ttl: Duration,
     handler: Arc<H>,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let js = jetstream::new(client);
     ensure_streams(&js).await?;
     let def = topology().consumer(function).cloned().ok_or_else(|| {
-        anyhow::anyhow!("no consumer is defined for function {function} in schemas/streams.json")
+        crate::config_error!(
+            "no consumer is defined for function {function} in schemas/streams.json"
+        )
     })?;
     let partitions = topology().partition_count(&def);
     tokio::spawn(crate::telemetry::report_streams(
@@ -635,7 +643,7 @@ pub async fn run_function<H: BatchHandler>(
             .collect(),
         shutdown.clone(),
     ));
-    anyhow::ensure!(
+    crate::ensure_config!(
         partitions as usize <= crate::publish::MAX_CONCURRENT_PUBLISHERS,
         "{partitions} partitions exceed the {} concurrent publishers one process supports",
         crate::publish::MAX_CONCURRENT_PUBLISHERS

@@ -74,7 +74,7 @@ pub async fn publish_dead_letter(
     js: &jetstream::Context,
     letter: &DeadLetter,
     now_ms: i64,
-) -> Result<(), String> {
+) -> Result<(), crate::publish::PublishError> {
     // The position names the letter for deduplication; the payload's hash
     // keeps a recreated stream's reused sequence numbers from colliding.
     let position = format!(
@@ -102,7 +102,8 @@ pub async fn publish_dead_letter(
             function: letter.function.clone(),
         }),
     );
-    let payload = serde_json::to_vec(&rejected).map_err(|error| error.to_string())?;
+    let payload = serde_json::to_vec(&rejected)
+        .map_err(|error| crate::publish::PublishError::Failed(error.to_string()))?;
     outgoing.push(Outgoing {
         subject: REJECTED_SUBJECT.to_string(),
         message_id: Some(format!("rejected:{position}")),

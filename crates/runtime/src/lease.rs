@@ -56,7 +56,7 @@ impl Claim {
     }
 }
 
-pub async fn lease_bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv::Store> {
+pub async fn lease_bucket(js: &jetstream::Context, ttl: Duration) -> crate::Result<kv::Store> {
     kv_bucket(
         js,
         LEASE_BUCKET,
@@ -73,7 +73,7 @@ pub async fn kv_bucket(
     name: &str,
     description: &str,
     ttl: Option<Duration>,
-) -> anyhow::Result<kv::Store> {
+) -> crate::Result<kv::Store> {
     if let Ok(store) = js.get_key_value(name).await {
         return Ok(store);
     }
@@ -90,7 +90,7 @@ pub async fn kv_bucket(
         Err(error) => js
             .get_key_value(name)
             .await
-            .map_err(|_| anyhow::anyhow!("create KV bucket {name}: {error}")),
+            .map_err(|_| crate::nats_error!("create KV bucket {name}: {error}")),
     }
 }
 
@@ -503,7 +503,7 @@ pub async fn run_partitions<F, Fut>(
     lease_ttl: Duration,
     shutdown: crate::Shutdown,
     mut work: F,
-) -> anyhow::Result<()>
+) -> crate::Result<()>
 where
     F: FnMut(Claim) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod config_file;
 pub mod consumer;
 pub mod dlq;
+pub mod error;
 pub mod lease;
 pub mod nats_auth;
 pub mod presence;
@@ -29,5 +30,6 @@ pub use consumer::{
     blocking, hold_limit, parse_internal, run_function, BatchHandler, HandlerError, Incoming,
     Outcome, Rejection,
 };
+pub use error::{Error, Result};
 pub use lease::Claim;
 pub use shutdown::Shutdown;

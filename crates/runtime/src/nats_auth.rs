@@ -161,9 +161,9 @@ pub struct Credentials {
 
 impl Credentials {
     /// `user:password` from a file.
-    pub fn read(path: &Path) -> anyhow::Result<Credentials> {
+    pub fn read(path: &Path) -> crate::Result<Credentials> {
         let text = std::fs::read_to_string(path).map_err(|error| {
-            anyhow::anyhow!(
+            crate::config_error!(
                 "cannot read NATS credentials {} ({error}); `imctl up` makes them in <data-dir>/credentials/nats/",
                 path.display()
             )
@@ -171,7 +171,7 @@ impl Credentials {
         let (user, password) = text
             .trim()
             .split_once(':')
-            .ok_or_else(|| anyhow::anyhow!("{} is not `user:password`", path.display()))?;
+            .ok_or_else(|| crate::config_error!("{} is not `user:password`", path.display()))?;
         Ok(Credentials {
             user: user.to_string(),
             password: password.to_string(),
@@ -180,7 +180,7 @@ impl Credentials {
 
     /// What this process connects with: `IM_NATS_CREDS` (a file), or
     /// `IM_NATS_USER` and `IM_NATS_PASSWORD`, or none.
-    pub fn from_env() -> anyhow::Result<Option<Credentials>> {
+    pub fn from_env() -> crate::Result<Option<Credentials>> {
         if let Some(path) = std::env::var_os("IM_NATS_CREDS").filter(|p| !p.is_empty()) {
             return Credentials::read(Path::new(&path)).map(Some);
         }
@@ -205,7 +205,7 @@ pub fn credentials_path(data_dir: &Path, role: &str) -> PathBuf {
 }
 
 /// Every role's credentials, made (random, mode 0600) where missing.
-pub fn ensure_credentials(data_dir: &Path) -> anyhow::Result<Vec<Credentials>> {
+pub fn ensure_credentials(data_dir: &Path) -> crate::Result<Vec<Credentials>> {
     let dir = credentials_dir(data_dir);
     std::fs::create_dir_all(&dir)?;
     let mut all = Vec::new();

@@ -115,14 +115,17 @@ pub async fn watch_device_keys(
     bucket: kv::Store,
     mut apply: impl FnMut(&str, &str, &kv::Entry) + Send,
     mut caught_up: Option<tokio::sync::oneshot::Sender<()>>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let empty = bucket
         .stream
         .get_info()
         .await
         .map(|info| info.state.messages == 0)
         .unwrap_or(false);
-    let mut watch = bucket.watch_all_from_revision(1).await?;
+    let mut watch = bucket
+        .watch_all_from_revision(1)
+        .await
+        .map_err(|error| crate::nats_error!("watch presence: {error}"))?;
     if empty {
         if let Some(signal) = caught_up.take() {
             let _ = signal.send(());
@@ -152,7 +155,7 @@ pub async fn watch_device_keys(
 pub async fn follow_until_current<W, F>(what: &str, patience: Duration, watch: W)
 where
     W: FnOnce(tokio::sync::oneshot::Sender<()>) -> F,
-    F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    F: std::future::Future<Output = crate::Result<()>> + Send + 'static,
 {
     let (signal, current) = tokio::sync::oneshot::channel();
     let what_owned = what.to_string();
@@ -172,7 +175,7 @@ pub async fn watch_presence(
     bucket: kv::Store,
     presence: Arc<Mutex<Presence>>,
     caught_up: Option<tokio::sync::oneshot::Sender<()>>,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     watch_device_keys(
         bucket,
         move |user, device, entry| {
@@ -193,7 +196,7 @@ pub async fn watch_presence(
 }
 
 /// The presence bucket (created with `ttl` if no process has yet).
-pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv::Store> {
+pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> crate::Result<kv::Store> {
     crate::lease::kv_bucket(
         js,
         PRESENCE_BUCKET,
@@ -205,10 +208,7 @@ pub async fn bucket(js: &jetstream::Context, ttl: Duration) -> anyhow::Result<kv
 
 /// A live view of presence, kept current in the background; returns once
 /// it holds what the bucket held when it started.
-pub async fn follow(
-    js: &jetstream::Context,
-    ttl: Duration,
-) -> anyhow::Result<Arc<Mutex<Presence>>> {
+pub async fn follow(js: &jetstream::Context, ttl: Duration) -> crate::Result<Arc<Mutex<Presence>>> {
     let bucket = bucket(js, ttl).await?;
     let presence = Arc::new(Mutex::new(Presence::default()));
     let view = presence.clone();

@@ -78,14 +78,40 @@ pub fn is_storage_full(error: &str) -> bool {
     .any(|sign| error.contains(sign))
 }
 
-pub async fn publish_all(js: &jetstream::Context, outgoing: Vec<Outgoing>) -> Result<(), String> {
+/// Why a publish failed, by what the caller can do: nothing until space is
+/// freed, or try again.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PublishError {
+    /// The stream or the server's store is full ([`is_storage_full`]).
+    #[error("{0}")]
+    StorageFull(String),
+    /// Not stored, or not known to be: the same publish may be retried (its
+    /// message id makes a repeat harmless).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl PublishError {
+    fn of(message: String) -> Self {
+        if is_storage_full(&message) {
+            PublishError::StorageFull(message)
+        } else {
+            PublishError::Failed(message)
+        }
+    }
+}
+
+pub async fn publish_all(
+    js: &jetstream::Context,
+    outgoing: Vec<Outgoing>,
+) -> Result<(), PublishError> {
     let mut pending: Vec<PublishAckFuture> = Vec::with_capacity(outgoing.len().min(PUBLISH_WINDOW));
     for message in outgoing {
         if pending.len() >= PUBLISH_WINDOW {
             for future in pending.drain(..) {
                 future
                     .await
-                    .map_err(|error| format!("publish ack: {error}"))?;
+                    .map_err(|error| PublishError::of(format!("publish ack: {error}")))?;
             }
         }
         let mut publish = jetstream::message::PublishMessage::build().payload(message.payload);
@@ -98,13 +124,15 @@ pub async fn publish_all(js: &jetstream::Context, outgoing: Vec<Outgoing>) -> Re
         let future = js
             .send_publish(message.subject.clone(), publish)
             .await
-            .map_err(|error| format!("publish to {}: {error}", message.subject))?;
+            .map_err(|error| {
+                PublishError::of(format!("publish to {}: {error}", message.subject))
+            })?;
         pending.push(future);
     }
     for future in pending {
         future
             .await
-            .map_err(|error| format!("publish ack: {error}"))?;
+            .map_err(|error| PublishError::of(format!("publish ack: {error}")))?;
     }
     Ok(())
 }

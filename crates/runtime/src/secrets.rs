@@ -67,7 +67,7 @@ pub fn check(secret: &str) -> Result<(), String> {
 /// Write a file only its owner can read (mode 0600), if it does not exist
 /// yet: true if this call made it, false if it was already there (another
 /// process may have been first). Secrets and credentials are made here.
-pub fn create_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
+pub fn create_private(path: &Path, contents: &[u8]) -> crate::Result<bool> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -85,39 +85,39 @@ pub fn create_private(path: &Path, contents: &[u8]) -> anyhow::Result<bool> {
             Ok(true)
         }
         Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-        Err(error) => Err(anyhow::anyhow!("create {}: {error}", path.display())),
+        Err(error) => Err(crate::config_error!("create {}: {error}", path.display())),
     }
 }
 
 /// The data directory's secret, made (mode 0600) if there is none yet.
 /// Returns it and whether it was just made.
-pub fn load_or_create(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+pub fn load_or_create(data_dir: &Path) -> crate::Result<(String, bool)> {
     load_or_create_at(&secret_path(data_dir), data_dir)
 }
 
 /// The data directory's service-token key, made (mode 0600) if missing.
-pub fn load_or_create_service(data_dir: &Path) -> anyhow::Result<(String, bool)> {
+pub fn load_or_create_service(data_dir: &Path) -> crate::Result<(String, bool)> {
     load_or_create_at(&service_secret_path(data_dir), data_dir)
 }
 
-fn load_or_create_at(path: &Path, data_dir: &Path) -> anyhow::Result<(String, bool)> {
+fn load_or_create_at(path: &Path, data_dir: &Path) -> crate::Result<(String, bool)> {
     let created = !path.exists() && create_private(path, generate().as_bytes())?;
     Ok((read_at(path, data_dir)?, created))
 }
 
 /// The data directory's secret, or what to do when it has none.
-pub fn read(data_dir: &Path) -> anyhow::Result<String> {
+pub fn read(data_dir: &Path) -> crate::Result<String> {
     read_at(&secret_path(data_dir), data_dir)
 }
 
 /// The data directory's service-token key.
-pub fn read_service(data_dir: &Path) -> anyhow::Result<String> {
+pub fn read_service(data_dir: &Path) -> crate::Result<String> {
     read_at(&service_secret_path(data_dir), data_dir)
 }
 
-fn read_at(path: &Path, data_dir: &Path) -> anyhow::Result<String> {
+fn read_at(path: &Path, data_dir: &Path) -> crate::Result<String> {
     let secret = std::fs::read_to_string(path).map_err(|error| {
-        anyhow::anyhow!(
+        crate::config_error!(
             "no JWT secret at {} ({error}): start the system with `imctl up --data-dir {}` first, or pass --secret / IM_JWT_SECRET",
             path.display(),
             data_dir.display()
@@ -127,7 +127,7 @@ fn read_at(path: &Path, data_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// `--secret` if given, else the data directory's.
-pub fn resolve(given: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+pub fn resolve(given: Option<&str>, data_dir: &Path) -> crate::Result<String> {
     match given {
         Some(secret) => Ok(secret.to_string()),
         None => read(data_dir),

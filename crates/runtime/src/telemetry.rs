@@ -83,14 +83,15 @@ const SECONDS_BUCKETS: [f64; 16] = [
 
 /// The Prometheus recorder every process installs: `*_seconds` metrics
 /// are histograms with [`SECONDS_BUCKETS`].
-pub fn prometheus_recorder() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+pub fn prometheus_recorder() -> crate::Result<metrics_exporter_prometheus::PrometheusHandle> {
     metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets_for_metric(
             metrics_exporter_prometheus::Matcher::Suffix("_seconds".into()),
             &SECONDS_BUCKETS,
-        )?
+        )
+        .map_err(|error| crate::config_error!("metrics buckets: {error}"))?
         .install_recorder()
-        .map_err(|error| anyhow::anyhow!("cannot install the metrics recorder: {error}"))
+        .map_err(|error| crate::config_error!("cannot install the metrics recorder: {error}"))
 }
 
 /// Serve `/metrics`, `/healthz` (the process runs) and `/readyz` (NATS
@@ -99,20 +100,20 @@ pub fn prometheus_recorder() -> anyhow::Result<metrics_exporter_prometheus::Prom
 pub async fn serve_health(
     addr: &str,
     client: async_nats::Client,
-) -> anyhow::Result<Option<std::net::SocketAddr>> {
+) -> crate::Result<Option<std::net::SocketAddr>> {
     use axum::http::StatusCode;
     use axum::routing::get;
     if addr.is_empty() {
         return Ok(None);
     }
-    let socket: std::net::SocketAddr = addr
-        .parse()
-        .map_err(|error| anyhow::anyhow!("--metrics-addr {addr:?} is not host:port: {error}"))?;
+    let socket: std::net::SocketAddr = addr.parse().map_err(|error| {
+        crate::config_error!("--metrics-addr {addr:?} is not host:port: {error}")
+    })?;
     let handle = prometheus_recorder()?;
     let listener = tokio::net::TcpListener::bind(socket)
         .await
         .map_err(|error| {
-            anyhow::anyhow!("cannot serve metrics on {addr}: {error}; is the port taken?")
+            crate::config_error!("cannot serve metrics on {addr}: {error}; is the port taken?")
         })?;
     let bound = listener.local_addr()?;
     let app = axum::Router::new()

@@ -250,8 +250,8 @@ pub fn stream_config_with(
 }
 
 /// Create every stream, or bring an existing one's config up to date.
-pub async fn ensure_streams(js: &jetstream::Context) -> anyhow::Result<()> {
-    let bounds = stream_max_bytes_override().map_err(|e| anyhow::anyhow!(e))?;
+pub async fn ensure_streams(js: &jetstream::Context) -> crate::Result<()> {
+    let bounds = stream_max_bytes_override().map_err(crate::Error::Config)?;
     ensure_sharded_streams(
         js,
         stream_replicas(),
@@ -269,7 +269,7 @@ pub async fn ensure_streams_with(
     replicas: usize,
     partitions: u32,
     bounds: &MaxBytes,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     ensure_sharded_streams(js, replicas, partitions, 1, bounds).await
 }
 
@@ -293,9 +293,9 @@ async fn existing_shards(js: &jetstream::Context, base: &str) -> Option<u32> {
 
 /// Refuse to run with another shard count than the streams have: events
 /// would go to streams (and partitions) nobody reads.
-pub fn check_shards(stream: &str, existing: Option<u32>, configured: u32) -> anyhow::Result<()> {
+pub fn check_shards(stream: &str, existing: Option<u32>, configured: u32) -> crate::Result<()> {
     match existing {
-        Some(existing) if existing != configured => anyhow::bail!(
+        Some(existing) if existing != configured => crate::bail_config!(
             "stream {stream} is split into {existing} shard(s) on this server, but this process is configured for {configured} (IM_STREAM_SHARDS): run every process with IM_STREAM_SHARDS={existing}. The shard count is fixed per deployment: to change it, start a new deployment with the new count and move the clients to it"
         ),
         _ => Ok(()),
@@ -310,7 +310,7 @@ pub async fn ensure_sharded_streams(
     partitions: u32,
     shards: u32,
     bounds: &MaxBytes,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     for base in &topology().streams {
         if base.partition_subjects.is_some() {
             check_shards(&base.name, existing_shards(js, &base.name).await, shards)?;
@@ -328,7 +328,7 @@ async fn ensure_stream(
     replicas: usize,
     partitions: u32,
     bounds: &MaxBytes,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let config = stream_config_with(def, replicas, partitions, bounds);
     match js.get_stream(&def.name).await {
         Ok(mut existing) => {
@@ -340,14 +340,14 @@ async fn ensure_stream(
             check_partitions(&def.name, created_for.as_deref(), partitions)?;
             js.update_stream(&config)
                 .await
-                .map_err(|error| anyhow::anyhow!("update stream {}: {error}", def.name))?;
+                .map_err(|error| crate::nats_error!("update stream {}: {error}", def.name))?;
         }
         Err(_) => {
             if let Err(error) = js.create_stream(config.clone()).await {
                 // Another process may have created it meanwhile.
                 js.get_stream(&def.name)
                     .await
-                    .map_err(|_| anyhow::anyhow!("create stream {}: {error}", def.name))?;
+                    .map_err(|_| crate::nats_error!("create stream {}: {error}", def.name))?;
             }
         }
     }
@@ -379,10 +379,10 @@ pub fn check_partitions(
     stream: &str,
     created_for: Option<&str>,
     configured: u32,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     // Streams from before the count was recorded were made with 16.
     let created_for = created_for.unwrap_or("16");
-    anyhow::ensure!(
+    crate::ensure_config!(
         created_for == configured.to_string(),
         "stream {stream} was created for {created_for} partitions, but this process is configured for {configured} (IM_PARTITIONS): run every process with IM_PARTITIONS={created_for}, or repartition as the README says (`imctl replay --into` a new data dir against a system started with the new count)"
     );

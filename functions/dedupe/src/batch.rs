@@ -288,40 +288,6 @@ pub fn timeline_event(event: TimelineEvent, stamp: Stamp, partitions: u32) -> (u
     )
 }
 
-/// The spans of a batch at dedupe, one per event that caused outputs
-/// (consecutive outputs of one event share it); its outputs carry the
-/// span's trace on.
-pub(super) fn trace_outputs(
-    outputs: &mut [(TimelineEvent, Stamp)],
-    partition: u32,
-    batch: usize,
-) -> im_runtime::trace::Spans {
-    let mut spans = im_runtime::trace::Spans::default();
-    if !im_runtime::trace::enabled() {
-        return spans;
-    }
-    let mut last: Option<(im_events::Trace, Option<im_events::Trace>)> = None;
-    for (event, stamp) in outputs.iter_mut() {
-        let Some(parent) = stamp.trace.take() else {
-            continue;
-        };
-        let child = match &last {
-            Some((previous, child)) if *previous == parent => child.clone(),
-            _ => {
-                let seq = match event {
-                    TimelineEvent::Committed(message) => Some(message.seq),
-                    _ => None,
-                };
-                let child = spans.event(FUNCTION, Some(&parent), Some(partition), seq, batch);
-                last = Some((parent, child.clone()));
-                child
-            }
-        };
-        stamp.trace = child;
-    }
-    spans
-}
-
 /// Pure: a batch's timeline events as one envelope per conversation
 /// partition on `im.timeline.<p>.batch`, in order: one stream write per
 /// partition per batch. The id is derived from the events it carries, so a
@@ -416,16 +382,4 @@ pub fn receipt_items(outputs: &[(TimelineEvent, Stamp)]) -> Vec<(SyncItem, Vec<S
             _ => None,
         })
         .collect()
-}
-
-/// Who gets a committed message now (for the fast path): the members as of
-/// its seq; a direct conversation's two users without a read.
-pub(super) fn members_of(
-    store: &dyn ConversationStore,
-    message: &CommittedMessage,
-) -> Result<Vec<String>, im_store::StoreError> {
-    if let Some((a, b)) = im_events::ids::direct_members(&message.conversation_id) {
-        return Ok(vec![a.to_string(), b.to_string()]);
-    }
-    store.members_at(&message.conversation_id, message.seq)
 }

@@ -53,5 +53,6 @@ async fn main() -> anyhow::Result<()> {
         args.common.lease_ttl(),
         shutdown,
     )
-    .await
+    .await?;
+    Ok(())
 }

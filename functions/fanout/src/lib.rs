@@ -8,6 +8,9 @@
 //! the sender's own (so their read mark moves) and the mentioned members'
 //! (for offline notifications), and members pull the conversation timeline.
 
+// The imports serve the shell too; the core-only build leaves some unused.
+#![cfg_attr(not(feature = "shell"), allow(unused_imports))]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -23,121 +26,15 @@ use im_store::ConversationStore;
 
 pub const FUNCTION: &str = "fanout";
 
+#[cfg(feature = "shell")]
+mod shell;
+#[cfg(feature = "shell")]
+pub use shell::*;
+
 mod batch;
 mod decide;
 pub use batch::*;
 pub use decide::*;
-
-pub struct Fanout {
-    pub js: async_nats::jetstream::Context,
-    pub store: Arc<dyn ConversationStore>,
-    pub user_partitions: u32,
-}
-
-impl BatchHandler for Fanout {
-    async fn handle(
-        &self,
-        claim: &Claim,
-        batch: Vec<Incoming>,
-    ) -> Result<Vec<Outcome>, HandlerError> {
-        let store = self.store.clone();
-        let partitions = self.user_partitions;
-        let partition = claim.partition;
-        let (outgoing, outcomes, group_pushes, spans) = im_runtime::blocking(move || {
-            // Until the batch is published.
-            let mut spans = im_runtime::trace::Spans::default();
-            let mut events: Vec<(TimelineEvent, Vec<String>, Option<im_events::Trace>)> =
-                Vec::new();
-            let mut time = String::new();
-            let mut group_pushes: Vec<im_events::CommittedMessage> = Vec::new();
-            let mut outcomes = Vec::with_capacity(batch.len());
-            for message in &batch {
-                let carried = if im_events::subjects::is_batch_subject(&message.subject) {
-                    im_runtime::parse_internal::<TimelineBatch>(message, "timeline batch")
-                        .map(|batch| batch.events)
-                } else {
-                    im_runtime::parse_internal::<Timeline>(message, "timeline event")
-                        .map(|timeline| vec![timeline])
-                };
-                let timelines = match carried {
-                    Ok(timelines) => timelines,
-                    Err(rejected) => {
-                        outcomes.push(rejected);
-                        continue;
-                    }
-                };
-                for timeline in timelines {
-                    if let TimelineEvent::Committed(message) = &timeline.payload {
-                        if message.diffusion == Diffusion::Read {
-                            group_pushes.push(message.clone());
-                        }
-                    }
-                    let users = recipients(&timeline.payload, &StoreMembers(store.as_ref()))?;
-                    time = timeline.time.clone();
-                    let seq = match &timeline.payload {
-                        TimelineEvent::Committed(message) => Some(message.seq),
-                        _ => None,
-                    };
-                    let trace = spans.event(
-                        FUNCTION,
-                        timeline.trace().as_ref(),
-                        Some(partition),
-                        seq,
-                        batch.len(),
-                    );
-                    events.push((timeline.payload, users, trace));
-                }
-                outcomes.push(Outcome::Done);
-            }
-            let mut outgoing = Vec::new();
-            for (subject, id, delivery) in batch_deliveries(&events, partitions, &time) {
-                let payload = serde_json::to_vec(&delivery)
-                    .map_err(|e| im_store::StoreError::Backend(e.to_string()))?;
-                outgoing.push(Outgoing {
-                    subject,
-                    message_id: Some(id),
-                    headers: None,
-                    payload: payload.into(),
-                });
-            }
-            Ok::<_, im_store::StoreError>((outgoing, outcomes, group_pushes, spans))
-        })
-        .await?;
-        publish_all(&self.js, outgoing)
-            .await
-            .map_err(HandlerError::Transient)?;
-        // Large groups get no per-member deliveries: tell push, which
-        // notifies the members who are online (members who are not pull).
-        let client = self.js.client();
-        for message in group_pushes {
-            match serde_json::to_vec(&message) {
-                Ok(payload) => {
-                    let _ = client
-                        .publish(im_events::subjects::GROUP_PUSH_SUBJECT, payload.into())
-                        .await;
-                }
-                Err(error) => tracing::error!(%error, "large-group push not serializable"),
-            }
-        }
-        drop(spans);
-        Ok(outcomes)
-    }
-}
-
-pub async fn run(
-    client: async_nats::Client,
-    store: Arc<dyn ConversationStore>,
-    instance: String,
-    lease_ttl: std::time::Duration,
-    shutdown: im_runtime::Shutdown,
-) -> anyhow::Result<()> {
-    let handler = Arc::new(Fanout {
-        js: async_nats::jetstream::new(client.clone()),
-        store,
-        user_partitions: im_runtime::topology::topology().partitions.user,
-    });
-    im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
-}
 
 #[cfg(test)]
 mod tests;

@@ -233,7 +233,11 @@ impl Offline {
         }
     }
 
-    async fn dead_letter(&self, record: &NotificationRecord, reason: &str) -> Result<(), String> {
+    async fn dead_letter(
+        &self,
+        record: &NotificationRecord,
+        reason: &str,
+    ) -> Result<(), im_runtime::publish::PublishError> {
         let letter = im_runtime::dlq::DeadLetter {
             function: FUNCTION.to_string(),
             code: im_events::ErrorCode::ProviderFailed,
@@ -474,7 +478,7 @@ pub async fn run(
     instance: String,
     lease_ttl: Duration,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> im_runtime::Result<()> {
     let js = jetstream::new(client.clone());
     im_runtime::topology::ensure_streams(&js).await?;
     let presence_ttl = Duration::from_millis(settings.presence_ttl_ms.max(1) as u64);

@@ -62,7 +62,7 @@ impl Registry {
 }
 
 /// Open (or create) the registrations bucket; entries never expire.
-pub async fn bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store> {
+pub async fn bucket(js: &jetstream::Context) -> im_runtime::Result<kv::Store> {
     im_runtime::lease::kv_bucket(
         js,
         PUSH_TOKENS_BUCKET,
@@ -77,7 +77,7 @@ pub async fn watch(
     bucket: kv::Store,
     registry: Arc<Mutex<Registry>>,
     caught_up: Option<tokio::sync::oneshot::Sender<()>>,
-) -> anyhow::Result<()> {
+) -> im_runtime::Result<()> {
     im_runtime::presence::watch_device_keys(bucket, move |user, device, entry| {
         let mut registry = registry.lock().unwrap_or_else(|p| p.into_inner());
         match entry.operation {

@@ -225,7 +225,7 @@ pub async fn run(
     instance: String,
     lease_ttl: Duration,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> im_runtime::Result<()> {
     let js = jetstream::new(client.clone());
     im_runtime::topology::ensure_streams(&js).await?;
     let presence = im_runtime::presence::follow(&js, presence_ttl).await?;

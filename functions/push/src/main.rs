@@ -32,5 +32,6 @@ async fn main() -> anyhow::Result<()> {
         args.common.lease_ttl(),
         Shutdown::on_signals(),
     )
-    .await
+    .await?;
+    Ok(())
 }

@@ -31,5 +31,6 @@ async fn main() -> anyhow::Result<()> {
         (args.keep_sync_items > 0).then(|| im_unread::SyncRetention::keeping(args.keep_sync_items)),
         Shutdown::on_signals(),
     )
-    .await
+    .await?;
+    Ok(())
 }

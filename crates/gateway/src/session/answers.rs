@@ -144,12 +144,12 @@ pub(super) async fn report_delivery(
             Ok(pending) => {
                 let gateway = gateway.clone();
                 tokio::spawn(async move {
-                    if let Err((code, reason)) = pending.finish(&gateway).await {
+                    if let Err(Refusal { code, reason }) = pending.finish(&gateway).await {
                         tracing::debug!(%code, %reason, "delivery receipt not applied");
                     }
                 });
             }
-            Err((code, reason)) => {
+            Err(Refusal { code, reason }) => {
                 tracing::debug!(%code, %reason, "delivery receipt not published")
             }
         }

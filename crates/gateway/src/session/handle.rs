@@ -86,9 +86,9 @@ pub(super) async fn handle(
                                "conversation_id": message.conversation_id, "seq": message.seq})
                     }
                     Ok(_) => pipeline_error(
-                        (
-                            "internal".to_string(),
-                            "the pipeline applied the send but named no message; resend with the same id".to_string(),
+                        Refusal::new(
+                            "internal",
+                            "the pipeline applied the send but named no message; resend with the same id",
                         ),
                         Some(&client_msg_id),
                     ),
@@ -111,7 +111,7 @@ pub(super) async fn handle(
                     .iter()
                     .any(|row| row.diffusion == im_events::Diffusion::Read);
             if in_large_groups {
-                if let Err((code, reason)) = gateway.materialize(&context.user).await {
+                if let Err(Refusal { code, reason }) = gateway.materialize(&context.user).await {
                     tracing::warn!(%code, %reason, "large-group messages not copied before sync");
                 }
             }

@@ -114,11 +114,11 @@ impl Builder {
     }
 
     /// The first gateway's address; the others take the following ports.
-    pub fn http(mut self, address: &str) -> anyhow::Result<Self> {
+    pub fn http(mut self, address: &str) -> crate::Result<Self> {
         let (host, port) = address
             .rsplit_once(':')
             .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
-            .ok_or_else(|| anyhow::anyhow!("--http {address:?} is not host:port"))?;
+            .ok_or_else(|| crate::setup_error!("--http {address:?} is not host:port"))?;
         self.http = Some((host, port));
         Ok(self)
     }
@@ -169,7 +169,7 @@ impl Builder {
         self
     }
 
-    pub async fn start(self) -> anyhow::Result<System> {
+    pub async fn start(self) -> crate::Result<System> {
         let (data_dir, scratch) = match &self.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -257,7 +257,7 @@ impl Builder {
                 for (index, port) in system.nats_ports.clone().into_iter().enumerate() {
                     if !wait_port(port, Duration::from_secs(20)).await {
                         let name = system.procs[index].name.clone();
-                        anyhow::bail!(
+                        crate::bail_setup!(
                             "{name} did not listen on 127.0.0.1:{port} (see {}); is the port taken? try another --nats-port",
                             logs.join(format!("{name}.log")).display()
                         );
@@ -276,7 +276,7 @@ impl Builder {
             Some(partitions) => partitions,
             None => chosen_partitions(&system.nats_url, &access, self.nodes).await,
         };
-        anyhow::ensure!(
+        crate::ensure_setup!(
             self.shards == 1
                 || self.external_nats.is_some()
                 || partitions == self.partitions.unwrap_or(default_partitions(self.nodes)),
@@ -295,7 +295,7 @@ impl Builder {
             .or_else(|| std::env::var("IM_STREAM_MAX_BYTES").ok())
             .unwrap_or_default();
         let bounds =
-            im_runtime::topology::MaxBytes::parse(&max_bytes).map_err(|e| anyhow::anyhow!(e))?;
+            im_runtime::topology::MaxBytes::parse(&max_bytes).map_err(crate::Error::Setup)?;
         ensure_topology(
             &system.nats_url,
             &access,
@@ -362,7 +362,7 @@ impl Builder {
         }
         for gateway in system.gateways.clone() {
             if !wait_port(gateway.port, Duration::from_secs(30)).await {
-                anyhow::bail!(
+                crate::bail_setup!(
                     "{} did not listen on {}; see {}",
                     gateway.name,
                     gateway.address,
@@ -372,7 +372,7 @@ impl Builder {
         }
         for (name, port) in system.metrics.clone() {
             if !wait_port(port, Duration::from_secs(30)).await {
-                anyhow::bail!(
+                crate::bail_setup!(
                     "{name} did not come up; see {}",
                     logs.join(format!("{name}.log")).display()
                 );
@@ -439,7 +439,7 @@ pub async fn ensure_topology(
     partitions: u32,
     shards: u32,
     bounds: &im_runtime::topology::MaxBytes,
-) -> anyhow::Result<()> {
+) -> crate::Result<()> {
     let client = im_runtime::config::connect_as(nats_url, "im-harness", access).await?;
     let js = async_nats::jetstream::new(client);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -451,16 +451,11 @@ pub async fn ensure_topology(
         {
             Ok(()) => return Ok(()),
             // A refusal (another partition or shard count) will not change.
-            Err(error)
-                if error.to_string().contains("IM_PARTITIONS")
-                    || error.to_string().contains("IM_STREAM_SHARDS") =>
-            {
-                return Err(error)
-            }
+            Err(error) if !error.is_transient() => return Err(error.into()),
             Err(_) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(error) => return Err(error),
+            Err(error) => return Err(error.into()),
         }
     }
 }

@@ -8,7 +8,7 @@ pub async fn latency(
     rate: f64,
     pairs: usize,
     seconds: u64,
-) -> anyhow::Result<Value> {
+) -> crate::Result<Value> {
     let pairs = pairs.max(1);
     let run = chrono::Utc::now().timestamp_millis();
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
@@ -178,7 +178,7 @@ pub async fn fanout(
     members: usize,
     online: usize,
     messages: usize,
-) -> anyhow::Result<Value> {
+) -> crate::Result<Value> {
     let js = system.js().await?;
     let run = chrono::Utc::now().timestamp_millis();
     let member = |n: usize| format!("f{run}m{n}");
@@ -246,7 +246,7 @@ pub async fn fanout(
                 total += js.get_stream(name).await?.info().await?.state.messages;
             }
         }
-        Ok::<u64, anyhow::Error>(total)
+        Ok::<u64, crate::Error>(total)
     };
     let mut sent_at = HashMap::new();
     let before = deliveries(js.clone()).await?;

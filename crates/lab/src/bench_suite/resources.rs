@@ -15,8 +15,8 @@ pub(super) fn rss_kib(pid: u32) -> Option<u64> {
 
 /// `count` idle connections on the gateway, from several 127.0.0.x source
 /// addresses: resident memory per connection and connect rate.
-pub async fn connections(system: &mut System, count: usize) -> anyhow::Result<Value> {
-    let pid = gateway_pid(system).ok_or_else(|| anyhow::anyhow!("no gateway pid"))?;
+pub async fn connections(system: &mut System, count: usize) -> crate::Result<Value> {
+    let pid = gateway_pid(system).ok_or_else(|| crate::failed!("no gateway pid"))?;
     let before = rss_kib(pid).unwrap_or(0);
     let run = chrono::Utc::now().timestamp_millis();
     let started = Instant::now();
@@ -39,7 +39,7 @@ pub async fn connections(system: &mut System, count: usize) -> anyhow::Result<Va
                 );
                 let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
                 let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
-                anyhow::Ok(ws)
+                Ok::<_, crate::Error>(ws)
             }
         });
         for result in futures::future::join_all(attempts).await {
@@ -60,7 +60,7 @@ pub async fn connections(system: &mut System, count: usize) -> anyhow::Result<Va
 }
 
 /// A device offline for `messages` messages: time to sync them all.
-pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value> {
+pub async fn recovery(system: &System, messages: usize) -> crate::Result<Value> {
     let js = system.js().await?;
     let run = chrono::Utc::now().timestamp_millis();
     let (from, to) = (format!("r{run}a"), format!("r{run}b"));
@@ -107,7 +107,7 @@ pub async fn recovery(system: &System, messages: usize) -> anyhow::Result<Value>
             .await?;
         let page = loop {
             let Some(Ok(Message::Text(text))) = socket.next().await else {
-                anyhow::bail!("connection ended during sync")
+                crate::bail_failed!("connection ended during sync")
             };
             let value: Value = serde_json::from_str(&text)?;
             if value["op"] == "sync_result" {

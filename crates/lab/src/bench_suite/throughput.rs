@@ -4,7 +4,7 @@ use super::*;
 
 /// The broker's own limits on the same server: JetStream persisted publish
 /// rate (async acks, file storage, same sync policy) and core pub/sub.
-pub async fn baseline(system: &System, seconds: u64) -> anyhow::Result<Value> {
+pub async fn baseline(system: &System, seconds: u64) -> crate::Result<Value> {
     let js = system.js().await?;
     let payload = bytes::Bytes::from(send_event("baseline", "dm:a:b", "a"));
     let stream = js
@@ -70,7 +70,7 @@ pub async fn throughput(
     pairs: usize,
     window: usize,
     seconds: u64,
-) -> anyhow::Result<Value> {
+) -> crate::Result<Value> {
     let js = system.js().await?;
     let before = stream_messages(&js).await?;
     let acked = Arc::new(AtomicU64::new(0));
@@ -190,7 +190,7 @@ pub(super) async fn consumer_backlog(js: &jetstream::Context) -> Value {
 
 /// Let the pipeline drain what an earlier scenario left, so figures do
 /// not carry over.
-pub(super) async fn drain(system: &System) -> anyhow::Result<()> {
+pub(super) async fn drain(system: &System) -> crate::Result<()> {
     let js = system.js().await?;
     eprintln!("bench: waiting for the pipeline to drain");
     if let Err(busy) = crate::quiesce::quiesce(&js, Duration::from_secs(300)).await {
@@ -213,7 +213,7 @@ pub(super) fn merge(into: &mut Value, from: Value) {
 /// Raw JetStream publish → ack latency at a fixed rate on the same server
 /// (one stream, the same payload and sync policy): what one persisted hop
 /// costs, next to the pipeline's send → push.
-pub async fn publish_latency(system: &System, rate: f64, seconds: u64) -> anyhow::Result<Value> {
+pub async fn publish_latency(system: &System, rate: f64, seconds: u64) -> crate::Result<Value> {
     let js = system.js().await?;
     let payload = bytes::Bytes::from(send_event("raw", "dm:a:b", "a"));
     let name = format!("BENCH_LATENCY_{}", chrono::Utc::now().timestamp_millis());

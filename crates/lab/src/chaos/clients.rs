@@ -208,7 +208,7 @@ pub(super) const OFFLINE_DEVICE: &str = "phone";
 
 /// Register the offline user's device for webhook pushes (over the
 /// WebSocket, as an app would), then disconnect for good.
-pub(super) async fn register_push(ports: &[u16], user: &str) -> anyhow::Result<()> {
+pub(super) async fn register_push(ports: &[u16], user: &str) -> crate::Result<()> {
     for attempt in 0..20 {
         let Some(mut socket) = connect(ports, user, OFFLINE_DEVICE, attempt).await else {
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -236,15 +236,15 @@ pub(super) async fn register_push(ports: &[u16], user: &str) -> anyhow::Result<(
                 break;
             }
             if value["op"] == "error" {
-                anyhow::bail!("registering {user}'s push token: {value}");
+                crate::bail_failed!("registering {user}'s push token: {value}");
             }
         }
     }
-    anyhow::bail!("could not register {user}'s push token")
+    crate::bail_failed!("could not register {user}'s push token")
 }
 
 /// A device's view for the verifier: its whole sync log and conversation list.
-pub(super) async fn read_user(ports: &[u16], user: &str) -> anyhow::Result<(Vec<Value>, Value)> {
+pub(super) async fn read_user(ports: &[u16], user: &str) -> crate::Result<(Vec<Value>, Value)> {
     let mut socket = None;
     for attempt in 0..20 {
         socket = connect(ports, user, "d", attempt).await;
@@ -253,21 +253,21 @@ pub(super) async fn read_user(ports: &[u16], user: &str) -> anyhow::Result<(Vec<
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let mut socket = socket.ok_or_else(|| anyhow::anyhow!("no gateway accepts {user}"))?;
-    async fn ask(socket: &mut Socket, frame: Value, op: &str) -> anyhow::Result<Value> {
+    let mut socket = socket.ok_or_else(|| crate::failed!("no gateway accepts {user}"))?;
+    async fn ask(socket: &mut Socket, frame: Value, op: &str) -> crate::Result<Value> {
         socket.send(Message::Text(frame.to_string().into())).await?;
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             let next = tokio::time::timeout(Duration::from_secs(20), socket.next()).await?;
             let Some(Ok(Message::Text(text))) = next else {
-                anyhow::bail!("connection ended");
+                crate::bail_failed!("connection ended");
             };
             let value: Value = serde_json::from_str(&text)?;
             if value["op"] == op {
                 return Ok(value);
             }
         }
-        anyhow::bail!("no {op}")
+        crate::bail_failed!("no {op}")
     }
     let mut items = Vec::new();
     let mut after = 0;

@@ -49,7 +49,7 @@ impl<'a> Faults<'a> {
         &mut self,
         system: &mut System,
         rng: &mut rand::rngs::StdRng,
-    ) -> anyhow::Result<()> {
+    ) -> crate::Result<()> {
         // Bring back a NATS node that has been down a while.
         if let Some((index, since)) = self.nats_down {
             if since.elapsed() > Duration::from_secs(3) {
@@ -263,7 +263,7 @@ impl<'a> Faults<'a> {
     }
 
     /// Bring back a NATS node still down.
-    pub(super) fn restore(&mut self, system: &mut System) -> anyhow::Result<()> {
+    pub(super) fn restore(&mut self, system: &mut System) -> crate::Result<()> {
         if let Some((index, _)) = self.nats_down.take() {
             system.procs[index].spawn()?;
         }

@@ -78,7 +78,7 @@ pub struct ChaosArgs {
 static SECRET: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(im_runtime::secrets::generate);
 
-pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
+pub async fn run(args: ChaosArgs) -> crate::Result<()> {
     let duration =
         Duration::from_secs(im_runtime::config::parse_duration_secs(&args.duration)?.max(1) as u64);
     let fault_every = Duration::from_secs(
@@ -320,7 +320,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             println!("  violation: {violation}");
         }
     }
-    anyhow::ensure!(
+    crate::ensure_failed!(
         violations.is_empty(),
         "{} violations; logs in {}",
         violations.len(),

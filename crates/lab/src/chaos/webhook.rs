@@ -44,7 +44,7 @@ async fn receive(State(received): State<Received>, body: Bytes) -> StatusCode {
 }
 
 /// Listen on 127.0.0.1 (a free port); returns the URL to post to.
-pub async fn start(received: Received) -> anyhow::Result<String> {
+pub async fn start(received: Received) -> crate::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hook", listener.local_addr()?);
     let app = Router::new()

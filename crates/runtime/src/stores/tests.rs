@@ -33,10 +33,16 @@ fn store_uris_select_the_backend() {
         StoreUri::parse(Some("sqlite:///var/lib/im"), data).unwrap(),
         StoreUri::Sqlite("/var/lib/im".into())
     );
+    #[cfg(feature = "scylla")]
     match StoreUri::parse(Some("scylla://a,b/im"), data).unwrap() {
         StoreUri::Scylla(config) => assert_eq!(config.keyspace, "im"),
         other => panic!("{other:?}"),
     }
+    #[cfg(not(feature = "scylla"))]
+    assert!(StoreUri::parse(Some("scylla://a,b/im"), data)
+        .unwrap_err()
+        .to_string()
+        .contains("no ScyllaDB backend"));
     assert!(StoreUri::parse(Some("postgres://x"), data).is_err());
     assert!(StoreUri::parse(Some("sqlite://"), data).is_err());
     assert!(StoreUri::parse(Some("scylla://h"), data).is_err());

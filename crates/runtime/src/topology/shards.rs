@@ -116,13 +116,13 @@ pub fn stream_names(stream: &str) -> Vec<String> {
 /// pipeline order (ingest, accepted, timeline, delivery), shards included,
 /// whatever this process's own IM_STREAM_SHARDS says: for tools that watch
 /// a running system.
-pub async fn pipeline_streams(js: &jetstream::Context) -> anyhow::Result<Vec<String>> {
+pub async fn pipeline_streams(js: &jetstream::Context) -> crate::Result<Vec<String>> {
     use futures::TryStreamExt;
     let existing: Vec<String> = js
         .stream_names()
         .try_collect()
         .await
-        .map_err(|error| anyhow::anyhow!("list streams: {error}"))?;
+        .map_err(|error| crate::nats_error!("list streams: {error}"))?;
     Ok(partitioned_in(&existing))
 }
 
@@ -156,7 +156,7 @@ pub fn partitioned_in(existing: &[String]) -> Vec<String> {
 /// that the stages' leaders, and their disk and CPU, sit on different
 /// nodes, and JetStream alone may elect them all on one. Best effort (a
 /// node may be down); returns how many leaders were asked to move.
-pub async fn spread_leaders(js: &jetstream::Context, nodes: &[String]) -> anyhow::Result<usize> {
+pub async fn spread_leaders(js: &jetstream::Context, nodes: &[String]) -> crate::Result<usize> {
     if nodes.len() < 2 {
         return Ok(0);
     }

@@ -36,9 +36,11 @@ pub struct Apns {
 const JWT_LIFETIME: Duration = Duration::from_secs(50 * 60);
 
 impl Apns {
-    pub fn new(config: ApnsConfig) -> anyhow::Result<Self> {
-        let key = jsonwebtoken::EncodingKey::from_ec_pem(config.key_pem.as_bytes())
-            .map_err(|error| anyhow::anyhow!("APNs key is not a P-256 PKCS#8 PEM key: {error}"))?;
+    pub fn new(config: ApnsConfig) -> im_runtime::Result<Self> {
+        let key =
+            jsonwebtoken::EncodingKey::from_ec_pem(config.key_pem.as_bytes()).map_err(|error| {
+                im_runtime::config_error!("APNs key is not a P-256 PKCS#8 PEM key: {error}")
+            })?;
         Ok(Apns {
             config,
             key,

@@ -45,10 +45,12 @@ pub struct Fcm {
 }
 
 impl Fcm {
-    pub fn new(config: FcmConfig) -> anyhow::Result<Self> {
+    pub fn new(config: FcmConfig) -> im_runtime::Result<Self> {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(config.account.private_key.as_bytes())
             .map_err(|error| {
-                anyhow::anyhow!("FCM service account private_key is not an RSA PEM key: {error}")
+                im_runtime::config_error!(
+                    "FCM service account private_key is not an RSA PEM key: {error}"
+                )
             })?;
         Ok(Fcm {
             config,
