@@ -6,9 +6,12 @@ pub(super) fn block_or_unblock(
     block: &BlockData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ..
+    } = ctx;
     let blocking = matches!(event.payload, Command::Block(_));
     if view.blocked(&block.user_id, &block.blocked_user_id) != blocking {
         decision.effects.push(ConversationEffect::Block {

@@ -6,11 +6,14 @@ pub(super) fn edit(
     edit: &EditData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
-    let received = &ctx.received;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ref conversation,
+        ref received,
+        ..
+    } = ctx;
     ctx.require_conversation_as_member(&edit.editor_id)?;
     let message = view.message(conversation_id, edit.seq).ok_or_else(|| {
         EventError::new(
@@ -55,13 +58,16 @@ pub(super) fn recall(
     recall: &RecallData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let config = ctx.config;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
-    let received_ms = ctx.received_ms;
-    let received = &ctx.received;
+    let &Ctx {
+        event,
+        view,
+        config,
+        ref conversation_id,
+        ref conversation,
+        received_ms,
+        ref received,
+        ..
+    } = ctx;
     let (_, role) = ctx.require_conversation_as_member(&recall.actor_id)?;
     let message = view.message(conversation_id, recall.seq).ok_or_else(|| {
         EventError::new(

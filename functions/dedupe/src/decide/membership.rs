@@ -6,11 +6,14 @@ pub(super) fn create(
     create: &CreateData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let config = ctx.config;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
-    let received = &ctx.received;
+    let &Ctx {
+        event,
+        config,
+        ref conversation_id,
+        ref conversation,
+        ref received,
+        ..
+    } = ctx;
     if conversation.is_some() {
         return refuse(
             ErrorCode::Conflict,
@@ -67,10 +70,13 @@ pub(super) fn change_members(
     change: &MembersData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let config = ctx.config;
-    let conversation_id = &ctx.conversation_id;
+    let &Ctx {
+        event,
+        view,
+        config,
+        ref conversation_id,
+        ..
+    } = ctx;
     let mut record = ctx.require_conversation()?;
     if record.kind == ConversationKind::Direct {
         return refuse(

@@ -6,8 +6,11 @@ pub(super) fn mute(
     mute: &MuteData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let conversation_id = &ctx.conversation_id;
+    let &Ctx {
+        event,
+        ref conversation_id,
+        ..
+    } = ctx;
     ctx.require_conversation_as_member(&mute.user_id)?;
     let until_ms = match &mute.until {
         None => None,

@@ -6,11 +6,14 @@ pub(super) fn react(
     react: &ReactData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
-    let received = &ctx.received;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ref conversation,
+        ref received,
+        ..
+    } = ctx;
     let (record, _) = ctx.require_conversation_as_member(&react.user_id)?;
     // A member of a `joined` conversation cannot see what came
     // before their join: it answers as if it did not exist.

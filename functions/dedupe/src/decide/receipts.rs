@@ -6,10 +6,13 @@ pub(super) fn read(
     read: &ReadData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ref conversation,
+        ..
+    } = ctx;
     let (record, _) = ctx.require_conversation_as_member(&read.user_id)?;
     if read.seq > record.last_seq {
         return refuse(
@@ -48,10 +51,13 @@ pub(super) fn delivered(
     delivered: &DeliveredData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ref conversation,
+        ..
+    } = ctx;
     let (record, _) = ctx.require_conversation_as_member(&delivered.user_id)?;
     // A device cannot hold what was never sent: clamp to the end.
     let seq = delivered.seq.min(record.last_seq);

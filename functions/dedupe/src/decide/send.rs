@@ -6,11 +6,14 @@ pub(super) fn send(
     send: &SendData,
     decision: &mut Decision,
 ) -> Result<(), EventError> {
-    let event = ctx.event;
-    let view = ctx.view;
-    let conversation_id = &ctx.conversation_id;
-    let conversation = &ctx.conversation;
-    let received = &ctx.received;
+    let &Ctx {
+        event,
+        view,
+        ref conversation_id,
+        ref conversation,
+        ref received,
+        ..
+    } = ctx;
     let mut record = match conversation.clone() {
         Some(record) => record,
         None => match direct_members(conversation_id) {
