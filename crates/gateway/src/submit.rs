@@ -3,6 +3,12 @@
 
 use super::*;
 
+/// How a publish JetStream did not acknowledge is retried, until the ack
+/// timeout: from 100 ms up to a second, jittered per subject so that the
+/// gateways a leader election hits do not all come back at once.
+const PUBLISH_BACKOFF: im_runtime::backoff::Backoff =
+    im_runtime::backoff::Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+
 /// Why the pipeline did not take an event, as the device is told: a code of
 /// the contract and what to do next.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -155,8 +161,7 @@ impl Gateway {
                     attempt += 1;
                     metrics::counter!("im_gateway_publish_retries_total").increment(1);
                     tracing::info!(attempt, reason = %error.reason, "publish not acknowledged, retrying");
-                    tokio::time::sleep(Duration::from_millis((50u64 << attempt.min(5)).min(1_000)))
-                        .await;
+                    tokio::time::sleep(PUBLISH_BACKOFF.delay(attempt as u64, &subject)).await;
                 }
                 other => break other,
             }

@@ -155,8 +155,8 @@ pub trait BatchHandler: Send + Sync + 'static {
     }
 }
 
-fn backoff(attempt: i64) -> Duration {
-    RetryPolicy::standard().delay(attempt)
+fn backoff(attempt: i64, key: &str) -> Duration {
+    RetryPolicy::standard().delay(attempt, key)
 }
 
 /// How often and how patiently a failing batch is retried in place.
@@ -176,11 +176,10 @@ impl RetryPolicy {
         }
     }
 
-    pub fn delay(&self, attempt: i64) -> Duration {
-        let exponent = attempt.clamp(1, 16) as u32 - 1;
-        self.base
-            .saturating_mul(2u32.saturating_pow(exponent))
-            .min(self.cap)
+    /// The wait before retry `attempt` of what `key` names (jittered per
+    /// key, [`crate::backoff`]).
+    pub fn delay(&self, attempt: i64, key: &str) -> Duration {
+        crate::backoff::Backoff::new(self.base, self.cap).delay(attempt.max(1) as u64, key)
     }
 }
 
@@ -494,7 +493,7 @@ where
                     keep_alive(index).await;
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(policy.delay(attempt)) => {}
+                    _ = tokio::time::sleep(policy.delay(attempt, &format!("{}:{}", claim.function, claim.partition))) => {}
                     _ = shutdown.wait() => return Err(HandlerError::Transient("shutting down".into())),
                 }
             }
@@ -594,7 +593,7 @@ async fn settle(
             let Err(error) = &published else { break };
             tracing::warn!(%error, attempt, "dead letter not published, retrying");
             let _ = message.ack_with(AckKind::Progress).await;
-            tokio::time::sleep(backoff(attempt)).await;
+            tokio::time::sleep(backoff(attempt, &dead.original_subject)).await;
             published = publish_dead_letter(js, dead, now_ms()).await;
         }
         match published {
@@ -607,7 +606,10 @@ async fn settle(
                 // again (what it carries is idempotent).
                 tracing::warn!(%error, "dead letter not published, will retry");
                 let _ = message
-                    .ack_with(AckKind::Nak(Some(backoff(incoming.delivered))))
+                    .ack_with(AckKind::Nak(Some(backoff(
+                        incoming.delivered,
+                        &incoming.stream_seq.to_string(),
+                    ))))
                     .await;
                 return;
             }

@@ -9,6 +9,7 @@
 //! backoff, dead-letters rejects and exhausted retries ([`dlq`]), drains on
 //! SIGTERM ([`shutdown`]) and exports Prometheus metrics ([`telemetry`]).
 
+pub mod backoff;
 pub mod config;
 pub mod config_file;
 pub mod consumer;

@@ -33,14 +33,17 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// The wait before attempt `attempts + 1`: exponential, capped, and never
+    /// The wait before attempt `attempts + 1` of notification `id`:
+    /// exponential, capped, jittered per notification (so a provider's
+    /// outage does not bring every queued one back at once), and never
     /// shorter than the provider's `Retry-After`.
-    pub fn retry_delay_ms(&self, attempts: u32, retry_after: Option<Duration>) -> i64 {
-        let exponent = attempts.saturating_sub(1).min(20);
-        let backoff = self
-            .retry_base_ms
-            .saturating_mul(1i64 << exponent)
-            .min(self.retry_cap_ms);
+    pub fn retry_delay_ms(&self, id: &str, attempts: u32, retry_after: Option<Duration>) -> i64 {
+        let backoff = im_runtime::backoff::Backoff::new(
+            Duration::from_millis(self.retry_base_ms.max(0) as u64),
+            Duration::from_millis(self.retry_cap_ms.max(0) as u64),
+        )
+        .delay(u64::from(attempts), id)
+        .as_millis() as i64;
         // Honour the provider's Retry-After, up to an hour.
         let asked = retry_after
             .map(|d| d.as_millis().min(3_600_000) as i64)
@@ -333,7 +336,7 @@ pub fn settle(
         SendOutcome::Retry { after, answer } if attempts < settings.max_attempts => (
             effect(
                 NotificationStatus::Queued,
-                now_ms + settings.retry_delay_ms(attempts, *after),
+                now_ms + settings.retry_delay_ms(&record.id, attempts, *after),
                 answer,
             ),
             FollowUp::None,

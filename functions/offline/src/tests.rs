@@ -396,13 +396,29 @@ fn retry_delays_grow_and_honour_retry_after() {
         retry_cap_ms: 1_000,
         ..Settings::default()
     };
-    assert_eq!(s.retry_delay_ms(1, None), 100);
-    assert_eq!(s.retry_delay_ms(2, None), 200);
-    assert_eq!(s.retry_delay_ms(3, None), 400);
-    assert_eq!(s.retry_delay_ms(10, None), 1_000);
-    assert_eq!(s.retry_delay_ms(1, Some(Duration::from_secs(5))), 5_000);
+    // Exponential and capped, each within [d/2, d] (jittered per
+    // notification, the same for the same one).
+    for (attempts, ceiling) in [(1, 100), (2, 200), (3, 400), (10, 1_000)] {
+        let delay = s.retry_delay_ms("n1", attempts, None);
+        assert!(
+            (ceiling / 2..=ceiling).contains(&delay),
+            "{attempts}: {delay}"
+        );
+        assert_eq!(delay, s.retry_delay_ms("n1", attempts, None));
+    }
+    let spread: std::collections::BTreeSet<i64> = (0..50)
+        .map(|n| s.retry_delay_ms(&format!("n{n}"), 3, None))
+        .collect();
+    assert!(
+        spread.len() > 10,
+        "queued notifications come back spread out"
+    );
     assert_eq!(
-        s.retry_delay_ms(1, Some(Duration::from_secs(86_400))),
+        s.retry_delay_ms("n1", 1, Some(Duration::from_secs(5))),
+        5_000
+    );
+    assert_eq!(
+        s.retry_delay_ms("n1", 1, Some(Duration::from_secs(86_400))),
         3_600_000
     );
 }

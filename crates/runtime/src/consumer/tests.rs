@@ -120,8 +120,16 @@ async fn shutdown_interrupts_the_wait() {
 
 #[test]
 fn backoff_grows_and_is_capped() {
-    assert_eq!(backoff(1), Duration::from_millis(250));
-    assert_eq!(backoff(2), Duration::from_millis(500));
-    assert!(backoff(8) <= Duration::from_secs(30));
-    assert_eq!(backoff(100), backoff(8));
+    // Jittered within [d/2, d] of 250 ms · 2^(n-1), capped at 30 s.
+    let within = |attempt: i64, ceiling: Duration| {
+        let delay = backoff(attempt, "k");
+        assert!(
+            delay >= ceiling / 2 && delay <= ceiling,
+            "{attempt}: {delay:?}"
+        );
+    };
+    within(1, Duration::from_millis(250));
+    within(2, Duration::from_millis(500));
+    within(8, Duration::from_secs(30));
+    within(100, Duration::from_secs(30));
 }
