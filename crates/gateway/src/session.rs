@@ -155,11 +155,7 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
             }
             Ok(None) => break,
             Ok(Some(Err(error))) => {
-                let text = error.to_string();
-                if text.to_ascii_lowercase().contains("too long")
-                    || text.to_ascii_lowercase().contains("capacity")
-                    || text.contains("size")
-                {
+                if frame_too_large(error) {
                     let error = FrameError::new(
                         "frame_too_large",
                         format!("frame exceeds {} bytes", gateway.config.max_frame_bytes),
@@ -210,6 +206,15 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
 
 /// How long a connection refused with unread input stays open after its
 /// close frame went out.
+/// Whether a socket's read failed because a frame (or message) exceeds the
+/// limit: tungstenite's capacity error, told by its type.
+fn frame_too_large(error: axum::Error) -> bool {
+    matches!(
+        error.into_inner().downcast_ref::<tungstenite::Error>(),
+        Some(tungstenite::Error::Capacity(_))
+    )
+}
+
 const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn handle_text(gateway: &Arc<Gateway>, context: &Arc<Context>, text: &str) {
