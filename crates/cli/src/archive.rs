@@ -2,7 +2,6 @@
 //! compressed cold tier (and apply retention), with progress; `imctl
 //! history`: read a conversation's history across both tiers.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -69,18 +68,18 @@ pub fn run(args: ArchiveArgs) -> anyhow::Result<()> {
         .transpose()?;
     loop {
         let started = std::time::Instant::now();
+        let progress = crate::progress::Progress::spinner("archive");
         let report = store.archive(
             &policy,
             chrono::Utc::now().timestamp_millis(),
             &mut |report| {
-                eprint!(
-                    "\rarchive: {} conversations, {} messages moved in {} segments, {} deleted",
+                progress.say(format!(
+                    "{} conversations, {} messages moved in {} segments, {} deleted",
                     report.conversations, report.moved, report.segments, report.deleted
-                );
-                let _ = std::io::stderr().flush();
+                ));
             },
         )?;
-        eprintln!();
+        progress.finish();
         println!(
             "archived {} messages in {} segments, deleted {}, over {} conversations in {:.2}s; {}",
             report.moved,

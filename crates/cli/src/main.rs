@@ -6,6 +6,7 @@ mod chat;
 mod credentials;
 mod dlq;
 mod notifications;
+mod progress;
 mod replay;
 mod schema;
 mod send;

@@ -11,7 +11,6 @@
 //! since every step is idempotent, a replay killed at any point resumes from
 //! it and repeats at most one batch harmlessly.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -249,28 +248,6 @@ impl Pipeline {
     }
 }
 
-fn progress(done: u64, total: u64, started: Instant) {
-    let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
-    let eta = if rate > 0.0 {
-        (total.saturating_sub(done)) as f64 / rate
-    } else {
-        0.0
-    };
-    let percent = if total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / total as f64
-    };
-    let width = 30;
-    let filled = ((percent / 100.0) * width as f64) as usize;
-    eprint!(
-        "\rreplay [{}{}] {done}/{total} events ({percent:.0}%), {rate:.0}/s, ETA {eta:.0}s   ",
-        "#".repeat(filled.min(width)),
-        "-".repeat(width - filled.min(width))
-    );
-    let _ = std::io::stderr().flush();
-}
-
 /// Where a replay got to in each IM_INGEST stream (the stream, or each of
 /// its shards): `name=seq` lines; a bare number (older releases) is the
 /// unsharded stream's.
@@ -468,6 +445,7 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
         }
     );
     let started = Instant::now();
+    let progress = crate::progress::Progress::bar("replay", "events", total);
     let mut totals = Counts::default();
     let mut through = resume_from.clone();
     let mut batch: Vec<Incoming> = Vec::with_capacity(args.batch);
@@ -506,14 +484,14 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
             totals.refused += counts.refused;
             totals.committed += counts.committed;
             totals.deliveries += counts.deliveries;
-            progress(done, total, started);
+            progress.set(done);
         }
         if finished {
             break;
         }
     }
-    progress(total, total, started);
-    eprintln!();
+    progress.set(total);
+    progress.finish();
     println!(
         "replayed {} events in {:.1}s ({} messages committed, {} refused as live, {} deliveries) into {}",
         totals.events,
