@@ -15,7 +15,7 @@ use im_harness::{Durability, Kind, Proc, System};
 use im_store::sqlite::{SqliteConversationStore, SqliteUserStore};
 use serde_json::{json, Value};
 
-pub const FUNCTIONS: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "push", "offline"];
+pub use im_harness::FUNCTIONS;
 /// Long enough for the gateway (a short or well-known secret is refused).
 pub const JWT_SECRET: &str = "pipeline-tests-only-7c1f0a9e2b4d46e8a3f5";
 /// The key of service tokens: another than the users'.

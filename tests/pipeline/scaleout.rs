@@ -124,8 +124,8 @@ fn replicas(status: &serde_json::Value, function: &str) -> Vec<(String, Option<u
 }
 
 /// Every partitioned function: by conversation (ingest, dedupe, fanout)
-/// and by user (unread, offline, push).
-const SCALED: [&str; 6] = ["ingest", "dedupe", "fanout", "unread", "offline", "push"];
+/// and by user (unread, push, offline) — all of them.
+const SCALED: [&str; 6] = im_pipeline_tests::FUNCTIONS;
 
 /// The instance names of `count` replicas of `function`.
 fn named(function: &str, count: usize) -> Vec<String> {
