@@ -24,7 +24,12 @@ impl Progress {
             .expect("a valid template")
             .progress_chars("#-"),
         );
-        Progress { bar, plain, what, unit }
+        Progress {
+            bar,
+            plain,
+            what,
+            unit,
+        }
     }
 
     /// A spinner for work of unknown size; [`Progress::say`] tells how far.

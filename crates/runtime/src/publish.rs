@@ -51,11 +51,22 @@ pub fn is_gateway_reply_subject(subject: &str) -> bool {
 
 /// Answer a publisher; best effort (it times out and retries if lost).
 pub async fn reply(client: &async_nats::Client, subject: &str, verdict: &im_events::Verdict) {
-    match serde_json::to_vec(verdict) {
+    publish_json(client, subject.to_string(), verdict).await;
+}
+
+/// Publish `value` as JSON on core NATS, best effort (live subscribers:
+/// verdicts, push notices, the public feed); one that cannot be serialized
+/// is logged with its subject, never sent empty.
+pub async fn publish_json(
+    client: &async_nats::Client,
+    subject: String,
+    value: &impl serde::Serialize,
+) {
+    match serde_json::to_vec(value) {
         Ok(payload) => {
-            let _ = client.publish(subject.to_string(), payload.into()).await;
+            let _ = client.publish(subject, payload.into()).await;
         }
-        Err(error) => tracing::error!(%error, "verdict not serializable"),
+        Err(error) => tracing::error!(%error, subject, "not serializable; not published"),
     }
 }
 

@@ -71,14 +71,7 @@ impl BatchHandler for Dedupe {
         for (partition, notices) in
             fast_notices(&committed, &receipts, &traces, self.user_partitions)
         {
-            match serde_json::to_vec(&notices) {
-                Ok(payload) => {
-                    let _ = client
-                        .publish(push_subject(partition), payload.into())
-                        .await;
-                }
-                Err(error) => tracing::error!(%error, "push notices not serializable"),
-            }
+            im_runtime::publish::publish_json(&client, push_subject(partition), &notices).await;
         }
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()
@@ -91,11 +84,8 @@ impl BatchHandler for Dedupe {
             .map_err(HandlerError::from)?;
         // The public feed, one CloudEvent each (core NATS: live subscribers).
         for (_, event) in &events {
-            if let Ok(payload) = serde_json::to_vec(event) {
-                let _ = client
-                    .publish(events_subject(event.payload.type_name()), payload.into())
-                    .await;
-            }
+            let subject = events_subject(event.payload.type_name());
+            im_runtime::publish::publish_json(&client, subject, event).await;
         }
         drop(spans);
         Ok(outcomes)

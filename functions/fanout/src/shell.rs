@@ -85,14 +85,8 @@ impl BatchHandler for Fanout {
         // notifies the members who are online (members who are not pull).
         let client = self.js.client();
         for message in group_pushes {
-            match serde_json::to_vec(&message) {
-                Ok(payload) => {
-                    let _ = client
-                        .publish(im_events::subjects::GROUP_PUSH_SUBJECT, payload.into())
-                        .await;
-                }
-                Err(error) => tracing::error!(%error, "large-group push not serializable"),
-            }
+            let subject = im_events::subjects::GROUP_PUSH_SUBJECT.to_string();
+            im_runtime::publish::publish_json(&client, subject, &message).await;
         }
         drop(spans);
         Ok(outcomes)

@@ -249,7 +249,9 @@ impl Offline {
                 ("Im-User".into(), record.user_id.clone()),
                 ("Im-Device".into(), record.device_id.clone()),
             ],
-            payload: serde_json::to_vec(record).unwrap_or_default().into(),
+            payload: serde_json::to_vec(record)
+                .map_err(|error| im_runtime::publish::PublishError::Failed(error.to_string()))?
+                .into(),
             stream: "offline-outbox".into(),
             stream_seq: 0,
             delivered: record.attempts as i64 + 1,

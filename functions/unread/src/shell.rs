@@ -56,12 +56,7 @@ impl BatchHandler for Unread {
             }
             let subject = im_events::subjects::push_subject(claim.partition);
             for chunk in notices {
-                match serde_json::to_vec(&chunk) {
-                    Ok(payload) => {
-                        let _ = client.publish(subject.clone(), payload.into()).await;
-                    }
-                    Err(error) => tracing::error!(%error, "push notices not serializable"),
-                }
+                im_runtime::publish::publish_json(client, subject.clone(), &chunk).await;
             }
         }
         drop(spans);
