@@ -109,13 +109,20 @@ impl SyncItem {
         }
     }
 
-    /// The item as the log holds it and `sync` answers it, with `sync_seq`.
-    pub fn logged(&self, sync_seq: u64) -> Value {
-        let mut value = serde_json::to_value(self).expect("a sync item is plain data");
-        if let Some(object) = value.as_object_mut() {
-            object.insert("sync_seq".into(), sync_seq.into());
+    /// The item as `sync` answers it, with its `sync_seq`: JSON text,
+    /// written once (no `Value` tree in between).
+    pub fn logged(&self, sync_seq: u64) -> String {
+        #[derive(Serialize)]
+        struct Logged<'a> {
+            #[serde(flatten)]
+            item: &'a SyncItem,
+            sync_seq: u64,
         }
-        value
+        serde_json::to_string(&Logged {
+            item: self,
+            sync_seq,
+        })
+        .expect("a sync item is plain data")
     }
 
     /// The frame a device gets when it is pushed: the item's fields under

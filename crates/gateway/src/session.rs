@@ -239,13 +239,13 @@ fn count_error(code: &str) {
     metrics::counter!("im_gateway_errors_total", "code" => code.to_string()).increment(1);
 }
 
-/// How many of `items`, in the order given, fit in a reply of `budget`
-/// bytes; at least one, so a client always gets on.
-fn fitting<'a>(items: impl Iterator<Item = &'a Value>, budget: usize) -> usize {
+/// How many items of these serialized lengths, in the order given, fit in a
+/// reply of `budget` bytes; at least one, so a client always gets on.
+fn fitting(lengths: impl Iterator<Item = usize>, budget: usize) -> usize {
     let mut used = 0;
     let mut count = 0;
-    for item in items {
-        used += item.to_string().len() + 1;
+    for length in lengths {
+        used += length + 1;
         if count > 0 && used > budget {
             break;
         }

@@ -141,22 +141,26 @@ pub(super) async fn handle(
             }
             let mut has_more = records.len() > limit;
             records.truncate(limit);
-            let mut items: Vec<Value> = records
-                .into_iter()
-                .map(|record| record.item.logged(record.sync_seq))
+            // Each item written once, as text; the reply is spliced from them.
+            let mut items: Vec<(u64, String)> = records
+                .iter()
+                .map(|record| (record.sync_seq, record.item.logged(record.sync_seq)))
                 .collect();
-            let reply = |items: &[Value], has_more: bool| {
-                let next = items
-                    .last()
-                    .and_then(|item| item["sync_seq"].as_u64())
-                    .unwrap_or(after);
-                json!({"op": "sync_result", "items": items, "next": next, "has_more": has_more})
-                    .to_string()
+            let reply = |items: &[(u64, String)], has_more: bool| {
+                let next = items.last().map_or(after, |(seq, _)| *seq);
+                let texts: Vec<&str> = items.iter().map(|(_, text)| text.as_str()).collect();
+                format!(
+                    r#"{{"op":"sync_result","items":[{}],"next":{next},"has_more":{has_more}}}"#,
+                    texts.join(",")
+                )
             };
             let mut text = reply(&items, has_more);
             if text.len() > gateway.config.max_reply_bytes {
                 // Oldest first: keep the head that fits, the rest comes next.
-                let fits = fitting(items.iter(), gateway.config.max_reply_bytes);
+                let fits = fitting(
+                    items.iter().map(|(_, text)| text.len()),
+                    gateway.config.max_reply_bytes,
+                );
                 has_more |= fits < items.len();
                 items.truncate(fits);
                 text = reply(&items, has_more);
@@ -200,7 +204,10 @@ pub(super) async fn handle(
             let mut text = json!({"op": "history_result", "conversation_id": conversation_id, "messages": messages}).to_string();
             if text.len() > gateway.config.max_reply_bytes {
                 let messages: Vec<Value> = messages.iter().map(|m| json!(m)).collect();
-                let fits = fitting(messages.iter().rev(), gateway.config.max_reply_bytes);
+                let fits = fitting(
+                    messages.iter().rev().map(|m| m.to_string().len()),
+                    gateway.config.max_reply_bytes,
+                );
                 let kept = &messages[messages.len() - fits..];
                 let mut frame = json!({"op": "history_result", "conversation_id": conversation_id, "messages": kept});
                 if fits < messages.len() {
