@@ -239,6 +239,35 @@ fn count_error(code: &str) {
     metrics::counter!("im_gateway_errors_total", "code" => code.to_string()).increment(1);
 }
 
+/// The `sync_result` for a page of logged items (`(sync_seq, JSON text)`,
+/// oldest first): as many as fit in `budget` bytes (at least one), `next`
+/// the last one's `sync_seq` (or `after` for none), `has_more` also when
+/// some did not fit.
+pub fn sync_reply(
+    mut items: Vec<(u64, String)>,
+    after: u64,
+    mut has_more: bool,
+    budget: usize,
+) -> String {
+    let reply = |items: &[(u64, String)], has_more: bool| {
+        let next = items.last().map_or(after, |(seq, _)| *seq);
+        let texts: Vec<&str> = items.iter().map(|(_, text)| text.as_str()).collect();
+        format!(
+            r#"{{"op":"sync_result","items":[{}],"next":{next},"has_more":{has_more}}}"#,
+            texts.join(",")
+        )
+    };
+    let text = reply(&items, has_more);
+    if text.len() <= budget {
+        return text;
+    }
+    // Oldest first: keep the head that fits, the rest comes next.
+    let fits = fitting(items.iter().map(|(_, text)| text.len()), budget);
+    has_more |= fits < items.len();
+    items.truncate(fits);
+    reply(&items, has_more)
+}
+
 /// How many items of these serialized lengths, in the order given, fit in a
 /// reply of `budget` bytes; at least one, so a client always gets on.
 fn fitting(lengths: impl Iterator<Item = usize>, budget: usize) -> usize {

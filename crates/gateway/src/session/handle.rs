@@ -139,32 +139,14 @@ pub(super) async fn handle(
                     .await;
                 return Ok(());
             }
-            let mut has_more = records.len() > limit;
+            let has_more = records.len() > limit;
             records.truncate(limit);
             // Each item written once, as text; the reply is spliced from them.
-            let mut items: Vec<(u64, String)> = records
+            let items: Vec<(u64, String)> = records
                 .iter()
                 .map(|record| (record.sync_seq, record.item.logged(record.sync_seq)))
                 .collect();
-            let reply = |items: &[(u64, String)], has_more: bool| {
-                let next = items.last().map_or(after, |(seq, _)| *seq);
-                let texts: Vec<&str> = items.iter().map(|(_, text)| text.as_str()).collect();
-                format!(
-                    r#"{{"op":"sync_result","items":[{}],"next":{next},"has_more":{has_more}}}"#,
-                    texts.join(",")
-                )
-            };
-            let mut text = reply(&items, has_more);
-            if text.len() > gateway.config.max_reply_bytes {
-                // Oldest first: keep the head that fits, the rest comes next.
-                let fits = fitting(
-                    items.iter().map(|(_, text)| text.len()),
-                    gateway.config.max_reply_bytes,
-                );
-                has_more |= fits < items.len();
-                items.truncate(fits);
-                text = reply(&items, has_more);
-            }
+            let text = sync_reply(items, after, has_more, gateway.config.max_reply_bytes);
             let _ = context.outbox.push_text(text);
         }
         ClientFrame::History {

@@ -51,3 +51,41 @@ fn large_groups_get_counts_only() {
         json!({"members": 3, "at_seq": 9, "read": 1, "delivered": 2})
     );
 }
+
+#[test]
+fn a_sync_reply_keeps_the_oldest_items_that_fit_and_says_there_is_more() {
+    let item = |seq: u64| {
+        im_events::SyncItem::Read(im_events::ReadItem {
+            conversation_id: "c".into(),
+            seq,
+        })
+    };
+    let items = |n: u64| -> Vec<(u64, String)> {
+        (1..=n).map(|seq| (seq, item(seq).logged(seq))).collect()
+    };
+    // All fit: every item, in order, next = the last one's sync_seq.
+    let all: Value = serde_json::from_str(&sync_reply(items(3), 0, false, 1 << 20)).unwrap();
+    assert_eq!(all["op"], "sync_result");
+    assert_eq!(all["items"].as_array().unwrap().len(), 3);
+    assert_eq!(all["items"][0]["sync_seq"], 1);
+    assert_eq!(all["items"][2]["type"], "read");
+    assert_eq!(all["next"], 3);
+    assert_eq!(all["has_more"], false);
+    // A small budget: the head that fits, has_more set, next where it stopped.
+    let one = items(1)[0].1.len();
+    let text = sync_reply(items(100), 0, false, one * 10);
+    assert!(text.len() <= one * 10 + 64, "{}", text.len());
+    let page: Value = serde_json::from_str(&text).unwrap();
+    let kept = page["items"].as_array().unwrap().len() as u64;
+    assert!((1..100).contains(&kept), "{kept}");
+    assert_eq!(page["next"], kept);
+    assert_eq!(page["has_more"], true);
+    // At least one item, however small the budget; none: next stays `after`.
+    let tiny: Value = serde_json::from_str(&sync_reply(items(5), 0, false, 1)).unwrap();
+    assert_eq!(tiny["items"].as_array().unwrap().len(), 1);
+    let empty: Value = serde_json::from_str(&sync_reply(vec![], 41, false, 100)).unwrap();
+    assert_eq!(
+        (empty["next"].clone(), empty["has_more"].clone()),
+        (json!(41), json!(false))
+    );
+}
