@@ -262,6 +262,19 @@ impl<'a> Faults<'a> {
         Ok(())
     }
 
+    /// Whether every kind of fault this run makes was made at least once.
+    pub(super) fn covered(&self) -> bool {
+        let scale: &[&str] = if self.args.no_scale {
+            &[]
+        } else {
+            &["join", "leave"]
+        };
+        ["function", "gateway", "nats", "nats_leader", "pause"]
+            .iter()
+            .chain(scale)
+            .all(|kind| self.counts.contains_key(kind))
+    }
+
     /// Bring back a NATS node still down.
     pub(super) fn restore(&mut self, system: &mut System) -> crate::Result<()> {
         if let Some((index, _)) = self.nats_down.take() {

@@ -29,7 +29,8 @@ use im_harness::{Durability, Kind, System};
 
 #[derive(Args, Debug, Clone)]
 pub struct ChaosArgs {
-    /// How long to run load and faults, e.g. 90s or 15m.
+    /// How long to run load and faults, e.g. 90s or 15m (longer, up to twice
+    /// this, if a kind of fault has not been made yet).
     #[arg(long, default_value = "15m")]
     pub duration: String,
     /// Mean time between faults.
@@ -178,10 +179,22 @@ pub async fn run(args: ChaosArgs) -> crate::Result<()> {
     // Faults.
     let started = Instant::now();
     let mut faults = faults::Faults::new(&args, &js, started).await;
-    while started.elapsed() < duration {
+    // Until the duration is up and every kind of fault was made once: a
+    // round that waits for the cluster to be whole (a leader kill) can
+    // leave a short run without its last kinds; it may run on for at most
+    // as long again to make them.
+    loop {
+        let end = if faults.covered() {
+            duration
+        } else {
+            duration * 2
+        };
+        if started.elapsed() >= end {
+            break;
+        }
         let wait = fault_every.mul_f64(rng.random_range(0.5..1.5));
-        tokio::time::sleep(wait.min(duration.saturating_sub(started.elapsed()))).await;
-        if started.elapsed() >= duration {
+        tokio::time::sleep(wait.min(end.saturating_sub(started.elapsed()))).await;
+        if started.elapsed() >= end {
             break;
         }
         faults.round(&mut system, &mut rng).await?;
