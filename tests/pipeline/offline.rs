@@ -77,6 +77,26 @@ async fn log(port: u16, user: &str) -> Vec<Value> {
     value["items"].as_array().unwrap().clone()
 }
 
+/// The log once `done` holds for it: a provider answers before the worker
+/// writes its answer down, so a test that saw the request waits for the
+/// entry.
+async fn log_once(
+    port: u16,
+    user: &str,
+    what: &str,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let entries = log(port, user).await;
+        if done(&entries) {
+            return entries;
+        }
+        assert!(Instant::now() < deadline, "{what}: {entries:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn mute_until(minutes: i64) -> String {
     im_events::rfc3339_ms(chrono::Utc::now().timestamp_millis() + minutes * 60_000)
 }
@@ -266,19 +286,10 @@ async fn offline_devices_get_one_coalesced_notification_per_conversation() {
     );
     assert_eq!(standins.token_requests("hms"), 1);
 
-    // The log, for operators (service token) and for bob himself. A
-    // provider answers before the worker writes its answer down, so the
-    // last "sent" may land a moment after the stand-in saw the request.
-    let deadline = Instant::now() + WAIT;
-    let entries = loop {
-        let entries = log(port, "bob").await;
-        let sent = entries.iter().filter(|e| e["status"] == "sent").count();
-        if sent >= 10 || Instant::now() >= deadline {
-            assert_eq!(sent, 10, "{entries:#?}");
-            break entries;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    // The log, for operators (service token) and for bob himself.
+    let sent = |entries: &[Value]| entries.iter().filter(|e| e["status"] == "sent").count();
+    let entries = log_once(port, "bob", "ten sent", |e| sent(e) >= 10).await;
+    assert_eq!(sent(&entries), 10, "{entries:#?}");
     assert!(
         entries.iter().all(|e| !e["notification"]["token"]
             .as_str()
@@ -458,10 +469,15 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let entries = log(port, user).await;
-        assert_eq!(entries[0]["status"], "invalid", "{entries:#?}");
+        log_once(port, user, "the invalid token logged", |e| {
+            e.first().is_some_and(|e| e["status"] == "invalid")
+        })
+        .await;
     }
-    let slow_log = log(port, "u-slow").await;
+    let slow_log = log_once(port, "u-slow", "the retried one logged sent", |e| {
+        e.first().is_some_and(|e| e["status"] == "sent")
+    })
+    .await;
     assert_eq!(
         (
             slow_log[0]["status"].as_str(),
@@ -469,7 +485,10 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
         ),
         (Some("sent"), Some(2))
     );
-    assert_eq!(log(port, "u-broken").await[0]["status"], "dead");
+    log_once(port, "u-broken", "the given-up one logged dead", |e| {
+        e.first().is_some_and(|e| e["status"] == "dead")
+    })
+    .await;
 
     // The receiver is fixed: redriving the dead letter sends it once, and
     // redriving it again sends nothing more.
@@ -509,14 +528,13 @@ async fn provider_failures_are_retried_removed_or_dead_lettered_without_holding_
             .any(|s| s.token == "hook-broken" && s.status == 200)
     })
     .await;
-    let deadline = Instant::now() + WAIT;
-    while log(port, "u-broken").await[0]["status"] != "sent" {
-        assert!(
-            Instant::now() < deadline,
-            "the redriven notification was not recorded sent"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    log_once(
+        port,
+        "u-broken",
+        "the redriven notification recorded sent",
+        |e| e.first().is_some_and(|e| e["status"] == "sent"),
+    )
+    .await;
     let again = redrive(false);
     assert!(
         String::from_utf8_lossy(&again.stderr).contains("already sent"),
