@@ -34,3 +34,10 @@ pub use consumer::{
 pub use error::{Error, Result};
 pub use lease::Claim;
 pub use shutdown::Shutdown;
+
+/// Every process of the pipeline allocates through mimalloc: glibc's
+/// malloc family was ~7 % of all CPU samples at 100 msg/s (its fastbin
+/// consolidation alone 1.1 %), most of it in these processes' short-lived
+/// batch buffers (docs/BENCHMARKS.md, "The allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
