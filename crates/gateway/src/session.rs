@@ -171,7 +171,9 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
             Ok(Some(Ok(message))) => message,
         };
         match message {
-            Message::Text(text) => handle_text(&gateway, &context, text.as_str()).await,
+            // Boxed: a frame's handling (every op's future) would otherwise
+            // be part of every idle session's task, ~3 KiB each.
+            Message::Text(text) => Box::pin(handle_text(&gateway, &context, text.as_str())).await,
             Message::Binary(_) => {
                 context
                     .send(
