@@ -294,3 +294,35 @@ fn check_ids(frame: &ClientFrame) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A frame push published for a device of this gateway, as it goes to the
+/// socket: the text it came as (not parsed into a tree and written again),
+/// and, for a message, the device that sent it (not echoed back there).
+#[derive(Debug, PartialEq)]
+pub struct Pushed {
+    pub text: String,
+    pub origin: Option<String>,
+}
+
+/// Read what the gateway needs of a pushed frame. `None` for a payload
+/// that is not a JSON object with an `op` (only push may publish here, so
+/// that is a bug elsewhere, not a frame to forward).
+pub fn pushed(payload: &[u8]) -> Option<Pushed> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        op: std::borrow::Cow<'a, str>,
+        #[serde(default, borrow)]
+        source: Option<std::borrow::Cow<'a, str>>,
+    }
+    let text = std::str::from_utf8(payload).ok()?;
+    let head: Head = serde_json::from_str(text).ok()?;
+    let origin = match (head.op.as_ref(), head.source) {
+        ("message", Some(source)) => Some(source.into_owned()),
+        _ => None,
+    };
+    Some(Pushed {
+        text: text.to_string(),
+        origin,
+    })
+}

@@ -326,14 +326,18 @@ impl Gateway {
                     let Ok(value) = serde_json::from_slice::<Value>(&message.payload) else {
                         continue;
                     };
+                    let Some(frame) = frames::pushed(value["frame"].to_string().as_bytes()) else {
+                        continue;
+                    };
                     let users = value["users"].as_array().cloned().unwrap_or_default();
                     for user in users.iter().filter_map(Value::as_str) {
-                        gateway.hand_over(user, &value["frame"]);
+                        gateway.hand_over(user, &frame);
                     }
                 } else if let Some(user) =
                     im_events::subjects::user_of_gateway_subject(&message.subject)
                 {
-                    let Ok(frame) = serde_json::from_slice::<Value>(&message.payload) else {
+                    let Some(frame) = frames::pushed(&message.payload) else {
+                        metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
                         continue;
                     };
                     let _span = im_runtime::trace::from_headers(message.headers.as_ref()).and_then(
@@ -372,23 +376,16 @@ impl Gateway {
 
     /// Give a pushed frame to every connection of the user here, except a
     /// message back to the device that sent it.
-    fn hand_over(&self, user: &str, frame: &Value) {
-        let origin = if frame["op"] == "message" {
-            frame["source"].as_str()
-        } else {
-            None
-        };
+    fn hand_over(&self, user: &str, frame: &frames::Pushed) {
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = sessions.get(user) else {
             return;
         };
-        let mut text: Option<String> = None;
         for connection in &entry.connections {
-            if origin != Some(connection.source.as_str()) {
-                // Serialized once for all of the user's devices. Past its
-                // bound a device is closed as slow; it reconnects and syncs.
-                let text = text.get_or_insert_with(|| frame.to_string()).clone();
-                let _ = connection.outbox.push_text(text);
+            if frame.origin.as_deref() != Some(connection.source.as_str()) {
+                // Past its bound a device is closed as slow; it reconnects
+                // and syncs.
+                let _ = connection.outbox.push_text(frame.text.clone());
             }
         }
     }

@@ -81,3 +81,30 @@ fn bad_frames_get_codes() {
         "bad_frame"
     );
 }
+
+#[test]
+fn a_pushed_frame_goes_on_as_it_came_and_names_a_messages_origin() {
+    let message = r#"{"op":"message","source":"urn:im:device:alice:ph\u006fne","seq":3,"body":{"text":"hi"}}"#;
+    assert_eq!(
+        pushed(message.as_bytes()),
+        Some(Pushed {
+            text: message.to_string(),
+            origin: Some("urn:im:device:alice:phone".into()),
+        })
+    );
+    // Only a message is kept from its sending device.
+    let read = r#"{"op":"read","source":"urn:im:device:alice:phone","seq":3}"#;
+    assert_eq!(pushed(read.as_bytes()).unwrap().origin, None);
+    let unread = r#"{"op":"unread","conversation_id":"dm:a:b","unread":2}"#;
+    assert_eq!(pushed(unread.as_bytes()).unwrap().text, unread);
+    // Not a frame: dropped, never forwarded.
+    for bad in [
+        &b"nope"[..],
+        br#"{"seq":1}"#,
+        br#"{"op":"message"} trailing"#,
+        br#"{"op":7}"#,
+        b"{\"op\":\"message\",\"x\":\"\xff\"}",
+    ] {
+        assert_eq!(pushed(bad), None, "{}", String::from_utf8_lossy(bad));
+    }
+}
