@@ -155,7 +155,9 @@ pub struct Gateway {
     sessions: Mutex<HashMap<String, UserEntry>>,
     /// Every user's write budget, WebSocket and HTTP alike.
     writes: limits::WriteLimit,
-    pending: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// Sends waiting for their verdict, by reply token: the reply as it
+    /// came (read once, by the waiter, as a `Verdict`).
+    pending: Mutex<HashMap<String, oneshot::Sender<bytes::Bytes>>>,
     next_id: std::sync::atomic::AtomicU64,
     pub metrics: Option<metrics_exporter::Handle>,
 }
@@ -409,14 +411,13 @@ impl Gateway {
                     .next()
                     .unwrap_or_default()
                     .to_string();
-                let value: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
                 let waiter = gateway
                     .pending
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&token);
                 if let Some(waiter) = waiter {
-                    let _ = waiter.send(value);
+                    let _ = waiter.send(message.payload);
                 }
             }
         });

@@ -261,7 +261,7 @@ pub(crate) fn unavailable(error: String) -> Refusal {
 /// A published event whose verdict is still to come.
 pub struct Pending {
     token: String,
-    receiver: oneshot::Receiver<Value>,
+    receiver: oneshot::Receiver<bytes::Bytes>,
     duplicate: bool,
     /// An `im.message.send`: its commit can be read from the store.
     send: bool,
@@ -316,7 +316,7 @@ impl Pending {
             };
             let verdict = tokio::select! {
                 verdict = tokio::time::timeout(gateway.config.ack_timeout, self.receiver) => verdict.map(|reply| reply.map(|reply| {
-                    match serde_json::from_value::<Verdict>(reply) {
+                    match serde_json::from_slice::<Verdict>(&reply) {
                         Ok(verdict) if verdict.ok => Ok(verdict),
                         Ok(verdict) => Err(Refusal::new(
                             verdict.code.unwrap_or_else(|| "rejected".to_string()),
