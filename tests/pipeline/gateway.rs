@@ -1093,3 +1093,40 @@ async fn http_refusals_are_json_with_a_code() {
         );
     }
 }
+
+/// Only push publishes on a gateway's user subjects. What arrives there
+/// that is not a frame (not a JSON object with an `op`) is dropped and
+/// counted, not written to the device's socket as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_is_not_a_frame_never_reaches_the_socket() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    pipeline.wait_online(&[("bob", "phone")]).await;
+    let subject = im_events::subjects::gateway_user_subject("gateway", "bob");
+    for payload in [
+        &b"[1,2]"[..],
+        br#""a string""#,
+        br#"{"seq":1}"#,
+        br#"{"op":5}"#,
+        b"not json",
+    ] {
+        pipeline
+            .client
+            .publish(subject.clone(), payload.to_vec().into())
+            .await
+            .unwrap();
+    }
+    let frame = json!({"op": "unread", "conversation_id": "dm:alice:bob", "unread": 1, "total": 1, "as_of": 1});
+    pipeline
+        .client
+        .publish(subject, frame.to_string().into())
+        .await
+        .unwrap();
+    assert_eq!(bob.next(WAIT).await, Some(frame));
+    assert_eq!(
+        bob.next(Duration::from_millis(500)).await,
+        None,
+        "nothing else"
+    );
+}
