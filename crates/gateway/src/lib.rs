@@ -329,6 +329,7 @@ impl Gateway {
                         continue;
                     };
                     let Some(frame) = frames::pushed(value["frame"].to_string().as_bytes()) else {
+                        metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
                         continue;
                     };
                     let users = value["users"].as_array().cloned().unwrap_or_default();

@@ -172,7 +172,8 @@ async fn run(gateway: Arc<Gateway>, claims: Claims, source: String, socket: WebS
         };
         match message {
             // Boxed: a frame's handling (every op's future) would otherwise
-            // be part of every idle session's task, ~3 KiB each.
+            // be part of every idle session's task (massif: 7.2 KB per
+            // session task before; docs/BENCHMARKS.md, stop 26).
             Message::Text(text) => Box::pin(handle_text(&gateway, &context, text.as_str())).await,
             Message::Binary(_) => {
                 context

@@ -38,6 +38,6 @@ pub use shutdown::Shutdown;
 /// Every process of the pipeline allocates through mimalloc: glibc's
 /// malloc family was ~7 % of all CPU samples at 100 msg/s (its fastbin
 /// consolidation alone 1.1 %), most of it in these processes' short-lived
-/// batch buffers (docs/BENCHMARKS.md, "The allocator").
+/// batch buffers (docs/BENCHMARKS.md, "The allocator, the idle session, pushed frames").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
