@@ -1130,3 +1130,41 @@ async fn a_push_that_is_not_a_frame_never_reaches_the_socket() {
         "nothing else"
     );
 }
+
+/// Unread is pushed on change: a user's own message leaves their count
+/// where it was (it is read as it is sent), so their devices get no
+/// `unread` frame for it; the peer's next message does (before, every
+/// durable message pushed one to sender and recipient alike: the sender's
+/// said 0 again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_own_message_pushes_no_unread_frame_to_them() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut phone = Device::connect(port, "alice", "phone").await;
+    let mut laptop = Device::connect(port, "alice", "laptop").await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    pipeline
+        .wait_online(&[("alice", "phone"), ("alice", "laptop"), ("bob", "phone")])
+        .await;
+    phone.send(send("dm:alice:bob", "a1", "hi")).await;
+    phone.expect("ack", WAIT).await;
+    let first = bob.expect("unread", WAIT).await;
+    assert_eq!((first["unread"].as_u64(), first["total"].as_u64()), (Some(1), Some(1)));
+    // Bob answers: Alice's first unread frame is for his message. Her
+    // devices' pushes come in the order her sync log took them, so one
+    // for her own message would have come first.
+    bob.send(send("dm:alice:bob", "b1", "hello")).await;
+    bob.expect("ack", WAIT).await;
+    for device in [&mut phone, &mut laptop] {
+        let unread = device.expect("unread", WAIT).await;
+        assert_eq!(
+            (unread["unread"].as_u64(), unread["as_of"].as_u64()),
+            (Some(1), Some(2)),
+            "{unread}"
+        );
+    }
+    // Bob's own message changed his count too: he had one unread, his
+    // answer reads it.
+    let answered = bob.expect("unread", WAIT).await;
+    assert_eq!(answered["unread"], 0, "{answered}");
+}

@@ -236,7 +236,7 @@ impl Pipeline {
             }
         }
         counts.deliveries = deliveries.len() as u64;
-        let (effects, _) = im_unread::decide_batch(
+        let im_unread::BatchDecision { effects, .. } = im_unread::decide_batch(
             self.users.as_ref(),
             Some(self.conversations.as_ref()),
             &deliveries,

@@ -22,7 +22,9 @@ pub mod trace;
 pub use codes::{ErrorCode, EventError};
 pub use inbound::{parse_inbound, InboundMessage};
 pub use model::*;
-pub use sync::{LastMessage, PushNotice, ReadItem, ReceiptItem, SyncItem, SyncMessage};
+pub use sync::{
+    LastMessage, PushNotice, ReadItem, ReceiptItem, SyncItem, SyncMessage, UnreadCounts,
+};
 pub use trace::Trace;
 
 /// Shared by the property tests of every crate.

@@ -179,6 +179,36 @@ pub struct PushNotice {
     pub item: SyncItem,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<Trace>,
+    /// Set by unread on the last notice of a (user, conversation) in a
+    /// batch: it counted the conversation after its commit, and `unread`
+    /// is what the user's devices are told (None: the count did not change,
+    /// so no `unread` frame). Unset, from an older unread, push reads the
+    /// counts itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub counted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<UnreadCounts>,
+}
+
+/// A user's unread counts as one conversation changed them: that
+/// conversation's, the total over all, and the user's last `sync_seq`
+/// when they were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnreadCounts {
+    pub unread: u64,
+    pub total: u64,
+    /// The user's last sync_seq, read before the counts: they reflect at
+    /// least everything up to it, so of two unread frames the one with the
+    /// higher `as_of` is never the older state a device should keep.
+    pub as_of: u64,
+}
+
+impl UnreadCounts {
+    /// The `unread` frame for `conversation_id`.
+    pub fn frame(&self, conversation_id: &str) -> Value {
+        serde_json::json!({"op": "unread", "conversation_id": conversation_id, "unread": self.unread,
+                           "total": self.total, "as_of": self.as_of})
+    }
 }
 
 #[cfg(test)]

@@ -251,15 +251,7 @@ pub fn with_reactions(
 
 /// One conversation's unread count and the user's total, as of a point of
 /// the user's sync log: what an `unread` frame says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnreadState {
-    pub unread: u64,
-    pub total: u64,
-    /// The user's last sync_seq, read before the counts: they reflect at
-    /// least everything up to it, so of two unread frames the one with the
-    /// higher `as_of` is never the older state a device should keep.
-    pub as_of: u64,
-}
+pub use im_events::UnreadCounts as UnreadState;
 
 /// The [`UnreadState`] of one conversation for `user`.
 pub fn unread_state(

@@ -354,6 +354,9 @@ pub fn fast_notices(
                     sync_seq: None,
                     item: item.clone(),
                     trace: trace.cloned(),
+                    // Unread counts it, after its commit.
+                    counted: false,
+                    unread: None,
                 });
         }
     }

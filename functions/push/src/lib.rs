@@ -20,7 +20,6 @@ use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
 use im_runtime::Shutdown;
 use im_store::{unread_state, ConversationStore, UserStore};
-use serde_json::json;
 
 pub const FUNCTION: &str = "push";
 
@@ -78,6 +77,7 @@ impl Push {
     pub async fn deliver(&self, partition: u32, notices: &[PushNotice]) {
         let now = chrono::Utc::now().timestamp_millis();
         let mut counts_needed: Vec<(String, String)> = Vec::new();
+        let mut counted: Vec<(&str, &str, &im_events::UnreadCounts)> = Vec::new();
         // Until the batch is pushed.
         let mut spans = im_runtime::trace::Spans::default();
         for notice in notices {
@@ -111,8 +111,14 @@ impl Push {
                 }
             }
             // Unread counts follow the durable notice (the fast one comes
-            // before unread has counted the message).
-            if sync_seq.is_some() && matches!(notice.item, SyncItem::Message(_) | SyncItem::Read(_))
+            // before unread has counted the message): as unread counted
+            // them, or, from an unread that did not, as read here.
+            if notice.counted {
+                if let Some(counts) = &notice.unread {
+                    counted.push((user, notice.item.conversation_id(), counts));
+                }
+            } else if sync_seq.is_some()
+                && matches!(notice.item, SyncItem::Message(_) | SyncItem::Read(_))
             {
                 let key = (user.to_string(), notice.item.conversation_id().to_string());
                 if !counts_needed.contains(&key) {
@@ -121,6 +127,14 @@ impl Push {
             }
         }
         // Unread counts changed: push them too, once per (user, conversation).
+        for (user, conversation_id, counts) in counted {
+            let subjects = self.subjects_for(user, now);
+            if subjects.is_empty() {
+                continue;
+            }
+            self.publish(subjects, counts.frame(conversation_id).to_string().into())
+                .await;
+        }
         for (user, conversation_id) in counts_needed {
             let (users, conversations, who) =
                 (self.users.clone(), self.conversations.clone(), user.clone());
@@ -130,10 +144,9 @@ impl Push {
             })
             .await;
             let Ok(Ok(state)) = state else { continue };
-            let frame = json!({"op": "unread", "conversation_id": conversation_id, "unread": state.unread,
-                               "total": state.total, "as_of": state.as_of});
             let subjects = self.subjects_for(&user, now);
-            self.publish(subjects, frame.to_string().into()).await;
+            self.publish(subjects, state.frame(&conversation_id).to_string().into())
+                .await;
         }
     }
 

@@ -11,12 +11,25 @@ pub(super) struct Work<'a> {
     sync_heads: HashMap<String, u64>,
     applied_in_batch: std::collections::HashSet<(String, String)>,
     effects: Vec<UserEffect>,
+    /// The unread count of each write-diffusion row as the batch found it
+    /// (0 where there was none).
+    unread_before: HashMap<(String, String), u64>,
 }
 
 impl Work<'_> {
     fn state(&mut self, key: &(String, String)) -> Result<&mut UserState, StoreError> {
         if !self.states.contains_key(key) {
             let row = self.store.user_conversation(&key.0, &key.1)?;
+            // No row yet: nothing unread in it yet.
+            match row.as_ref() {
+                None => {
+                    self.unread_before.insert(key.clone(), 0);
+                }
+                Some(row) if row.diffusion == Diffusion::Write => {
+                    self.unread_before.insert(key.clone(), row.unread());
+                }
+                Some(_) => {}
+            }
             self.states.insert(
                 key.clone(),
                 UserState {
@@ -93,7 +106,7 @@ pub fn decide_batch(
     store: &dyn UserStore,
     conversations: Option<&dyn ConversationStore>,
     batch: &[Incoming],
-) -> Result<(Vec<UserEffect>, Vec<Outcome>), StoreError> {
+) -> Result<BatchDecision, StoreError> {
     let limit = im_runtime::hold_limit().as_millis() as u64;
     let mut work = Work {
         store,
@@ -101,6 +114,7 @@ pub fn decide_batch(
         sync_heads: HashMap::new(),
         applied_in_batch: std::collections::HashSet::new(),
         effects: Vec::new(),
+        unread_before: HashMap::new(),
     };
     let mut waiting: HashMap<(String, String), Vec<(usize, TimelineEvent)>> = HashMap::new();
     let mut outcomes = Vec::with_capacity(batch.len());
@@ -157,7 +171,99 @@ pub fn decide_batch(
     for (index, _) in waiting.values().flatten() {
         outcomes[*index] = Outcome::Hold;
     }
-    Ok((work.effects, outcomes))
+    Ok(BatchDecision {
+        effects: work.effects,
+        outcomes,
+        unread_before: work.unread_before,
+    })
+}
+
+/// What a batch decided: the effects to commit, each message's outcome, and
+/// the unread count each write-diffusion row had before (see
+/// [`counts_to_push`]).
+#[derive(Debug)]
+pub struct BatchDecision {
+    pub effects: Vec<UserEffect>,
+    pub outcomes: Vec<Outcome>,
+    pub unread_before: HashMap<(String, String), u64>,
+}
+
+/// Pure: the (user, conversation) pairs whose devices get an `unread`
+/// frame after the batch: every one a message or read mark was appended
+/// for, unless its count is known unchanged (a write-diffusion row with
+/// the same unread before and after, such as the sender's own message:
+/// the contract pushes unread on change). In the order first appended.
+pub fn counts_to_push(
+    effects: &[UserEffect],
+    unread_before: &HashMap<(String, String), u64>,
+) -> Vec<(String, String)> {
+    let mut after: HashMap<(&str, &str), u64> = HashMap::new();
+    for effect in effects {
+        if let UserEffect::PutUserConversation(row) = effect {
+            if row.diffusion == Diffusion::Write {
+                after.insert((&row.user_id, &row.conversation_id), row.unread());
+            }
+        }
+    }
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for effect in effects {
+        let UserEffect::AppendSync(record) = effect else {
+            continue;
+        };
+        if !matches!(record.item, SyncItem::Message(_) | SyncItem::Read(_)) {
+            continue;
+        }
+        let key = (
+            record.user_id.clone(),
+            record.item.conversation_id().to_string(),
+        );
+        let unchanged = match (
+            unread_before.get(&key),
+            after.get(&(key.0.as_str(), key.1.as_str())),
+        ) {
+            (Some(before), Some(after)) => before == after,
+            _ => false,
+        };
+        if !unchanged && !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+/// The counts each of `keys` is pushed with, read after the commit: one
+/// read of each user's conversation list, its sync head read first (see
+/// [`UnreadCounts::as_of`]).
+pub fn read_counts(
+    store: &dyn UserStore,
+    conversations: &dyn ConversationStore,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), UnreadCounts>, StoreError> {
+    let mut counts = HashMap::new();
+    let mut users: Vec<&str> = keys.iter().map(|(user, _)| user.as_str()).collect();
+    users.sort_unstable();
+    users.dedup();
+    for user in users {
+        let as_of = store.last_sync_seq(user)?;
+        let summary = im_store::unread_counts(store, conversations, user)?;
+        for (_, conversation_id) in keys.iter().filter(|(u, _)| u == user) {
+            let unread = summary
+                .items
+                .iter()
+                .find(|row| &row.conversation_id == conversation_id)
+                .map(UserConversation::unread)
+                .unwrap_or(0);
+            counts.insert(
+                (user.to_string(), conversation_id.clone()),
+                UnreadCounts {
+                    unread,
+                    total: summary.total_unread,
+                    as_of,
+                },
+            );
+        }
+    }
+    Ok(counts)
 }
 
 /// Most messages one materialization copies per conversation; the device
@@ -278,11 +384,17 @@ impl Default for SyncRetention {
 /// order, in messages of at most `NOTICES_PER_MESSAGE`.
 pub const NOTICES_PER_MESSAGE: usize = 100;
 
+///
+/// With `counts` (what [`read_counts`] read after the commit), every
+/// notice is marked counted, and the last message or read notice of each
+/// counted (user, conversation) carries its counts; without (they could
+/// not be read), push reads them itself.
 pub fn push_notices(
     effects: &[UserEffect],
     traces: &HashMap<(String, u64), im_events::Trace>,
+    counts: Option<&HashMap<(String, String), UnreadCounts>>,
 ) -> Vec<Vec<PushNotice>> {
-    let notices: Vec<PushNotice> = effects
+    let mut notices: Vec<PushNotice> = effects
         .iter()
         .filter_map(|effect| match effect {
             UserEffect::AppendSync(record) => Some(PushNotice {
@@ -294,10 +406,29 @@ pub fn push_notices(
                         .cloned()
                 }),
                 item: record.item.clone(),
+                counted: counts.is_some(),
+                unread: None,
             }),
             _ => None,
         })
         .collect();
+    if let Some(counts) = counts {
+        let mut placed = std::collections::HashSet::new();
+        for notice in notices.iter_mut().rev() {
+            if !matches!(notice.item, SyncItem::Message(_) | SyncItem::Read(_)) {
+                continue;
+            }
+            let key = (
+                notice.user_id.clone(),
+                notice.item.conversation_id().to_string(),
+            );
+            if let Some(found) = counts.get(&key) {
+                if placed.insert(key) {
+                    notice.unread = Some(*found);
+                }
+            }
+        }
+    }
     notices
         .chunks(NOTICES_PER_MESSAGE)
         .map(<[PushNotice]>::to_vec)

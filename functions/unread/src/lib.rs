@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use im_events::{
     Delivery, DeliveryPayload, Diffusion, PushNotice, ReadItem, SyncItem, TimelineEvent,
+    UnreadCounts,
 };
 use im_runtime::{BatchHandler, Claim, HandlerError, Incoming, Outcome};
 use im_store::{

@@ -33,8 +33,11 @@ impl BatchHandler for Unread {
         // Until the notices are out.
         let (spans, traces) = im_runtime::trace::delivery_spans(FUNCTION, claim.partition, &batch);
         let (outcomes, notices) = im_runtime::blocking(move || {
-            let (effects, outcomes) =
-                decide_batch(store.as_ref(), conversations.as_deref(), &batch)?;
+            let BatchDecision {
+                effects,
+                outcomes,
+                unread_before,
+            } = decide_batch(store.as_ref(), conversations.as_deref(), &batch)?;
             if !effects.is_empty() {
                 store.apply(&fence, &effects)?;
             }
@@ -46,7 +49,20 @@ impl BatchHandler for Unread {
                     metrics::counter!("im_unread_sync_compactions_total").increment(1);
                 }
             }
-            Ok::<_, StoreError>((outcomes, push_notices(&effects, &traces)))
+            // The counts the devices are told, read once per user here
+            // after the commit (push would read them again per notice).
+            // Unreadable, push reads them itself: the commit stands.
+            let counts = conversations.as_deref().and_then(|conversations| {
+                let keys = counts_to_push(&effects, &unread_before);
+                match read_counts(store.as_ref(), conversations, &keys) {
+                    Ok(counts) => Some(counts),
+                    Err(error) => {
+                        tracing::warn!(%error, "unread counts not readable after the commit; push reads them");
+                        None
+                    }
+                }
+            });
+            Ok::<_, StoreError>((outcomes, push_notices(&effects, &traces, counts.as_ref())))
         })
         .await?;
         // Committed: now devices may be told, and waiting gateways answered.

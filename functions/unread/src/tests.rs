@@ -104,6 +104,11 @@ impl Batches {
 
     /// Each event a delivery to "u"; `held_ms` as the runtime would set it.
     fn run(&self, events: &[(TimelineEvent, u64)]) -> Vec<Outcome> {
+        self.commit(events).outcomes
+    }
+
+    /// As [`Self::run`], with the whole decision.
+    fn commit(&self, events: &[(TimelineEvent, u64)]) -> BatchDecision {
         let batch: Vec<Incoming> = events
             .iter()
             .map(|(event, held_ms)| {
@@ -125,14 +130,14 @@ impl Batches {
                 }
             })
             .collect();
-        let (effects, outcomes) = decide_batch(&self.store, None, &batch).unwrap();
+        let decision = decide_batch(&self.store, None, &batch).unwrap();
         let fence = im_store::Fence {
             scope: FUNCTION.into(),
             partition: 0,
             epoch: 1,
         };
-        self.store.apply(&fence, &effects).unwrap();
-        outcomes
+        self.store.apply(&fence, &decision.effects).unwrap();
+        decision
     }
 
     /// The seqs of the message items in the sync log, in log order.
@@ -148,6 +153,57 @@ impl Batches {
     fn row(&self) -> UserConversation {
         self.store.user_conversation("u", "c").unwrap().unwrap()
     }
+}
+
+#[test]
+fn unread_frames_go_out_only_where_a_count_changed_and_carry_what_was_committed() {
+    let batches = Batches::new();
+    let dir = tempfile::tempdir().unwrap();
+    let conversations = im_store::sqlite::SqliteConversationStore::open_writer(
+        &dir.path().join("conversations.db"),
+        Default::default(),
+    )
+    .unwrap();
+    let key = ("u".to_string(), "c".to_string());
+    let to_push = |decision: &BatchDecision| counts_to_push(&decision.effects, &decision.unread_before);
+    // The user's own first message: a new row, nothing unread in it.
+    let own = batches.commit(&[(message(1, "u"), 0)]);
+    assert!(to_push(&own).is_empty(), "{:?}", own.effects);
+    // Someone else's message: unread 0 -> 1.
+    let first = batches.commit(&[(message(2, "x"), 0)]);
+    assert_eq!(to_push(&first), vec![key.clone()]);
+    let counts = read_counts(&batches.store, &conversations, &[key.clone()]).unwrap();
+    assert_eq!(
+        counts[&key],
+        UnreadCounts {
+            unread: 1,
+            total: 1,
+            as_of: batches.store.last_sync_seq("u").unwrap()
+        }
+    );
+    // Read: 1 -> 0.
+    assert_eq!(to_push(&batches.commit(&[(read(2, "r2"), 0)])), vec![key.clone()]);
+    // The user's own message: 0 before, 0 after, no frame.
+    let own = batches.commit(&[(message(3, "u"), 0)]);
+    assert!(to_push(&own).is_empty(), "{:?}", own.effects);
+    // Its notice is still pushed, counted, without counts.
+    let notices = push_notices(&own.effects, &HashMap::new(), Some(&HashMap::new()));
+    assert_eq!(notices.concat().len(), 1);
+    assert!(notices[0][0].counted && notices[0][0].unread.is_none());
+    // Two messages in one batch: one frame, on the last of them.
+    let two = batches.commit(&[(message(4, "x"), 0), (message(5, "x"), 0)]);
+    assert_eq!(to_push(&two), vec![key.clone()]);
+    let counts = read_counts(&batches.store, &conversations, &to_push(&two)).unwrap();
+    assert_eq!((counts[&key].unread, counts[&key].total), (2, 2));
+    let notices = push_notices(&two.effects, &HashMap::new(), Some(&counts)).concat();
+    assert_eq!(notices.len(), 2);
+    assert_eq!(
+        notices.iter().map(|n| n.unread.map(|c| c.unread)).collect::<Vec<_>>(),
+        vec![None, Some(2)]
+    );
+    // Counts not read: push reads them itself.
+    let uncounted = push_notices(&two.effects, &HashMap::new(), None).concat();
+    assert!(uncounted.iter().all(|n| !n.counted && n.unread.is_none()));
 }
 
 fn kinds(outcomes: &[Outcome]) -> Vec<&'static str> {

@@ -112,6 +112,12 @@ fn a_notice_round_trips_and_a_bad_one_is_an_error() {
             seq: 2,
         }),
         trace: None,
+        counted: true,
+        unread: Some(UnreadCounts {
+            unread: 0,
+            total: 3,
+            as_of: 2,
+        }),
     };
     let text = serde_json::to_string(&vec![notice.clone()]).unwrap();
     assert_eq!(
@@ -119,4 +125,8 @@ fn a_notice_round_trips_and_a_bad_one_is_an_error() {
         vec![notice]
     );
     assert!(serde_json::from_str::<Vec<PushNotice>>(r#"[{"user_id": "bob"}]"#).is_err());
+    // An older unread's notice (no counts) reads as not counted.
+    let older = r#"[{"user_id": "bob", "sync_seq": 2, "item": {"type": "read", "conversation_id": "c", "seq": 2}}]"#;
+    let read = serde_json::from_str::<Vec<PushNotice>>(older).unwrap();
+    assert!(!read[0].counted && read[0].unread.is_none());
 }

@@ -288,6 +288,5 @@ pub async fn unread_after_read(
     };
     // `as_of`: a pushed unread frame computed before this read (push lags)
     // has a lower one, and the device keeps the higher.
-    json!({"op": "unread", "conversation_id": conversation_id, "unread": state.unread,
-           "total": state.total, "as_of": state.as_of})
+    state.frame(conversation_id)
 }
