@@ -1149,7 +1149,10 @@ async fn a_users_own_message_pushes_no_unread_frame_to_them() {
     phone.send(send("dm:alice:bob", "a1", "hi")).await;
     phone.expect("ack", WAIT).await;
     let first = bob.expect("unread", WAIT).await;
-    assert_eq!((first["unread"].as_u64(), first["total"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (first["unread"].as_u64(), first["total"].as_u64()),
+        (Some(1), Some(1))
+    );
     // Bob answers: Alice's first unread frame is for his message. Her
     // devices' pushes come in the order her sync log took them, so one
     // for her own message would have come first.

@@ -63,39 +63,84 @@ impl Durability {
     }
 }
 
-/// The `relaxed` profile's syncer: every [`RELAXED_SYNC_EVERY`], fsync the
-/// WAL if anything was committed since the last time (an fsync through any
-/// descriptor makes every written page of the file durable). Stops when the
-/// store is dropped.
-fn spawn_wal_syncer(path: &Path, commits: std::sync::Weak<std::sync::atomic::AtomicU64>) {
+/// How often the WAL's committed frames are copied into the database file,
+/// by a thread of the writing process instead of the commit that happens to
+/// cross SQLite's threshold: that commit paid for the copy and its fsyncs
+/// (about a tenth of dedupe's and unread's CPU at saturation, `perf` in
+/// docs/BENCHMARKS.md), and a page written many times between two copies is
+/// copied once.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The writer's own checkpoint threshold, in WAL pages: only a backstop for
+/// when the checkpoint thread falls behind (SQLite's default is 1,000).
+pub const CHECKPOINT_BACKSTOP_PAGES: i64 = 16_000;
+
+/// The writing process's WAL keeper: every [`CHECKPOINT_EVERY`] a passive
+/// checkpoint (it waits for no reader or writer), and under the `relaxed`
+/// profile every [`RELAXED_SYNC_EVERY`] an fsync of the WAL (through any
+/// descriptor it makes every written page of the file durable). Each runs
+/// only if something was committed since it last ran; the thread stops
+/// when the store is dropped.
+fn spawn_wal_keeper(
+    path: &Path,
+    durability: Durability,
+    commits: std::sync::Weak<std::sync::atomic::AtomicU64>,
+) {
+    let database = path.to_path_buf();
     let wal = PathBuf::from(format!("{}-wal", path.display()));
+    let tick = match durability {
+        Durability::Relaxed => RELAXED_SYNC_EVERY,
+        _ => CHECKPOINT_EVERY,
+    };
     let spawned = std::thread::Builder::new()
-        .name("im-wal-sync".into())
+        .name("im-wal-keeper".into())
         .spawn(move || {
-            let mut synced = 0u64;
+            let (mut synced, mut checkpointed) = (0u64, 0u64);
+            let mut last_checkpoint = std::time::Instant::now();
             let mut file: Option<std::fs::File> = None;
+            let mut connection: Option<Connection> = None;
             loop {
-                std::thread::sleep(RELAXED_SYNC_EVERY);
+                std::thread::sleep(tick);
                 let Some(commits) = commits.upgrade() else {
                     return;
                 };
                 let now = commits.load(std::sync::atomic::Ordering::Acquire);
-                if now == synced {
-                    continue;
+                drop(commits);
+                if durability == Durability::Relaxed && now != synced {
+                    if file.is_none() {
+                        file = std::fs::File::open(&wal).ok();
+                    }
+                    match file.as_ref().map(std::fs::File::sync_data) {
+                        Some(Ok(())) => synced = now,
+                        // Reopen next time (the WAL may have been recreated).
+                        _ => file = None,
+                    }
                 }
-                if file.is_none() {
-                    file = std::fs::File::open(&wal).ok();
-                }
-                match file.as_ref().map(std::fs::File::sync_data) {
-                    Some(Ok(())) => synced = now,
-                    // Reopen next time (the WAL may have been recreated).
-                    _ => file = None,
+                if now != checkpointed && last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+                    last_checkpoint = std::time::Instant::now();
+                    if connection.is_none() {
+                        // Never creates the file: one moved away stays gone.
+                        connection = Connection::open_with_flags(
+                            &database,
+                            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )
+                        .ok();
+                    }
+                    let done = connection
+                        .as_ref()
+                        .map(|c| c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())));
+                    match done {
+                        Some(Ok(())) => checkpointed = now,
+                        // A busy database or a lost file: the next tick
+                        // tries again (the writer's backstop still holds).
+                        _ => connection = None,
+                    }
                 }
             }
         });
     if let Err(error) = spawned {
         eprintln!(
-            "cannot start the WAL syncer for {}: {error}",
+            "cannot start the WAL keeper for {}: {error}",
             path.display()
         );
     }
@@ -405,6 +450,9 @@ impl Db {
             };
             init.pragma_update(None, "synchronous", sync)
                 .map_err(backend)?;
+            // Checkpoints are the WAL keeper's (see [`CHECKPOINT_EVERY`]).
+            init.pragma_update(None, "wal_autocheckpoint", CHECKPOINT_BACKSTOP_PAGES)
+                .map_err(backend)?;
             init.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             Some(Mutex::new(init))
         } else {
@@ -423,8 +471,8 @@ impl Db {
             .map_err(backend)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let commits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-        if writer.is_some() && durability == Durability::Relaxed {
-            spawn_wal_syncer(path, std::sync::Arc::downgrade(&commits));
+        if writer.is_some() {
+            spawn_wal_keeper(path, durability, std::sync::Arc::downgrade(&commits));
         }
         Ok(Db {
             path: path.to_path_buf(),

@@ -165,7 +165,8 @@ fn unread_frames_go_out_only_where_a_count_changed_and_carry_what_was_committed(
     )
     .unwrap();
     let key = ("u".to_string(), "c".to_string());
-    let to_push = |decision: &BatchDecision| counts_to_push(&decision.effects, &decision.unread_before);
+    let to_push =
+        |decision: &BatchDecision| counts_to_push(&decision.effects, &decision.unread_before);
     // The user's own first message: a new row, nothing unread in it.
     let own = batches.commit(&[(message(1, "u"), 0)]);
     assert!(to_push(&own).is_empty(), "{:?}", own.effects);
@@ -182,7 +183,10 @@ fn unread_frames_go_out_only_where_a_count_changed_and_carry_what_was_committed(
         }
     );
     // Read: 1 -> 0.
-    assert_eq!(to_push(&batches.commit(&[(read(2, "r2"), 0)])), vec![key.clone()]);
+    assert_eq!(
+        to_push(&batches.commit(&[(read(2, "r2"), 0)])),
+        vec![key.clone()]
+    );
     // The user's own message: 0 before, 0 after, no frame.
     let own = batches.commit(&[(message(3, "u"), 0)]);
     assert!(to_push(&own).is_empty(), "{:?}", own.effects);
@@ -198,7 +202,10 @@ fn unread_frames_go_out_only_where_a_count_changed_and_carry_what_was_committed(
     let notices = push_notices(&two.effects, &HashMap::new(), Some(&counts)).concat();
     assert_eq!(notices.len(), 2);
     assert_eq!(
-        notices.iter().map(|n| n.unread.map(|c| c.unread)).collect::<Vec<_>>(),
+        notices
+            .iter()
+            .map(|n| n.unread.map(|c| c.unread))
+            .collect::<Vec<_>>(),
         vec![None, Some(2)]
     );
     // Counts not read: push reads them itself.

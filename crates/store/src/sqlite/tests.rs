@@ -214,3 +214,54 @@ fn a_second_process_reads_what_the_writer_committed() {
         Err(StoreError::Backend(_))
     ));
 }
+
+/// The WAL's frames reach the database file without a commit paying for
+/// it: the keeper thread checkpoints them. What this writes (~600 pages)
+/// is below the writer's own threshold (and below SQLite's default of
+/// 1,000): without the keeper nothing would reach the file while the
+/// store is open.
+#[test]
+fn the_wal_keeper_checkpoints_what_was_committed_off_the_commit_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keeper.db");
+    let db = Db::open(
+        &path,
+        "CREATE TABLE IF NOT EXISTS blobs(n INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+        &[],
+        true,
+        Durability::Normal,
+    )
+    .unwrap();
+    // ~600 pages of 4 KiB, in 20 commits.
+    for batch in 0..20 {
+        db.write(|tx| {
+            for n in 0..30 {
+                tx.execute(
+                    "INSERT INTO blobs(n, body) VALUES (?1, zeroblob(4000))",
+                    [batch * 30 + n],
+                )
+                .map_err(|e| StoreError::Backend(e.to_string()))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    let wal_bytes = || std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len());
+    assert!(
+        wal_bytes().unwrap() > 1_000_000,
+        "the commits wrote to the WAL"
+    );
+    let deadline = std::time::Instant::now() + CHECKPOINT_EVERY * 10;
+    loop {
+        let db_bytes = std::fs::metadata(&path).unwrap().len();
+        if db_bytes > 2_000_000 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing was checkpointed: {db_bytes} bytes in the database file"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(db);
+}
