@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod commands;
+mod envelope_de;
 mod timeline;
 pub use commands::*;
 pub use timeline::*;
@@ -103,8 +104,8 @@ impl Diffusion {
 }
 
 /// A structured CloudEvent carrying `T` (whose serde form supplies `type`
-/// and `data`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// and `data`). Read by hand ([`envelope_de`]), not derived.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Envelope<T> {
     pub specversion: String,
     pub id: String,
