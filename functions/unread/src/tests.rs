@@ -173,7 +173,7 @@ fn unread_frames_go_out_only_where_a_count_changed_and_carry_what_was_committed(
     // Someone else's message: unread 0 -> 1.
     let first = batches.commit(&[(message(2, "x"), 0)]);
     assert_eq!(to_push(&first), vec![key.clone()]);
-    let counts = read_counts(&batches.store, &conversations, &[key.clone()]).unwrap();
+    let counts = read_counts(&batches.store, &conversations, std::slice::from_ref(&key)).unwrap();
     assert_eq!(
         counts[&key],
         UnreadCounts {
