@@ -13,16 +13,23 @@ fn send(conversation: &str, client_msg_id: &str, text: &str) -> Value {
     json!({"op": "send", "conversation_id": conversation, "client_msg_id": client_msg_id, "kind": "text", "body": {"text": text}})
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn alice_with_two_devices_and_bob_chat() {
+/// A pipeline with its gateway, Alice online on her phone and laptop and
+/// Bob on his phone.
+async fn alice_with_two_devices_and_bob() -> (Pipeline, Device, Device, Device) {
     let mut pipeline = Pipeline::start().await;
     let port = pipeline.start_gateway("gateway", &[]).await;
-    let mut phone = Device::connect(port, "alice", "phone").await;
-    let mut laptop = Device::connect(port, "alice", "laptop").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
+    let phone = Device::connect(port, "alice", "phone").await;
+    let laptop = Device::connect(port, "alice", "laptop").await;
+    let bob = Device::connect(port, "bob", "phone").await;
     pipeline
         .wait_online(&[("alice", "phone"), ("alice", "laptop"), ("bob", "phone")])
         .await;
+    (pipeline, phone, laptop, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alice_with_two_devices_and_bob_chat() {
+    let (pipeline, mut phone, mut laptop, mut bob) = alice_with_two_devices_and_bob().await;
 
     for n in 0..20 {
         phone
@@ -1138,14 +1145,7 @@ async fn a_push_that_is_not_a_frame_never_reaches_the_socket() {
 /// said 0 again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_own_message_pushes_no_unread_frame_to_them() {
-    let mut pipeline = Pipeline::start().await;
-    let port = pipeline.start_gateway("gateway", &[]).await;
-    let mut phone = Device::connect(port, "alice", "phone").await;
-    let mut laptop = Device::connect(port, "alice", "laptop").await;
-    let mut bob = Device::connect(port, "bob", "phone").await;
-    pipeline
-        .wait_online(&[("alice", "phone"), ("alice", "laptop"), ("bob", "phone")])
-        .await;
+    let (_pipeline, mut phone, mut laptop, mut bob) = alice_with_two_devices_and_bob().await;
     phone.send(send("dm:alice:bob", "a1", "hi")).await;
     phone.expect("ack", WAIT).await;
     let first = bob.expect("unread", WAIT).await;
