@@ -109,12 +109,17 @@ export class ImClient {
   private requests: PendingRequest[] = [];
   private readonly listeners = new Map<keyof ClientEvents, Set<Listener<never>>>();
   private readonly unreadAsOf = new Map<string, number>();
-  /** Other gateways' WebSocket URLs, from the last `/v1/connect` answer:
-   * where to go when no gateway answers `/v1/connect` any more. */
-  private alternatives: { url: string; gateway: string }[] = [];
+  /** Every gateway the last `/v1/connect` answer named (the one chosen
+   * and its alternatives): where to go when no gateway answers
+   * `/v1/connect` any more. */
+  private alternatives: { url: string; gateway: string | undefined }[] = [];
   /** A URL whose socket closed before it ever opened (a gateway that is
    * gone but still registered, for up to its registration TTL). */
   private unreachable: string | undefined;
+  /** The URL of the session that just closed: the next one goes elsewhere
+   * while another gateway is live (the one that died may be back at once,
+   * empty and so the least loaded, or still registered though gone). */
+  private lost: string | undefined;
   private attempt = 0;
   private closed = false;
   private timers: ReturnType<typeof setTimeout>[] = [];
@@ -213,6 +218,7 @@ export class ImClient {
     socket.onopen = () => {
       opened = true;
       this.unreachable = undefined;
+      this.lost = undefined;
       this.attempt = 0;
       this.startPing();
       this.scheduleRefresh(token);
@@ -230,7 +236,8 @@ export class ImClient {
     socket.onclose = (event) => {
       if (this.socket !== socket) return;
       this.socket = undefined;
-      if (!opened) this.unreachable = url;
+      if (opened) this.lost = url;
+      else this.unreachable = url;
       if (this.ping !== undefined) clearInterval(this.ping);
       this.sync.disconnected();
       this.failRequests(new Error(`disconnected (${event.code} ${event.reason}); ask again`));
@@ -244,7 +251,7 @@ export class ImClient {
    * while it is empty (gateways starting together see each other within
    * seconds), then every few minutes. */
   private watchAlternatives(token: string, round = 0): void {
-    const wait = this.alternatives.length === 0 ? Math.min(60_000, 2_000 * 2 ** round) : 300_000;
+    const wait = this.alternatives.length <= 1 ? Math.min(60_000, 2_000 * 2 ** round) : 300_000;
     this.later(wait, () => {
       if (this.closed || !this.connected) return;
       void this.ask(token).then(() => this.watchAlternatives(token, round + 1));
@@ -260,9 +267,12 @@ export class ImClient {
         const answer = await this.fetchImpl(`${base}/v1/connect`, { headers: { authorization: `Bearer ${token}` } });
         const body = (await answer.json()) as { url?: string; gateway?: string; alternatives?: { url?: unknown; gateway?: unknown }[]; code?: string; message?: string };
         if (answer.ok && body.url !== undefined) {
-          this.alternatives = (body.alternatives ?? []).flatMap((a) =>
-            typeof a.url === "string" && typeof a.gateway === "string" ? [{ url: a.url, gateway: a.gateway }] : [],
-          );
+          this.alternatives = [
+            { url: body.url, gateway: body.gateway },
+            ...(body.alternatives ?? []).flatMap((a) =>
+              typeof a.url === "string" && typeof a.gateway === "string" ? [{ url: a.url, gateway: a.gateway }] : [],
+            ),
+          ];
           return { url: body.url, gateway: body.gateway };
         }
         this.emit("error", new ServerError(body.code ?? String(answer.status), body.message ?? "no gateway to connect to"));
@@ -278,11 +288,11 @@ export class ImClient {
    * alternatives the last answer named. */
   private async locate(token: string): Promise<{ url: string; gateway: string | undefined } | undefined> {
     const chosen = await this.ask(token);
-    if (chosen !== undefined) {
-      const elsewhere = this.alternatives.find((a) => a.url !== this.unreachable);
-      return chosen.url === this.unreachable && elsewhere !== undefined ? elsewhere : chosen;
-    }
-    return this.alternatives[this.attempt % Math.max(1, this.alternatives.length)];
+    const avoid = (url: string) => url === this.unreachable || url === this.lost;
+    const elsewhere = this.alternatives.filter((a) => !avoid(a.url));
+    if (chosen !== undefined && (!avoid(chosen.url) || elsewhere.length === 0)) return chosen;
+    const from = elsewhere.length > 0 ? elsewhere : this.alternatives;
+    return from[this.attempt % Math.max(1, from.length)] ?? chosen;
   }
 
   private retry(): void {

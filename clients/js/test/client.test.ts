@@ -165,6 +165,50 @@ test("when no gateway answers /v1/connect, the client goes to an alternative it 
   im.close();
 });
 
+test("a refreshed answer that names another gateway does not send the client back to the one that died", async () => {
+  FakeSocket.all = [];
+  // First answer: gw-1, no one else yet. The refresh a couple of seconds
+  // later chooses gw-2 for this user and lists gw-1, the gateway the
+  // client is on, as the alternative. Then gw-1 dies and its /v1/connect
+  // with it: the client must go to gw-2, not wait for gw-1 to come back.
+  let calls = 0;
+  let up = true;
+  const answers = (async () => {
+    if (!up) throw new Error("connection refused");
+    calls++;
+    const body =
+      calls === 1
+        ? { url: "ws://gw1/v1/ws", gateway: "gw-1", alternatives: [] }
+        : { url: "ws://gw2/v1/ws", gateway: "gw-2", alternatives: [{ url: "ws://gw1/v1/ws", gateway: "gw-1" }] };
+    return new Response(JSON.stringify(body), { status: 200 });
+  }) as typeof fetch;
+  const im = new ImClient({ baseUrl: "http://gw1", token: "t0k", WebSocket: FakeSocket, fetch: answers, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
+  im.on("error", () => {});
+  await opened(im);
+  assert.equal(socket(0).url, "ws://gw1/v1/ws?token=t0k");
+  for (let i = 0; i < 100 && calls < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.equal(calls, 2, "the list of gateways was refreshed");
+  up = false;
+  socket(0).drop(1006, "gateway killed");
+  await until("a socket elsewhere", () => FakeSocket.all.length === 2);
+  assert.equal(socket(1).url, "ws://gw2/v1/ws?token=t0k");
+  im.close();
+});
+
+test("a gateway that comes back is not chosen again while another is live", async () => {
+  FakeSocket.all = [];
+  // gw-1 dies and is restarted at once: its /v1/connect answers again and,
+  // with no sessions, is the least loaded. The client moves to gw-2.
+  const answers = (async () =>
+    new Response(JSON.stringify({ url: "ws://gw1/v1/ws", gateway: "gw-1", alternatives: [{ url: "ws://gw2/v1/ws", gateway: "gw-2" }] }), { status: 200 })) as typeof fetch;
+  const im = new ImClient({ baseUrl: "http://gw1", token: "t0k", WebSocket: FakeSocket, fetch: answers, backoffBaseMs: 1, backoffCapMs: 5, random: () => 0.5 });
+  await opened(im);
+  socket(0).drop(1006, "gateway killed");
+  await until("a socket elsewhere", () => FakeSocket.all.length === 2);
+  assert.equal(socket(1).url, "ws://gw2/v1/ws?token=t0k");
+  im.close();
+});
+
 test("a gateway that never opens is skipped for an alternative while it is still registered", async () => {
   FakeSocket.all = [];
   const stale = (async () =>
