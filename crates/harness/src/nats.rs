@@ -164,11 +164,18 @@ pub fn node_procs(
         Ok(conf)
     };
     let binary = nats_server_binary()?;
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    let go_threads = nats_go_threads(
+        std::env::var("GOMAXPROCS").ok().as_deref(),
+        cores,
+        durability,
+    );
     let common = |extra: Vec<(String, String)>| {
         let mut env = vec![(
             "IM_NATS_SYNC".to_string(),
             durability.nats_sync_interval().to_string(),
         )];
+        env.extend(go_threads.clone().map(|n| ("GOMAXPROCS".to_string(), n)));
         env.extend(extra);
         env
     };
@@ -246,6 +253,29 @@ pub fn node_procs(
 }
 
 /// The data directory's route password (made, mode 0600, if missing).
+/// How many threads a nats-server node runs Go code on (`GOMAXPROCS`),
+/// or `None` for Go's own choice (every core): what the caller's
+/// environment says; else, under `relaxed`, half the machine's cores (at
+/// least one). The broker shares the machine with the pipeline's
+/// functions, and left to itself Go spreads its goroutines over every core,
+/// where they wake one another across threads for every message: on two
+/// cores one thread cut the broker's CPU per message by 11-28 % under
+/// `relaxed`. Under `strict` every stored message is an fsync in the
+/// storing goroutine, and with fewer threads the others wait for Go to
+/// notice it is blocked: throughput fell (docs/BENCHMARKS.md), so `strict`
+/// keeps Go's default.
+pub fn nats_go_threads(
+    configured: Option<&str>,
+    cores: usize,
+    durability: Durability,
+) -> Option<String> {
+    match configured.map(str::trim) {
+        Some(value) if value.parse::<usize>().is_ok_and(|n| n > 0) => Some(value.to_string()),
+        _ if durability == Durability::Strict => None,
+        _ => Some((cores / 2).max(1).to_string()),
+    }
+}
+
 pub fn route_password(data_dir: &Path) -> crate::Result<String> {
     let path = data_dir.join("credentials").join("nats-route");
     im_runtime::secrets::create_private(&path, im_runtime::secrets::generate().as_bytes())?;
@@ -389,6 +419,73 @@ impl Drop for NatsCluster {
     fn drop(&mut self) {
         for index in 0..self.nodes.len() {
             self.kill(index);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_broker_runs_go_on_half_the_cores_under_relaxed_unless_told_otherwise() {
+        let relaxed = |configured, cores| nats_go_threads(configured, cores, Durability::Relaxed);
+        assert_eq!(relaxed(None, 2).as_deref(), Some("1"));
+        assert_eq!(relaxed(None, 1).as_deref(), Some("1"));
+        assert_eq!(relaxed(None, 16).as_deref(), Some("8"));
+        assert_eq!(relaxed(Some("3"), 2).as_deref(), Some("3"));
+        assert_eq!(relaxed(Some(" 4 "), 2).as_deref(), Some("4"));
+        // Nonsense is not passed on (Go would ignore it and take every core).
+        assert_eq!(relaxed(Some("0"), 16).as_deref(), Some("8"));
+        assert_eq!(relaxed(Some("many"), 2).as_deref(), Some("1"));
+        assert_eq!(relaxed(Some(""), 4).as_deref(), Some("2"));
+        // strict: Go's own choice, unless the caller set one.
+        let strict = |configured, cores| nats_go_threads(configured, cores, Durability::Strict);
+        assert_eq!(strict(None, 2), None);
+        assert_eq!(strict(Some("many"), 2), None);
+        assert_eq!(strict(Some("2"), 16).as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn every_node_is_started_with_its_go_threads() {
+        if nats_server_binary().is_err() {
+            eprintln!("skipped: no nats-server (run infra/install-nats.sh)");
+            return;
+        }
+        for (nodes, durability) in [
+            (1, Durability::Relaxed),
+            (3, Durability::Relaxed),
+            (1, Durability::Strict),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let procs = node_procs(
+                dir.path(),
+                dir.path(),
+                nodes,
+                40_000,
+                48_000,
+                durability,
+                &Security::default(),
+            )
+            .unwrap();
+            assert_eq!(procs.len(), nodes);
+            for (proc, _) in procs {
+                let threads = proc
+                    .env
+                    .iter()
+                    .find(|(name, _)| name == "GOMAXPROCS")
+                    .map(|(_, value)| value.clone());
+                assert_eq!(
+                    threads,
+                    nats_go_threads(
+                        std::env::var("GOMAXPROCS").ok().as_deref(),
+                        std::thread::available_parallelism().map_or(1, usize::from),
+                        durability,
+                    ),
+                    "{} ({durability:?})",
+                    proc.name
+                );
+            }
         }
     }
 }
