@@ -175,7 +175,12 @@ pub fn node_procs(
             "IM_NATS_SYNC".to_string(),
             durability.nats_sync_interval().to_string(),
         )];
-        env.extend(go_threads.clone().map(|n| ("GOMAXPROCS".to_string(), n)));
+        // One node only: three nodes of a cluster sharing a machine were not
+        // measured this way (their Raft recovery after a node is killed
+        // needs the threads most), so they keep Go's default.
+        if nodes <= 1 {
+            env.extend(go_threads.clone().map(|n| ("GOMAXPROCS".to_string(), n)));
+        }
         env.extend(extra);
         env
     };
@@ -447,7 +452,7 @@ mod tests {
     }
 
     #[test]
-    fn every_node_is_started_with_its_go_threads() {
+    fn a_single_node_is_started_with_its_go_threads_a_cluster_with_gos_default() {
         if nats_server_binary().is_err() {
             eprintln!("skipped: no nats-server (run infra/install-nats.sh)");
             return;
@@ -475,16 +480,16 @@ mod tests {
                     .iter()
                     .find(|(name, _)| name == "GOMAXPROCS")
                     .map(|(_, value)| value.clone());
-                assert_eq!(
-                    threads,
+                let expected = if nodes > 1 {
+                    None
+                } else {
                     nats_go_threads(
                         std::env::var("GOMAXPROCS").ok().as_deref(),
                         std::thread::available_parallelism().map_or(1, usize::from),
                         durability,
-                    ),
-                    "{} ({durability:?})",
-                    proc.name
-                );
+                    )
+                };
+                assert_eq!(threads, expected, "{} ({durability:?})", proc.name);
             }
         }
     }
