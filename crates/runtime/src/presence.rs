@@ -148,26 +148,73 @@ pub async fn watch_device_keys(
     Ok(())
 }
 
-/// Run `watch` (a [`watch_device_keys`] follower given the sender) in the
-/// background and wait until it has applied the bucket's current entries,
-/// or `patience` has passed (entries that expired meanwhile would never
-/// arrive), so that a restarted process does not act on an empty view.
-pub async fn follow_until_current<W, F>(what: &str, patience: Duration, watch: W)
+/// How long a follower waits before watching a bucket again after its
+/// watch failed or ended (a node restarting, a leader moving).
+const REWATCH: crate::backoff::Backoff =
+    crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(10));
+
+/// Keep `watch` (a [`watch_device_keys`] follower given the sender)
+/// running in the background: when it fails or ends it is started again
+/// (after [`REWATCH`]), from the bucket's first revision, for as long as
+/// the process runs. Waits until the view holds the bucket's current
+/// entries or `patience` has passed, and returns a flag that turns true
+/// once it does (on the first attempt or a later one): whoever must not act
+/// on an empty view (offline flushing to "no devices") looks at it.
+pub async fn follow_until_current<W, F>(
+    what: &str,
+    patience: Duration,
+    mut watch: W,
+) -> Arc<std::sync::atomic::AtomicBool>
 where
-    W: FnOnce(tokio::sync::oneshot::Sender<()>) -> F,
+    W: FnMut(tokio::sync::oneshot::Sender<()>) -> F + Send + 'static,
     F: std::future::Future<Output = crate::Result<()>> + Send + 'static,
 {
-    let (signal, current) = tokio::sync::oneshot::channel();
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let current = Arc::new(AtomicBool::new(false));
+    let (caught_tx, mut caught_rx) = tokio::sync::watch::channel(false);
     let what_owned = what.to_string();
-    let task = watch(signal);
+    let flag = current.clone();
     tokio::spawn(async move {
-        if let Err(error) = task.await {
-            tracing::warn!(%error, what = %what_owned, "bucket watch ended");
+        let mut failures = 0u64;
+        loop {
+            let (signal, caught_up) = tokio::sync::oneshot::channel();
+            let attempt = watch(signal);
+            let (flag, caught_tx) = (flag.clone(), caught_tx.clone());
+            let told = tokio::spawn(async move {
+                let arrived = caught_up.await.is_ok();
+                if arrived {
+                    flag.store(true, Ordering::Release);
+                    let _ = caught_tx.send(true);
+                }
+                arrived
+            });
+            let ended = attempt.await;
+            // An attempt that caught up starts the backoff afresh.
+            failures = if told.await.unwrap_or(false) {
+                1
+            } else {
+                failures + 1
+            };
+            match ended {
+                Err(error) => {
+                    tracing::warn!(%error, what = %what_owned, "bucket watch failed; watching again")
+                }
+                Ok(()) => tracing::warn!(what = %what_owned, "bucket watch ended; watching again"),
+            }
+            tokio::time::sleep(REWATCH.delay(failures, &what_owned)).await;
         }
     });
-    if tokio::time::timeout(patience, current).await.is_err() {
-        tracing::warn!(what, ?patience, "bucket view not current yet; going on");
+    if tokio::time::timeout(patience, caught_rx.wait_for(|caught| *caught))
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            what,
+            ?patience,
+            "bucket view not current yet; going on, watching on"
+        );
     }
+    current
 }
 
 /// Follow the presence bucket into `presence`.
@@ -213,7 +260,7 @@ pub async fn follow(js: &jetstream::Context, ttl: Duration) -> crate::Result<Arc
     let presence = Arc::new(Mutex::new(Presence::default()));
     let view = presence.clone();
     follow_until_current("presence", Duration::from_secs(5), move |signal| {
-        watch_presence(bucket, view, Some(signal))
+        watch_presence(bucket.clone(), view.clone(), Some(signal))
     })
     .await;
     tokio::spawn(sweep_every(Arc::downgrade(&presence), ttl));

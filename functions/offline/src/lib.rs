@@ -61,6 +61,10 @@ pub struct Offline {
     pub conversations: Arc<dyn ConversationStore>,
     pub presence: Arc<Mutex<Presence>>,
     pub registry: Arc<Mutex<Registry>>,
+    /// The registry holds what the bucket held (once true, it stays): until
+    /// then nothing is flushed, since a flush finding no devices clears the
+    /// state and the notification would be lost.
+    pub devices_known: Arc<std::sync::atomic::AtomicBool>,
     pub tokens: kv::Store,
     pub providers: Arc<Providers>,
     pub settings: Settings,
@@ -157,6 +161,15 @@ impl Offline {
 
     /// Turn the partition's due states into outbox records.
     fn flush_due(&self, claim: &Claim) -> Result<usize, StoreError> {
+        if !self
+            .devices_known
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Err(StoreError::Backend(
+                "the push registrations are not loaded yet; nothing is flushed until they are"
+                    .into(),
+            ));
+        }
         let sync = self.partition_sync(claim.partition);
         let _writes = sync.writes.lock().unwrap_or_else(|p| p.into_inner());
         let now = now_ms();
@@ -373,6 +386,13 @@ impl Offline {
             let wait = wake_at
                 .map(|at| (at - now_ms()).clamp(5, 1_000))
                 .unwrap_or(1_000);
+            // A flush that failed is not tried again at once (what is due
+            // stays due, and the warning would repeat every few ms).
+            let wait = if flushed.is_err() {
+                wait.max(500)
+            } else {
+                wait
+            };
             tokio::select! {
                 Some(first) = results_rx.recv() => {
                     let mut results = vec![first];
@@ -490,10 +510,10 @@ pub async fn run(
     // A restarted owner must not flush what is due before it knows the
     // devices: it would find none and the notification would be lost.
     let (bucket, view) = (tokens.clone(), registry.clone());
-    im_runtime::presence::follow_until_current(
+    let devices_known = im_runtime::presence::follow_until_current(
         "push registrations",
         Duration::from_secs(10),
-        move |signal| registry::watch(bucket, view, Some(signal)),
+        move |signal| registry::watch(bucket.clone(), view.clone(), Some(signal)),
     )
     .await;
     tracing::info!(providers = ?providers.names(), "offline providers configured");
@@ -505,6 +525,7 @@ pub async fn run(
         conversations,
         presence,
         registry,
+        devices_known,
         tokens,
         providers: Arc::new(providers),
         settings,
