@@ -115,8 +115,11 @@ fn parse_strategy(text: &str) -> Result<im_gateway::access::Strategy, String> {
     })
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    im_runtime::process::block_on("im-gateway", run())?
+}
+
+async fn run() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
     im_runtime::telemetry::init_tracing("im-gateway", args.common.log_json);

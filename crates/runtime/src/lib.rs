@@ -18,6 +18,7 @@ pub mod error;
 pub mod lease;
 pub mod nats_auth;
 pub mod presence;
+pub mod process;
 pub mod publish;
 pub mod secrets;
 pub mod shutdown;

@@ -20,8 +20,11 @@ struct Args {
     archive_every: String,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    im_runtime::process::block_on("im-dedupe", run())?
+}
+
+async fn run() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let policy = args.tiering.policy()?;

@@ -9,8 +9,11 @@ struct Args {
     common: CommonArgs,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    im_runtime::process::block_on("im-fanout", run())?
+}
+
+async fn run() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let store = args.common.stores()?.conversations(None)?;

@@ -197,8 +197,11 @@ fn providers(args: &Args) -> anyhow::Result<Providers> {
     Ok(builder.build())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    im_runtime::process::block_on("im-offline", run())?
+}
+
+async fn run() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let providers = providers(&args)?;

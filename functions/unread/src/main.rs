@@ -13,8 +13,11 @@ struct Args {
     keep_sync_items: u64,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    im_runtime::process::block_on("im-unread", run())?
+}
+
+async fn run() -> anyhow::Result<()> {
     im_runtime::config_file::load_from_args();
     let args = Args::parse();
     let stores = args.common.stores()?;
