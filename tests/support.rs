@@ -210,7 +210,13 @@ impl Pipeline {
                 let stream = self.js.get_stream(stream).await.unwrap();
                 count += stream.consumer_names().count().await;
             }
-            if count == 5 * im_runtime::topology::topology().partitions.conversation as usize {
+            let topology = im_runtime::topology::topology();
+            let expected: u32 = topology
+                .consumers
+                .iter()
+                .map(|def| topology.partition_count(def))
+                .sum();
+            if count == expected as usize {
                 return;
             }
             assert!(

@@ -10,11 +10,13 @@ use im_runtime::{BatchHandler, Claim, HandlerError, Incoming};
 use im_store::ConversationStore;
 use serde_json::json;
 
+/// An inbound event as dedupe reads it from IM_INGEST (unkeyed: admission
+/// checks no key).
 fn accepted(id: &str, event_type: &str, data: serde_json::Value) -> Incoming {
     let event = json!({"specversion": "1.0", "id": id, "source": "urn:test", "type": event_type, "time": "2026-01-01T00:00:00.000Z",
-                       "imreceived": "2026-01-01T00:00:00.000Z", "datacontenttype": "application/json", "data": data});
+                       "datacontenttype": "application/json", "data": data});
     Incoming {
-        subject: "im.accepted.3.message.send".into(),
+        subject: im_events::subjects::ingest_subject(event_type),
         headers: vec![],
         payload: serde_json::to_vec(&event).unwrap().into(),
         stream_seq: 1,

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use im_events::partition::partition_of;
-use im_events::subjects::accepted_subject;
+use im_events::subjects::keyed_ingest_subject;
 use im_pipeline_tests::Pipeline;
 use im_store::{ConversationStore, UserStore};
 use serde_json::json;
@@ -29,18 +28,16 @@ async fn one_event_published_five_times_is_one_message() {
     pipeline
         .publish("im.message.send", "urn:phone", "evt-1", data.clone(), false)
         .await;
-    // 5: straight onto the accepted stream with no msg id, so that JetStream
-    // cannot drop it anywhere: only dedupe's own idempotency stands between
-    // it and a second message.
-    let accepted = json!({"specversion": "1.0", "id": "evt-1", "source": "urn:phone", "type": "im.message.send",
-        "time": "2026-01-01T00:00:00.000Z", "datacontenttype": "application/json",
-        "imreceived": "2026-01-01T00:00:00.000Z", "data": data});
-    let subject = accepted_subject(partition_of("dm:ann:ben", 16), "im.message.send");
+    // 5: keyed, straight to dedupe's partition, with no msg id, so that
+    // JetStream cannot drop it anywhere: only dedupe's own idempotency
+    // stands between it and a second message.
+    let event = json!({"specversion": "1.0", "id": "evt-1", "source": "urn:phone", "type": "im.message.send",
+        "time": "2026-01-01T00:00:00.000Z", "datacontenttype": "application/json", "data": data});
     pipeline
         .publish_raw(
-            &subject,
+            &keyed_ingest_subject("im.message.send", "dm:ann:ben"),
             HeaderMap::new(),
-            serde_json::to_vec(&accepted).unwrap(),
+            serde_json::to_vec(&event).unwrap(),
         )
         .await;
     // A different event from another source with the same id is a different message.

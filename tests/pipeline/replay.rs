@@ -214,11 +214,11 @@ async fn wiping_the_stores_and_replaying_rebuilds_the_same_state() {
     ] {
         let _ = std::fs::remove_file(pipeline.data_path(file));
     }
-    for stream in ["IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+    for stream in ["IM_TIMELINE", "IM_DELIVERY"] {
         pipeline.js.delete_stream(stream).await.unwrap();
     }
-    // Ingest starts over from the first event: its consumer (named after
-    // the owner's epoch) goes.
+    // Ingest and dedupe start over from the first event: their consumers
+    // (named after the owners' epochs) go.
     let ingest = pipeline.js.get_stream("IM_INGEST").await.unwrap();
     let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(ingest.consumer_names())
         .await

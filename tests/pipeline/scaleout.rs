@@ -50,16 +50,26 @@ fn shares(owners: &HashMap<u32, String>) -> HashMap<String, usize> {
 
 /// Whether `shares` is an even split of `partitions` over exactly
 /// `replicas`: each holds ⌊P/k⌋ or ⌈P/k⌉.
+/// (With fewer partitions than replicas, as ingest's one, the others
+/// stand by: those that hold one hold one each.)
 fn even(shares: &HashMap<String, usize>, replicas: &[String], partitions: u32) -> bool {
     let k = replicas.len();
     let (low, high) = (partitions as usize / k, (partitions as usize).div_ceil(k));
-    shares.len() == k
-        && replicas.iter().all(|replica| {
-            shares
-                .get(replica)
-                .is_some_and(|n| (low..=high).contains(n))
-        })
+    shares.len() == k.min(partitions as usize)
+        && shares.keys().all(|holder| replicas.contains(holder))
+        && shares.values().all(|n| (low.max(1)..=high).contains(n))
         && shares.values().sum::<usize>() == partitions as usize
+}
+
+/// How many partitions `function` has: ingest reads the unkeyed events
+/// through one; the others have the deployment's count.
+fn partitions_of(function: &str) -> u32 {
+    let topology = im_runtime::topology::topology();
+    topology
+        .consumer(function)
+        .map_or(topology.partitions.user, |def| {
+            topology.partition_count(def)
+        })
 }
 
 /// Wait until `function`'s partitions are split evenly over `replicas`.
@@ -147,6 +157,7 @@ async fn wait_all(
     let mut longest = Duration::ZERO;
     for function in SCALED {
         let replicas = replicas(function);
+        let partitions = partitions.min(partitions_of(function));
         longest =
             longest.max(wait_shares(pipeline, function, partitions, &replicas, timeout).await);
     }
@@ -179,8 +190,9 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
         .map(|f| f["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, im_harness::FUNCTIONS, "{seen}");
-    let (low, high) = (partitions as usize / 3, (partitions as usize).div_ceil(3));
     for function in SCALED {
+        let partitions = partitions_of(function);
+        let (low, high) = (partitions as usize / 3, (partitions as usize).div_ceil(3));
         let replicas = replicas(&seen, function);
         assert_eq!(replicas.len(), 3, "{function}: {seen}");
         let mut all: Vec<u64> = Vec::new();
@@ -250,133 +262,218 @@ async fn replicas_share_partitions_hand_them_over_and_take_a_dead_ones_share() {
     }
 }
 
-/// Ingest before it was partitioned read IM_INGEST through one consumer
-/// (`ingest`, later `ingest-e<epoch>`). Upgraded in place: the stream gains
-/// its keyed transform, partition 0 (the unkeyed reader) starts exactly
-/// after the old consumer's ack floor and fences it off, and keyed events
-/// reach their own partition only.
+/// The release before this one read IM_INGEST through ingest's partition
+/// consumers (`ingest-p<p>-e<epoch>`; partition 0 also read the unkeyed
+/// events). Upgraded in place: dedupe's partition p starts exactly after
+/// ingest's p's ack floor, ingest's one unkeyed consumer after partition
+/// 0's, the earlier consumers are deleted, and each successor gets only
+/// what came after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ingest_from_before_partitioning_hands_its_place_to_partition_zero() {
+async fn an_earlier_releases_ingest_consumers_hand_their_places_over() {
     use futures::StreamExt;
+    use im_events::partition::nats_partition;
+    use im_events::subjects::{hex, keyed_ingest_subject};
     use im_runtime::topology::{
-        ensure_streams_with, stream_config_with, take_over_consumer, topology, MaxBytes,
+        ensure_streams_with, migrate_predecessors, take_over_consumer, topology, MaxBytes,
     };
     let nats = im_harness::NatsServer::start().unwrap();
     let client = async_nats::connect(nats.url()).await.unwrap();
     let js = async_nats::jetstream::new(client);
     let partitions = topology().partitions.conversation;
-    // The stream and consumer as the earlier release made them.
-    let mut old = topology()
-        .streams
-        .iter()
-        .find(|d| d.name == "IM_INGEST")
-        .unwrap()
-        .clone();
-    old.keyed = false;
-    js.create_stream(stream_config_with(
-        &old,
-        1,
-        partitions,
-        &MaxBytes::default(),
-    ))
-    .await
-    .unwrap();
-    for n in 1..=6 {
-        js.publish("im.ingest.message.send", format!("{n}").into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-    }
+    ensure_streams_with(&js, 1, partitions, &MaxBytes::default())
+        .await
+        .unwrap();
+    // Two conversations in two partitions other than 0.
+    let mut conversations = (0..1000).map(|i| format!("g:upgrade-{i}")).filter(|id| {
+        let partition = nats_partition(&hex(id), partitions);
+        partition != 0
+    });
+    let a = conversations.next().unwrap();
+    let pa = nats_partition(&hex(&a), partitions);
+    let b = conversations
+        .find(|id| nats_partition(&hex(id), partitions) != pa)
+        .unwrap();
+    let pb = nats_partition(&hex(&b), partitions);
+    let publish = |subject: String, payload: &'static str| {
+        let js = js.clone();
+        async move {
+            js.publish(subject, payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+                .sequence
+        }
+    };
+    publish("im.ingest.message.send".into(), "u1").await;
+    publish(keyed_ingest_subject("im.message.send", &a), "a1").await;
+    publish(keyed_ingest_subject("im.message.send", &b), "b1").await;
+    // The earlier release's consumers, which handled everything so far.
     let stream = js.get_stream("IM_INGEST").await.unwrap();
-    let legacy = stream
+    let legacy = |name: &str, filters: Vec<String>| {
+        let stream = stream.clone();
+        let name = name.to_string();
+        async move {
+            stream
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(name),
+                    filter_subjects: filters,
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+        }
+    };
+    let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, max: usize| async move {
+        let mut got = Vec::new();
+        for message in im_pipeline_tests::fetch_batch(&consumer, max).await {
+            message.double_ack().await.unwrap();
+            got.push(String::from_utf8_lossy(&message.payload).into_owned());
+        }
+        got
+    };
+    let zero = legacy(
+        "ingest-p0-e7",
+        vec!["im.keyed.0.>".into(), "im.ingest.>".into()],
+    )
+    .await;
+    assert_eq!(fetch(zero, 10).await, ["u1"]);
+    for (partition, handled) in [(pa, "a1"), (pb, "b1")] {
+        let consumer = legacy(
+            &format!("ingest-p{partition}-e7"),
+            vec![format!("im.keyed.{partition}.>")],
+        )
+        .await;
+        assert_eq!(fetch(consumer, 10).await, [handled]);
+    }
+    // What came while the earlier release was stopping.
+    publish("im.ingest.message.send".into(), "u2").await;
+    publish(keyed_ingest_subject("im.message.send", &a), "a2").await;
+    publish(keyed_ingest_subject("im.message.send", &b), "b2").await;
+    // The upgrade, twice (every starting process runs it).
+    migrate_predecessors(&js).await.unwrap();
+    migrate_predecessors(&js).await.unwrap();
+    let mut names: Vec<String> = stream
+        .consumer_names()
+        .filter_map(|n| async move { n.ok() })
+        .collect()
+        .await;
+    names.sort();
+    let mut expected = vec![
+        "dedupe-p0".to_string(),
+        format!("dedupe-p{pa}"),
+        format!("dedupe-p{pb}"),
+        "ingest-unkeyed".to_string(),
+    ];
+    expected.sort();
+    assert_eq!(names, expected, "the earlier consumers are gone");
+    // Each successor, taken over by an owner, gets only what came after.
+    let dedupe = topology().consumer("dedupe").unwrap();
+    let ingest = topology().consumer("ingest").unwrap();
+    let owner = take_over_consumer(&js, ingest, 0, 1).await.unwrap();
+    assert_eq!(fetch(owner, 10).await, ["u2"]);
+    for (partition, after) in [(pa, "a2"), (pb, "b2")] {
+        let owner = take_over_consumer(&js, dedupe, partition, 1).await.unwrap();
+        assert_eq!(fetch(owner, 10).await, [after], "partition {partition}");
+    }
+    let owner = take_over_consumer(&js, dedupe, 0, 1).await.unwrap();
+    assert!(fetch(owner, 10).await.is_empty());
+    // Nothing can be written where keyed events are stored but through the
+    // transform: no stream listens there.
+    let direct = js
+        .publish(format!("im.keyed.{pa}.00.message.send"), "x".into())
+        .await
+        .unwrap()
+        .await;
+    assert!(direct.is_err(), "{direct:?}");
+}
+
+/// What the release before this one accepted into IM_ACCEPTED but had not
+/// applied when it stopped is applied first, before anything newer of the
+/// same conversation read from IM_INGEST (a send published after its
+/// group's create, which sits unapplied in IM_ACCEPTED, must not be
+/// refused as not_member); then the retired consumers are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_earlier_release_accepted_but_did_not_apply_is_applied_first() {
+    use im_events::partition::partition_of;
+    use im_runtime::topology::{stream_config_with, topology, MaxBytes, StreamDef};
+    use serde_json::json;
+    let mut pipeline = Pipeline::start().await;
+    pipeline.process("dedupe").stop(Duration::from_secs(5));
+    let partitions = topology().partitions.conversation;
+    // IM_ACCEPTED as the earlier release made it, with its dedupe's
+    // consumer of the group's partition, and two events ingest accepted.
+    let old = StreamDef {
+        name: "IM_ACCEPTED".into(),
+        subjects: vec!["im.accepted.>".into()],
+        max_age_secs: 2_592_000,
+        max_bytes: None,
+        duplicate_window_secs: 120,
+        republish: None,
+        keyed: false,
+        partition_subjects: Some("im.accepted.{p}.>".into()),
+        shard_0_also: Vec::new(),
+        shards: 1,
+        description: "an earlier release's".into(),
+    };
+    pipeline
+        .js
+        .create_stream(stream_config_with(
+            &old,
+            1,
+            partitions,
+            &MaxBytes::default(),
+        ))
+        .await
+        .unwrap();
+    let group = "g:retired";
+    let q = partition_of(group, partitions);
+    let accepted = pipeline.js.get_stream("IM_ACCEPTED").await.unwrap();
+    accepted
         .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: Some("ingest-e41".into()),
-            filter_subject: "im.ingest.>".into(),
+            durable_name: Some(format!("dedupe-p{q}-e3")),
+            filter_subject: format!("im.accepted.{q}.>"),
             ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
             ..Default::default()
         })
         .await
         .unwrap();
-    let fetch = |consumer: async_nats::jetstream::consumer::PullConsumer, max: usize| async move {
-        let mut got = Vec::new();
-        for message in im_pipeline_tests::fetch_batch(&consumer, max).await {
-            message.double_ack().await.unwrap();
-            got.push((
-                message.subject.to_string(),
-                String::from_utf8_lossy(&message.payload).into_owned(),
-            ));
-        }
-        got
+    let stamped = |id: &str, event_type: &str, data: serde_json::Value| {
+        json!({"event": {"specversion": "1.0", "id": id, "source": "urn:old", "type": event_type,
+            "time": "2026-01-01T00:00:00.000Z", "imreceived": "2026-01-01T00:00:00.000Z",
+            "datacontenttype": "application/json", "data": data}})
     };
-    assert_eq!(
-        fetch(legacy, 4).await.len(),
-        4,
-        "the old ingest handled 1-4"
-    );
-    // The upgrade.
-    ensure_streams_with(&js, 1, partitions, &MaxBytes::default())
-        .await
-        .unwrap();
-    // A keyed event, and where the stream put it.
-    let keyed = im_events::subjects::keyed_ingest_subject("im.message.send", "g:upgrade");
-    let seq = js
-        .publish(keyed, "keyed".into())
-        .await
+    let batch = json!({"events": [
+        stamped("old-create", "im.conversation.create", json!({"conversation_id": group, "kind": "group", "members": ["ann", "ben"]})),
+        stamped("old-send", "im.message.send", json!({"conversation_id": group, "sender_id": "ann", "kind": "text", "body": {"text": "accepted before the upgrade"}})),
+    ]});
+    pipeline
+        .publish_raw(
+            &format!("im.accepted.{q}.batch"),
+            Default::default(),
+            serde_json::to_vec(&batch).unwrap(),
+        )
+        .await;
+    // Newer, in IM_INGEST: a send after the create.
+    pipeline
+        .send_text(group, "ben", "new-send", "after the upgrade")
+        .await;
+    pipeline.process("dedupe").spawn().unwrap();
+    pipeline.settle(Duration::from_secs(60)).await;
+    let ids: Vec<String> = pipeline
+        .conversations()
+        .history(group, None, 10)
         .unwrap()
-        .await
-        .unwrap()
-        .sequence;
-    let stored = stream
-        .get_raw_message(seq)
-        .await
-        .unwrap()
-        .subject
-        .to_string();
-    let partition: u32 = stored
-        .strip_prefix("im.keyed.")
-        .and_then(|rest| rest.split('.').next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("stored as {stored}"));
-    assert!(partition < partitions, "{stored}");
-    // The server's hash is the one ingest checks stored partitions with.
-    let hex = im_events::subjects::hex("g:upgrade");
-    assert_eq!(
-        partition,
-        im_events::partition::nats_partition(&hex, partitions),
-        "{stored}"
-    );
-    let def = topology().consumer("ingest").unwrap();
-    let zero = take_over_consumer(&js, def, 0, 1).await.unwrap();
-    let mut expected: Vec<(String, String)> = (5..=6)
-        .map(|n| ("im.ingest.message.send".to_string(), n.to_string()))
+        .iter()
+        .map(|m| m.event_id.clone())
         .collect();
-    if partition == 0 {
-        expected.push((stored.clone(), "keyed".into()));
-    }
-    assert_eq!(
-        fetch(zero, 10).await,
-        expected,
-        "partition 0 after the old floor"
-    );
-    let names: Vec<String> = stream
-        .consumer_names()
-        .filter_map(|n| async move { n.ok() })
-        .collect()
-        .await;
-    assert_eq!(names, ["ingest-p0-e1"], "the old consumer is fenced off");
-    if partition != 0 {
-        let own = take_over_consumer(&js, def, partition, 1).await.unwrap();
-        assert_eq!(fetch(own, 10).await, [(stored, "keyed".to_string())]);
-    }
-    // Nothing can be written where keyed events are stored but through the
-    // transform: no stream listens there.
-    let direct = js
-        .publish(format!("im.keyed.{partition}.00.message.send"), "x".into())
-        .await
-        .unwrap()
-        .await;
-    assert!(direct.is_err(), "{direct:?}");
+    assert_eq!(ids, ["old-send", "new-send"]);
+    let letters = pipeline.dead_letters().await;
+    assert!(letters.is_empty(), "{letters:?}");
+    let left =
+        im_runtime::consumer::retired::retired_consumer_names(&pipeline.js, "IM_ACCEPTED").await;
+    assert!(left.is_empty(), "{left:?}");
 }
 
 /// A publisher that keys its create (as the gateway and imctl do) and then

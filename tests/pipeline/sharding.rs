@@ -16,7 +16,7 @@ async fn three_shards_carry_the_pipeline_and_replay_to_the_same_state() {
     let partitions = topology().partitions.conversation;
     // Each partitioned stream is three, each shard holding its partitions.
     let streams = pipeline.pipeline_streams().await;
-    for base in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+    for base in ["IM_INGEST", "IM_TIMELINE", "IM_DELIVERY"] {
         for shard in 0..3u32 {
             let name = format!("{base}_S{shard}");
             assert!(streams.contains(&name), "{name} in {streams:?}");
@@ -107,7 +107,7 @@ async fn in_a_cluster_each_shard_is_led_by_its_own_node() {
         .await
         .expect("a sharded cluster starts");
     let js = system.js().await.unwrap();
-    for base in ["IM_INGEST", "IM_ACCEPTED", "IM_TIMELINE", "IM_DELIVERY"] {
+    for base in ["IM_INGEST", "IM_TIMELINE", "IM_DELIVERY"] {
         let mut leaders = Vec::new();
         for shard in 0..3 {
             let info = stream_info(&js, &format!("{base}_S{shard}")).await;

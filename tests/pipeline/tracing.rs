@@ -119,9 +119,10 @@ fn assert_one_tree(trace: &[Span], root: &Span) {
     }
 }
 
-const STAGES: [&str; 8] = [
+/// A keyed send's stages: dedupe admits it where it is stored (ingest
+/// sees only unkeyed events, below).
+const STAGES: [&str; 7] = [
     "gateway.send",
-    "ingest",
     "dedupe",
     "fanout",
     "unread",
@@ -156,7 +157,7 @@ async fn one_send_is_one_trace_through_every_stage_to_the_push() {
     );
     assert_one_tree(&trace, root);
     // Each stage reports under its own process's name.
-    for (stage, service) in [("ingest", "im-ingest"), ("push", "im-push")] {
+    for (stage, service) in [("dedupe", "im-dedupe"), ("push", "im-push")] {
         let span = trace.iter().find(|s| s.name == stage).unwrap();
         assert!(span.service.contains(service), "{span:?}");
     }
@@ -183,14 +184,7 @@ async fn one_send_is_one_trace_through_every_stage_to_the_push() {
     let continued = wait_for_trace(
         &spans,
         |s| s.trace == caller_trace,
-        &[
-            "gateway.event",
-            "ingest",
-            "dedupe",
-            "fanout",
-            "unread",
-            "push",
-        ],
+        &["gateway.event", "dedupe", "fanout", "unread", "push"],
     )
     .await;
     let first = continued
@@ -201,4 +195,26 @@ async fn one_send_is_one_trace_through_every_stage_to_the_push() {
     assert!(continued
         .iter()
         .all(|s| s.id == first.id || s.parent != caller_span));
+    // Published unkeyed by a service, an event passes ingest (which copies
+    // it keyed) on its way to dedupe, in the publisher's trace.
+    let unkeyed_trace = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let event = json!({"specversion": "1.0", "id": "t3", "source": "urn:ops", "type": "im.message.send",
+        "traceparent": format!("00-{unkeyed_trace}-{caller_span}-01"),
+        "data": {"conversation_id": "dm:alice:bob", "sender_id": "alice", "kind": "text", "body": {"text": "unkeyed"}}});
+    pipeline
+        .publish_raw(
+            "im.ingest.message.send",
+            Default::default(),
+            serde_json::to_vec(&event).unwrap(),
+        )
+        .await;
+    let copied = wait_for_trace(
+        &spans,
+        |s| s.trace == unkeyed_trace,
+        &["ingest", "dedupe", "fanout", "unread"],
+    )
+    .await;
+    let ingest = copied.iter().find(|s| s.name == "ingest").unwrap();
+    assert!(ingest.service.contains("im-ingest"), "{ingest:?}");
+    assert_eq!(ingest.parent, caller_span, "{ingest:?}");
 }

@@ -85,7 +85,7 @@ fn incoming(subject: String, payload: Bytes, stream_seq: u64, published_ms: i64)
 }
 
 /// The unkeyed events from `start` on that ingest's partition 0 copied
-/// keyed (their copies name them, [`im_ingest::REKEYED_FROM`]), each with
+/// keyed (their copies name them, [`im_events::admission::REKEYED_FROM`]), each with
 /// a digest of its copy's payload: replay processes the copy where live
 /// ingest did, in its conversation's order, and skips the original — but
 /// only one whose payload is the copy's, so a publisher on the bus that
@@ -123,7 +123,7 @@ async fn copied_originals(
             .info()
             .map_err(|e| anyhow::anyhow!("message without stream info: {e}"))?;
         let (pending, copy_seq) = (info.pending, info.stream_sequence);
-        if let Some(original) = im_ingest::rekeyed_from(&headers_of(&message)) {
+        if let Some(original) = im_events::admission::rekeyed_from(&headers_of(&message)) {
             let copy = stream.get_raw_message(copy_seq).await.map_err(|e| {
                 anyhow::anyhow!("reading the copy at {copy_seq}: {e}; run replay again")
             })?;
@@ -158,7 +158,6 @@ struct Counts {
 struct Pipeline {
     conversations: std::sync::Arc<dyn ConversationStore>,
     users: std::sync::Arc<dyn UserStore>,
-    ingest: im_ingest::Config,
     dedupe: im_dedupe::decide::Config,
     user_partitions: u32,
     /// Unkeyed events processed at their keyed copies instead (original
@@ -183,25 +182,19 @@ impl Pipeline {
             partition: 0,
             epoch: 1,
         };
-        let mut accepted = Vec::with_capacity(batch.len());
+        // Dedupe admits what it reads (as live, where the server stored
+        // it): keyed events, and unkeyed ones from releases before ingest
+        // copied them keyed.
+        let mut inbound = Vec::with_capacity(batch.len());
         for message in batch {
             if replaced_by_copy(&self.copied, message) {
                 counts.events -= 1;
                 continue;
             }
-            match im_ingest::decide(message, &self.ingest) {
-                Ok((subject, event)) => accepted.push(incoming(
-                    subject,
-                    serde_json::to_vec(&event)?.into(),
-                    message.stream_seq,
-                    message.published_ms,
-                )),
-                // Refused live too: it is in the dead letters.
-                Err(_) => counts.refused += 1,
-            }
+            inbound.push(message.clone());
         }
         let decision =
-            im_dedupe::decide_batch(self.conversations.as_ref(), &self.dedupe, &accepted)?;
+            im_dedupe::decide_batch(self.conversations.as_ref(), &self.dedupe, &inbound)?;
         counts.refused += decision
             .outcomes
             .iter()
@@ -416,13 +409,13 @@ pub async fn run(args: ReplayArgs) -> anyhow::Result<()> {
     let pipeline = std::sync::Arc::new(Pipeline {
         conversations: stores.conversations(Some(Durability::Normal))?,
         users: stores.users(Some(Durability::Normal))?,
-        ingest: im_ingest::Config {
-            max_body_bytes: args.max_body_bytes,
-            conversation_partitions: partitions,
-        },
         dedupe: im_dedupe::decide::Config {
             large_group_threshold: args.large_group_threshold,
             recall_window_ms: args.recall_window_secs * 1000,
+            admission: im_events::admission::Rules {
+                max_body_bytes: args.max_body_bytes,
+                conversation_partitions: partitions,
+            },
         },
         user_partitions: partitions,
         copied,

@@ -7,6 +7,7 @@
 //! turned into a typed [`Command`]. The crate is pure: no IO, no clock; time
 //! is passed in by callers.
 
+pub mod admission;
 pub mod codes;
 pub mod ids;
 pub mod inbound;

@@ -44,6 +44,22 @@ pub struct Identity {
     pub source: Option<String>,
     pub event_id: Option<String>,
     pub event_type: Option<String>,
+    /// The stage whose checks refused it, where that is not the consuming
+    /// function (dedupe admits the keyed events it reads with ingest's
+    /// checks): the dead letter goes to that stage's subject, so every
+    /// refusal of bad input is under `im.dlq.ingest` wherever it happened.
+    pub stage: Option<&'static str>,
+}
+
+impl From<im_events::admission::EventIdentity> for Identity {
+    fn from(identity: im_events::admission::EventIdentity) -> Self {
+        Identity {
+            source: identity.source,
+            event_id: identity.event_id,
+            event_type: identity.event_type,
+            stage: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -529,7 +545,9 @@ async fn settle(
     let function = def.function.clone();
     let max_deliver = topology().consumer_defaults.max_deliver;
     let letter = |code: ErrorCode, reason: String, identity: Identity| DeadLetter {
-        function: function.clone(),
+        function: identity
+            .stage
+            .map_or_else(|| function.clone(), str::to_string),
         code,
         reason,
         original_subject: incoming.subject.clone(),
@@ -598,7 +616,7 @@ async fn settle(
         }
         match published {
             Ok(()) => {
-                metrics::counter!(DEAD_LETTERED, "function" => function.clone()).increment(1);
+                metrics::counter!(DEAD_LETTERED, "function" => dead.function.clone()).increment(1);
                 tracing::info!(code = %dead.code, reason = %dead.reason, subject = %dead.original_subject, "dead-lettered");
             }
             Err(error) => {
@@ -637,6 +655,21 @@ pub async fn run_function<H: BatchHandler>(
         )
     })?;
     let partitions = topology().partition_count(&def);
+    // An upgraded deployment: the consumers of the earlier release hand
+    // their places over, and what its retired input holds is applied
+    // first.
+    if !def.predecessors.is_empty() {
+        let mut attempt = 0;
+        while let Err(error) = crate::topology::migrate_predecessors(&js).await {
+            attempt += 1;
+            tracing::warn!(%error, attempt, "the earlier release's consumers not handed over yet; retrying");
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(backoff(attempt, function)) => {}
+            }
+        }
+    }
+    retired::drain_retired(&js, &def, &handler, &instance, lease_ttl, &shutdown).await?;
     tokio::spawn(crate::telemetry::report_streams(
         js.clone(),
         crate::topology::stream_names(&def.stream)
@@ -679,6 +712,8 @@ pub async fn run_function<H: BatchHandler>(
     crate::trace::flush();
     result
 }
+
+pub mod retired;
 
 #[cfg(test)]
 mod tests;

@@ -36,8 +36,7 @@ pub const ROLES: &[Role] = &[
     Role {
         name: "ingest",
         publish: &[
-            "im.accepted.>",
-            // Partition 0 re-publishes unkeyed events keyed.
+            // It publishes unkeyed events again, keyed.
             "im.ingest.k.>",
             KEYED,
             "im.events.message.rejected",
@@ -55,6 +54,8 @@ pub const ROLES: &[Role] = &[
             "im.timeline.>",
             "im.events.>",
             "im.dlq.dedupe",
+            // Refusals of the keyed events it admits are ingest's checks'.
+            "im.dlq.ingest",
             "im.gw.*.user.*",
             "im.push.>",
             REPLIES,

@@ -70,14 +70,30 @@ pub struct ConsumerDef {
     pub durable: String,
     pub filter: String,
     pub partitioned_by: Option<String>,
-    /// A second filter partition 0 reads (ingest: the unkeyed events).
+    /// Durable names (with `{p}`) of earlier releases' consumers whose
+    /// place this one takes: before any partition is taken over,
+    /// [`migrate_predecessors`] starts this consumer right after their ack
+    /// floor and deletes them (a name matches with or without an
+    /// `-e<epoch>` suffix).
     #[serde(default)]
-    pub partition_0_also: Option<String>,
-    /// The durable name releases before this consumer was partitioned used:
-    /// such consumers (and their `-e<epoch>` forms) count as partition 0's
-    /// oldest, so partition 0 starts after their ack floor and fences them.
+    pub predecessors: Vec<String>,
+    /// The input earlier releases fed this function through, drained
+    /// before anything new is read (see `consumer::drain_retired`).
     #[serde(default)]
-    pub legacy_durable: Option<String>,
+    pub retired: Option<RetiredInput>,
+}
+
+/// A stream an earlier release fed a function through, and that release's
+/// consumers of it: what they left unread is applied first, in their
+/// partitions' order, and then they are deleted.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetiredInput {
+    /// The stream (or, sharded, each `<stream>_S<s>`).
+    pub stream: String,
+    /// The durable name of partition `{p}`'s consumer.
+    pub durable: String,
+    /// Its filter.
+    pub filter: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,10 +373,11 @@ async fn ensure_stream(
 /// The partition count the pipeline's streams on this server were created
 /// for, if they exist (streams from before the count was recorded: 16).
 pub async fn existing_partitions(js: &jetstream::Context) -> Option<u32> {
-    let accepted = im_events::subjects::STREAM_ACCEPTED;
-    let mut stream = match js.get_stream(accepted).await {
+    // A partitioned stream every release has had.
+    let timeline = im_events::subjects::STREAM_TIMELINE;
+    let mut stream = match js.get_stream(timeline).await {
         Ok(stream) => stream,
-        Err(_) => js.get_stream(shard_name(accepted, 0)).await.ok()?,
+        Err(_) => js.get_stream(shard_name(timeline, 0)).await.ok()?,
     };
     let info = stream.info().await.ok()?;
     Some(

@@ -129,26 +129,57 @@ pub(super) fn identity(event: &Accepted) -> Identity {
         source: Some(event.source.clone()),
         event_id: Some(event.id.clone()),
         event_type: Some(event.payload.type_name().to_string()),
+        stage: None,
     }
 }
 
-/// The accepted events one stream message carries: one event (its reply
-/// subject in the `Im-Reply-To` header), or an ingest envelope of several.
+/// The events one stream message carries: an inbound event as it was
+/// published (from `IM_INGEST`, admitted here: its reply subject in the
+/// `Im-Reply-To` header), or, from `IM_ACCEPTED` as earlier releases'
+/// ingest wrote it, one accepted event or an envelope of several.
 pub(super) enum Carried {
     One(Box<AcceptedItem>),
     Several(Vec<AcceptedItem>),
+    /// An inbound event admission refused: dead-lettered as ingest's
+    /// refusal, its waiting publisher told why.
+    Refused {
+        error: im_events::EventError,
+        identity: Identity,
+        reply_to: Option<String>,
+    },
 }
 
-pub(super) fn carried(message: &Incoming) -> Result<Carried, Outcome> {
+/// Whether a message is from the `IM_ACCEPTED` stream of earlier releases.
+pub fn is_accepted_subject(subject: &str) -> bool {
+    subject.starts_with("im.accepted.")
+}
+
+pub(super) fn carried(message: &Incoming, rules: &Rules) -> Result<Carried, Outcome> {
+    let reply_to = reply_subject(&message.headers).map(str::to_string);
+    if !is_accepted_subject(&message.subject) {
+        let inbound = InboundMessage {
+            subject: &message.subject,
+            headers: &message.headers,
+            payload: &message.payload,
+        };
+        return Ok(match admit(&inbound, message.published_ms, rules) {
+            Ok(event) => Carried::One(Box::new(AcceptedItem { event, reply_to })),
+            Err(error) => Carried::Refused {
+                error,
+                identity: Identity {
+                    stage: Some(im_events::admission::STAGE),
+                    ..im_events::admission::identity_of(&inbound).into()
+                },
+                reply_to,
+            },
+        });
+    }
     if im_events::subjects::is_batch_subject(&message.subject) {
         let batch: AcceptedBatch = im_runtime::parse_internal(message, "accepted batch")?;
         return Ok(Carried::Several(batch.events));
     }
     let event: Accepted = im_runtime::parse_internal(message, "accepted event")?;
-    Ok(Carried::One(Box::new(AcceptedItem {
-        event,
-        reply_to: reply_subject(&message.headers).map(str::to_string),
-    })))
+    Ok(Carried::One(Box::new(AcceptedItem { event, reply_to })))
 }
 
 /// The decisions of a whole batch.
@@ -186,9 +217,20 @@ pub fn decide_batch(
         answers: Vec::new(),
     };
     for message in batch {
-        let (items, single) = match carried(message) {
+        let (items, single) = match carried(message, &config.admission) {
             Ok(Carried::One(item)) => (vec![*item], true),
             Ok(Carried::Several(items)) => (items, false),
+            Ok(Carried::Refused {
+                error,
+                identity,
+                reply_to,
+            }) => {
+                if let Some(reply_to) = reply_to {
+                    decision.answers.push((reply_to, Verdict::refused(&error)));
+                }
+                decision.outcomes.push(Outcome::Reject { error, identity });
+                continue;
+            }
             Err(rejected) => {
                 decision.outcomes.push(rejected);
                 continue;

@@ -25,6 +25,8 @@ pub struct Config {
     pub large_group_threshold: u64,
     /// How long a sender may recall a message, in milliseconds.
     pub recall_window_ms: i64,
+    /// What an inbound event must pass to be decided at all.
+    pub admission: im_events::admission::Rules,
 }
 
 impl Default for Config {
@@ -32,9 +34,16 @@ impl Default for Config {
         Config {
             large_group_threshold: 500,
             recall_window_ms: 2 * 60 * 1000,
+            admission: im_events::admission::Rules {
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                conversation_partitions: im_runtime::topology::topology().partitions.conversation,
+            },
         }
     }
 }
+
+/// The largest message body, in bytes, unless `IM_MAX_BODY_BYTES` says.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// The state a decision reads. `None` means "known not to exist"; the shell
 /// loads everything a command can touch before deciding.

@@ -1,6 +1,10 @@
 //! `dedupe`: owner of conversations (partitioned by conversation).
 //!
-//! For each accepted event, in the order JetStream stored it: drop it if its
+//! It reads the keyed events of its partitions straight from `IM_INGEST`
+//! and admits each itself ([`im_events::admission`]: parse, schema,
+//! normalize, the stateless checks), so a send costs one stream write and
+//! one hop before its commit (ingest only copies unkeyed events keyed).
+//! For each admitted event, in the order JetStream stored it: drop it if its
 //! `(source, id)` was applied before (and republish what it produced then),
 //! check membership and permissions, give a message the next `seq` of its
 //! conversation, store it, and only then publish the committed event on
@@ -16,12 +20,13 @@ pub use batch::*;
 
 use std::sync::Arc;
 
+use im_events::admission::{admit, Rules};
 use im_events::partition::partition_of;
 use im_events::subjects::{accepted_subject, events_subject, push_subject, timeline_batch_subject};
 use im_events::{
     Accepted, AcceptedBatch, AcceptedItem, Command, CommittedMessage, Diffusion, Envelope,
-    PushNotice, ReceiptItem, SyncItem, Timeline, TimelineBatch, TimelineEvent, Verdict,
-    PIPELINE_SOURCE,
+    InboundMessage, PushNotice, ReceiptItem, SyncItem, Timeline, TimelineBatch, TimelineEvent,
+    Verdict, PIPELINE_SOURCE,
 };
 use im_runtime::consumer::Identity;
 use im_runtime::publish::{publish_all, reply, reply_subject, Outgoing};

@@ -10,6 +10,9 @@ struct Args {
     /// Groups with more members than this switch to read diffusion.
     #[arg(long, env = "IM_LARGE_GROUP_THRESHOLD", default_value_t = 500)]
     large_group_threshold: u64,
+    /// Largest message body in bytes (admission refuses larger ones).
+    #[arg(long, env = "IM_MAX_BODY_BYTES", default_value_t = im_dedupe::decide::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
     /// How long a sender may recall a message, in seconds.
     #[arg(long, env = "IM_RECALL_WINDOW_SECS", default_value_t = 120)]
     recall_window_secs: i64,
@@ -37,6 +40,10 @@ async fn run() -> anyhow::Result<()> {
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,
         recall_window_ms: args.recall_window_secs * 1000,
+        admission: im_events::admission::Rules {
+            max_body_bytes: args.max_body_bytes,
+            conversation_partitions: im_runtime::topology::topology().partitions.conversation,
+        },
     };
     tracing::info!(data_dir = %args.common.data_dir.display(), "dedupe running");
     let shutdown = Shutdown::on_signals();

@@ -1,5 +1,5 @@
-//! The shell: the batch handler over JetStream and run(), wiring NATS and
-//! the stores to the pure core. The `shell` feature (the binary needs it).
+//! The shell: the batch handler over JetStream and run(), wiring NATS to
+//! the pure core. The `shell` feature (the binary needs it).
 
 use super::*;
 
@@ -15,38 +15,20 @@ impl BatchHandler for Ingest {
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let mut outcomes = Vec::with_capacity(batch.len());
-        let mut items = Vec::new();
         let mut copies = Vec::new();
         // Until the batch is published.
         let mut spans = im_runtime::trace::Spans::default();
         for message in &batch {
             match route(message, &self.config) {
-                Ok(Route::Rekey { subject }) => {
+                Ok((subject, parent)) => {
+                    spans.event(
+                        FUNCTION,
+                        parent.as_ref(),
+                        Some(claim.partition),
+                        None,
+                        batch.len(),
+                    );
                     copies.push(rekeyed(message, subject));
-                    outcomes.push(Outcome::Done);
-                }
-                Ok(Route::Accept {
-                    subject,
-                    event: accepted,
-                }) => {
-                    let partition =
-                        im_events::subjects::partition_of_subject(&subject).unwrap_or_default();
-                    items.push((
-                        partition,
-                        AcceptedItem {
-                            event: {
-                                let trace = spans.event(
-                                    FUNCTION,
-                                    accepted.trace().as_ref(),
-                                    Some(claim.partition),
-                                    None,
-                                    batch.len(),
-                                );
-                                accepted.with_trace(trace)
-                            },
-                            reply_to: reply_subject(&message.headers).map(str::to_string),
-                        },
-                    ));
                     outcomes.push(Outcome::Done);
                 }
                 Err(error) => {
@@ -60,14 +42,12 @@ impl BatchHandler for Ingest {
                 }
             }
         }
-        // One connection publishes in order, so a conversation's events keep
-        // the order they had in IM_INGEST.
-        let mut outgoing = envelopes(items).map_err(|e| HandlerError::Transient(e.to_string()))?;
         if !copies.is_empty() {
             metrics::counter!("im_ingest_rekeyed_total").increment(copies.len() as u64);
         }
-        outgoing.extend(copies);
-        publish_all(&self.js, outgoing)
+        // One connection publishes in order, so the copies keep the order
+        // their originals had in IM_INGEST.
+        publish_all(&self.js, copies)
             .await
             .map_err(HandlerError::from)?;
         drop(spans);

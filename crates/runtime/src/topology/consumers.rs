@@ -10,27 +10,11 @@ pub fn filter_subject(def: &ConsumerDef, partition: u32) -> String {
     def.filter.replace("{p}", &partition.to_string())
 }
 
-/// Every subject partition `partition` of `def` reads.
-pub fn filter_subjects(def: &ConsumerDef, partition: u32) -> Vec<String> {
-    let mut filters = vec![filter_subject(def, partition)];
-    if partition == 0 {
-        filters.extend(def.partition_0_also.clone());
-    }
-    filters
-}
-
 pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Config {
     let defaults = &topology().consumer_defaults;
-    let mut filters = filter_subjects(def, partition);
-    let (filter_subject, filter_subjects) = if filters.len() == 1 {
-        (filters.remove(0), Vec::new())
-    } else {
-        (String::new(), filters)
-    };
     consumer::pull::Config {
         durable_name: Some(durable_name(def, partition)),
-        filter_subject,
-        filter_subjects,
+        filter_subject: filter_subject(def, partition),
         ack_policy: consumer::AckPolicy::Explicit,
         deliver_policy: consumer::DeliverPolicy::All,
         ack_wait: Duration::from_secs(defaults.ack_wait_secs),
@@ -52,24 +36,121 @@ pub fn epoch_durable_name(def: &ConsumerDef, partition: u32, epoch: u64) -> Stri
     format!("{}-e{epoch}", durable_name(def, partition))
 }
 
+/// The epoch a consumer's name carries if it is a version of `base`
+/// (`Some(0)` for `base` itself, as older releases and
+/// [`migrate_predecessors`] name them), else None.
+pub fn version_of(base: &str, name: &str) -> Option<u64> {
+    if name == base {
+        return Some(0);
+    }
+    name.strip_prefix(base)?.strip_prefix("-e")?.parse().ok()
+}
+
 /// The epoch of a consumer of this partition (`Some(0)` for the unversioned
-/// name older releases used), or None if the name is another partition's.
+/// name), or None if the name is another partition's.
 pub fn consumer_epoch(def: &ConsumerDef, partition: u32, name: &str) -> Option<u64> {
-    let versions = |base: &str| -> Option<u64> {
-        if name == base {
-            return Some(0);
+    version_of(&durable_name(def, partition), name)
+}
+
+/// Whether `name` is one of the consumers of an earlier release that
+/// partition `partition` of `def` takes the place of.
+pub fn is_predecessor(def: &ConsumerDef, partition: u32, name: &str) -> bool {
+    def.predecessors.iter().any(|predecessor| {
+        version_of(&predecessor.replace("{p}", &partition.to_string()), name).is_some()
+    })
+}
+
+/// Hand the places of earlier releases' consumers to the consumers of this
+/// one, before any partition is taken over: for every partition of every
+/// consumer with predecessors, the unversioned consumer of this release
+/// (epoch 0, older than any owner's) is created right after the
+/// predecessors' highest ack floor; only when every successor exists are
+/// the predecessors deleted. Several consumers may share a predecessor
+/// (ingest's partition 0 of an earlier release read both the unkeyed
+/// events, now ingest's, and partition 0's keyed ones, now dedupe's), so
+/// none is deleted before every successor took its floor. Idempotent and
+/// safe to run from several processes at once: they compute the same
+/// floors (the earlier release has stopped) and JetStream creates a
+/// consumer with a given name and configuration once.
+pub async fn migrate_predecessors(js: &jetstream::Context) -> Result<(), TakeOverError> {
+    let mut retire: Vec<(String, String)> = Vec::new();
+    for def in topology()
+        .consumers
+        .iter()
+        .filter(|d| !d.predecessors.is_empty())
+    {
+        for partition in 0..topology().partition_count(def) {
+            let stream_name = stream_for(&def.stream, partition);
+            let stream = match js.get_stream(&stream_name).await {
+                Ok(stream) => stream,
+                // Not made yet: a new deployment has no predecessors.
+                Err(_) => continue,
+            };
+            let names = consumer_names(&stream).await?;
+            let mut floor = 0;
+            let mut found = false;
+            for name in names.iter().filter(|n| is_predecessor(def, partition, n)) {
+                match stream.consumer_info(name).await {
+                    Ok(info) => {
+                        floor = floor.max(info.ack_floor.stream_sequence);
+                        found = true;
+                        retire.push((stream_name.clone(), name.clone()));
+                    }
+                    Err(error)
+                        if error.kind()
+                            == jetstream::context::ConsumerInfoErrorKind::NotFound => {}
+                    Err(error) => {
+                        return Err(unavailable(format!(
+                            "consumer {name} of {stream_name} did not answer ({error}); its successor needs its ack floor"
+                        )))
+                    }
+                }
+            }
+            let successor = durable_name(def, partition);
+            if !found || names.contains(&successor) {
+                continue;
+            }
+            let mut config = consumer_config(def, partition);
+            if let Some(start_sequence) = start_after(&[PartitionConsumer {
+                name: String::new(),
+                epoch: 0,
+                ack_floor: floor,
+            }]) {
+                config.deliver_policy = consumer::DeliverPolicy::ByStartSequence { start_sequence };
+            }
+            if let Err(error) = stream.create_consumer(config).await {
+                // Made meanwhile by another process (the same floor).
+                if !consumer_names(&stream).await?.contains(&successor) {
+                    return Err(unavailable(format!(
+                        "create consumer {successor} of {stream_name}: {error}"
+                    )));
+                }
+            }
+            tracing::info!(
+                consumer = successor,
+                stream = stream_name,
+                after = floor,
+                "an earlier release's consumer hands its place over"
+            );
         }
-        name.strip_prefix(base)?.strip_prefix("-e")?.parse().ok()
-    };
-    if let Some(epoch) = versions(&durable_name(def, partition)) {
-        return Some(epoch);
     }
-    // A release before the function was partitioned: older than any owner
-    // of partition 0, whatever epoch its name carries.
-    match &def.legacy_durable {
-        Some(legacy) if partition == 0 => versions(legacy).map(|_| 0),
-        _ => None,
+    retire.sort();
+    retire.dedup();
+    for (stream_name, name) in retire {
+        let Ok(stream) = js.get_stream(&stream_name).await else {
+            continue;
+        };
+        match stream.delete_consumer(&name).await {
+            Ok(_) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => {
+                return Err(unavailable(format!(
+                    "delete the earlier release's consumer {name}: {error}"
+                )))
+            }
+        }
     }
+    Ok(())
 }
 
 /// Why a take-over did not happen.
@@ -229,7 +310,7 @@ pub async fn partition_consumers(
 }
 
 /// Every consumer name of a stream, from the meta layer, all pages.
-pub(super) async fn consumer_names(
+pub async fn consumer_names(
     stream: &jetstream::stream::Stream,
 ) -> Result<Vec<String>, TakeOverError> {
     use futures::TryStreamExt;

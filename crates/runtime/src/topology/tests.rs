@@ -91,8 +91,8 @@ fn shards_split_the_partitions_and_the_bytes() {
 
 #[test]
 fn partitions_find_their_shard_and_names_their_stream() {
-    assert_eq!(stream_for_with("IM_ACCEPTED", 5, 3), "IM_ACCEPTED_S2");
-    assert_eq!(stream_for_with("IM_ACCEPTED", 5, 1), "IM_ACCEPTED");
+    assert_eq!(stream_for_with("IM_TIMELINE", 5, 3), "IM_TIMELINE_S2");
+    assert_eq!(stream_for_with("IM_TIMELINE", 5, 1), "IM_TIMELINE");
     assert_eq!(stream_for_with("IM_DLQ", 5, 3), "IM_DLQ");
     assert_eq!(base_name("IM_DELIVERY_S12"), "IM_DELIVERY");
     assert_eq!(base_name("IM_DELIVERY"), "IM_DELIVERY");
@@ -143,21 +143,36 @@ fn consumer_names_carry_the_owners_epoch() {
     assert_eq!(consumer_epoch(def, 1, "unread-p10-e42"), None);
     assert_eq!(consumer_epoch(def, 1, "unread-p1-ex"), None);
     assert_eq!(consumer_epoch(def, 1, "offline-p1-e42"), None);
-    // Ingest's consumers from before it was partitioned are partition
-    // 0's oldest, whatever their epoch.
+}
+
+/// The consumers of earlier releases whose places this one's take: every
+/// version of ingest's partition consumers and of its single consumer
+/// from before it was partitioned (dedupe's partition p takes ingest's
+/// p; ingest's own unkeyed consumer takes partition 0's, which read the
+/// unkeyed events too).
+#[test]
+fn predecessors_are_the_earlier_releases_consumers() {
+    let dedupe = topology().consumer("dedupe").unwrap();
+    assert_eq!(filter_subject(dedupe, 2), "im.keyed.2.>");
+    assert!(is_predecessor(dedupe, 2, "ingest-p2-e7"));
+    assert!(is_predecessor(dedupe, 2, "ingest-p2"));
+    assert!(is_predecessor(dedupe, 2, "ingest"));
+    assert!(is_predecessor(dedupe, 2, "ingest-e900"));
+    assert!(!is_predecessor(dedupe, 2, "ingest-p3-e7"));
+    assert!(!is_predecessor(dedupe, 2, "ingest-p21-e7"));
+    assert!(!is_predecessor(dedupe, 2, "dedupe-p2-e7"));
     let ingest = topology().consumer("ingest").unwrap();
-    assert_eq!(epoch_durable_name(ingest, 0, 7), "ingest-p0-e7");
-    assert_eq!(consumer_epoch(ingest, 0, "ingest-p0-e7"), Some(7));
-    assert_eq!(consumer_epoch(ingest, 0, "ingest-e900"), Some(0));
-    assert_eq!(consumer_epoch(ingest, 0, "ingest"), Some(0));
-    assert_eq!(consumer_epoch(ingest, 1, "ingest-e900"), None);
-    assert_eq!(consumer_epoch(ingest, 0, "ingest-p1-e7"), None);
-    assert_eq!(filter_subjects(ingest, 0), ["im.keyed.0.>", "im.ingest.>"]);
-    assert_eq!(filter_subjects(ingest, 2), ["im.keyed.2.>"]);
-    let config = consumer_config(ingest, 0);
-    assert!(config.filter_subject.is_empty());
-    assert_eq!(config.filter_subjects.len(), 2);
-    assert_eq!(consumer_config(ingest, 2).filter_subject, "im.keyed.2.>");
+    assert_eq!(topology().partition_count(ingest), 1);
+    assert_eq!(consumer_config(ingest, 0).filter_subject, "im.ingest.>");
+    assert_eq!(epoch_durable_name(ingest, 0, 7), "ingest-unkeyed-e7");
+    assert!(is_predecessor(ingest, 0, "ingest-p0-e7"));
+    assert!(is_predecessor(ingest, 0, "ingest"));
+    assert!(!is_predecessor(ingest, 0, "ingest-p1-e7"));
+    assert_eq!(
+        consumer_epoch(ingest, 0, "ingest-p0-e7"),
+        None,
+        "a predecessor is no version of its successor: it is handed over, not taken over"
+    );
 }
 
 #[test]
@@ -208,7 +223,6 @@ fn topology_is_consistent_with_the_subject_constants() {
     use im_events::subjects::*;
     for name in [
         STREAM_INGEST,
-        STREAM_ACCEPTED,
         STREAM_TIMELINE,
         STREAM_DELIVERY,
         STREAM_EVENTS,
@@ -216,11 +230,16 @@ fn topology_is_consistent_with_the_subject_constants() {
     ] {
         assert!(names.contains(&name), "{name}");
     }
-    let dedupe = topology.consumer("dedupe").unwrap();
-    assert_eq!(filter_subject(dedupe, 3), "im.accepted.3.>");
     assert!(
-        im_events::subjects::accepted_subject(3, "im.message.send").starts_with("im.accepted.3.")
+        !names.contains(&STREAM_ACCEPTED),
+        "IM_ACCEPTED is an earlier release's, drained, not made"
     );
+    let dedupe = topology.consumer("dedupe").unwrap();
+    assert_eq!(filter_subject(dedupe, 3), "im.keyed.3.>");
+    let retired = dedupe.retired.as_ref().unwrap();
+    assert_eq!(retired.stream, STREAM_ACCEPTED);
+    assert!(im_events::subjects::accepted_subject(3, "im.message.send")
+        .starts_with(&retired.filter.replace("{p}", "3").replace('>', "")));
     let unread = topology.consumer("unread").unwrap();
     assert_eq!(filter_subject(unread, 5), "im.delivery.5.>");
     assert!(im_events::subjects::delivery_subject(5, "message").starts_with("im.delivery.5."));
