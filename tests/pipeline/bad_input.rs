@@ -268,3 +268,74 @@ async fn eventually_letter(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Keyed events go straight to dedupe, which admits them with ingest's
+/// checks: a bad one between good ones (stopped dedupe, so the three
+/// arrive as one batch) is dead-lettered as ingest's refusal, with the
+/// event as published; the good ones are applied; and one ack of the
+/// batch (AckPolicy::All) leaves nothing pending or unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_keyed_event_between_good_ones_is_refused_and_the_batch_acked() {
+    use im_events::subjects::keyed_ingest_subject;
+    let mut pipeline = Pipeline::start().await;
+    let conversation = "dm:ann:ben";
+    pipeline.process("dedupe").stop(Duration::from_secs(5));
+    let subject = keyed_ingest_subject("im.message.send", conversation);
+    let mut bad = send_data(conversation, "ann");
+    bad["kind"] = json!("hologram");
+    let bad = serde_json::to_vec(&event("im.message.send", "keyed-bad", bad)).unwrap();
+    let good = |id: &str, sender: &str| {
+        serde_json::to_vec(&event(
+            "im.message.send",
+            id,
+            send_data(conversation, sender),
+        ))
+        .unwrap()
+    };
+    for payload in [good("keyed-1", "ann"), bad.clone(), good("keyed-2", "ben")] {
+        pipeline
+            .publish_raw(&subject, HeaderMap::new(), payload)
+            .await;
+    }
+    pipeline.process("dedupe").spawn().unwrap();
+    let headers = pipeline
+        .wait_dead_letter(&bad, Duration::from_secs(30))
+        .await;
+    assert_eq!(headers["Im-Dlq-Function"], "ingest", "{headers:?}");
+    assert_eq!(headers["Im-Dlq-Code"], "schema_violation", "{headers:?}");
+    assert!(
+        headers["Im-Dlq-Subject"].contains(".message.send"),
+        "{headers:?}"
+    );
+    let conversations = pipeline.conversations();
+    let history = eventually(Duration::from_secs(30), || {
+        conversations
+            .history(conversation, None, 10)
+            .ok()
+            .filter(|h| h.len() == 2)
+    })
+    .await;
+    let ids: Vec<&str> = history.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(ids, ["keyed-1", "keyed-2"]);
+    pipeline.settle(Duration::from_secs(30)).await;
+    let stream = pipeline.js.get_stream("IM_INGEST").await.unwrap();
+    let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream.consumer_names())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|name| name.starts_with("dedupe-"))
+        .collect();
+    assert!(!names.is_empty());
+    for name in names {
+        let info = stream.consumer_info(&name).await.unwrap();
+        assert_eq!(
+            (info.num_pending, info.num_ack_pending),
+            (0, 0),
+            "{name}: {info:?}"
+        );
+        assert_eq!(
+            info.config.ack_policy,
+            async_nats::jetstream::consumer::AckPolicy::All
+        );
+    }
+}

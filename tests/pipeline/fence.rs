@@ -283,12 +283,9 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
             .sync_items("u", 0, 100)
             .unwrap()
             .iter()
-            .filter(|r| serde_json::to_value(&r.item).unwrap()["type"] == "message")
-            .map(|r| {
-                serde_json::to_value(&r.item).unwrap()["seq"]
-                    .as_u64()
-                    .unwrap()
-            })
+            .map(|r| serde_json::to_value(&r.item).unwrap())
+            .filter(|item| item["type"] == "message" && item["conversation_id"] == "g:late")
+            .map(|item| item["seq"].as_u64().unwrap())
             .collect()
     };
     publish(TimelineEvent::Changed(ConversationChanged {
@@ -313,8 +310,41 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
     // 3 is late: 4 and 5 are stored before it.
     publish(message(4)).await;
     publish(message(5)).await;
+    // Another conversation's message behind them is applied and acked at
+    // once, not left for JetStream to redeliver after ack_wait (the loop
+    // once stopped settling a batch at its first held message).
+    let other = match message(1) {
+        TimelineEvent::Committed(mut committed) => {
+            committed.conversation_id = "dm:u:x".into();
+            committed.message_id = "other-1".into();
+            TimelineEvent::Committed(committed)
+        }
+        _ => unreachable!(),
+    };
+    publish(other).await;
+    im_pipeline_tests::eventually(Duration::from_secs(15), || {
+        store
+            .user_conversation("u", "dm:u:x")
+            .unwrap()
+            .map(|row| row.last_seq)
+            .filter(|&seq| seq == 1)
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(log(), [1, 2], "4 and 5 did not overtake 3");
+    let stream = js.get_stream("IM_DELIVERY").await.unwrap();
+    let name = futures::StreamExt::collect::<Vec<_>>(stream.consumer_names())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .find(|name| name.starts_with("unread-p5"))
+        .unwrap();
+    let info = stream.consumer_info(&name).await.unwrap();
+    assert_eq!(
+        info.num_ack_pending, 2,
+        "only the held 4 and 5 wait unacknowledged: {info:?}"
+    );
+
     publish(message(3)).await;
     im_pipeline_tests::eventually(Duration::from_secs(15), || (log().len() == 5).then_some(()))
         .await;

@@ -159,6 +159,12 @@ pub struct Gateway {
     /// came (read once, by the waiter, as a `Verdict`).
     pending: Mutex<HashMap<String, oneshot::Sender<bytes::Bytes>>>,
     next_id: std::sync::atomic::AtomicU64,
+    /// Reply tokens: this process's random prefix and a counter. A token
+    /// is never reused by a restarted gateway of the same id (a verdict
+    /// still on its way to the one before must not answer a new send),
+    /// and a send costs no call for randomness (`getrandom` was one system
+    /// call per send).
+    reply_tokens: (String, std::sync::atomic::AtomicU64),
     pub metrics: Option<metrics_exporter::Handle>,
 }
 
@@ -226,6 +232,10 @@ impl Gateway {
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: std::sync::atomic::AtomicU64::new(1),
+            reply_tokens: (
+                uuid::Uuid::new_v4().simple().to_string(),
+                std::sync::atomic::AtomicU64::new(0),
+            ),
             metrics,
         });
         gateway.clone().start_reply_listener().await?;
@@ -292,6 +302,13 @@ impl Gateway {
         // Give the last closes a moment to go out, then leave the registry.
         tokio::time::sleep(Duration::from_millis(200)).await;
         self.registry.withdraw(&self.config.gateway_id).await;
+    }
+
+    /// A reply token no other send of any gateway process has had.
+    pub(crate) fn reply_token(&self) -> String {
+        let (prefix, counter) = &self.reply_tokens;
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{prefix}{n:x}")
     }
 
     fn reply_prefix(&self) -> String {

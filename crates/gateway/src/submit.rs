@@ -120,7 +120,7 @@ impl Gateway {
         mut headers: async_nats::HeaderMap,
         payload: Vec<u8>,
     ) -> Result<Pending, Refusal> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
+        let token = self.reply_token();
         let (sender, receiver) = oneshot::channel();
         self.pending
             .lock()

@@ -248,6 +248,9 @@ async fn run_partition<H: BatchHandler>(
             }
         }
     };
+    // One ack covers every message before it: the consumer's own policy
+    // decides (a consumer made before `ack_all` was set keeps acking each).
+    let ack_all = consumer.cached_info().config.ack_policy == jetstream::consumer::AckPolicy::All;
     // Messages the handler held back (Outcome::Hold), oldest first, with
     // when it first held each.
     let mut held: Vec<(jetstream::Message, Instant)> = Vec::new();
@@ -339,6 +342,7 @@ async fn run_partition<H: BatchHandler>(
             &mut held,
             &mut last_progress,
             &mut last_retry,
+            ack_all,
         )
         .await
         {
@@ -366,6 +370,7 @@ async fn handle_fetched<H: BatchHandler>(
     held: &mut Vec<(jetstream::Message, Instant)>,
     last_progress: &mut Instant,
     last_retry: &mut Instant,
+    ack_all: bool,
 ) -> bool {
     if !held.is_empty() && last_progress.elapsed() >= HELD_PROGRESS_EVERY {
         for (message, _) in held.iter() {
@@ -430,6 +435,15 @@ async fn handle_fetched<H: BatchHandler>(
         .record(started.elapsed().as_secs_f64());
     match result {
         Ok(outcomes) => {
+            // Under AckPolicy::All one ack covers every message before it:
+            // a run of done messages is acknowledged by its last one, at
+            // the end or when something else must be settled (a dead
+            // letter's term covers those before it too). After a message
+            // that could not be settled (its dead letter not stored, so it
+            // is naked to come again), nothing later is acknowledged: that
+            // ack would cover it.
+            let mut covering: Option<jetstream::Message> = None;
+            let mut unsettled = false;
             for (((message, incoming), outcome), since) in messages
                 .into_iter()
                 .zip(&incoming)
@@ -443,9 +457,29 @@ async fn handle_fetched<H: BatchHandler>(
                             .increment(1);
                     }
                     held.push((message, since.unwrap_or_else(Instant::now)));
-                    return true;
+                    // Later ones are settled on their own; under AckAll
+                    // their ack would cover the held one, so they come
+                    // again instead.
+                    unsettled |= ack_all;
+                    continue;
                 }
-                settle(js, def, &message, incoming, outcome).await;
+                if unsettled {
+                    let _ = message.ack_with(AckKind::Nak(None)).await;
+                    continue;
+                }
+                if ack_all && matches!(outcome, Outcome::Done) {
+                    metrics::counter!(PROCESSED, "function" => function.to_string()).increment(1);
+                    covering = Some(message);
+                    continue;
+                }
+                if settle(js, def, &message, incoming, outcome).await {
+                    covering = None;
+                } else if ack_all {
+                    unsettled = true;
+                }
+            }
+            if let Some(last) = covering {
+                let _ = last.ack().await;
             }
         }
         Err(HandlerError::Fenced(reason)) => {
@@ -535,13 +569,15 @@ where
     Ok(outcomes)
 }
 
+/// Acknowledge, dead-letter or nak one message by its outcome; false if it
+/// was naked to come again (its dead letter could not be stored).
 async fn settle(
     js: &jetstream::Context,
     def: &ConsumerDef,
     message: &jetstream::Message,
     incoming: &Incoming,
     outcome: Outcome,
-) {
+) -> bool {
     let function = def.function.clone();
     let max_deliver = topology().consumer_defaults.max_deliver;
     let letter = |code: ErrorCode, reason: String, identity: Identity| DeadLetter {
@@ -568,12 +604,12 @@ async fn settle(
         Outcome::Done => {
             metrics::counter!(PROCESSED, "function" => function.clone()).increment(1);
             let _ = message.ack().await;
-            return;
+            return true;
         }
         Outcome::Hold => {
             // The loop keeps held messages; anywhere else, JetStream does.
             let _ = message.ack_with(AckKind::Nak(None)).await;
-            return;
+            return false;
         }
         Outcome::Retry(reason) => (
             vec![letter(
@@ -629,11 +665,12 @@ async fn settle(
                         &incoming.stream_seq.to_string(),
                     ))))
                     .await;
-                return;
+                return false;
             }
         }
     }
     let _ = message.ack_with(done_ack).await;
+    true
 }
 
 /// Run a function: ensure the topology, then process every partition this

@@ -81,6 +81,11 @@ pub struct ConsumerDef {
     /// before anything new is read (see `consumer::drain_retired`).
     #[serde(default)]
     pub retired: Option<RetiredInput>,
+    /// One ack covers every message before it (`AckPolicy::All`): a batch
+    /// costs one ack, not one per message. Only for a function whose
+    /// handler never holds a message back while acking later ones.
+    #[serde(default)]
+    pub ack_all: bool,
 }
 
 /// A stream an earlier release fed a function through, and that release's

@@ -72,6 +72,7 @@ pub async fn retired_partitions(
             partitioned_by: Some("conversation".into()),
             predecessors: Vec::new(),
             retired: None,
+            ack_all: false,
         };
         let consumers = partition_consumers(stream, &def, partition).await?;
         let Some(newest) = consumers.iter().max_by_key(|c| c.ack_floor) else {
@@ -277,6 +278,7 @@ async fn apply_retired<H: BatchHandler>(
             &mut held,
             &mut last_progress,
             &mut last_retry,
+            consumer.cached_info().config.ack_policy == jetstream::consumer::AckPolicy::All,
         )
         .await
         {

@@ -15,7 +15,11 @@ pub fn consumer_config(def: &ConsumerDef, partition: u32) -> consumer::pull::Con
     consumer::pull::Config {
         durable_name: Some(durable_name(def, partition)),
         filter_subject: filter_subject(def, partition),
-        ack_policy: consumer::AckPolicy::Explicit,
+        ack_policy: if def.ack_all {
+            consumer::AckPolicy::All
+        } else {
+            consumer::AckPolicy::Explicit
+        },
         deliver_policy: consumer::DeliverPolicy::All,
         ack_wait: Duration::from_secs(defaults.ack_wait_secs),
         // Unlimited: the runtime counts attempts itself and dead-letters a
