@@ -18,6 +18,10 @@ struct Args {
     recall_window_secs: i64,
     #[command(flatten)]
     tiering: im_runtime::config::TieringArgs,
+    /// How long a device counts as online after its gateway's last
+    /// presence refresh (the fast path pushes to online devices only).
+    #[arg(long, env = "IM_PRESENCE_TTL_SECS", default_value_t = 30)]
+    presence_ttl_secs: u64,
     /// How often the archiver moves old messages to the cold tier (0 disables it).
     #[arg(long, env = "IM_ARCHIVE_EVERY", default_value = "10m")]
     archive_every: String,
@@ -61,6 +65,7 @@ async fn run() -> anyhow::Result<()> {
         config,
         args.common.instance_name("dedupe"),
         args.common.lease_ttl(),
+        std::time::Duration::from_secs(args.presence_ttl_secs.max(1)),
         shutdown,
     )
     .await?;

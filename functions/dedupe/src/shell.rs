@@ -12,6 +12,68 @@ pub struct Dedupe {
     /// Push committed messages to online members straight from the commit
     /// (see [`fast_notices`]).
     pub fast_path: bool,
+    /// Where online devices are (the presence view, and its TTL): with it,
+    /// the fast path's frames go from here straight to the gateways
+    /// holding the members' devices, one hop fewer than through push;
+    /// without it (tests), as notices to push.
+    pub presence: Option<(
+        Arc<std::sync::Mutex<im_runtime::presence::Presence>>,
+        std::time::Duration,
+    )>,
+}
+
+impl Dedupe {
+    /// The fast path's pushes: frames to the gateways of the members'
+    /// online devices, or notices to push when this process does not
+    /// follow presence.
+    async fn push_fast(&self, notices: Vec<(u32, Vec<PushNotice>)>) {
+        let client = self.js.client();
+        let Some((presence, ttl)) = &self.presence else {
+            for (partition, notices) in notices {
+                im_runtime::publish::publish_json(&client, push_subject(partition), &notices).await;
+            }
+            return;
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        // The same item for many members: its frame is made once.
+        let mut frame: Option<(&SyncItem, bytes::Bytes)> = None;
+        for notice in notices.iter().flat_map(|(_, notices)| notices) {
+            let subjects: Vec<String> = {
+                let presence = presence.lock().unwrap_or_else(|p| p.into_inner());
+                presence
+                    .gateways(&notice.user_id, now, ttl.as_millis() as i64)
+                    .into_iter()
+                    .map(|gateway| gateway_user_subject(gateway, &notice.user_id))
+                    .collect()
+            };
+            if subjects.is_empty() {
+                continue;
+            }
+            let payload = match &frame {
+                Some((item, payload)) if **item == notice.item => payload.clone(),
+                _ => {
+                    let payload: bytes::Bytes = notice.item.frame(None).to_string().into();
+                    frame = Some((&notice.item, payload.clone()));
+                    payload
+                }
+            };
+            for subject in subjects {
+                let _ = match &notice.trace {
+                    Some(trace) if im_runtime::trace::enabled() => {
+                        client
+                            .publish_with_headers(
+                                subject,
+                                im_runtime::trace::headers(trace),
+                                payload.clone(),
+                            )
+                            .await
+                    }
+                    _ => client.publish(subject, payload.clone()).await,
+                };
+            }
+            metrics::counter!("im_pushed_total").increment(1);
+        }
+    }
 }
 
 impl BatchHandler for Dedupe {
@@ -68,11 +130,13 @@ impl BatchHandler for Dedupe {
                 _ => None,
             })
             .collect();
-        for (partition, notices) in
-            fast_notices(&committed, &receipts, &traces, self.user_partitions)
-        {
-            im_runtime::publish::publish_json(&client, push_subject(partition), &notices).await;
-        }
+        self.push_fast(fast_notices(
+            &committed,
+            &receipts,
+            &traces,
+            self.user_partitions,
+        ))
+        .await;
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()
             .map(|(event, stamp)| timeline_event(event, stamp, self.conversation_partitions))
@@ -92,15 +156,20 @@ impl BatchHandler for Dedupe {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: async_nats::Client,
     store: Arc<dyn ConversationStore>,
     config: Config,
     instance: String,
     lease_ttl: std::time::Duration,
+    presence_ttl: std::time::Duration,
     shutdown: im_runtime::Shutdown,
 ) -> im_runtime::Result<()> {
     let topology = im_runtime::topology::topology();
+    let js = async_nats::jetstream::new(client.clone());
+    im_runtime::topology::ensure_streams(&js).await?;
+    let presence = im_runtime::presence::follow(&js, presence_ttl).await?;
     let handler = Arc::new(Dedupe {
         js: async_nats::jetstream::new(client.clone()),
         store,
@@ -108,6 +177,7 @@ pub async fn run(
         conversation_partitions: topology.partitions.conversation,
         user_partitions: topology.partitions.user,
         fast_path: true,
+        presence: Some((presence, presence_ttl)),
     });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }
