@@ -330,6 +330,19 @@ async fn run_partition<H: BatchHandler>(
                     _ => break,
                 }
             }
+            // A stage off the sender's path (its ack and the fast push come
+            // from dedupe's commit) waits a little for more: at a moderate
+            // rate a batch is otherwise one message, and every batch costs
+            // the same wake-ups, commit and publishes whatever its size.
+            if !fresh.is_empty() && fresh.len() < defaults.fetch_batch && !def.linger.is_zero() {
+                let until = tokio::time::Instant::now() + def.linger;
+                while fresh.len() < defaults.fetch_batch {
+                    match tokio::time::timeout_at(until, stream.next()).await {
+                        Ok(Some(Ok(message))) => fresh.push(message),
+                        _ => break,
+                    }
+                }
+            }
         }
         if !handle_fetched(
             &js,

@@ -86,6 +86,14 @@ pub struct ConsumerDef {
     /// handler never holds a message back while acking later ones.
     #[serde(default)]
     pub ack_all: bool,
+    /// How long a batch that is not full waits for more messages
+    /// (`linger_ms`; 0: none). Only for stages off the sender's path.
+    #[serde(default, rename = "linger_ms", deserialize_with = "millis")]
+    pub linger: Duration,
+}
+
+fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+    Ok(Duration::from_millis(u64::deserialize(deserializer)?))
 }
 
 /// A stream an earlier release fed a function through, and that release's
@@ -122,6 +130,11 @@ pub fn topology() -> &'static Topology {
             topology.partitions.conversation = count;
             topology.partitions.user = count;
         }
+        if let Some(linger) = linger_from_env() {
+            for def in topology.consumers.iter_mut().filter(|d| !d.linger.is_zero()) {
+                def.linger = linger;
+            }
+        }
         topology
     })
 }
@@ -129,6 +142,19 @@ pub fn topology() -> &'static Topology {
 /// Most partitions a stage may have: one process owns at most this many
 /// partitions' publishers at once.
 pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
+
+/// `IM_LINGER_MS`: how long the stages that wait for fuller batches wait
+/// (0: not at all), instead of `schemas/streams.json`'s `linger_ms`.
+fn linger_from_env() -> Option<Duration> {
+    let text = std::env::var("IM_LINGER_MS").ok()?;
+    match text.trim().parse::<u64>() {
+        Ok(ms) if ms <= 1_000 => Some(Duration::from_millis(ms)),
+        _ => {
+            eprintln!("IM_LINGER_MS={text:?} is not a number of milliseconds up to 1000; using schemas/streams.json's");
+            None
+        }
+    }
+}
 
 fn partitions_from_env() -> Option<u32> {
     let text = std::env::var("IM_PARTITIONS").ok()?;
