@@ -1138,6 +1138,58 @@ async fn a_push_that_is_not_a_frame_never_reaches_the_socket() {
     );
 }
 
+/// Frames come to a gateway in batches too (`im.gw.<gateway>.frames`):
+/// each frame goes to every device of its users there, in order; a batch
+/// that does not read, or an entry in it that is not a frame, never
+/// reaches a socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_in_a_batch_reach_their_users_and_a_bad_one_none() {
+    let mut pipeline = Pipeline::start().await;
+    let port = pipeline.start_gateway("gateway", &[]).await;
+    let mut bob = Device::connect(port, "bob", "phone").await;
+    let mut carol = Device::connect(port, "carol", "laptop").await;
+    pipeline
+        .wait_online(&[("bob", "phone"), ("carol", "laptop")])
+        .await;
+    let subject = im_events::subjects::gateway_frames_subject("gateway");
+    for payload in [
+        &b"[1,2]"[..],
+        b"not json",
+        br#"{"frames":[{"users":["bob"]}]}"#,
+    ] {
+        pipeline
+            .client
+            .publish(subject.clone(), payload.to_vec().into())
+            .await
+            .unwrap();
+    }
+    let first =
+        json!({"op": "unread", "conversation_id": "g:x", "unread": 1, "total": 1, "as_of": 1});
+    let second =
+        json!({"op": "unread", "conversation_id": "g:x", "unread": 2, "total": 2, "as_of": 2});
+    let payload = im_events::frames::gateway_frames_payload(&[
+        (vec!["bob".into(), "carol".into()], &first.to_string()),
+        (vec!["bob".into()], "[1,2]"),
+        (vec!["bob".into()], &second.to_string()),
+    ])
+    .unwrap();
+    pipeline
+        .client
+        .publish(subject, payload.into())
+        .await
+        .unwrap();
+    assert_eq!(bob.next(WAIT).await, Some(first.clone()));
+    assert_eq!(bob.next(WAIT).await, Some(second));
+    assert_eq!(carol.next(WAIT).await, Some(first));
+    for device in [&mut bob, &mut carol] {
+        assert_eq!(
+            device.next(Duration::from_millis(500)).await,
+            None,
+            "nothing else"
+        );
+    }
+}
+
 /// Unread is pushed on change: a user's own message leaves their count
 /// where it was (it is read as it is sent), so their devices get no
 /// `unread` frame for it; the peer's next message does (before, every

@@ -307,6 +307,7 @@ async fn the_bus_refuses_strangers_and_keeps_publishers_to_ingest() {
         "im.timeline.0.message.committed",
         "im.delivery.0.message",
         "im.gw.gateway.user.626f62",
+        "im.gw.gateway.frames",
         "$KV.IM_LEASES.dedupe.0",
     ] {
         publisher
@@ -342,8 +343,8 @@ async fn the_bus_refuses_strangers_and_keeps_publishers_to_ingest() {
         .iter()
         .filter(|e| e.to_ascii_lowercase().contains("permissions violation"))
         .count();
-    // Five publishes and one subscription refused.
-    assert!(violations >= 6, "{errors:#?}");
+    // Six publishes and one subscription refused.
+    assert!(violations >= 7, "{errors:#?}");
     // Its JetStream API is closed too: no consumer to read a stream with.
     assert!(js.get_stream("IM_TIMELINE").await.is_err());
 }

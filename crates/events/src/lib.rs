@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod codes;
+pub mod frames;
 pub mod ids;
 pub mod inbound;
 pub mod model;

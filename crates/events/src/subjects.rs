@@ -188,6 +188,13 @@ pub fn gateway_users_wildcard(gateway: &str) -> String {
     format!("im.gw.{gateway}.user.*")
 }
 
+/// Core NATS: the frames of several users a gateway holds, in one message
+/// ([`crate::frames::GatewayFrames`]): a batch's pushes cost a message per
+/// gateway, not one per device.
+pub fn gateway_frames_subject(gateway: &str) -> String {
+    format!("im.gw.{gateway}.frames")
+}
+
 /// The user a [`gateway_user_subject`] is for.
 pub fn user_of_gateway_subject(subject: &str) -> Option<String> {
     let (_, user) = subject.rsplit_once(".user.")?;

@@ -330,12 +330,36 @@ impl Gateway {
             .subscribe(im_events::subjects::GATEWAY_BROADCAST_SUBJECT)
             .await
             .map_err(|error| im_runtime::nats_error!("subscribe to broadcasts: {error}"))?;
+        let mut batches = self
+            .client
+            .subscribe(im_events::subjects::gateway_frames_subject(
+                &self.config.gateway_id,
+            ))
+            .await
+            .map_err(|error| im_runtime::nats_error!("subscribe to frame batches: {error}"))?;
         let gateway = Arc::downgrade(&self);
         tokio::spawn(async move {
             loop {
                 let (message, broadcast) = tokio::select! {
                     Some(message) = pushes.next() => (message, false),
                     Some(message) = broadcasts.next() => (message, true),
+                    Some(message) = batches.next() => {
+                        let Some(gateway) = gateway.upgrade() else {
+                            break;
+                        };
+                        let _span = im_runtime::trace::from_headers(message.headers.as_ref())
+                            .and_then(|parent| {
+                                im_runtime::trace::stage_span(
+                                    "gateway.push",
+                                    Some(&parent),
+                                    None,
+                                    None,
+                                    1,
+                                )
+                            });
+                        gateway.hand_over_batch(&message.payload);
+                        continue;
+                    }
                     else => break,
                 };
                 let Some(gateway) = gateway.upgrade() else {
@@ -392,6 +416,25 @@ impl Gateway {
                 payload.into(),
             )
             .await;
+    }
+
+    /// Hand each frame of a batch (`im.gw.<gateway>.frames`) to its users'
+    /// connections here. A batch that does not read, or a frame in it that
+    /// is not a frame, is counted and dropped, as a single push would be.
+    fn hand_over_batch(&self, payload: &[u8]) {
+        let Ok(batch) = serde_json::from_slice::<im_events::frames::GatewayFrames>(payload) else {
+            metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
+            return;
+        };
+        for entry in batch.frames {
+            let Some(frame) = frames::pushed(entry.frame.get().as_bytes()) else {
+                metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
+                continue;
+            };
+            for user in &entry.users {
+                self.hand_over(user, &frame);
+            }
+        }
     }
 
     /// Give a pushed frame to every connection of the user here, except a

@@ -57,6 +57,7 @@ pub const ROLES: &[Role] = &[
             // Refusals of the keyed events it admits are ingest's checks'.
             "im.dlq.ingest",
             "im.gw.*.user.*",
+            "im.gw.*.frames",
             "im.push.>",
             REPLIES,
             LEASES,
@@ -81,7 +82,7 @@ pub const ROLES: &[Role] = &[
     },
     Role {
         name: "push",
-        publish: &["im.gw.*.user.*", "im.dlq.push", LEASES],
+        publish: &["im.gw.*.user.*", "im.gw.*.frames", "im.dlq.push", LEASES],
         subscribe: &["im.push.>"],
         jetstream: true,
         responds: false,

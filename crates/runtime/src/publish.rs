@@ -70,6 +70,120 @@ pub async fn publish_json(
     }
 }
 
+/// Frames for devices, gathered over a batch and published once per
+/// gateway (`im.gw.<gateway>.frames`, [`im_events::frames`]) instead of
+/// once per user and frame; the same frame for several users in a row is
+/// one entry. Everything a publisher sends a gateway goes on that one
+/// subject, so the gateway hands it on in the order it was published. A
+/// frame with a trace (tracing on) goes in a message of its own, with the
+/// trace in its headers, so the gateway's span hangs under it.
+#[derive(Default)]
+pub struct FramesOut {
+    by_gateway: std::collections::BTreeMap<String, Vec<FrameEntry>>,
+}
+
+struct FrameEntry {
+    users: Vec<String>,
+    frame: Bytes,
+    trace: Option<im_events::Trace>,
+}
+
+/// Most frame bytes one message to a gateway carries (more go in another).
+const FRAMES_PER_MESSAGE_BYTES: usize = 512 * 1024;
+
+impl FramesOut {
+    /// `frame` (JSON text) for `user`'s devices on `gateway`.
+    pub fn add(
+        &mut self,
+        gateway: &str,
+        user: &str,
+        frame: &Bytes,
+        trace: Option<&im_events::Trace>,
+    ) {
+        let trace = trace.filter(|_| crate::trace::enabled()).cloned();
+        let entries = self.by_gateway.entry(gateway.to_string()).or_default();
+        match entries.last_mut() {
+            Some(last) if trace.is_none() && last.trace.is_none() && last.frame == *frame => {
+                last.users.push(user.to_string())
+            }
+            _ => entries.push(FrameEntry {
+                users: vec![user.to_string()],
+                frame: frame.clone(),
+                trace,
+            }),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_gateway.is_empty()
+    }
+
+    /// Publish everything gathered (core NATS, best effort: a device that
+    /// misses a push finds the gap and syncs).
+    pub async fn publish(self, client: &async_nats::Client) {
+        for (gateway, entries) in self.by_gateway {
+            let subject = im_events::subjects::gateway_frames_subject(&gateway);
+            let mut chunk: Vec<(Vec<String>, &str)> = Vec::new();
+            let mut bytes = 0;
+            for entry in &entries {
+                let Ok(text) = std::str::from_utf8(&entry.frame) else {
+                    tracing::error!(gateway, "a frame that is not text; not pushed");
+                    continue;
+                };
+                if let Some(trace) = &entry.trace {
+                    publish_frames(client, &subject, &chunk, None).await;
+                    chunk.clear();
+                    bytes = 0;
+                    publish_frames(
+                        client,
+                        &subject,
+                        &[(entry.users.clone(), text)],
+                        Some(trace),
+                    )
+                    .await;
+                    continue;
+                }
+                bytes += text.len() + entry.users.iter().map(|user| user.len() + 3).sum::<usize>();
+                chunk.push((entry.users.clone(), text));
+                if bytes >= FRAMES_PER_MESSAGE_BYTES {
+                    publish_frames(client, &subject, &chunk, None).await;
+                    chunk.clear();
+                    bytes = 0;
+                }
+            }
+            publish_frames(client, &subject, &chunk, None).await;
+        }
+    }
+}
+
+async fn publish_frames(
+    client: &async_nats::Client,
+    subject: &str,
+    frames: &[(Vec<String>, &str)],
+    trace: Option<&im_events::Trace>,
+) {
+    if frames.is_empty() {
+        return;
+    }
+    match im_events::frames::gateway_frames_payload(frames) {
+        Ok(payload) => {
+            let _ = match trace {
+                Some(trace) => {
+                    client
+                        .publish_with_headers(
+                            subject.to_string(),
+                            crate::trace::headers(trace),
+                            payload.into(),
+                        )
+                        .await
+                }
+                None => client.publish(subject.to_string(), payload.into()).await,
+            };
+        }
+        Err(error) => tracing::error!(%error, subject, "frames not serializable; not pushed"),
+    }
+}
+
 /// Most acks one call keeps outstanding.
 pub const PUBLISH_WINDOW: usize = 128;
 /// Concurrent publishers one context supports without exhausting its permits.

@@ -131,7 +131,11 @@ pub fn topology() -> &'static Topology {
             topology.partitions.user = count;
         }
         if let Some(linger) = linger_from_env() {
-            for def in topology.consumers.iter_mut().filter(|d| !d.linger.is_zero()) {
+            for def in topology
+                .consumers
+                .iter_mut()
+                .filter(|d| !d.linger.is_zero())
+            {
                 def.linger = linger;
             }
         }

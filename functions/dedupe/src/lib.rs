@@ -22,9 +22,7 @@ use std::sync::Arc;
 
 use im_events::admission::{admit, Rules};
 use im_events::partition::partition_of;
-use im_events::subjects::{
-    accepted_subject, events_subject, gateway_user_subject, push_subject, timeline_batch_subject,
-};
+use im_events::subjects::{accepted_subject, events_subject, push_subject, timeline_batch_subject};
 use im_events::{
     Accepted, AcceptedBatch, AcceptedItem, Command, CommittedMessage, Diffusion, Envelope,
     InboundMessage, PushNotice, ReceiptItem, SyncItem, Timeline, TimelineBatch, TimelineEvent,

@@ -35,18 +35,19 @@ impl Dedupe {
             return;
         };
         let now = chrono::Utc::now().timestamp_millis();
+        let mut out = im_runtime::publish::FramesOut::default();
         // The same item for many members: its frame is made once.
         let mut frame: Option<(&SyncItem, bytes::Bytes)> = None;
         for notice in notices.iter().flat_map(|(_, notices)| notices) {
-            let subjects: Vec<String> = {
+            let gateways: Vec<String> = {
                 let presence = presence.lock().unwrap_or_else(|p| p.into_inner());
                 presence
                     .gateways(&notice.user_id, now, ttl.as_millis() as i64)
                     .into_iter()
-                    .map(|gateway| gateway_user_subject(gateway, &notice.user_id))
+                    .map(str::to_string)
                     .collect()
             };
-            if subjects.is_empty() {
+            if gateways.is_empty() {
                 continue;
             }
             let payload = match &frame {
@@ -57,22 +58,12 @@ impl Dedupe {
                     payload
                 }
             };
-            for subject in subjects {
-                let _ = match &notice.trace {
-                    Some(trace) if im_runtime::trace::enabled() => {
-                        client
-                            .publish_with_headers(
-                                subject,
-                                im_runtime::trace::headers(trace),
-                                payload.clone(),
-                            )
-                            .await
-                    }
-                    _ => client.publish(subject, payload.clone()).await,
-                };
+            for gateway in &gateways {
+                out.add(gateway, &notice.user_id, &payload, notice.trace.as_ref());
             }
             metrics::counter!("im_pushed_total").increment(1);
         }
+        out.publish(&client).await;
     }
 }
 

@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 use futures::StreamExt;
-use im_events::subjects::{gateway_user_subject, push_subject};
+use im_events::subjects::push_subject;
 use im_events::{PushNotice, SyncItem};
 use im_runtime::lease::{run_partitions, Claim};
 use im_runtime::presence::Presence;
+use im_runtime::publish::FramesOut;
 use im_runtime::Shutdown;
 use im_store::{unread_state, ConversationStore, UserStore};
 
@@ -32,44 +33,34 @@ pub struct Push {
 }
 
 impl Push {
-    /// Where the user's online devices are reached: one subject per gateway
-    /// holding one (none if the user is offline).
-    fn subjects_for(&self, user: &str, now_ms: i64) -> Vec<String> {
+    /// The gateways holding the user's online devices (none if the user
+    /// is offline).
+    fn gateways_of(&self, user: &str, now_ms: i64) -> Vec<String> {
         let ttl = self.presence_ttl.as_millis() as i64;
         let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
         presence
             .gateways(user, now_ms, ttl)
             .into_iter()
-            .map(|gateway| gateway_user_subject(gateway, user))
+            .map(str::to_string)
             .collect()
     }
 
-    async fn publish(&self, subjects: Vec<String>, payload: bytes::Bytes) {
-        self.publish_traced(subjects, payload, None).await
-    }
-
-    /// To the gateways, with the trace the push belongs to in the headers
-    /// (the gateway's span hangs under it).
-    async fn publish_traced(
+    /// `frame` for the user's online devices, with the trace the push
+    /// belongs to (the gateway's span hangs under it); false if none is
+    /// online.
+    fn add(
         &self,
-        subjects: Vec<String>,
-        payload: bytes::Bytes,
+        out: &mut FramesOut,
+        user: &str,
+        now_ms: i64,
+        frame: &bytes::Bytes,
         trace: Option<&im_events::Trace>,
-    ) {
-        for subject in subjects {
-            let _ = match trace {
-                Some(trace) => {
-                    self.client
-                        .publish_with_headers(
-                            subject,
-                            im_runtime::trace::headers(trace),
-                            payload.clone(),
-                        )
-                        .await
-                }
-                None => self.client.publish(subject, payload.clone()).await,
-            };
+    ) -> bool {
+        let gateways = self.gateways_of(user, now_ms);
+        for gateway in &gateways {
+            out.add(gateway, user, frame, trace);
         }
+        !gateways.is_empty()
     }
 
     /// Push one batch of notices from unread (or dedupe's fast path) for
@@ -78,16 +69,18 @@ impl Push {
         let now = chrono::Utc::now().timestamp_millis();
         let mut counts_needed: Vec<(String, String)> = Vec::new();
         let mut counted: Vec<(&str, &str, &im_events::UnreadCounts)> = Vec::new();
+        // Every frame of the batch, sent once per gateway at the end.
+        let mut out = FramesOut::default();
         // Until the batch is pushed.
         let mut spans = im_runtime::trace::Spans::default();
         for notice in notices {
             let user = notice.user_id.as_str();
-            let subjects = self.subjects_for(user, now);
-            if subjects.is_empty() {
+            let gateways = self.gateways_of(user, now);
+            if gateways.is_empty() {
                 continue;
             }
             let sync_seq = notice.sync_seq;
-            let frame = notice.item.frame(sync_seq);
+            let frame: bytes::Bytes = notice.item.frame(sync_seq).to_string().into();
             let trace = match &notice.trace {
                 Some(parent) if im_runtime::trace::enabled() => spans.event(
                     FUNCTION,
@@ -98,8 +91,9 @@ impl Push {
                 ),
                 _ => None,
             };
-            self.publish_traced(subjects, frame.to_string().into(), trace.as_ref())
-                .await;
+            for gateway in &gateways {
+                out.add(gateway, user, &frame, trace.as_ref());
+            }
             metrics::counter!("im_pushed_total").increment(1);
             // From the event log to the device's gateway: the fast path
             // (from the commit) and the durable one (from the sync log).
@@ -128,12 +122,8 @@ impl Push {
         }
         // Unread counts changed: push them too, once per (user, conversation).
         for (user, conversation_id, counts) in counted {
-            let subjects = self.subjects_for(user, now);
-            if subjects.is_empty() {
-                continue;
-            }
-            self.publish(subjects, counts.frame(conversation_id).to_string().into())
-                .await;
+            let frame: bytes::Bytes = counts.frame(conversation_id).to_string().into();
+            self.add(&mut out, user, now, &frame, None);
         }
         for (user, conversation_id) in counts_needed {
             let (users, conversations, who) =
@@ -144,10 +134,10 @@ impl Push {
             })
             .await;
             let Ok(Ok(state)) = state else { continue };
-            let subjects = self.subjects_for(&user, now);
-            self.publish(subjects, state.frame(&conversation_id).to_string().into())
-                .await;
+            let frame: bytes::Bytes = state.frame(&conversation_id).to_string().into();
+            self.add(&mut out, &user, now, &frame, None);
         }
+        out.publish(&self.client).await;
     }
 
     /// A message in a read-diffusion group: its online members get the
@@ -164,14 +154,13 @@ impl Push {
             .frame(None)
             .to_string()
             .into();
+        let mut out = FramesOut::default();
         for member in members {
-            let subjects = self.subjects_for(&member, now);
-            if subjects.is_empty() {
-                continue;
+            if self.add(&mut out, &member, now, &payload, None) {
+                metrics::counter!("im_pushed_total").increment(1);
             }
-            self.publish(subjects, payload.clone()).await;
-            metrics::counter!("im_pushed_total").increment(1);
         }
+        out.publish(&self.client).await;
     }
 
     async fn run_groups(self: Arc<Self>, shutdown: Shutdown) {
