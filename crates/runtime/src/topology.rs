@@ -90,6 +90,12 @@ pub struct ConsumerDef {
     /// (`linger_ms`; 0: none). Only for stages off the sender's path.
     #[serde(default, rename = "linger_ms", deserialize_with = "millis")]
     pub linger: Duration,
+    /// The same wait, but only while messages come closely one after
+    /// another (the last batch began less than twice this ago): for the
+    /// stage on the sender's path, which must not make a trickle wait
+    /// (`linger_busy_ms`; 0: none).
+    #[serde(default, rename = "linger_busy_ms", deserialize_with = "millis")]
+    pub linger_busy: Duration,
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -130,13 +136,22 @@ pub fn topology() -> &'static Topology {
             topology.partitions.conversation = count;
             topology.partitions.user = count;
         }
-        if let Some(linger) = linger_from_env() {
+        if let Some(linger) = millis_from_env("IM_LINGER_MS") {
             for def in topology
                 .consumers
                 .iter_mut()
                 .filter(|d| !d.linger.is_zero())
             {
                 def.linger = linger;
+            }
+        }
+        if let Some(linger) = millis_from_env("IM_LINGER_BUSY_MS") {
+            for def in topology
+                .consumers
+                .iter_mut()
+                .filter(|d| !d.linger_busy.is_zero())
+            {
+                def.linger_busy = linger;
             }
         }
         topology
@@ -147,14 +162,15 @@ pub fn topology() -> &'static Topology {
 /// partitions' publishers at once.
 pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
 
-/// `IM_LINGER_MS`: how long the stages that wait for fuller batches wait
-/// (0: not at all), instead of `schemas/streams.json`'s `linger_ms`.
-fn linger_from_env() -> Option<Duration> {
-    let text = std::env::var("IM_LINGER_MS").ok()?;
+/// `IM_LINGER_MS` / `IM_LINGER_BUSY_MS`: how long the stages that wait for
+/// fuller batches wait (0: not at all), instead of `schemas/streams.json`'s
+/// `linger_ms` / `linger_busy_ms`.
+fn millis_from_env(name: &str) -> Option<Duration> {
+    let text = std::env::var(name).ok()?;
     match text.trim().parse::<u64>() {
         Ok(ms) if ms <= 1_000 => Some(Duration::from_millis(ms)),
         _ => {
-            eprintln!("IM_LINGER_MS={text:?} is not a number of milliseconds up to 1000; using schemas/streams.json's");
+            eprintln!("{name}={text:?} is not a number of milliseconds up to 1000; using schemas/streams.json's");
             None
         }
     }
