@@ -256,8 +256,6 @@ async fn run_partition<H: BatchHandler>(
     let mut held: Vec<(jetstream::Message, Instant)> = Vec::new();
     let mut last_progress = Instant::now();
     let mut last_retry = Instant::now();
-    // When the last batch began (see the linger below).
-    let mut last_batch: Option<Instant> = None;
     // A continuous pull: one subscription, with pull requests for up to a
     // batch kept outstanding, instead of a fetch per cycle (each fetch makes
     // and removes a subscription on the server, and waits for a request
@@ -336,24 +334,8 @@ async fn run_partition<H: BatchHandler>(
             // from dedupe's commit) waits a little for more: at a moderate
             // rate a batch is otherwise one message, and every batch costs
             // the same wake-ups, commit and publishes whatever its size.
-            // A stage on the sender's path waits only while messages come
-            // closely one after another (the last batch began less than
-            // two such waits ago): at a trickle every message goes at
-            // once, under load each commit carries several.
-            let linger = if !def.linger.is_zero() {
-                def.linger
-            } else if !def.linger_busy.is_zero()
-                && last_batch.is_some_and(|at: Instant| at.elapsed() < def.linger_busy * 2)
-            {
-                def.linger_busy
-            } else {
-                Duration::ZERO
-            };
-            if !fresh.is_empty() {
-                last_batch = Some(Instant::now());
-            }
-            if !fresh.is_empty() && fresh.len() < defaults.fetch_batch && !linger.is_zero() {
-                let until = tokio::time::Instant::now() + linger;
+            if !fresh.is_empty() && fresh.len() < defaults.fetch_batch && !def.linger.is_zero() {
+                let until = tokio::time::Instant::now() + def.linger;
                 while fresh.len() < defaults.fetch_batch {
                     match tokio::time::timeout_at(until, stream.next()).await {
                         Ok(Some(Ok(message))) => fresh.push(message),

@@ -90,12 +90,6 @@ pub struct ConsumerDef {
     /// (`linger_ms`; 0: none). Only for stages off the sender's path.
     #[serde(default, rename = "linger_ms", deserialize_with = "millis")]
     pub linger: Duration,
-    /// The same wait, but only while messages come closely one after
-    /// another (the last batch began less than twice this ago): for the
-    /// stage on the sender's path, which must not make a trickle wait
-    /// (`linger_busy_ms`; 0: none).
-    #[serde(default, rename = "linger_busy_ms", deserialize_with = "millis")]
-    pub linger_busy: Duration,
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -145,15 +139,6 @@ pub fn topology() -> &'static Topology {
                 def.linger = linger;
             }
         }
-        if let Some(linger) = millis_from_env("IM_LINGER_BUSY_MS") {
-            for def in topology
-                .consumers
-                .iter_mut()
-                .filter(|d| !d.linger_busy.is_zero())
-            {
-                def.linger_busy = linger;
-            }
-        }
         topology
     })
 }
@@ -162,9 +147,8 @@ pub fn topology() -> &'static Topology {
 /// partitions' publishers at once.
 pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
 
-/// `IM_LINGER_MS` / `IM_LINGER_BUSY_MS`: how long the stages that wait for
-/// fuller batches wait (0: not at all), instead of `schemas/streams.json`'s
-/// `linger_ms` / `linger_busy_ms`.
+/// `IM_LINGER_MS`: how long the stages that wait for fuller batches wait
+/// (0: not at all), instead of `schemas/streams.json`'s `linger_ms`.
 fn millis_from_env(name: &str) -> Option<Duration> {
     let text = std::env::var(name).ok()?;
     match text.trim().parse::<u64>() {
