@@ -304,21 +304,8 @@ async fn run_partition<H: BatchHandler>(
                 // would come back only after ack_wait, behind newer messages
                 // (a conversation's events out of order): start again from
                 // the ack floor, in order. Held messages come again too.
-                match consumer.reset(None).await {
-                    Ok(_) => held.clear(),
-                    Err(error)
-                        if error.kind() == jetstream::stream::ConsumerResetErrorKind::NotFound =>
-                    {
-                        tracing::warn!(
-                            "our consumer is gone: a newer owner took the partition over"
-                        );
-                        claim.revoke();
-                        break;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot reset the consumer to its ack floor; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
+                if rewind(&mut consumer, &claim, &mut held).await.is_err() {
+                    break;
                 }
                 continue;
             }
@@ -344,7 +331,7 @@ async fn run_partition<H: BatchHandler>(
                 }
             }
         }
-        if !handle_fetched(
+        match handle_fetched(
             &js,
             &def,
             &claim,
@@ -359,7 +346,14 @@ async fn run_partition<H: BatchHandler>(
         )
         .await
         {
-            break;
+            Next::Continue => {}
+            Next::Stop => break,
+            Next::Rewind => {
+                incoming = None;
+                if rewind(&mut consumer, &claim, &mut held).await.is_err() {
+                    break;
+                }
+            }
         }
     }
     // Whoever owns the partition next takes what is still held.
@@ -368,9 +362,43 @@ async fn run_partition<H: BatchHandler>(
     }
 }
 
+/// Start a partition's consumer again at its ack floor: what came after
+/// it is delivered again, in order (held messages too). Err if the
+/// consumer is gone: a newer owner took the partition over.
+async fn rewind(
+    consumer: &mut jetstream::consumer::PullConsumer,
+    claim: &Claim,
+    held: &mut Vec<(jetstream::Message, Instant)>,
+) -> Result<(), ()> {
+    match consumer.reset(None).await {
+        Ok(_) => held.clear(),
+        Err(error) if error.kind() == jetstream::stream::ConsumerResetErrorKind::NotFound => {
+            tracing::warn!("our consumer is gone: a newer owner took the partition over");
+            claim.revoke();
+            return Err(());
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot reset the consumer to its ack floor; retrying");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    Ok(())
+}
+
+/// What the loop does after a batch.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Continue,
+    /// At shutdown, with the batch left unacknowledged.
+    Stop,
+    /// Under AckPolicy::All, a message could not be settled (naked to come
+    /// again): a later batch's ack would cover it before it came, so the
+    /// consumer starts again at its ack floor, where that message is.
+    Rewind,
+}
+
 /// Handle what one pull cycle got (with the held messages first), settle
-/// it, and keep what the handler holds. False when the loop must stop (at
-/// shutdown, with the batch left unacknowledged).
+/// it, and keep what the handler holds.
 #[allow(clippy::too_many_arguments)]
 async fn handle_fetched<H: BatchHandler>(
     js: &jetstream::Context,
@@ -384,7 +412,7 @@ async fn handle_fetched<H: BatchHandler>(
     last_progress: &mut Instant,
     last_retry: &mut Instant,
     ack_all: bool,
-) -> bool {
+) -> Next {
     if !held.is_empty() && last_progress.elapsed() >= HELD_PROGRESS_EVERY {
         for (message, _) in held.iter() {
             let _ = message.ack_with(AckKind::Progress).await;
@@ -392,7 +420,7 @@ async fn handle_fetched<H: BatchHandler>(
         *last_progress = Instant::now();
     }
     if fresh.is_empty() && (held.is_empty() || last_retry.elapsed() < HELD_RETRY_EVERY) {
-        return true;
+        return Next::Continue;
     }
     *last_retry = Instant::now();
     let mut messages = Vec::with_capacity(held.len() + fresh.len());
@@ -494,6 +522,9 @@ async fn handle_fetched<H: BatchHandler>(
             if let Some(last) = covering {
                 let _ = last.ack().await;
             }
+            if unsettled {
+                return Next::Rewind;
+            }
         }
         Err(HandlerError::Fenced(reason)) => {
             tracing::warn!(partition = claim.partition, %reason, "partition fenced, giving it up");
@@ -508,10 +539,10 @@ async fn handle_fetched<H: BatchHandler>(
             for message in &messages {
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             }
-            return false;
+            return Next::Stop;
         }
     }
-    true
+    Next::Continue
 }
 
 /// How often held messages are marked in progress (well within `ack_wait`).

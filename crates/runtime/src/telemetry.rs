@@ -14,6 +14,23 @@ pub const HELD: &str = "im_held_total";
 /// it refuses new messages): the NATS disk alerts compare the two.
 pub const STREAM_BYTES: &str = "im_stream_bytes";
 pub const STREAM_MAX_BYTES: &str = "im_stream_max_bytes";
+/// Frames handed to gateways for devices, and how long after its send a
+/// message's frame left: `path` "fast" (from dedupe's commit) or "log"
+/// (push, from the sync log).
+pub const PUSHED: &str = "im_pushed_total";
+pub const PUSH_LATENCY_SECONDS: &str = "im_push_latency_seconds";
+
+/// Count one pushed item; for a message, how long after it was sent.
+pub fn record_pushed(item: &im_events::SyncItem, durable: bool, now_ms: i64) {
+    metrics::counter!(PUSHED).increment(1);
+    if let Some(message) = item.message() {
+        if let Some(sent) = im_events::parse_rfc3339_ms(&message.sent_at) {
+            let path = if durable { "log" } else { "fast" };
+            metrics::histogram!(PUSH_LATENCY_SECONDS, "path" => path)
+                .record((now_ms - sent).max(0) as f64 / 1000.0);
+        }
+    }
+}
 
 /// How often a function reports its streams' size.
 pub const STREAM_REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);

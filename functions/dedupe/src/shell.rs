@@ -61,7 +61,7 @@ impl Dedupe {
             for gateway in &gateways {
                 out.add(gateway, &notice.user_id, &payload, notice.trace.as_ref());
             }
-            metrics::counter!("im_pushed_total").increment(1);
+            im_runtime::telemetry::record_pushed(&notice.item, false, now);
         }
         out.publish(&client).await;
     }

@@ -94,16 +94,7 @@ impl Push {
             for gateway in &gateways {
                 out.add(gateway, user, &frame, trace.as_ref());
             }
-            metrics::counter!("im_pushed_total").increment(1);
-            // From the event log to the device's gateway: the fast path
-            // (from the commit) and the durable one (from the sync log).
-            if let Some(message) = notice.item.message() {
-                if let Some(sent) = im_events::parse_rfc3339_ms(&message.sent_at) {
-                    let path = if sync_seq.is_some() { "log" } else { "fast" };
-                    metrics::histogram!("im_push_latency_seconds", "path" => path)
-                        .record((now - sent).max(0) as f64 / 1000.0);
-                }
-            }
+            im_runtime::telemetry::record_pushed(&notice.item, sync_seq.is_some(), now);
             // Unread counts follow the durable notice (the fast one comes
             // before unread has counted the message): as unread counted
             // them, or, from an unread that did not, as read here.
@@ -157,7 +148,7 @@ impl Push {
         let mut out = FramesOut::default();
         for member in members {
             if self.add(&mut out, &member, now, &payload, None) {
-                metrics::counter!("im_pushed_total").increment(1);
+                metrics::counter!(im_runtime::telemetry::PUSHED).increment(1);
             }
         }
         out.publish(&self.client).await;

@@ -237,7 +237,7 @@ async fn apply_retired<H: BatchHandler>(
         return;
     }
     let owner = Claim::unleased(&partition.def.function, partition.partition, claim.epoch);
-    let consumer =
+    let mut consumer =
         match take_over_consumer(js, &partition.def, partition.partition, claim.epoch).await {
             Ok(consumer) => consumer,
             Err(error) => {
@@ -268,7 +268,7 @@ async fn apply_retired<H: BatchHandler>(
         };
         let nothing_new = fresh.is_empty();
         let name = consumer.cached_info().name.clone();
-        if !handle_fetched(
+        match handle_fetched(
             js,
             &partition.def,
             &owner,
@@ -283,7 +283,13 @@ async fn apply_retired<H: BatchHandler>(
         )
         .await
         {
-            return;
+            Next::Continue => {}
+            Next::Stop => return,
+            Next::Rewind => {
+                if rewind(&mut consumer, &owner, &mut held).await.is_err() {
+                    return;
+                }
+            }
         }
         if nothing_new && held.is_empty() {
             let Ok(stream) = js.get_stream(&partition.def.stream).await else {
