@@ -478,8 +478,7 @@ async fn handle_fetched<H: BatchHandler>(
         Ok(outcomes) => {
             // Under AckPolicy::All one ack covers every message before it:
             // a run of done messages is acknowledged by its last one, at
-            // the end or when something else must be settled (a dead
-            // letter's term covers those before it too). After a message
+            // the end or before something else is settled. After a message
             // that could not be settled (its dead letter not stored, so it
             // is naked to come again), nothing later is acknowledged: that
             // ack would cover it.
@@ -513,9 +512,12 @@ async fn handle_fetched<H: BatchHandler>(
                     covering = Some(message);
                     continue;
                 }
-                if settle(js, def, &message, incoming, outcome).await {
-                    covering = None;
-                } else if ack_all {
+                // The done ones before it are acknowledged first: this one
+                // may take long (its dead letter retried in place).
+                if let Some(last) = covering.take() {
+                    let _ = last.ack().await;
+                }
+                if !settle(js, def, &message, incoming, outcome).await && ack_all {
                     unsettled = true;
                 }
             }
@@ -690,8 +692,13 @@ async fn settle(
         for attempt in 1..max_deliver {
             let Err(error) = &published else { break };
             tracing::warn!(%error, attempt, "dead letter not published, retrying");
-            let _ = message.ack_with(AckKind::Progress).await;
-            tokio::time::sleep(backoff(attempt, &dead.original_subject)).await;
+            // Marked in progress through the wait, which grows past
+            // ack_wait: JetStream would deliver it again meanwhile.
+            let until = Instant::now() + backoff(attempt, &dead.original_subject);
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(left.min(HELD_PROGRESS_EVERY)).await;
+            }
             published = publish_dead_letter(js, dead, now_ms()).await;
         }
         match published {
