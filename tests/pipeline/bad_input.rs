@@ -307,24 +307,10 @@ async fn a_bad_keyed_event_between_good_ones_is_refused_and_the_batch_acked() {
         headers["Im-Dlq-Subject"].contains(".message.send"),
         "{headers:?}"
     );
-    let conversations = pipeline.conversations();
-    let history = eventually(Duration::from_secs(30), || {
-        conversations
-            .history(conversation, None, 10)
-            .ok()
-            .filter(|h| h.len() == 2)
-    })
-    .await;
-    let ids: Vec<&str> = history.iter().map(|m| m.event_id.as_str()).collect();
-    assert_eq!(ids, ["keyed-1", "keyed-2"]);
+    assert_history(&pipeline, conversation, &["keyed-1", "keyed-2"]).await;
     pipeline.settle(Duration::from_secs(30)).await;
     let stream = pipeline.js.get_stream("IM_INGEST").await.unwrap();
-    let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(stream.consumer_names())
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .filter(|name| name.starts_with("dedupe-"))
-        .collect();
+    let names = dedupe_consumers(&stream).await;
     assert!(!names.is_empty());
     for name in names {
         let info = stream.consumer_info(&name).await.unwrap();
@@ -367,12 +353,7 @@ async fn a_bad_event_whose_dead_letter_cannot_be_stored_is_not_covered_by_a_late
             .publish_raw(&subject, HeaderMap::new(), payload)
             .await;
     }
-    let names: Vec<String> = futures::StreamExt::collect::<Vec<_>>(ingest.consumer_names())
-        .await
-        .into_iter()
-        .filter_map(Result::ok)
-        .filter(|name| name.starts_with("dedupe-"))
-        .collect();
+    let names = dedupe_consumers(&ingest).await;
     // The next event comes after dedupe has the bad one, in a batch of
     // its own.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -414,14 +395,30 @@ async fn a_bad_event_whose_dead_letter_cannot_be_stored_is_not_covered_by_a_late
         .wait_dead_letter(&bad, Duration::from_secs(60))
         .await;
     assert_eq!(headers["Im-Dlq-Code"], "schema_violation", "{headers:?}");
+    assert_history(&pipeline, conversation, &["unlettered-1", "unlettered-2"]).await;
+}
+
+/// Dedupe's consumers of IM_INGEST.
+async fn dedupe_consumers(ingest: &async_nats::jetstream::stream::Stream) -> Vec<String> {
+    futures::StreamExt::collect::<Vec<_>>(ingest.consumer_names())
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|name| name.starts_with("dedupe-"))
+        .collect()
+}
+
+/// Wait until `conversation`'s history holds as many messages as `ids`,
+/// then check they are those, in order.
+async fn assert_history(pipeline: &Pipeline, conversation: &str, ids: &[&str]) {
     let conversations = pipeline.conversations();
     let history = eventually(Duration::from_secs(30), || {
         conversations
             .history(conversation, None, 10)
             .ok()
-            .filter(|h| h.len() == 2)
+            .filter(|h| h.len() == ids.len())
     })
     .await;
-    let ids: Vec<&str> = history.iter().map(|m| m.event_id.as_str()).collect();
-    assert_eq!(ids, ["unlettered-1", "unlettered-2"]);
+    let got: Vec<&str> = history.iter().map(|m| m.event_id.as_str()).collect();
+    assert_eq!(got, ids);
 }
