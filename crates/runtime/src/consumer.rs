@@ -363,26 +363,35 @@ async fn run_partition<H: BatchHandler>(
 }
 
 /// Start a partition's consumer again at its ack floor: what came after
-/// it is delivered again, in order (held messages too). Err if the
-/// consumer is gone: a newer owner took the partition over.
+/// it is delivered again, in order (held messages too). Retried until it
+/// is done: pulling on without it would let a later ack cover what must
+/// come again. Err if the consumer is gone (a newer owner took the
+/// partition over) or the claim is lost meanwhile.
 async fn rewind(
     consumer: &mut jetstream::consumer::PullConsumer,
     claim: &Claim,
     held: &mut Vec<(jetstream::Message, Instant)>,
 ) -> Result<(), ()> {
-    match consumer.reset(None).await {
-        Ok(_) => held.clear(),
-        Err(error) if error.kind() == jetstream::stream::ConsumerResetErrorKind::NotFound => {
-            tracing::warn!("our consumer is gone: a newer owner took the partition over");
-            claim.revoke();
-            return Err(());
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot reset the consumer to its ack floor; retrying");
-            tokio::time::sleep(Duration::from_millis(200)).await;
+    loop {
+        match consumer.reset(None).await {
+            Ok(_) => {
+                held.clear();
+                return Ok(());
+            }
+            Err(error) if error.kind() == jetstream::stream::ConsumerResetErrorKind::NotFound => {
+                tracing::warn!("our consumer is gone: a newer owner took the partition over");
+                claim.revoke();
+                return Err(());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot reset the consumer to its ack floor; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if !claim.is_valid() {
+                    return Err(());
+                }
+            }
         }
     }
-    Ok(())
 }
 
 /// What the loop does after a batch.
