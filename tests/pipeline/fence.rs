@@ -50,7 +50,7 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
         conversation_partitions: 16,
         user_partitions: 16,
         fast_path: true,
-        presence: None,
+        online: None,
     };
     // The stale owner took the partition at epoch 5; the new owner at 9.
     let stale = Claim::unleased("dedupe", 3, 5);

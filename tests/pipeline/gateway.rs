@@ -1101,33 +1101,36 @@ async fn http_refusals_are_json_with_a_code() {
     }
 }
 
-/// Only push publishes on a gateway's user subjects. What arrives there
-/// that is not a frame (not a JSON object with an `op`) is dropped and
-/// counted, not written to the device's socket as it came.
+/// Only push and dedupe publish on a gateway's frames subject. A frame
+/// there that is not a frame (not a JSON object with an `op`) is dropped
+/// and counted, not written to the device's socket as it came.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_that_is_not_a_frame_never_reaches_the_socket() {
     let mut pipeline = Pipeline::start().await;
     let port = pipeline.start_gateway("gateway", &[]).await;
     let mut bob = Device::connect(port, "bob", "phone").await;
     pipeline.wait_online(&[("bob", "phone")]).await;
-    let subject = im_events::subjects::gateway_user_subject("gateway", "bob");
+    let subject = im_events::subjects::gateway_frames_subject("gateway");
+    let bob_only = ["bob".to_string()];
+    let for_bob =
+        |frame: &str| im_events::frames::gateway_frames_payload(&[(&bob_only, frame)]).unwrap();
     for payload in [
-        &b"[1,2]"[..],
-        br#""a string""#,
-        br#"{"seq":1}"#,
-        br#"{"op":5}"#,
-        b"not json",
+        for_bob("[1,2]"),
+        for_bob(r#""a string""#),
+        for_bob(r#"{"seq":1}"#),
+        for_bob(r#"{"op":5}"#),
+        b"not json".to_vec(),
     ] {
         pipeline
             .client
-            .publish(subject.clone(), payload.to_vec().into())
+            .publish(subject.clone(), payload.into())
             .await
             .unwrap();
     }
     let frame = json!({"op": "unread", "conversation_id": "dm:alice:bob", "unread": 1, "total": 1, "as_of": 1});
     pipeline
         .client
-        .publish(subject, frame.to_string().into())
+        .publish(subject, for_bob(&frame.to_string()).into())
         .await
         .unwrap();
     assert_eq!(bob.next(WAIT).await, Some(frame));
@@ -1167,10 +1170,14 @@ async fn frames_in_a_batch_reach_their_users_and_a_bad_one_none() {
         json!({"op": "unread", "conversation_id": "g:x", "unread": 1, "total": 1, "as_of": 1});
     let second =
         json!({"op": "unread", "conversation_id": "g:x", "unread": 2, "total": 2, "as_of": 2});
+    let (both, bob_only) = (
+        ["bob".to_string(), "carol".to_string()],
+        ["bob".to_string()],
+    );
     let payload = im_events::frames::gateway_frames_payload(&[
-        (vec!["bob".into(), "carol".into()], &first.to_string()),
-        (vec!["bob".into()], "[1,2]"),
-        (vec!["bob".into()], &second.to_string()),
+        (&both, &first.to_string()),
+        (&bob_only, "[1,2]"),
+        (&bob_only, &second.to_string()),
     ])
     .unwrap();
     pipeline

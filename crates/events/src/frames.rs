@@ -40,9 +40,7 @@ struct UsersFrameOut<'a> {
 
 /// The payload carrying `frames` (users, frame as JSON text). A frame that
 /// is not JSON is an error naming it.
-pub fn gateway_frames_payload(
-    frames: &[(Vec<String>, &str)],
-) -> Result<Vec<u8>, serde_json::Error> {
+pub fn gateway_frames_payload(frames: &[(&[String], &str)]) -> Result<Vec<u8>, serde_json::Error> {
     let raw: Vec<&RawValue> = frames
         .iter()
         .map(|(_, frame)| serde_json::from_str::<&RawValue>(frame))

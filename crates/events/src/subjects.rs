@@ -174,35 +174,17 @@ pub fn push_subject(partition: u32) -> String {
     format!("im.push.{partition}")
 }
 
-/// Core NATS: frames for the devices of `user` that `gateway` holds (push
-/// finds the gateways in presence). Each gateway subscribes once to
-/// [`gateway_users_wildcard`] instead of once per user: one subscription,
-/// not one channel and task per connected user. User ids may hold '.',
-/// which would split the subject, so the id is hex-encoded into one token.
-pub fn gateway_user_subject(gateway: &str, user: &str) -> String {
-    format!("im.gw.{gateway}.user.{}", hex(user))
-}
-
-/// What a gateway subscribes to for the pushes of its users.
-pub fn gateway_users_wildcard(gateway: &str) -> String {
-    format!("im.gw.{gateway}.user.*")
-}
-
 /// Core NATS: the frames of several users a gateway holds, in one message
 /// ([`crate::frames::GatewayFrames`]): a batch's pushes cost a message per
-/// gateway, not one per device.
+/// gateway, not one per device (push and dedupe find the gateways in
+/// presence); one subscription per gateway, not one per connected user.
 pub fn gateway_frames_subject(gateway: &str) -> String {
     format!("im.gw.{gateway}.frames")
 }
 
-/// The user a [`gateway_user_subject`] is for.
-pub fn user_of_gateway_subject(subject: &str) -> Option<String> {
-    let (_, user) = subject.rsplit_once(".user.")?;
-    unhex(user)
-}
-
 /// Core NATS, every gateway: ephemeral frames (typing) for a list of users,
-/// each gateway handing them to the users' devices it holds.
+/// each gateway handing them to the users' devices it holds (the same
+/// [`crate::frames::GatewayFrames`] as a gateway's own subject).
 pub const GATEWAY_BROADCAST_SUBJECT: &str = "im.gw.all";
 
 pub fn hex(text: &str) -> String {

@@ -315,12 +315,13 @@ impl Gateway {
         format!("im.gw.{}.reply", self.config.gateway_id)
     }
 
-    /// Frames pushed to the users this gateway holds, and frames for lists
-    /// of users sent to every gateway: handed to the users' connections.
+    /// Frames for the users this gateway holds (`im.gw.<gateway>.frames`,
+    /// from push and dedupe) and for lists of users sent to every gateway
+    /// (`im.gw.all`, typing): handed to the users' connections here.
     async fn start_push_listener(self: Arc<Self>) -> im_runtime::Result<()> {
         let mut pushes = self
             .client
-            .subscribe(im_events::subjects::gateway_users_wildcard(
+            .subscribe(im_events::subjects::gateway_frames_subject(
                 &self.config.gateway_id,
             ))
             .await
@@ -330,73 +331,22 @@ impl Gateway {
             .subscribe(im_events::subjects::GATEWAY_BROADCAST_SUBJECT)
             .await
             .map_err(|error| im_runtime::nats_error!("subscribe to broadcasts: {error}"))?;
-        let mut batches = self
-            .client
-            .subscribe(im_events::subjects::gateway_frames_subject(
-                &self.config.gateway_id,
-            ))
-            .await
-            .map_err(|error| im_runtime::nats_error!("subscribe to frame batches: {error}"))?;
         let gateway = Arc::downgrade(&self);
         tokio::spawn(async move {
             loop {
-                let (message, broadcast) = tokio::select! {
-                    Some(message) = pushes.next() => (message, false),
-                    Some(message) = broadcasts.next() => (message, true),
-                    Some(message) = batches.next() => {
-                        let Some(gateway) = gateway.upgrade() else {
-                            break;
-                        };
-                        let _span = im_runtime::trace::from_headers(message.headers.as_ref())
-                            .and_then(|parent| {
-                                im_runtime::trace::stage_span(
-                                    "gateway.push",
-                                    Some(&parent),
-                                    None,
-                                    None,
-                                    1,
-                                )
-                            });
-                        gateway.hand_over_batch(&message.payload);
-                        continue;
-                    }
+                let message = tokio::select! {
+                    Some(message) = pushes.next() => message,
+                    Some(message) = broadcasts.next() => message,
                     else => break,
                 };
                 let Some(gateway) = gateway.upgrade() else {
                     break;
                 };
-                if broadcast {
-                    let Ok(value) = serde_json::from_slice::<Value>(&message.payload) else {
-                        continue;
-                    };
-                    let Some(frame) = frames::pushed(value["frame"].to_string().as_bytes()) else {
-                        metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
-                        continue;
-                    };
-                    let users = value["users"].as_array().cloned().unwrap_or_default();
-                    for user in users.iter().filter_map(Value::as_str) {
-                        gateway.hand_over(user, &frame);
-                    }
-                } else if let Some(user) =
-                    im_events::subjects::user_of_gateway_subject(&message.subject)
-                {
-                    let Some(frame) = frames::pushed(&message.payload) else {
-                        metrics::counter!("im_gateway_unreadable_pushes_total").increment(1);
-                        continue;
-                    };
-                    let _span = im_runtime::trace::from_headers(message.headers.as_ref()).and_then(
-                        |parent| {
-                            im_runtime::trace::stage_span(
-                                "gateway.push",
-                                Some(&parent),
-                                None,
-                                None,
-                                1,
-                            )
-                        },
-                    );
-                    gateway.hand_over(&user, &frame);
-                }
+                let _span =
+                    im_runtime::trace::from_headers(message.headers.as_ref()).and_then(|parent| {
+                        im_runtime::trace::stage_span("gateway.push", Some(&parent), None, None, 1)
+                    });
+                gateway.hand_over_batch(&message.payload);
             }
         });
         Ok(())
@@ -408,7 +358,10 @@ impl Gateway {
         if users.is_empty() {
             return;
         }
-        let payload = json!({"users": users, "frame": frame}).to_string();
+        let frame = frame.to_string();
+        let Ok(payload) = im_events::frames::gateway_frames_payload(&[(users, &frame)]) else {
+            return;
+        };
         let _ = self
             .client
             .publish(
@@ -418,8 +371,8 @@ impl Gateway {
             .await;
     }
 
-    /// Hand each frame of a batch (`im.gw.<gateway>.frames`) to its users'
-    /// connections here. A batch that does not read, or a frame in it that
+    /// Hand each frame of a batch (`im.gw.<gateway>.frames` or `im.gw.all`)
+    /// to its users' connections here. A batch that does not read, or a frame in it that
     /// is not a frame, is counted and dropped, as a single push would be.
     fn hand_over_batch(&self, payload: &[u8]) {
         let Ok(batch) = serde_json::from_slice::<im_events::frames::GatewayFrames>(payload) else {

@@ -56,7 +56,6 @@ pub const ROLES: &[Role] = &[
             "im.dlq.dedupe",
             // Refusals of the keyed events it admits are ingest's checks'.
             "im.dlq.ingest",
-            "im.gw.*.user.*",
             "im.gw.*.frames",
             "im.push.>",
             REPLIES,
@@ -82,7 +81,7 @@ pub const ROLES: &[Role] = &[
     },
     Role {
         name: "push",
-        publish: &["im.gw.*.user.*", "im.gw.*.frames", "im.dlq.push", LEASES],
+        publish: &["im.gw.*.frames", "im.dlq.push", LEASES],
         subscribe: &["im.push.>"],
         jetstream: true,
         responds: false,

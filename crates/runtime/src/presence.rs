@@ -12,6 +12,48 @@ use async_nats::jetstream::{self, kv};
 use futures::StreamExt;
 use im_events::subjects::{unhex, PRESENCE_BUCKET};
 
+/// The presence view a publisher of frames follows, and how long after its
+/// gateway's last refresh a device counts as online: where a user's frames
+/// go (push, and dedupe's fast path).
+#[derive(Clone)]
+pub struct Online {
+    pub view: Arc<Mutex<Presence>>,
+    pub ttl: Duration,
+}
+
+impl Online {
+    /// Whether any device of `user` is online.
+    pub fn any(&self, user: &str, now_ms: i64) -> bool {
+        !self.lock().gateways(user, now_ms, self.ttl_ms()).is_empty()
+    }
+
+    /// `frame` for `user`'s online devices, once for each gateway holding
+    /// one (with the trace the push belongs to); false if none is online.
+    pub fn add_frame(
+        &self,
+        out: &mut crate::publish::FramesOut,
+        user: &str,
+        now_ms: i64,
+        frame: &bytes::Bytes,
+        trace: Option<&im_events::Trace>,
+    ) -> bool {
+        let view = self.lock();
+        let gateways = view.gateways(user, now_ms, self.ttl_ms());
+        for gateway in &gateways {
+            out.add(gateway, user, frame, trace);
+        }
+        !gateways.is_empty()
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        self.ttl.as_millis() as i64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Presence> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// Who is online, from the presence bucket: user → device → last refresh
 /// and the gateway holding it.
 #[derive(Debug, Default)]

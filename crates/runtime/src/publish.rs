@@ -123,7 +123,7 @@ impl FramesOut {
     pub async fn publish(self, client: &async_nats::Client) {
         for (gateway, entries) in self.by_gateway {
             let subject = im_events::subjects::gateway_frames_subject(&gateway);
-            let mut chunk: Vec<(Vec<String>, &str)> = Vec::new();
+            let mut chunk: Vec<(&[String], &str)> = Vec::new();
             let mut bytes = 0;
             for entry in &entries {
                 let Ok(text) = std::str::from_utf8(&entry.frame) else {
@@ -134,17 +134,11 @@ impl FramesOut {
                     publish_frames(client, &subject, &chunk, None).await;
                     chunk.clear();
                     bytes = 0;
-                    publish_frames(
-                        client,
-                        &subject,
-                        &[(entry.users.clone(), text)],
-                        Some(trace),
-                    )
-                    .await;
+                    publish_frames(client, &subject, &[(&entry.users, text)], Some(trace)).await;
                     continue;
                 }
                 bytes += text.len() + entry.users.iter().map(|user| user.len() + 3).sum::<usize>();
-                chunk.push((entry.users.clone(), text));
+                chunk.push((&entry.users, text));
                 if bytes >= FRAMES_PER_MESSAGE_BYTES {
                     publish_frames(client, &subject, &chunk, None).await;
                     chunk.clear();
@@ -159,7 +153,7 @@ impl FramesOut {
 async fn publish_frames(
     client: &async_nats::Client,
     subject: &str,
-    frames: &[(Vec<String>, &str)],
+    frames: &[(&[String], &str)],
     trace: Option<&im_events::Trace>,
 ) {
     if frames.is_empty() {

@@ -12,14 +12,10 @@ pub struct Dedupe {
     /// Push committed messages to online members straight from the commit
     /// (see [`fast_notices`]).
     pub fast_path: bool,
-    /// Where online devices are (the presence view, and its TTL): with it,
-    /// the fast path's frames go from here straight to the gateways
-    /// holding the members' devices, one hop fewer than through push;
-    /// without it (tests), as notices to push.
-    pub presence: Option<(
-        Arc<std::sync::Mutex<im_runtime::presence::Presence>>,
-        std::time::Duration,
-    )>,
+    /// Where online devices are: with it, the fast path's frames go from
+    /// here straight to the gateways holding the members' devices, one hop
+    /// fewer than through push; without it (tests), as notices to push.
+    pub online: Option<im_runtime::presence::Online>,
 }
 
 impl Dedupe {
@@ -28,7 +24,7 @@ impl Dedupe {
     /// follow presence.
     async fn push_fast(&self, notices: Vec<(u32, Vec<PushNotice>)>) {
         let client = self.js.client();
-        let Some((presence, ttl)) = &self.presence else {
+        let Some(online) = &self.online else {
             for (partition, notices) in notices {
                 im_runtime::publish::publish_json(&client, push_subject(partition), &notices).await;
             }
@@ -39,15 +35,7 @@ impl Dedupe {
         // The same item for many members: its frame is made once.
         let mut frame: Option<(&SyncItem, bytes::Bytes)> = None;
         for notice in notices.iter().flat_map(|(_, notices)| notices) {
-            let gateways: Vec<String> = {
-                let presence = presence.lock().unwrap_or_else(|p| p.into_inner());
-                presence
-                    .gateways(&notice.user_id, now, ttl.as_millis() as i64)
-                    .into_iter()
-                    .map(str::to_string)
-                    .collect()
-            };
-            if gateways.is_empty() {
+            if !online.any(&notice.user_id, now) {
                 continue;
             }
             let payload = match &frame {
@@ -58,9 +46,13 @@ impl Dedupe {
                     payload
                 }
             };
-            for gateway in &gateways {
-                out.add(gateway, &notice.user_id, &payload, notice.trace.as_ref());
-            }
+            online.add_frame(
+                &mut out,
+                &notice.user_id,
+                now,
+                &payload,
+                notice.trace.as_ref(),
+            );
             im_runtime::telemetry::record_pushed(&notice.item, false, now);
         }
         out.publish(&client).await;
@@ -159,16 +151,20 @@ pub async fn run(
 ) -> im_runtime::Result<()> {
     let topology = im_runtime::topology::topology();
     let js = async_nats::jetstream::new(client.clone());
+    // The presence bucket must exist to be followed.
     im_runtime::topology::ensure_streams(&js).await?;
     let presence = im_runtime::presence::follow(&js, presence_ttl).await?;
     let handler = Arc::new(Dedupe {
-        js: async_nats::jetstream::new(client.clone()),
+        js,
         store,
         config,
         conversation_partitions: topology.partitions.conversation,
         user_partitions: topology.partitions.user,
         fast_path: true,
-        presence: Some((presence, presence_ttl)),
+        online: Some(im_runtime::presence::Online {
+            view: presence,
+            ttl: presence_ttl,
+        }),
     });
     im_runtime::run_function(client, FUNCTION, instance, lease_ttl, handler, shutdown).await
 }

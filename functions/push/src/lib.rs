@@ -9,7 +9,7 @@
 //! nothing needs to be: a device
 //! that misses a push sees a gap in `sync_seq`, or reconnects, and syncs.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream;
@@ -17,7 +17,7 @@ use futures::StreamExt;
 use im_events::subjects::push_subject;
 use im_events::{PushNotice, SyncItem};
 use im_runtime::lease::{run_partitions, Claim};
-use im_runtime::presence::Presence;
+use im_runtime::presence::Online;
 use im_runtime::publish::FramesOut;
 use im_runtime::Shutdown;
 use im_store::{unread_state, ConversationStore, UserStore};
@@ -28,41 +28,10 @@ pub struct Push {
     pub client: async_nats::Client,
     pub conversations: Arc<dyn ConversationStore>,
     pub users: Arc<dyn UserStore>,
-    pub presence: Arc<Mutex<Presence>>,
-    pub presence_ttl: Duration,
+    pub online: Online,
 }
 
 impl Push {
-    /// The gateways holding the user's online devices (none if the user
-    /// is offline).
-    fn gateways_of(&self, user: &str, now_ms: i64) -> Vec<String> {
-        let ttl = self.presence_ttl.as_millis() as i64;
-        let presence = self.presence.lock().unwrap_or_else(|p| p.into_inner());
-        presence
-            .gateways(user, now_ms, ttl)
-            .into_iter()
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// `frame` for the user's online devices, with the trace the push
-    /// belongs to (the gateway's span hangs under it); false if none is
-    /// online.
-    fn add(
-        &self,
-        out: &mut FramesOut,
-        user: &str,
-        now_ms: i64,
-        frame: &bytes::Bytes,
-        trace: Option<&im_events::Trace>,
-    ) -> bool {
-        let gateways = self.gateways_of(user, now_ms);
-        for gateway in &gateways {
-            out.add(gateway, user, frame, trace);
-        }
-        !gateways.is_empty()
-    }
-
     /// Push one batch of notices from unread (or dedupe's fast path) for
     /// user partition `partition`.
     pub async fn deliver(&self, partition: u32, notices: &[PushNotice]) {
@@ -75,8 +44,7 @@ impl Push {
         let mut spans = im_runtime::trace::Spans::default();
         for notice in notices {
             let user = notice.user_id.as_str();
-            let gateways = self.gateways_of(user, now);
-            if gateways.is_empty() {
+            if !self.online.any(user, now) {
                 continue;
             }
             let sync_seq = notice.sync_seq;
@@ -91,9 +59,8 @@ impl Push {
                 ),
                 _ => None,
             };
-            for gateway in &gateways {
-                out.add(gateway, user, &frame, trace.as_ref());
-            }
+            self.online
+                .add_frame(&mut out, user, now, &frame, trace.as_ref());
             im_runtime::telemetry::record_pushed(&notice.item, sync_seq.is_some(), now);
             // Unread counts follow the durable notice (the fast one comes
             // before unread has counted the message): as unread counted
@@ -114,7 +81,7 @@ impl Push {
         // Unread counts changed: push them too, once per (user, conversation).
         for (user, conversation_id, counts) in counted {
             let frame: bytes::Bytes = counts.frame(conversation_id).to_string().into();
-            self.add(&mut out, user, now, &frame, None);
+            self.online.add_frame(&mut out, user, now, &frame, None);
         }
         for (user, conversation_id) in counts_needed {
             let (users, conversations, who) =
@@ -126,7 +93,7 @@ impl Push {
             .await;
             let Ok(Ok(state)) = state else { continue };
             let frame: bytes::Bytes = state.frame(&conversation_id).to_string().into();
-            self.add(&mut out, &user, now, &frame, None);
+            self.online.add_frame(&mut out, &user, now, &frame, None);
         }
         out.publish(&self.client).await;
     }
@@ -147,7 +114,10 @@ impl Push {
             .into();
         let mut out = FramesOut::default();
         for member in members {
-            if self.add(&mut out, &member, now, &payload, None) {
+            if self
+                .online
+                .add_frame(&mut out, &member, now, &payload, None)
+            {
                 metrics::counter!(im_runtime::telemetry::PUSHED).increment(1);
             }
         }
@@ -226,8 +196,10 @@ pub async fn run(
         client,
         conversations,
         users,
-        presence,
-        presence_ttl,
+        online: Online {
+            view: presence,
+            ttl: presence_ttl,
+        },
     });
     let groups = tokio::spawn(push.clone().run_groups(shutdown.clone()));
     let partitions = im_runtime::topology::topology().partitions.user;

@@ -2,15 +2,13 @@ use super::*;
 
 #[test]
 fn frames_travel_as_the_text_they_are() {
-    let frames = [
-        (
-            vec!["alice".to_string()],
-            r#"{"op":"message","seq":1,"body":{"text":"a\nb"}}"#,
-        ),
-        (
-            vec!["bob.smith".to_string(), "carol".to_string()],
-            r#"{"op":"unread","unread":2}"#,
-        ),
+    let (alice, others) = (
+        ["alice".to_string()],
+        ["bob.smith".to_string(), "carol".to_string()],
+    );
+    let frames: [(&[String], &str); 2] = [
+        (&alice, r#"{"op":"message","seq":1,"body":{"text":"a\nb"}}"#),
+        (&others, r#"{"op":"unread","unread":2}"#),
     ];
     let payload = gateway_frames_payload(&frames).unwrap();
     let read: GatewayFrames = serde_json::from_slice(&payload).unwrap();
@@ -24,7 +22,8 @@ fn frames_travel_as_the_text_they_are() {
             )
         })
         .collect();
+    let frames: Vec<(Vec<String>, &str)> = frames.iter().map(|(u, f)| (u.to_vec(), *f)).collect();
     assert_eq!(got, frames);
-    assert!(gateway_frames_payload(&[(vec!["a".into()], "{not json")]).is_err());
+    assert!(gateway_frames_payload(&[(&alice, "{not json")]).is_err());
     assert!(serde_json::from_slice::<GatewayFrames>(b"[1,2]").is_err());
 }

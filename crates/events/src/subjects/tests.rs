@@ -4,15 +4,7 @@ use super::*;
 fn hex_round_trips() {
     assert_eq!(unhex(&hex("alice@x.com")).as_deref(), Some("alice@x.com"));
     assert_eq!(device_key("a.b", "p"), "612e62.70");
-    assert_eq!(
-        gateway_user_subject("gw-1", "a.b"),
-        "im.gw.gw-1.user.612e62"
-    );
-    assert_eq!(
-        user_of_gateway_subject(&gateway_user_subject("gw-1", "a.b")).as_deref(),
-        Some("a.b")
-    );
-    assert_eq!(gateway_users_wildcard("gw-1"), "im.gw.gw-1.user.*");
+    assert_eq!(gateway_frames_subject("gw-1"), "im.gw.gw-1.frames");
     assert_eq!(unhex("zz"), None);
 }
 
