@@ -45,6 +45,7 @@ macro_rules! __conformance_checks {
             messages_and_history,
             history_as_members_may_read_it,
             seq_fence_refuses_a_second_message,
+            a_repeat_after_its_key_is_purged_is_a_new_message,
             epoch_fence_refuses_stale_owner,
             idempotency_records,
             edits_and_recalls,

@@ -227,6 +227,37 @@ pub fn seq_fence_refuses_a_second_message(
     );
 }
 
+/// A message id names one message, but the store does not hold it unique:
+/// once the `(source, id)` key that made it is purged (`IM_KEEP_IDEMPOTENCY`),
+/// a repeat of that event is applied as new, as the README says, at the
+/// next seq and with the same message id. (A unique index on message ids
+/// once refused that insert, and the partition stopped on it for good.)
+pub fn a_repeat_after_its_key_is_purged_is_a_new_message(
+    conversations: &dyn ConversationStore,
+    _users: &dyn UserStore,
+) {
+    let first = message("c:again", 1, "m-again");
+    let mut repeat = first.clone();
+    repeat.seq = 2;
+    conversations
+        .apply(&fence(1), &[ConversationEffect::InsertMessage(first)])
+        .unwrap();
+    conversations
+        .apply(&fence(1), &[ConversationEffect::InsertMessage(repeat)])
+        .unwrap();
+    for seq in [1, 2] {
+        assert_eq!(
+            conversations
+                .message("c:again", seq)
+                .unwrap()
+                .unwrap()
+                .message_id,
+            "m-again",
+            "seq {seq}"
+        );
+    }
+}
+
 /// Idempotency keys older than the policy keeps are forgotten by an
 /// archiver pass, and only those (embedded backend: ScyllaDB would expire
 /// them by TTL).

@@ -13,7 +13,7 @@ CREATE TABLE IF NOT EXISTS members(
   PRIMARY KEY(conversation_id, user_id, added_after_seq)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS members_current ON members(conversation_id, user_id) WHERE removed_after_seq IS NULL;
 CREATE TABLE IF NOT EXISTS messages(
-  conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE,
+  conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL,
   sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
   kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
   edited_at TEXT, recalled_at TEXT, recalled_by TEXT, reply_to INTEGER,
@@ -52,6 +52,28 @@ pub(super) const CONVERSATION_MIGRATIONS: Migrations = &[
     // after the steps; they start empty, as the events that fill them did
     // not exist before.
     "ALTER TABLE messages ADD COLUMN reply_to INTEGER",
+    // v5: message ids are no longer held unique. The index cost a write to
+    // a random page for every message (a third of dedupe's WAL frames), and
+    // refused a repeat whose idempotency key had been purged, which the
+    // README promises is applied as new: the partition stopped on it. A
+    // table's UNIQUE constraint cannot be dropped in SQLite, so the table
+    // is copied (a file without one gets it from the first statement).
+    "CREATE TABLE IF NOT EXISTS messages(
+       conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL,
+       sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
+       kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
+       edited_at TEXT, recalled_at TEXT, recalled_by TEXT, reply_to INTEGER,
+       PRIMARY KEY(conversation_id, seq)) WITHOUT ROWID;
+     CREATE TABLE messages_v5(
+       conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL,
+       sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
+       kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
+       edited_at TEXT, recalled_at TEXT, recalled_by TEXT, reply_to INTEGER,
+       PRIMARY KEY(conversation_id, seq)) WITHOUT ROWID;
+     INSERT INTO messages_v5(conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to)
+       SELECT conversation_id, seq, message_id, sender_id, source, event_id, sent_at, kind, body, mentions, edited_at, recalled_at, recalled_by, reply_to FROM messages;
+     DROP TABLE messages;
+     ALTER TABLE messages_v5 RENAME TO messages",
 ];
 
 pub struct SqliteConversationStore {

@@ -148,6 +148,60 @@ fn a_file_from_before_replies_and_reactions_is_upgraded() {
     assert!(store.receipts("g:1").unwrap().is_empty());
 }
 
+/// A file of version 4, whose messages table held message ids unique:
+/// its messages are copied into the table without, and read on; a repeat
+/// whose idempotency key was purged is then stored as new.
+#[test]
+fn a_file_whose_message_ids_were_unique_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(CONVERSATIONS_FILE);
+    drop(SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap());
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "DROP TABLE messages;
+         CREATE TABLE messages(
+           conversation_id TEXT NOT NULL, seq INTEGER NOT NULL, message_id TEXT NOT NULL UNIQUE,
+           sender_id TEXT NOT NULL, source TEXT NOT NULL, event_id TEXT NOT NULL, sent_at TEXT NOT NULL,
+           kind TEXT NOT NULL, body TEXT NOT NULL, mentions TEXT NOT NULL,
+           edited_at TEXT, recalled_at TEXT, recalled_by TEXT, reply_to INTEGER,
+           PRIMARY KEY(conversation_id, seq)) WITHOUT ROWID;
+         INSERT INTO messages VALUES ('g:1', 1, 'm1', 'alice', 'urn:a', 'e1', '2026-01-01T00:00:00.000Z',
+           'text', '{\"text\":\"old\"}', '[\"bob\"]', NULL, NULL, NULL, NULL);
+         PRAGMA user_version = 4;",
+    )
+    .unwrap();
+    drop(old);
+    let store = SqliteConversationStore::open_writer(&path, Durability::Normal).unwrap();
+    let first = store.message("g:1", 1).unwrap().unwrap();
+    assert_eq!(
+        (
+            first.message_id.as_str(),
+            first.body.clone(),
+            first.mentions.clone()
+        ),
+        (
+            "m1",
+            serde_json::json!({"text": "old"}),
+            vec!["bob".to_string()]
+        )
+    );
+    let mut repeat = first.clone();
+    repeat.seq = 2;
+    store
+        .apply(&fence(1), &[ConversationEffect::InsertMessage(repeat)])
+        .unwrap();
+    assert_eq!(store.message("g:1", 2).unwrap().unwrap().message_id, "m1");
+    let unique_indexes: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(unique_indexes, 0);
+}
+
 #[test]
 fn a_file_of_a_newer_version_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
