@@ -355,3 +355,192 @@ async fn a_late_delivery_is_waited_for_not_skipped() {
     shutdown.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(10), runner).await;
 }
+
+/// A dedupe store opened [`Durability::Deferred`] (`strict`) whose fsync
+/// can be made to fail: every other call goes to the SQLite store.
+struct SyncGate {
+    inner: im_store::sqlite::SqliteConversationStore,
+    fail: std::sync::atomic::AtomicBool,
+}
+
+impl ConversationStore for SyncGate {
+    fn conversation(
+        &self,
+        id: &str,
+    ) -> im_store::StoreResult<Option<im_store::ConversationRecord>> {
+        self.inner.conversation(id)
+    }
+    fn memberships(
+        &self,
+        id: &str,
+        users: &[String],
+    ) -> im_store::StoreResult<Vec<im_store::Membership>> {
+        self.inner.memberships(id, users)
+    }
+    fn members_at(&self, id: &str, seq: u64) -> im_store::StoreResult<Vec<String>> {
+        self.inner.members_at(id, seq)
+    }
+    fn current_members(&self, id: &str) -> im_store::StoreResult<Vec<String>> {
+        self.inner.current_members(id)
+    }
+    fn idempotency(
+        &self,
+        source: &str,
+        id: &str,
+    ) -> im_store::StoreResult<Option<im_store::IdempotencyRecord>> {
+        self.inner.idempotency(source, id)
+    }
+    fn message(
+        &self,
+        id: &str,
+        seq: u64,
+    ) -> im_store::StoreResult<Option<im_store::StoredMessage>> {
+        self.inner.message(id, seq)
+    }
+    fn history(
+        &self,
+        id: &str,
+        before: Option<u64>,
+        limit: usize,
+    ) -> im_store::StoreResult<Vec<im_store::StoredMessage>> {
+        self.inner.history(id, before, limit)
+    }
+    fn reactions(
+        &self,
+        id: &str,
+        from: u64,
+        to: u64,
+    ) -> im_store::StoreResult<Vec<im_store::Reaction>> {
+        self.inner.reactions(id, from, to)
+    }
+    fn blocked(&self, user: &str, blocked: &str) -> im_store::StoreResult<bool> {
+        self.inner.blocked(user, blocked)
+    }
+    fn receipts(&self, id: &str) -> im_store::StoreResult<Vec<im_store::Receipt>> {
+        self.inner.receipts(id)
+    }
+    fn receipt(&self, id: &str, user: &str) -> im_store::StoreResult<Option<im_store::Receipt>> {
+        self.inner.receipt(id, user)
+    }
+    fn apply(
+        &self,
+        fence: &im_store::Fence,
+        effects: &[im_store::ConversationEffect],
+    ) -> im_store::StoreResult<()> {
+        self.inner.apply(fence, effects)
+    }
+    fn sync(&self) -> im_store::StoreResult<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(im_store::StoreError::Backend(
+                "fsync: input/output error".into(),
+            ));
+        }
+        self.inner.sync()
+    }
+    fn sync_deferred(&self) -> bool {
+        self.inner.sync_deferred()
+    }
+    fn dump(&self) -> im_store::StoreResult<Vec<String>> {
+        self.inner.dump()
+    }
+    fn archive(
+        &self,
+        policy: &im_store::TieringPolicy,
+        now_ms: i64,
+        progress: &mut dyn FnMut(&im_store::ArchiveReport),
+    ) -> im_store::StoreResult<im_store::ArchiveReport> {
+        self.inner.archive(policy, now_ms, progress)
+    }
+    fn tier_stats(&self) -> im_store::StoreResult<im_store::TierStats> {
+        self.inner.tier_stats()
+    }
+}
+
+/// Under `strict`, dedupe commits without an fsync, pushes the commit's
+/// messages to online devices, and only then syncs: the sender's verdict,
+/// the timeline and the ack wait for the sync. A sync that fails answers
+/// nobody and acks nothing (the batch comes again); the input redelivered
+/// finds its commit and is answered with the seq the devices already saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_strict_devices_get_a_commit_before_its_fsync_and_the_sender_after() {
+    use futures::StreamExt;
+    let (_nats, js) = jetstream().await;
+    let client = js.client();
+    let dir = tempfile::tempdir().unwrap();
+    let inner = im_store::sqlite::conversations_in(
+        dir.path(),
+        Some(im_store::sqlite::Durability::Deferred),
+    )
+    .unwrap();
+    assert!(inner.sync_deferred());
+    let gate = Arc::new(SyncGate {
+        inner,
+        fail: std::sync::atomic::AtomicBool::new(false),
+    });
+    let store: Arc<dyn ConversationStore> = gate.clone();
+    let dedupe = im_dedupe::Dedupe {
+        js: js.clone(),
+        store: store.clone(),
+        config: im_dedupe::decide::Config::default(),
+        conversation_partitions: 16,
+        user_partitions: 16,
+        fast_path: true,
+        online: None,
+    };
+    let claim = Claim::unleased("dedupe", 3, 1);
+    dedupe
+        .handle(
+            &claim,
+            vec![accepted(
+                "c1",
+                "im.conversation.create",
+                json!({"conversation_id": "g:deferred", "kind": "group", "members": ["a", "b"]}),
+            )],
+        )
+        .await
+        .unwrap();
+    let mut pushes = client.subscribe("im.push.>").await.unwrap();
+    let mut verdicts = client.subscribe("im.gw.test.reply.>").await.unwrap();
+    let mut timeline = client.subscribe("im.events.>").await.unwrap();
+    client.flush().await.unwrap();
+    let mut send = accepted(
+        "s1",
+        "im.message.send",
+        json!({"conversation_id": "g:deferred", "sender_id": "a", "kind": "text", "body": {"text": "hi"}}),
+    );
+    send.headers = vec![(
+        im_runtime::publish::REPLY_HEADER.to_string(),
+        "im.gw.test.reply.1".to_string(),
+    )];
+    gate.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let failed = dedupe.handle(&claim, vec![send.clone()]).await;
+    assert!(
+        failed.is_err(),
+        "a batch whose sync failed was settled: {failed:?}"
+    );
+    let wait = std::time::Duration::from_millis(500);
+    let pushed = tokio::time::timeout(wait, pushes.next())
+        .await
+        .expect("the online members got nothing before the sync")
+        .unwrap();
+    let pushed: serde_json::Value = serde_json::from_slice(&pushed.payload).unwrap();
+    assert_eq!(pushed[0]["item"]["seq"], json!(1), "{pushed}");
+    assert!(
+        tokio::time::timeout(wait, verdicts.next()).await.is_err(),
+        "the sender was answered before its commit was synced"
+    );
+    assert!(
+        tokio::time::timeout(wait, timeline.next()).await.is_err(),
+        "the timeline went on before the commit was synced"
+    );
+    // The batch comes again, and the sync works this time.
+    gate.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    dedupe.handle(&claim, vec![send]).await.unwrap();
+    let verdict = tokio::time::timeout(wait, verdicts.next())
+        .await
+        .expect("no verdict after the sync")
+        .unwrap();
+    let verdict: serde_json::Value = serde_json::from_slice(&verdict.payload).unwrap();
+    assert_eq!(verdict["message"]["seq"], json!(1), "{verdict}");
+    assert_eq!(store.history("g:deferred", None, 10).unwrap().len(), 1);
+}

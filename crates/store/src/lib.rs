@@ -86,6 +86,18 @@ pub trait ConversationStore: Send + Sync {
     fn receipt(&self, conversation_id: &str, user_id: &str) -> StoreResult<Option<Receipt>>;
     /// Apply effects atomically, or none of them.
     fn apply(&self, fence: &Fence, effects: &[ConversationEffect]) -> StoreResult<()>;
+    /// Make every apply that returned durable. Whether an apply already is
+    /// when it returns depends on the backend and how it was opened
+    /// (SQLite's [`sqlite::Durability::Deferred`] waits for this); where it
+    /// is, this does nothing. A writer that opened its store deferred acks
+    /// no input before this returns.
+    fn sync(&self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Whether applies wait for [`ConversationStore::sync`] to be durable.
+    fn sync_deferred(&self) -> bool {
+        false
+    }
     /// Canonical lines describing every table, for replay comparison. A
     /// message reads the same whichever tier holds it.
     fn dump(&self) -> StoreResult<Vec<String>>;

@@ -47,6 +47,15 @@ pub enum Durability {
     /// fsync only at checkpoints (tests, replay into a scratch directory):
     /// survives process crashes only.
     Normal,
+    /// fsync the WAL when the writer asks ([`ConversationStore::sync`]), not
+    /// in each commit (the `strict` profile for dedupe, which acks nothing
+    /// before that): a commit is visible when it returns, durable once a
+    /// sync after it returns. What it commits in between may be used where
+    /// a loss is made good by JetStream's redelivery of the unacked input:
+    /// dedupe pushes a commit's messages to online devices before its sync,
+    /// and the same input redelivered after an OS crash commits the same
+    /// seq again.
+    Deferred,
 }
 
 /// How often the `relaxed` profile makes committed transactions durable.
@@ -385,6 +394,10 @@ struct Db {
     queue: Mutex<Vec<GroupJob>>,
     /// Transactions committed, for the `relaxed` profile's syncer.
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    durability: Durability,
+    /// [`Durability::Deferred`]: the commits the last sync covered; held
+    /// while a sync runs, so syncs asked for at once share one fsync.
+    synced: Mutex<u64>,
 }
 
 /// One caller's share of a group commit: its writes, run inside a savepoint
@@ -453,7 +466,7 @@ impl Db {
         let writer = if writable {
             let sync = match durability {
                 Durability::Full => "FULL",
-                Durability::Relaxed | Durability::Normal => "NORMAL",
+                Durability::Relaxed | Durability::Normal | Durability::Deferred => "NORMAL",
             };
             init.pragma_update(None, "synchronous", sync)
                 .map_err(backend)?;
@@ -496,7 +509,33 @@ impl Db {
             reader,
             queue: Mutex::new(Vec::new()),
             commits,
+            durability,
+            synced: Mutex::new(0),
         })
+    }
+
+    /// [`Durability::Deferred`]: make every commit made so far durable, with
+    /// one fsync of the WAL for every caller that asks while it runs (a
+    /// caller that finds its commits covered by a sync that started after
+    /// them returns at once). Other durabilities: nothing to do.
+    fn sync(&self) -> StoreResult<()> {
+        if self.durability != Durability::Deferred || self.writer.is_none() {
+            return Ok(());
+        }
+        let wanted = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        if *synced >= wanted {
+            return Ok(());
+        }
+        let covering = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        // Opened each time: an fsync through a handle of a WAL that was
+        // since deleted and made again would sync nothing that matters.
+        let wal = PathBuf::from(format!("{}-wal", self.path.display()));
+        std::fs::File::open(&wal)
+            .and_then(|file| file.sync_data())
+            .map_err(|e| StoreError::Backend(format!("fsync {}: {e}", wal.display())))?;
+        *synced = covering;
+        Ok(())
     }
 
     /// Group commit: every apply that arrives while another is committing

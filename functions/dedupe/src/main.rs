@@ -36,10 +36,14 @@ async fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     let policy = args.tiering.policy()?;
     let archive_every = im_runtime::config::parse_duration_secs(&args.archive_every)?;
-    let store = args
-        .common
-        .stores()?
-        .conversations(Some(args.common.durability()?))?;
+    // Under `strict`, a commit is fsynced when the batch's verdicts and
+    // acks are due, not in the commit: the fast path pushes to online
+    // devices in between (see `Dedupe::handle`).
+    let durability = match args.common.durability()? {
+        im_store::sqlite::Durability::Full => im_store::sqlite::Durability::Deferred,
+        other => other,
+    };
+    let store = args.common.stores()?.conversations(Some(durability))?;
     let client = args.common.start("im-dedupe").await?;
     let config = im_dedupe::decide::Config {
         large_group_threshold: args.large_group_threshold,

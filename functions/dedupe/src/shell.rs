@@ -96,12 +96,20 @@ impl BatchHandler for Dedupe {
         } = decision;
         // Until the batch is published.
         let spans = trace_outputs(&mut outputs, claim.partition, batch_size);
-        // Durable now (the commit): the waiting publishers get their
-        // verdicts and online devices the messages, while the timeline goes
-        // on to fanout and unread.
+        // Committed: the waiting publishers get their verdicts and online
+        // devices the messages, while the timeline goes on to fanout and
+        // unread. Where the commit is not durable yet (`strict`: its fsync
+        // is the sync below, shared by the batches that ask at once), the
+        // devices get the messages first and the rest only after the sync.
+        // A device may so see a message whose commit an OS crash then
+        // loses: its input was not acked, comes again, and commits the same
+        // seq (the partition's events in the same order on the same state).
+        let deferred = self.store.sync_deferred();
         let client = self.js.client();
-        for (subject, verdict) in &answers {
-            reply(&client, subject, verdict).await;
+        if !deferred {
+            for (subject, verdict) in &answers {
+                reply(&client, subject, verdict).await;
+            }
         }
         let receipts = receipt_items(&outputs);
         let traces: std::collections::HashMap<String, im_events::Trace> = outputs
@@ -120,6 +128,13 @@ impl BatchHandler for Dedupe {
             self.user_partitions,
         ))
         .await;
+        if deferred {
+            let store = self.store.clone();
+            im_runtime::blocking(move || store.sync()).await?;
+            for (subject, verdict) in &answers {
+                reply(&client, subject, verdict).await;
+            }
+        }
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()
             .map(|(event, stamp)| timeline_event(event, stamp, self.conversation_partitions))

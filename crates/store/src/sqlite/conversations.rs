@@ -384,6 +384,14 @@ impl ConversationStore for SqliteConversationStore {
         })
     }
 
+    fn sync(&self) -> StoreResult<()> {
+        self.db.sync()
+    }
+
+    fn sync_deferred(&self) -> bool {
+        self.db.durability == Durability::Deferred && self.db.writer.is_some()
+    }
+
     fn dump(&self) -> StoreResult<Vec<String>> {
         let mut lines = self.db.read(|c| {
             let mut lines = Vec::new();

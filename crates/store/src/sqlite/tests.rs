@@ -202,6 +202,35 @@ fn a_file_whose_message_ids_were_unique_is_upgraded() {
     assert_eq!(unique_indexes, 0);
 }
 
+/// A writer opened `Deferred` says so and syncs on request; the other
+/// durabilities, and any reader, need no sync.
+#[test]
+fn a_deferred_writer_syncs_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let deferred = conversations_in(dir.path(), Some(Durability::Deferred)).unwrap();
+    assert!(deferred.sync_deferred());
+    deferred
+        .apply(
+            &fence(1),
+            &[ConversationEffect::InsertMessage(conformance::message(
+                "g:1", 1, "m1",
+            ))],
+        )
+        .unwrap();
+    deferred.sync().unwrap();
+    // Nothing committed since: the next sync has nothing to do.
+    deferred.sync().unwrap();
+    let reader = conversations_in(dir.path(), None).unwrap();
+    assert!(!reader.sync_deferred());
+    assert_eq!(reader.message("g:1", 1).unwrap().unwrap().message_id, "m1");
+    let other = tempfile::tempdir().unwrap();
+    for durability in [Durability::Full, Durability::Relaxed, Durability::Normal] {
+        let store = conversations_in(other.path(), Some(durability)).unwrap();
+        assert!(!store.sync_deferred(), "{durability:?}");
+        store.sync().unwrap();
+    }
+}
+
 #[test]
 fn a_file_of_a_newer_version_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
