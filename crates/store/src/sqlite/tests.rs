@@ -231,6 +231,76 @@ fn a_deferred_writer_syncs_when_asked() {
     }
 }
 
+/// An unread.db of the first release (version 0), whose sync log was a
+/// table keyed by (user, sync_seq): its items are copied into the appended
+/// table and read on in order; the next append follows them, and a second
+/// item at a taken sync_seq is still refused.
+#[test]
+fn an_unread_file_of_the_first_release_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(USERS_FILE);
+    let item = |seq: u64| serde_json::to_string(&conformance::read_item(seq)).unwrap();
+    let old = Connection::open(&path).unwrap();
+    old.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE user_conversations(
+           user_id TEXT NOT NULL, conversation_id TEXT NOT NULL, last_seq INTEGER NOT NULL, read_seq INTEGER NOT NULL,
+           joined_seq INTEGER NOT NULL, diffusion TEXT NOT NULL, muted_until_ms INTEGER, last_message TEXT,
+           PRIMARY KEY(user_id, conversation_id)) WITHOUT ROWID;
+         CREATE TABLE user_sync(
+           user_id TEXT NOT NULL, sync_seq INTEGER NOT NULL, event_key TEXT NOT NULL, item TEXT NOT NULL,
+           PRIMARY KEY(user_id, sync_seq)) WITHOUT ROWID;
+         CREATE TABLE user_effects(
+           user_id TEXT NOT NULL, event_key TEXT NOT NULL, PRIMARY KEY(user_id, event_key)) WITHOUT ROWID;
+         CREATE TABLE user_sync_floor(
+           user_id TEXT NOT NULL PRIMARY KEY, floor INTEGER NOT NULL) WITHOUT ROWID;",
+    )
+    .unwrap();
+    // Written out of order: the copy keeps each user's sync_seq order.
+    for (user, seq) in [("bob", 2), ("amy", 1), ("bob", 1)] {
+        old.execute(
+            "INSERT INTO user_sync VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![user, seq, format!("m:c:{seq}"), item(seq)],
+        )
+        .unwrap();
+    }
+    drop(old);
+    let store = SqliteUserStore::open_writer(&path, Durability::Normal).unwrap();
+    let seqs = |user: &str| -> Vec<u64> {
+        store
+            .sync_items(user, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|record| record.sync_seq)
+            .collect()
+    };
+    assert_eq!(seqs("bob"), [1, 2]);
+    assert_eq!(seqs("amy"), [1]);
+    assert_eq!(store.last_sync_seq("bob").unwrap(), 2);
+    let append = |seq: u64| {
+        store.apply(
+            &fence(1),
+            &[UserEffect::AppendSync(SyncRecord {
+                user_id: "bob".into(),
+                sync_seq: seq,
+                event_key: format!("m:c:{seq}"),
+                item: conformance::read_item(seq),
+            })],
+        )
+    };
+    append(3).unwrap();
+    assert_eq!(seqs("bob"), [1, 2, 3]);
+    assert!(matches!(
+        append(2),
+        Err(StoreError::SeqConflict { seq: 2, .. })
+    ));
+    let version: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, users::USER_MIGRATIONS.len() as i64);
+}
+
 #[test]
 fn a_file_of_a_newer_version_is_refused_with_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
