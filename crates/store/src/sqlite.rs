@@ -395,9 +395,13 @@ struct Db {
     /// Transactions committed, for the `relaxed` profile's syncer.
     commits: std::sync::Arc<std::sync::atomic::AtomicU64>,
     durability: Durability,
-    /// [`Durability::Deferred`]: the commits the last sync covered; held
-    /// while a sync runs, so syncs asked for at once share one fsync.
+    /// [`Durability::Deferred`]: tickets of the syncs asked for, and (held
+    /// while a sync runs) the tickets the last fsync covers (see
+    /// [`Db::sync`]).
+    sync_tickets: std::sync::atomic::AtomicU64,
     synced: Mutex<u64>,
+    /// The fsyncs [`Db::sync`] made.
+    fsyncs: std::sync::atomic::AtomicU64,
 }
 
 /// One caller's share of a group commit: its writes, run inside a savepoint
@@ -510,24 +514,31 @@ impl Db {
             queue: Mutex::new(Vec::new()),
             commits,
             durability,
+            sync_tickets: std::sync::atomic::AtomicU64::new(0),
             synced: Mutex::new(0),
+            fsyncs: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
-    /// [`Durability::Deferred`]: make every commit made so far durable, with
-    /// one fsync of the WAL for every caller that asks while it runs (a
-    /// caller that finds its commits covered by a sync that started after
-    /// them returns at once). Other durabilities: nothing to do.
+    /// [`Durability::Deferred`]: make every commit in the file so far
+    /// durable, this process's or not: a replica that took a partition over
+    /// may find an event committed by the owner that died before its sync,
+    /// and must not answer or ack it before an fsync. Each caller takes a
+    /// ticket; an fsync covers every ticket taken before it started, so the
+    /// callers that ask while one runs share the next. Other durabilities:
+    /// nothing to do.
     fn sync(&self) -> StoreResult<()> {
         if self.durability != Durability::Deferred || self.writer.is_none() {
             return Ok(());
         }
-        let wanted = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        let ticket = self
+            .sync_tickets
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-        if *synced >= wanted {
+        if *synced > ticket {
             return Ok(());
         }
-        let covering = self.commits.load(std::sync::atomic::Ordering::Acquire);
+        let covering = self.sync_tickets.load(std::sync::atomic::Ordering::Acquire);
         // Opened each time: an fsync through a handle of a WAL that was
         // since deleted and made again would sync nothing that matters.
         let wal = PathBuf::from(format!("{}-wal", self.path.display()));
@@ -535,6 +546,9 @@ impl Db {
             .and_then(|file| file.sync_data())
             .map_err(|e| StoreError::Backend(format!("fsync {}: {e}", wal.display())))?;
         *synced = covering;
+        self.fsyncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::counter!("im_store_deferred_syncs_total").increment(1);
         Ok(())
     }
 

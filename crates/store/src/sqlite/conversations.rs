@@ -81,6 +81,12 @@ pub struct SqliteConversationStore {
 }
 
 impl SqliteConversationStore {
+    /// How many fsyncs [`ConversationStore::sync`] has made
+    /// ([`Durability::Deferred`]; also `im_store_deferred_syncs_total`).
+    pub fn deferred_syncs(&self) -> u64 {
+        self.db.fsyncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Open for writing (the owning function).
     pub fn open_writer(path: &Path, durability: Durability) -> StoreResult<Self> {
         let schema = format!("{CONVERSATION_SCHEMA}{}{FENCE_TABLE}", cold::COLD_SCHEMA);

@@ -218,8 +218,14 @@ fn a_deferred_writer_syncs_when_asked() {
         )
         .unwrap();
     deferred.sync().unwrap();
-    // Nothing committed since: the next sync has nothing to do.
-    deferred.sync().unwrap();
+    assert_eq!(deferred.deferred_syncs(), 1);
+    // A sync covers the file, not only this writer's commits: a second
+    // writer of the file (a replica that took the partition over) that
+    // committed nothing itself still syncs, since it may answer an event
+    // the previous owner committed and never synced.
+    let successor = conversations_in(dir.path(), Some(Durability::Deferred)).unwrap();
+    successor.sync().unwrap();
+    assert_eq!(successor.deferred_syncs(), 1);
     let reader = conversations_in(dir.path(), None).unwrap();
     assert!(!reader.sync_deferred());
     assert_eq!(reader.message("g:1", 1).unwrap().unwrap().message_id, "m1");
