@@ -35,6 +35,37 @@ async fn jetstream() -> (NatsServer, async_nats::jetstream::Context) {
     (nats, js)
 }
 
+/// Dedupe over `store`, its fast path's notices going to push's subjects.
+fn dedupe_over(
+    js: async_nats::jetstream::Context,
+    store: Arc<dyn ConversationStore>,
+) -> im_dedupe::Dedupe {
+    im_dedupe::Dedupe {
+        js,
+        store,
+        config: im_dedupe::decide::Config::default(),
+        conversation_partitions: 16,
+        user_partitions: 16,
+        fast_path: true,
+        online: None,
+    }
+}
+
+/// The group `conversation` of a and b, made by `claim`'s owner.
+async fn create_group(dedupe: &im_dedupe::Dedupe, claim: &Claim, conversation: &str) {
+    dedupe
+        .handle(
+            claim,
+            vec![accepted(
+                "c1",
+                "im.conversation.create",
+                json!({"conversation_id": conversation, "kind": "group", "members": ["a", "b"]}),
+            )],
+        )
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
     let (_nats, js) = jetstream().await;
@@ -43,29 +74,11 @@ async fn a_resumed_stale_owner_is_fenced_and_commits_nothing() {
         im_store::sqlite::conversations_in(dir.path(), Some(im_store::sqlite::Durability::Normal))
             .unwrap(),
     );
-    let dedupe = im_dedupe::Dedupe {
-        js,
-        store: store.clone(),
-        config: im_dedupe::decide::Config::default(),
-        conversation_partitions: 16,
-        user_partitions: 16,
-        fast_path: true,
-        online: None,
-    };
+    let dedupe = dedupe_over(js, store.clone());
     // The stale owner took the partition at epoch 5; the new owner at 9.
     let stale = Claim::unleased("dedupe", 3, 5);
     let current = Claim::unleased("dedupe", 3, 9);
-    dedupe
-        .handle(
-            &current,
-            vec![accepted(
-                "c1",
-                "im.conversation.create",
-                json!({"conversation_id": "g:fence", "kind": "group", "members": ["a", "b"]}),
-            )],
-        )
-        .await
-        .unwrap();
+    create_group(&dedupe, &current, "g:fence").await;
     dedupe
         .handle(&current, vec![accepted("s1", "im.message.send", json!({"conversation_id": "g:fence", "sender_id": "a", "kind": "text", "body": {"text": "new owner"}}))])
         .await
@@ -478,27 +491,9 @@ async fn under_strict_devices_get_a_commit_before_its_fsync_and_the_sender_after
         fail: std::sync::atomic::AtomicBool::new(false),
     });
     let store: Arc<dyn ConversationStore> = gate.clone();
-    let dedupe = im_dedupe::Dedupe {
-        js: js.clone(),
-        store: store.clone(),
-        config: im_dedupe::decide::Config::default(),
-        conversation_partitions: 16,
-        user_partitions: 16,
-        fast_path: true,
-        online: None,
-    };
+    let dedupe = dedupe_over(js.clone(), store.clone());
     let claim = Claim::unleased("dedupe", 3, 1);
-    dedupe
-        .handle(
-            &claim,
-            vec![accepted(
-                "c1",
-                "im.conversation.create",
-                json!({"conversation_id": "g:deferred", "kind": "group", "members": ["a", "b"]}),
-            )],
-        )
-        .await
-        .unwrap();
+    create_group(&dedupe, &claim, "g:deferred").await;
     let mut pushes = client.subscribe("im.push.>").await.unwrap();
     let mut verdicts = client.subscribe("im.gw.test.reply.>").await.unwrap();
     let mut timeline = client.subscribe("im.events.>").await.unwrap();

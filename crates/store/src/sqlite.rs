@@ -520,6 +520,12 @@ impl Db {
         })
     }
 
+    /// Whether this process writes the file and its commits wait for
+    /// [`Db::sync`] to be durable.
+    fn sync_deferred(&self) -> bool {
+        self.durability == Durability::Deferred && self.writer.is_some()
+    }
+
     /// [`Durability::Deferred`]: make every commit in the file so far
     /// durable, this process's or not: a replica that took a partition over
     /// may find an event committed by the owner that died before its sync,
@@ -528,7 +534,7 @@ impl Db {
     /// callers that ask while one runs share the next. Other durabilities:
     /// nothing to do.
     fn sync(&self) -> StoreResult<()> {
-        if self.durability != Durability::Deferred || self.writer.is_none() {
+        if !self.sync_deferred() {
             return Ok(());
         }
         let ticket = self

@@ -59,6 +59,13 @@ impl Dedupe {
     }
 }
 
+/// The waiting publishers' verdicts.
+async fn answer(client: &async_nats::Client, answers: &[(String, Verdict)]) {
+    for (subject, verdict) in answers {
+        reply(client, subject, verdict).await;
+    }
+}
+
 impl BatchHandler for Dedupe {
     async fn handle(
         &self,
@@ -107,9 +114,7 @@ impl BatchHandler for Dedupe {
         let deferred = self.store.sync_deferred();
         let client = self.js.client();
         if !deferred {
-            for (subject, verdict) in &answers {
-                reply(&client, subject, verdict).await;
-            }
+            answer(&client, &answers).await;
         }
         let receipts = receipt_items(&outputs);
         let traces: std::collections::HashMap<String, im_events::Trace> = outputs
@@ -131,9 +136,7 @@ impl BatchHandler for Dedupe {
         if deferred {
             let store = self.store.clone();
             im_runtime::blocking(move || store.sync()).await?;
-            for (subject, verdict) in &answers {
-                reply(&client, subject, verdict).await;
-            }
+            answer(&client, &answers).await;
         }
         let events: Vec<(u32, Timeline)> = outputs
             .into_iter()

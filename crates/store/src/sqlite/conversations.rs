@@ -395,7 +395,7 @@ impl ConversationStore for SqliteConversationStore {
     }
 
     fn sync_deferred(&self) -> bool {
-        self.db.durability == Durability::Deferred && self.db.writer.is_some()
+        self.db.sync_deferred()
     }
 
     fn dump(&self) -> StoreResult<Vec<String>> {
