@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// Partitions of the system the suite starts (default: schemas/streams.json).
     #[arg(long, env = "IM_PARTITIONS")]
     pub partitions: Option<u32>,
+    /// Streams every partitioned stream of the system the suite starts is
+    /// split into (`IM_STREAM_SHARDS`): the broker fsyncs each stream's
+    /// messages one by one, so shards are fsyncs side by side.
+    #[arg(long, env = "IM_STREAM_SHARDS", default_value_t = 1)]
+    pub shards: u32,
     /// Replicas of every function in the system the suite starts (they
     /// share the partitions).
     #[arg(long, default_value_t = 1)]

@@ -35,6 +35,7 @@ pub static SECRET: std::sync::LazyLock<String> =
 pub async fn start_system(
     durability: Durability,
     partitions: Option<u32>,
+    shards: u32,
     replicas: usize,
     extra_env: &[(&str, &str)],
 ) -> crate::Result<System> {
@@ -47,6 +48,7 @@ pub async fn start_system(
         builder = builder.partitions(partitions);
     }
     let system = builder
+        .shards(shards)
         .durability(durability)
         .replicas(replicas)
         .bin_dir(bin_dir)
@@ -193,6 +195,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> crate::Result<()> {
     let mut system = start_system(
         args.durability,
         args.partitions,
+        args.shards,
         args.replicas,
         &[("IM_LARGE_GROUP_THRESHOLD", "500")],
     )
@@ -201,6 +204,7 @@ pub async fn suite(args: &crate::bench::BenchArgs) -> crate::Result<()> {
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "durability": args.durability.as_str(),
         "partitions": system.partitions,
+        "shards": args.shards,
         "replicas": args.replicas,
         "nats_sync": args.durability.nats_sync_interval(),
         "sqlite": match args.durability { Durability::Strict => "synchronous=FULL", Durability::Relaxed => "synchronous=NORMAL, WAL fsynced every 100 ms" },
