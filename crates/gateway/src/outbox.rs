@@ -24,6 +24,9 @@ use crate::frames::FrameError;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
+/// The most frames one write takes from the queue (then flushed together).
+const FRAMES_PER_WRITE: usize = 64;
+
 /// Small on purpose: the channel allocates its slots in blocks, and an
 /// idle connection holds one block.
 enum Entry {
@@ -144,53 +147,68 @@ impl Writer {
         S: Sink<Message> + Unpin,
     {
         let slow = |shared: &Shared| shared.slow.load(Ordering::Acquire);
-        while let Some(entry) = self.queue.recv().await {
-            match entry {
-                Entry::Frame(text) => {
-                    let size = text.len();
-                    if !slow(&self.shared) {
-                        let sent = tokio::time::timeout(
-                            write_timeout,
-                            sink.send(Message::Text(text.into())),
-                        )
-                        .await;
-                        match sent {
-                            Ok(Ok(())) => {}
-                            Ok(Err(_)) => break,
-                            Err(_) => {
-                                // Stalled: the close goes out only if the
-                                // socket takes it within a short grace.
-                                self.shared.slow.store(true, Ordering::Release);
-                                metrics::counter!("im_gateway_slow_consumers_total").increment(1);
-                                let error = FrameError::new(
-                                    "slow_consumer",
-                                    format!("a write stalled for {write_timeout:?}: read faster, then reconnect and sync"),
-                                )
-                                .to_frame();
-                                let grace = Duration::from_secs(1);
-                                let _ = tokio::time::timeout(grace, async {
-                                    sink.send(Message::Text(error.to_string().into())).await?;
-                                    sink.send(close_message(CLOSE_POLICY, "slow consumer"))
-                                        .await
-                                })
-                                .await;
-                                break;
-                            }
+        while let Some(first) = self.queue.recv().await {
+            // What is queued already goes out in one write (one `send`
+            // system call when it fits the socket's write buffer): a batch's
+            // acks and pushes for one device come together.
+            let mut frames = Vec::new();
+            let mut closing = None;
+            let mut next = Some(first);
+            while let Some(entry) = next.take() {
+                match entry {
+                    Entry::Frame(text) => {
+                        frames.push(text);
+                        if frames.len() < FRAMES_PER_WRITE {
+                            next = self.queue.try_recv().ok();
                         }
                     }
-                    self.shared.queued.fetch_sub(size, Ordering::AcqRel);
+                    Entry::Close(close) => closing = Some(close),
                 }
-                Entry::Close(closing) => {
-                    let Closing { last, code, reason } = *closing;
-                    let _ = tokio::time::timeout(write_timeout, async {
-                        if let Some(text) = last {
-                            sink.send(Message::Text(text.into())).await?;
-                        }
-                        sink.send(close_message(code, &reason)).await
-                    })
-                    .await;
-                    break;
+            }
+            let size: usize = frames.iter().map(String::len).sum();
+            if !frames.is_empty() && !slow(&self.shared) {
+                let sent = tokio::time::timeout(write_timeout, async {
+                    for text in frames {
+                        sink.feed(Message::Text(text.into())).await?;
+                    }
+                    sink.flush().await
+                })
+                .await;
+                match sent {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => break,
+                    Err(_) => {
+                        // Stalled: the close goes out only if the socket
+                        // takes it within a short grace.
+                        self.shared.slow.store(true, Ordering::Release);
+                        metrics::counter!("im_gateway_slow_consumers_total").increment(1);
+                        let error = FrameError::new(
+                            "slow_consumer",
+                            format!("a write stalled for {write_timeout:?}: read faster, then reconnect and sync"),
+                        )
+                        .to_frame();
+                        let grace = Duration::from_secs(1);
+                        let _ = tokio::time::timeout(grace, async {
+                            sink.send(Message::Text(error.to_string().into())).await?;
+                            sink.send(close_message(CLOSE_POLICY, "slow consumer"))
+                                .await
+                        })
+                        .await;
+                        break;
+                    }
                 }
+            }
+            self.shared.queued.fetch_sub(size, Ordering::AcqRel);
+            if let Some(closing) = closing {
+                let Closing { last, code, reason } = *closing;
+                let _ = tokio::time::timeout(write_timeout, async {
+                    if let Some(text) = last {
+                        sink.send(Message::Text(text.into())).await?;
+                    }
+                    sink.send(close_message(code, &reason)).await
+                })
+                .await;
+                break;
             }
         }
         self.shared.done.notify_one();

@@ -5,6 +5,7 @@ use serde_json::json;
 struct Recorder {
     sent: Arc<std::sync::Mutex<Vec<Message>>>,
     stalled: bool,
+    flushes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Sink<Message> for Recorder {
@@ -27,6 +28,7 @@ impl Sink<Message> for Recorder {
         self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.flushes.fetch_add(1, Ordering::Relaxed);
         std::task::Poll::Ready(Ok(()))
     }
     fn poll_close(
@@ -61,6 +63,7 @@ async fn past_the_bound_the_queue_is_dropped_and_the_connection_closed() {
     let sink = Recorder {
         sent: sent.clone(),
         stalled: false,
+        flushes: Default::default(),
     };
     writer.run(sink, Duration::from_secs(1)).await;
     let sent = texts(&sent.lock().unwrap());
@@ -77,6 +80,7 @@ async fn a_stalled_write_ends_the_writer() {
     let sink = Recorder {
         sent: Default::default(),
         stalled: true,
+        flushes: Default::default(),
     };
     let started = std::time::Instant::now();
     writer.run(sink, Duration::from_millis(50)).await;
@@ -101,6 +105,7 @@ async fn a_close_follows_what_was_queued_and_frames_cannot_close() {
     let sink = Recorder {
         sent: sent.clone(),
         stalled: false,
+        flushes: Default::default(),
     };
     writer.run(sink, Duration::from_secs(1)).await;
     let sent = texts(&sent.lock().unwrap());
@@ -108,5 +113,31 @@ async fn a_close_follows_what_was_queued_and_frames_cannot_close() {
     assert!(sent[0].contains("__close"));
     assert!(sent[2].contains("token_expired"));
     assert_eq!(sent[3], "close 1008");
+    assert_eq!(outbox.queued_bytes(), 0);
+}
+
+#[tokio::test]
+async fn frames_queued_together_are_written_with_one_flush() {
+    let (outbox, writer) = Outbox::new(1 << 20);
+    for n in 0..(FRAMES_PER_WRITE + 6) {
+        outbox.push(&json!({"op": "ack", "n": n})).unwrap();
+    }
+    outbox.close(None, 1000, "done");
+    let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let flushes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = Recorder {
+        sent: sent.clone(),
+        stalled: false,
+        flushes: flushes.clone(),
+    };
+    writer.run(sink, Duration::from_secs(1)).await;
+    let sent = texts(&sent.lock().unwrap());
+    assert_eq!(sent.len(), FRAMES_PER_WRITE + 7, "{sent:?}");
+    for (n, text) in sent.iter().take(FRAMES_PER_WRITE + 6).enumerate() {
+        assert!(text.contains(&format!("\"n\":{n}")), "in order: {sent:?}");
+    }
+    assert_eq!(sent.last().map(String::as_str), Some("close 1000"));
+    // Two writes of queued frames (64, then 6), then the close's own.
+    assert_eq!(flushes.load(Ordering::Relaxed), 3);
     assert_eq!(outbox.queued_bytes(), 0);
 }
