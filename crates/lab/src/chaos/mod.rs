@@ -339,11 +339,30 @@ pub async fn run(args: ChaosArgs) -> crate::Result<()> {
         violations.len(),
         logs.display()
     );
-    if args.data_dir.is_none() {
+    if args.data_dir.is_some() {
+        return Ok(());
+    }
+    if keep_for_errors(&summary) {
+        // Clients were told to retry: the logs say which stage held their
+        // sends, and when.
+        eprintln!(
+            "chaos: error frames {}; data and logs kept in {}",
+            summary["error_frames"],
+            logs.display()
+        );
+    } else {
         // A clean run's scratch data is not worth keeping.
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     Ok(())
+}
+
+/// Whether a run's scratch data is kept although nothing was violated:
+/// when clients got error frames.
+fn keep_for_errors(summary: &Value) -> bool {
+    summary["error_frames"]
+        .as_object()
+        .is_some_and(|errors| errors.values().any(|count| count.as_u64() > Some(0)))
 }
 
 /// Every stream and the lease bucket have a leader and every replica is
@@ -460,4 +479,20 @@ async fn wait_moved(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Some(started.elapsed())
+}
+
+#[cfg(test)]
+mod keep_tests {
+    use super::*;
+
+    #[test]
+    fn a_run_whose_clients_saw_error_frames_keeps_its_logs() {
+        assert!(keep_for_errors(
+            &json!({"error_frames": {"unavailable": 28}})
+        ));
+        assert!(!keep_for_errors(&json!({"error_frames": {}})));
+        assert!(!keep_for_errors(
+            &json!({"error_frames": {"unavailable": 0}})
+        ));
+    }
 }
