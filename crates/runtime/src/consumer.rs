@@ -68,7 +68,8 @@ pub enum Outcome {
     Done,
     /// Transient failure that the runtime already retried `max_deliver`
     /// times in place: dead-letter it. (Handlers report transient failures
-    /// as `HandlerError::Transient`; the runtime retries those.)
+    /// as `HandlerError::Transient`; the runtime retries those. An outage
+    /// of the broker, `HandlerError::Unavailable`, never ends here.)
     Retry(String),
     /// Bad input: dead-letter with the reason and terminate.
     Reject {
@@ -107,11 +108,23 @@ pub enum HandlerError {
     /// Nothing of the batch is known to be durable: retry all of it.
     #[error("transient: {0}")]
     Transient(String),
+    /// The broker did not take an output (a stream without a leader for
+    /// the moment, no answer in time): nothing is wrong with the batch.
+    /// Retried in place as long as it takes, soon after the broker is back,
+    /// and never counted against `max_deliver`: an outage must not
+    /// dead-letter good events.
+    #[error("broker unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl From<crate::publish::PublishError> for HandlerError {
     fn from(error: crate::publish::PublishError) -> Self {
-        HandlerError::Transient(error.to_string())
+        match error {
+            crate::publish::PublishError::Failed(reason) => HandlerError::Unavailable(reason),
+            full @ crate::publish::PublishError::StorageFull(_) => {
+                HandlerError::Transient(full.to_string())
+            }
+        }
     }
 }
 
@@ -175,6 +188,9 @@ fn backoff(attempt: i64, key: &str) -> Duration {
     RetryPolicy::standard().delay(attempt, key)
 }
 
+/// The longest wait between retries of a batch the broker did not take.
+pub const UNAVAILABLE_CAP: Duration = Duration::from_secs(2);
+
 /// How often and how patiently a failing batch is retried in place.
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
@@ -190,6 +206,14 @@ impl RetryPolicy {
             base: Duration::from_millis(250),
             cap: Duration::from_secs(30),
         }
+    }
+
+    /// The wait before retry `attempt` after the broker was unavailable:
+    /// capped at [`UNAVAILABLE_CAP`] (or the policy's own cap, if lower),
+    /// so that a partition resumes within about that of the broker's
+    /// return, not half a minute later.
+    pub fn unavailable_delay(&self, attempt: u64, key: &str) -> Duration {
+        crate::backoff::Backoff::new(self.base, self.cap.min(UNAVAILABLE_CAP)).delay(attempt, key)
     }
 
     /// The wait before retry `attempt` of what `key` names (jittered per
@@ -261,7 +285,17 @@ async fn run_partition<H: BatchHandler>(
     // and removes a subscription on the server, and waits for a request
     // round trip before the next batch).
     let mut incoming: Option<jetstream::consumer::pull::Stream> = None;
+    // Every pull starts at the ack floor, so the consumer sequence of the
+    // next delivery is known (see [`DeliveryOrder`]): even a delivery made
+    // before this loop (to an earlier pull of this consumer) is made again.
+    if rewind(&mut consumer, &claim, &mut held).await.is_err() {
+        return;
+    }
+    let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
     while claim.is_valid() && !shutdown.is_triggered() {
+        if incoming.is_none() {
+            order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
+        }
         let stream = match incoming.as_mut() {
             Some(stream) => stream,
             None => match consumer
@@ -331,6 +365,25 @@ async fn run_partition<H: BatchHandler>(
                 }
             }
         }
+        if let Some(expected) = order.gap(&fresh) {
+            // A delivery that never reached us (lost in transit when a node
+            // or route went away): with `AckPolicy::All` the ack of a later
+            // one would cover it, and with per-message acks it would come
+            // back only after ack_wait, behind newer messages. Start again
+            // from the ack floor, in order.
+            tracing::warn!(
+                partition = claim.partition,
+                expected,
+                "a delivery never reached this consumer; starting again from the ack floor"
+            );
+            metrics::counter!("im_consumer_lost_deliveries_total", "function" => function.clone())
+                .increment(1);
+            incoming = None;
+            if rewind(&mut consumer, &claim, &mut held).await.is_err() {
+                break;
+            }
+            continue;
+        }
         match handle_fetched(
             &js,
             &def,
@@ -359,6 +412,41 @@ async fn run_partition<H: BatchHandler>(
     // Whoever owns the partition next takes what is still held.
     for (message, _) in &held {
         let _ = message.ack_with(AckKind::Nak(None)).await;
+    }
+}
+
+/// The consumer sequence the next delivery of a pull must carry. JetStream
+/// numbers a consumer's deliveries (redeliveries included) one by one, so a
+/// gap means a delivery was made and lost before it reached us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DeliveryOrder {
+    next: u64,
+}
+
+impl DeliveryOrder {
+    /// After `delivered` deliveries (the consumer's own count).
+    fn after(delivered: u64) -> Self {
+        DeliveryOrder {
+            next: delivered + 1,
+        }
+    }
+
+    /// Take `seq` as the next delivery; Err(the one expected) if one or
+    /// more before it never came.
+    fn accept(&mut self, seq: u64) -> Result<(), u64> {
+        if seq > self.next {
+            return Err(self.next);
+        }
+        self.next = self.next.max(seq + 1);
+        Ok(())
+    }
+
+    /// The first missing delivery before `messages`, if any.
+    fn gap(&mut self, messages: &[jetstream::Message]) -> Option<u64> {
+        messages
+            .iter()
+            .filter_map(|message| message.info().ok().map(|info| info.consumer_sequence))
+            .find_map(|seq| self.accept(seq).err())
     }
 }
 
@@ -544,7 +632,7 @@ async fn handle_fetched<H: BatchHandler>(
                 let _ = message.ack_with(AckKind::Nak(None)).await;
             }
         }
-        Err(HandlerError::Transient(reason)) => {
+        Err(HandlerError::Transient(reason) | HandlerError::Unavailable(reason)) => {
             // Only at shutdown: leave the batch to the next owner, in order.
             tracing::info!(partition = claim.partition, %reason, "batch left unacknowledged at shutdown");
             for message in &messages {
@@ -567,7 +655,10 @@ const HELD_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// does not redeliver them. After `max_deliver` failed attempts the batch is
 /// retried one message at a time, and a message that still fails then is
 /// dead-lettered (as `Retry` past the limit), so a poison message cannot
-/// block its partition forever. Returns `Transient` only at shutdown.
+/// block its partition forever. A batch the broker did not take
+/// ([`HandlerError::Unavailable`]) is retried every [`UNAVAILABLE_CAP`] at
+/// most, for as long as the outage lasts, and never dead-lettered for it.
+/// Returns `Transient` only at shutdown.
 async fn handle_in_order<H, K, F>(
     handler: &H,
     claim: &Claim,
@@ -583,25 +674,35 @@ where
     F: Future<Output = ()> + Send,
 {
     let mut last_error = String::new();
-    for attempt in 1..=policy.attempts {
-        match handler.handle(claim, incoming.clone()).await {
+    let key = format!("{}:{}", claim.function, claim.partition);
+    // Failures count against the attempts; outages of the broker do not.
+    let (mut failures, mut outages) = (0i64, 0u64);
+    while failures < policy.attempts {
+        let delay = match handler.handle(claim, incoming.clone()).await {
             Ok(outcomes) => return Ok(outcomes),
             Err(HandlerError::Fenced(reason)) => return Err(HandlerError::Fenced(reason)),
-            Err(HandlerError::Transient(reason)) => {
-                tracing::warn!(partition = claim.partition, attempt, %reason, "batch failed, retrying in place");
-                metrics::counter!(FAILED, "function" => claim.function.clone())
-                    .increment(incoming.len() as u64);
-                last_error = reason;
-                // Mark the messages in progress so JetStream does not
-                // redeliver them behind our back while we wait.
-                for index in offset..offset + incoming.len() {
-                    keep_alive(index).await;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(policy.delay(attempt, &format!("{}:{}", claim.function, claim.partition))) => {}
-                    _ = shutdown.wait() => return Err(HandlerError::Transient("shutting down".into())),
-                }
+            Err(HandlerError::Unavailable(reason)) => {
+                outages += 1;
+                tracing::warn!(partition = claim.partition, outages, %reason, "the broker did not take the batch's output, retrying in place");
+                policy.unavailable_delay(outages, &key)
             }
+            Err(HandlerError::Transient(reason)) => {
+                failures += 1;
+                tracing::warn!(partition = claim.partition, attempt = failures, %reason, "batch failed, retrying in place");
+                last_error = reason;
+                policy.delay(failures, &key)
+            }
+        };
+        metrics::counter!(FAILED, "function" => claim.function.clone())
+            .increment(incoming.len() as u64);
+        // Mark the messages in progress so JetStream does not redeliver
+        // them behind our back while we wait.
+        for index in offset..offset + incoming.len() {
+            keep_alive(index).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.wait() => return Err(HandlerError::Transient("shutting down".into())),
         }
     }
     if incoming.len() == 1 {

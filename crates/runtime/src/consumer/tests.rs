@@ -133,3 +133,104 @@ fn backoff_grows_and_is_capped() {
     within(8, Duration::from_secs(30));
     within(100, Duration::from_secs(30));
 }
+
+/// The broker takes nothing for the first `outages` calls.
+struct Outage {
+    calls: std::sync::atomic::AtomicUsize,
+    outages: usize,
+}
+
+impl BatchHandler for Outage {
+    async fn handle(
+        &self,
+        _claim: &Claim,
+        batch: Vec<Incoming>,
+    ) -> Result<Vec<Outcome>, HandlerError> {
+        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < self.outages {
+            return Err(crate::publish::PublishError::Failed(format!(
+                "publish ack: timed out (call {call})"
+            ))
+            .into());
+        }
+        Ok(batch.iter().map(|_| Outcome::Done).collect())
+    }
+}
+
+#[tokio::test]
+async fn a_broker_outage_longer_than_the_attempts_dead_letters_nothing() {
+    let handler = Outage {
+        calls: Default::default(),
+        outages: 10,
+    };
+    let policy = RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+    };
+    let kept_alive = std::sync::atomic::AtomicUsize::new(0);
+    let keep_alive = |_index: usize| {
+        kept_alive.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async {}
+    };
+    let outcomes = handle_in_order(
+        &handler,
+        &Claim::unleased("test", 0, 1),
+        vec![incoming(b"a"), incoming(b"b")],
+        0,
+        &keep_alive,
+        policy,
+        &Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcomes.len(), 2);
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Outcome::Done)),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        handler.calls.load(std::sync::atomic::Ordering::SeqCst),
+        11,
+        "ten outages, then the whole batch at once"
+    );
+    assert_eq!(kept_alive.load(std::sync::atomic::Ordering::SeqCst), 20);
+}
+
+#[test]
+fn publish_failures_are_outages_and_a_full_store_is_a_failure() {
+    use crate::publish::PublishError;
+    assert!(matches!(
+        HandlerError::from(PublishError::Failed("no responders".into())),
+        HandlerError::Unavailable(_)
+    ));
+    assert!(matches!(
+        HandlerError::from(PublishError::StorageFull("maximum bytes exceeded".into())),
+        HandlerError::Transient(_)
+    ));
+}
+
+#[test]
+fn after_an_outage_a_batch_is_retried_within_two_seconds() {
+    let policy = RetryPolicy::standard();
+    for outage in [1, 5, 8, 50] {
+        let delay = policy.unavailable_delay(outage, "dedupe:3");
+        assert!(delay <= UNAVAILABLE_CAP, "{outage}: {delay:?}");
+    }
+    assert!(policy.unavailable_delay(1, "dedupe:3") <= Duration::from_millis(250));
+    // A failure of the batch itself still backs off to half a minute.
+    assert!(policy.delay(8, "dedupe:3") >= Duration::from_secs(15));
+}
+
+#[test]
+fn a_delivery_that_never_came_is_a_gap() {
+    let mut order = DeliveryOrder::after(4);
+    assert_eq!(order.accept(5), Ok(()));
+    assert_eq!(order.accept(6), Ok(()));
+    assert_eq!(order.accept(8), Err(7), "delivery 7 was made and lost");
+    // An older delivery (one already counted) is no gap.
+    let mut order = DeliveryOrder::after(10);
+    assert_eq!(order.accept(10), Ok(()));
+    assert_eq!(order.accept(11), Ok(()));
+    assert_eq!(order.accept(12), Ok(()));
+}
