@@ -539,3 +539,84 @@ async fn under_strict_devices_get_a_commit_before_its_fsync_and_the_sender_after
     assert_eq!(verdict["message"]["seq"], json!(1), "{verdict}");
     assert_eq!(store.history("g:deferred", None, 10).unwrap().len(), 1);
 }
+
+/// What the partition loop's check of lost deliveries relies on, against a
+/// real nats-server: a delivery that never reaches the consumer's reader
+/// leaves a gap in the consumer sequence of the next ones (with
+/// `AckPolicy::All`, acking those would cover it for good), and a reset to
+/// the ack floor makes it again, numbered after what the reset reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_lost_in_flight_shows_as_a_gap_and_a_reset_makes_it_again() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy};
+    use futures::StreamExt;
+    use im_runtime::consumer::DeliveryOrder;
+    use std::time::Duration;
+
+    let (_nats, js) = jetstream().await;
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "GAPS".into(),
+            subjects: vec!["gaps.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for n in 1..=3 {
+        js.publish(format!("gaps.{n}"), n.to_string().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let mut consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some("gaps".into()),
+            ack_policy: AckPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let take = |consumer: async_nats::jetstream::consumer::PullConsumer, count: usize| async move {
+        let mut messages = consumer
+            .fetch()
+            .max_messages(count)
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await
+            .unwrap();
+        let mut taken = Vec::new();
+        while let Some(message) = messages.next().await {
+            taken.push(message.unwrap());
+        }
+        taken
+    };
+    let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
+    // Delivery 1 is made and lost on its way: nobody handles it.
+    let lost = take(consumer.clone(), 1).await;
+    assert_eq!(lost.len(), 1);
+    drop(lost);
+    let later = take(consumer.clone(), 2).await;
+    assert_eq!(
+        later.iter().map(|m| m.payload.to_vec()).collect::<Vec<_>>(),
+        [b"2".to_vec(), b"3".to_vec()]
+    );
+    assert_eq!(order.gap(&later), Some(1), "the lost delivery is seen");
+    // Starting again from the ack floor delivers it again, first, and the
+    // count continues from what the reset says.
+    consumer.reset(None).await.unwrap();
+    let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
+    let again = take(consumer.clone(), 3).await;
+    assert_eq!(
+        again.iter().map(|m| m.payload.to_vec()).collect::<Vec<_>>(),
+        [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]
+    );
+    assert_eq!(
+        order.gap(&again),
+        None,
+        "{:?}",
+        again
+            .iter()
+            .map(|m| m.info().unwrap().consumer_sequence)
+            .collect::<Vec<_>>()
+    );
+}

@@ -419,13 +419,13 @@ async fn run_partition<H: BatchHandler>(
 /// numbers a consumer's deliveries (redeliveries included) one by one, so a
 /// gap means a delivery was made and lost before it reached us.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct DeliveryOrder {
+pub struct DeliveryOrder {
     next: u64,
 }
 
 impl DeliveryOrder {
     /// After `delivered` deliveries (the consumer's own count).
-    fn after(delivered: u64) -> Self {
+    pub fn after(delivered: u64) -> Self {
         DeliveryOrder {
             next: delivered + 1,
         }
@@ -433,7 +433,7 @@ impl DeliveryOrder {
 
     /// Take `seq` as the next delivery; Err(the one expected) if one or
     /// more before it never came.
-    fn accept(&mut self, seq: u64) -> Result<(), u64> {
+    pub fn accept(&mut self, seq: u64) -> Result<(), u64> {
         if seq > self.next {
             return Err(self.next);
         }
@@ -442,7 +442,7 @@ impl DeliveryOrder {
     }
 
     /// The first missing delivery before `messages`, if any.
-    fn gap(&mut self, messages: &[jetstream::Message]) -> Option<u64> {
+    pub fn gap(&mut self, messages: &[jetstream::Message]) -> Option<u64> {
         messages
             .iter()
             .filter_map(|message| message.info().ok().map(|info| info.consumer_sequence))
