@@ -548,9 +548,8 @@ async fn under_strict_devices_get_a_commit_before_its_fsync_and_the_sender_after
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_lost_in_flight_shows_as_a_gap_and_a_reset_makes_it_again() {
     use async_nats::jetstream::consumer::{pull, AckPolicy};
-    use futures::StreamExt;
+    use im_pipeline_tests::fetch_batch;
     use im_runtime::consumer::DeliveryOrder;
-    use std::time::Duration;
 
     let (_nats, js) = jetstream().await;
     let stream = js
@@ -576,26 +575,12 @@ async fn a_delivery_lost_in_flight_shows_as_a_gap_and_a_reset_makes_it_again() {
         })
         .await
         .unwrap();
-    let take = |consumer: async_nats::jetstream::consumer::PullConsumer, count: usize| async move {
-        let mut messages = consumer
-            .fetch()
-            .max_messages(count)
-            .expires(Duration::from_secs(2))
-            .messages()
-            .await
-            .unwrap();
-        let mut taken = Vec::new();
-        while let Some(message) = messages.next().await {
-            taken.push(message.unwrap());
-        }
-        taken
-    };
     let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
     // Delivery 1 is made and lost on its way: nobody handles it.
-    let lost = take(consumer.clone(), 1).await;
+    let lost = fetch_batch(&consumer, 1).await;
     assert_eq!(lost.len(), 1);
     drop(lost);
-    let later = take(consumer.clone(), 2).await;
+    let later = fetch_batch(&consumer, 2).await;
     assert_eq!(
         later.iter().map(|m| m.payload.to_vec()).collect::<Vec<_>>(),
         [b"2".to_vec(), b"3".to_vec()]
@@ -605,7 +590,7 @@ async fn a_delivery_lost_in_flight_shows_as_a_gap_and_a_reset_makes_it_again() {
     // count continues from what the reset says.
     consumer.reset(None).await.unwrap();
     let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
-    let again = take(consumer.clone(), 3).await;
+    let again = fetch_batch(&consumer, 3).await;
     assert_eq!(
         again.iter().map(|m| m.payload.to_vec()).collect::<Vec<_>>(),
         [b"1".to_vec(), b"2".to_vec(), b"3".to_vec()]

@@ -291,11 +291,9 @@ async fn run_partition<H: BatchHandler>(
     if rewind(&mut consumer, &claim, &mut held).await.is_err() {
         return;
     }
-    let mut order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
+    // Set with each new pull, from the count the last reset reported.
+    let mut order = DeliveryOrder::after(0);
     while claim.is_valid() && !shutdown.is_triggered() {
-        if incoming.is_none() {
-            order = DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
-        }
         let stream = match incoming.as_mut() {
             Some(stream) => stream,
             None => match consumer
@@ -306,7 +304,11 @@ async fn run_partition<H: BatchHandler>(
                 .messages()
                 .await
             {
-                Ok(stream) => incoming.insert(stream),
+                Ok(stream) => {
+                    order =
+                        DeliveryOrder::after(consumer.cached_info().delivered.consumer_sequence);
+                    incoming.insert(stream)
+                }
                 Err(error) => {
                     tracing::warn!(%error, "pull failed");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -682,6 +684,14 @@ where
             Ok(outcomes) => return Ok(outcomes),
             Err(HandlerError::Fenced(reason)) => return Err(HandlerError::Fenced(reason)),
             Err(HandlerError::Unavailable(reason)) => {
+                if !claim.is_valid() {
+                    // The lease ran out during the outage: the partition is
+                    // someone else's now (a function without a fenced store
+                    // would otherwise publish its batch behind their back).
+                    return Err(HandlerError::Fenced(format!(
+                        "the partition's lease was lost while the broker was unavailable: {reason}"
+                    )));
+                }
                 outages += 1;
                 tracing::warn!(partition = claim.partition, outages, %reason, "the broker did not take the batch's output, retrying in place");
                 policy.unavailable_delay(outages, &key)

@@ -1,10 +1,11 @@
 use super::*;
 
 /// Fails transiently for any batch containing the poison payload, or for
-/// the first `flaky` calls.
+/// the first `flaky` calls (as a broker outage, if `outage`).
 struct Flaky {
     calls: std::sync::atomic::AtomicUsize,
     flaky: usize,
+    outage: bool,
 }
 
 impl BatchHandler for Flaky {
@@ -14,6 +15,12 @@ impl BatchHandler for Flaky {
         batch: Vec<Incoming>,
     ) -> Result<Vec<Outcome>, HandlerError> {
         let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        if call < self.flaky && self.outage {
+            return Err(crate::publish::PublishError::Failed(format!(
+                "publish ack: timed out (call {call})"
+            ))
+            .into());
+        }
         if call < self.flaky || batch.iter().any(|m| m.payload.as_ref() == b"poison") {
             return Err(HandlerError::Transient(format!("failure on call {call}")));
         }
@@ -37,6 +44,7 @@ async fn run_flaky(flaky: usize, batch: Vec<Incoming>) -> (Vec<Outcome>, usize, 
     let handler = Flaky {
         calls: Default::default(),
         flaky,
+        outage: false,
     };
     let kept_alive = std::sync::atomic::AtomicUsize::new(0);
     let keep_alive = |_index: usize| {
@@ -97,6 +105,7 @@ async fn shutdown_interrupts_the_wait() {
     let handler = Flaky {
         calls: Default::default(),
         flaky: usize::MAX,
+        outage: false,
     };
     let shutdown = Shutdown::new();
     shutdown.trigger();
@@ -134,34 +143,12 @@ fn backoff_grows_and_is_capped() {
     within(100, Duration::from_secs(30));
 }
 
-/// The broker takes nothing for the first `outages` calls.
-struct Outage {
-    calls: std::sync::atomic::AtomicUsize,
-    outages: usize,
-}
-
-impl BatchHandler for Outage {
-    async fn handle(
-        &self,
-        _claim: &Claim,
-        batch: Vec<Incoming>,
-    ) -> Result<Vec<Outcome>, HandlerError> {
-        let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if call < self.outages {
-            return Err(crate::publish::PublishError::Failed(format!(
-                "publish ack: timed out (call {call})"
-            ))
-            .into());
-        }
-        Ok(batch.iter().map(|_| Outcome::Done).collect())
-    }
-}
-
 #[tokio::test]
 async fn a_broker_outage_longer_than_the_attempts_dead_letters_nothing() {
-    let handler = Outage {
+    let handler = Flaky {
         calls: Default::default(),
-        outages: 10,
+        flaky: 10,
+        outage: true,
     };
     let policy = RetryPolicy {
         attempts: 3,
@@ -233,4 +220,35 @@ fn a_delivery_that_never_came_is_a_gap() {
     assert_eq!(order.accept(10), Ok(()));
     assert_eq!(order.accept(11), Ok(()));
     assert_eq!(order.accept(12), Ok(()));
+}
+
+#[tokio::test]
+async fn an_outage_outlasting_the_lease_gives_the_partition_up() {
+    let handler = Flaky {
+        calls: Default::default(),
+        flaky: usize::MAX,
+        outage: true,
+    };
+    let claim = Claim::unleased("test", 0, 1);
+    claim.revoke();
+    let policy = RetryPolicy {
+        attempts: 3,
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(2),
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        handle_in_order(
+            &handler,
+            &claim,
+            vec![incoming(b"a")],
+            0,
+            &|_| async {},
+            policy,
+            &Shutdown::new(),
+        ),
+    )
+    .await
+    .expect("an outage must not outlive the claim");
+    assert!(matches!(result, Err(HandlerError::Fenced(_))), "{result:?}");
 }
