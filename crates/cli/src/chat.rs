@@ -296,14 +296,12 @@ pub async fn run(args: ChatArgs) -> anyhow::Result<()> {
         ),
     };
     let url = format!("ws://{}/v1/ws?token={token}", args.gateway);
-    let (socket, _) = tokio_tungstenite::connect_async(&url)
-        .await
-        .map_err(|error| {
-            anyhow::anyhow!(
-                "cannot connect to ws://{}/v1/ws: {error}; is `imctl up` running?",
-                args.gateway
-            )
-        })?;
+    let socket = im_lab::ws::connect(&url).await.map_err(|error| {
+        anyhow::anyhow!(
+            "cannot connect to ws://{}/v1/ws: {error}; is `imctl up` running?",
+            args.gateway
+        )
+    })?;
     let (mut sink, mut stream) = socket.split();
     println!(
         "connected as {} ({}); /list, /open ID, /history, /read, /reply SEQ TEXT, /react SEQ EMOJI, /unreact SEQ EMOJI, /receipts, /presence USER…, /block USER, /unblock USER, /quit",

@@ -127,8 +127,7 @@ impl Latencies {
     }
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::ws::Socket;
 
 async fn connect(args: &BenchArgs, user: &str) -> crate::Result<Socket> {
     let token = im_gateway::auth::mint_device(
@@ -139,10 +138,9 @@ async fn connect(args: &BenchArgs, user: &str) -> crate::Result<Socket> {
         3600,
     );
     let url = format!("ws://{}/v1/ws?token={token}", args.gateway);
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await.map_err(|e| {
+    crate::ws::connect(&url).await.map_err(|e| {
         crate::failed!("connect to {url}: {e}; is `imctl up` running with the same --secret?")
-    })?;
-    Ok(socket)
+    })
 }
 
 #[derive(Default)]

@@ -145,15 +145,13 @@ pub fn cpu_per_message(before: &CpuSample, after: &CpuSample, messages: u64) -> 
     })
 }
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::ws::Socket;
 
 pub async fn device(port: u16, user: &str) -> crate::Result<Socket> {
     let token =
         im_gateway::auth::mint_device(&SECRET, user, "bench", chrono::Utc::now().timestamp(), 7200);
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
-    let (socket, _) = tokio_tungstenite::connect_async(&url).await?;
-    Ok(socket)
+    Ok(crate::ws::connect(&url).await?)
 }
 
 /// A structured send event as services publish it (the baseline's payload).

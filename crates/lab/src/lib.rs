@@ -11,5 +11,6 @@ mod bench_tiers;
 pub mod chaos;
 pub mod error;
 mod quiesce;
+pub mod ws;
 
 pub use error::{Error, Result};

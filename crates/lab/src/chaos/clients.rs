@@ -38,8 +38,7 @@ pub(super) fn offline_direct(n: usize) -> String {
     im_events::ids::direct_conversation_id(&format!("c{n}"), &format!("o{n}"))
 }
 
-pub(super) type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub(super) use crate::ws::Socket;
 
 pub(super) async fn connect(
     ports: &[u16],
@@ -51,14 +50,10 @@ pub(super) async fn connect(
         im_gateway::auth::mint_device(&SECRET, user, device, chrono::Utc::now().timestamp(), 7200);
     let port = ports[attempt % ports.len()];
     let url = format!("ws://127.0.0.1:{port}/v1/ws?token={token}");
-    tokio::time::timeout(
-        Duration::from_secs(3),
-        tokio_tungstenite::connect_async(&url),
-    )
-    .await
-    .ok()?
-    .ok()
-    .map(|(socket, _)| socket)
+    tokio::time::timeout(Duration::from_secs(3), crate::ws::connect(&url))
+        .await
+        .ok()?
+        .ok()
 }
 
 /// What every load device shares.
