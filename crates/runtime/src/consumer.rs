@@ -357,8 +357,10 @@ async fn run_partition<H: BatchHandler>(
             // from dedupe's commit) waits a little for more: at a moderate
             // rate a batch is otherwise one message, and every batch costs
             // the same wake-ups, commit and publishes whatever its size.
-            if !fresh.is_empty() && fresh.len() < defaults.fetch_batch && !def.linger.is_zero() {
-                let until = tokio::time::Instant::now() + def.linger;
+            // A stage on it waits only when it is behind (`busy_linger`).
+            let linger = def.linger_for(fresh.len(), defaults.fetch_batch);
+            if !linger.is_zero() {
+                let until = tokio::time::Instant::now() + linger;
                 while fresh.len() < defaults.fetch_batch {
                     match tokio::time::timeout_at(until, stream.next()).await {
                         Ok(Some(Ok(message))) => fresh.push(message),

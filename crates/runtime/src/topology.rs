@@ -90,6 +90,36 @@ pub struct ConsumerDef {
     /// (`linger_ms`; 0: none). Only for stages off the sender's path.
     #[serde(default, rename = "linger_ms", deserialize_with = "millis")]
     pub linger: Duration,
+    /// How long a batch that already holds [`BUSY_BATCH`] messages without
+    /// waiting (the stage is behind: messages come faster than it commits)
+    /// waits for more (`busy_linger_ms`; 0: never). For a stage on the
+    /// sender's path: at a moderate rate its batches stay small and nothing
+    /// waits, and under load each commit carries more messages, so it
+    /// writes fewer pages and makes fewer wake-ups per message.
+    #[serde(default, rename = "busy_linger_ms", deserialize_with = "millis")]
+    pub busy_linger: Duration,
+}
+
+/// What a batch must already hold, unwaited for, before a stage with a
+/// `busy_linger` waits for more.
+pub const BUSY_BATCH: usize = 8;
+
+impl ConsumerDef {
+    /// How long a batch of `ready` messages (of at most `full`) waits for
+    /// more: a stage off the sender's path its `linger` whenever the batch
+    /// is not full; a stage on it its `busy_linger`, only when the batch is
+    /// already [`BUSY_BATCH`] long.
+    pub fn linger_for(&self, ready: usize, full: usize) -> Duration {
+        if ready == 0 || ready >= full {
+            Duration::ZERO
+        } else if !self.linger.is_zero() {
+            self.linger
+        } else if ready >= BUSY_BATCH {
+            self.busy_linger
+        } else {
+            Duration::ZERO
+        }
+    }
 }
 
 fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
@@ -139,6 +169,15 @@ pub fn topology() -> &'static Topology {
                 def.linger = linger;
             }
         }
+        if let Some(linger) = millis_from_env("IM_BUSY_LINGER_MS") {
+            for def in topology
+                .consumers
+                .iter_mut()
+                .filter(|d| !d.busy_linger.is_zero())
+            {
+                def.busy_linger = linger;
+            }
+        }
         topology
     })
 }
@@ -147,8 +186,9 @@ pub fn topology() -> &'static Topology {
 /// partitions' publishers at once.
 pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
 
-/// `IM_LINGER_MS`: how long the stages that wait for fuller batches wait
-/// (0: not at all), instead of `schemas/streams.json`'s `linger_ms`.
+/// `IM_LINGER_MS` (`IM_BUSY_LINGER_MS`): how long the stages that wait for
+/// fuller batches (when busy) wait (0: not at all), instead of
+/// `schemas/streams.json`'s `linger_ms` (`busy_linger_ms`).
 fn millis_from_env(name: &str) -> Option<Duration> {
     let text = std::env::var(name).ok()?;
     match text.trim().parse::<u64>() {

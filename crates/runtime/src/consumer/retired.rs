@@ -74,6 +74,7 @@ pub async fn retired_partitions(
             retired: None,
             ack_all: false,
             linger: Duration::ZERO,
+            busy_linger: Duration::ZERO,
         };
         let consumers = partition_consumers(stream, &def, partition).await?;
         let Some(newest) = consumers.iter().max_by_key(|c| c.ack_floor) else {

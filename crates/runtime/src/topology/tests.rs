@@ -245,3 +245,28 @@ fn topology_is_consistent_with_the_subject_constants() {
     assert!(im_events::subjects::delivery_subject(5, "message").starts_with("im.delivery.5."));
     assert_eq!(topology.partition_count(unread), topology.partitions.user);
 }
+
+#[test]
+fn a_stage_on_the_senders_path_waits_for_more_only_when_it_is_behind() {
+    let topology: Topology = serde_json::from_str(STREAMS_JSON).unwrap();
+    let dedupe = topology.consumer("dedupe").unwrap();
+    let full = topology.consumer_defaults.fetch_batch;
+    assert!(
+        dedupe.linger.is_zero(),
+        "dedupe's commit is the sender's ack"
+    );
+    assert!(!dedupe.busy_linger.is_zero());
+    // A moderate rate: batches of a few, and nothing waits.
+    for ready in 0..BUSY_BATCH {
+        assert_eq!(dedupe.linger_for(ready, full), Duration::ZERO, "{ready}");
+    }
+    // Behind: the batch waits for more, unless it is already full.
+    assert_eq!(dedupe.linger_for(BUSY_BATCH, full), dedupe.busy_linger);
+    assert_eq!(dedupe.linger_for(full - 1, full), dedupe.busy_linger);
+    assert_eq!(dedupe.linger_for(full, full), Duration::ZERO);
+    // A stage off the path waits its linger for any batch not full.
+    let fanout = topology.consumer("fanout").unwrap();
+    assert_eq!(fanout.linger_for(1, full), fanout.linger);
+    assert_eq!(fanout.linger_for(full, full), Duration::ZERO);
+    assert_eq!(fanout.linger_for(0, full), Duration::ZERO);
+}
