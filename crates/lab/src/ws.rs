@@ -17,7 +17,7 @@ pub const CLIENT_BUFFER_BYTES: usize = 8 * 1024;
 pub type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The configuration every lab client connects with.
-pub fn client_config() -> WebSocketConfig {
+fn client_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(CLIENT_BUFFER_BYTES)
         .write_buffer_size(CLIENT_BUFFER_BYTES)

@@ -160,24 +160,10 @@ pub fn topology() -> &'static Topology {
             topology.partitions.conversation = count;
             topology.partitions.user = count;
         }
-        if let Some(linger) = millis_from_env("IM_LINGER_MS") {
-            for def in topology
-                .consumers
-                .iter_mut()
-                .filter(|d| !d.linger.is_zero())
-            {
-                def.linger = linger;
-            }
-        }
-        if let Some(linger) = millis_from_env("IM_BUSY_LINGER_MS") {
-            for def in topology
-                .consumers
-                .iter_mut()
-                .filter(|d| !d.busy_linger.is_zero())
-            {
-                def.busy_linger = linger;
-            }
-        }
+        linger_from_env(&mut topology.consumers, "IM_LINGER_MS", |d| &mut d.linger);
+        linger_from_env(&mut topology.consumers, "IM_BUSY_LINGER_MS", |d| {
+            &mut d.busy_linger
+        });
         topology
     })
 }
@@ -186,9 +172,25 @@ pub fn topology() -> &'static Topology {
 /// partitions' publishers at once.
 pub const MAX_PARTITIONS: u32 = crate::publish::MAX_CONCURRENT_PUBLISHERS as u32;
 
-/// `IM_LINGER_MS` (`IM_BUSY_LINGER_MS`): how long the stages that wait for
-/// fuller batches (when busy) wait (0: not at all), instead of
-/// `schemas/streams.json`'s `linger_ms` (`busy_linger_ms`).
+/// `IM_LINGER_MS` and `IM_BUSY_LINGER_MS`: how long the stages that wait
+/// for fuller batches wait (0: not at all), instead of
+/// `schemas/streams.json`'s `linger_ms` and `busy_linger_ms`. Only a stage
+/// that waits there is changed: the others' zero stays.
+fn linger_from_env(
+    consumers: &mut [ConsumerDef],
+    name: &str,
+    field: impl Fn(&mut ConsumerDef) -> &mut Duration,
+) {
+    if let Some(linger) = millis_from_env(name) {
+        for def in consumers.iter_mut() {
+            let value = field(def);
+            if !value.is_zero() {
+                *value = linger;
+            }
+        }
+    }
+}
+
 fn millis_from_env(name: &str) -> Option<Duration> {
     let text = std::env::var(name).ok()?;
     match text.trim().parse::<u64>() {
