@@ -112,8 +112,13 @@ async fn consistent_hash_keeps_a_user_on_one_gateway() {
     let strategy = [("IM_CONNECT_STRATEGY", "consistent_hash")];
     let port_a = pipeline.start_gateway("gw-a", &strategy).await;
     let port_b = pipeline.start_gateway("gw-b", &strategy).await;
-    // Both registered (every user hashes over both).
-    let first = connect_until(port_a, "carol", |a| a["strategy"] == "consistent_hash").await;
+    // Both registered, as each of them sees it (every user hashes over
+    // both): a gateway that does not see the other yet hashes over itself.
+    let both = |a: &Value| {
+        a["strategy"] == "consistent_hash" && a["alternatives"].as_array().map_or(0, Vec::len) == 1
+    };
+    connect_until(port_b, "carol", both).await;
+    let first = connect_until(port_a, "carol", both).await;
     let mut seen = std::collections::BTreeSet::new();
     for n in 0..40 {
         let user = format!("user{n}");
